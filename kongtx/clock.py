@@ -40,7 +40,9 @@ class Clock:
         """Now, in epoch milliseconds (Kong's ``created_at`` unit)."""
         return int(self.reactor.seconds() * 1000)
 
-    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
+    def call_later(
+        self, delay: float, fn: Callable[..., Any], *args: Any, **kw: Any
+    ) -> IDelayedCall:
         """Schedule ``fn``; the call is forgotten once it ran or was cancelled."""
 
         def run() -> None:

@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.unit.test_cache -*-
+"""The node's in-memory entity cache (DESIGN.md §4, STYLE.md rule 13).
+
+Kong 0.9 kept entities in an nginx shared dict that never expired and filled
+misses under a lock.  We keep the good parts and close the holes:
+
+* bounded: least-recently-used entries are evicted past ``max_bytes``
+  (``mem_cache_size``), sizes estimated once when an entry is stored;
+* optional per-entry TTL on the injected clock;
+* negative entries, so a lookup that found nothing is not repeated per request;
+* concurrent misses of one key collapse into one load, and every waiter gets its
+  own Deferred (cancelling one waiter never cancels the load for the others);
+* a load that started before an invalidation of its key never stores its value:
+  the invalidation forgets the in-flight load, and the load stores only if it is
+  still the one registered for the key.
+
+The hot path is :meth:`Cache.peek`: synchronous, no Deferred, no allocation
+beyond the returned tuple.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+
+from kongtx.clock import Clock
+
+#: The value :meth:`Cache.peek` reports for a cached miss is ``None``; this marker
+#: is how the entry is stored internally.
+NEGATIVE: Any = object()
+
+_NO_EXPIRY = float("inf")
+
+
+class _Entry:
+    __slots__ = ("expires", "size", "value")
+
+    def __init__(self, value: Any, expires: float, size: int) -> None:
+        self.value = value
+        self.expires = expires
+        self.size = size
+
+
+class _Load:
+    """One in-flight load of a key and the callers waiting for it."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[Deferred[Any]] = []
+
+
+def estimate_size(value: Any, _depth: int = 0) -> int:
+    """A cheap, deterministic estimate of the memory an entry holds, in bytes.
+
+    Exactness does not matter; what matters is that a router of 10,000 APIs weighs
+    far more than one consumer row, so that ``mem_cache_size`` bounds memory.
+    Objects may declare their own weight with a ``cache_size`` attribute.
+    """
+    declared = getattr(value, "cache_size", None)
+    if isinstance(declared, int):
+        return declared
+    if isinstance(value, str | bytes):
+        return 49 + len(value)
+    if isinstance(value, dict):
+        if _depth > 8:
+            return 64 * len(value)
+        return 64 + sum(
+            estimate_size(k, _depth + 1) + estimate_size(v, _depth + 1) for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        if _depth > 8:
+            return 56 + 8 * len(value)
+        return 56 + sum(estimate_size(v, _depth + 1) for v in value)
+    return 32
+
+
+class Cache:
+    """LRU cache bounded by an estimate of its size in bytes."""
+
+    def __init__(self, clock: Clock, max_bytes: int = 128 * 2**20) -> None:
+        self._clock = clock
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, _Load] = {}
+        self.size = 0
+        #: counters for /status and the benchmarks
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return self.peek(key)[0]
+
+    def keys(self) -> list[str]:
+        """The keys currently held (expired ones included until touched)."""
+        return list(self._entries)
+
+    # ------------------------------------------------------------------ reads
+
+    def peek(self, key: str) -> tuple[bool, Any]:
+        """``(hit, value)``; a negative entry is a hit whose value is ``None``."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return False, None
+        if entry.expires != _NO_EXPIRY and entry.expires <= self._clock.seconds():
+            self._drop(key)
+            self.misses += 1
+            return False, None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        value = entry.value
+        return True, (None if value is NEGATIVE else value)
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None = None,
+        negative: bool = True,
+    ) -> Any:
+        """The cached value of ``key``, loading it once if missing.
+
+        ``loader`` returning ``None`` means "not found": cached as a negative entry
+        unless ``negative`` is false.  A loader failure reaches every waiter and
+        stores nothing.
+        """
+        hit, value = self.peek(key)
+        if hit:
+            return value
+        load = self._inflight.get(key)
+        start = load is None
+        if load is None:
+            load = self._inflight[key] = _Load()
+        waiter: Deferred[Any] = Deferred(
+            lambda d: load.waiters.remove(d) if d in load.waiters else None
+        )
+        load.waiters.append(waiter)
+        if start:
+            d = ensureDeferred(_call(loader))
+            d.addBoth(self._completed, key, load, ttl, negative)
+        return await waiter
+
+    def _completed(
+        self, result: Any, key: str, load: _Load, ttl: float | None, negative: bool
+    ) -> None:
+        if self._inflight.get(key) is load:
+            del self._inflight[key]
+            if not isinstance(result, Failure) and (result is not None or negative):
+                self.set(key, NEGATIVE if result is None else result, ttl)
+        waiters, load.waiters = load.waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    # ----------------------------------------------------------------- writes
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` (``None`` stores a negative entry) for ``ttl`` seconds."""
+        if value is None:
+            value = NEGATIVE
+        if key in self._entries:
+            self._drop(key)
+        expires = _NO_EXPIRY if ttl is None else self._clock.seconds() + ttl
+        size = estimate_size(key) + (16 if value is NEGATIVE else estimate_size(value))
+        self._entries[key] = _Entry(value, expires, size)
+        self.size += size
+        while self.size > self.max_bytes and len(self._entries) > 1:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+            self.evictions += 1
+
+    def invalidate(self, key: str) -> None:
+        """Forget ``key`` and any load of it already in flight."""
+        self._inflight.pop(key, None)
+        if key in self._entries:
+            self._drop(key)
+
+    def invalidate_prefix(self, prefix: str) -> None:
+        """Forget every key starting with ``prefix`` (and their in-flight loads)."""
+        for key in [k for k in self._inflight if k.startswith(prefix)]:
+            del self._inflight[key]
+        for key in [k for k in self._entries if k.startswith(prefix)]:
+            self._drop(key)
+
+    def flush(self) -> None:
+        """Forget everything (``DELETE /cache``, a full purge)."""
+        self._inflight.clear()
+        self._entries.clear()
+        self.size = 0
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        self.size -= entry.size
+
+
+async def _call(loader: Callable[[], Awaitable[Any]]) -> Any:
+    return await loader()
