@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+
+from kongtx.log import logger
 
 T = TypeVar("T")
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 class Clock:
     """Wraps an ``IReactorTime`` and remembers what it scheduled."""
 
-    log = Logger()
+    log = logger()
 
     def __init__(self, reactor: IReactorTime) -> None:
         self.reactor = reactor
