@@ -1,0 +1,287 @@
+"""A private single-node Apache Cassandra 5.0 for the test session, from Maven jars.
+
+``.ci/install-servers`` copies ``cassandra-all`` and its runtime dependencies (see
+``.ci/cassandra/pom.xml``) into ``KONG_TEST_CASSANDRA_LIB`` (default
+``~/.cache/kongtx/cassandra``).  ``server()`` writes a one-node ``cassandra.yaml`` on
+127.0.0.1 with free ports, a small heap and its data in a temporary directory, runs
+``CassandraDaemon`` in the foreground with the JVM 17 options Cassandra's own scripts
+pass, waits for the native port, and kills it at exit.  Never downloads: without the jars
+the tests skip loudly (or fail when ``KONG_TEST_REQUIRE`` names cassandra).
+``KONG_TEST_CASSANDRA_HOST`` (and ``_PORT``) points at an existing server instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.servers import free_port, unavailable, wait_until
+
+START_TIMEOUT = float(os.environ.get("KONG_TEST_CASSANDRA_START_TIMEOUT", "180"))
+
+# jvm-server.options + jvm17-server.options of Cassandra 5.0 (what bin/cassandra adds on Java 17).
+JVM_OPTIONS = """
+-Djdk.attach.allowAttachSelf=true -Dio.netty.tryReflectionSetAccessible=true
+-Dio.netty.allocator.useCacheForAllThreads=true -Dio.netty.allocator.maxOrder=11
+--add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-exports java.base/java.lang.ref=ALL-UNNAMED
+--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+--add-exports java.management/com.sun.jmx.remote.security=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+--add-exports java.sql/java.sql=ALL-UNNAMED --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+--add-opens java.base/java.lang.module=ALL-UNNAMED --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+--add-opens java.base/jdk.internal.ref=ALL-UNNAMED --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+--add-opens java.base/jdk.internal.math=ALL-UNNAMED --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+--add-opens java.base/sun.nio.ch=ALL-UNNAMED --add-opens java.base/java.io=ALL-UNNAMED
+--add-opens java.base/java.lang.reflect=ALL-UNNAMED --add-opens java.base/java.lang=ALL-UNNAMED
+--add-opens java.base/java.util=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED
+-ea -da:net.openhft... -XX:+UseThreadPriorities -Xss256k -XX:+PerfDisableSharedMem
+-Djava.net.preferIPv4Stack=true -Dchronicle.analytics.disable=true
+-Xms512M -Xmx512M -XX:+UseG1GC -XX:MaxGCPauseMillis=300 -XX:+ExitOnOutOfMemoryError
+-XX:ActiveProcessorCount=2 -Dcassandra.available_processors=2
+"""
+
+YAML = """\
+cluster_name: kongtx-test
+num_tokens: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+native_transport_port: {native_port}
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage_port}"
+data_file_directories: [{run}/data]
+commitlog_directory: {run}/commitlog
+saved_caches_directory: {run}/saved_caches
+hints_directory: {run}/hints
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+commitlog_segment_size: 8MiB
+auto_snapshot: false
+hinted_handoff_enabled: false
+concurrent_reads: 8
+concurrent_writes: 8
+concurrent_counter_writes: 8
+concurrent_compactors: 1
+memtable_flush_writers: 1
+native_transport_max_threads: 32
+read_request_timeout: 10000ms
+write_request_timeout: 10000ms
+range_request_timeout: 20000ms
+request_timeout: 20000ms
+"""
+
+LOGBACK = """\
+<configuration>
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender"><file>${cassandra.logdir}/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %logger{0} - %msg%n</pattern></encoder></appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+"""
+
+
+def lib_dir() -> str:
+    """Where .ci/install-servers put the jars."""
+    return os.environ.get("KONG_TEST_CASSANDRA_LIB") or os.path.expanduser("~/.cache/kongtx/cassandra")
+
+
+def native_ready(host: str, port: int) -> bool:
+    """Whether the CQL native transport answers an OPTIONS frame with SUPPORTED."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(struct.pack(">BBhBI", 4, 0, 0, 5, 0))
+            header = s.recv(9)
+            return len(header) >= 5 and header[0] == 0x84 and header[4] == 0x06
+    except OSError:
+        return False
+
+
+@dataclass
+class CassandraServer:
+    """Contact point and port, plus the process when this harness owns it."""
+
+    host: str
+    port: int
+    version: str = ""
+    run: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    storage_port: int = 0
+
+    @property
+    def owned(self) -> bool:
+        """Whether this harness started the server (so it may stop and restart it)."""
+        return self.run is not None
+
+    def store_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``CassandraStore`` (connection part)."""
+        return {"contact_points": [self.host], "port": self.port}
+
+    def _argv(self, lib: str) -> list[str]:
+        assert self.run is not None
+        jamm = sorted(glob.glob(os.path.join(lib, "jamm-*.jar")))
+        java = shutil.which("java") or "java"
+        argv = [java, f"@{self.run}/jvm.args"]
+        if jamm:
+            argv.append(f"-javaagent:{jamm[-1]}")
+        argv += [
+            f"-Dcassandra.config=file://{self.run}/cassandra.yaml",
+            f"-Dcassandra.storagedir={self.run}",
+            f"-Dcassandra.logdir={self.run}/logs",
+            f"-Dlogback.configurationFile={self.run}/logback.xml",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            f"-Djava.io.tmpdir={self.run}/tmp",
+            "-cp", os.path.join(lib, "*"),
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+        return argv
+
+    def start(self) -> None:
+        """Start the (owned) server and wait for its native port."""
+        assert self.run is not None
+        lib = lib_dir()
+        out = open(os.path.join(self.run, "logs", "stdout.log"), "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self._argv(lib), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        proc = self.proc
+        ok = wait_until(
+            lambda: native_ready(self.host, self.port), START_TIMEOUT, 0.5,
+            alive=lambda: proc.poll() is None,
+        )
+        if not ok:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"Cassandra did not open its native port in {START_TIMEOUT:.0f}s: {tail}")
+
+    def stop(self) -> None:
+        """Kill the (owned) server process (a throwaway node needs no drain)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+
+    def log_tail(self, n: int = 3000) -> str:
+        """The end of stdout.log and system.log, for failure messages."""
+        text = ""
+        for name in ("stdout.log", "system.log"):
+            path = os.path.join(self.run or "", "logs", name)
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    text += f"--- {name}\n" + f.read()[-n:]
+        return text
+
+    def destroy(self) -> None:
+        """Kill the server and remove its directory."""
+        self.stop()
+        if self.run is not None:
+            shutil.rmtree(self.run, ignore_errors=True)
+            self.run = None
+
+
+def _start_owned() -> CassandraServer:
+    lib = lib_dir()
+    if not glob.glob(os.path.join(lib, "cassandra-all-5.0.*.jar")):
+        unavailable(
+            "cassandra",
+            f"no cassandra-all-5.0.*.jar in {lib} (run .ci/install-servers, or set KONG_TEST_CASSANDRA_LIB)",
+        )
+    if shutil.which("java") is None:
+        unavailable("cassandra", "no java on PATH (Cassandra 5.0 needs Java 17)")
+    run = tempfile.mkdtemp(prefix="kongtx-cassandra-")
+    for d in ("logs", "tmp"):
+        os.makedirs(os.path.join(run, d))
+    srv = CassandraServer(host="127.0.0.1", port=free_port(), run=run, storage_port=free_port())
+    with open(os.path.join(run, "cassandra.yaml"), "w") as f:
+        f.write(YAML.format(run=run, storage_port=srv.storage_port, native_port=srv.port))
+    with open(os.path.join(run, "logback.xml"), "w") as f:
+        f.write(LOGBACK)
+    with open(os.path.join(run, "jvm.args"), "w") as f:
+        f.write(JVM_OPTIONS)
+    began = time.monotonic()
+    try:
+        srv.start()
+    except (RuntimeError, OSError) as e:
+        srv.destroy()
+        unavailable("cassandra", str(e))
+    srv.version = _release_version(srv)
+    print(f"\n[kongtx tests] Cassandra started in {time.monotonic() - began:.1f}s", file=sys.stderr)
+    return srv
+
+
+def _release_version(srv: CassandraServer) -> str:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster([srv.host], port=srv.port, protocol_version=5, connect_timeout=20)
+    try:
+        session = cluster.connect()
+        row = session.execute("SELECT release_version FROM system.local", timeout=30).one()
+        return str(row.release_version)
+    finally:
+        cluster.shutdown()
+
+
+_server: CassandraServer | None = None
+_failure: str | None = None
+_guard = threading.Lock()
+
+
+def server() -> CassandraServer:
+    """The session's Cassandra (started on first use); skips or fails when impossible."""
+    global _server, _failure
+    with _guard:
+        if _server is not None:
+            return _server
+        if _failure is not None:
+            unavailable("cassandra", _failure)
+        host = os.environ.get("KONG_TEST_CASSANDRA_HOST")
+        try:
+            if host:
+                srv = CassandraServer(host=host, port=int(os.environ.get("KONG_TEST_CASSANDRA_PORT", "9042")))
+                try:
+                    srv.version = _release_version(srv)
+                except Exception as e:
+                    unavailable("cassandra", f"KONG_TEST_CASSANDRA_HOST={host}: {e}")
+            else:
+                srv = _start_owned()
+                atexit.register(srv.destroy)
+        except pytest.skip.Exception as e:
+            _failure = str(e)
+            raise
+        print(
+            f"\n[kongtx tests] Cassandra {srv.version} on {srv.host}:{srv.port}"
+            f" ({'private, ' + lib_dir() if srv.owned else 'from KONG_TEST_CASSANDRA_*'})",
+            file=sys.stderr,
+        )
+        _server = srv
+        return srv
+
+
+@pytest.fixture(scope="session")
+def cassandra_server() -> CassandraServer:
+    """The session's Cassandra (see :func:`server`)."""
+    return server()

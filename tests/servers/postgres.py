@@ -1,0 +1,262 @@
+"""A private PostgreSQL for the test session (Debian's binaries, a temp cluster).
+
+``server()`` starts it once per process (``initdb`` into a temporary directory as the
+unprivileged ``postgres`` user when we are root, ``postgres`` on a free 127.0.0.1 port
+with its unix socket inside that directory, user and database ``kong``) and removes it
+at exit.  ``KONG_TEST_PG_HOST`` (with ``_PORT``, ``_USER``, ``_PASSWORD``,
+``_DATABASE``) points the tests at an existing server instead; that one cannot be
+stopped and restarted, so the outage tests skip there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.servers import free_port, unavailable
+
+PASSWORD = "kong"
+
+
+def find_bindir() -> str | None:
+    """The newest Debian ``/usr/lib/postgresql/<v>/bin``, else ``pg_config --bindir``."""
+
+    def version(path: str) -> float:
+        try:
+            return float(path.split("/")[-2])
+        except ValueError:
+            return 0.0
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    for d in candidates:
+        if os.access(os.path.join(d, "initdb"), os.X_OK):
+            return d
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        d = out.stdout.strip()
+        if out.returncode == 0 and os.access(os.path.join(d, "initdb"), os.X_OK):
+            return d
+    return None
+
+
+@dataclass
+class PostgresServer:
+    """Connection settings, plus stop/start when we own the server process."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+    database: str
+    version: str = ""
+    bindir: str | None = None
+    root: str | None = None
+    owner: str | None = None
+    running: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def owned(self) -> bool:
+        """Whether this harness started the server (so it may stop and restart it)."""
+        return self.root is not None
+
+    def store_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``PostgresStore`` (connection part)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+        }
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert self.bindir is not None
+        cmd = [os.path.join(self.bindir, argv[0]), *argv[1:]]
+        if self.owner is not None:
+            cmd = ["runuser", "-u", self.owner, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert self.root is not None
+        return self._run("pg_ctl", "-D", os.path.join(self.root, "data"), *args, check=check)
+
+    def start(self) -> None:
+        """Start the (owned) server on its port; returns when it accepts connections."""
+        assert self.root is not None
+        with self._lock:
+            opts = (
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                " -c max_connections=200"
+            )
+            self._pg_ctl("-l", os.path.join(self.root, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+            self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the (owned) server: ``fast`` (clean), ``immediate`` (like a crash)."""
+        with self._lock:
+            if self.root is None or not self.running:
+                return
+            self._pg_ctl("-m", mode, "-w", "-t", "60", "stop", check=False)
+            self.running = False
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` as the superuser over the unix socket (owned servers only)."""
+        assert self.root is not None
+        out = self._run(
+            "psql", "-h", self.root, "-p", str(self.port), "-U", "postgres", "-d", database,
+            "-v", "ON_ERROR_STOP=1", "-Atc", sql,
+        )
+        return out.stdout.strip()
+
+    def destroy(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.root is None:
+            return
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+
+def _start_owned() -> PostgresServer:
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable("postgres", "no initdb found (apt-get install postgresql; see .ci/install-servers)")
+    owner: str | None = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("postgres", "running as root and there is no 'postgres' user to run initdb")
+        owner = "postgres"
+    root = tempfile.mkdtemp(prefix="kongtx-pg-")
+    os.chmod(root, 0o755)
+    if owner is not None:
+        pw = pwd.getpwnam(owner)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    srv = PostgresServer(
+        host="127.0.0.1", port=free_port(), user="kong", password=PASSWORD, database="kong",
+        bindir=bindir, root=root, owner=owner, running=False,
+    )
+    try:
+        srv._run(
+            "initdb", "-D", os.path.join(root, "data"), "-U", "postgres", "-E", "UTF8",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+        )
+        srv.start()
+        srv.psql(f"CREATE USER kong PASSWORD '{PASSWORD}'")
+        srv.psql("CREATE DATABASE kong OWNER kong")
+        srv.version = srv.psql("SHOW server_version")
+    except (subprocess.SubprocessError, OSError) as e:
+        detail = getattr(e, "stderr", "") or ""
+        log = os.path.join(root, "server.log")
+        if os.path.exists(log):
+            with open(log) as f:
+                detail += f.read()[-2000:]
+        srv.destroy()
+        unavailable("postgres", f"could not start a private server: {e} {detail}")
+    return srv
+
+
+def _from_env() -> PostgresServer | None:
+    host = os.environ.get("KONG_TEST_PG_HOST")
+    if not host:
+        return None
+    return PostgresServer(
+        host=host,
+        port=int(os.environ.get("KONG_TEST_PG_PORT", "5432")),
+        user=os.environ.get("KONG_TEST_PG_USER", "kong"),
+        password=os.environ.get("KONG_TEST_PG_PASSWORD") or None,
+        database=os.environ.get("KONG_TEST_PG_DATABASE", "kong"),
+    )
+
+
+_server: PostgresServer | None = None
+_failure: str | None = None
+_guard = threading.Lock()
+
+
+def server() -> PostgresServer:
+    """The session's PostgreSQL (started on first use); skips or fails when impossible."""
+    global _server, _failure
+    with _guard:
+        if _server is not None:
+            return _server
+        if _failure is not None:
+            unavailable("postgres", _failure)
+        try:
+            srv = _from_env() or _start_owned()
+        except pytest.skip.Exception as e:
+            _failure = str(e.msg) if hasattr(e, "msg") else str(e)
+            raise
+        if srv.owned:
+            atexit.register(srv.destroy)
+        else:
+            import psycopg2
+
+            try:
+                conn = psycopg2.connect(**_dsn(srv))
+                with conn, conn.cursor() as cur:
+                    cur.execute("SHOW server_version")
+                    srv.version = cur.fetchone()[0]
+                conn.close()
+            except psycopg2.Error as e:
+                _failure = f"KONG_TEST_PG_HOST={srv.host}: {e}"
+                unavailable("postgres", _failure)
+        print(
+            f"\n[kongtx tests] PostgreSQL {srv.version} on {srv.host}:{srv.port}"
+            f" ({'private, ' + (srv.bindir or '') if srv.owned else 'from KONG_TEST_PG_*'})",
+            file=sys.stderr,
+        )
+        _server = srv
+        return srv
+
+
+def _dsn(srv: PostgresServer) -> dict[str, Any]:
+    return {
+        "host": srv.host, "port": srv.port, "user": srv.user,
+        "password": srv.password, "dbname": srv.database,
+    }
+
+
+def connect_sync(srv: PostgresServer) -> Any:
+    """A blocking psycopg2 connection (autocommit) for test setup and inspection."""
+    import psycopg2
+
+    conn = psycopg2.connect(**_dsn(srv))
+    conn.autocommit = True
+    return conn
+
+
+def fresh_database(srv: PostgresServer, name: str) -> PostgresServer:
+    """An empty database ``name`` on the same server (dropped first if it exists)."""
+    conn = connect_sync(srv)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return PostgresServer(
+        host=srv.host, port=srv.port, user=srv.user, password=srv.password, database=name,
+        version=srv.version, bindir=srv.bindir, root=srv.root, owner=srv.owner, running=srv.running,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The session's PostgreSQL (see :func:`server`)."""
+    return server()
