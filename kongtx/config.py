@@ -1,0 +1,710 @@
+# -*- test-case-name: tests.unit.test_config -*-
+"""``kong.conf`` + ``KONG_*`` environment + defaults -> one immutable, validated :class:`Config`.
+
+Why it looks like this: operators' kong.conf files and ``KONG_*`` variables written for
+Kong 0.9 must work unchanged (SPEC §5), and a bad value must stop the node before it
+binds anything, with one line per problem that names the property.  So loading is a
+pure function of (file text, environment, ``-p``) that either returns a fully typed
+:class:`Config` or raises :class:`ConfigError` carrying *every* problem found.
+
+Precedence, lowest to highest (SPEC §5.1): :data:`DEFAULTS` < the file (``-c``, else the
+first existing of :data:`DEFAULT_PATHS`) < ``KONG_<PROPERTY>`` < ``-p`` (prefix only).
+
+An empty value at any layer means "unset" (as in Kong): the property falls back to
+its unset value, which is ``None`` for optional properties, ``()`` for lists and the
+built-in default for properties that always need a value.  Environment values are
+taken literally (only trimmed): there is no comment syntax in a variable, so a
+password containing ``#`` survives; in the file, ``\\#`` escapes a ``#``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from twisted.logger import Logger, LogLevel
+
+log = Logger(namespace="kongtx.config")
+
+#: Where Kong looks for a configuration file when ``-c`` is not given (SPEC §5.1).
+DEFAULT_PATHS: tuple[str, ...] = ("/etc/kong.conf", "/etc/kong/kong.conf")
+
+#: Properties whose values are replaced by ``******`` in ``GET /`` and debug output.
+SENSITIVE: frozenset[str] = frozenset({"pg_password", "cassandra_password", "cluster_encrypt_key"})
+
+#: Printed instead of a sensitive value.
+MASK = "******"
+
+LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+DATABASES = ("sqlite", "postgres", "cassandra")
+CASSANDRA_CONSISTENCIES = (
+    "ALL",
+    "EACH_QUORUM",
+    "QUORUM",
+    "LOCAL_QUORUM",
+    "ONE",
+    "TWO",
+    "THREE",
+    "LOCAL_ONE",
+)
+CASSANDRA_REPL_STRATEGIES = ("SimpleStrategy", "NetworkTopologyStrategy")
+CLUSTER_PROFILES = ("local", "lan", "wan")
+
+#: nginx's "on"/"off" flags: Kong shows them as strings in ``GET /`` (the rest are booleans).
+_NGX_BOOLEANS = frozenset({"nginx_daemon", "lua_code_cache"})
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class Address(NamedTuple):
+    """A ``host:port`` pair, as written in ``*_listen`` properties.
+
+    ``host`` never carries IPv6 brackets; ``str()`` adds them back.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """The host a local client should dial: a wildcard bind becomes loopback."""
+        if self.host == "0.0.0.0":
+            return "127.0.0.1"
+        if self.host == "::":
+            return "::1"
+        return self.host
+
+
+class _Invalid(Exception):
+    """One property's value is wrong; the message is the user-facing line."""
+
+
+# --------------------------------------------------------------------------- parsers
+#
+# Each parser takes (property name, non-empty trimmed raw text) and returns the typed
+# value or raises _Invalid with SPEC's wording.
+
+
+Parser = Callable[[str, str], Any]
+
+
+def _string(key: str, raw: str) -> str:
+    return raw
+
+
+def _path(key: str, raw: str) -> str:
+    return os.path.abspath(os.path.expanduser(raw))
+
+
+def _enum(*allowed: str) -> Parser:
+    def parse(key: str, raw: str) -> str:
+        if raw not in allowed:
+            raise _Invalid(f"{key} has an invalid value: '{raw}' ({', '.join(allowed)})")
+        return raw
+
+    return parse
+
+
+def _boolean(key: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("on", "true"):
+        return True
+    if lowered in ("off", "false"):
+        return False
+    raise _Invalid(f"{key} is not a boolean: '{raw}'")
+
+
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(key: str, raw: str) -> float:
+    if not _NUMBER.fullmatch(raw):
+        raise _Invalid(f"{key} is not a number: '{raw}'")
+    return float(raw)
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
+    def parse(key: str, raw: str) -> int:
+        value = _number(key, raw)
+        if value != int(value):
+            raise _Invalid(f"{key} is not an integer: '{raw}'")
+        result = int(value)
+        if minimum is not None and maximum is not None:
+            if not minimum <= result <= maximum:
+                raise _Invalid(f"{key} has an invalid value: '{raw}' ({minimum}-{maximum})")
+        elif minimum is not None and result < minimum:
+            raise _Invalid(f"{key} has an invalid value: '{raw}' (>= {minimum})")
+        return result
+
+    return parse
+
+
+def _positive_number(key: str, raw: str) -> float:
+    value = _number(key, raw)
+    if value <= 0:
+        raise _Invalid(f"{key} has an invalid value: '{raw}' (> 0)")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(key: str, raw: str) -> int:
+    """An nginx size (``512``, ``10k``, ``128m``, ``1g``) in bytes."""
+    match = _SIZE.fullmatch(raw)
+    if not match:
+        raise _Invalid(f"{key} is not a size: '{raw}'")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def format_size(size: int) -> str:
+    """Bytes back to nginx notation, largest exact unit first (``134217728`` -> ``128m``)."""
+    for unit in ("g", "m", "k"):
+        factor = _SIZE_UNITS[unit]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _list(key: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _split_host_port(raw: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"(.+):(\d+)", raw)
+    if not match:
+        return None
+    host, port = match.group(1), int(match.group(2))
+    if port > 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        return host, port
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if ":" in host or not _HOSTNAME.fullmatch(host):
+            return None
+    return host, port
+
+
+def _listen(key: str, raw: str) -> Address:
+    """``address:port`` (``[v6]:port`` too), Kong's proxy/admin listen form."""
+    parsed = _split_host_port(raw)
+    if parsed is None:
+        raise _Invalid(f"{key} must be of form 'address:port'")
+    return Address(*parsed)
+
+
+def _ipv4_port(key: str, raw: str) -> Address:
+    """The gossip addresses: Serf only ever took ``IPv4:port``."""
+    match = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", raw)
+    if match:
+        try:
+            ipaddress.IPv4Address(match.group(1))
+        except ValueError:
+            pass
+        else:
+            if int(match.group(2)) <= 65535:
+                return Address(match.group(1), int(match.group(2)))
+    raise _Invalid(f"{key} must be in the form of IPv4:port")
+
+
+def _dns_resolver(key: str, raw: str) -> tuple[Address, ...]:
+    servers = []
+    for item in _list(key, raw):
+        host, _, port = item.partition(":")
+        try:
+            ipaddress.IPv4Address(host)
+            number = int(port) if port else 53
+            if not (port.isdigit() or not port) or not 0 < number <= 65535:
+                raise ValueError(port)
+        except ValueError:
+            raise _Invalid(
+                f"{key} must be a comma separated list in the form of IPv4 or IPv4:port"
+            ) from None
+        servers.append(Address(host, number))
+    return tuple(servers)
+
+
+def _trusted_ips(key: str, raw: str) -> tuple[str, ...]:
+    networks = []
+    for item in _list(key, raw):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise _Invalid(
+                f"{key} must be a comma separated list in the form of IPv4 or IPv6 "
+                f"address or CIDR block, got '{item}'"
+            ) from None
+    return tuple(networks)
+
+
+def _data_centers(key: str, raw: str) -> tuple[str, ...]:
+    items = _list(key, raw)
+    for item in items:
+        if not re.fullmatch(r"[^:]+:\d+", item):
+            raise _Invalid(f"{key} has an invalid value: '{item}' (<dc_name>:<replication_factor>)")
+    return items
+
+
+def _worker_processes(key: str, raw: str) -> int | str:
+    if raw == "auto":
+        return raw
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    raise _Invalid(f"{key} has an invalid value: '{raw}' (auto, a positive integer)")
+
+
+def _encrypt_key(key: str, raw: str) -> str:
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) not in (16, 24, 32):
+        raise _Invalid(f"{key} must be a base64 encoded 16, 24 or 32 byte key")
+    return raw
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class _Property:
+    default: str
+    parse: Parser
+    #: the value when unset and the default is empty
+    empty: Any = None
+
+
+_PROPERTIES: dict[str, _Property] = {
+    "prefix": _Property("/usr/local/kong/", _path),
+    "log_level": _Property("notice", _enum(*LOG_LEVELS)),
+    "custom_plugins": _Property("", _list, ()),
+    "anonymous_reports": _Property("on", _boolean),
+    "proxy_listen": _Property("0.0.0.0:8000", _listen),
+    "proxy_listen_ssl": _Property("0.0.0.0:8443", _listen),
+    "admin_listen": _Property("127.0.0.1:8001", _listen),
+    "trusted_ips": _Property("", _trusted_ips, ()),
+    "nginx_worker_processes": _Property("auto", _worker_processes),
+    "nginx_daemon": _Property("on", _boolean),
+    "nginx_optimizations": _Property("on", _boolean),
+    "mem_cache_size": _Property("128m", _size),
+    "ssl": _Property("on", _boolean),
+    "ssl_cert": _Property("", _path),
+    "ssl_cert_key": _Property("", _path),
+    "database": _Property("sqlite", _enum(*DATABASES)),
+    "sqlite_path": _Property("", _string, ""),
+    "pg_host": _Property("127.0.0.1", _string),
+    "pg_port": _Property("5432", _integer(1, 65535)),
+    "pg_user": _Property("kong", _string),
+    "pg_password": _Property("", _string),
+    "pg_database": _Property("kong", _string),
+    "pg_ssl": _Property("off", _boolean),
+    "pg_ssl_verify": _Property("off", _boolean),
+    "cassandra_contact_points": _Property("127.0.0.1", _list, ()),
+    "cassandra_port": _Property("9042", _integer(1, 65535)),
+    "cassandra_keyspace": _Property("kong", _string),
+    "cassandra_consistency": _Property("ONE", _enum(*CASSANDRA_CONSISTENCIES)),
+    "cassandra_timeout": _Property("5000", _integer(1)),
+    "cassandra_ssl": _Property("off", _boolean),
+    "cassandra_ssl_verify": _Property("off", _boolean),
+    "cassandra_username": _Property("kong", _string),
+    "cassandra_password": _Property("", _string),
+    "cassandra_repl_strategy": _Property("SimpleStrategy", _enum(*CASSANDRA_REPL_STRATEGIES)),
+    "cassandra_repl_factor": _Property("1", _integer(1)),
+    "cassandra_data_centers": _Property("dc1:2,dc2:3", _data_centers, ()),
+    "cluster_listen": _Property("0.0.0.0:7946", _ipv4_port),
+    "cluster_listen_rpc": _Property("127.0.0.1:7373", _ipv4_port),
+    "cluster_advertise": _Property("", _ipv4_port),
+    "cluster_encrypt_key": _Property("", _encrypt_key),
+    "cluster_profile": _Property("wan", _enum(*CLUSTER_PROFILES)),
+    "cluster_ttl_on_failure": _Property("3600", _integer()),
+    "dnsmasq": _Property("on", _boolean),
+    "dnsmasq_port": _Property("8053", _integer(1, 65535)),
+    "dns_resolver": _Property("", _dns_resolver, ()),
+    "lua_code_cache": _Property("on", _boolean),
+    "lua_ssl_trusted_certificate": _Property("", _path),
+    "lua_ssl_verify_depth": _Property("1", _integer(0)),
+    "lua_package_path": _Property("?/init.lua;./kong/?.lua", _string),
+    "lua_package_cpath": _Property("", _string),
+    "serf_path": _Property("serf", _string),
+    # kongtx additions (docs/configuration.md says why each exists)
+    "db_update_frequency": _Property("5", _positive_number),
+    "upstream_connect_timeout": _Property("60000", _integer(1)),
+    "upstream_send_timeout": _Property("60000", _integer(1)),
+    "upstream_read_timeout": _Property("60000", _integer(1)),
+    "upstream_keepalive": _Property("60", _integer(0)),
+    "client_max_header_size": _Property("8k", _size),
+    "client_body_buffer_size": _Property("8k", _size),
+}
+
+#: Every property's built-in default, as it would be written in kong.conf ("" = none).
+DEFAULTS: Mapping[str, str] = MappingProxyType({k: p.default for k, p in _PROPERTIES.items()})
+
+
+def _value(key: str, raw: str) -> Any:
+    """Parse ``raw`` for ``key``; empty falls back to the default, then to the unset value."""
+    prop = _PROPERTIES[key]
+    if raw == "":
+        raw = prop.default
+    if raw == "":
+        return prop.empty
+    return prop.parse(key, raw)
+
+
+def _default(key: str) -> Any:
+    return _value(key, "")
+
+
+# --------------------------------------------------------------------------- Config
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration: one attribute per kong.conf property, typed.
+
+    Construct it with :func:`load_config`; ``Config()`` is the all-defaults
+    configuration (handy in tests), and ``dataclasses.replace`` derives variants.
+    """
+
+    prefix: str = _default("prefix")
+    log_level: str = _default("log_level")
+    custom_plugins: tuple[str, ...] = _default("custom_plugins")
+    anonymous_reports: bool = _default("anonymous_reports")
+    proxy_listen: Address = _default("proxy_listen")
+    proxy_listen_ssl: Address = _default("proxy_listen_ssl")
+    admin_listen: Address = _default("admin_listen")
+    trusted_ips: tuple[str, ...] = _default("trusted_ips")
+    nginx_worker_processes: int | str = _default("nginx_worker_processes")
+    nginx_daemon: bool = _default("nginx_daemon")
+    nginx_optimizations: bool = _default("nginx_optimizations")
+    mem_cache_size: int = _default("mem_cache_size")
+    ssl: bool = _default("ssl")
+    ssl_cert: str | None = _default("ssl_cert")
+    ssl_cert_key: str | None = _default("ssl_cert_key")
+    database: str = _default("database")
+    sqlite_path: str = _default("sqlite_path")
+    pg_host: str = _default("pg_host")
+    pg_port: int = _default("pg_port")
+    pg_user: str = _default("pg_user")
+    pg_password: str | None = _default("pg_password")
+    pg_database: str = _default("pg_database")
+    pg_ssl: bool = _default("pg_ssl")
+    pg_ssl_verify: bool = _default("pg_ssl_verify")
+    cassandra_contact_points: tuple[str, ...] = _default("cassandra_contact_points")
+    cassandra_port: int = _default("cassandra_port")
+    cassandra_keyspace: str = _default("cassandra_keyspace")
+    cassandra_consistency: str = _default("cassandra_consistency")
+    cassandra_timeout: int = _default("cassandra_timeout")
+    cassandra_ssl: bool = _default("cassandra_ssl")
+    cassandra_ssl_verify: bool = _default("cassandra_ssl_verify")
+    cassandra_username: str | None = _default("cassandra_username")
+    cassandra_password: str | None = _default("cassandra_password")
+    cassandra_repl_strategy: str = _default("cassandra_repl_strategy")
+    cassandra_repl_factor: int = _default("cassandra_repl_factor")
+    cassandra_data_centers: tuple[str, ...] = _default("cassandra_data_centers")
+    cluster_listen: Address = _default("cluster_listen")
+    cluster_listen_rpc: Address = _default("cluster_listen_rpc")
+    cluster_advertise: Address | None = _default("cluster_advertise")
+    cluster_encrypt_key: str | None = _default("cluster_encrypt_key")
+    cluster_profile: str = _default("cluster_profile")
+    cluster_ttl_on_failure: int = _default("cluster_ttl_on_failure")
+    dnsmasq: bool = _default("dnsmasq")
+    dnsmasq_port: int = _default("dnsmasq_port")
+    dns_resolver: tuple[Address, ...] = _default("dns_resolver")
+    lua_code_cache: bool = _default("lua_code_cache")
+    lua_ssl_trusted_certificate: str | None = _default("lua_ssl_trusted_certificate")
+    lua_ssl_verify_depth: int = _default("lua_ssl_verify_depth")
+    lua_package_path: str = _default("lua_package_path")
+    lua_package_cpath: str | None = _default("lua_package_cpath")
+    serf_path: str = _default("serf_path")
+    db_update_frequency: float = _default("db_update_frequency")
+    upstream_connect_timeout: int = _default("upstream_connect_timeout")
+    upstream_send_timeout: int = _default("upstream_send_timeout")
+    upstream_read_timeout: int = _default("upstream_read_timeout")
+    upstream_keepalive: int = _default("upstream_keepalive")
+    client_max_header_size: int = _default("client_max_header_size")
+    client_body_buffer_size: int = _default("client_body_buffer_size")
+
+    def __post_init__(self) -> None:
+        # The prefix is always absolute and the sqlite file always a real path, so
+        # that every later reader (node, CLI, migrations) agrees on one file.
+        prefix = os.path.abspath(self.prefix)
+        object.__setattr__(self, "prefix", prefix)
+        sqlite_path = self.sqlite_path or "kong.db"
+        object.__setattr__(self, "sqlite_path", os.path.join(prefix, sqlite_path))
+
+    # ----------------------------------------------------------------- derived views
+
+    @property
+    def twisted_log_level(self) -> LogLevel:
+        """``log_level`` as the twisted.logger level the node filters on."""
+        return twisted_log_level(self.log_level)
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_ips`` parsed once, for the X-Forwarded-For check."""
+        return tuple(ipaddress.ip_network(n) for n in self.trusted_ips)
+
+    def text(self, key: str) -> str:
+        """The kong.conf spelling of property ``key``'s value (``""`` when unset)."""
+        return _format(key, getattr(self, key))
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        """The resolved configuration as Kong shows it under ``configuration`` in ``GET /``.
+
+        JSON-able: addresses and sizes as kong.conf text, lists as lists, unset
+        properties left out; plus the derived ``*_ip``/``*_port`` keys and the
+        prefix file paths Kong adds.  Secrets are ``******`` unless asked otherwise.
+        """
+        from kongtx.prefix import prefix_paths
+
+        result: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if mask_secrets and f.name in SENSITIVE:
+                result[f.name] = MASK
+            elif isinstance(value, Address):
+                result[f.name] = str(value)
+            elif f.name in ("mem_cache_size", "client_max_header_size", "client_body_buffer_size"):
+                result[f.name] = format_size(value)
+            elif f.name in _NGX_BOOLEANS:
+                result[f.name] = "on" if value else "off"
+            elif isinstance(value, tuple):
+                result[f.name] = [str(v) for v in value]
+            else:
+                result[f.name] = value
+        for name, address in (
+            ("admin", self.admin_listen),
+            ("proxy", self.proxy_listen),
+            ("proxy_ssl", self.proxy_listen_ssl),
+        ):
+            result[f"{name}_ip"] = address.host
+            result[f"{name}_port"] = address.port
+        result.update(prefix_paths(self))
+        return result
+
+    def render(self) -> str:
+        """kong.conf text of every resolved value (secrets included: it is the working copy).
+
+        Loading the result back gives an equal Config (``#`` in values is escaped).
+        """
+        lines = [
+            "# Written by kongtx: the resolved configuration this node runs with.",
+            "# Later `kong` commands read this file; edit the source file instead.",
+            "",
+        ]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            text = _format(f.name, value).replace("#", "\\#")
+            lines.append(f"{f.name} = {text}".rstrip())
+        return "\n".join(lines) + "\n"
+
+
+def _format(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key in ("mem_cache_size", "client_max_header_size", "client_body_buffer_size"):
+        return format_size(value)
+    if isinstance(value, tuple) and not isinstance(value, Address):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float) and value == int(value):
+        return str(int(value))
+    return str(value)
+
+
+_TWISTED_LEVELS: dict[str, LogLevel] = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "notice": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "crit": LogLevel.critical,
+    "alert": LogLevel.critical,
+    "emerg": LogLevel.critical,
+}
+
+
+def twisted_log_level(level: str) -> LogLevel:
+    """Map an nginx log level name to twisted.logger's (``notice`` -> info, ``crit``+ -> critical)."""
+    return _TWISTED_LEVELS[level]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _strip_comment(value: str) -> str:
+    """Cut a trailing ``# comment``; ``\\#`` stands for a literal ``#``."""
+    out = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and value[i + 1 : i + 2] == "#":
+            out.append("#")
+            i += 2
+            continue
+        if char == "#":
+            break
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def parse_conf(text: str, source: str = "<string>") -> dict[str, str]:
+    """``key = value`` lines -> raw values (known keys only, comments cut, values trimmed).
+
+    Lines that are not ``key = value`` and unknown keys are dropped (logged at
+    debug), never fatal: Kong 0.9 silently ignored them too.
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, raw = stripped.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            log.debug(
+                "{source}:{number}: not a 'key = value' line, ignored", source=source, number=number
+            )
+            continue
+        if key not in _PROPERTIES:
+            log.debug("{source}: unknown property {key!r} ignored", source=source, key=key)
+            continue
+        values[key] = _strip_comment(raw).strip()
+    return values
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError([f"could not read {path}: {e.strerror or e}"]) from e
+
+
+def find_conf_path(conf_path: str | None) -> str | None:
+    """The file to read: ``conf_path`` (must exist) or the first of :data:`DEFAULT_PATHS`."""
+    if conf_path is not None:
+        if not os.path.isfile(conf_path):
+            raise ConfigError([f"no file at: {conf_path}"])
+        return conf_path
+    for candidate in DEFAULT_PATHS:
+        if os.path.isfile(candidate):
+            return candidate
+        log.debug("no config file found at {path}", path=candidate)
+    return None
+
+
+def load_config(
+    conf_path: str | None = None,
+    env: Mapping[str, str] = os.environ,
+    prefix: str | None = None,
+) -> Config:
+    """Resolve defaults < file < ``KONG_*`` env < ``prefix``, validate, and return a Config.
+
+    Raises:
+        ConfigError: with every problem found (one line each, naming the property).
+    """
+    path = find_conf_path(conf_path)
+    raw: dict[str, str] = {}
+    if path is not None:
+        log.debug("reading config file at {path}", path=path)
+        raw.update(parse_conf(_read_file(path), path))
+    for key in _PROPERTIES:
+        env_value = env.get(f"KONG_{key.upper()}")
+        if env_value is not None:
+            log.debug(
+                "KONG_{name} ENV found with {value!r}",
+                name=key.upper(),
+                value=MASK if key in SENSITIVE else env_value,
+            )
+            raw[key] = env_value.strip()
+    if prefix is not None:
+        raw["prefix"] = prefix.strip()
+    return _build(raw)
+
+
+def _build(raw: Mapping[str, str]) -> Config:
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    for key in _PROPERTIES:
+        text = raw.get(key, "")
+        if "\n" in text or "\r" in text:
+            errors.append(f"{key} must not contain a line break")
+            continue
+        try:
+            values[key] = _value(key, text)
+        except _Invalid as e:
+            errors.append(str(e))
+    errors.extend(_cross_checks(values))
+    if errors:
+        raise ConfigError(errors)
+    return Config(**values)
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    """Rules between properties (SPEC §5.2); properties that failed to parse are skipped."""
+    errors: list[str] = []
+    if values.get("ssl"):
+        cert, key = values.get("ssl_cert"), values.get("ssl_cert_key")
+        if "ssl_cert" in values and "ssl_cert_key" in values:
+            if cert and not key:
+                errors.append("ssl_cert_key must be specified")
+            elif key and not cert:
+                errors.append("ssl_cert must be specified")
+        if cert and not os.path.exists(cert):
+            errors.append(f"ssl_cert: no such file at {cert}")
+        if key and not os.path.exists(key):
+            errors.append(f"ssl_cert_key: no such file at {key}")
+    if "dnsmasq" in values and "dns_resolver" in values:
+        if values["dns_resolver"] and values["dnsmasq"]:
+            errors.append("must disable dnsmasq when a custom DNS resolver is specified")
+        elif not values["dns_resolver"] and not values["dnsmasq"]:
+            errors.append("must specify a custom DNS resolver when dnsmasq is turned off")
+    ttl = values.get("cluster_ttl_on_failure")
+    if ttl is not None and ttl < 60:
+        errors.append("cluster_ttl_on_failure must be at least 60 seconds")
+    return errors
+
+
+def property_names() -> tuple[str, ...]:
+    """Every property kongtx knows, in kong.conf order."""
+    return tuple(_PROPERTIES)
+
+
+def env_name(key: str) -> str:
+    """The environment variable that overrides property ``key``."""
+    return f"KONG_{key.upper()}"
