@@ -64,6 +64,15 @@ class RequestContext(Protocol):
     headers: Headers
     #: Client IP after ``trusted_ips`` handling (SPEC differences table).
     client_ip: str
+    #: Where the request arrived (nginx's ``$server_addr``/``$server_port``), the
+    #: connection's serial number and how many requests it carried so far, this one
+    #: included (``$connection``/``$connection_requests``): correlation-id's tracker.
+    server_addr: str
+    server_port: int
+    connection_id: int
+    connection_requests: int
+    #: When the request arrived, epoch seconds on the node's clock (``ngx.req.start_time``).
+    started_at: float
     #: Per-request scratch space shared by plugins (Kong's ``ngx.ctx``).
     shared: dict[str, Any]
     #: Set by auth plugins (SPEC §4.1): the consumer row and the credential row.
@@ -83,7 +92,9 @@ class RequestContext(Protocol):
         """Override the ``Host`` sent upstream (request-transformer's Host rule)."""
 
     def respond(
-        self, status: int, body: Mapping[str, Any] | bytes | None = None,
+        self,
+        status: int,
+        body: Mapping[str, Any] | bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """End the request here with a Kong-generated response (SPEC §4.1 short-circuit).
@@ -95,6 +106,22 @@ class RequestContext(Protocol):
     @property
     def responded(self) -> bool:
         """True once a plugin (or the proxy) produced the response itself."""
+
+
+class CertificateContext(Protocol):
+    """A TLS handshake whose SNI named an API, as the certificate phase sees it (SPEC §3.6).
+
+    The SNI callback of a TLS server cannot wait, so this phase is synchronous: a
+    plugin picks a certificate it prepared when it was built.
+    """
+
+    #: The server name the client sent.
+    sni: str
+    #: The API whose ``request_host`` equals ``sni``.
+    api: Row
+
+    def set_certificate(self, cert_der: bytes, key_der: bytes) -> None:
+        """Serve this DER certificate and private key instead of the default one."""
 
 
 class BasePlugin:
@@ -111,8 +138,8 @@ class BasePlugin:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
 
-    def certificate(self, ctx: Any) -> PhaseResult:
-        """TLS handshake with SNI (only the ssl plugin implements it)."""
+    def certificate(self, ctx: CertificateContext) -> None:
+        """TLS handshake with SNI (only the ssl plugin implements it); cannot wait."""
         return None
 
     def access(self, ctx: RequestContext) -> PhaseResult:
