@@ -1,0 +1,276 @@
+# -*- test-case-name: tests.e2e.test_node -*-
+"""KongNode: one gateway node's service tree, started in order (DESIGN.md §1).
+
+Order matters: the store must be connected and migrated before any listener
+accepts a request, and a node that cannot reach its store must not half-start.
+Twisted's MultiService starts children blindly, so the listeners are created
+and started only once the asynchronous start-up (prefix, store, migrations,
+plugin check) has succeeded; if it fails, the reason is logged as one line and
+the process exits non-zero.
+
+The node also implements the Admin API's ``NodeInfo`` (name, members, server
+statistics) and the process signals Kong's CLI relies on: SIGHUP re-reads and
+applies the configuration (``kong reload``), SIGQUIT drains in-flight requests
+and exits (``kong quit``), SIGTERM stops at once (``kong stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from kongtx import invalidation, log
+from kongtx.admin.resource import AdminResource
+from kongtx.cache import Cache
+from kongtx.clock import Clock
+from kongtx.config import Address, Config, ConfigError, load_config
+from kongtx.dao import DAO
+from kongtx.http.site import TrackingSite
+from kongtx.plugins.registry import PluginRegistry
+from kongtx.prefix import node_name, prepare_prefix
+from kongtx.store.factory import migration_identifiers, open_store
+from kongtx.store.interface import IStore
+from kongtx.store.migrations import load_migrations
+
+
+def endpoint(address: Address) -> str:
+    """A strports description for a listen address (IPv6 hosts escaped)."""
+    host = address.host.replace(":", "\\:")
+    return f"tcp:port={address.port}:interface={host}"
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is the one line operators see."""
+
+
+class KongNode(MultiService):
+    """The root service of a node."""
+
+    log = log.logger()
+
+    def __init__(self, config: Config, reactor: Any, conf_path: str | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.conf_path = conf_path
+        self.reactor = reactor
+        self.clock = Clock(reactor)
+        self.hostname = socket.gethostname()
+        self.name = ""
+        self.cache = Cache(self.clock, config.mem_cache_size)
+        self.store: IStore | None = None
+        self.dao: DAO | None = None
+        self.registry: PluginRegistry | None = None
+        self.sites: list[TrackingSite] = []
+        self.listeners: list[IService] = []
+        self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
+        self.started: Deferred[None] = Deferred()
+        self.exit_code = 0
+
+    # ------------------------------------------------------------ start/stop
+
+    def startService(self) -> None:
+        super().startService()
+        log.set_level(self.config.log_level)
+        d = Deferred.fromCoroutine(self._start())
+        d.addErrback(self._start_failed)
+        d.chainDeferred(self.started)
+
+    async def _start(self) -> None:
+        prepare_prefix(self.config)
+        self.name = node_name(self.config)
+        self._threads.start()
+        self.registry = PluginRegistry.load(self.config.custom_plugins)
+        self.store = open_store(self.config, self.reactor, self.clock, self.name)
+        await self.store.start()
+        migrations = load_migrations(self.config.database, migration_identifiers(self.registry))
+        ran = await self.store.migrate(migrations)
+        for name in ran:
+            self.log.info("migrated {migration}", migration=name)
+        self.dao = DAO(self.store, self.registry, self.clock, self.run_in_thread)
+        self.dao.add_listener(invalidation.listener(self.cache))
+        await self._check_plugins_in_use()
+        for service in self._make_listeners(self.config):
+            self._add_listener(service)
+        self._install_signals()
+        self.log.info(
+            "kongtx node {name} started on {database} (admin {admin}, proxy {proxy})",
+            name=self.name,
+            database=self.config.database,
+            admin=f"{self.config.admin_listen.host}:{self.config.admin_listen.port}",
+            proxy=f"{self.config.proxy_listen.host}:{self.config.proxy_listen.port}",
+        )
+
+    async def _check_plugins_in_use(self) -> None:
+        """Kong refuses to start when the datastore uses a plugin this node lacks."""
+        assert self.dao is not None and self.registry is not None
+        for row in await self.dao.find_all("plugins", {}):
+            if self.registry.get(row["name"]) is None:
+                raise StartupError(f"{row['name']} plugin is in use but not enabled")
+
+    def _start_failed(self, failure: Any) -> None:
+        self.log.critical("could not start kongtx: {reason}", reason=failure.getErrorMessage())
+        if not failure.check(StartupError, ConfigError):
+            self.log.failure("start-up failure", failure)
+        self.exit_code = 1
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def stopService(self) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self._stop())
+        return d
+
+    async def _stop(self) -> None:
+        await _maybe(super().stopService())
+        self.clock.cancel_all()
+        if self.store is not None:
+            await self.store.stop()
+        if self._threads.started:
+            self._threads.stop()
+
+    # ------------------------------------------------------------- listeners
+
+    def _make_listeners(self, config: Config) -> list[IService]:
+        assert self.dao is not None and self.registry is not None
+        admin = AdminResource(self.dao, self.cache, config, self.registry, self, self.clock)
+        site = TrackingSite(admin)
+        site.displayTracebacks = False
+        self.sites = [site]
+        services: list[IService] = [
+            strports.service(endpoint(config.admin_listen), site, reactor=self.reactor)
+        ]
+        services += self._proxy_services(config)
+        return services
+
+    def _proxy_services(self, config: Config) -> list[IService]:
+        from kongtx.proxy.service import make_proxy_services
+
+        assert self.dao is not None and self.registry is not None
+        return make_proxy_services(
+            config, self.dao, self.cache, self.registry, self.clock, self.reactor
+        )
+
+    def _add_listener(self, service: IService) -> None:
+        self.listeners.append(service)
+        service.setServiceParent(self)
+
+    async def _remove_listeners(self) -> None:
+        listeners, self.listeners = self.listeners, []
+        await DeferredList(
+            [Deferred.fromCoroutine(_maybe(s.disownServiceParent())) for s in listeners]
+        )
+
+    # ------------------------------------------------------------- signals
+
+    def _install_signals(self) -> None:
+        """SIGHUP = reload, SIGQUIT = graceful quit (twistd already maps SIGTERM/SIGINT)."""
+        if not hasattr(signal, "SIGQUIT") or self.reactor is not _global_reactor():
+            return
+
+        def on(signum: int, fn: Any) -> None:
+            signal.signal(signum, lambda *_: self.reactor.callFromThread(fn))
+
+        on(signal.SIGHUP, lambda: Deferred.fromCoroutine(self.reload()))
+        on(signal.SIGQUIT, lambda: Deferred.fromCoroutine(self.quit()))
+
+    async def reload(self) -> None:
+        """Re-read and validate the configuration, then apply it.
+
+        A bad file leaves the running node untouched (the error is logged).  New
+        listen addresses are bound before the old listeners are let go, so a
+        reload with unchanged addresses drops nothing and one with changed
+        addresses keeps serving on the old ones until the new ones are bound.
+        """
+        try:
+            new = load_config(self.conf_path, os.environ, self.config.prefix)
+        except ConfigError as e:
+            for line in e.errors:
+                self.log.error("reload refused: {error}", error=line)
+            return
+        old, self.config = self.config, new
+        log.set_level(new.log_level)
+        self.cache.max_bytes = new.mem_cache_size
+        if _listen_tuple(old) != _listen_tuple(new):
+            previous = self.listeners
+            self.listeners = []
+            for service in self._make_listeners(new):
+                self._add_listener(service)
+            for service in previous:
+                await _maybe(service.disownServiceParent())
+        else:
+            for site in self.sites:
+                resource: Any = site.resource
+                if hasattr(resource, "config"):
+                    resource.config = new
+        self.log.info("configuration reloaded")
+
+    async def quit(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests finish, then stop the process."""
+        self.log.info("graceful shutdown: draining connections")
+        sites = list(self.sites)
+        await self._remove_listeners()
+        await DeferredList([site.drain(self.clock, timeout) for site in sites])
+        self.reactor.stop()
+
+    # ------------------------------------------------------------- NodeInfo
+
+    async def members(self) -> list[dict[str, Any]]:
+        """Until the cluster layer runs, the cluster is this node alone."""
+        address = self.config.cluster_advertise or self.config.cluster_listen
+        return [{"name": self.name, "address": f"{address.host}:{address.port}", "status": "alive"}]
+
+    async def join(self, address: str) -> None:
+        raise ValueError(f"Error joining {address}: this node runs no cluster agent")
+
+    async def force_leave(self, name: str) -> None:
+        raise ValueError(f"Error force-leaving {name}: this node runs no cluster agent")
+
+    def server_stats(self) -> dict[str, int]:
+        """nginx stub_status-style counters summed over every listener."""
+        total: dict[str, int] = {}
+        for site in self.sites + self._proxy_sites():
+            for key, value in site.stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def _proxy_sites(self) -> list[TrackingSite]:
+        found = []
+        for service in self.listeners:
+            factory = getattr(service, "factory", None) or getattr(
+                getattr(service, "endpoint", None), "factory", None
+            )
+            if isinstance(factory, TrackingSite) and factory not in self.sites:
+                found.append(factory)
+        return found
+
+    # ------------------------------------------------------------- helpers
+
+    def run_in_thread(self, fn: Any) -> Deferred[Any]:
+        """Run CPU-heavy work (password KDFs) off the reactor thread."""
+        return deferToThreadPool(self.reactor, self._threads, fn)
+
+
+def _listen_tuple(config: Config) -> tuple[Any, ...]:
+    return (config.admin_listen, config.proxy_listen, config.proxy_listen_ssl, config.ssl)
+
+
+async def _maybe(result: Any) -> Any:
+    if isinstance(result, Deferred):
+        return await result
+    return result
+
+
+def _global_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor

@@ -1,0 +1,37 @@
+# -*- test-case-name: tests.unit.test_tap -*-
+"""``twistd kong``: Options and makeService, nothing else (STYLE.md rule 2)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from kongtx.config import ConfigError, load_config
+
+
+class Options(usage.Options):
+    """``twistd kong [-c kong.conf] [-p prefix]``; KONG_* variables override the file."""
+
+    optParameters = [
+        ["conf", "c", None, "Configuration file (default: /etc/kong.conf or /etc/kong/kong.conf)."],
+        ["prefix", "p", None, "Prefix directory (default: the prefix property)."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["config"] = load_config(self["conf"], os.environ, self["prefix"])
+        except ConfigError as e:
+            raise usage.UsageError("\n".join(e.errors)) from e
+
+
+def makeService(options: Options) -> IService:
+    """Build the node's service tree on the global reactor (the only place that may)."""
+    from twisted.internet import reactor
+
+    from kongtx.node import KongNode
+
+    node: Any = KongNode(options["config"], reactor, conf_path=options["conf"])
+    return node  # type: ignore[no-any-return]
