@@ -618,7 +618,7 @@ def _read_file(path: str) -> str:
 def find_conf_path(conf_path: str | None) -> str | None:
     """The file to read: ``conf_path`` (must exist) or the first of :data:`DEFAULT_PATHS`."""
     if conf_path is not None:
-        if not os.path.isfile(conf_path):
+        if not os.path.exists(conf_path):
             raise ConfigError([f"no file at: {conf_path}"])
         return conf_path
     for candidate in DEFAULT_PATHS:

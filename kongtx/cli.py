@@ -1,0 +1,620 @@
+# -*- test-case-name: tests.unit.test_cli -*-
+"""The ``kong`` command (SPEC §5.3): what operators type, with Kong 0.9's words.
+
+Why a separate process and not ``twistd`` directly: Kong's CLI validates the whole
+configuration *before* anything starts, writes the resolved copy into the prefix,
+starts the node in the background and only says ``Kong started`` once the Admin
+API answers.  Later commands (``stop``, ``quit``, ``reload``, ``health``) find the
+node through ``<prefix>/kong.conf`` and ``<prefix>/pids/kong.pid``.  The node itself
+is ``twistd kong`` (``kongtx/tap.py``); this module only drives it with signals:
+SIGTERM stop, SIGQUIT graceful quit, SIGHUP reload.
+
+The CLI is synchronous on purpose: it has no reactor to block, except for
+``migrations``, which runs the store under ``task.react``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import kongtx
+import kongtx.config
+from kongtx.config import Config, ConfigError, load_config
+from kongtx.prefix import error_log, kong_conf, pid_file, prepare_prefix
+
+#: Printed after every ``Error:`` line unless already verbose (Kong's wording).
+HINT = "\n  Run with --v (verbose) or --vv (debug) for more details"
+
+#: What ``kong check`` validates without an argument (SPEC §5.3).
+DEFAULT_CHECK_PATH = "/etc/kong.conf"
+
+#: How long ``start`` waits for the Admin API to answer (migrations may run first).
+START_TIMEOUT = 60.0
+#: How long ``stop`` waits after SIGTERM (and ``quit`` after forcing) before SIGKILL.
+STOP_TIMEOUT = 30.0
+#: Between two looks at a pid or a port.
+POLL_INTERVAL = 0.1
+#: Lines of ``error.log`` shown when a start fails.
+LOG_TAIL = 20
+
+#: The twistd entry point (``python -m twisted`` is ``twist``, which has no daemon mode).
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+_LEVELS = {"debug": 1, "verbose": 2, "info": 3, "warn": 4, "error": 5}
+
+
+class CliError(Exception):
+    """A command failed; the message is printed after ``Error:``."""
+
+
+class CliLog:
+    """Kong's CLI logger: plain lines on stdout; dated ``[level]`` lines when verbose or for
+    warnings and errors (those on stderr)."""
+
+    def __init__(self, out: TextIO, err: TextIO, level: str = "info") -> None:
+        self.out = out
+        self.err = err
+        self.level = _LEVELS[level]
+
+    def _log(self, level: str, message: str) -> None:
+        rank = _LEVELS[level]
+        if rank < self.level:
+            return
+        if self.level < _LEVELS["info"] or rank >= _LEVELS["warn"]:
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+            message = f"{stamp} [{level}] {message}"
+        stream = self.out if rank < _LEVELS["warn"] else self.err
+        stream.write(message + "\n")
+        stream.flush()
+
+    def __call__(self, message: str) -> None:
+        self._log("info", message)
+
+    def debug(self, message: str) -> None:
+        self._log("debug", message)
+
+    def verbose(self, message: str) -> None:
+        self._log("verbose", message)
+
+    def warn(self, message: str) -> None:
+        self._log("warn", message)
+
+    def error(self, message: str) -> None:
+        self._log("error", message)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(log: CliLog, conf: str | None, prefix: str | None = None) -> Config:
+    """Load and validate, logging the resolved values (secrets masked) at debug."""
+    config = load_config(conf, os.environ, prefix)
+    for key, value in sorted(config.to_dict(mask_secrets=True).items()):
+        log.debug(f"{key} = {value!r}")
+    log.verbose(f"prefix in use: {config.prefix}")
+    return config
+
+
+def _prefix_config(log: CliLog, prefix: str | None) -> Config:
+    """The configuration a running node uses: ``<prefix>/kong.conf`` (SPEC §5.1)."""
+    if prefix is None:
+        prefix = load_config(None, os.environ).prefix
+    prefix = os.path.abspath(prefix)
+    if not os.path.isdir(prefix):
+        raise CliError(f"no such prefix: {prefix}")
+    return _load(log, os.path.join(prefix, "kong.conf"), prefix)
+
+
+def read_pid(path: str) -> int | None:
+    """The pid in ``path``, or None when missing or garbled."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rpartition(")")[2].split()
+        return not state or state[0] != "Z"
+    except OSError:
+        return True
+
+
+def running_pid(config: Config) -> int | None:
+    """The node's pid when its pid file names a live process."""
+    pid = read_pid(pid_file(config))
+    return pid if pid is not None and is_running(pid) else None
+
+
+def admin_status(config: Config, timeout: float = 2.0) -> int | None:
+    """Status of ``GET /`` on the Admin API, or None when nothing answers."""
+    address = config.admin_listen
+    host = address.connect_host
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{address.port}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+
+
+def _tail(path: str, lines: int = LOG_TAIL) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def twistd_argv(config: Config, foreground: bool = False) -> list[str]:
+    """The command line that runs the node for ``config`` (its prefix must be prepared)."""
+    argv = [sys.executable, "-c", TWISTD]
+    if foreground:
+        argv += ["-n", "--logfile", "-"]
+    else:
+        argv += ["--logfile", error_log(config)]
+    argv += ["--pidfile", pid_file(config), "kong", "-c", kong_conf(config), "-p", config.prefix]
+    return argv
+
+
+def _terminate(pid: int, sig: int, timeout: float) -> bool:
+    """Send ``sig`` and wait for the process to exit; True when it did."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return True
+    return _wait(lambda: not is_running(pid), timeout)
+
+
+def _kill(log: CliLog, pid: int) -> None:
+    log.verbose(f"process {pid} still running, sending SIGKILL")
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait(lambda: not is_running(pid), 5.0)
+
+
+def _check_ulimit(log: CliLog) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warn(
+            f'ulimit is currently set to "{soft}". For better performance set it to at '
+            'least "4096" using "ulimit -n"'
+        )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
+    """Validate, prepare the prefix, start ``twistd kong`` and wait for the Admin API."""
+    config = _load(log, args.conf, args.prefix)
+    if running_pid(config) is not None:
+        raise CliError(f"Kong is already running in {config.prefix}")
+    _check_ulimit(log)
+    prepare_prefix(config)
+    argv = twistd_argv(config, foreground=args.foreground)
+    log.debug(f"running {' '.join(argv)}")
+    if args.foreground:
+        # exec so that the node is this very process: signals (docker stop) reach it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
+    # twistd's parent waits until the daemon has started its services (or failed to)
+    # and reports through its exit status; the daemon's pid file exists by then.
+    daemon = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if daemon.returncode != 0:
+        raise CliError(_start_failure(config, (daemon.stderr or daemon.stdout).strip()))
+    pid = read_pid(pid_file(config))
+    if pid is None:
+        raise CliError(_start_failure(config, f"no pid file at {pid_file(config)}"))
+
+    def up() -> bool:
+        if not is_running(pid):
+            raise CliError(_start_failure(config, "the node exited"))
+        return admin_status(config) == 200
+
+    if not _wait(up, START_TIMEOUT):
+        if not _terminate(pid, signal.SIGTERM, 5.0):
+            _kill(log, pid)
+        raise CliError(
+            _start_failure(
+                config,
+                f"the Admin API did not answer on {config.admin_listen} "
+                f"within {START_TIMEOUT:g} seconds",
+            )
+        )
+    log("Kong started")
+    return 0
+
+
+def _start_failure(config: Config, reason: str) -> str:
+    lines = [f"could not start Kong: {reason}" if reason else "could not start Kong"]
+    tail = _tail(error_log(config))
+    if tail:
+        lines.append(f"last lines of {error_log(config)}:")
+        lines.extend(f"  {line}" for line in tail)
+    return "\n".join(lines)
+
+
+def _require_running(config: Config) -> int:
+    pid = running_pid(config)
+    if pid is None:
+        raise CliError(f"Kong is not running at {config.prefix}")
+    return pid
+
+
+def cmd_stop(args: argparse.Namespace, log: CliLog) -> int:
+    """SIGTERM the node and wait for it to exit."""
+    config = _prefix_config(log, args.prefix)
+    pid = _require_running(config)
+    log.verbose(f"sending SIGTERM to process {pid}")
+    if not _terminate(pid, signal.SIGTERM, STOP_TIMEOUT):
+        _kill(log, pid)
+    log("Kong stopped")
+    return 0
+
+
+def cmd_quit(args: argparse.Namespace, log: CliLog) -> int:
+    """SIGQUIT: the node stops accepting, drains, exits; forced after the timeout."""
+    config = _prefix_config(log, args.prefix)
+    pid = _require_running(config)
+    timeout = max(args.timeout, 1)
+    log.verbose(f"sending SIGQUIT to process {pid}, waiting up to {timeout}s")
+    if not _terminate(pid, signal.SIGQUIT, timeout):
+        log.verbose(f"Kong is still running at {config.prefix}, forcing shutdown")
+        if not _terminate(pid, signal.SIGTERM, 5.0):
+            _kill(log, pid)
+    log("Kong stopped (gracefully)")
+    return 0
+
+
+def _reload_source(conf: str | None, prefix: str | None) -> tuple[str | None, str]:
+    """Which file ``reload`` reads, and for which prefix.
+
+    Like Kong: ``-c``, else the default paths.  When neither exists we fall back to
+    the prefix's own ``kong.conf`` so that a node started with ``-c`` elsewhere keeps
+    its settings (Kong would silently reload the built-in defaults).
+    """
+    base = load_config(conf, os.environ, prefix)
+    if conf is None:
+        default_file = any(os.path.isfile(p) for p in kongtx.config.DEFAULT_PATHS)
+        current = kong_conf(base)
+        if not default_file and os.path.isfile(current):
+            return current, base.prefix
+    return conf, base.prefix
+
+
+def cmd_reload(args: argparse.Namespace, log: CliLog) -> int:
+    """Validate the new configuration, rewrite ``<prefix>/kong.conf``, SIGHUP the node."""
+    conf, prefix = _reload_source(args.conf, args.prefix)
+    config = _load(log, conf, prefix)
+    pid = _require_running(config)
+    prepare_prefix(config)
+    log.verbose(f"sending SIGHUP to process {pid}")
+    os.kill(pid, signal.SIGHUP)
+    log("Kong reloaded")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace, log: CliLog) -> int:
+    """``stop`` (errors ignored) then ``start``."""
+    try:
+        config = _prefix_config(log, args.prefix)
+        pid = running_pid(config)
+        if pid is not None and not _terminate(pid, signal.SIGTERM, STOP_TIMEOUT):
+            _kill(log, pid)
+    except (CliError, ConfigError) as e:
+        log.verbose(f"stop before restart: {e}")
+    args.foreground = False
+    return cmd_start(args, log)
+
+
+def cmd_health(args: argparse.Namespace, log: CliLog) -> int:
+    """One ``name.......running`` line per part of the node, then the verdict."""
+    config = _prefix_config(log, args.prefix)
+    pid = running_pid(config)
+    checks = {
+        "kongtx": pid is not None,
+        "admin": pid is not None and admin_status(config) is not None,
+    }
+    for name, running in checks.items():
+        log(name.ljust(12, ".") + ("running" if running else "not running"))
+    log("")
+    count = sum(checks.values())
+    if count == 0:
+        raise CliError(f"Kong is not running at {config.prefix}")
+    if count < len(checks):
+        raise CliError(f"some services are not running at {config.prefix}")
+    log(f"Kong is healthy at {config.prefix}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, log: CliLog) -> int:
+    """Validate a configuration file (environment included); print every problem."""
+    try:
+        load_config(args.conf, os.environ)
+    except ConfigError as e:
+        for line in e.errors:
+            log.error(line)
+        return 1
+    log(f"configuration at {args.conf} is valid")
+    return 0
+
+
+def cmd_migrations(args: argparse.Namespace, log: CliLog) -> int:
+    """``list`` / ``up`` / ``reset`` against the configured store, under ``task.react``."""
+    config = _load(log, args.conf)
+    if args.command == "reset" and not args.yes:
+        if not _confirm(log, "Are you sure? This operation is irreversible."):
+            log("Canceled")
+            return 0
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    outcome: list[BaseException] = []
+
+    def main(reactor: Any) -> Deferred[None]:
+        async def run() -> None:
+            try:
+                await _run_migrations(reactor, config, args.command, log)
+            except Exception as e:
+                outcome.append(e)
+
+        return Deferred.fromCoroutine(run())
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise CliError(f"migrations {args.command} failed") from e
+    if outcome:
+        raise outcome[0]
+    return 0
+
+
+def _db_infos(config: Config) -> tuple[str, str]:
+    if config.database == "cassandra":
+        return "keyspace", config.cassandra_keyspace
+    if config.database == "postgres":
+        return "database", config.pg_database
+    return "database", config.sqlite_path
+
+
+async def _run_migrations(reactor: Any, config: Config, command: str, log: CliLog) -> None:
+    from kongtx.clock import Clock
+    from kongtx.store.factory import open_store
+    from kongtx.store.migrations import available_identifiers, load_migrations
+
+    if config.database == "sqlite":
+        os.makedirs(os.path.dirname(config.sqlite_path), exist_ok=True)
+    clock = Clock(reactor)
+    store = open_store(config, reactor, clock, f"{socket.gethostname()}_kong-cli")
+    desc, name = _db_infos(config)
+    await store.start()
+    try:
+        if command == "list":
+            executed = await store.executed_migrations()
+            if any(executed.values()):
+                log(f"Executed migrations for {desc} '{name}':")
+                for identifier, names in executed.items():
+                    if names:
+                        log(f"{identifier}: {', '.join(names)}")
+            else:
+                log(f"No migrations have been run yet for {desc} '{name}'")
+        elif command == "up":
+            identifiers = available_identifiers(config.database) + list(config.custom_plugins)
+            ran = await store.migrate(load_migrations(config.database, identifiers))
+            for line in ran:
+                identifier, _, migration = line.partition(": ")
+                log(f"{identifier} migrated up to: {migration}")
+            if ran:
+                log(f"{len(ran)} migrations ran")
+            else:
+                log(f"{desc.capitalize()} '{name}' is already up to date")
+        elif command == "reset":
+            await store.reset()
+            log("Schema successfully reset")
+    finally:
+        await store.stop()
+        clock.cancel_all()
+
+
+def _confirm(log: CliLog, question: str, tries: int = 3) -> bool:
+    """Kong's ``[Y/n]`` prompt: up to ``tries`` answers; anything else means no."""
+    for _ in range(tries):
+        log.out.write(f"> {question} [Y/n] ")
+        log.out.flush()
+        answer = sys.stdin.readline()
+        if not answer:
+            return False
+        answer = answer.strip()
+        if answer in ("Y", "y"):
+            return True
+        if answer in ("N", "n"):
+            return False
+    return False
+
+
+def cmd_cluster(args: argparse.Namespace, log: CliLog) -> int:
+    """``cluster keygen``: a base64 16-byte key for ``cluster_encrypt_key``."""
+    log(base64.b64encode(os.urandom(16)).decode("ascii"))
+    return 0
+
+
+def cmd_version(args: argparse.Namespace, log: CliLog) -> int:
+    """``0.9.9``, or with ``--all`` the versions of everything underneath."""
+    if not args.all:
+        log(kongtx.__version__)
+        return 0
+    import twisted
+
+    log(f"Kong: {kongtx.__version__}")
+    log(f"kongtx: {kongtx.__version__}")
+    log(f"Twisted: {twisted.__version__}")
+    log(f"Python: {platform.python_version()} ({platform.python_implementation()})")
+    return 0
+
+
+ROAR = r"""
+Kong, Monolith destroyer.
+
+       .--.   .--.
+      ( (  \_/  ) )
+       '-.(o o).-'
+         /  ^  \
+        |  \_/  |      kongtx {version}
+     .--'\_____/'--.
+    /  /|  |||  |\  \
+   /__/ |__|||__| \__\
+        [__]  [__]
+"""
+
+
+def cmd_roar(args: argparse.Namespace, log: CliLog) -> int:
+    """ASCII art, as Kong does."""
+    log(ROAR.format(version=kongtx.__version__).rstrip("\n"))
+    return 0
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree: one sub-command per Kong command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--v", action="store_true", default=argparse.SUPPRESS, help="verbose")
+    common.add_argument("--vv", action="store_true", default=argparse.SUPPRESS, help="debug")
+
+    parser = argparse.ArgumentParser(
+        prog="kong",
+        description="kongtx: an API gateway node on Twisted that does what Kong 0.9 does.",
+        parents=[common],
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(dest="cmd", metavar="<command>")
+
+    def sub(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help_text, parents=[common], allow_abbrev=False)
+        p.set_defaults(func=func)
+        return p
+
+    def conf(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--conf", help="configuration file")
+
+    def prefix(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-p", "--prefix", help="override prefix directory")
+
+    p = sub("start", cmd_start, "start Kong")
+    conf(p)
+    prefix(p)
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground")
+
+    prefix(sub("stop", cmd_stop, "stop a running Kong node (SIGTERM)"))
+
+    p = sub("quit", cmd_quit, "gracefully quit a running Kong node (SIGQUIT)")
+    prefix(p)
+    p.add_argument("-t", "--timeout", type=int, default=10, help="seconds before forcing")
+
+    p = sub("reload", cmd_reload, "reload a running Kong node (SIGHUP)")
+    conf(p)
+    prefix(p)
+
+    p = sub("restart", cmd_restart, "restart a Kong node")
+    conf(p)
+    prefix(p)
+    p.set_defaults(foreground=False)
+
+    prefix(sub("health", cmd_health, "verify that Kong's services are running"))
+
+    p = sub("check", cmd_check, "check the validity of a configuration file")
+    p.add_argument("conf", nargs="?", default=DEFAULT_CHECK_PATH, help="configuration file")
+
+    p = sub("migrations", cmd_migrations, "manage the datastore schema")
+    p.add_argument("command", choices=("list", "up", "reset"))
+    conf(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before reset")
+
+    p = sub("cluster", cmd_cluster, "manage the cluster")
+    p.add_argument("command", choices=("keygen",))
+    conf(p)
+
+    p = sub("version", cmd_version, "print Kong's version")
+    p.add_argument("-a", "--all", action="store_true", help="print every dependency's version")
+
+    sub("roar", cmd_roar, "print Kong")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``kong`` console script: parse, run one command, return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    verbose = getattr(args, "v", False)
+    debug = getattr(args, "vv", False)
+    log = CliLog(sys.stdout, sys.stderr, "debug" if debug else "verbose" if verbose else "info")
+    if getattr(args, "func", None) is None:
+        parser.print_usage(sys.stderr)
+        return 1
+    log.verbose(f"Kong: {kongtx.__version__}")
+    try:
+        code: int = args.func(args, log)
+        return code
+    except Exception as e:
+        sys.stderr.write(f"Error: {e}\n")
+        if verbose or debug:
+            traceback.print_exc(file=sys.stderr)
+        else:
+            sys.stderr.write(HINT + "\n")
+        sys.stderr.flush()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
