@@ -157,7 +157,7 @@ def _start_owned() -> PostgresServer:
             "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
         )
         srv.start()
-        srv.psql(f"CREATE USER kong PASSWORD '{PASSWORD}'")
+        srv.psql(f"CREATE USER kong CREATEDB PASSWORD '{PASSWORD}'")
         srv.psql("CREATE DATABASE kong OWNER kong")
         srv.version = srv.psql("SHOW server_version")
     except (subprocess.SubprocessError, OSError) as e:

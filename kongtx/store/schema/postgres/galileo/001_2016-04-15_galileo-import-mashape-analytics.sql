@@ -1,0 +1,2 @@
+-- mashape-analytics became galileo.
+UPDATE plugins SET name = 'galileo' WHERE name = 'mashape-analytics';
