@@ -247,7 +247,10 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
     # and reports through its exit status; the daemon's pid file exists by then.
     daemon = subprocess.run(argv, capture_output=True, text=True, check=False)
     if daemon.returncode != 0:
-        raise CliError(_start_failure(config, (daemon.stderr or daemon.stdout).strip()))
+        output = (daemon.stderr or daemon.stdout).strip()
+        log.verbose(f"twistd said:\n{output}")
+        last = output.splitlines()[-1] if output else f"twistd exited with {daemon.returncode}"
+        raise CliError(_start_failure(config, last))
     pid = read_pid(pid_file(config))
     if pid is None:
         raise CliError(_start_failure(config, f"no pid file at {pid_file(config)}"))
