@@ -1,0 +1,33 @@
+# -*- test-case-name: tests.unit.test_plugin_schemas -*-
+"""key-auth plugin config and the ``keyauth_credentials`` collection (SPEC §2.5, §4.2)."""
+
+from __future__ import annotations
+
+from kongtx.store.schemas import (
+    EntitySchema,
+    Field,
+    Schema,
+    consumer_fk,
+    created_at_field,
+    id_field,
+    random_hex,
+)
+
+SCHEMA = Schema(
+    no_consumer=True,
+    fields={
+        "key_names": Field(type="array", required=True, default=["apikey"]),
+        "hide_credentials": Field(type="boolean", default=False),
+    },
+)
+
+CREDENTIALS = EntitySchema(
+    name="keyauth_credentials",
+    fields={
+        "id": id_field(),
+        "created_at": created_at_field(),
+        "consumer_id": consumer_fk(),
+        # a missing or blank key is replaced by 32 random hex characters
+        "key": Field(type="string", unique=True, generate=random_hex),
+    },
+)

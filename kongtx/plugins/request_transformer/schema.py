@@ -1,0 +1,37 @@
+# -*- test-case-name: tests.unit.test_plugin_schemas -*-
+"""request-transformer plugin config (SPEC §4.5): remove / replace / add / append rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kongtx.store.schemas import Field, Schema
+
+
+def check_for_value(value: Any, values: dict[str, Any]) -> str | None:
+    """``name:value`` entries (the value may hold more colons) need their colon."""
+    for entry in value:
+        if not isinstance(entry, str) or ":" not in entry:
+            return f"key '{entry}' has no value"
+    return None
+
+
+def rule_table(parts: tuple[str, ...], with_values: bool) -> Field:
+    """One rule kind (``remove``...) holding an array per part, each defaulting to []."""
+    func = check_for_value if with_values else None
+    return Field(
+        type="table",
+        schema=Schema(fields={p: Field(type="array", default=[], func=func) for p in parts}),
+    )
+
+
+_PARTS = ("body", "headers", "querystring")
+
+SCHEMA = Schema(
+    fields={
+        "remove": rule_table(_PARTS, with_values=False),
+        "replace": rule_table(_PARTS, with_values=True),
+        "add": rule_table(_PARTS, with_values=True),
+        "append": rule_table(_PARTS, with_values=True),
+    },
+)
