@@ -1,0 +1,570 @@
+# -*- test-case-name: tests.unit.test_pipeline -*-
+"""One proxied request, start to end: resolve -> plugins -> upstream -> respond.
+
+DESIGN.md §3.  The pipeline never sees twisted.web: a front-end (today
+``kongtx.proxy.resource``; a leaner protocol later) hands it an
+:class:`IncomingRequest` and a :class:`Downstream` to write to, so the same
+code serves whatever parses HTTP.  Plugins see a :class:`ProxyContext`, which
+implements ``kongtx.plugins.base.RequestContext``.
+
+Order of events, as in Kong 0.9:
+
+1. the router (from the node cache, rebuilt only after an ``apis`` change) picks
+   the API, or the request ends in the SPEC §3.1 404 and no plugin runs;
+2. the access phase of the API's plugin chain (a plugin may answer itself);
+3. the upstream request is built from what the access phase left (SPEC §3.2) and
+   sent; ``X-Kong-Proxy-Latency`` measures steps 1-3 up to now;
+4. response headers (minus hop-by-hop) + ``Via`` + latency headers, then the
+   header_filter phase; the body is streamed through body_filter;
+5. the log phase runs on the next reactor turn after the response finished, so it
+   never delays the client, and it runs for every request that matched an API,
+   rejected ones included (our deliberate difference from Kong 0.9).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import Awaitable, Mapping
+from typing import IO, Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kongtx import SERVER_NAME
+from kongtx.clock import Clock
+from kongtx.proxy.errors import (
+    JSON_TYPE,
+    UpstreamError,
+    error_page,
+    json_body,
+)
+from kongtx.proxy.request import (
+    HeaderList,
+    TrustedIps,
+    build_upstream_request,
+    host_and_port,
+    parse_query,
+    strip_hop_by_hop,
+)
+from kongtx.proxy.upstream import UpstreamClient, UpstreamResponse
+from kongtx.router import CACHE_KEY, Match, Router, not_found_body
+from kongtx.store.interface import Row
+
+log = Logger(namespace="kongtx.proxy")
+
+
+# --------------------------------------------------------------------- collaborators
+
+
+class Downstream(Protocol):
+    """The client side of one request, as a front-end provides it."""
+
+    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Status line and headers (the front-end adds framing if none is given)."""
+
+    def write(self, data: bytes) -> None:
+        """Body bytes."""
+
+    def finish(self) -> None:
+        """The response is complete."""
+
+    def abort(self) -> None:
+        """Cut the connection: the response cannot be completed honestly."""
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        """Let the client's backpressure pause ``producer``."""
+
+    def unregister_producer(self) -> None:
+        """Undo :meth:`register_producer`."""
+
+    def splice(self, tunnel: Any) -> None:
+        """Hand the raw connection to ``tunnel`` (an upgraded WebSocket)."""
+
+    @property
+    def gone(self) -> bool:
+        """The client disconnected."""
+
+
+class IncomingRequest:
+    """A parsed client request, front-end independent."""
+
+    __slots__ = (
+        "body",
+        "body_length",
+        "connection_id",
+        "connection_requests",
+        "headers",
+        "method",
+        "peer_ip",
+        "scheme",
+        "server_addr",
+        "server_port",
+        "uri",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: HeaderList,
+        peer_ip: str,
+        scheme: str = "http",
+        body: IO[bytes] | None = None,
+        body_length: int = 0,
+        server_addr: str = "",
+        server_port: int = 0,
+        connection_id: int = 0,
+        connection_requests: int = 1,
+    ) -> None:
+        self.server_addr = server_addr
+        self.server_port = server_port
+        self.connection_id = connection_id
+        self.connection_requests = connection_requests
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.peer_ip = peer_ip
+        self.scheme = scheme
+        self.body = body
+        self.body_length = body_length
+
+
+class PluginChain(Protocol):
+    """The compiled plugins of one API (kongtx.plugins.runtime)."""
+
+    def access(self, ctx: Any) -> Awaitable[None] | None: ...
+    def header_filter(self, ctx: Any) -> Awaitable[None] | None: ...
+    def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes: ...
+    def log(self, ctx: Any) -> Awaitable[None] | None: ...
+
+
+class ChainSource(Protocol):
+    """Gives the plugin chain for an API (kongtx.plugins.runtime)."""
+
+    def cached_chain(self, api: Row) -> PluginChain | None: ...
+    def chain_for(self, api: Row) -> Awaitable[PluginChain]: ...
+
+
+class ApiSource(Protocol):
+    """What the router is loaded from (the DAO)."""
+
+    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[Row]]: ...
+
+
+class CacheLike(Protocol):
+    def peek(self, key: str) -> tuple[bool, Any]: ...
+    def get_or_load(
+        self, key: str, loader: Any, ttl: float | None = ..., negative: bool = ...
+    ) -> Awaitable[Any]: ...
+
+
+class RouterSource:
+    """The router, kept in the node cache under ``ALL_APIS_BY_DIC``.
+
+    Hot path: one synchronous ``peek``.  After an ``apis`` change the invalidation
+    drops the key and the next request rebuilds the router (one datastore query,
+    shared by every request that arrives meanwhile).
+    """
+
+    def __init__(self, cache: CacheLike, dao: ApiSource) -> None:
+        self._cache = cache
+        self._dao = dao
+
+    def peek(self) -> Router | None:
+        hit, value = self._cache.peek(CACHE_KEY)
+        return value if hit and isinstance(value, Router) else None
+
+    async def get(self) -> Router:
+        router = self.peek()
+        if router is not None:
+            return router
+
+        async def load() -> Router:
+            apis = await self._dao.find_all("apis", {})
+            return Router.build(apis)
+
+        result: Router = await self._cache.get_or_load(CACHE_KEY, load, None, False)
+        return result
+
+
+async def _maybe_await(result: object) -> None:
+    if result is not None and inspect.isawaitable(result):
+        await result
+
+
+# --------------------------------------------------------------------- context
+
+
+class ProxyContext:
+    """One proxied request as plugins see it (``kongtx.plugins.base.RequestContext``).
+
+    Also carries what the log phase reports (Kong's basic serializer): sizes,
+    latencies, the upstream URL.
+    """
+
+    def __init__(
+        self,
+        api: Row,
+        match: Match,
+        incoming: IncomingRequest,
+        client_ip: str,
+        path: str,
+        raw_query: str,
+        started: float,
+    ) -> None:
+        self.api = api
+        self.match = match
+        self.method = incoming.method
+        self.scheme = incoming.scheme
+        self.path = path
+        self.raw_query = raw_query
+        self.request_uri = incoming.uri
+        self.query: list[tuple[str, str | None]] = parse_query(raw_query)
+        self.headers: HeaderList = HeaderList(incoming.headers.items())
+        self.client_ip = client_ip
+        self.peer_ip = incoming.peer_ip
+        self.server_addr = incoming.server_addr
+        self.server_port = incoming.server_port
+        self.connection_id = incoming.connection_id
+        self.connection_requests = incoming.connection_requests
+        self.shared: dict[str, Any] = {}
+        self.consumer: Row | None = None
+        self.credential: Row | None = None
+        self.status = 0
+        self.response_headers = HeaderList()
+        self.upstream_url: str | None = None
+        self.upstream_host: str | None = None
+        #: epoch seconds when the request arrived
+        self.started_at = started
+        #: ms: start -> end of access phase; end of access -> upstream headers; total
+        self.proxy_latency: int | None = None
+        self.upstream_latency: int | None = None
+        self.request_latency: int | None = None
+        self.request_size = incoming.body_length
+        self.response_size = 0
+        self._incoming = incoming
+        self._body: IO[bytes] | None = incoming.body
+        self._body_length = incoming.body_length
+        self._responded = False
+        self._response_body: bytes = b""
+
+    async def read_body(self) -> bytes:
+        """The whole request body (read from its spool; position restored)."""
+        body = self._body
+        if body is None:
+            return b""
+        body.seek(0)
+        data = body.read(self._body_length)
+        body.seek(0)
+        return data
+
+    def set_body(self, body: bytes) -> None:
+        """Replace the body sent upstream; its length frames it."""
+        self._body = io.BytesIO(body)
+        self._body_length = len(body)
+        self.headers.remove("content-length")
+        self.headers.remove("transfer-encoding")
+
+    def set_upstream_host(self, host: str) -> None:
+        self.upstream_host = host
+
+    def respond(
+        self,
+        status: int,
+        body: Mapping[str, Any] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A Kong-generated answer (a plugin stops the request)."""
+        self._responded = True
+        self.status = status
+        out = HeaderList()
+        if isinstance(body, Mapping):
+            data = json_body(body)
+            out.set("Content-Type", JSON_TYPE)
+        else:
+            data = body or b""
+        for name, value in (headers or {}).items():
+            out.set(name, value)
+        out.set("Server", SERVER_NAME)
+        self.response_headers = out
+        self._response_body = data
+
+    @property
+    def responded(self) -> bool:
+        return self._responded
+
+    @property
+    def body_stream(self) -> tuple[IO[bytes] | None, int]:
+        """The (possibly replaced) request body and its length."""
+        return self._body, self._body_length
+
+
+# --------------------------------------------------------------------- pipeline
+
+
+class _BodyRelay:
+    """Upstream body -> body_filter -> client, with the end reported on ``done``."""
+
+    def __init__(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
+        self.ctx = ctx
+        self.chain = chain
+        self.down = down
+        self.done: Deferred[bool] = Deferred()
+        self.failure: Failure | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.chain is not None:
+            data = self.chain.body_filter(self.ctx, data, False)
+        if data and not self.down.gone:
+            self.ctx.response_size += len(data)
+            self.down.write(data)
+
+    def finish(self) -> None:
+        if self.chain is not None:
+            tail = self.chain.body_filter(self.ctx, b"", True)
+            if tail and not self.down.gone:
+                self.ctx.response_size += len(tail)
+                self.down.write(tail)
+        if not self.done.called:
+            self.done.callback(True)
+
+    def fail(self, reason: Failure) -> None:
+        self.failure = reason
+        if not self.done.called:
+            self.done.callback(False)
+
+
+class ProxyPipeline:
+    """resolve -> plugins -> upstream -> respond, for any front-end."""
+
+    def __init__(
+        self,
+        routers: RouterSource,
+        client: UpstreamClient,
+        clock: Clock,
+        *,
+        trusted_ips: TrustedIps | None = None,
+        plugins: ChainSource | None = None,
+    ) -> None:
+        self.routers = routers
+        self.client = client
+        self.clock = clock
+        self.trusted_ips = trusted_ips or TrustedIps()
+        self.plugins = plugins
+
+    # ----------------------------------------------------------------- entry
+
+    async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
+        """Serve one request to completion (or until the client goes away)."""
+        started = self.clock.seconds()
+        uri = incoming.uri
+        q = uri.find("?")
+        path, raw_query = (uri, "") if q < 0 else (uri[:q], uri[q + 1 :])
+        headers = incoming.headers
+        host_values = headers.get_all("host") + headers.get_all("x-host-override")
+
+        router = self.routers.peek()
+        if router is None:
+            router = await self.routers.get()
+        match = router.match(host_values, path)
+        if match is None:
+            body = not_found_body(host_values, path)
+            self._send_whole(
+                down, 404, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body
+            )
+            return
+
+        client_ip = self.trusted_ips.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+        ctx = ProxyContext(match.api, match, incoming, client_ip, path, raw_query, started)
+        chain: PluginChain | None = None
+        try:
+            if self.plugins is not None:
+                chain = self.plugins.cached_chain(match.api)
+                if chain is None:
+                    chain = await self.plugins.chain_for(match.api)
+            if chain is not None:
+                await _maybe_await(chain.access(ctx))
+            if ctx.responded:
+                await self._send_generated(ctx, chain, down)
+            else:
+                await self._proxy(ctx, chain, down)
+        finally:
+            ctx.request_latency = self._ms_since(started)
+            if chain is not None and ctx.status:
+                self.clock.call_later(0, self._run_log, chain, ctx)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _ms_since(self, t: float) -> int:
+        return max(0, int((self.clock.seconds() - t) * 1000))
+
+    def _send_whole(
+        self, down: Downstream, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        if down.gone:
+            return
+        headers = [h for h in headers if h[0].lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        down.send_head(status, headers)
+        if body:
+            down.write(body)
+        down.finish()
+
+    async def _send_generated(
+        self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
+    ) -> None:
+        """A plugin answered in access: header_filter and body_filter still run."""
+        if chain is not None:
+            await _maybe_await(chain.header_filter(ctx))
+        body = ctx._response_body
+        if chain is not None:
+            body = chain.body_filter(ctx, body, False) + chain.body_filter(ctx, b"", True)
+        ctx.response_size = len(body)
+        self._send_whole(down, ctx.status, ctx.response_headers.items(), body)
+
+    def _send_error(
+        self, ctx: ProxyContext | None, down: Downstream, status: int, accept: str | None
+    ) -> None:
+        content_type, body = error_page(status, accept)
+        if ctx is not None:
+            ctx.status = status
+            ctx.response_size = len(body)
+        self._send_whole(
+            down, status, [("Content-Type", content_type), ("Server", SERVER_NAME)], body
+        )
+
+    def _run_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
+        async def run() -> None:
+            try:
+                await _maybe_await(chain.log(ctx))
+            except Exception:
+                log.failure("log phase failed for {uri}", uri=ctx.request_uri)
+
+        Deferred.fromCoroutine(run())
+
+    # ----------------------------------------------------------------- proxying
+
+    async def _proxy(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
+        incoming = ctx._incoming
+        upgrade = _is_upgrade(ctx.headers) and incoming.method == "GET"
+        req = build_upstream_request(
+            api=ctx.api,
+            match=ctx.match,
+            method=ctx.method,
+            uri=ctx.path,
+            query=ctx.query,
+            headers=strip_hop_by_hop(ctx.headers, keep_upgrade=upgrade),
+            peer_ip=ctx.peer_ip,
+            client_ip=ctx.client_ip,
+            scheme=ctx.scheme,
+            host_override=ctx.upstream_host,
+        )
+        ctx.upstream_url = req.url
+        access_done = self.clock.seconds()
+        ctx.proxy_latency = self._ms_since(ctx.started_at)
+        accept = incoming.headers.get("accept")
+
+        if upgrade:
+            await self._tunnel(ctx, req.url, req.method, req.headers, down, accept)
+            return
+
+        body, length = ctx.body_stream
+        if body is not None:
+            body.seek(0)
+        try:
+            response = await self.client.request(req.method, req.url, req.headers, body, length)
+        except UpstreamError as e:
+            log.info(
+                "upstream error {status} for {url}: {reason}",
+                status=e.status,
+                url=req.url,
+                reason=e.reason,
+            )
+            self._send_error(ctx, down, e.status, accept)
+            return
+        ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
+        await self._relay(ctx, chain, down, response)
+
+    async def _relay(
+        self,
+        ctx: ProxyContext,
+        chain: PluginChain | None,
+        down: Downstream,
+        response: UpstreamResponse,
+    ) -> None:
+        ctx.status = response.status
+        headers = response.headers
+        if response.length is not None and ctx.method != "HEAD":
+            headers.set("Content-Length", str(response.length))
+        headers.set("Via", SERVER_NAME)
+        headers.set("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
+        headers.set("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))
+        ctx.response_headers = headers
+        try:
+            if chain is not None:
+                await _maybe_await(chain.header_filter(ctx))
+        except BaseException:
+            response.stopProducing()
+            raise
+        if down.gone:
+            response.stopProducing()
+            return
+        down.send_head(ctx.status, ctx.response_headers.items())
+        relay = _BodyRelay(ctx, chain, down)
+        down.register_producer(response)
+        try:
+            response.deliver(relay)
+            complete = await relay.done
+        except CancelledError:
+            response.stopProducing()
+            raise
+        finally:
+            down.unregister_producer()
+        if complete:
+            if not down.gone:
+                down.finish()
+        else:
+            log.info(
+                "upstream body failed for {url}: {reason}",
+                url=ctx.upstream_url,
+                reason=relay.failure.getErrorMessage() if relay.failure else "?",
+            )
+            down.abort()
+
+    async def _tunnel(
+        self,
+        ctx: ProxyContext,
+        url: str,
+        method: str,
+        headers: HeaderList,
+        down: Downstream,
+        accept: str | None,
+    ) -> None:
+        """WebSocket (any Upgrade): send the handshake, then splice raw bytes."""
+        from kongtx.proxy.upstream import open_tunnel
+
+        scheme, host, port = host_and_port(url)
+        target = url.split("://", 1)[1]
+        slash = target.find("/")
+        request_target = target[slash:] if slash >= 0 else "/"
+        head = [f"{method} {request_target} HTTP/1.1\r\n"]
+        head += [f"{name}: {value}\r\n" for name, value in headers]
+        head.append("\r\n")
+        try:
+            tunnel = await open_tunnel(self.client, scheme, host, port)
+        except UpstreamError as e:
+            self._send_error(ctx, down, e.status, accept)
+            return
+        ctx.status = 101
+        tunnel.write("".join(head).encode("latin-1"))
+        down.splice(tunnel)
+        await tunnel.closed
+
+
+def _is_upgrade(headers: HeaderList) -> bool:
+    if headers.get("upgrade") is None:
+        return False
+    return any("upgrade" in v.lower() for v in headers.get_all("connection"))

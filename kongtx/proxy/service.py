@@ -1,0 +1,109 @@
+# -*- test-case-name: tests.unit.test_proxy_service -*-
+"""The proxy listeners of a node: ``proxy_listen`` and ``proxy_listen_ssl``.
+
+``kongtx.node`` calls :func:`make_proxy_services` once the store is ready and adds
+the returned services to its tree; everything the proxy needs at request time
+(router, plugin chains, upstream pool) is built here, once per node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.logger import Logger
+
+from kongtx.clock import Clock
+from kongtx.plugins.runtime import PluginRuntime
+from kongtx.proxy.http import ProxySite
+from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
+from kongtx.proxy.request import TrustedIps
+from kongtx.proxy.resource import ProxyResource
+from kongtx.proxy.tls import CertificateHook, ProxyTLSContextFactory, ensure_default_certificate
+from kongtx.proxy.upstream import make_upstream_client
+
+log = Logger(namespace="kongtx.proxy")
+
+
+def certificate_hook(routers: RouterSource, runtime: PluginRuntime) -> CertificateHook:
+    """SNI -> the certificate the API's plugins chose (SPEC §3.6), synchronously.
+
+    Kong looked up the API whose request_host *equals* the SNI name (no
+    wildcards).  The handshake cannot wait, so only what is cached counts; a miss
+    starts loading the router or the API's plugin chain for the next handshake and
+    serves the default certificate now.
+    """
+
+    def hook(sni: str) -> tuple[bytes, bytes] | None:
+        router = routers.peek()
+        if router is None:
+            Deferred.fromCoroutine(routers.get()).addErrback(
+                lambda f: log.failure("loading the router failed", f)
+            )
+            return None
+        found = router.match_host(sni)
+        if found is None or found[1] != "host-exact":
+            return None
+        api = found[0]
+        chain = runtime.cached_chain(api)
+        if chain is None:
+            Deferred.fromCoroutine(runtime.chain_for(api)).addErrback(
+                lambda f: log.failure("loading plugins for {sni} failed", f, sni=sni)
+            )
+            return None
+        return chain.certificate(sni)
+
+    return hook
+
+
+def build_pipeline(
+    config: Any, dao: Any, cache: Any, registry: Any, clock: Clock, reactor: Any
+) -> tuple[ProxyPipeline, RouterSource, PluginRuntime]:
+    """The node's proxy pipeline, its router source and its plugin runtime."""
+    routers = RouterSource(cache, dao)
+    runtime = PluginRuntime(dao, cache, registry, clock)
+    pipeline = ProxyPipeline(
+        routers,
+        make_upstream_client(reactor, clock, config),
+        clock,
+        trusted_ips=TrustedIps(config.trusted_ips),
+        plugins=runtime,
+    )
+    return pipeline, routers, runtime
+
+
+def _tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, port, interface=host)
+    return TCP4ServerEndpoint(reactor, port, interface=host)
+
+
+def make_proxy_services(
+    config: Any, dao: Any, cache: Any, registry: Any, clock: Clock, reactor: Any
+) -> list[IService]:
+    """Listening services for ``proxy_listen`` and (when ``ssl`` is on) ``proxy_listen_ssl``."""
+    pipeline, routers, runtime = build_pipeline(config, dao, cache, registry, clock, reactor)
+    resource = ProxyResource(pipeline)
+    max_header = int(config.client_max_header_size)
+    services: list[IService] = []
+
+    site = ProxySite(resource, max_header_size=max_header)
+    listen = config.proxy_listen
+    services.append(
+        StreamServerEndpointService(_tcp_endpoint(reactor, listen.host, listen.port), site)
+    )
+
+    if config.ssl:
+        if config.ssl_cert and config.ssl_cert_key:
+            cert, key = config.ssl_cert, config.ssl_cert_key
+        else:
+            cert, key = ensure_default_certificate(config.prefix)
+        tls = ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
+        ssl_site = ProxySite(resource, max_header_size=max_header)
+        listen_ssl = config.proxy_listen_ssl
+        endpoint = SSL4ServerEndpoint(reactor, listen_ssl.port, tls, interface=listen_ssl.host)
+        services.append(StreamServerEndpointService(endpoint, ssl_site))
+    return services

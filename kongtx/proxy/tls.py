@@ -1,0 +1,147 @@
+# -*- test-case-name: tests.unit.test_proxy_tls -*-
+"""TLS on ``proxy_listen_ssl`` (SPEC §3.6 and the "TLS" row of SPEC's differences).
+
+* TLS 1.2 and later only (Kong 0.9 still offered 1.0 and 1.1);
+* without ``ssl_cert``/``ssl_cert_key``, a self-signed 2048-bit RSA certificate
+  (CN=localhost, O=Kong, like Kong's 1024-bit one) is generated once under
+  ``<prefix>/ssl/kong-default.{crt,key}`` and reused on later starts;
+* SNI: the handshake's server name goes to a hook (the ``ssl`` plugin's
+  certificate phase, through the plugin runtime) which may return a per-API
+  certificate; no SNI, no API, or no plugin -> the default certificate.  The
+  OpenSSL servername callback cannot wait, so the hook is synchronous.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.logger import Logger
+
+log = Logger(namespace="kongtx.proxy.tls")
+
+#: Given the SNI name, the (certificate DER, key DER) to serve, or ``None``.
+CertificateHook = Callable[[str], tuple[bytes, bytes] | None]
+
+
+def ensure_default_certificate(prefix: str) -> tuple[str, str]:
+    """Paths of ``<prefix>/ssl/kong-default.{crt,key}``, generating them if missing."""
+    directory = os.path.join(prefix, "ssl")
+    cert_path = os.path.join(directory, "kong-default.crt")
+    key_path = os.path.join(directory, "kong-default.key")
+    if os.path.exists(cert_path) and os.path.exists(key_path):
+        return cert_path, key_path
+    os.makedirs(directory, exist_ok=True)
+    cert_pem, key_pem = generate_self_signed("localhost")
+    _write(key_path, key_pem, 0o600)
+    _write(cert_path, cert_pem, 0o644)
+    log.info("generated the default certificate {path}", path=cert_path)
+    return cert_path, key_path
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def generate_self_signed(common_name: str, days: int = 3650) -> tuple[bytes, bytes]:
+    """A self-signed 2048-bit RSA certificate and key, PEM encoded."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "California"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "San Francisco"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kong"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "IT Department"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return cert_pem, key_pem
+
+
+def _base_context() -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    return ctx
+
+
+class ProxyTLSContextFactory:
+    """The server context for ``proxy_listen_ssl``, with the SNI hook.
+
+    Per-API contexts are built once per distinct certificate and kept (a handful of
+    APIs carry the ssl plugin; a context per handshake would be slow).
+    """
+
+    def __init__(self, cert_path: str, key_path: str, hook: CertificateHook | None = None) -> None:
+        self._hook = hook
+        self._per_cert: dict[tuple[bytes, bytes], SSL.Context] = {}
+        ctx = _base_context()
+        ctx.use_certificate_chain_file(cert_path)
+        ctx.use_privatekey_file(key_path)
+        ctx.check_privatekey()
+        ctx.set_tlsext_servername_callback(self._servername)
+        self._context = ctx
+
+    def getContext(self) -> SSL.Context:
+        """What ``twisted.internet.ssl``'s server endpoints ask for."""
+        return self._context
+
+    def context_for(self, cert_der: bytes, key_der: bytes) -> SSL.Context:
+        """A (cached) context serving this DER certificate and key."""
+        ctx = self._per_cert.get((cert_der, key_der))
+        if ctx is None:
+            ctx = _base_context()
+            ctx.use_certificate(
+                crypto.X509.from_cryptography(x509.load_der_x509_certificate(cert_der))
+            )
+            key = serialization.load_der_private_key(key_der, password=None)
+            ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+            ctx.check_privatekey()
+            if len(self._per_cert) > 1024:
+                self._per_cert.clear()
+            self._per_cert[(cert_der, key_der)] = ctx
+        return ctx
+
+    def _servername(self, conn: SSL.Connection) -> None:
+        if self._hook is None:
+            return
+        raw = conn.get_servername()
+        if not raw:
+            return
+        try:
+            found = self._hook(raw.decode("idna"))
+            if found is not None:
+                conn.set_context(self.context_for(*found))
+        except Exception:
+            # A broken per-API certificate must not break the handshake: default cert.
+            log.failure("certificate phase failed for SNI {sni}", sni=raw)
