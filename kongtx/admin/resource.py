@@ -1,0 +1,214 @@
+# -*- test-case-name: tests.unit.test_admin_routing -*-
+"""The Admin API: one leaf Resource with a method/path route table (SPEC §1).
+
+Why a table and not ``putChild``: Kong's routes are dynamic (``/apis/{name or
+id}/plugins/{id}``, one set per credential plugin), the 405/404 rules are about
+the *table* (a path that exists but does not declare the method is 405, one that
+does not exist is 404), and the trailing-slash rule is about paths, not children.
+Everything that happens before a route runs (CORS preflight, 415, body parsing,
+413) and everything after it (DAO error -> status and body, SPEC §1.2) lives
+here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from twisted.logger import Logger
+
+from kongtx.admin.forms import (
+    BODY_METHODS,
+    FormError,
+    check_content_type,
+    parse_body,
+    parse_query,
+    read_body,
+)
+from kongtx.admin.routes import apis, cluster, consumers, credentials, plugins, root
+from kongtx.admin.routes import cache as cache_routes
+from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route
+from kongtx.cache import Cache
+from kongtx.clock import Clock
+from kongtx.config import Config
+from kongtx.dao import DAO
+from kongtx.errors import (
+    ConflictError,
+    DaoError,
+    DatabaseError,
+    EntityError,
+    ForeignKeyError,
+    NotFoundError,
+    PluginExistsError,
+    SchemaError,
+)
+from kongtx.http.resource import AsyncResource, HTTPRequest, json_bytes
+from kongtx.plugins.registry import PluginRegistry
+
+#: Kong's CORS preflight answer, given to any OPTIONS before routing (SPEC §1.1).
+CORS_PREFLIGHT_HEADERS = {
+    b"Access-Control-Allow-Methods": b"GET,HEAD,PUT,PATCH,POST,DELETE",
+    b"Access-Control-Allow-Headers": b"Content-Type",
+}
+
+
+class NodeInfo(Protocol):
+    """What the Admin API needs to know about the node it runs in (kongtx.node)."""
+
+    name: str
+    hostname: str
+
+    async def members(self) -> list[dict[str, Any]]:
+        """The cluster members: ``name``, ``address`` (``ip:port``) and ``status``."""
+        ...
+
+    def server_stats(self) -> dict[str, int]:
+        """stub_status counters: ``connections_active``, ``connections_reading``,
+        ``connections_writing``, ``connections_waiting``, ``connections_accepted``,
+        ``connections_handled``, ``total_requests``."""
+        ...
+
+    async def join(self, address: str) -> None:
+        """Join the cluster member at ``address``; ``ValueError(msg)`` -> 400."""
+        ...
+
+    async def force_leave(self, name: str) -> None:
+        """Force member ``name`` out of the cluster; ``ValueError(msg)`` -> 400."""
+        ...
+
+
+def lua_string(value: Any) -> str:
+    """How Lua's ``tostring`` wrote a value into Kong's 409/404 messages."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "nil"
+    return str(value)
+
+
+def error_reply(error: Exception) -> Reply | None:
+    """SPEC §1.2: the status and body of a refusal; ``None`` when it is a bug."""
+    if isinstance(error, HTTPError | FormError):
+        return Reply(error.status, error.body)
+    if not isinstance(error, DaoError):
+        return None
+    if isinstance(error, SchemaError):
+        return Reply(400, dict(error.fields))
+    if isinstance(error, EntityError):
+        return Reply(400, {"message": error.message})
+    if isinstance(error, PluginExistsError):
+        return Reply(409)
+    if isinstance(error, ConflictError):
+        return Reply(409, {error.field: f"already exists with value '{lua_string(error.value)}'"})
+    if isinstance(error, ForeignKeyError):
+        return Reply(404, {error.field: f"does not exist with value '{lua_string(error.value)}'"})
+    if isinstance(error, NotFoundError):
+        return Reply(404, NOT_FOUND)
+    if isinstance(error, DatabaseError):
+        return Reply(503, {"message": "The datastore is unavailable"})
+    return None
+
+
+class AdminResource(AsyncResource):
+    """The whole Admin API of one node."""
+
+    log = Logger()
+    default_headers: Mapping[bytes, bytes] = {b"Access-Control-Allow-Origin": b"*"}
+
+    def __init__(
+        self,
+        dao: DAO,
+        cache: Cache,
+        config: Config,
+        registry: PluginRegistry,
+        node: NodeInfo,
+        clock: Clock,
+    ) -> None:
+        super().__init__()
+        self.dao = dao
+        self.cache = cache
+        self.config = config
+        self.registry = registry
+        self.node = node
+        self.clock = clock
+        self.routes: list[Route] = [
+            *root.routes(self),
+            *apis.routes(self),
+            *plugins.routes(self),
+            *consumers.routes(self),
+            *credentials.routes(self),
+            *cache_routes.routes(self),
+            *cluster.routes(self),
+        ]
+
+    def find_route(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route for a raw path; ``/apis/`` is ``/apis`` (Kong's default-route retry)."""
+        candidates = [path]
+        if len(path) > 1 and path.endswith("/"):
+            candidates.append(path[:-1])
+        else:
+            candidates.append(path + "/")
+        for candidate in candidates:
+            for r in self.routes:
+                args = r.match(candidate)
+                if args is not None:
+                    return r, args
+        return None
+
+    async def handle(self, request: HTTPRequest) -> None:
+        """Preflight, 415, route, parse, run, and map refusals to SPEC §1.2."""
+        method = request.method.decode("ascii", errors="replace").upper()
+        if method == "OPTIONS":
+            self.respond(request, 204, None, CORS_PREFLIGHT_HEADERS)
+            return
+        try:
+            reply = await self._dispatch(request, method)
+        except Exception as error:
+            mapped = error_reply(error)
+            if mapped is None:
+                raise
+            if isinstance(error, DatabaseError):
+                self.log.warn(
+                    "datastore unavailable during {method} {uri}: {error}",
+                    method=method,
+                    uri=request.uri,
+                    error=error.message,
+                )
+            reply = mapped
+        self._send(request, reply)
+
+    async def _dispatch(self, request: HTTPRequest, method: str) -> Reply:
+        raw_ct = request.getHeader(b"content-type")
+        content_type = None if raw_ct is None else raw_ct.decode("latin-1")
+        check_content_type(method, content_type)
+        path = request.path.decode("latin-1")
+        found = self.find_route(path)
+        if found is None:
+            raise HTTPError(404, NOT_FOUND)
+        route, args = found
+        handler = route.methods.get(method)
+        if handler is None:
+            raise HTTPError(405, {"message": "Method not allowed"})
+        body: dict[str, Any] = {}
+        if method in BODY_METHODS or method == "DELETE":
+            body = parse_body(method, content_type, read_body(request.content))
+        call = Call(
+            request=request,
+            method=method,
+            path=path,
+            args=args,
+            query=parse_query(request.args),
+            body=body,
+        )
+        return await handler(call)
+
+    def _send(self, request: HTTPRequest, reply: Reply) -> None:
+        if reply.raw is not None:
+            payload: bytes | None = reply.raw
+        elif reply.body is None:
+            payload = None
+        else:
+            payload = json_bytes(reply.body)
+        self.respond(request, reply.status, payload, reply.headers)

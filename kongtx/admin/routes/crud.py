@@ -1,0 +1,152 @@
+# -*- test-case-name: tests.unit.test_admin_crud -*-
+"""The CRUD helpers every collection route shares (SPEC §1.3 and §1.4).
+
+Kong 0.9 had one ``crud_helpers.lua`` behind every list, create, upsert, patch
+and delete; so do we, so that ``/apis``, ``/consumers/{c}/key-auth`` and
+``/oauth2_tokens`` cannot drift apart in pagination, rendering or write rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, is_uuid
+from kongtx.store.interface import InvalidOffset, Row
+
+if TYPE_CHECKING:
+    from kongtx.admin.resource import AdminResource
+
+#: ``size`` when the query has none or a non-numeric one.
+DEFAULT_PAGE_SIZE = 100
+
+
+def render(value: Any) -> Any:
+    """An entity as Kong rendered it: no null keys, empty arrays as ``{}`` (cjson)."""
+    if isinstance(value, dict):
+        return {k: render(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [render(v) for v in value] if value else {}
+    return value
+
+
+def page_size(raw: Any) -> int:
+    """``size``: default 100, non-numeric (or not positive) -> 100, no upper bound."""
+    if isinstance(raw, list):
+        raw = raw[-1] if raw else None
+    if isinstance(raw, str) and raw.strip().isdigit():
+        size = int(raw.strip())
+        if size > 0:
+            return size
+    return DEFAULT_PAGE_SIZE
+
+
+def next_url(call: Call, offset: str, size: int) -> str:
+    """``http://<host>:<port><path>?offset=...&size=...`` (filters are not carried, as in Kong)."""
+    request = call.request
+    scheme = "https" if request.isSecure() else "http"
+    host = request.getRequestHostname().decode("latin-1")
+    port = request.getHost().port
+    return f"{scheme}://{host}:{port}{call.path}?offset={quote(offset, safe='')}&size={size}"
+
+
+async def paginate(
+    admin: AdminResource, call: Call, collection: str, forced: Mapping[str, Any] | None = None
+) -> Reply:
+    """One page of ``collection``: query arguments are filters, ``forced`` wins over them."""
+    filters = dict(call.query)
+    size = page_size(filters.pop("size", None))
+    raw_offset = filters.pop("offset", None)
+    if isinstance(raw_offset, list):
+        raw_offset = raw_offset[-1] if raw_offset else None
+    offset = raw_offset if isinstance(raw_offset, str) and raw_offset != "" else None
+    filters.update(forced or {})
+    try:
+        page = await admin.dao.find_page(collection, filters, size, offset)
+    except InvalidOffset:
+        # A token this store did not hand out (edited, or from another backend).
+        raise HTTPError(400, {"offset": f"{offset} is not a valid offset"}) from None
+    if not page.rows:
+        return Reply(200, {"data": [], "total": 0})
+    body: dict[str, Any] = {"data": [render(r) for r in page.rows], "total": page.total}
+    if page.offset is not None:
+        body["offset"] = page.offset
+        body["next"] = next_url(call, page.offset, size)
+    return Reply(200, body)
+
+
+async def create(admin: AdminResource, collection: str, params: Mapping[str, Any]) -> Reply:
+    """POST: insert, 201 and the whole entity."""
+    row = await admin.dao.insert(collection, params)
+    return Reply(201, render(row))
+
+
+async def upsert(admin: AdminResource, collection: str, params: Mapping[str, Any]) -> Reply:
+    """PUT: full replace when the body names the whole key, else a create.
+
+    A key that matches no row is 404 ``{"message":"Not found"}`` and nothing is
+    written: kongtx's documented difference from Kong's silent empty 200.
+    """
+    # Kong's PUT needs the whole primary key to replace; for plugins that is (id, name).
+    key_fields = admin.dao.schemas[collection].replace_key
+    if not all(params.get(f) not in (None, "") for f in key_fields):
+        return await create(admin, collection, params)
+    if "id" in key_fields and not is_uuid(params["id"]):
+        raise HTTPError(400, {"id": f"{lua_text(params['id'])} is not a valid uuid"})
+    key = {f: params[f] for f in key_fields}
+    row = await admin.dao.update(collection, key, params, full=True)
+    if row is None:
+        raise HTTPError(404, NOT_FOUND)
+    return Reply(200, render(row))
+
+
+async def patch(
+    admin: AdminResource, collection: str, row: Row, params: Mapping[str, Any]
+) -> Reply:
+    """PATCH: merge ``params`` into ``row``; empty body -> 400, vanished row -> 404."""
+    if not params:
+        raise HTTPError(400, {"message": "empty body"})
+    updated = await admin.dao.update(collection, {"id": row["id"]}, params)
+    if updated is None:
+        raise HTTPError(404, NOT_FOUND)
+    return Reply(200, render(updated))
+
+
+async def delete(admin: AdminResource, collection: str, row: Row) -> Reply:
+    """DELETE: 204 with an empty body, 404 when the row is already gone."""
+    if not await admin.dao.delete(collection, {"id": row["id"]}):
+        raise HTTPError(404, NOT_FOUND)
+    return Reply(204)
+
+
+async def find_one(
+    admin: AdminResource,
+    collection: str,
+    segment: str,
+    natural_key: str | None,
+    scope: Mapping[str, Any] | None = None,
+) -> Row:
+    """The row a ``{name or id}`` path segment names, within ``scope``; 404 when none.
+
+    A uuid-shaped segment is an ``id``; anything else is looked up by
+    ``natural_key`` (``None``: only ids are accepted, and a non-uuid is 400).
+    """
+    if is_uuid(segment):
+        filters: dict[str, Any] = {"id": segment.lower()}
+    elif natural_key is None:
+        raise HTTPError(400, {"message": f"{segment} is not a valid uuid"})
+    else:
+        filters = {natural_key: segment}
+    filters.update(scope or {})
+    rows = await admin.dao.find_all(collection, filters)
+    if not rows:
+        raise HTTPError(404, NOT_FOUND)
+    return rows[0]
+
+
+def lua_text(value: Any) -> str:
+    """A value as it appears inside a Kong message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
