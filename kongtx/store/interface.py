@@ -175,6 +175,11 @@ class IStore(Interface):
     No method blocks the reactor thread, and every method fails with
     :class:`StoreUnavailable` within the backend's timeout when the server is
     gone.  Filters are equality filters on columns, ANDed; ``None`` matches NULL.
+    An unknown column name (in a row, key, filter or values) raises ``KeyError``.
+    Listings (``select``, ``page``) come in a stable order that paging follows
+    without skipping or repeating rows (SQL backends: ``created_at`` then the
+    primary key, ``kongtx.store.tables.order_columns``).  The shared rules (key
+    checks, TTL checks, paging tokens) live in ``kongtx.store.tables``.
     """
 
     name = Attribute("Backend name: 'memory', 'sqlite', 'postgres' or 'cassandra'.")
@@ -205,19 +210,27 @@ class IStore(Interface):
         """Insert ``row`` (every column given; missing ones are NULL) and return it.
 
         Raises UniqueViolation / ForeignKeyViolation.  With ``ttl`` (seconds) the
-        row disappears from every read after that time.  Appends a ``create`` event.
+        row disappears from every read after that time, and no longer holds its
+        unique values.  ``ttl`` must be > 0 and the table TTL-capable (else
+        ``ValueError``); expiry logs no event.  Appends a ``create`` event.
         """
 
     async def get(table: str, key: Mapping[str, Any]) -> Row | None:
-        """The row whose columns equal ``key`` (its primary key or one unique column)."""
+        """The row whose columns equal ``key`` (its primary key or one unique column).
+
+        ``key`` must hold the whole primary key or a non-NULL unique column
+        (else ``ValueError``); other columns given are extra equality conditions.
+        """
 
     async def select(table: str, filters: Mapping[str, Any]) -> list[Row]:
         """Every row matching ``filters`` (unpaged; for caches and cascades)."""
 
-    async def page(
-        table: str, filters: Mapping[str, Any], size: int, offset: str | None
-    ) -> Page:
-        """One page of rows matching ``filters``; raises InvalidOffset on a bad token."""
+    async def page(table: str, filters: Mapping[str, Any], size: int, offset: str | None) -> Page:
+        """One page of rows matching ``filters``; raises InvalidOffset on a bad token.
+
+        ``size`` must be >= 1 (else ``ValueError``).  ``offset`` is ``None`` for the
+        first page; a page that ends the listing carries no token.
+        """
 
     async def count(table: str, filters: Mapping[str, Any]) -> int:
         """How many rows match ``filters``."""
@@ -229,7 +242,10 @@ class IStore(Interface):
 
         Columns absent from ``values`` are left unchanged (the DAO passes every
         column, with ``None``, for a full replace).  ``None`` when no such row.
-        Raises UniqueViolation / ForeignKeyViolation.  Appends an ``update`` event.
+        A primary-key column may only be given its current value (else
+        ``ValueError``).  ``ttl`` restarts the row's TTL; without it the row keeps
+        the expiry it had.  Raises UniqueViolation / ForeignKeyViolation.
+        Appends an ``update`` event.
         """
 
     async def delete(table: str, key: Mapping[str, Any]) -> list[tuple[str, Row]]:
