@@ -429,8 +429,9 @@ def _db_infos(config: Config) -> tuple[str, str]:
 
 async def _run_migrations(reactor: Any, config: Config, command: str, log: CliLog) -> None:
     from kongtx.clock import Clock
-    from kongtx.store.factory import open_store
-    from kongtx.store.migrations import available_identifiers, load_migrations
+    from kongtx.plugins.registry import PluginRegistry
+    from kongtx.store.factory import migration_identifiers, open_store
+    from kongtx.store.migrations import load_migrations
 
     if config.database == "sqlite":
         os.makedirs(os.path.dirname(config.sqlite_path), exist_ok=True)
@@ -449,7 +450,9 @@ async def _run_migrations(reactor: Any, config: Config, command: str, log: CliLo
             else:
                 log(f"No migrations have been run yet for {desc} '{name}'")
         elif command == "up":
-            identifiers = available_identifiers(config.database) + list(config.custom_plugins)
+            # The same identifiers the node migrates on start: core, then every plugin.
+            registry = PluginRegistry.load(config.custom_plugins)
+            identifiers = migration_identifiers(registry)
             ran = await store.migrate(load_migrations(config.database, identifiers))
             for line in ran:
                 identifier, _, migration = line.partition(": ")

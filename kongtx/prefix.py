@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_prefix -*-
+# -*- test-case-name: tests.unit.test_cli -*-
 """The prefix directory: where a node keeps its working files (SPEC §5.1, §6.1).
 
 Why a prefix: the ``kong`` CLI and the node are separate processes started at
