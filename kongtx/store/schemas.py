@@ -363,7 +363,8 @@ def _validate(
                         else ({} if patch is not None else None),
                         sub_old,
                     )
-                    t[name] = sub_t
+                    # like a Lua table, a stored sub-table holds no nulls
+                    t[name] = {k: x for k, x in sub_t.items() if x is not None}
                     for k, msg in sub_errors.items():
                         add_error(errors, f"{name}.{k}", msg)
                     if sub_msg is not None:
@@ -420,7 +421,7 @@ def _validate_flexible(
             sub_patch if isinstance(sub_patch, Mapping) else ({} if patch is not None else None),
             sub_old if isinstance(sub_old, Mapping) else None,
         )
-        t[key] = sub_t
+        t[key] = {k: x for k, x in sub_t.items() if x is not None}
         for k, msg in sub_errors.items():
             add_error(errors, f"{key}.{k}", msg)
     if errors or schema.self_check is None:
