@@ -35,6 +35,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -143,7 +144,19 @@ class _Codec:
 
 @implementer(IStore)
 class SqliteStore:
-    """An :class:`IStore` on one sqlite file (or ``:memory:``), shared safely by processes."""
+    """An :class:`IStore` on one sqlite file (or ``:memory:``), shared safely by processes.
+
+    Args:
+        path: the database file (created if missing).
+        tables: every table (``kongtx.store.tables.TABLES``).
+        origin: this node's name, stamped on every change event.
+        clock: the node's Clock: "now" for TTLs and events, the sweep, timeouts.
+        reactor: where results are delivered (``callFromThread``).
+        timeout: seconds a write waits for another connection's lock.
+        query_timeout: seconds any call but migrate/reset may take (default
+            ``2 * timeout + 1``) before it fails with StoreUnavailable.
+        sweep_interval: seconds between deletions of expired TTL rows.
+    """
 
     name = "sqlite"
     log = Logger()
@@ -157,6 +170,7 @@ class SqliteStore:
         reactor: IReactorFromThreads,
         *,
         timeout: float = 5.0,
+        query_timeout: float | None = None,
         sweep_interval: float = 60.0,
     ) -> None:
         check_tables(tables)
@@ -165,7 +179,10 @@ class SqliteStore:
         self.origin = origin
         self.clock = clock
         self.reactor = reactor
+        #: how long a write waits for another connection's lock (sqlite's busy_timeout).
         self.timeout = timeout
+        #: how long any call but migrate/reset may take before StoreUnavailable.
+        self.query_timeout = query_timeout if query_timeout is not None else 2 * timeout + 1
         self.sweep_interval = sweep_interval
         self._codecs = {name: _Codec(t) for name, t in self.tables.items()}
         self._pool: ThreadPool | None = None
@@ -175,12 +192,38 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ thread plumbing
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, ...)`` on the store's thread; map sqlite errors to store errors."""
+    async def _run(self, fn: Callable[..., T], *args: Any, timed: bool = True) -> T:
+        """Run ``fn(connection, ...)`` on the store's thread; map sqlite errors to store errors.
+
+        ``timed`` calls fail with StoreUnavailable after ``query_timeout`` on the
+        Clock (a query stuck behind a hung disk or a long queue must not hang an
+        Admin request); the thread's late answer is then dropped.  Migrations are
+        not timed: they may legitimately wait for another node's.
+        """
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the sqlite store is not started")
-        return await deferToThreadPool(self.reactor, pool, self._guarded, fn, *args)
+        d = deferToThreadPool(self.reactor, pool, self._guarded, fn, *args)
+        if not timed:
+            return await d
+        expired: list[bool] = []
+
+        def give_up() -> None:
+            expired.append(True)
+            d.cancel()
+
+        timer = self.clock.call_later(self.query_timeout, give_up)
+        try:
+            return await d
+        except CancelledError:
+            if expired:
+                raise StoreUnavailable(
+                    f"sqlite did not answer within {self.query_timeout} s"
+                ) from None
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -238,6 +281,9 @@ class SqliteStore:
             await self.stop()
             raise
         self._sweeper = self.clock.looping_call(self.sweep_interval, self.sweep)
+        self.log.info(
+            "sqlite store open on {path} (origin {origin})", path=self.path, origin=self.origin
+        )
 
     async def stop(self) -> None:
         """Stop the sweep, close the connection on its thread, stop the thread."""
@@ -300,7 +346,7 @@ class SqliteStore:
     async def migrate(self, migrations: Mapping[str, Sequence[tuple[str, str]]]) -> list[str]:
         """Run pending migrations under ``BEGIN EXCLUSIVE`` (concurrent starters migrate once)."""
         plan = [(i, list(entries)) for i, entries in migrations.items()]
-        return await self._run(self._migrate_txn, plan)
+        return await self._run(self._migrate_txn, plan, timed=False)
 
     def _migrate_txn(
         self, conn: sqlite3.Connection, plan: list[tuple[str, list[tuple[str, str]]]]
@@ -352,7 +398,7 @@ class SqliteStore:
 
     async def reset(self) -> None:
         """Drop every table in the file (``kong migrations reset``), children first."""
-        await self._run(self._reset_txn)
+        await self._run(self._reset_txn, timed=False)
 
     def _reset_txn(self, conn: sqlite3.Connection) -> None:
         def body() -> None:

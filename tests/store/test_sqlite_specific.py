@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from kongtx.clock import Clock
 from kongtx.store.interface import StoreError, StoreUnavailable
@@ -247,3 +248,24 @@ def test_two_processes_migrate_once(db: Path) -> None:
     finally:
         conn.close()
     assert set(recorded) == set(MIGRATIONS)
+
+
+def test_stuck_thread_times_out(db: Path) -> None:
+    """A call stuck behind a hung query fails with StoreUnavailable after query_timeout."""
+    s = _store(db, query_timeout=0.3)
+    run(s.start())
+    release = threading.Event()
+    blocker: list[Deferred[bool]] = []
+    try:
+        call(
+            lambda: blocker.append(
+                Deferred.fromCoroutine(s._run(lambda conn: release.wait(10), timed=False))
+            )
+        )
+        with pytest.raises(StoreUnavailable, match="did not answer within 0.3"):
+            run(s.ping())
+    finally:
+        release.set()
+        if blocker:
+            assert run(blocker[0]) is True
+        run(s.stop())
