@@ -556,3 +556,102 @@ class CertificateTests(RuntimeTestCase):
         """Without a certificate plugin the default certificate is used (None)."""
         self.add("limit")
         self.assertIsNone(self.chain().certificate("example.org"))
+
+
+class RealRegistryAndDaoTests(SynchronousTestCase):
+    """The runtime wired as the node wires it: real registry, DAO, MemoryStore, invalidation."""
+
+    def setUp(self) -> None:
+        from kongtx.dao import DAO
+        from kongtx.plugins.registry import PluginRegistry
+        from kongtx.store.memory import MemoryStore
+        from kongtx.store.tables import TABLES
+
+        self.clock = Clock(task.Clock())
+        self.cache = Cache(self.clock)
+        self.registry = PluginRegistry.load(["tests.fixtures.example_plugin"])
+        self.dao = DAO(MemoryStore(TABLES, "node-a", self.clock), self.registry, self.clock)
+        self.dao.add_listener(invalidation.listener(self.cache))
+        self.runtime = PluginRuntime(self.dao, self.cache, self.registry, self.clock)
+        self.api = self.wait(
+            self.dao.insert(
+                "apis", {"request_host": "example.org", "upstream_url": "http://upstream"}
+            )
+        )
+
+    def wait(self, coro: Any) -> Any:
+        return self.successResultOf(defer.ensureDeferred(coro))
+
+    def plugin(self, name: str, **params: Any) -> Any:
+        return self.wait(self.dao.insert("plugins", {"name": name, **params}))
+
+    def request(self, **kw: Any) -> FakeContext:
+        chain = self.wait(self.runtime.chain_for(self.api))
+        ctx = FakeContext(self.api, **kw)
+        pending = chain.access(ctx)
+        if pending is not None:
+            self.wait(_wait(pending))
+        pending = chain.header_filter(ctx)
+        if pending is not None:
+            self.wait(_wait(pending))
+        chain.log(ctx)
+        return ctx
+
+    def test_custom_plugin_loaded_through_the_registry(self) -> None:
+        """The example plugin from custom_plugins runs with its validated config and defaults."""
+        self.plugin("example-stamp", api_id=self.api["id"], config={"value": "stamped"})
+        ctx = self.request()
+        self.assertEqual(ctx.headers.get("X-Example"), "stamped")
+        self.assertEqual(ctx.response_headers.get("X-Example"), "stamped")
+
+    def test_bundled_handlers_in_priority_order(self) -> None:
+        """Bundled handlers come from the registry and run highest priority first."""
+        self.plugin("correlation-id", config={"echo_downstream": True})
+        self.plugin("cors", api_id=self.api["id"])
+        self.plugin("example-stamp", config={"value": "v", "header_name": "X-Stamp"})
+        self.plugin(
+            "request-transformer",
+            api_id=self.api["id"],
+            config={"add": {"headers": ["X-Added:yes"]}},
+        )
+        chain = self.wait(self.runtime.chain_for(self.api))
+        self.assertEqual(
+            chain.names(), ["cors", "request-transformer", "example-stamp", "correlation-id"]
+        )
+        ctx = self.request()
+        self.assertEqual(ctx.headers.get("X-Added"), "yes")
+        self.assertEqual(ctx.headers.get("X-Stamp"), "v")
+        self.assertEqual(ctx.response_headers.get("Access-Control-Allow-Origin"), "*")
+        self.assertIsNotNone(ctx.response_headers.get("Kong-Request-ID"))
+
+    def test_admin_changes_reach_the_next_request(self) -> None:
+        """Updating, disabling and deleting rows through the DAO change the next request's config."""
+        self.plugin("example-stamp", config={"value": "global"})
+        row = self.plugin("example-stamp", api_id=self.api["id"], config={"value": "api"})
+        self.assertEqual(self.request().headers.get("X-Example"), "api")
+        self.wait(self.dao.update("plugins", {"id": row["id"]}, {"config": {"value": "api-2"}}))
+        self.assertEqual(self.request().headers.get("X-Example"), "api-2")
+        self.wait(self.dao.update("plugins", {"id": row["id"]}, {"enabled": False}))
+        self.assertEqual(self.request().headers.get("X-Example"), "global")
+        self.wait(self.dao.delete("plugins", {"id": row["id"]}))
+        self.assertEqual(self.request().headers.get("X-Example"), "global")
+
+    def test_rejected_requests_are_logged_by_later_plugins(self) -> None:
+        """A request ssl rejects (426) is still seen by the lower-priority plugin's log phase."""
+        from tests.unit.test_plugin_ssl import CERT_PEM, KEY_PEM
+
+        self.plugin(
+            "ssl",
+            api_id=self.api["id"],
+            config={"cert": CERT_PEM, "key": KEY_PEM, "only_https": True},
+        )
+        self.plugin("example-stamp", api_id=self.api["id"], config={"value": "v"})
+        ctx = self.request(scheme="http")
+        self.assertEqual(ctx.status, 426)
+        self.assertIsNone(ctx.headers.get("X-Example"))  # its access never ran
+        self.request(scheme="https", headers={"X-Example": "reject-me"})
+        chain = self.wait(self.runtime.chain_for(self.api))
+        self.assertEqual(chain.names(), ["ssl", "example-stamp"])
+        stamp = chain.entries()[1].handler
+        self.assertEqual(dict(stamp.statuses), {426: 1, 403: 1})  # type: ignore[attr-defined]
+        self.assertIsNotNone(chain.certificate("example.org"))
