@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.logger import Logger
 
 log = Logger(namespace="kongtx.proxy.tls")
@@ -121,11 +121,9 @@ class ProxyTLSContextFactory:
         ctx = self._per_cert.get((cert_der, key_der))
         if ctx is None:
             ctx = _base_context()
-            ctx.use_certificate(
-                crypto.X509.from_cryptography(x509.load_der_x509_certificate(cert_der))
-            )
+            ctx.use_certificate(x509.load_der_x509_certificate(cert_der))  # type: ignore[arg-type]
             key = serialization.load_der_private_key(key_der, password=None)
-            ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+            ctx.use_privatekey(key)  # type: ignore[arg-type]
             ctx.check_privatekey()
             if len(self._per_cert) > 1024:
                 self._per_cert.clear()

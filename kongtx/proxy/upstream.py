@@ -290,7 +290,12 @@ class UpstreamResponse:
         transport = self._transport
         if transport is not None:
             self._transport = None
-            transport.stopProducing()
+            if self._abandoned:
+                # Close the socket: the rest of this body must never be read as the
+                # start of the next response on a pooled connection.
+                transport.loseConnection()
+            else:
+                transport.stopProducing()
 
 
 # ------------------------------------------------------------------------- endpoints
@@ -300,30 +305,31 @@ class UpstreamResponse:
 class _Endpoints:
     """Endpoint factory of one request: tells the request when it is connected."""
 
-    def __init__(
-        self, client: UpstreamClient, on_connecting: Callable[[Deferred[Any]], None]
-    ) -> None:
+    def __init__(self, client: UpstreamClient, on_connected: Callable[[], None]) -> None:
         self._client = client
-        self._on_connecting = on_connecting
+        self._on_connected = on_connected
+        #: True when this request opened a new connection (not one from the pool).
+        self.connecting = False
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        return _WatchedEndpoint(
-            self._client.endpoint_for(uri.scheme, uri.host, uri.port), self._on_connecting
-        )
+        return _WatchedEndpoint(self._client.endpoint_for(uri.scheme, uri.host, uri.port), self)
 
 
 @implementer(IStreamClientEndpoint)
 class _WatchedEndpoint:
-    def __init__(
-        self, inner: IStreamClientEndpoint, on_connecting: Callable[[Deferred[Any]], None]
-    ) -> None:
+    def __init__(self, inner: IStreamClientEndpoint, owner: _Endpoints) -> None:
         self._inner = inner
-        self._on_connecting = on_connecting
+        self._owner = owner
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        self._owner.connecting = True
         d = self._inner.connect(protocolFactory)
-        self._on_connecting(d)
-        return d
+
+        def connected(proto: object) -> object:
+            self._owner._on_connected()
+            return proto
+
+        return d.addCallback(connected)
 
 
 class UpstreamClient:
@@ -385,14 +391,6 @@ class UpstreamClient:
         clock = self._clock
         holder: dict[str, Deferred[Any]] = {}
         deadline = _Deadline(clock, lambda: holder["d"].cancel() if "d" in holder else None)
-        connecting: list[Deferred[Any]] = []
-
-        def on_connecting(d: Deferred[Any]) -> None:
-            connecting.append(d)
-
-        def connected(result: object) -> object:
-            start_sending()
-            return result
 
         def body_progress() -> None:
             deadline.touch(self.send_timeout)
@@ -414,18 +412,16 @@ class UpstreamClient:
                 continue
             theaders.addRawHeader(bname, value.encode("latin-1"))
 
-        agent = Agent.usingEndpointFactory(
-            self._reactor, _Endpoints(self, on_connecting), pool=self.pool
-        )
+        endpoints = _Endpoints(self, lambda: start_sending())
+        agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool=self.pool)
         try:
             d = agent.request(method.encode("ascii"), url.encode("latin-1"), theaders, producer)
         except Exception as exc:  # a malformed URL or method: the upstream never sees it
             raise UpstreamError(502, f"invalid upstream request: {exc}") from exc
         holder["d"] = d
-        if connecting:
-            # Connect timeout is the endpoint's; send/read start once connected.
-            connecting[0].addCallback(connected)
-        else:
+        if not endpoints.connecting:
+            # A pooled connection: sending starts now.  Otherwise the connect timeout is
+            # the endpoint's, and send/read start once connected.
             start_sending()
         if producer is not None:
             # Body fully written: from now on we wait for the response (read timeout).
@@ -452,6 +448,11 @@ class UpstreamClient:
             raise
         except Exception as exc:
             deadline.cancel()
+            if deadline.fired:
+                raise UpstreamError(504, f"upstream timed out ({deadline.phase})") from exc
+            if _was_cancelled(exc):
+                # We were cancelled (the client left) while the request was in flight.
+                raise CancelledError() from exc
             raise classify(Failure(exc)) from exc
         deadline.cancel()
         result = UpstreamResponse(response, deadline, self.read_timeout)
@@ -462,6 +463,13 @@ class UpstreamClient:
         """Close every idle pooled connection (node stopping)."""
         d: Deferred[None] = self.pool.closeCachedConnections()
         return d
+
+
+def _was_cancelled(exc: BaseException) -> bool:
+    reasons = getattr(exc, "reasons", None)
+    return bool(reasons) and all(
+        isinstance(r, Failure) and r.check(CancelledError) for r in reasons or ()
+    )
 
 
 def classify(failure: Failure) -> UpstreamError:

@@ -1,0 +1,473 @@
+"""The proxy pipeline with an in-memory client side and upstream (kongtx.proxy.pipeline)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock as TaskClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from kongtx.cache import Cache
+from kongtx.clock import Clock
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
+from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.router import CACHE_KEY
+
+
+def api_row(**kw: Any) -> dict[str, Any]:
+    row = {
+        "id": "api-1",
+        "name": "a",
+        "request_host": "a.com",
+        "request_path": "/p",
+        "upstream_url": "http://up.com/base",
+        "strip_request_path": True,
+        "preserve_host": False,
+    }
+    row.update(kw)
+    return row
+
+
+class FakeDAO:
+    def __init__(self, apis: list[dict[str, Any]]) -> None:
+        self.apis = apis
+        self.calls = 0
+
+    async def find_all(self, collection: str, filters: Any) -> list[dict[str, Any]]:
+        assert collection == "apis"
+        self.calls += 1
+        return list(self.apis)
+
+
+class FakeResponse:
+    def __init__(
+        self,
+        status: int = 200,
+        headers: list[tuple[str, str]] | None = None,
+        length: int | None = 5,
+    ) -> None:
+        self.status = status
+        self.reason = b"OK"
+        self.headers = HeaderList(headers or [("Content-Type", "text/plain")])
+        self.length = length
+        self.sink: Any = None
+        self.events: list[str] = []
+
+    def deliver(self, sink: Any) -> None:
+        self.sink = sink
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, HeaderList, bytes | None]] = []
+        self.pending: Deferred[Any] | None = None
+
+    async def request(
+        self, method: str, url: str, headers: HeaderList, body: Any = None, length: int = 0
+    ) -> Any:
+        data = body.read(length) if body is not None else None
+        self.requests.append((method, url, headers, data))
+        self.pending = Deferred()
+        return await self.pending
+
+
+class FakeDown:
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.finished = False
+        self.aborted = False
+        self.producer: Any = None
+        self.gone = False
+
+    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def write(self, data: bytes) -> None:
+        self.body += data
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def register_producer(self, producer: Any) -> None:
+        self.producer = producer
+
+    def unregister_producer(self) -> None:
+        self.producer = None
+
+    def splice(self, tunnel: Any) -> None:
+        raise AssertionError("no tunnel expected")
+
+
+class FakeChain:
+    """A plugin chain recording the phases it ran."""
+
+    def __init__(self, reject: int | None = None) -> None:
+        self.reject = reject
+        self.calls: list[str] = []
+
+    def access(self, ctx: Any) -> None:
+        self.calls.append("access")
+        ctx.headers.set("X-Plugin", "yes")
+        ctx.query.append(("added", "1"))
+        if self.reject:
+            ctx.respond(self.reject, {"message": "Unauthorized"}, {"WWW-Authenticate": "Key"})
+
+    def header_filter(self, ctx: Any) -> None:
+        self.calls.append("header_filter")
+        ctx.response_headers.set("X-Filtered", str(ctx.status))
+
+    def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes:
+        self.calls.append(f"body_filter:{last}")
+        return chunk.upper()
+
+    def log(self, ctx: Any) -> None:
+        self.calls.append(f"log:{ctx.status}")
+
+
+class FakeRuntime:
+    def __init__(self, chain: FakeChain) -> None:
+        self.chain = chain
+
+    def cached_chain(self, api: Any) -> Any:
+        return None
+
+    async def chain_for(self, api: Any) -> Any:
+        return self.chain
+
+
+class PipelineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = TaskClock()
+        self.clock = Clock(self.reactor)
+        self.cache = Cache(self.clock)
+        self.dao = FakeDAO([api_row()])
+        self.client = FakeClient()
+        self.chain: FakeChain | None = None
+
+    def pipeline(
+        self, chain: FakeChain | None = None, trusted: list[str] | None = None
+    ) -> ProxyPipeline:
+        self.chain = chain
+        return ProxyPipeline(
+            RouterSource(self.cache, self.dao),
+            self.client,  # type: ignore[arg-type]
+            self.clock,
+            trusted_ips=TrustedIps(trusted or []),
+            plugins=FakeRuntime(chain) if chain else None,
+        )
+
+    def start(
+        self,
+        pipeline: ProxyPipeline,
+        uri: str = "/p/x?b=1",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        method: str = "GET",
+    ) -> tuple[Deferred[None], FakeDown]:
+        incoming = IncomingRequest(
+            method,
+            uri,
+            HeaderList(headers if headers is not None else [("Host", "other")]),
+            "10.0.0.1",
+            "http",
+            io.BytesIO(body) if body else None,
+            len(body or b""),
+        )
+        down = FakeDown()
+        d = Deferred.fromCoroutine(pipeline.handle(incoming, down))
+        return d, down
+
+    # ---------------------------------------------------------------- routing
+
+    def test_no_api_is_404_without_plugins(self) -> None:
+        """No match: SPEC §3.1 404 JSON with Server, no Via, no plugin phase."""
+        chain = FakeChain()
+        d, down = self.start(self.pipeline(chain), "/nope?x=1", [("Host", "b.com:80")])
+        self.successResultOf(d)
+        assert down.status == 404 and down.finished
+        assert json.loads(down.body) == {
+            "message": "API not found with these values",
+            "request_host": ["b.com"],
+            "request_path": "/nope",
+        }
+        assert down.header("server") == "kong/0.9.9"
+        assert down.header("via") is None
+        assert chain.calls == []
+
+    def test_router_cached_under_all_apis_by_dic(self) -> None:
+        """The router is loaded once, kept under ALL_APIS_BY_DIC, rebuilt after invalidation."""
+        p = self.pipeline()
+        self.start(p, "/nope")
+        self.start(p, "/nope")
+        assert self.dao.calls == 1
+        assert self.cache.peek(CACHE_KEY)[0]
+        self.cache.invalidate(CACHE_KEY)
+        self.dao.apis = []
+        self.start(p, "/nope")
+        assert self.dao.calls == 2
+
+    # ---------------------------------------------------------------- proxying
+
+    def test_proxied_request_and_response(self) -> None:
+        """The upstream request follows SPEC §3.2; the response gets Via and latency headers."""
+        d, down = self.start(
+            self.pipeline(), "/p/x?b=1&a=2", [("Host", "other"), ("Connection", "close")]
+        )
+        method, url, headers, body = self.client.requests[0]
+        assert (method, url) == ("GET", "http://up.com/base/x?a=2&b=1")
+        assert headers.get("host") == "up.com"
+        assert headers.get("connection") is None
+        assert headers.get("x-forwarded-prefix") == "/p"
+        self.reactor.advance(0.25)
+        response = FakeResponse()
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        assert down.status == 200
+        assert down.header("via") == "kong/0.9.9"
+        assert down.header("x-kong-upstream-latency") == "250"
+        assert down.header("x-kong-proxy-latency") == "0"
+        assert down.header("content-length") == "5"
+        assert down.producer is response
+        response.sink.write(b"hel")
+        response.sink.write(b"lo")
+        response.sink.finish()
+        self.successResultOf(d)
+        assert down.body == b"hello" and down.finished and not down.aborted
+        assert down.producer is None
+
+    def test_request_body_forwarded(self) -> None:
+        """The request body goes upstream as read from the client's spool."""
+        self.start(self.pipeline(), "/p", body=b"payload", method="POST")
+        assert self.client.requests[0][3] == b"payload"
+
+    def test_upstream_error_page(self) -> None:
+        """An UpstreamError becomes SPEC §3.5's page chosen by Accept, with Server."""
+        d, down = self.start(self.pipeline(), "/p", [("Accept", "application/json")])
+        assert self.client.pending is not None
+        self.client.pending.errback(UpstreamError(504, "timeout"))
+        self.successResultOf(d)
+        assert down.status == 504
+        assert json.loads(down.body) == {"message": "The upstream server is timing out"}
+        assert down.header("server") == "kong/0.9.9"
+        assert down.header("via") is None
+
+    def test_upstream_failure_mid_body_aborts_client(self) -> None:
+        """When the upstream breaks mid-body, the client connection is aborted, not finished."""
+        d, down = self.start(self.pipeline(), "/p")
+        response = FakeResponse()
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        response.sink.write(b"he")
+        response.sink.fail(Failure(ConnectionError("reset")))
+        self.successResultOf(d)
+        assert down.aborted and not down.finished
+
+    def test_client_gone_cancels_upstream_body(self) -> None:
+        """Cancelling the request (client gone) mid-body stops the upstream producer."""
+        d, down = self.start(self.pipeline(), "/p")
+        response = FakeResponse()
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        assert "stop" in response.events
+
+    def test_client_gone_before_response_cancels_upstream_request(self) -> None:
+        """Cancelling while waiting for upstream headers cancels the upstream request."""
+        d, down = self.start(self.pipeline(), "/p")
+        pending = self.client.pending
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        assert pending is not None and pending.called
+
+    def test_head_response_has_no_length_added(self) -> None:
+        """For HEAD, no Content-Length is invented from the (empty) upstream body."""
+        d, down = self.start(self.pipeline(), "/p", method="HEAD")
+        response = FakeResponse(length=0)
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        assert down.header("content-length") is None
+
+    # ---------------------------------------------------------------- plugins
+
+    def test_plugin_phases_in_order_and_log_after_finish(self) -> None:
+        """access edits go upstream; header/body filters apply; log runs on a later turn."""
+        chain = FakeChain()
+        d, down = self.start(self.pipeline(chain), "/p")
+        _, url, headers, _ = self.client.requests[0]
+        assert headers.get("x-plugin") == "yes" and url.endswith("?added=1")
+        response = FakeResponse()
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        assert down.header("x-filtered") == "200"
+        response.sink.write(b"abc")
+        response.sink.finish()
+        self.successResultOf(d)
+        assert down.body == b"ABC"
+        assert chain.calls == ["access", "header_filter", "body_filter:False", "body_filter:True"]
+        self.reactor.advance(0)
+        assert chain.calls[-1] == "log:200"
+
+    def test_plugin_rejection(self) -> None:
+        """A plugin's respond() ends the request with a Kong response; no upstream call."""
+        chain = FakeChain(reject=401)
+        d, down = self.start(self.pipeline(chain), "/p")
+        self.successResultOf(d)
+        assert self.client.requests == []
+        assert down.status == 401
+        assert json.loads(down.body.lower()) == {"message": "unauthorized"}
+        assert down.header("server") == "kong/0.9.9"
+        assert down.header("www-authenticate") == "Key"
+        assert down.header("x-filtered") == "401"
+        assert down.header("via") is None
+        self.reactor.advance(0)
+        assert chain.calls[-1] == "log:401"
+
+    # ---------------------------------------------------------------- context
+
+    def test_context_client_ip_respects_trusted_ips(self) -> None:
+        """ctx.client_ip is the peer unless the peer is trusted, then XFF decides."""
+        seen: list[str] = []
+
+        class Spy(FakeChain):
+            def access(self, ctx: Any) -> None:
+                seen.append(ctx.client_ip)
+
+        self.start(self.pipeline(Spy()), "/p", [("X-Forwarded-For", "1.2.3.4")])
+        self.start(
+            self.pipeline(Spy(), trusted=["10.0.0.0/8"]), "/p", [("X-Forwarded-For", "1.2.3.4")]
+        )
+        assert seen == ["10.0.0.1", "1.2.3.4"]
+        assert self.client.requests[1][2].get("x-real-ip") == "1.2.3.4"
+
+    def test_context_body_read_and_replace(self) -> None:
+        """read_body returns the body; set_body replaces what goes upstream."""
+        got: list[bytes] = []
+
+        class BodyChain(FakeChain):
+            async def _access(self, ctx: Any) -> None:
+                got.append(await ctx.read_body())
+                ctx.set_body(b"new!")
+
+            def access(self, ctx: Any) -> Any:
+                return self._access(ctx)
+
+        self.start(self.pipeline(BodyChain()), "/p", body=b"old", method="POST")
+        assert got == [b"old"]
+        assert self.client.requests[0][3] == b"new!"
+
+    def test_context_fields(self) -> None:
+        """The context carries the RequestContext fields plugins rely on."""
+        incoming = IncomingRequest(
+            "GET",
+            "/p/x?a=1&b",
+            HeaderList([("Host", "h")]),
+            "1.1.1.1",
+            "https",
+            server_addr="127.0.0.1",
+            server_port=8443,
+            connection_id=7,
+            connection_requests=2,
+        )
+        from kongtx.router import Match
+
+        ctx = ProxyContext(
+            api_row(), Match(api_row(), "path", None), incoming, "1.1.1.1", "/p/x", "a=1&b", 12.5
+        )
+        assert (ctx.method, ctx.scheme, ctx.path) == ("GET", "https", "/p/x")
+        assert ctx.query == [("a", "1"), ("b", None)]
+        assert (ctx.server_addr, ctx.server_port, ctx.connection_id, ctx.connection_requests) == (
+            "127.0.0.1",
+            8443,
+            7,
+            2,
+        )
+        assert ctx.started_at == 12.5 and not ctx.responded
+        ctx.respond(403)
+        assert ctx.responded and ctx.status == 403
+
+
+class WebFrontEndTests(SynchronousTestCase):
+    """ProxyResource + ProxySite: raw bytes in, raw bytes out, fake upstream."""
+
+    def setUp(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from kongtx.proxy.http import ProxySite
+        from kongtx.proxy.resource import ProxyResource
+
+        self.reactor = TaskClock()
+        clock = Clock(self.reactor)
+        self.client = FakeClient()
+        pipeline = ProxyPipeline(
+            RouterSource(Cache(clock), FakeDAO([api_row()])),
+            self.client,
+            clock,  # type: ignore[arg-type]
+        )
+        site = ProxySite(ProxyResource(pipeline))
+        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.8.7", 5555))
+        self.channel.makeConnection(self.transport)
+
+    def test_response_bytes(self) -> None:
+        """Upstream headers pass, twisted.web's own Server/Date/Content-Type defaults do not."""
+        self.channel.dataReceived(b"GET /p/x HTTP/1.1\r\nHost: z\r\n\r\n")
+        _, url, headers, _ = self.client.requests[0]
+        assert url == "http://up.com/base/x"
+        assert headers.get("x-real-ip") == "10.9.8.7"
+        response = FakeResponse(headers=[("Server", "upstream/1"), ("X-Up", "1")], length=2)
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        response.sink.write(b"ok")
+        response.sink.finish()
+        out = self.transport.value()
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"Server: upstream/1" in head and b"TwistedWeb" not in head
+        assert b"Date:" not in head and b"text/html" not in head
+        assert b"Via: kong/0.9.9" in head and b"Content-Length: 2" in head
+        assert body == b"ok"
+
+    def test_404_bytes(self) -> None:
+        """An unmatched request gets the Kong 404 with Server: kong/0.9.9."""
+        self.channel.dataReceived(b"GET /nope HTTP/1.1\r\nHost: z\r\n\r\n")
+        out = self.transport.value()
+        assert out.startswith(b"HTTP/1.1 404")
+        assert b"Server: kong/0.9.9" in out
+        assert out.endswith(b'"request_path":"/nope"}')
+
+    def test_client_disconnect_cancels_upstream(self) -> None:
+        """A client that disconnects while the upstream works cancels the upstream request."""
+        from twisted.internet.error import ConnectionLost
+
+        self.channel.dataReceived(b"GET /p HTTP/1.1\r\nHost: z\r\n\r\n")
+        pending = self.client.pending
+        self.channel.connectionLost(Failure(ConnectionLost()))
+        assert pending is not None and pending.called

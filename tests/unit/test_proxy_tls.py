@@ -1,0 +1,139 @@
+"""TLS on proxy_listen_ssl: default certificate, TLS 1.2+, SNI hook (kongtx.proxy.tls)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from OpenSSL import SSL
+
+from kongtx.proxy.tls import (
+    ProxyTLSContextFactory,
+    ensure_default_certificate,
+    generate_self_signed,
+)
+
+
+def test_default_certificate_generated_once(tmp_path: Path) -> None:
+    """kong-default.{crt,key} appear under <prefix>/ssl, 2048-bit RSA, CN=localhost, O=Kong; reused."""
+    crt, key = ensure_default_certificate(str(tmp_path))
+    assert crt == str(tmp_path / "ssl" / "kong-default.crt")
+    assert key == str(tmp_path / "ssl" / "kong-default.key")
+    cert = x509.load_pem_x509_certificate(Path(crt).read_bytes())
+    public = cert.public_key()
+    assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 2048
+    subject = cert.subject.rfc4514_string()
+    assert "CN=localhost" in subject and "O=Kong" in subject
+    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    before = Path(crt).read_bytes()
+    ensure_default_certificate(str(tmp_path))
+    assert Path(crt).read_bytes() == before
+
+
+class FakeConn:
+    def __init__(self, sni: bytes | None) -> None:
+        self.sni = sni
+        self.context: Any = None
+
+    def get_servername(self) -> bytes | None:
+        return self.sni
+
+    def set_context(self, ctx: Any) -> None:
+        self.context = ctx
+
+
+def der_pair() -> tuple[bytes, bytes]:
+    cert_pem, key_pem = generate_self_signed("api.example.com")
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, None)
+    return (
+        cert.public_bytes(serialization.Encoding.DER),
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def test_sni_hook_swaps_context(tmp_path: Path) -> None:
+    """An SNI the hook knows gets that certificate's context; others keep the default."""
+    crt, key = ensure_default_certificate(str(tmp_path))
+    pair = der_pair()
+    asked: list[str] = []
+
+    def hook(sni: str) -> tuple[bytes, bytes] | None:
+        asked.append(sni)
+        return pair if sni == "api.example.com" else None
+
+    factory = ProxyTLSContextFactory(crt, key, hook)
+    conn = FakeConn(b"api.example.com")
+    factory._servername(conn)  # type: ignore[arg-type]
+    assert conn.context is factory.context_for(*pair)
+    other = FakeConn(b"other.com")
+    factory._servername(other)  # type: ignore[arg-type]
+    assert other.context is None
+    none = FakeConn(None)
+    factory._servername(none)  # type: ignore[arg-type]
+    assert asked == ["api.example.com", "other.com"]
+
+
+def test_broken_hook_keeps_default(tmp_path: Path) -> None:
+    """A hook that raises or returns garbage leaves the default certificate in place."""
+    crt, key = ensure_default_certificate(str(tmp_path))
+    factory = ProxyTLSContextFactory(crt, key, lambda sni: (b"junk", b"junk"))
+    conn = FakeConn(b"x.com")
+    factory._servername(conn)  # type: ignore[arg-type]
+    assert conn.context is None
+
+
+def handshake(tmp_path: Path, version: int) -> bool:
+    crt, key = ensure_default_certificate(str(tmp_path))
+    server_ctx = ProxyTLSContextFactory(crt, key).getContext()
+    client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    client_ctx.set_min_proto_version(version)
+    client_ctx.set_max_proto_version(version)
+    try:
+        client_ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+    except SSL.Error:
+        pass
+    server = SSL.Connection(server_ctx, None)
+    server.set_accept_state()
+    client = SSL.Connection(client_ctx, None)
+    client.set_connect_state()
+    failed = False
+    done = False
+    for _ in range(10):
+        for a, b in ((client, server), (server, client)):
+            try:
+                a.do_handshake()
+            except SSL.WantReadError:
+                pass
+            except SSL.Error:
+                failed = True
+            try:
+                data = a.bio_read(65536)
+                b.bio_write(data)
+            except SSL.WantReadError:
+                pass
+        if failed:
+            break
+        try:
+            client.do_handshake()
+            server.do_handshake()
+            done = True
+            break
+        except SSL.Error:
+            pass
+    return done and not failed
+
+
+def test_tls12_minimum(tmp_path: Path) -> None:
+    """TLS 1.2 and 1.3 clients complete a handshake; a TLS 1.1 client cannot."""
+    assert handshake(tmp_path, SSL.TLS1_2_VERSION)
+    assert handshake(tmp_path, SSL.TLS1_3_VERSION)
+    assert not handshake(tmp_path, SSL.TLS1_1_VERSION)

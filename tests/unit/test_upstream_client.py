@@ -1,0 +1,243 @@
+"""The pooled upstream client over in-memory connections (kongtx.proxy.upstream)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from kongtx.clock import Clock
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.request import HeaderList
+from kongtx.proxy.upstream import FileBodyProducer, UpstreamClient, UpstreamResponse
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """Connects to a StringTransport (or fails), recording each connection."""
+
+    def __init__(self, test: ClientTests) -> None:
+        self.test = test
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 80))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        self.test.connections.append((proto, transport))
+        return succeed(proto)
+
+
+class MemoryClient(UpstreamClient):
+    def __init__(self, test: ClientTests, **kw: Any) -> None:
+        super().__init__(test.reactor, Clock(test.reactor), **kw)
+        self.test = test
+
+    def endpoint_for(self, scheme: bytes, host: bytes, port: int) -> Any:
+        if self.test.refuse:
+
+            class Refusing:
+                def connect(self, factory: Any) -> Deferred[Any]:
+                    d: Deferred[Any] = Deferred()
+                    d.errback(Failure(ConnectionRefusedError()))
+                    return d
+
+            return implementer(IStreamClientEndpoint)(Refusing)()
+        return MemoryEndpoint(self.test)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data = b""
+        self.finished = False
+        self.failed: Failure | None = None
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def fail(self, reason: Failure) -> None:
+        self.failed = reason
+
+
+class ClientTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.connections: list[tuple[Any, StringTransport]] = []
+        self.refuse = False
+
+    def request(
+        self,
+        client: UpstreamClient,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        method: str = "GET",
+    ) -> Deferred[UpstreamResponse]:
+        return Deferred.fromCoroutine(
+            client.request(
+                method,
+                "http://10.0.0.2/path?q=1",
+                HeaderList(headers or [("Host", "up.com")]),
+                io.BytesIO(body) if body else None,
+                len(body or b""),
+            )
+        )
+
+    def test_request_bytes_framed_by_client(self) -> None:
+        """The request line and headers go out once; framing comes from the body, not the client."""
+        client = MemoryClient(self)
+        d = self.request(
+            client,
+            [
+                ("Host", "up.com"),
+                ("Content-Length", "999"),
+                ("Transfer-Encoding", "chunked"),
+                ("X-A", "1"),
+            ],
+            b"hello",
+            "POST",
+        )
+        self.assertNoResult(d)
+        sent = self.connections[0][1].value()
+        assert sent.startswith(b"POST /path?q=1 HTTP/1.1\r\n")
+        assert b"Content-Length: 5\r\n" in sent and b"999" not in sent
+        assert b"chunked" not in sent.lower()
+        assert b"Connection: close" not in sent  # keep-alive pool
+        assert sent.endswith(b"\r\n\r\nhello")
+
+    def test_response_streams_and_connection_reused(self) -> None:
+        """Status, headers and body arrive; the connection returns to the pool afterwards."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, transport = self.connections[0]
+        proto.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: keep-alive\r\n"
+            b"Keep-Alive: timeout=5\r\nX-Up: 1\r\n\r\n"
+        )
+        response = self.successResultOf(d)
+        assert response.status == 200 and response.length == 4
+        assert response.headers.get("x-up") == "1"
+        assert response.headers.get("keep-alive") is None
+        assert response.headers.get("connection") is None
+        sink = Sink()
+        response.deliver(sink)
+        proto.dataReceived(b"da")
+        proto.dataReceived(b"ta")
+        assert sink.data == b"data" and sink.finished and sink.failed is None
+        d2 = self.request(client)
+        self.assertNoResult(d2)
+        assert len(self.connections) == 1  # same connection, reused
+
+    def test_read_timeout_before_headers_is_504(self) -> None:
+        """No response headers within upstream_read_timeout -> UpstreamError 504."""
+        client = MemoryClient(self, read_timeout=500)
+        d = self.request(client)
+        self.reactor.advance(0.4)
+        self.assertNoResult(d)
+        self.reactor.advance(0.2)
+        err = self.failureResultOf(d, UpstreamError)
+        assert err.value.status == 504
+
+    def test_read_timeout_mid_body_fails_sink(self) -> None:
+        """A body that stalls longer than the read timeout fails the sink (client aborted)."""
+        client = MemoryClient(self, read_timeout=500)
+        d = self.request(client)
+        proto, transport = self.connections[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        response = self.successResultOf(d)
+        sink = Sink()
+        response.deliver(sink)
+        proto.dataReceived(b"12345")
+        self.reactor.advance(0.4)
+        proto.dataReceived(b"6")
+        self.reactor.advance(0.4)
+        assert sink.failed is None
+        self.reactor.advance(0.2)
+        assert transport.disconnecting
+        proto.connectionLost(Failure(ConnectionRefusedError()))
+        assert sink.failed is not None and not sink.finished
+
+    def test_paused_client_suspends_read_timeout(self) -> None:
+        """While the client is slow (producer paused) the read timeout does not run."""
+        client = MemoryClient(self, read_timeout=500)
+        d = self.request(client)
+        proto, transport = self.connections[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        response = self.successResultOf(d)
+        sink = Sink()
+        response.deliver(sink)
+        response.pauseProducing()
+        assert transport.producerState == "paused"
+        self.reactor.advance(5)
+        assert not transport.disconnecting
+        response.resumeProducing()
+        assert transport.producerState == "producing"
+
+    def test_refused_is_502(self) -> None:
+        """A refused connection -> UpstreamError 502."""
+        self.refuse = True
+        client = MemoryClient(self)
+        err = self.failureResultOf(self.request(client), UpstreamError)
+        assert err.value.status == 502
+
+    def test_garbage_response_is_502(self) -> None:
+        """A response that is not HTTP -> UpstreamError 502."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        proto.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+        err = self.failureResultOf(d, UpstreamError)
+        assert err.value.status == 502
+
+    def test_cancel_aborts_upstream(self) -> None:
+        """Cancelling the request (client gone) drops the upstream connection."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        _, transport = self.connections[0]
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        assert transport.disconnecting or transport.disconnected  # type: ignore[attr-defined]
+
+
+class ProducerTests(SynchronousTestCase):
+    def test_pauses_and_resumes(self) -> None:
+        """The body producer stops writing when paused and finishes after resuming."""
+        progress: list[int] = []
+        data = b"x" * (64 * 1024 * 3 + 10)
+        producer = FileBodyProducer(io.BytesIO(data), len(data), lambda: progress.append(1))
+
+        class Consumer:
+            def __init__(self) -> None:
+                self.got = b""
+
+            def write(self, chunk: bytes) -> None:
+                self.got += chunk
+                producer.pauseProducing()
+
+        consumer = Consumer()
+        done = producer.startProducing(consumer)  # type: ignore[arg-type]
+        assert len(consumer.got) == 64 * 1024
+        self.assertNoResult(done)
+        for _ in range(3):
+            producer.resumeProducing()
+        self.successResultOf(done)
+        assert consumer.got == data and len(progress) == 4
+
+    def test_short_body_fails(self) -> None:
+        """A spool shorter than the announced length fails instead of hanging."""
+        producer = FileBodyProducer(io.BytesIO(b"abc"), 10, lambda: None)
+
+        class Consumer:
+            def write(self, chunk: bytes) -> None:
+                pass
+
+        self.failureResultOf(producer.startProducing(Consumer()), OSError)  # type: ignore[arg-type]
