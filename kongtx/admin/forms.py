@@ -26,6 +26,11 @@ from urllib.parse import parse_qsl
 #: ``client_max_body_size 10m`` of Kong's admin server block.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
+#: How deeply params may nest.  Kong's deepest real params are three levels
+#: (``config.limits.sms.minute``); a cap keeps a hostile ``a.a.a...`` key or
+#: ``[[[[...]]]]`` body from reaching recursive validators as a 500.
+MAX_DEPTH = 32
+
 #: Methods whose requests must say what their body is (Kong's before_filter).
 BODY_METHODS = frozenset({"PUT", "POST", "PATCH"})
 
@@ -73,20 +78,46 @@ def parse_body(method: str, content_type: str | None, body: bytes) -> dict[str, 
     kind = content_type.lower()
     if "application/json" in kind:
         try:
-            value = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError):
             value = None
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or too_deep(value):
             if method in BODY_METHODS:
                 raise FormError(400, {"message": "Cannot parse JSON body"})
             return {}
-        return expand_object(value)
+        return checked(expand_object(value))
     if "application/x-www-form-urlencoded" in kind:
         text = body.decode("utf-8", errors="replace")
-        return expand_pairs(parse_qsl(text, keep_blank_values=True))
+        return checked(expand_pairs(parse_qsl(text, keep_blank_values=True)))
     if "multipart/form-data" in kind:
-        return expand_pairs(multipart_pairs(content_type, body))
+        return checked(expand_pairs(multipart_pairs(content_type, body)))
     return {}
+
+
+def _reject_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON (RFC 8259), though Python's parser takes them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when dicts/lists nest deeper than ``limit`` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def checked(params: dict[str, Any]) -> dict[str, Any]:
+    """``params``, or 400 when dotted keys built something absurdly deep."""
+    if too_deep(params):
+        raise FormError(400, {"message": "Cannot parse body: params nest too deeply"})
+    return params
 
 
 def parse_query(args: Mapping[bytes, list[bytes]]) -> dict[str, Any]:
@@ -95,7 +126,7 @@ def parse_query(args: Mapping[bytes, list[bytes]]) -> dict[str, Any]:
     for key, values in args.items():
         name = key.decode("utf-8", errors="replace")
         pairs.extend((name, v.decode("utf-8", errors="replace")) for v in values)
-    return expand_pairs(pairs)
+    return checked(expand_pairs(pairs))
 
 
 def multipart_pairs(content_type: str, body: bytes) -> list[tuple[str, str]]:

@@ -67,6 +67,27 @@ class BodyTests(SynchronousTestCase):
             error = self.assertRaises(FormError, parse_body, "PATCH", "application/json", raw)
             self.assertEqual(error.status, 400)
 
+    def test_non_json_constants_are_400(self) -> None:
+        """NaN and Infinity are not JSON, so a body holding them is refused."""
+        for raw in (b'{"a": NaN}', b'{"a": -Infinity}'):
+            error = self.assertRaises(FormError, parse_body, "POST", "application/json", raw)
+            self.assertEqual(error.status, 400)
+
+    def test_deep_json_is_400(self) -> None:
+        """Absurdly nested JSON (even past the parser's recursion limit) is a 400."""
+        for depth in (40, 100_000):
+            raw = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+            error = self.assertRaises(FormError, parse_body, "PUT", "application/json", raw)
+            self.assertEqual(error.status, 400)
+
+    def test_deep_dotted_keys_are_400(self) -> None:
+        """A dotted key thousands of levels deep is refused, in bodies and query strings."""
+        key = ".".join(["a"] * 5000)
+        error = self.assertRaises(FormError, parse_body, "POST", FORM, key.encode() + b"=1")
+        self.assertEqual(error.status, 400)
+        error = self.assertRaises(FormError, parse_query, {key.encode(): [b"1"]})
+        self.assertEqual(error.status, 400)
+
     def test_bad_json_on_delete_is_ignored(self) -> None:
         """Kong checked JSON only on PUT/POST/PATCH: a DELETE with bad JSON has no params."""
         self.assertEqual(parse_body("DELETE", "application/json", b"{nope"), {})
