@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 log = Logger(namespace="kongtx.proxy.tls")
 
@@ -95,6 +97,7 @@ def _base_context() -> SSL.Context:
     return ctx
 
 
+@implementer(IOpenSSLContextFactory)
 class ProxyTLSContextFactory:
     """The server context for ``proxy_listen_ssl``, with the SNI hook.
 

@@ -49,7 +49,7 @@ from twisted.web._newclient import (
     ResponseFailed,
     ResponseNeverReceived,
 )
-from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
@@ -332,6 +332,16 @@ class _WatchedEndpoint:
         return d.addCallback(connected)
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """No "Starting factory" log line per upstream connection (the hot path)."""
+
+    noisy = False
+
+
+class _Pool(HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 class UpstreamClient:
     """One per node: the keep-alive pool and the request logic.
 
@@ -356,7 +366,7 @@ class UpstreamClient:
     ) -> None:
         self._reactor = reactor
         self._clock = clock
-        self.pool = HTTPConnectionPool(reactor, persistent=keepalive > 0)
+        self.pool = _Pool(reactor, persistent=keepalive > 0)
         self.pool.maxPersistentPerHost = max(keepalive, 1)
         self.pool.cachedConnectionTimeout = int(idle_timeout)
         self.connect_timeout = connect_timeout / 1000.0

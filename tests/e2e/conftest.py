@@ -1,0 +1,60 @@
+"""Fixtures for end-to-end proxy tests (helpers in proxy_support.py).
+
+``kong_node`` is a real ``twistd -n --pidfile= kong`` process with ``PYTHONPATH``
+at this checkout, ``KONG_PREFIX`` in a temporary directory, ``KONG_DATABASE=sqlite``
+and free 127.0.0.1 ports for every listener; ``upstream`` is the echo upstream of
+``echo_upstream.py`` in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from proxy_support import REPO, Node, Upstream, start_node
+
+
+@pytest.fixture(scope="module")
+def kong_node() -> Iterator[Node]:
+    """One node per test module (upstream timeouts short enough for timeout tests)."""
+    node, tmp = start_node(
+        {
+            "KONG_UPSTREAM_READ_TIMEOUT": "1500",
+            "KONG_UPSTREAM_SEND_TIMEOUT": "1500",
+            "KONG_UPSTREAM_CONNECT_TIMEOUT": "1500",
+        }
+    )
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """The echo upstream (HTTP, HTTPS, WebSocket) in its own process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "echo_upstream.py")],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("echo upstream did not start")
+        yield Upstream(process, json.loads(line))
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

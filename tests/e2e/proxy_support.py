@@ -1,0 +1,253 @@
+"""Helpers for end-to-end proxy tests: a real node process and a real upstream.
+
+``kong_node`` starts ``twistd -n --pidfile= kong`` with ``PYTHONPATH`` pointing at
+this checkout, a temporary ``KONG_PREFIX``, ``KONG_DATABASE=sqlite`` and free
+127.0.0.1 ports for every listener (never the defaults: other things may run on
+this machine), and waits for the Admin API.  ``upstream`` runs
+``tests/e2e/echo_upstream.py`` (HTTP, HTTPS with SNI recording, WebSocket echo).
+APIs and plugins are created through the node's Admin API, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+START_TIMEOUT = 60.0
+
+
+def free_port(udp_too: bool = False) -> int:
+    """A port nothing listens on now (TCP, and UDP when asked), on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+        if not udp_too:
+            return port
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+
+
+class HTTPResult:
+    """A response read with urllib (status, headers, body), errors included."""
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else str(value)
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
+) -> HTTPResult:
+    """One request with the standard library (no keep-alive, nothing hidden)."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            return HTTPResult(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as e:
+        return HTTPResult(e.code, e.headers, e.read())
+
+
+class Node:
+    """A running kongtx node process."""
+
+    def __init__(self, prefix: str, env: dict[str, str], ports: dict[str, int]) -> None:
+        self.prefix = prefix
+        self.env = env
+        self.ports = ports
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(os.path.dirname(prefix), "node.log")
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.ports['admin']}"
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.ports['proxy']}"
+
+    @property
+    def proxy_ssl(self) -> str:
+        return f"https://127.0.0.1:{self.ports['proxy_ssl']}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"],
+            env=self.env,
+            cwd=os.path.dirname(self.prefix),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if http("GET", self.admin + "/", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"node did not start in {START_TIMEOUT}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()[-6000:]
+        except OSError:
+            return ""
+
+    def rss_kb(self) -> int:
+        """The node process's resident set size (kB), from /proc."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    # ------------------------------------------------------------- Admin API
+
+    def admin_call(self, method: str, path: str, fields: dict[str, Any] | None = None) -> Any:
+        body = json.dumps(fields).encode() if fields is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        result = http(method, self.admin + path, body, headers)
+        if result.status >= 400:
+            raise AssertionError(f"{method} {path} -> {result.status} {result.body!r}")
+        return result.json() if result.body else None
+
+    def add_api(self, **fields: Any) -> dict[str, Any]:
+        """Create an API through the Admin API (name derived if not given)."""
+        api: dict[str, Any] = self.admin_call("POST", "/apis", fields)
+        return api
+
+    def add_plugin(
+        self, api: dict[str, Any], name: str, config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {"name": name}
+        for key, value in (config or {}).items():
+            fields[f"config.{key}"] = value
+        plugin: dict[str, Any] = self.admin_call("POST", f"/apis/{api['id']}/plugins", fields)
+        return plugin
+
+    def delete_api(self, api: dict[str, Any]) -> None:
+        self.admin_call("DELETE", f"/apis/{api['id']}")
+
+
+def start_node(extra_env: dict[str, str] | None = None) -> tuple[Node, str]:
+    tmp = tempfile.mkdtemp(prefix="kongtx-e2e-proxy-")
+    prefix = os.path.join(tmp, "prefix")
+    ports = {
+        "proxy": free_port(),
+        "proxy_ssl": free_port(),
+        "admin": free_port(),
+        "cluster": free_port(udp_too=True),
+        "cluster_rpc": free_port(),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")])),
+        KONG_PREFIX=prefix,
+        KONG_DATABASE="sqlite",
+        KONG_PROXY_LISTEN=f"127.0.0.1:{ports['proxy']}",
+        KONG_PROXY_LISTEN_SSL=f"127.0.0.1:{ports['proxy_ssl']}",
+        KONG_ADMIN_LISTEN=f"127.0.0.1:{ports['admin']}",
+        KONG_CLUSTER_LISTEN=f"127.0.0.1:{ports['cluster']}",
+        KONG_CLUSTER_LISTEN_RPC=f"127.0.0.1:{ports['cluster_rpc']}",
+        KONG_ANONYMOUS_REPORTS="off",
+    )
+    env.update(extra_env or {})
+    node = Node(prefix, env, ports)
+    node.start()
+    return node, tmp
+
+
+class Upstream:
+    """The echo upstream process and its ports."""
+
+    def __init__(self, process: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+        self.process = process
+        self.ports = ports
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://localhost:{self.ports['https']}"
+
+    @property
+    def ws_port(self) -> int:
+        return self.ports["ws"]
+
+    def stats(self) -> dict[str, int]:
+        result: dict[str, int] = http("GET", self.url + "/stats").json()
+        return result
+
+
+def raw_exchange(
+    port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True
+) -> bytes:
+    """Send exact bytes on a fresh connection and read what comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+        return b"".join(chunks)
