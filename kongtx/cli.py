@@ -31,6 +31,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from zope.interface import implementer
+
 import kongtx
 import kongtx.config
 from kongtx.config import Config, ConfigError, load_config
@@ -609,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return 1
     log.verbose(f"Kong: {kongtx.__version__}")
+    observer = _ConfigEcho(log)
+    if debug:
+        # --vv shows what the loader saw (files read, KONG_* found, keys ignored), as Kong does.
+        globalLogPublisher.addObserver(observer)
     try:
         code: int = args.func(args, log)
         return code
@@ -620,6 +627,21 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(HINT + "\n")
         sys.stderr.flush()
         return 1
+    finally:
+        if debug:
+            globalLogPublisher.removeObserver(observer)
+
+
+@implementer(ILogObserver)
+class _ConfigEcho:
+    """Copies kongtx.config's debug events to the CLI's debug output."""
+
+    def __init__(self, log: CliLog) -> None:
+        self.log = log
+
+    def __call__(self, event: LogEvent) -> None:
+        if str(event.get("log_namespace", "")).startswith("kongtx.config"):
+            self.log.debug(formatEvent(event))
 
 
 if __name__ == "__main__":

@@ -187,6 +187,19 @@ class ErrorOutputTests(CliTestCase):
             f"Error: no such prefix: {prefix}\n{cli.HINT}\n",
         )
 
+    def test_debug_shows_loader_events_with_secrets_masked(self) -> None:
+        """``--vv`` echoes what the loader saw (KONG_* found), never a secret's value."""
+        os.environ["KONG_PG_PASSWORD"] = "hunter2"
+        config = self.prepared()
+        with open(kong_conf(config), "a") as f:
+            f.write("unknown_key = 1\n")
+        self.assertEqual(self.run_cli("health", "--vv", "-p", config.prefix), 1)
+        out = self.stdout.getvalue()
+        self.assertIn("[debug] KONG_PG_PASSWORD ENV found with '******'", out)
+        self.assertIn("unknown property 'unknown_key' ignored", out)
+        self.assertIn("[debug] pg_password = '******'", out)
+        self.assertNotIn("hunter2", out + self.stderr.getvalue())
+
     def test_verbose_error_has_traceback(self) -> None:
         """With ``--v`` the hint is replaced by the traceback."""
         self.assertEqual(self.run_cli("health", "--v", "-p", self.path("absent")), 1)
