@@ -162,7 +162,7 @@ class DAO:
                 raise NotFoundError()
             return None
         pk = {c: old[c] for c in schema.primary_key}
-        self._check_pk_unchanged(schema, pk, params)
+        self._check_pk_unchanged(schema, old, params)
         if full:
             values = {**params, **pk}
             row = validate(schema, values, "full", old=old)
@@ -258,9 +258,21 @@ class DAO:
                 raise EntityError(f"{value} is not a valid uuid")
 
     def _check_pk_unchanged(
-        self, schema: Schema, pk: Mapping[str, Any], params: Mapping[str, Any]
+        self, schema: EntitySchema, old: Mapping[str, Any], params: Mapping[str, Any]
     ) -> None:
+        """Keys and required immutable fields (plugin ``name``, ``created_at``) never change.
+
+        Checked before merging so that, say, a plugin's new name does not first
+        get its config validated against the wrong plugin's schema.
+        """
         errors: Errors = {}
+        for column, f in schema.fields.items():
+            given = params.get(column)
+            if f.primary_key or not (f.immutable and f.required) or given is None:
+                continue
+            if coerce(f.type, given) != old.get(column):
+                errors[column] = f"{column} cannot be updated"
+        pk = {c: old[c] for c in schema.primary_key}
         for column, value in pk.items():
             given = params.get(column)
             if given is None:
