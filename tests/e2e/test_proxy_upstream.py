@@ -1,0 +1,171 @@
+"""The upstream request and the response through a real node (SPEC §3.2-3.5)."""
+
+from __future__ import annotations
+
+import http.client as httplib
+import json
+import time
+import uuid
+from typing import Any
+
+from proxy_support import Node, Upstream, free_port, http
+
+
+def uniq(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def headers_of(body: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+def path_api(node: Node, upstream_url: str, **kw: Any) -> str:
+    path = "/" + uniq()
+    node.add_api(request_path=path, upstream_url=upstream_url, **kw)
+    return path
+
+
+def test_forwarding_headers(kong_node: Node, upstream: Upstream) -> None:
+    """Host is the upstream's; X-Real-IP, X-Forwarded-For (peer appended), -Proto are set."""
+    path = path_api(kong_node, upstream.url)
+    r = http(
+        "GET", kong_node.proxy + path, headers={"X-Forwarded-For": "6.6.6.6", "my_header": "kept"}
+    )
+    h = headers_of(r.json())
+    assert h["host"] == [f"127.0.0.1:{upstream.ports['http']}"]
+    assert h["x-real-ip"] == ["127.0.0.1"]  # trusted_ips is empty: XFF not believed
+    assert h["x-forwarded-for"] == ["6.6.6.6, 127.0.0.1"]
+    assert h["x-forwarded-proto"] == ["http"]
+    assert h["my_header"] == ["kept"]
+
+
+def test_preserve_host(kong_node: Node, upstream: Upstream) -> None:
+    """preserve_host sends the client's Host (port kept on a path match)."""
+    path = path_api(kong_node, upstream.url, preserve_host=True)
+    r = http("GET", kong_node.proxy + path, headers={"Host": "client.example:1234"})
+    assert headers_of(r.json())["host"] == ["client.example:1234"]
+
+
+def test_query_reencoded(kong_node: Node, upstream: Upstream) -> None:
+    """The query string goes upstream sorted and re-encoded with lower-case hex."""
+    path = path_api(kong_node, upstream.url)
+    r = http("GET", kong_node.proxy + path + "?z=a%2Fb&a=x+y&flag&e=")
+    assert r.json()["query"] == "a=x%20y&e&flag&z=a%2fb"
+
+
+def test_body_and_method(kong_node: Node, upstream: Upstream) -> None:
+    """Method and body reach the upstream intact, chunked uploads included."""
+    path = path_api(kong_node, upstream.url)
+    r = http("PATCH", kong_node.proxy + path, b'{"a": 1}', {"Content-Type": "application/json"})
+    body = r.json()
+    assert body["method"] == "PATCH" and body["body"] == '{"a": 1}'
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    conn.putrequest("POST", path)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    conn.send(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    resp = conn.getresponse()
+
+    echoed = json.loads(resp.read())
+    assert echoed["body"] == "hello world"
+    assert headers_of(echoed)["content-length"] == ["11"]
+    conn.close()
+
+
+def test_response_headers(kong_node: Node, upstream: Upstream) -> None:
+    """Upstream status and headers pass (its own Server too), plus Via and latency headers."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    r = http("GET", kong_node.proxy + path + "/status/418")
+    assert r.status == 418
+    assert r.header("X-Upstream") == "yes"
+    assert r.header("Via") == "kong/0.9.9"
+    assert int(r.header("X-Kong-Proxy-Latency") or "-1") >= 0
+    assert int(r.header("X-Kong-Upstream-Latency") or "-1") >= 0
+    assert r.body == b"from upstream"  # no error page for upstream errors
+    ok = http("GET", kong_node.proxy + path + "/")
+    assert ok.header("Server") == "echo-upstream"
+
+
+def test_keepalive_reuses_upstream_connections(kong_node: Node, upstream: Upstream) -> None:
+    """Sequential requests reuse one pooled upstream connection (HTTP/1.1 keep-alive)."""
+    path = path_api(kong_node, upstream.url)
+    seen = {http("GET", kong_node.proxy + path).json()["connection"] for _ in range(5)}
+    assert len(seen) == 1
+
+
+def test_https_upstream_with_sni(kong_node: Node, upstream: Upstream) -> None:
+    """An https upstream gets SNI, its self-signed cert is accepted, Host has :port."""
+    path = path_api(kong_node, upstream.https_url)
+    r = http("GET", kong_node.proxy + path)
+    assert r.status == 200, r.body
+    body = r.json()
+    assert body["sni"] == "localhost"
+    assert headers_of(body)["host"] == [f"localhost:{upstream.ports['https']}"]
+
+
+def test_refused_is_502(kong_node: Node) -> None:
+    """A refused upstream connection: 502 with the Accept-chosen body and Server."""
+    path = path_api(kong_node, f"http://127.0.0.1:{free_port()}")
+    r = http("GET", kong_node.proxy + path, headers={"Accept": "application/json"})
+    assert r.status == 502
+    assert r.json() == {"message": "An invalid response was received from the upstream server"}
+    assert r.header("Server") == "kong/0.9.9"
+    html = http("GET", kong_node.proxy + path, headers={"Accept": "text/html"})
+    assert b"<h1>Kong Error</h1>" in html.body
+    plain = http("GET", kong_node.proxy + path)
+    assert plain.body == b"An invalid response was received from the upstream server"
+
+
+def test_unresolvable_is_502(kong_node: Node) -> None:
+    """An upstream name that does not resolve: 502."""
+    path = path_api(kong_node, "http://does-not-exist.invalid")
+    assert http("GET", kong_node.proxy + path).status == 502
+
+
+def test_read_timeout_is_504(kong_node: Node, upstream: Upstream) -> None:
+    """An upstream slower than upstream_read_timeout (1.5 s here): 504 after about that."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    started = time.monotonic()
+    r = http(
+        "GET", kong_node.proxy + path + "/stall?seconds=5", headers={"Accept": "application/json"}
+    )
+    elapsed = time.monotonic() - started
+    assert r.status == 504
+    assert r.json() == {"message": "The upstream server is timing out"}
+    assert 1.3 < elapsed < 4.5
+
+
+def test_stall_mid_body_aborts_client(kong_node: Node, upstream: Upstream) -> None:
+    """An upstream stalling mid-body past the read timeout: the client connection is cut."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    conn.request("GET", path + "/stall-body?seconds=5")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    started = time.monotonic()
+    try:
+        resp.read()
+        raise AssertionError("the stalled body was read as complete")
+    except (httplib.IncompleteRead, ConnectionError):
+        pass
+    # cut by the proxy's read timeout (1.5 s), not by the upstream finishing at 5 s
+    assert time.monotonic() - started < 4.5
+    conn.close()
+
+
+def test_upstream_cut_mid_body_aborts_client(kong_node: Node, upstream: Upstream) -> None:
+    """An upstream that closes mid-body: the client never sees a clean end."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    conn.request("GET", path + "/cut")
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Length") == "100"
+    try:
+        resp.read()
+        raise AssertionError("the truncated body was read as complete")
+    except (httplib.IncompleteRead, ConnectionError):
+        pass
+    conn.close()
