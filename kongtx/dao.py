@@ -38,6 +38,7 @@ from kongtx.store.interface import (
     Page,
     Row,
     StoreUnavailable,
+    Table,
     UniqueViolation,
 )
 from kongtx.store.schemas import (
@@ -301,10 +302,14 @@ class DAO:
                 raise EntityError(f"{value} is not a valid uuid")
         return row
 
-    @staticmethod
-    def _columns(schema: EntitySchema, row: Mapping[str, Any]) -> Row:
+    def _table(self, collection: str) -> Table | None:
+        """The store's shape of ``collection`` (its own map, else the bundled one)."""
+        tables: Mapping[str, Table] = getattr(self.store, "tables", None) or TABLES
+        return tables.get(collection)
+
+    def _columns(self, schema: EntitySchema, row: Mapping[str, Any]) -> Row:
         """Every column of the collection, NULL (None) when unset."""
-        table = TABLES.get(schema.name)
+        table = self._table(schema.name)
         names = table.column_names if table is not None else tuple(schema.fields)
         return {name: row.get(name) for name in names}
 
@@ -313,7 +318,7 @@ class DAO:
     ) -> Row | None:
         """The row named by ``key``: a primary or unique key through ``get``, else the first match."""
         key = self._lower_ids(schema, key)
-        table = TABLES.get(collection)
+        table = self._table(collection)
         keyed = all(key.get(c) is not None for c in schema.primary_key) or (
             table is not None and any(key.get(c) is not None for c in table.unique)
         )

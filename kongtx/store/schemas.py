@@ -303,6 +303,9 @@ def _validate(
         if coerced is INVALID:
             add_error(errors, name, f"{name} is not {_a(f.type)}")
             t[name] = None
+        elif f.type == "id" and coerced == "":
+            # a blank form value for a reference means "none" (a global plugin)
+            t[name] = None
         else:
             t[name] = coerced
             if isinstance(coerced, list):

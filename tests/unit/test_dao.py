@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_plugin_schemas import self_signed
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -492,3 +495,62 @@ class CredentialTests(DaoTestCase):
         self.consumer()
         self.assertEqual(len(heard), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class MoreWriteTests(DaoTestCase):
+    def test_blank_reference_is_null(self) -> None:
+        """A blank api_id from a form means a global plugin, not a bad foreign key."""
+        plugin = self.wait(self.dao.insert("plugins", {"name": "cors", "api_id": " "}))
+        self.assertIsNone(plugin["api_id"])
+
+    def test_ssl_patch_keeps_der_caches(self) -> None:
+        """Patching an ssl plugin's flag keeps its cert and recomputes nothing by hand."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        api = self.api()
+        plugin = self.wait(
+            self.dao.insert(
+                "plugins",
+                {
+                    "name": "ssl",
+                    "api_id": api["id"],
+                    "config": {"cert": self_signed(key), "key": key_pem},
+                },
+            )
+        )
+        patched = self.wait(
+            self.dao.update("plugins", {"id": plugin["id"]}, {"config": {"only_https": "true"}})
+        )
+        assert patched is not None
+        self.assertIs(patched["config"]["only_https"], True)
+        for field in ("cert", "key", "_cert_der_cache", "_key_der_cache"):
+            self.assertEqual(patched["config"][field], plugin["config"][field], field)
+        e = self.fails(
+            SchemaError,
+            self.dao.update("plugins", {"id": plugin["id"]}, {"config": {"_cert_der_cache": "x"}}),
+        )
+        self.assertEqual(e.fields, {"config._cert_der_cache": "_cert_der_cache cannot be updated"})
+
+    def test_generated_key_regenerated_when_blanked(self) -> None:
+        """Patching a key-auth key to blank generates a fresh one (Kong's generate_if_missing)."""
+        bob = self.consumer()
+        cred = self.wait(
+            self.dao.insert("keyauth_credentials", {"consumer_id": bob["id"], "key": "mine"})
+        )
+        self.assertEqual(cred["key"], "mine")
+        new = self.wait(self.dao.update("keyauth_credentials", {"id": cred["id"]}, {"key": ""}))
+        assert new is not None
+        self.assertRegex(new["key"], "^[0-9a-f]{32}$")
+
+    def test_nodes_by_name(self) -> None:
+        """nodes are keyed by name and need no generated id."""
+        node = self.wait(
+            self.dao.insert("nodes", {"name": "n1", "cluster_listening_address": "1.2.3.4:7946"})
+        )
+        self.assertEqual(node["created_at"], 1_480_000_000_000)
+        self.assertEqual(self.wait(self.dao.find("nodes", {"name": "n1"})), node)
+        self.assertTrue(self.wait(self.dao.delete("nodes", {"name": "n1"})))
