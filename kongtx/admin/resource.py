@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from twisted.logger import Logger
-
 from kongtx.admin.forms import (
     BODY_METHODS,
     FormError,
@@ -27,7 +25,7 @@ from kongtx.admin.forms import (
 )
 from kongtx.admin.routes import apis, cluster, consumers, credentials, plugins, root
 from kongtx.admin.routes import cache as cache_routes
-from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route
+from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, lua_text
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.config import Config
@@ -43,6 +41,7 @@ from kongtx.errors import (
     SchemaError,
 )
 from kongtx.http.resource import AsyncResource, HTTPRequest, json_bytes
+from kongtx.log import logger
 from kongtx.plugins.registry import PluginRegistry
 
 #: Kong's CORS preflight answer, given to any OPTIONS before routing (SPEC §1.1).
@@ -53,10 +52,20 @@ CORS_PREFLIGHT_HEADERS = {
 
 
 class NodeInfo(Protocol):
-    """What the Admin API needs to know about the node it runs in (kongtx.node)."""
+    """What the Admin API needs to know about the node it runs in (kongtx.node).
 
-    name: str
-    hostname: str
+    ``name`` and ``hostname`` are read-only here (plain attributes satisfy them).
+    """
+
+    @property
+    def name(self) -> str:
+        """This node's cluster name."""
+        ...
+
+    @property
+    def hostname(self) -> str:
+        """The machine's hostname, shown by ``GET /``."""
+        ...
 
     async def members(self) -> list[dict[str, Any]]:
         """The cluster members: ``name``, ``address`` (``ip:port``) and ``status``."""
@@ -77,17 +86,6 @@ class NodeInfo(Protocol):
         ...
 
 
-def lua_string(value: Any) -> str:
-    """How Lua's ``tostring`` wrote a value into Kong's 409/404 messages."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "nil"
-    return str(value)
-
-
 def error_reply(error: Exception) -> Reply | None:
     """SPEC §1.2: the status and body of a refusal; ``None`` when it is a bug."""
     if isinstance(error, HTTPError | FormError):
@@ -101,9 +99,9 @@ def error_reply(error: Exception) -> Reply | None:
     if isinstance(error, PluginExistsError):
         return Reply(409)
     if isinstance(error, ConflictError):
-        return Reply(409, {error.field: f"already exists with value '{lua_string(error.value)}'"})
+        return Reply(409, {error.field: f"already exists with value '{lua_text(error.value)}'"})
     if isinstance(error, ForeignKeyError):
-        return Reply(404, {error.field: f"does not exist with value '{lua_string(error.value)}'"})
+        return Reply(404, {error.field: f"does not exist with value '{lua_text(error.value)}'"})
     if isinstance(error, NotFoundError):
         return Reply(404, NOT_FOUND)
     if isinstance(error, DatabaseError):
@@ -114,7 +112,7 @@ def error_reply(error: Exception) -> Reply | None:
 class AdminResource(AsyncResource):
     """The whole Admin API of one node."""
 
-    log = Logger()
+    log = logger()
     default_headers: Mapping[bytes, bytes] = {b"Access-Control-Allow-Origin": b"*"}
 
     def __init__(

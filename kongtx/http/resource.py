@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from typing import IO, Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from kongtx import SERVER_NAME
+from kongtx.log import logger
 
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
 
@@ -92,7 +92,7 @@ class AsyncResource(Resource, metaclass=ABCMeta):
     """
 
     isLeaf = True
-    log = Logger()
+    log = logger()
 
     #: Headers put on every response this resource writes (the Admin API adds CORS).
     default_headers: Mapping[bytes, bytes] = {}

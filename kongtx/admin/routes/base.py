@@ -26,6 +26,15 @@ def is_uuid(value: Any) -> bool:
     return isinstance(value, str) and _UUID.match(value) is not None
 
 
+def lua_text(value: Any) -> str:
+    """A value as Lua's ``tostring`` wrote it into Kong's messages (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nil"
+    return str(value)
+
+
 @dataclass
 class Call:
     """One routed Admin request.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_admin_cache -*-
+# -*- test-case-name: tests.unit.test_admin_root -*-
 """``/cache`` and ``/cache/{key}``: look into and empty this node's cache (SPEC §1.5)."""
 
 from __future__ import annotations

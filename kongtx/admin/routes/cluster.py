@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_admin_cluster -*-
+# -*- test-case-name: tests.unit.test_admin_root -*-
 """``/cluster``: list, join and force-leave members (SPEC §1.5).
 
 The membership itself belongs to the node (``NodeInfo``); these handlers only

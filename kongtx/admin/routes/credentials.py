@@ -50,13 +50,12 @@ def credential_routes(admin: AdminResource, spec: CredentialRoute) -> list[Route
 
     async def patch_credential(call: Call) -> Reply:
         row = await find(call)
+        params = call.params
         # Kong injected consumer_id before its emptiness check, so an empty PATCH
         # "succeeded"; kongtx checks the body the operator sent, as SPEC §1.4 says.
-        if not call.params:
-            return await crud.patch(admin, collection, row, {})
-        return await crud.patch(
-            admin, collection, row, {**call.params, "consumer_id": row["consumer_id"]}
-        )
+        if params:
+            params = {**params, "consumer_id": row["consumer_id"]}
+        return await crud.patch(admin, collection, row, params)
 
     async def delete_credential(call: Call) -> Reply:
         return await crud.delete(admin, collection, await find(call))

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_admin_crud -*-
+# -*- test-case-name: tests.unit.test_admin_apis -*-
 """The CRUD helpers every collection route shares (SPEC §1.3 and §1.4).
 
 Kong 0.9 had one ``crud_helpers.lua`` behind every list, create, upsert, patch
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, is_uuid
+from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, is_uuid, lua_text
 from kongtx.store.interface import InvalidOffset, Row
 
 if TYPE_CHECKING:
@@ -143,10 +143,3 @@ async def find_one(
     if not rows:
         raise HTTPError(404, NOT_FOUND)
     return rows[0]
-
-
-def lua_text(value: Any) -> str:
-    """A value as it appears inside a Kong message."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
