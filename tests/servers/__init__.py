@@ -54,7 +54,10 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_until(
-    predicate: Callable[[], bool], timeout: float, interval: float = 0.2, alive: Callable[[], bool] = lambda: True
+    predicate: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.2,
+    alive: Callable[[], bool] = lambda: True,
 ) -> bool:
     """Poll ``predicate`` until true, ``timeout`` elapsed, or ``alive()`` turns false."""
     deadline = time.monotonic() + timeout

@@ -100,7 +100,9 @@ LOGBACK = """\
 
 def lib_dir() -> str:
     """Where .ci/install-servers put the jars."""
-    return os.environ.get("KONG_TEST_CASSANDRA_LIB") or os.path.expanduser("~/.cache/kongtx/cassandra")
+    return os.environ.get("KONG_TEST_CASSANDRA_LIB") or os.path.expanduser(
+        "~/.cache/kongtx/cassandra"
+    )
 
 
 def native_ready(host: str, port: int) -> bool:
@@ -149,7 +151,8 @@ class CassandraServer:
             "-Dcassandra-foreground=yes",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             f"-Djava.io.tmpdir={self.run}/tmp",
-            "-cp", os.path.join(lib, "*"),
+            "-cp",
+            os.path.join(lib, "*"),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
         return argv
@@ -158,21 +161,28 @@ class CassandraServer:
         """Start the (owned) server and wait for its native port."""
         assert self.run is not None
         lib = lib_dir()
-        out = open(os.path.join(self.run, "logs", "stdout.log"), "ab")  # noqa: SIM115
+        out = open(os.path.join(self.run, "logs", "stdout.log"), "ab")
         self.proc = subprocess.Popen(
-            self._argv(lib), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self._argv(lib),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         out.close()
         proc = self.proc
         ok = wait_until(
-            lambda: native_ready(self.host, self.port), START_TIMEOUT, 0.5,
+            lambda: native_ready(self.host, self.port),
+            START_TIMEOUT,
+            0.5,
             alive=lambda: proc.poll() is None,
         )
         if not ok:
             tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"Cassandra did not open its native port in {START_TIMEOUT:.0f}s: {tail}")
+            raise RuntimeError(
+                f"Cassandra did not open its native port in {START_TIMEOUT:.0f}s: {tail}"
+            )
 
     def stop(self) -> None:
         """Kill the (owned) server process (a throwaway node needs no drain)."""
@@ -261,7 +271,9 @@ def server() -> CassandraServer:
         host = os.environ.get("KONG_TEST_CASSANDRA_HOST")
         try:
             if host:
-                srv = CassandraServer(host=host, port=int(os.environ.get("KONG_TEST_CASSANDRA_PORT", "9042")))
+                srv = CassandraServer(
+                    host=host, port=int(os.environ.get("KONG_TEST_CASSANDRA_PORT", "9042"))
+                )
                 try:
                     srv.version = _release_version(srv)
                 except Exception as e:
@@ -285,3 +297,71 @@ def server() -> CassandraServer:
 def cassandra_server() -> CassandraServer:
     """The session's Cassandra (see :func:`server`)."""
     return server()
+
+
+_admin: Any = None
+_shared: str | None = None
+SHARED_KEYSPACE = "kt_contract"
+#: tables a truncation between tests leaves alone (what migrations ran, the lock).
+_KEEP = {"schema_migrations", "kongtx_locks"}
+
+
+def admin_session() -> Any:
+    """A blocking driver session for test setup (never used on the reactor thread)."""
+    global _admin
+    if _admin is None:
+        from cassandra.cluster import Cluster
+
+        srv = server()
+        cluster = Cluster([srv.host], port=srv.port, protocol_version=5, connect_timeout=30)
+        _admin = cluster.connect()
+        _admin.default_timeout = 60
+        atexit.register(cluster.shutdown)
+    return _admin
+
+
+def drop_keyspace(srv: CassandraServer, keyspace: str) -> None:
+    """Drop ``keyspace`` if it exists."""
+    admin_session().execute(f'DROP KEYSPACE IF EXISTS "{keyspace}"')
+
+
+def shared_keyspace(migrations: Any) -> str:
+    """The session's migrated keyspace, emptied (tables truncated) for the next test.
+
+    Creating the schema takes ~10 s on Cassandra, truncating it well under one, so the
+    contract tests that do not test migrations share one keyspace.
+    """
+    global _shared
+    session = admin_session()
+    if _shared is None:
+        from kongtx.clock import Clock
+        from kongtx.store.cassandra import CassandraStore
+        from kongtx.store.tables import TABLES
+        from tests.reactor_thread import reactor, run
+
+        srv = server()
+        drop_keyspace(srv, SHARED_KEYSPACE)
+        real = reactor()
+        store = CassandraStore(
+            **srv.store_kwargs(),
+            keyspace=SHARED_KEYSPACE,
+            timeout=20000,
+            tables=TABLES,
+            origin="harness",
+            clock=Clock(real),
+            reactor=real,
+        )
+        run(store.start())
+        try:
+            run(store.migrate(migrations), timeout=300)
+        finally:
+            run(store.stop())
+        _shared = SHARED_KEYSPACE
+        return _shared
+    tables = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", [_shared]
+    )
+    for row in tables:
+        if row.table_name not in _KEEP:
+            session.execute(f'TRUNCATE "{_shared}"."{row.table_name}"')
+    return _shared

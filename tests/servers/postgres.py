@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -65,6 +65,8 @@ class PostgresServer:
     root: str | None = None
     owner: str | None = None
     running: bool = True
+    #: the database to connect to for creating and dropping per-test databases.
+    base_database: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -102,7 +104,9 @@ class PostgresServer:
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 " -c max_connections=200"
             )
-            self._pg_ctl("-l", os.path.join(self.root, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+            self._pg_ctl(
+                "-l", os.path.join(self.root, "server.log"), "-o", opts, "-w", "-t", "60", "start"
+            )
             self.running = True
 
     def stop(self, mode: str = "fast") -> None:
@@ -117,8 +121,19 @@ class PostgresServer:
         """Run ``sql`` as the superuser over the unix socket (owned servers only)."""
         assert self.root is not None
         out = self._run(
-            "psql", "-h", self.root, "-p", str(self.port), "-U", "postgres", "-d", database,
-            "-v", "ON_ERROR_STOP=1", "-Atc", sql,
+            "psql",
+            "-h",
+            self.root,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
         )
         return out.stdout.strip()
 
@@ -134,7 +149,9 @@ class PostgresServer:
 def _start_owned() -> PostgresServer:
     bindir = find_bindir()
     if bindir is None:
-        unavailable("postgres", "no initdb found (apt-get install postgresql; see .ci/install-servers)")
+        unavailable(
+            "postgres", "no initdb found (apt-get install postgresql; see .ci/install-servers)"
+        )
     owner: str | None = None
     if os.geteuid() == 0:
         try:
@@ -148,13 +165,28 @@ def _start_owned() -> PostgresServer:
         pw = pwd.getpwnam(owner)
         os.chown(root, pw.pw_uid, pw.pw_gid)
     srv = PostgresServer(
-        host="127.0.0.1", port=free_port(), user="kong", password=PASSWORD, database="kong",
-        bindir=bindir, root=root, owner=owner, running=False,
+        host="127.0.0.1",
+        port=free_port(),
+        user="kong",
+        password=PASSWORD,
+        database="kong",
+        bindir=bindir,
+        root=root,
+        owner=owner,
+        running=False,
     )
     try:
         srv._run(
-            "initdb", "-D", os.path.join(root, "data"), "-U", "postgres", "-E", "UTF8",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+            "initdb",
+            "-D",
+            os.path.join(root, "data"),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
         )
         srv.start()
         srv.psql(f"CREATE USER kong CREATEDB PASSWORD '{PASSWORD}'")
@@ -227,8 +259,11 @@ def server() -> PostgresServer:
 
 def _dsn(srv: PostgresServer) -> dict[str, Any]:
     return {
-        "host": srv.host, "port": srv.port, "user": srv.user,
-        "password": srv.password, "dbname": srv.database,
+        "host": srv.host,
+        "port": srv.port,
+        "user": srv.user,
+        "password": srv.password,
+        "dbname": srv.database,
     }
 
 
@@ -251,8 +286,17 @@ def fresh_database(srv: PostgresServer, name: str) -> PostgresServer:
     finally:
         conn.close()
     return PostgresServer(
-        host=srv.host, port=srv.port, user=srv.user, password=srv.password, database=name,
-        version=srv.version, bindir=srv.bindir, root=srv.root, owner=srv.owner, running=srv.running,
+        host=srv.host,
+        port=srv.port,
+        user=srv.user,
+        password=srv.password,
+        database=name,
+        version=srv.version,
+        bindir=srv.bindir,
+        root=srv.root,
+        owner=srv.owner,
+        running=srv.running,
+        base_database=srv.base_database or srv.database,
     )
 
 
@@ -260,3 +304,13 @@ def fresh_database(srv: PostgresServer, name: str) -> PostgresServer:
 def postgres_server() -> PostgresServer:
     """The session's PostgreSQL (see :func:`server`)."""
     return server()
+
+
+def drop_database(srv: PostgresServer) -> None:
+    """Drop ``srv.database`` (a per-test database), disconnecting whoever still uses it."""
+    conn = connect_sync(replace(srv, database=srv.base_database or "postgres"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{srv.database}" WITH (FORCE)')
+    finally:
+        conn.close()

@@ -107,3 +107,78 @@ BACKENDS: list[Backend] = [
     Backend("memory", memory_backend),
     Backend("sqlite", sqlite_backend),
 ]
+
+
+# --------------------------------------------------------------------------- real servers
+# (PostgreSQL and Cassandra: tests/servers starts one of each per session.)
+
+
+def _db_name(prefix: str, test_id: str) -> str:
+    import hashlib
+
+    return f"{prefix}_{hashlib.sha1(test_id.encode()).hexdigest()[:16]}"
+
+
+def postgres_backend(ctx: Context) -> Harness:
+    """A fresh database per test on the session's PostgreSQL; dropped afterwards."""
+    from kongtx.store.postgres import PostgresStore
+    from tests.servers import postgres as pg
+
+    server = pg.fresh_database(pg.server(), _db_name("kt", ctx.test_id))
+    real = reactor()
+
+    def new_store(origin: str) -> IStore:
+        return PostgresStore(
+            **server.store_kwargs(), tables=TABLES, origin=origin, clock=Clock(real), reactor=real
+        )
+
+    def cleanup() -> None:
+        pg.drop_database(server)
+
+    return Harness(
+        new_store=new_store,
+        migrations=all_migrations("postgres"),
+        cleanup=cleanup,
+        extras={"server": server},
+    )
+
+
+def cassandra_backend(ctx: Context) -> Harness:
+    """A keyspace on the session's Cassandra: one migrated keyspace truncated before each
+    test (schema changes take seconds), or a fresh one for tests of migrate/reset."""
+    from kongtx.store.cassandra import CassandraStore
+    from tests.servers import cassandra as cs
+
+    server = cs.server()
+    real = reactor()
+    migrations = all_migrations("cassandra")
+    fresh = "migrat" in ctx.test_id or "reset" in ctx.test_id
+    keyspace = _db_name("kt", ctx.test_id) if fresh else cs.shared_keyspace(migrations)
+    if fresh:
+        cs.drop_keyspace(server, keyspace)
+
+    def new_store(origin: str) -> IStore:
+        return CassandraStore(
+            **server.store_kwargs(),
+            keyspace=keyspace,
+            timeout=20000,
+            tables=TABLES,
+            origin=origin,
+            clock=Clock(real),
+            reactor=real,
+        )
+
+    def cleanup() -> None:
+        if fresh:
+            cs.drop_keyspace(server, keyspace)
+
+    return Harness(
+        new_store=new_store,
+        migrations=migrations,
+        cleanup=cleanup,
+        extras={"server": server, "keyspace": keyspace},
+    )
+
+
+BACKENDS.append(Backend("postgres", postgres_backend))
+BACKENDS.append(Backend("cassandra", cassandra_backend))
