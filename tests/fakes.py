@@ -8,12 +8,18 @@ phase can be called directly and its effects asserted.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import succeed
 
+from kongtx.plugins.base import Headers
 from kongtx.store.interface import Row
 
 
@@ -81,7 +87,7 @@ class FakeContext:
         self.scheme = scheme
         self.path = path
         self.query: list[tuple[str, str | None]] = list(query)
-        self.headers = FakeHeaders(headers)
+        self.headers: Headers = FakeHeaders(headers)
         self.client_ip = client_ip
         self.server_addr = "10.0.0.1"
         self.server_port = 8000
@@ -92,7 +98,7 @@ class FakeContext:
         self.consumer: Row | None = None
         self.credential: Row | None = None
         self.status = 200
-        self.response_headers = FakeHeaders()
+        self.response_headers: Headers = FakeHeaders()
         self.body = body
         self.body_reads = 0
         self.upstream_host: str | None = None
@@ -201,3 +207,32 @@ def plugin_row(
         "enabled": enabled,
         "created_at": 1_480_000_000_000,
     }
+
+
+def self_signed_certificate(host: str = "ssl.example.com") -> tuple[str, str, bytes, bytes]:
+    """(cert PEM, key PEM, cert DER, key DER) of a throwaway EC certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem.decode(),
+        cert.public_bytes(serialization.Encoding.DER),
+        key_der,
+    )

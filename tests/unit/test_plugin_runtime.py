@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx import invalidation
@@ -17,7 +16,13 @@ from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.schemas import Schema
-from tests.fakes import FakeContext, FakePluginRows, FakeRegistry, plugin_row
+from tests.fakes import (
+    FakeContext,
+    FakePluginRows,
+    FakeRegistry,
+    plugin_row,
+    self_signed_certificate,
+)
 
 API = {"id": "a0000000-0000-4000-8000-000000000001", "name": "api"}
 OTHER_API = {"id": "a0000000-0000-4000-8000-000000000002", "name": "other"}
@@ -455,12 +460,6 @@ class AccessTests(RuntimeTestCase):
 
 
 class LogTests(RuntimeTestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
     def test_log_errors_are_logged_not_raised(self) -> None:
         """A log phase that raises is logged; the others still run."""
 
@@ -638,12 +637,11 @@ class RealRegistryAndDaoTests(SynchronousTestCase):
 
     def test_rejected_requests_are_logged_by_later_plugins(self) -> None:
         """A request ssl rejects (426) is still seen by the lower-priority plugin's log phase."""
-        from tests.unit.test_plugin_ssl import CERT_PEM, KEY_PEM
-
+        cert_pem, key_pem, _, _ = self_signed_certificate("example.org")
         self.plugin(
             "ssl",
             api_id=self.api["id"],
-            config={"cert": CERT_PEM, "key": KEY_PEM, "only_https": True},
+            config={"cert": cert_pem, "key": key_pem, "only_https": True},
         )
         self.plugin("example-stamp", api_id=self.api["id"], config={"value": "v"})
         ctx = self.request(scheme="http")
@@ -653,5 +651,5 @@ class RealRegistryAndDaoTests(SynchronousTestCase):
         chain = self.wait(self.runtime.chain_for(self.api))
         self.assertEqual(chain.names(), ["ssl", "example-stamp"])
         stamp = chain.entries()[1].handler
-        self.assertEqual(dict(stamp.statuses), {426: 1, 403: 1})  # type: ignore[attr-defined]
+        self.assertEqual(dict(stamp.statuses), {426: 1, 403: 1})
         self.assertIsNotNone(chain.certificate("example.org"))

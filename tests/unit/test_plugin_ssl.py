@@ -3,49 +3,14 @@
 from __future__ import annotations
 
 import base64
-import datetime
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.plugins.ssl.handler import Handler
-from tests.fakes import FakeCertificateContext, FakeContext
+from tests.fakes import FakeCertificateContext, FakeContext, self_signed_certificate
 
-
-def self_signed(host: str = "ssl.example.com") -> tuple[str, str, bytes, bytes]:
-    """(cert PEM, key PEM, cert DER, key DER) of a throwaway EC certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem.decode(),
-        cert.public_bytes(serialization.Encoding.DER),
-        key_der,
-    )
-
-
-CERT_PEM, KEY_PEM, CERT_DER, KEY_DER = self_signed()
+CERT_PEM, KEY_PEM, CERT_DER, KEY_DER = self_signed_certificate()
 
 
 def config(**extra: Any) -> dict[str, Any]:
