@@ -303,3 +303,48 @@ class ApiPluginTests(SynchronousTestCase):
         updated = self.admin.ok("PUT", "/apis/one/plugins", 200, json_body=body)
         self.assertIs(updated["enabled"], False)
         self.assertEqual(updated["api_id"], self.api["id"])
+
+
+class EncodingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.admin = AdminHarness(self)
+
+    def test_multipart_create(self) -> None:
+        """POST /apis with multipart/form-data takes each part's content as the value."""
+        body = (
+            b'--zz\r\nContent-Disposition: form-data; name="request_host"\r\n\r\nmp.com\r\n'
+            b'--zz\r\nContent-Disposition: form-data; name="upstream_url"\r\n\r\nhttp://up.test\r\n'
+            b"--zz--\r\n"
+        )
+        api = self.admin.ok(
+            "POST",
+            "/apis",
+            201,
+            data=body,
+            headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        )
+        self.assertEqual((api["name"], api["upstream_url"]), ("mp.com", "http://up.test"))
+
+    def test_query_arguments_are_params(self) -> None:
+        """As in Lapis, query arguments of a write are params too (the body wins)."""
+        api = self.admin.ok(
+            "POST",
+            "/apis?request_host=q.com&upstream_url=http://q.test",
+            201,
+            json_body={"upstream_url": "http://body.test"},
+        )
+        self.assertEqual((api["request_host"], api["upstream_url"]), ("q.com", "http://body.test"))
+
+    def test_dotted_and_boolean_strings(self) -> None:
+        """Form strings reach the schema, which reads "true" and trims values."""
+        api = self.admin.ok(
+            "POST",
+            "/apis",
+            201,
+            form={
+                "request_path": "/x",
+                "upstream_url": "http://x.test",
+                "strip_request_path": "TRUE",
+            },
+        )
+        self.assertIs(api["strip_request_path"], True)

@@ -144,6 +144,27 @@ class OAuth2RouteTests(SynchronousTestCase):
         found = self.admin.ok("GET", f"/consumers/bob/oauth2/{self.app['client_id']}")
         self.assertEqual(found["id"], self.app["id"])
 
+    def test_indexed_array_fields(self) -> None:
+        """redirect_uri[2]=..&redirect_uri[1]=.. is an array ordered by index."""
+        app = self.admin.ok(
+            "POST",
+            "/consumers/bob/oauth2",
+            201,
+            data=b"name=x&redirect_uri[2]=http%3A%2F%2Fb.test&redirect_uri[1]=http%3A%2F%2Fa.test",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(app["redirect_uri"], ["http://a.test", "http://b.test"])
+
+    def test_comma_separated_array(self) -> None:
+        """One comma-separated string is split into an array by the schema."""
+        app = self.admin.ok(
+            "POST",
+            "/consumers/bob/oauth2",
+            201,
+            form={"name": "x", "redirect_uri": "http://a.test, http://b.test"},
+        )
+        self.assertEqual(app["redirect_uri"], ["http://a.test", "http://b.test"])
+
     def test_all_applications(self) -> None:
         """GET /oauth2 lists every application of every consumer."""
         self.admin.consumer("eve")

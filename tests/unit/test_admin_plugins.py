@@ -81,3 +81,28 @@ class PluginTests(SynchronousTestCase):
         )
         self.assertNotEqual(response.status, 200, response)
         self.assertEqual(self.admin.ok("GET", f"/plugins/{plugin['id']}"), plugin)
+
+
+class RenderingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.admin = AdminHarness(self)
+
+    def test_empty_arrays_render_as_objects(self) -> None:
+        """Empty arrays inside a config render as {} (Kong's cjson), as SPEC §1.3 says."""
+        response = self.admin.call("POST", "/plugins", form={"name": "request-transformer"})
+        self.assertEqual(response.status, 201, response)
+        self.assertIn(b'"headers":{}', response.body)
+        self.assertEqual(response.json["config"]["remove"]["headers"], {})
+
+    def test_put_unknown_plugin_id_is_404(self) -> None:
+        """PUT /plugins with an id and name that match no row is 404 and writes nothing."""
+        before = self.admin.snapshot()
+        body = {
+            "id": "00000000-0000-4000-8000-000000000000",
+            "name": "cors",
+            "created_at": 1,
+        }
+        self.assertEqual(
+            self.admin.ok("PUT", "/plugins", 404, json_body=body), {"message": "Not found"}
+        )
+        self.assertEqual(self.admin.snapshot(), before)
