@@ -151,8 +151,6 @@ class PluginRuntime:
         clock: the node's clock.
     """
 
-    log = Logger()
-
     def __init__(self, dao: PluginRows, cache: Cache, registry: PluginSpecs, clock: Clock) -> None:
         self._dao = dao
         self._cache = cache
@@ -194,7 +192,8 @@ class PluginRuntime:
     def resolve_cached(
         self, spec: PluginSpec, api_id: str | None, consumer_id: str | None
     ) -> tuple[bool, PluginEntry | None]:
-        """One level pair of :meth:`resolve` from the cache only.
+        """The entry for (api, consumer) → (consumer), or (api) → global when
+        ``consumer_id`` is None, from the cache only.
 
         Returns ``(False, None)`` when a lookup is not cached (the caller goes async),
         else ``(True, entry or None)``.
