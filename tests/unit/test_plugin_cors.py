@@ -44,6 +44,20 @@ class PreflightTests(SynchronousTestCase):
         assert ctx.response is not None
         self.assertEqual(ctx.response[2]["Access-Control-Allow-Headers"], "")
 
+    def test_several_request_headers_lines_echoed(self) -> None:
+        """Several Access-Control-Request-Headers lines are echoed as one list."""
+        h = handler()
+        ctx = FakeContext(
+            method="OPTIONS",
+            headers=[
+                ("Access-Control-Request-Headers", "X-A"),
+                ("Access-Control-Request-Headers", "X-B"),
+            ],
+        )
+        h.access(ctx)
+        assert ctx.response is not None
+        self.assertEqual(ctx.response[2]["Access-Control-Allow-Headers"], "X-A, X-B")
+
     def test_full_preflight(self) -> None:
         """Configured origin, credentials, headers, methods and max_age all appear, Vary: Origin too."""
         h = handler(

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx import invalidation
 from kongtx.cache import Cache
 from kongtx.clock import Clock
+from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
@@ -269,6 +270,26 @@ class ChainTests(RuntimeTestCase):
         self.assertIsNone(self.runtime.cached_chain(API))
         self.assertEqual(self.chain(API).names(), ["logger"])
         self.assertEqual(self.chain(OTHER_API).names(), ["logger"])
+
+    def test_broken_handler_fails_closed(self) -> None:
+        """A handler that cannot be built fails the chain instead of silently skipping the plugin."""
+
+        class Broken(BasePlugin):
+            def __init__(self, config: Mapping[str, Any]) -> None:
+                raise ValueError("bad config")
+
+        self.specs.append(spec("broken", 1000, handler=Broken))
+        self.add("broken")
+        self.failureResultOf(defer.ensureDeferred(self.runtime.chain_for(API)), ValueError)
+        self.assertIsNone(self.runtime.cached_chain(API))
+
+    def test_handler_pool_is_bounded(self) -> None:
+        """Handlers kept for reuse are bounded, oldest forgotten first."""
+        self.patch(runtime_module, "MAX_HANDLERS", 2)
+        for i in range(3):
+            self.add("limit", f"api-{i}")
+            self.chain({"id": f"api-{i}"})
+        self.assertEqual(list(self.runtime._entries), ["limit:api-1:None", "limit:api-2:None"])
 
     def test_invalidation_during_compile_is_not_lost(self) -> None:
         """A chain whose compile raced an invalidation is not stored."""
