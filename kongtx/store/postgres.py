@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.extensions
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionClosed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import txpostgres
@@ -124,7 +125,7 @@ class _Txn:
             raise _Gone(e, first) from e
         try:
             await self._store._timed(d, self.conn, self.timeout)
-        except (psycopg2.InterfaceError, psycopg2.OperationalError) as e:
+        except (psycopg2.InterfaceError, psycopg2.OperationalError, ConnectionClosed) as e:
             raise _Gone(e, first) from e
         except psycopg2.Error as e:
             if (e.pgcode or "")[:2] in _CONNECTION_CLASSES:
@@ -205,10 +206,11 @@ class PostgresStore:
 
         def expired() -> None:
             if not result.called:
-                self._discard(conn)
+                # fail first: closing the connection may fire the abandoned Deferred at once
                 result.errback(
                     Failure(StoreUnavailable(f"PostgreSQL did not answer within {timeout:g}s"))
                 )
+                self._discard(conn)
 
         call = self.clock.call_later(timeout, expired)
 
