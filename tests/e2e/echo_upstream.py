@@ -15,7 +15,8 @@ Routes (any method):
 * ``/stall-body?seconds=S``: headers (Content-Length 10) and 5 bytes, wait S, then the rest;
 * ``/cut``: Content-Length 100, 10 bytes, then the connection is closed;
 * ``/status/<code>``: that status, with an ``X-Upstream`` header;
-* ``/stats``: ``{"aborted": n}``: responses whose client went away before they finished.
+* ``/stats``: ``{"aborted": n}``: responses whose client went away before they finished;
+* ``/seen``: ``[[method, uri, body length], ...]`` of the last 1000 requests.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from twisted.internet import endpoints, reactor, ssl
 from twisted.web import resource, server
 
 STATS = {"aborted": 0, "connections": 0}
+#: every request line seen (method, uri, body length), newest last, bounded
+SEEN: list[list[Any]] = []
 
 
 def _cert() -> tuple[bytes, bytes]:
@@ -57,6 +60,19 @@ class Echo(resource.Resource):
         parts = urlsplit(uri)
         path = parts.path
         args = dict(parse_qsl(parts.query))
+        if path != "/seen":
+            SEEN.append(
+                [
+                    request.method.decode(),
+                    uri,
+                    len(
+                        request.content.getvalue() if hasattr(request.content, "getvalue") else b""
+                    ),
+                ]
+            )
+            del SEEN[:-1000]
+        if path == "/seen":
+            return self._json(request, SEEN)
         if path == "/stats":
             return self._json(request, STATS)
         if path == "/stream":

@@ -225,6 +225,11 @@ class Upstream:
     def ws_port(self) -> int:
         return self.ports["ws"]
 
+    def seen(self) -> list[list[Any]]:
+        """Every request the upstream received: [method, uri, body length]."""
+        result: list[list[Any]] = http("GET", self.url + "/seen").json()
+        return result
+
     def stats(self) -> dict[str, int]:
         result: dict[str, int] = http("GET", self.url + "/stats").json()
         return result
