@@ -10,7 +10,8 @@ difference (SPEC's top table); the reasons for each rule are in the SPEC.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from kongtx.router import Match
@@ -26,68 +27,77 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class HeaderList:
     """Ordered, multi-valued, case-insensitive headers (``kongtx.plugins.base.Headers``).
 
-    A plain list of ``(name, value)`` pairs: requests carry a dozen headers, so a
-    linear scan beats maintaining an index, and the order the client sent is kept.
+    A plain list of ``(lower-case name, name, value)`` triples: requests carry a
+    dozen headers, so a linear scan beats maintaining an index, the order the client
+    sent is kept, and each name is lower-cased once, not on every lookup (this
+    object is touched a dozen times per proxied request).
     """
 
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
+        self._items: list[tuple[str, str, str]] = [(k.lower(), k, v) for k, v in items]
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
         lname = name.lower()
-        for k, v in self._items:
-            if k.lower() == lname:
+        for low, _, v in self._items:
+            if low == lname:
                 return v
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order."""
         lname = name.lower()
-        return [v for k, v in self._items if k.lower() == lname]
+        return [v for low, _, v in self._items if low == lname]
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by ``value`` (kept at the first one's place)."""
         lname = name.lower()
-        out: list[tuple[str, str]] = []
-        placed = False
-        for k, v in self._items:
-            if k.lower() == lname:
-                if not placed:
-                    out.append((name, value))
-                    placed = True
-            else:
-                out.append((k, v))
-        if not placed:
-            out.append((name, value))
-        self._items = out
+        items = self._items
+        for i, entry in enumerate(items):
+            if entry[0] == lname:
+                items[i] = (lname, name, value)
+                rest = [e for e in items[i + 1 :] if e[0] != lname]
+                del items[i + 1 :]
+                items.extend(rest)
+                return
+        items.append((lname, name, value))
 
     def add(self, name: str, value: str) -> None:
         """Append one more value of ``name``."""
-        self._items.append((name, value))
+        self._items.append((name.lower(), name, value))
 
     def remove(self, name: str) -> None:
         """Drop every value of ``name``."""
         lname = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+        self._items = [e for e in self._items if e[0] != lname]
+
+    def remove_all(self, names: Collection[str]) -> None:
+        """Drop every value of every (lower-case) name in ``names``, in one pass."""
+        self._items = [e for e in self._items if e[0] not in names]
 
     def items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair in order."""
-        return list(self._items)
+        return [(k, v) for _, k, v in self._items]
+
+    def copy(self) -> HeaderList:
+        """An independent copy."""
+        other = HeaderList()
+        other._items = list(self._items)
+        return other
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return ((k, v) for _, k, v in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __repr__(self) -> str:
-        return f"HeaderList({self._items!r})"
+        return f"HeaderList({self.items()!r})"
 
 
 # ----------------------------------------------------------------------- client IP
@@ -211,6 +221,7 @@ def encode_query(args: list[tuple[str, str | None]]) -> str:
 # ----------------------------------------------------------------------- URL and Host
 
 
+@lru_cache(maxsize=4096)
 def _split_upstream(upstream_url: str) -> tuple[str, str, str]:
     """``(scheme, netloc, path)`` of an upstream_url, as written."""
     parts = urlsplit(upstream_url)
@@ -237,6 +248,7 @@ def upstream_path(api: Row, match: Match, uri: str) -> tuple[str, bool]:
     return base + uri, False
 
 
+@lru_cache(maxsize=4096)
 def upstream_host_header(upstream_url: str) -> str:
     """The Host sent upstream when preserve_host is off (with Kong's ``:443`` quirk)."""
     scheme, netloc, _ = _split_upstream(upstream_url)
@@ -260,6 +272,11 @@ def host_and_port(url: str) -> tuple[str, str, int]:
     host = parts.hostname or ""
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, host, port
+
+
+_REPLACED = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"})
+#: host matches: X-Forwarded-Host is set (exact) or removed (wildcard)
+_REPLACED_WITH_FORWARDED_HOST = _REPLACED | {"x-forwarded-host"}
 
 
 class UpstreamRequest:
@@ -300,7 +317,6 @@ def build_upstream_request(
     encoded = encode_query(query)
     if encoded:
         url = f"{url}?{encoded}"
-    out = HeaderList(headers.items())
 
     if host_override is not None:
         host = host_override
@@ -311,20 +327,23 @@ def build_upstream_request(
             host = headers.get("host") or upstream_host_header(api["upstream_url"])
     else:
         host = upstream_host_header(api["upstream_url"])
-    out.set("Host", host)
-
-    if match.kind == "host-exact" and match.matched_host is not None:
-        out.set("X-Forwarded-Host", match.matched_host)
-    elif match.kind == "host-wildcard":
-        out.remove("X-Forwarded-Host")
-    if stripped and api.get("request_path"):
-        out.set("X-Forwarded-Prefix", api["request_path"])
-
-    out.set("X-Real-IP", client_ip)
     incoming = ", ".join(headers.get_all("x-forwarded-for"))
+
+    # One pass drops what is replaced below; then the new values are appended.
+    out = headers.copy()
+    replaced = _REPLACED_WITH_FORWARDED_HOST if match.kind != "path" else _REPLACED
+    if stripped and api.get("request_path"):
+        replaced = replaced | {"x-forwarded-prefix"}
+    out.remove_all(replaced)
+    out.add("Host", host)
+    if match.kind == "host-exact" and match.matched_host is not None:
+        out.add("X-Forwarded-Host", match.matched_host)
+    if stripped and api.get("request_path"):
+        out.add("X-Forwarded-Prefix", api["request_path"])
+    out.add("X-Real-IP", client_ip)
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    out.set("X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
-    out.set("X-Forwarded-Proto", scheme)
+    out.add("X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
+    out.add("X-Forwarded-Proto", scheme)
     return UpstreamRequest(method, url, out, stripped)
 
 
@@ -350,15 +369,15 @@ def strip_hop_by_hop(headers: HeaderList, keep_upgrade: bool = False) -> HeaderL
             if token:
                 listed.add(token)
     listed -= {"content-length", "transfer-encoding", "host"}
-    out: list[tuple[str, str]] = []
-    for name, value in headers:
-        lname = name.lower()
+    result = HeaderList()
+    kept = result._items
+    for entry in headers._items:
+        lname = entry[0]
         if keep_upgrade and lname in ("connection", "upgrade"):
             continue
         if lname in HOP_BY_HOP or lname.startswith("proxy-") or lname in listed:
             continue
-        out.append((name, value))
-    result = HeaderList(out)
+        kept.append(entry)
     if keep_upgrade:
         result.add("Connection", "upgrade")
         upgrade = headers.get("upgrade")

@@ -41,7 +41,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol as TxProtocol
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web._newclient import (
     RequestNotSent,
     RequestTransmissionFailed,
@@ -50,6 +49,7 @@ from twisted.web._newclient import (
     ResponseNeverReceived,
 )
 from twisted.web.client import URI, Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
@@ -221,7 +221,7 @@ class _BodyReceiver(TxProtocol):
 
     def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
         self._response._on_body_end()
-        if not self._response._abandoned and reason.check(ResponseDone, http.PotentialDataLoss):
+        if not self._response._abandoned and reason.check(ResponseDone, PotentialDataLoss):
             self._sink.finish()
         else:
             self._sink.fail(reason)
@@ -373,9 +373,20 @@ class UpstreamClient:
         self.send_timeout = send_timeout / 1000.0
         self.read_timeout = read_timeout / 1000.0
         self._tls_context = _client_context()
+        # Endpoints are stateless and reusable; building one costs an IDNA round trip.
+        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpoint_for(self, scheme: bytes, host: bytes, port: int) -> IStreamClientEndpoint:
         """A TCP (or TCP+TLS) endpoint; host names resolve off the reactor thread."""
+        key = (scheme, host, port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            if len(self._endpoints) > 4096:
+                self._endpoints.clear()
+            endpoint = self._endpoints[key] = self._make_endpoint(scheme, host, port)
+        return endpoint
+
+    def _make_endpoint(self, scheme: bytes, host: bytes, port: int) -> IStreamClientEndpoint:
         shost = host.decode("ascii")
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, host, port, timeout=self.connect_timeout or 30.0
