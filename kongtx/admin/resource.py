@@ -141,13 +141,17 @@ class AdminResource(AsyncResource):
             *cluster.routes(self),
         ]
 
+    def is_cancellable(self, request: HTTPRequest) -> bool:
+        """Reads stop when the client leaves; writes finish (their cache invalidation too)."""
+        return request.method in (b"GET", b"HEAD")
+
     def find_route(self, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route for a raw path; ``/apis/`` is ``/apis`` (Kong's default-route retry)."""
+        # Every route is declared without a trailing slash, so Kong's "retry with one
+        # added" can never match: trying the path as sent, then without it, is enough.
         candidates = [path]
         if len(path) > 1 and path.endswith("/"):
             candidates.append(path[:-1])
-        else:
-            candidates.append(path + "/")
         for candidate in candidates:
             for r in self.routes:
                 args = r.match(candidate)

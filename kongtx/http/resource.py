@@ -11,7 +11,8 @@ right, and there is exactly one place to get them right:
   logged with ``log.failure`` and never sent to the client;
 * nothing is written once the request finished or the client went away;
 * when the client disconnects, the in-flight Deferred is cancelled, so the work
-  it waits on (a datastore query, an upstream request) is abandoned too;
+  it waits on (a datastore query, an upstream request) is abandoned too; a
+  subclass exempts handlers that must finish (``is_cancellable``);
 * ``CancelledError`` is never turned into an error response and never
   swallowed by handler code: it travels up to this edge, where a cancellation
   we caused ourselves (the client left) is the expected end of the story.
@@ -104,7 +105,11 @@ class AsyncResource(Resource, metaclass=ABCMeta):
 
         def client_gone(reason: Failure) -> None:
             state.gone = True
-            if state.deferred is not None and not state.deferred.called:
+            if (
+                state.deferred is not None
+                and not state.deferred.called
+                and self.is_cancellable(request)
+            ):
                 state.deferred.cancel()
 
         request.notifyFinish().addErrback(client_gone)
@@ -164,12 +169,21 @@ class AsyncResource(Resource, metaclass=ABCMeta):
         """The edge: a cancellation ends here; anything else is a bug in the base."""
         if isinstance(failure.value, CancelledError):
             self.log.debug(
-                "{method} {uri}: handler cancelled (client gone)",
+                "{method} {uri}: handler ended by cancellation",
                 method=request.method,
                 uri=request.uri,
             )
             return
         self.log.failure("failure escaped the error wrapper", failure=failure)  # pragma: no cover
+
+    def is_cancellable(self, request: HTTPRequest) -> bool:
+        """May a disconnect cancel this request's handler?  (STYLE.md rule 8.)
+
+        Yes by default: waiting on work nobody will read is waste.  A subclass
+        says no for handlers that must run to the end once started (an Admin write
+        cancelled between commit and cache invalidation would leave the cache stale).
+        """
+        return True
 
     @abstractmethod
     async def handle(self, request: HTTPRequest) -> None:

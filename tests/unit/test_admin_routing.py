@@ -173,3 +173,18 @@ class ErrorMappingTests(SynchronousTestCase):
         self.assertEqual(r.match("/apis/a%2Fb/plugins/1"), {"api": "a/b", "id": "1"})
         self.assertIsNone(r.match("/apis/a/b/plugins/1"))
         self.assertIsNone(r.match("/apis/a/plugins/1/x"))
+
+
+class CancellationTests(SynchronousTestCase):
+    def test_reads_cancellable_writes_not(self) -> None:
+        """A disconnect may cancel a GET, never a write (its invalidation must run)."""
+        admin = AdminHarness(self)
+
+        class Req:
+            def __init__(self, method: bytes) -> None:
+                self.method = method
+
+        resource: Any = admin.resource
+        self.assertTrue(resource.is_cancellable(Req(b"GET")))
+        for method in (b"POST", b"PUT", b"PATCH", b"DELETE"):
+            self.assertFalse(resource.is_cancellable(Req(method)), method)

@@ -145,6 +145,27 @@ class AsyncResourceTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual([e for e in resource.events if "log_failure" in e], [])
 
+    def test_uncancellable_handler_runs_to_the_end(self) -> None:
+        """A handler the resource marks uncancellable finishes its work, writing nothing."""
+        waiting: Deferred[None] = Deferred()
+        done: list[str] = []
+
+        async def handler(res: Resource, request: HTTPRequest) -> None:
+            await waiting
+            done.append("committed")
+            res.respond_json(request, 201, {})
+
+        resource = Resource(handler)
+        resource.is_cancellable = lambda request: False  # type: ignore[method-assign]
+        conn = Connection(resource)
+        conn.send()
+        conn.lose()
+        self.assertEqual(done, [])
+        waiting.callback(None)
+        self.assertEqual(done, ["committed"])
+        self.assertEqual(conn.transport.value(), b"")
+        self.assertIsNone(self.successResultOf(getattr(resource.requests[0], DEFERRED_ATTRIBUTE)))
+
     def test_no_write_after_disconnect(self) -> None:
         """A handler that swallows nothing but finishes after the client left writes nothing."""
         waiting: Deferred[None] = Deferred()
