@@ -360,11 +360,17 @@ class ProxyPipeline:
     async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
         """Serve one request to completion (or until the client goes away)."""
         started = self.clock.seconds()
-        uri = incoming.uri
-        q = uri.find("?")
-        path, raw_query = (uri, "") if q < 0 else (uri[:q], uri[q + 1 :])
         headers = incoming.headers
         host_values = headers.get_all("host") + headers.get_all("x-host-override")
+        uri = incoming.uri
+        if not uri.startswith("/"):
+            # absolute-form (GET http://host/path): its host comes first (RFC 7230 §5.4)
+            target_host, uri = split_absolute_form(uri)
+            incoming.uri = uri
+            if target_host:
+                host_values.insert(0, target_host)
+        q = uri.find("?")
+        path, raw_query = (uri, "") if q < 0 else (uri[:q], uri[q + 1 :])
 
         router = self.routers.peek()
         if router is None:
@@ -562,6 +568,24 @@ class ProxyPipeline:
         tunnel.write("".join(head).encode("latin-1"))
         down.splice(tunnel)
         await tunnel.closed
+
+
+def split_absolute_form(target: str) -> tuple[str, str]:
+    """``(host[:port], origin-form)`` of an absolute-form request target."""
+    scheme_end = target.find("://")
+    if scheme_end < 0:
+        return "", target if target.startswith("/") else "/" + target
+    rest = target[scheme_end + 3 :]
+    cut = len(rest)
+    for sep in ("/", "?"):
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    authority, origin = rest[:cut], rest[cut:]
+    authority = authority.rsplit("@", 1)[-1]
+    if not origin.startswith("/"):
+        origin = "/" + origin
+    return authority, origin
 
 
 def _is_upgrade(headers: HeaderList) -> bool:

@@ -169,3 +169,32 @@ def test_upstream_cut_mid_body_aborts_client(kong_node: Node, upstream: Upstream
     except (httplib.IncompleteRead, ConnectionError):
         pass
     conn.close()
+
+
+def test_head_and_bodyless_statuses(kong_node: Node, upstream: Upstream) -> None:
+    """HEAD, 204 and 304 responses carry no body and leave the connection usable."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    conn.request("HEAD", path + "/fixed?size=1234")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b""
+    for code in (204, 304):
+        conn.request("GET", f"{path}/status/{code}")
+        resp = conn.getresponse()
+        assert resp.status == code and resp.read() == b""
+    conn.request("GET", path + "/fixed?size=10")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b"x" * 10
+    conn.close()
+
+
+def test_absolute_form_request_target(kong_node: Node, upstream: Upstream) -> None:
+    """An absolute-form target (GET http://host/path) routes by its path and host."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    conn.request("GET", f"http://whatever.test{path}/abs?x=1")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 200
+    assert body["path"] == "/abs" and body["query"] == "x=1"
+    conn.close()

@@ -471,3 +471,13 @@ class WebFrontEndTests(SynchronousTestCase):
         pending = self.client.pending
         self.channel.connectionLost(Failure(ConnectionLost()))
         assert pending is not None and pending.called
+
+
+def test_split_absolute_form() -> None:
+    """An absolute-form target splits into its authority and origin-form."""
+    from kongtx.proxy.pipeline import split_absolute_form
+
+    assert split_absolute_form("http://h.com:81/a/b?x=1") == ("h.com:81", "/a/b?x=1")
+    assert split_absolute_form("https://u@h.com?x") == ("h.com", "/?x")
+    assert split_absolute_form("http://h.com") == ("h.com", "/")
+    assert split_absolute_form("*") == ("", "/*")
