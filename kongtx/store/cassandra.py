@@ -19,8 +19,12 @@ Cassandra has no constraints and no transactions, so, as Kong 0.9 did (SPEC §7.
 * a deletion cascades row by row (read the dependants through their indexes);
 * each change and its ``cluster_events`` rows go in one *logged batch*, so they are
   applied together or not at all;
-* TTLs are native (``USING TTL``); an update of a TTL row rewrites the whole row with
-  the TTL it has left (or the new one), so no column outlives the others;
+* TTLs are native (``USING TTL``), one second longer than asked because Cassandra
+  counts them in whole seconds from a truncated "now" (a TTL of 1 can otherwise end
+  at once); the exact expiry is kept in a hidden ``kongtx_expire_at`` column and reads
+  hide the row from that instant on the injected clock.  An update of a TTL row
+  rewrites the whole row with the time it has left (or the new TTL), so no column
+  outlives the others.  ``COUNT`` on a TTL table is done on the live rows;
 * listings are in token order, paged with the driver's ``paging_state`` carried in the
   opaque offset token; ``total`` is a ``COUNT(*)`` with the same filters; filters use
   ``ALLOW FILTERING``;
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 import ssl as _ssl
@@ -74,6 +80,10 @@ T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1)
 _TOKEN_PREFIX = b"c1:"
+#: Not a secret (the Admin API is trusted): it only makes stray tokens fail the MAC.
+_TOKEN_KEY = b"kongtx cassandra paging state"
+#: Hidden column of TTL tables: when the row expires (epoch ms on the writer's clock).
+EXPIRE_COLUMN = "kongtx_expire_at"
 _LOCK_TABLE = "kongtx_locks"
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 
@@ -119,13 +129,22 @@ def replication(strategy: str, factor: int, data_centers: Any) -> str:
     raise ValueError(f"unknown cassandra_repl_strategy {strategy!r}")
 
 
-def encode_token(paging_state: bytes) -> str:
-    """The opaque offset token carrying the driver's paging state."""
-    raw = _TOKEN_PREFIX + paging_state
+def _token_mac(paging_state: bytes, query: str) -> bytes:
+    return hmac.new(_TOKEN_KEY, query.encode() + b"\0" + paging_state, hashlib.sha256).digest()[:8]
+
+
+def encode_token(paging_state: bytes, query: str = "") -> str:
+    """The opaque offset token carrying the driver's paging state for ``query``.
+
+    A short MAC binds the state to the listing it came from.  Why: Cassandra answers a
+    malformed paging state with a *protocol* error, on which the driver drops the
+    connection and marks the host down, so a mistyped ``offset`` must never reach it.
+    """
+    raw = _TOKEN_PREFIX + _token_mac(paging_state, query) + paging_state
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode_token(token: str) -> bytes:
+def decode_token(token: str, query: str = "") -> bytes:
     """The paging state inside an :func:`encode_token` token; ``InvalidOffset`` otherwise."""
     if not isinstance(token, str) or not token:
         raise InvalidOffset(f"invalid offset {token!r}")
@@ -133,9 +152,13 @@ def decode_token(token: str) -> bytes:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as e:
         raise InvalidOffset(f"invalid offset {token!r}") from e
-    if not raw.startswith(_TOKEN_PREFIX) or len(raw) == len(_TOKEN_PREFIX):
+    head = len(_TOKEN_PREFIX) + 8
+    if not raw.startswith(_TOKEN_PREFIX) or len(raw) <= head:
         raise InvalidOffset(f"invalid offset {token!r}")
-    return raw[len(_TOKEN_PREFIX) :]
+    state = raw[head:]
+    if not hmac.compare_digest(raw[len(_TOKEN_PREFIX) : head], _token_mac(state, query)):
+        raise InvalidOffset(f"invalid offset {token!r}")
+    return state
 
 
 class _Unavailable(Exception):
@@ -336,7 +359,35 @@ class CassandraStore:
         return row
 
     def _select_list(self, table: Table) -> str:
-        return ", ".join(_q(c) for c in table.column_names)
+        cols = [*table.column_names, *([EXPIRE_COLUMN] if table.ttl else [])]
+        return ", ".join(_q(c) for c in cols)
+
+    def _alive(self, table: Table, values: Sequence[Any]) -> bool:
+        """Whether a fetched row is still alive (see :data:`EXPIRE_COLUMN`)."""
+        if not table.ttl:
+            return True
+        expire_at = values[len(table.columns)]
+        return expire_at is None or expire_at > self.clock.millis()
+
+    async def _select_live(
+        self, table: Table, filters: Mapping[str, Any]
+    ) -> list[tuple[Row, int | None]]:
+        """Live rows matching ``filters``, each with its expiry (ms) or None."""
+        where, params, local, empty = self._where(table, filters)
+        if empty:
+            return []
+        rows = await self._rows(
+            f"SELECT {self._select_list(table)} FROM {self._ks(table.name)}{where}", params
+        )
+        out: list[tuple[Row, int | None]] = []
+        n = len(table.columns)
+        for values in rows:
+            if not self._alive(table, values):
+                continue
+            row = self._load(table, values)
+            if self._matches(row, local):
+                out.append((row, values[n] if table.ttl else None))
+        return out
 
     def _where(
         self, table: Table, filters: Mapping[str, Any]
@@ -362,32 +413,32 @@ class CassandraStore:
         return all(row.get(c) == v for c, v in local.items())
 
     async def _select_rows(self, table: Table, filters: Mapping[str, Any]) -> list[Row]:
-        where, params, local, empty = self._where(table, filters)
-        if empty:
-            return []
-        rows = await self._rows(
-            f"SELECT {self._select_list(table)} FROM {self._ks(table.name)}{where}", params
-        )
-        loaded = [self._load(table, r) for r in rows]
-        return [r for r in loaded if self._matches(r, local)]
+        return [row for row, _ in await self._select_live(table, filters)]
 
-    async def _find(self, table: Table, key: Mapping[str, Any]) -> Row | None:
+    async def _find_live(
+        self, table: Table, key: Mapping[str, Any]
+    ) -> tuple[Row, int | None] | None:
         check_key(table, key)
         if all(key.get(c) is not None for c in table.primary_key):
             lookup = {c: key[c] for c in table.primary_key}
         else:
             col = next(c for c in table.unique if key.get(c) is not None)
             lookup = {col: key[col]}
-        for row in await self._select_rows(table, lookup):
+        for row, expire_at in await self._select_live(table, lookup):
             if all(row.get(c) == v for c, v in key.items()):
-                return row
+                return row, expire_at
         return None
+
+    async def _find(self, table: Table, key: Mapping[str, Any]) -> Row | None:
+        found = await self._find_live(table, key)
+        return found[0] if found else None
 
     # ------------------------------------------------------------------ lifecycle
 
     def _connect_blocking(self) -> tuple[Any, Any]:
         from cassandra.auth import PlainTextAuthProvider
-        from cassandra.cluster import Cluster
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
         kwargs: dict[str, Any] = {
             "contact_points": self._contact_points,
@@ -395,6 +446,13 @@ class CassandraStore:
             "protocol_version": self._protocol_version,
             "connect_timeout": self.timeout,
             "control_connection_timeout": self.timeout,
+            "execution_profiles": {
+                EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                    load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                    request_timeout=self.timeout,
+                    consistency_level=self._consistency,
+                )
+            },
         }
         if self._username and self._password:
             kwargs["auth_provider"] = PlainTextAuthProvider(self._username, self._password)
@@ -410,7 +468,6 @@ class CassandraStore:
         except BaseException:
             cluster.shutdown()
             raise
-        session.default_timeout = self.timeout
         if self.keyspace in cluster.metadata.keyspaces:
             session.set_keyspace(self.keyspace)
         return cluster, session
@@ -605,13 +662,28 @@ class CassandraStore:
             body.append(cql % tuple(encoder.cql_encode_all_types(p) for p in params))
         await self._execute("BEGIN BATCH\n" + ";\n".join(body) + ";\nAPPLY BATCH")
 
-    def _insert_statement(self, table: Table, row: Row, ttl: int | None) -> tuple[str, list[Any]]:
-        cols = table.column_names
-        using = f" USING TTL {int(ttl)}" if ttl else ""
+    def _insert_statement(
+        self, table: Table, row: Row, expire_at: int | None
+    ) -> tuple[str, list[Any]]:
+        """INSERT of the whole row; a TTL row carries its expiry and a native TTL.
+
+        Cassandra counts TTLs in whole seconds from a truncated "now", so a cell can die
+        up to a second early; the native TTL is therefore one second longer than asked
+        and reads hide the row at its exact ``expire_at`` on the injected clock.
+        """
+        cols = list(table.column_names)
+        params = [self._param(table, c, row.get(c)) for c in cols]
+        using = ""
+        if table.ttl:
+            cols.append(EXPIRE_COLUMN)
+            params.append(expire_at)
+            if expire_at is not None:
+                left = max(0, expire_at - self.clock.millis())
+                using = f" USING TTL {-(-left // 1000) + 1}"
         return (
             f"INSERT INTO {self._ks(table.name)} ({', '.join(_q(c) for c in cols)})"
             f" VALUES ({', '.join(['%s'] * len(cols))}){using}",
-            [self._param(table, c, row.get(c)) for c in cols],
+            params,
         )
 
     # ------------------------------------------------------------------ checks
@@ -649,7 +721,10 @@ class CassandraStore:
         if await self._select_rows(tb, pk):
             raise UniqueViolation(", ".join(tb.primary_key), ", ".join(str(v) for v in pk.values()))
         await self._check_constraints(tb, full, None)
-        await self._batch([self._insert_statement(tb, full, ttl)], [(table, "create", None, full)])
+        expire_at = self.clock.millis() + int(ttl * 1000) if ttl is not None else None
+        await self._batch(
+            [self._insert_statement(tb, full, expire_at)], [(table, "create", None, full)]
+        )
         return full
 
     def _roundtrip(self, table: Table, col: str, value: Any) -> Any:
@@ -683,9 +758,10 @@ class CassandraStore:
         check_columns(tb, filters)
         if size < 1:
             raise ValueError(f"page size must be at least 1, not {size!r}")
-        state = decode_token(offset) if offset is not None else None
-        total = await self.count(table, filters)
         where, params, local, empty = self._where(tb, filters)
+        query = f"{table}{where}{params!r}{sorted(local.items(), key=repr)!r}"
+        state = decode_token(offset, query) if offset is not None else None
+        total = await self.count(table, filters)
         if empty:
             return Page(rows=[], total=0, offset=None)
         cql = f"SELECT {self._select_list(tb)} FROM {self._ks(table)}{where}"
@@ -695,7 +771,8 @@ class CassandraStore:
                 batch, state = await self._execute(
                     cql, params, fetch_size=size - len(rows), paging_state=state
                 )
-                rows += [r for r in (self._load(tb, v) for v in batch) if self._matches(r, local)]
+                loaded = (self._load(tb, v) for v in batch if self._alive(tb, v))
+                rows += [r for r in loaded if self._matches(r, local)]
                 if not state:
                     break
             if state:
@@ -706,12 +783,13 @@ class CassandraStore:
         except StoreUnavailable:
             raise
         except Exception as e:
-            from cassandra import InvalidRequest, ProtocolException
+            from cassandra import InvalidRequest
+            from cassandra.protocol import ProtocolException
 
             if offset is not None and isinstance(e, InvalidRequest | ProtocolException):
                 raise InvalidOffset(f"invalid offset {offset!r}") from e
             raise
-        return Page(rows=rows, total=total, offset=encode_token(state) if state else None)
+        return Page(rows=rows, total=total, offset=encode_token(state, query) if state else None)
 
     async def count(self, table: str, filters: Mapping[str, Any]) -> int:
         """``SELECT COUNT(*)`` with the same filters (NULL filters are counted in Python)."""
@@ -720,21 +798,10 @@ class CassandraStore:
         where, params, local, empty = self._where(tb, filters)
         if empty:
             return 0
-        if local:
+        if local or tb.ttl:
             return len(await self._select_rows(tb, filters))
         rows = await self._rows(f"SELECT COUNT(*) FROM {self._ks(table)}{where}", params)
         return int(rows[0][0])
-
-    async def _remaining_ttl(self, table: Table, row: Row) -> int | None:
-        """Seconds left on a TTL row (the largest TTL among its non-key cells)."""
-        cols = [c for c in table.column_names if c not in table.primary_key]
-        where = " AND ".join(f"{_q(c)} = %s" for c in table.primary_key)
-        rows = await self._rows(
-            f"SELECT {', '.join(f'TTL({_q(c)})' for c in cols)} FROM {self._ks(table.name)} WHERE {where}",
-            [self._param(table, c, row[c]) for c in table.primary_key],
-        )
-        ttls = [t for t in (rows[0] if rows else ()) if t is not None]
-        return max(ttls) if ttls else None
 
     async def update(
         self, table: str, key: Mapping[str, Any], values: Row, ttl: int | None = None
@@ -743,9 +810,10 @@ class CassandraStore:
         tb = self.tables[table]
         check_columns(tb, values)
         check_ttl(tb, ttl)
-        old = await self._find(tb, key)
-        if old is None:
+        found = await self._find_live(tb, key)
+        if found is None:
             return None
+        old, expire_at = found
         for c in tb.primary_key:
             if c in values and values[c] != old[c]:
                 raise ValueError(f"{table}: the primary key of a row cannot change")
@@ -754,9 +822,11 @@ class CassandraStore:
         own = tuple(old[c] for c in tb.primary_key)
         changed = {c: new[c] for c in tb.column_names if new[c] != old[c]}
         await self._check_constraints(tb, changed, own)
-        if ttl is None and tb.ttl:
-            ttl = await self._remaining_ttl(tb, old)
-        await self._batch([self._insert_statement(tb, new, ttl)], [(table, "update", old, new)])
+        if ttl is not None:
+            expire_at = self.clock.millis() + int(ttl * 1000)
+        await self._batch(
+            [self._insert_statement(tb, new, expire_at)], [(table, "update", old, new)]
+        )
         return new
 
     async def _collect(
