@@ -13,7 +13,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
 from kongtx.clock import Clock
@@ -22,7 +22,13 @@ from kongtx.proxy.http import ProxySite
 from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
 from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.resource import ProxyResource
-from kongtx.proxy.tls import CertificateHook, ProxyTLSContextFactory, ensure_default_certificate
+from kongtx.proxy.tls import (
+    CertificateHook,
+    ProxyTLSContextFactory,
+    SNIWarmer,
+    SNIWarmingTLSEndpoint,
+    ensure_default_certificate,
+)
 from kongtx.proxy.upstream import make_upstream_client
 
 log = Logger(namespace="kongtx.proxy")
@@ -57,6 +63,34 @@ def certificate_hook(routers: RouterSource, runtime: PluginRuntime) -> Certifica
         return chain.certificate(sni)
 
     return hook
+
+
+def sni_warmer(routers: RouterSource, runtime: PluginRuntime) -> SNIWarmer:
+    """Before a handshake: load what :func:`certificate_hook` needs for ``sni`` if cold.
+
+    ``None`` (go ahead now) when the router and the API's chain are cached or the
+    name is no API's exact request_host; else a Deferred that fires once loaded.
+    """
+
+    def warm(sni: str) -> Deferred[object] | None:
+        router = routers.peek()
+        if router is not None:
+            found = router.match_host(sni)
+            if found is None or found[1] != "host-exact":
+                return None
+            if runtime.cached_chain(found[0]) is not None:
+                return None
+
+        async def load() -> object:
+            loaded = await routers.get()
+            hit = loaded.match_host(sni)
+            if hit is not None and hit[1] == "host-exact":
+                await runtime.chain_for(hit[0])
+            return None
+
+        return Deferred.fromCoroutine(load())
+
+    return warm
 
 
 def build_pipeline(
@@ -104,6 +138,11 @@ def make_proxy_services(
         tls = ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
         ssl_site = ProxySite(resource, max_header_size=max_header)
         listen_ssl = config.proxy_listen_ssl
-        endpoint = SSL4ServerEndpoint(reactor, listen_ssl.port, tls, interface=listen_ssl.host)
+        endpoint = SNIWarmingTLSEndpoint(
+            _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port),
+            tls,
+            sni_warmer(routers, runtime),
+            reactor,
+        )
         services.append(StreamServerEndpointService(endpoint, ssl_site))
     return services

@@ -16,14 +16,22 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 log = Logger(namespace="kongtx.proxy.tls")
@@ -146,3 +154,138 @@ class ProxyTLSContextFactory:
         except Exception:
             # A broken per-API certificate must not break the handshake: default cert.
             log.failure("certificate phase failed for SNI {sni}", sni=raw)
+
+
+# --------------------------------------------------------------------- SNI warm-up
+#
+# The SNI callback runs inside the handshake and cannot wait, but the API and its
+# plugin chain may not be cached yet (just started, or an Admin change invalidated
+# them): the first client would get the default certificate.  So the proxy reads the
+# ClientHello itself first, and when the name is not warm yet, it loads the router
+# and the API's chain (bounded by a timeout) before OpenSSL sees a single byte.
+
+#: Give up waiting for the datastore after this long; the default cert is served.
+WARM_TIMEOUT = 5.0
+_MAX_HELLO = 16384 + 5
+
+#: Given an SNI name: ``None`` when everything is cached, else a Deferred that fires
+#: (with anything) once it is.
+SNIWarmer = Callable[[str], "Deferred[object] | None"]
+
+
+def client_hello_sni(data: bytes) -> str | None:
+    """The server name in a TLS ClientHello record, or ``None`` (absent or unparsable)."""
+    try:
+        if len(data) < 5 or data[0] != 0x16:
+            return None
+        end = min(len(data), 5 + int.from_bytes(data[3:5], "big"))
+        if data[5] != 0x01:  # handshake type: client_hello
+            return None
+        pos = 5 + 4 + 2 + 32  # handshake header, client_version, random
+        pos += 1 + data[pos]  # session_id
+        pos += 2 + int.from_bytes(data[pos : pos + 2], "big")  # cipher_suites
+        pos += 1 + data[pos]  # compression_methods
+        ext_end = min(end, pos + 2 + int.from_bytes(data[pos : pos + 2], "big"))
+        pos += 2
+        while pos + 4 <= ext_end:
+            ext_type = int.from_bytes(data[pos : pos + 2], "big")
+            ext_len = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            pos += 4
+            if ext_type == 0:  # server_name
+                list_end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
+                p = pos + 2
+                while p + 3 <= list_end:
+                    name_len = int.from_bytes(data[p + 1 : p + 3], "big")
+                    if data[p] == 0:  # host_name
+                        return data[p + 3 : p + 3 + name_len].decode("idna")
+                    p += 3 + name_len
+                return None
+            pos += ext_len
+    except (IndexError, UnicodeError, ValueError):
+        return None
+    return None
+
+
+class _SNIWarmingProtocol(ProtocolWrapper):
+    """Holds the first TLS bytes until the SNI name's certificate can be chosen."""
+
+    factory: _SNIWarmingFactory
+
+    def __init__(self, factory: _SNIWarmingFactory, wrapped: Any) -> None:
+        super().__init__(factory, wrapped)
+        self._buffer = b""
+        self._passthrough = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._passthrough:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        self._buffer += data
+        buf = self._buffer
+        if len(buf) < 5:
+            return
+        if buf[0] != 0x16:
+            self._flush()
+            return
+        if len(buf) < 5 + int.from_bytes(buf[3:5], "big") and len(buf) < _MAX_HELLO:
+            return
+        sni = client_hello_sni(buf)
+        pending = self.factory.warmer(sni) if sni else None
+        if pending is None:
+            self._flush()
+            return
+        transport: Any = self.transport
+        transport.pauseProducing()
+
+        def ready(_: object) -> None:
+            if transport.connected:
+                transport.resumeProducing()
+            self._flush()
+
+        pending.addTimeout(WARM_TIMEOUT, self.factory.reactor)
+        pending.addBoth(ready)
+
+    def _flush(self) -> None:
+        self._passthrough = True
+        data, self._buffer = self._buffer, b""
+        if data and self.wrappedProtocol is not None:
+            self.wrappedProtocol.dataReceived(data)
+
+
+class _SNIWarmingFactory(WrappingFactory[_SNIWarmingProtocol]):
+    protocol = _SNIWarmingProtocol
+
+    def __init__(self, wrapped: Any, warmer: SNIWarmer, reactor: Any) -> None:
+        super().__init__(wrapped)
+        self.warmer = warmer
+        self.reactor = reactor
+        self.noisy = False
+
+
+@implementer(IStreamServerEndpoint)
+class SNIWarmingTLSEndpoint:
+    """A TLS server endpoint that warms the SNI name's certificate before the handshake.
+
+    ``listen(site)`` keeps ``site`` as the service's factory (so connection statistics
+    still find it) and wraps it in TLS and in the warm-up reader underneath.
+    """
+
+    def __init__(
+        self,
+        tcp_endpoint: IStreamServerEndpoint,
+        tls: ProxyTLSContextFactory,
+        warmer: SNIWarmer,
+        reactor: Any,
+    ) -> None:
+        self._tcp = tcp_endpoint
+        self._tls = tls
+        self._warmer = warmer
+        self._reactor = reactor
+
+    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
+        tls_factory = TLSMemoryBIOFactory(self._tls, False, protocolFactory)
+        tls_factory.noisy = False
+        result: Deferred[IListeningPort] = self._tcp.listen(
+            _SNIWarmingFactory(tls_factory, self._warmer, self._reactor)
+        )
+        return result

@@ -137,3 +137,86 @@ def test_tls12_minimum(tmp_path: Path) -> None:
     assert handshake(tmp_path, SSL.TLS1_2_VERSION)
     assert handshake(tmp_path, SSL.TLS1_3_VERSION)
     assert not handshake(tmp_path, SSL.TLS1_1_VERSION)
+
+
+def real_client_hello(sni: str | None) -> bytes:
+    """The first bytes a real TLS client sends (Python's ssl over memory BIOs)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def test_client_hello_sni() -> None:
+    """The SNI name is read from a real ClientHello; none, garbage or plain HTTP give None."""
+    from kongtx.proxy.tls import client_hello_sni
+
+    assert client_hello_sni(real_client_hello("api.example.com")) == "api.example.com"
+    assert client_hello_sni(real_client_hello(None)) is None
+    assert client_hello_sni(b"GET / HTTP/1.1\r\n") is None
+    assert client_hello_sni(b"\x16\x03\x01\x00\x05\x01\x00") is None
+    hello = real_client_hello("a.test")
+    assert client_hello_sni(hello[:40]) is None
+
+
+def test_warming_holds_bytes_until_ready() -> None:
+    """The ClientHello reaches TLS only once the warmer's Deferred fired (or at once if warm)."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from kongtx.proxy.tls import _SNIWarmingFactory
+
+    received: list[bytes] = []
+
+    class Inner(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+
+    pending: dict[str, Deferred[object]] = {}
+
+    def warmer(sni: str) -> Deferred[object] | None:
+        if sni == "warm.test":
+            return None
+        pending[sni] = Deferred()
+        return pending[sni]
+
+    clock = Clock()
+    factory = _SNIWarmingFactory(Factory.forProtocol(Inner), warmer, clock)
+    proto = factory.buildProtocol(None)
+    assert proto is not None
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    hello = real_client_hello("cold.test")
+    proto.dataReceived(hello[:10])
+    proto.dataReceived(hello[10:])
+    assert received == [] and transport.producerState == "paused"
+    pending["cold.test"].callback(None)
+    assert b"".join(received) == hello and transport.producerState == "producing"
+    proto.dataReceived(b"more")
+    assert received[-1] == b"more"
+
+    received.clear()
+    warm = factory.buildProtocol(None)
+    assert warm is not None
+    warm.makeConnection(StringTransport())
+    warm.dataReceived(real_client_hello("warm.test"))
+    assert received != []
+
+    received.clear()
+    slow = factory.buildProtocol(None)
+    assert slow is not None
+    slow.makeConnection(StringTransport())
+    slow.dataReceived(real_client_hello("slow.test"))
+    assert received == []
+    clock.advance(5.1)  # the datastore is slow: go ahead with the default certificate
+    assert received != []
