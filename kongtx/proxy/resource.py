@@ -101,10 +101,18 @@ class WebDownstream:
             request.finished = False
             original_lost(reason)
 
+        def close_client() -> None:
+            transport.loseConnection()
+            # Over TLS, also close the TCP connection underneath once our data is out:
+            # a WebSocket client waits for TCP EOF, not for a TLS close_notify exchange.
+            lower = getattr(transport, "transport", None)
+            if lower is not None:
+                lower.loseConnection()
+
         channel.dataReceived = from_client
         channel.connectionLost = client_lost
         channel._networkProducer.resumeProducing()
-        tunnel.attach(transport.write, transport.loseConnection)
+        tunnel.attach(transport.write, close_client)
         if pending:
             tunnel.write(pending)
 

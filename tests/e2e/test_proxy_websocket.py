@@ -58,3 +58,23 @@ def test_websocket_to_plain_http_upstream(kong_node: Node, upstream: Upstream) -
         with connect(url, open_timeout=10):
             pass
     assert info.value.response.status_code == 200
+
+
+def test_websocket_over_tls(kong_node: Node, upstream: Upstream) -> None:
+    """wss:// to the proxy's TLS listener is spliced to a plain ws upstream."""
+    import ssl
+
+    path = "/" + uuid.uuid4().hex[:10]
+    kong_node.add_api(
+        request_path=path,
+        strip_request_path=True,
+        upstream_url=f"http://127.0.0.1:{upstream.ws_port}",
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    url = f"wss://127.0.0.1:{kong_node.ports['proxy_ssl']}{path}/"
+    with connect(url, ssl=ctx, open_timeout=10) as ws:
+        for size in (10, 100_000):
+            ws.send("y" * size)
+            assert ws.recv(timeout=10) == "y" * size
