@@ -129,6 +129,17 @@ def parse_query(args: Mapping[bytes, list[bytes]]) -> dict[str, Any]:
     return checked(expand_pairs(pairs))
 
 
+def parse_query_string(query: bytes) -> dict[str, Any]:
+    """A raw query string (the part of the URI after ``?``) -> nested params.
+
+    Percent-escapes decode as UTF-8 and anything undecodable becomes U+FFFD, so
+    a hostile query string can only ever produce strange filter values.
+    """
+    text = query.decode("utf-8", errors="replace")
+    pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace")
+    return checked(expand_pairs(pairs))
+
+
 def multipart_pairs(content_type: str, body: bytes) -> list[tuple[str, str]]:
     """The ``(name, content)`` of every named part; a part's content is its value."""
     head = b"Content-Type: " + content_type.encode("latin-1", errors="replace") + b"\r\n\r\n"

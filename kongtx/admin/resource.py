@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from twisted.internet.defer import CancelledError
+
 from kongtx.admin.forms import (
     BODY_METHODS,
     FormError,
     check_content_type,
     parse_body,
-    parse_query,
+    parse_query_string,
     read_body,
 )
 from kongtx.admin.routes import apis, cluster, consumers, credentials, plugins, root
@@ -167,6 +169,8 @@ class AdminResource(AsyncResource):
             return
         try:
             reply = await self._dispatch(request, method)
+        except CancelledError:
+            raise
         except Exception as error:
             mapped = error_reply(error)
             if mapped is None:
@@ -201,7 +205,8 @@ class AdminResource(AsyncResource):
             method=method,
             path=path,
             args=args,
-            query=parse_query(request.args),
+            # From the URI itself: Twisted folds POST form bodies into request.args.
+            query=parse_query_string(request.uri.partition(b"?")[2]),
             body=body,
         )
         return await handler(call)

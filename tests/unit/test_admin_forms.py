@@ -17,6 +17,7 @@ from kongtx.admin.forms import (
     expand_pairs,
     parse_body,
     parse_query,
+    parse_query_string,
     read_body,
 )
 
@@ -167,6 +168,13 @@ class ExpansionTests(SynchronousTestCase):
         self.assertEqual(
             parse_query(args),
             {"config": {"minute": "10"}, "name": ["a", "b"], "x": "\ufffd"},
+        )
+
+    def test_raw_query_string(self) -> None:
+        """A raw query string decodes UTF-8 escapes and survives undecodable bytes."""
+        self.assertEqual(
+            parse_query_string(b"a.b=%C3%A9&a.c=1&x=%FF&r=\xc3\xa9&flag"),
+            {"a": {"b": "\u00e9", "c": "1"}, "x": "\ufffd", "r": "\u00e9", "flag": ""},
         )
 
     def test_dotted_and_object_merge(self) -> None:
