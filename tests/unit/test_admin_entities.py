@@ -192,3 +192,44 @@ class CredentialRuleTests(SynchronousTestCase):
             form={"credential_id": app["id"], "expires_in": "5", "token_type": "mac"},
         )
         self.assertEqual(body, {"token_type": '"mac" is not allowed. Allowed values are: "bearer"'})
+
+
+class GenericRuleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.admin = AdminHarness(self)
+        self.admin.api("one")
+
+    def test_immutable(self) -> None:
+        """Changing an immutable field is 400 <field> cannot be updated."""
+        self.assertEqual(
+            self.admin.ok("PATCH", "/apis/one", 400, json_body={"created_at": 5}),
+            {"created_at": "created_at cannot be updated"},
+        )
+
+    def test_config_self_check(self) -> None:
+        """A plugin config self_check failure is 400 {"config": reason}."""
+        self.assertEqual(
+            self.admin.ok("POST", "/plugins", 400, form={"name": "rate-limiting"}),
+            {
+                "config": "You need to set at least one limit: second, minute, hour, day, month, year"
+            },
+        )
+
+    def test_several_fields(self) -> None:
+        """Several bad fields are reported together, nested config keys as config.<field>."""
+        body = self.admin.ok(
+            "POST",
+            "/plugins",
+            400,
+            json_body={"name": "rate-limiting", "config": {"minute": "x", "hour": [1]}},
+        )
+        self.assertEqual(
+            body,
+            {"config.minute": "minute is not a number", "config.hour": "hour is not a number"},
+        )
+
+    def test_forged_offset(self) -> None:
+        """An offset this store did not hand out is 400 naming it."""
+        self.assertEqual(
+            self.admin.ok("GET", "/apis?offset=zz", 400), {"offset": "zz is not a valid offset"}
+        )
