@@ -503,7 +503,8 @@ class ProxyPipeline:
     ) -> None:
         ctx.status = response.status
         headers = response.headers
-        if response.length is not None and ctx.method != "HEAD":
+        if response.length is not None:
+            # for HEAD too: the length the GET would have had (the body is never sent)
             headers.set("Content-Length", str(response.length))
         headers.set("Via", SERVER_NAME)
         headers.set("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))

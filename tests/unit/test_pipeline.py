@@ -306,13 +306,16 @@ class PipelineTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         assert pending is not None and pending.called
 
-    def test_head_response_has_no_length_added(self) -> None:
-        """For HEAD, no Content-Length is invented from the (empty) upstream body."""
+    def test_head_response_keeps_upstream_length(self) -> None:
+        """For HEAD, the upstream's Content-Length (of the GET) is passed on, no body."""
         d, down = self.start(self.pipeline(), "/p", method="HEAD")
-        response = FakeResponse(length=0)
+        response = FakeResponse(length=1234)
         assert self.client.pending is not None
         self.client.pending.callback(response)
-        assert down.header("content-length") is None
+        assert down.header("content-length") == "1234"
+        response.sink.finish()
+        self.successResultOf(d)
+        assert down.body == b"" and down.finished
 
     # ---------------------------------------------------------------- plugins
 
