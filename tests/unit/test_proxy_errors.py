@@ -7,7 +7,6 @@ import json
 import pytest
 from twisted.internet import error as ierror
 from twisted.python.failure import Failure
-from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 
 from kongtx.proxy.errors import MESSAGES, error_message, error_page
 from kongtx.proxy.upstream import classify
@@ -95,9 +94,14 @@ def test_connect_timeout_is_504() -> None:
     assert classify(Failure(ierror.TimeoutError())).status == 504
 
 
-def test_broken_response_is_502() -> None:
-    """An upstream that closes or sends garbage before a response maps to 502."""
-    assert (
-        classify(Failure(ResponseNeverReceived([Failure(ierror.ConnectionDone())]))).status == 502
-    )
-    assert classify(Failure(ResponseFailed([Failure(ValueError("bad"))]))).status == 502
+def test_other_connect_failures_are_502() -> None:
+    """Any other connect failure (no route, reset) maps to 502."""
+    assert classify(Failure(ierror.NoRouteError())).status == 502
+    assert classify(Failure(ierror.ConnectionLost())).status == 502
+
+
+def test_upstream_error_passes_through() -> None:
+    """An UpstreamError keeps its own status."""
+    from kongtx.proxy.errors import UpstreamError
+
+    assert classify(Failure(UpstreamError(504, "x"))).status == 504

@@ -20,23 +20,32 @@ from kongtx.proxy.request import HeaderList
 from kongtx.proxy.upstream import FileBodyProducer, UpstreamClient, UpstreamResponse
 
 
+class PausingTransport(StringTransport):
+    """A transport whose buffer is always full: it pauses its producer after each write."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+
 @implementer(IStreamClientEndpoint)
 class MemoryEndpoint:
     """Connects to a StringTransport (or fails), recording each connection."""
 
-    def __init__(self, test: ClientTests) -> None:
+    def __init__(self, test: _Base) -> None:
         self.test = test
 
     def connect(self, factory: Any) -> Deferred[Any]:
         proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 80))
-        transport = StringTransport()
+        transport = PausingTransport() if self.test.pausing else StringTransport()
         proto.makeConnection(transport)
         self.test.connections.append((proto, transport))
         return succeed(proto)
 
 
 class MemoryClient(UpstreamClient):
-    def __init__(self, test: ClientTests, **kw: Any) -> None:
+    def __init__(self, test: _Base, **kw: Any) -> None:
         super().__init__(test.reactor, Clock(test.reactor), **kw)
         self.test = test
 
@@ -69,11 +78,14 @@ class Sink:
         self.failed = reason
 
 
-class ClientTests(SynchronousTestCase):
+class _Base(SynchronousTestCase):
+    """In-memory connections and a request helper (no tests of its own)."""
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.connections: list[tuple[Any, StringTransport]] = []
         self.refuse = False
+        self.pausing = False
 
     def request(
         self,
@@ -92,6 +104,8 @@ class ClientTests(SynchronousTestCase):
             )
         )
 
+
+class ClientTests(_Base):
     def test_request_bytes_framed_by_client(self) -> None:
         """The request line and headers go out once; framing comes from the body, not the client."""
         client = MemoryClient(self)
@@ -241,3 +255,168 @@ class ProducerTests(SynchronousTestCase):
                 pass
 
         self.failureResultOf(producer.startProducing(Consumer()), OSError)  # type: ignore[arg-type]
+
+
+class LeanClientTests(_Base):
+    """Behaviours of the lean client beyond the basics above."""
+
+    def respond(self, index: int, data: bytes) -> None:
+        proto, _ = self.connections[index]
+        proto.dataReceived(data)
+
+    def test_stale_pooled_connection_retried(self) -> None:
+        """A pooled connection that dies before any response byte is replaced, once."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d).deliver(Sink())
+        d2 = self.request(client)
+        assert len(self.connections) == 1
+        proto, transport = self.connections[0]
+        proto.connectionLost(Failure(ConnectionRefusedError()))  # upstream closed it idle
+        assert len(self.connections) == 2
+        self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert self.successResultOf(d2).status == 204
+
+    def test_fresh_connection_not_retried(self) -> None:
+        """A new connection closed before a response is a 502, not a retry."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        proto.connectionLost(Failure(ConnectionRefusedError()))
+        err = self.failureResultOf(d, UpstreamError)
+        assert err.value.status == 502 and len(self.connections) == 1
+
+    def test_head_response_complete_after_headers(self) -> None:
+        """A HEAD response ends with its headers; its Content-Length is reported."""
+        client = MemoryClient(self)
+        d = self.request(client, method="HEAD")
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        response = self.successResultOf(d)
+        assert response.length == 1234
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.finished and sink.data == b""
+
+    def test_interim_100_skipped(self) -> None:
+        """A 100 Continue before the response is skipped."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        self.respond(
+            0, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+        )
+        response = self.successResultOf(d)
+        assert response.status == 201
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.data == b"ok" and sink.finished
+
+    def test_chunked_response_decoded(self) -> None:
+        """A chunked response arrives decoded, length unknown, Transfer-Encoding dropped."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        response = self.successResultOf(d)
+        assert response.length is None and response.headers.get("transfer-encoding") is None
+        sink = Sink()
+        response.deliver(sink)
+        self.respond(0, b"2\r\nde\r\n0\r\n\r\n")
+        assert sink.data == b"abcde" and sink.finished
+
+    def test_read_until_close(self) -> None:
+        """A response without length or chunking ends when the upstream closes."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart")
+        response = self.successResultOf(d)
+        sink = Sink()
+        response.deliver(sink)
+        proto, _ = self.connections[0]
+        from twisted.internet.error import ConnectionDone
+
+        proto.connectionLost(Failure(ConnectionDone()))
+        assert sink.data == b"part" and sink.finished and sink.failed is None
+
+    def test_truncated_body_fails(self) -> None:
+        """A Content-Length body cut short fails the sink instead of finishing it."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+        response = self.successResultOf(d)
+        sink = Sink()
+        response.deliver(sink)
+        proto, _ = self.connections[0]
+        proto.connectionLost(Failure(ConnectionRefusedError()))
+        assert sink.failed is not None and not sink.finished
+
+    def test_header_injection_refused(self) -> None:
+        """A header value with CR/LF (a plugin's doing) never reaches the upstream."""
+        client = MemoryClient(self)
+        d = self.request(client, [("Host", "up.com"), ("X-A", "1\r\nX-Injected: 1")])
+        err = self.failureResultOf(d, UpstreamError)
+        assert err.value.status == 502 and self.connections == []
+
+    def test_early_response_stops_upload(self) -> None:
+        """An upstream answering mid-upload stops the upload; the connection is not reused."""
+        self.pausing = True
+        client = MemoryClient(self)
+        body = b"z" * (64 * 1024 * 4)
+        d = self.request(client, body=body, method="POST")
+        proto, transport = self.connections[0]
+        assert len(transport.value()) < len(body)  # still uploading
+        self.respond(0, b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        response = self.successResultOf(d)
+        assert response.status == 413
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.finished
+        d2 = self.request(client)
+        assert len(self.connections) == 2
+        self.assertNoResult(d2)
+
+    def test_keepalive_zero_closes(self) -> None:
+        """upstream_keepalive = 0: every connection is closed after its response."""
+        client = MemoryClient(self, keepalive=0)
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d).deliver(Sink())
+        assert self.connections[0][1].disconnecting
+
+
+def test_split_url() -> None:
+    """Absolute URLs split into scheme, host, port and target (defaults per scheme)."""
+    from kongtx.proxy.upstream import split_url
+
+    assert split_url("http://H.com/a?b") == ("http", "h.com", 80, "/a?b")
+    assert split_url("https://h.com:8443") == ("https", "h.com", 8443, "/")
+    assert split_url("http://[::1]:81/x") == ("http", "::1", 81, "/x")
+    assert split_url("https://h.com?q=1") == ("https", "h.com", 443, "/?q=1")
+
+
+class BackpressureTests(_Base):
+    def test_upload_follows_transport_backpressure(self) -> None:
+        """The body is written as fast as the transport drains, then the read timeout runs."""
+        self.pausing = True
+        client = MemoryClient(self, send_timeout=1000, read_timeout=1000)
+        body = bytes(range(256)) * 1024
+        d = self.request(client, body=body, method="PUT")
+        _, transport = self.connections[0]
+        while transport.producer is not None and len(transport.value()) < len(body):
+            self.reactor.advance(0.5)  # never 1 s without progress: no send timeout
+            transport.producer.resumeProducing()
+        assert transport.value().endswith(body)
+        self.reactor.advance(0.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.2)
+        assert self.failureResultOf(d, UpstreamError).value.status == 504
+
+    def test_send_timeout(self) -> None:
+        """An upstream that stops reading the body: 504 after upstream_send_timeout."""
+        self.pausing = True
+        client = MemoryClient(self, send_timeout=1000, read_timeout=60000)
+        d = self.request(client, body=b"q" * (64 * 1024 * 3), method="POST")
+        self.reactor.advance(0.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.2)
+        err = self.failureResultOf(d, UpstreamError)
+        assert err.value.status == 504 and "send" in err.value.reason
