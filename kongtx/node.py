@@ -8,7 +8,7 @@ and started only once the asynchronous start-up (prefix, store, migrations,
 plugin check) has succeeded; if it fails, the reason is logged as one line and
 the process exits non-zero.
 
-The node also implements the Admin API's ``NodeInfo`` (name, members, server
+The node also gives the Admin API its ``NodeInfo`` view (name, members, server
 statistics) and the process signals Kong's CLI relies on: SIGHUP re-reads and
 applies the configuration (``kong reload``), SIGQUIT drains in-flight requests
 and exits (``kong quit``), SIGTERM stops at once (``kong stop``).
@@ -63,7 +63,7 @@ class KongNode(MultiService):
         self.reactor = reactor
         self.clock = Clock(reactor)
         self.hostname = socket.gethostname()
-        self.name = ""
+        self.node_name = ""
         self.cache = Cache(self.clock, config.mem_cache_size)
         self.store: IStore | None = None
         self.dao: DAO | None = None
@@ -85,10 +85,10 @@ class KongNode(MultiService):
 
     async def _start(self) -> None:
         prepare_prefix(self.config)
-        self.name = node_name(self.config)
+        self.node_name = node_name(self.config)
         self._threads.start()
         self.registry = PluginRegistry.load(self.config.custom_plugins)
-        self.store = open_store(self.config, self.reactor, self.clock, self.name)
+        self.store = open_store(self.config, self.reactor, self.clock, self.node_name)
         await self.store.start()
         migrations = load_migrations(self.config.database, migration_identifiers(self.registry))
         ran = await self.store.migrate(migrations)
@@ -102,7 +102,7 @@ class KongNode(MultiService):
         self._install_signals()
         self.log.info(
             "kongtx node {name} started on {database} (admin {admin}, proxy {proxy})",
-            name=self.name,
+            name=self.node_name,
             database=self.config.database,
             admin=f"{self.config.admin_listen.host}:{self.config.admin_listen.port}",
             proxy=f"{self.config.proxy_listen.host}:{self.config.proxy_listen.port}",
@@ -142,7 +142,9 @@ class KongNode(MultiService):
 
     def _make_listeners(self, config: Config) -> list[IService]:
         assert self.dao is not None and self.registry is not None
-        admin = AdminResource(self.dao, self.cache, config, self.registry, self, self.clock)
+        admin = AdminResource(
+            self.dao, self.cache, config, self.registry, NodeView(self), self.clock
+        )
         site = TrackingSite(admin)
         site.displayTracebacks = False
         self.sites = [site]
@@ -222,19 +224,6 @@ class KongNode(MultiService):
         await DeferredList([site.drain(self.clock, timeout) for site in sites])
         self.reactor.stop()
 
-    # ------------------------------------------------------------- NodeInfo
-
-    async def members(self) -> list[dict[str, Any]]:
-        """Until the cluster layer runs, the cluster is this node alone."""
-        address = self.config.cluster_advertise or self.config.cluster_listen
-        return [{"name": self.name, "address": f"{address.host}:{address.port}", "status": "alive"}]
-
-    async def join(self, address: str) -> None:
-        raise ValueError(f"Error joining {address}: this node runs no cluster agent")
-
-    async def force_leave(self, name: str) -> None:
-        raise ValueError(f"Error force-leaving {name}: this node runs no cluster agent")
-
     def server_stats(self) -> dict[str, int]:
         """nginx stub_status-style counters summed over every listener."""
         total: dict[str, int] = {}
@@ -258,6 +247,39 @@ class KongNode(MultiService):
     def run_in_thread(self, fn: Any) -> Deferred[Any]:
         """Run CPU-heavy work (password KDFs) off the reactor thread."""
         return deferToThreadPool(self.reactor, self._threads, fn)
+
+
+class NodeView:
+    """The node as the Admin API sees it (``kongtx.admin.resource.NodeInfo``).
+
+    Until the cluster layer runs, the cluster is this node alone, and joining or
+    force-leaving is refused with a clear message.
+    """
+
+    def __init__(self, node: KongNode) -> None:
+        self._node = node
+
+    @property
+    def name(self) -> str:
+        return self._node.node_name
+
+    @property
+    def hostname(self) -> str:
+        return self._node.hostname
+
+    async def members(self) -> list[dict[str, Any]]:
+        config = self._node.config
+        address = config.cluster_advertise or config.cluster_listen
+        return [{"name": self.name, "address": f"{address.host}:{address.port}", "status": "alive"}]
+
+    async def join(self, address: str) -> None:
+        raise ValueError(f"Error joining {address}: this node runs no cluster agent")
+
+    async def force_leave(self, name: str) -> None:
+        raise ValueError(f"Error force-leaving {name}: this node runs no cluster agent")
+
+    def server_stats(self) -> dict[str, int]:
+        return self._node.server_stats()
 
 
 def _listen_tuple(config: Config) -> tuple[Any, ...]:
