@@ -27,6 +27,7 @@ from typing import IO, Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -220,11 +221,13 @@ class AsyncResource(Resource, metaclass=ABCMeta):
         request.setHeader(b"Server", SERVER_NAME.encode("ascii"))
         for name, value in (headers or {}).items():
             request.setHeader(name, value)
+        if status in NO_BODY_CODES:
+            # RFC 9110: a 204/304 carries neither a body nor a Content-Length.
+            request.finish()
+            return
+        request.setHeader(b"Content-Length", b"%d" % len(body or b""))
         if body:
-            request.setHeader(b"Content-Length", b"%d" % len(body))
             request.write(body)
-        else:
-            request.setHeader(b"Content-Length", b"0")
         request.finish()
 
     def respond_json(

@@ -241,7 +241,7 @@ class AsyncResourceTests(SynchronousTestCase):
         self.assertEqual(conn.response()[0], 202)
 
     def test_empty_json_body(self) -> None:
-        """respond_json with no value sends an empty body with Content-Length 0."""
+        """A 204 has no body and no Content-Length (RFC 9110)."""
 
         async def handler(res: Resource, request: HTTPRequest) -> None:
             res.respond_json(request, 204)
@@ -251,3 +251,16 @@ class AsyncResourceTests(SynchronousTestCase):
         status, headers, body = conn.response()
         self.assertEqual(status, 204)
         self.assertEqual(body, b"")
+        self.assertNotIn("content-length", headers)
+        self.assertNotIn("transfer-encoding", headers)
+
+    def test_empty_200_has_zero_length(self) -> None:
+        """An empty 200 says Content-Length: 0, so keep-alive clients know it ended."""
+
+        async def handler(res: Resource, request: HTTPRequest) -> None:
+            res.respond_json(request, 200)
+
+        conn = Connection(Resource(handler))
+        conn.send()
+        status, headers, body = conn.response()
+        self.assertEqual((status, headers["content-length"], body), (200, "0", b""))
