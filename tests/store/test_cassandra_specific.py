@@ -89,6 +89,19 @@ def test_timeout_is_in_milliseconds_like_cassandra_timeout() -> None:
         CassandraStore(tables=TABLES, origin="n", clock=clock, reactor=None, keyspace="a-b")
 
 
+def test_harness_skips_without_jars_unless_required(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No jars: the harness skips loudly, or fails when KONG_TEST_REQUIRE names cassandra."""
+    monkeypatch.setenv("KONG_TEST_CASSANDRA_LIB", str(tmp_path))
+    monkeypatch.setenv("KONG_TEST_REQUIRE", "postgres")
+    with pytest.raises(pytest.skip.Exception, match="no cassandra-all"):
+        cs._start_owned()
+    monkeypatch.setenv("KONG_TEST_REQUIRE", "postgres,cassandra")
+    with pytest.raises(pytest.fail.Exception, match="KONG_TEST_REQUIRE"):
+        cs._start_owned()
+
+
 # --------------------------------------------------------------------------- against the server
 
 
