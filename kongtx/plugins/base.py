@@ -13,6 +13,7 @@ cache miss, a datastore or LDAP call) returns a coroutine; the runtime awaits it
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from kongtx.store.interface import Row
@@ -124,6 +125,27 @@ class CertificateContext(Protocol):
         """Serve this DER certificate and private key instead of the default one."""
 
 
+@dataclass(frozen=True)
+class PluginServices:
+    """The node-wide parts a handler may use beyond its own config.
+
+    Handed to every handler by the runtime, so plugins reach consumers and
+    credentials (``dao``, through the ``cache``), time (``clock``) and the network
+    (``reactor``) without importing the proxy or the node.
+    """
+
+    #: kongtx.dao.DAO: consumer and credential lookups.
+    dao: Any
+    #: kongtx.cache.Cache: the node cache (credentials under SPEC §7.4's keys).
+    cache: Any
+    #: kongtx.clock.Clock: the node's one timer owner.
+    clock: Any
+    #: The reactor, for outbound connections (log receivers, LDAP, Redis).
+    reactor: Any = None
+    #: kongtx.config.Config: the node's configuration (trusted_ips...).
+    node_config: Any = None
+
+
 class BasePlugin:
     """Base of every request-time plugin handler.
 
@@ -135,8 +157,9 @@ class BasePlugin:
     #: Priority order, highest first (SPEC §4.1); copied from the PluginSpec.
     PRIORITY: ClassVar[int] = 0
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         self.config = config
+        self.services = services
 
     def certificate(self, ctx: CertificateContext) -> None:
         """TLS handshake with SNI (only the ssl plugin implements it); cannot wait."""

@@ -51,7 +51,7 @@ from twisted.logger import Logger
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.invalidation import CHAIN_PREFIX, plugin_key
-from kongtx.plugins.base import BasePlugin, RequestContext
+from kongtx.plugins.base import BasePlugin, PluginServices, RequestContext
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.interface import Row
 
@@ -149,13 +149,26 @@ class PluginRuntime:
             ``plugins:<name>[:<api_id>][:<consumer_id>]``, misses as negative entries.
         registry: the loaded plugins (``PluginRegistry``).
         clock: the node's clock.
+        services: what handlers get besides their config (built from the
+            above when not given).
     """
 
-    def __init__(self, dao: PluginRows, cache: Cache, registry: PluginSpecs, clock: Clock) -> None:
+    def __init__(
+        self,
+        dao: PluginRows,
+        cache: Cache,
+        registry: PluginSpecs,
+        clock: Clock,
+        services: PluginServices | None = None,
+    ) -> None:
         self._dao = dao
         self._cache = cache
         self._registry = registry
         self.clock = clock
+        #: handed to every handler (dao/cache/clock/reactor/node config)
+        self.services = services or PluginServices(
+            dao=dao, cache=cache, clock=clock, reactor=clock.reactor
+        )
         # row id -> entry; reused while the row's config is unchanged (an LRU bound
         # keeps rows deleted on other nodes from accumulating)
         self._entries: OrderedDict[str, PluginEntry] = OrderedDict()
@@ -262,7 +275,7 @@ class PluginRuntime:
         handler_cls = spec.handler
         if handler_cls is None:
             raise LookupError(f"plugin {spec.name!r} has no request-time handler")
-        handler = handler_cls(row.get("config") or {})
+        handler = handler_cls(row.get("config") or {}, self.services)
         entry = PluginEntry(spec, row, handler)
         entries[row_id] = entry
         entries.move_to_end(row_id)

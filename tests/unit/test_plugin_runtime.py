@@ -37,8 +37,8 @@ class Recorder(BasePlugin):
     built: ClassVar[list[Mapping[str, Any]]] = []
     NAME = "recorder"
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: Any = None) -> None:
+        super().__init__(config, services)
         type(self).built.append(config)
 
     def _note(self, phase: str, ctx: Any) -> None:
@@ -275,7 +275,7 @@ class ChainTests(RuntimeTestCase):
         """A handler that cannot be built fails the chain instead of silently skipping the plugin."""
 
         class Broken(BasePlugin):
-            def __init__(self, config: Mapping[str, Any]) -> None:
+            def __init__(self, config: Mapping[str, Any], services: Any = None) -> None:
                 raise ValueError("bad config")
 
         self.specs.append(spec("broken", 1000, handler=Broken))
@@ -571,6 +571,13 @@ class CertificateTests(RuntimeTestCase):
         self.assertEqual(
             self.chain().certificate("example.org"), (b"example.org", API["id"].encode())
         )
+
+    def test_handlers_receive_the_services(self) -> None:
+        """Every handler is built with the runtime's PluginServices (dao, cache, clock)."""
+        self.add("limit")
+        handler = self.chain().entries()[0].handler
+        self.assertIs(handler.services, self.runtime.services)
+        self.assertIs(handler.services.cache, self.runtime.services.cache)
 
     def test_no_certificate_plugin(self) -> None:
         """Without a certificate plugin the default certificate is used (None)."""

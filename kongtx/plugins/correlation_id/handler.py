@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 
 #: ctx.shared key of the value to echo downstream.
 ECHO_KEY = "correlation-id.value"
@@ -71,8 +71,8 @@ class Handler(BasePlugin):
 
     PRIORITY = 0
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
         self.header_name: str = config.get("header_name") or DEFAULT_HEADER
         name = config.get("generator") or DEFAULT_GENERATOR
         generator = GENERATORS.get(name)

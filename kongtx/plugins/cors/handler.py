@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 
 #: ctx.shared flag: this request's response must not get CORS headers in header_filter
 #: (a preflight answered here already has them; a continued preflight gets none).
@@ -38,8 +38,8 @@ class Handler(BasePlugin):
 
     PRIORITY = 2000
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
         origin = config.get("origin")
         self.origin: str = "*" if origin is None else str(origin)
         self.vary = origin is not None

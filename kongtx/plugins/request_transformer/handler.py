@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 
 Rule = tuple[str, str | None]
 
@@ -317,8 +317,8 @@ class Handler(BasePlugin):
 
     PRIORITY = 800
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
         self.body = BodyRules(config)
         self.headers_remove = rule_set(config, "remove", "headers")
         self.headers_replace = rule_set(config, "replace", "headers")

@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.request_transformer.handler import append_value, rule_set
 
 #: ctx.shared key of the JSON body being buffered.
@@ -36,8 +36,8 @@ class Handler(BasePlugin):
 
     PRIORITY = 800
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
         self.headers_remove = rule_set(config, "remove", "headers")
         self.headers_replace = rule_set(config, "replace", "headers")
         self.headers_add = rule_set(config, "add", "headers")

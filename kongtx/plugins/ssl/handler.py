@@ -24,7 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.logger import Logger
 
-from kongtx.plugins.base import BasePlugin, CertificateContext, PhaseResult, RequestContext
+from kongtx.plugins.base import (
+    BasePlugin,
+    CertificateContext,
+    PhaseResult,
+    PluginServices,
+    RequestContext,
+)
 
 UPGRADE_HEADERS = {"Connection": "Upgrade", "Upgrade": "TLS/1.0, HTTP/1.1"}
 UPGRADE_BODY = {"message": "Please use HTTPS protocol"}
@@ -69,8 +75,8 @@ class Handler(BasePlugin):
 
     _logger = Logger()
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
         self.only_https = bool(config.get("only_https"))
         self.accept_terminated = bool(config.get("accept_http_if_already_terminated"))
         self.certificate_der: tuple[bytes, bytes] | None
