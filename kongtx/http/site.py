@@ -34,10 +34,25 @@ class TrackingChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
+class RawBodyRequest(Request):
+    """A Request that leaves form and multipart bodies to us.
+
+    Twisted parses POST form submissions into ``request.args`` before our
+    resource runs, and answers malformed multipart itself with a bare 400; the
+    Admin API parses bodies itself (SPEC §1.1) and must answer every refusal with
+    its own JSON and CORS headers.
+    """
+
+    def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
+        kw["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kw)
+
+
 class TrackingSite(Site):
     """Counts connections and requests; can drain gracefully."""
 
     protocol = TrackingChannel  # type: ignore[assignment]
+    requestFactory = RawBodyRequest
 
     def __init__(self, resource: Any, *args: Any, **kw: Any) -> None:
         super().__init__(resource, *args, **kw)
