@@ -354,6 +354,7 @@ class ProxyPipeline:
         self.clock = clock
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
+        self._log_queue: list[tuple[PluginChain, ProxyContext]] = []
 
     # ----------------------------------------------------------------- entry
 
@@ -400,7 +401,7 @@ class ProxyPipeline:
         finally:
             ctx.request_latency = self._ms_since(started)
             if chain is not None and ctx.status:
-                self.clock.call_later(0, self._run_log, chain, ctx)
+                self._queue_log(chain, ctx)
 
     # ----------------------------------------------------------------- helpers
 
@@ -442,14 +443,35 @@ class ProxyPipeline:
             down, status, [("Content-Type", content_type), ("Server", SERVER_NAME)], body
         )
 
-    def _run_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
-        async def run() -> None:
-            try:
-                await _maybe_await(chain.log(ctx))
-            except Exception:
-                log.failure("log phase failed for {uri}", uri=ctx.request_uri)
+    def _queue_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
+        """Run the log phase on a later reactor turn, never before the response is out.
 
-        Deferred.fromCoroutine(run())
+        One timer serves every request that finished in the same turn.
+        """
+        self._log_queue.append((chain, ctx))
+        if len(self._log_queue) == 1:
+            self.clock.call_later(0, self._run_logs)
+
+    def _run_logs(self) -> None:
+        queue, self._log_queue = self._log_queue, []
+        for chain, ctx in queue:
+            self._run_log(chain, ctx)
+
+    def _run_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
+        try:
+            pending = chain.log(ctx)
+        except Exception:
+            log.failure("log phase failed for {uri}", uri=ctx.request_uri)
+            return
+        if pending is not None and inspect.isawaitable(pending):
+
+            async def run() -> None:
+                try:
+                    await pending
+                except Exception:
+                    log.failure("log phase failed for {uri}", uri=ctx.request_uri)
+
+            Deferred.fromCoroutine(run())
 
     # ----------------------------------------------------------------- proxying
 

@@ -144,8 +144,14 @@ class _Deadline:
         self.phase = ""
 
     def start(self, phase: str, seconds: float) -> None:
-        self.cancel()
         self.phase = phase
+        call = self._call
+        if call is not None and call.active():
+            if seconds > 0:
+                call.reset(seconds)  # cheaper than cancel + a new timer
+                return
+            call.cancel()
+        self._call = None
         if seconds > 0:
             self._call = self._clock.call_later(seconds, self._expired)
 
