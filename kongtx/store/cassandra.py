@@ -30,7 +30,8 @@ Cassandra has no constraints and no transactions, so, as Kong 0.9 did (SPEC §7.
   ``ALLOW FILTERING``;
 * ``cluster_events`` is partitioned by origin and clustered by seq; the next seq of
   this node's origin is kept in memory (seeded from ``cluster_events_seq`` on first
-  use), which assumes one running store per origin, as node names guarantee.
+  use), which assumes one running store per origin, as node names guarantee; this
+  store's write batches run one at a time so seqs become visible in order.
 """
 
 from __future__ import annotations
@@ -593,26 +594,23 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ events
 
-    async def _next_seqs(self, n: int) -> list[int]:
-        """``n`` fresh sequence numbers of this origin (seeded once from the database)."""
-        async with self._seq_lock:
-            if self._seq is None:
-                rows = await self._rows(
-                    f"SELECT seq FROM {self._ks('cluster_events_seq')} WHERE origin = %s",
-                    [self.origin],
-                )
-                last = await self._rows(
-                    f"SELECT seq FROM {self._ks('cluster_events')} WHERE origin = %s"
-                    " ORDER BY seq DESC LIMIT 1",
-                    [self.origin],
-                )
-                self._seq = max(
-                    int(rows[0][0]) if rows and rows[0][0] is not None else 0,
-                    int(last[0][0]) if last else 0,
-                )
-            first = self._seq + 1
-            self._seq += n
-            return list(range(first, first + n))
+    async def _last_seq(self) -> int:
+        """The last seq this origin used (seeded once from the database)."""
+        if self._seq is None:
+            rows = await self._rows(
+                f"SELECT seq FROM {self._ks('cluster_events_seq')} WHERE origin = %s",
+                [self.origin],
+            )
+            last = await self._rows(
+                f"SELECT seq FROM {self._ks('cluster_events')} WHERE origin = %s"
+                " ORDER BY seq DESC LIMIT 1",
+                [self.origin],
+            )
+            self._seq = max(
+                int(rows[0][0]) if rows and rows[0][0] is not None else 0,
+                int(last[0][0]) if last else 0,
+            )
+        return self._seq
 
     def _event_statements(
         self, changes: Sequence[tuple[str, ChangeType, Row | None, Row | None]], seqs: list[int]
@@ -651,16 +649,31 @@ class CassandraStore:
         writes: list[tuple[str, list[Any]]],
         changes: Sequence[tuple[str, ChangeType, Row | None, Row | None]],
     ) -> None:
-        """Apply ``writes`` and the events of ``changes`` in one logged batch."""
+        """Apply ``writes`` and the events of ``changes`` in one logged batch.
+
+        Batches of this store run one at a time: a reader that saw seq N must never
+        see N-1 appear later (it would skip it), which concurrent batches could cause.
+        A batch refused by the server gives its numbers back; one whose outcome is
+        unknown (timeout) keeps them, which may leave a gap that readers step over.
+        """
         from cassandra.encoder import Encoder
 
-        seqs = await self._next_seqs(len(changes))
-        statements = writes + self._event_statements(changes, seqs)
-        encoder = Encoder()
-        body = []
-        for cql, params in statements:
-            body.append(cql % tuple(encoder.cql_encode_all_types(p) for p in params))
-        await self._execute("BEGIN BATCH\n" + ";\n".join(body) + ";\nAPPLY BATCH")
+        async with self._seq_lock:
+            last = await self._last_seq()
+            seqs = list(range(last + 1, last + 1 + len(changes)))
+            self._seq = last + len(changes)
+            statements = writes + self._event_statements(changes, seqs)
+            encoder = Encoder()
+            body = []
+            for cql, params in statements:
+                body.append(cql % tuple(encoder.cql_encode_all_types(p) for p in params))
+            try:
+                await self._execute("BEGIN BATCH\n" + ";\n".join(body) + ";\nAPPLY BATCH")
+            except StoreUnavailable:
+                raise
+            except BaseException:
+                self._seq = last
+                raise
 
     def _insert_statement(
         self, table: Table, row: Row, expire_at: int | None

@@ -193,6 +193,28 @@ def test_ttl_rows_use_native_ttls(store: CassandraStore, rows: Rows) -> None:
     assert session.execute(query, [plain["name"]]).one().t is None
 
 
+def test_concurrent_writes_of_one_node_number_events_in_order(
+    store: CassandraStore, rows: Rows
+) -> None:
+    """Concurrent writes of one store log contiguous seqs, each seq visible only after the one before."""
+    from twisted.internet.defer import Deferred, gatherResults
+
+    from tests.reactor_thread import call
+
+    consumers = [rows.consumer() for _ in range(12)]
+
+    def all_at_once() -> Deferred[list[Any]]:
+        return gatherResults(
+            [Deferred.fromCoroutine(store.insert("consumers", c)) for c in consumers]
+        )
+
+    call(all_at_once)
+    events = run(store.events_after("node-a", 0, 100))
+    assert [e.seq for e in events] == list(range(1, 13))
+    assert sorted(e.new["id"] for e in events if e.new) == sorted(c["id"] for c in consumers)
+    assert [e.at for e in events] == sorted(e.at for e in events)
+
+
 def test_tampered_paging_state_is_an_invalid_offset(store: CassandraStore, rows: Rows) -> None:
     """A forged token or another listing's token is refused before reaching the server."""
     for _ in range(3):
