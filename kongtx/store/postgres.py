@@ -23,6 +23,7 @@ deletes them every 60 s.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -261,11 +262,33 @@ class PostgresStore:
                 return
         self._idle.append(conn)
 
+    async def _address(self) -> dict[str, Any]:
+        """The DSN with ``hostaddr`` resolved off the reactor thread.
+
+        libpq would otherwise resolve a host name synchronously inside the async connect
+        and stall the reactor; ``host`` stays for TLS verification.
+        """
+        host = self._dsn["host"]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host.startswith("/"):
+                return self._dsn  # a unix socket directory
+            try:
+                ip = await self._timed(self._reactor.resolve(host), None, self.timeout)
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                raise StoreUnavailable(f"cannot resolve PostgreSQL host {host!r}: {e}") from e
+            return {**self._dsn, "hostaddr": ip}
+        return self._dsn
+
     async def _connect(self) -> Any:
+        dsn = await self._address()
         conn = txpostgres.Connection(reactor=self._reactor)
         self._open.add(conn)
         try:
-            d = conn.connect(**self._dsn)
+            d = conn.connect(**dsn)
             await self._timed(d, conn, self.timeout)
         except StoreUnavailable:
             raise

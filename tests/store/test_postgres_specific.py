@@ -149,6 +149,17 @@ def test_connections_use_the_injected_reactor(store: PostgresStore) -> None:
     assert all(conn.reactor is store._reactor for conn in store._open)
 
 
+def test_host_names_are_resolved_off_the_reactor_thread(server: pg.PostgresServer) -> None:
+    """pg_host as a name is resolved by the reactor (libpq would block on it) and connects."""
+    s = _store(server, host="localhost")
+    assert run(s._address())["hostaddr"] in {"127.0.0.1", "::1"}
+    run(s.start())
+    try:
+        assert run(s.ping()) is None
+    finally:
+        run(s.stop())
+
+
 def test_migration_waits_for_the_advisory_lock(server: pg.PostgresServer) -> None:
     """migrate blocks while another session holds the migration lock, then runs once."""
     holder = pg.connect_sync(server)
