@@ -403,3 +403,45 @@ class MemoryStore:
         pruned = len(self._state.events) - len(kept)
         self._state.events = kept
         return pruned
+
+    # ------------------------------------------------------------------ counters
+
+    def _counter_pk(self, table: Table, key: Mapping[str, Any]) -> Key:
+        check_columns(table, key)
+        if "value" in key:
+            raise ValueError(f"{table.name}: a counter key cannot hold the value column")
+        missing = [c for c in table.primary_key if key.get(c) is None]
+        if missing:
+            raise ValueError(
+                f"{table.name}: a counter key needs the primary key {table.primary_key}"
+            )
+        return tuple(_normalise(table, c, key[c]) for c in table.primary_key)
+
+    async def increment_counters(
+        self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
+    ) -> None:
+        """Add ``amount`` to each named counter, creating missing rows at 0 first.
+
+        Atomic by construction: the whole call runs in one reactor turn.
+        """
+        t = self._table(table)
+        pks = [self._counter_pk(t, key) for key in keys]
+        rows = self._state.rows[table]
+        for pk in pks:
+            entry = rows.get(pk)
+            if entry is None:
+                row: Row = {c: None for c in t.column_names}
+                row.update(zip(t.primary_key, pk, strict=True))
+                row["value"] = 0
+                entry = rows[pk] = _Entry(row)
+            entry.row["value"] = int(entry.row["value"] or 0) + amount
+
+    async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Each named counter's value, 0 when the row does not exist."""
+        t = self._table(table)
+        rows = self._state.rows[table]
+        out: list[int] = []
+        for key in keys:
+            entry = rows.get(self._counter_pk(t, key))
+            out.append(int(entry.row["value"] or 0) if entry is not None else 0)
+        return out

@@ -808,3 +808,60 @@ class SqliteStore:
             return self._write(conn, body)
 
         return await self._run(prune)
+
+    # ------------------------------------------------------------------ counters
+
+    def _counter_params(self, table: Table, keys: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        codec = self._codecs[table.name]
+        out: list[list[Any]] = []
+        for key in keys:
+            check_columns(table, key)
+            if "value" in key:
+                raise ValueError(f"{table.name}: a counter key cannot hold the value column")
+            if any(key.get(c) is None for c in table.primary_key):
+                raise ValueError(
+                    f"{table.name}: a counter key needs the primary key {table.primary_key}"
+                )
+            out.append([codec.encode(c, key[c]) for c in table.primary_key])
+        return out
+
+    async def increment_counters(
+        self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
+    ) -> None:
+        """``INSERT ... ON CONFLICT DO UPDATE SET value = value + ?`` for each key.
+
+        One statement per key is atomic in sqlite (the write lock is held for the
+        whole transaction), so nodes sharing the file never lose an increment.
+        """
+        t, _ = self._table(table)
+        params = self._counter_params(t, keys)
+        pk = ", ".join(_q(c) for c in t.primary_key)
+        sql = (
+            f"INSERT INTO {_q(t.name)} ({pk}, {_q('value')})"
+            f" VALUES ({', '.join('?' for _ in t.primary_key)}, ?)"
+            f" ON CONFLICT ({pk}) DO UPDATE SET {_q('value')} = {_q('value')} + excluded.{_q('value')}"
+        )
+
+        def txn(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                conn.executemany(sql, [[*p, amount] for p in params])
+
+            self._write(conn, body)
+
+        await self._run(txn)
+
+    async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Each named counter's value (0 for a missing row), read in one snapshot."""
+        t, _ = self._table(table)
+        params = self._counter_params(t, keys)
+        where = " AND ".join(f"{_q(c)} = ?" for c in t.primary_key)
+        sql = f"SELECT {_q('value')} FROM {_q(t.name)} WHERE {where}"
+
+        def read(conn: sqlite3.Connection) -> list[int]:
+            out: list[int] = []
+            for p in params:
+                found = conn.execute(sql, p).fetchone()
+                out.append(int(found[0] or 0) if found is not None else 0)
+            return out
+
+        return await self._run(read)
