@@ -239,9 +239,11 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
         raise CliError(f"Kong is already running in {config.prefix}")
     _check_ulimit(log)
     prepare_prefix(config)
-    argv = twistd_argv(config, foreground=args.foreground)
+    # nginx_daemon = off is how Kong 0.9 containers kept `kong start` in the foreground.
+    foreground = args.foreground or not config.nginx_daemon
+    argv = twistd_argv(config, foreground=foreground)
     log.debug(f"running {' '.join(argv)}")
-    if args.foreground:
+    if foreground:
         # exec so that the node is this very process: signals (docker stop) reach it.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -355,7 +357,6 @@ def cmd_restart(args: argparse.Namespace, log: CliLog) -> int:
             _kill(log, pid)
     except (CliError, ConfigError) as e:
         log.verbose(f"stop before restart: {e}")
-    args.foreground = False
     return cmd_start(args, log)
 
 

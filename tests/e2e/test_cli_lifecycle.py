@@ -106,7 +106,7 @@ class LifecycleTests(SynchronousTestCase):
         self.fail(f"process {pid} still running")
 
     def test_start_health_reload_quit_stop(self) -> None:
-        """The CLI starts the node, reports it healthy, reloads it, quits and stops it."""
+        """The CLI starts the node, reports it healthy, reloads, quits, restarts and stops it."""
         result = self.kong("start", "-p", self.prefix)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.splitlines()[-1], "Kong started")
@@ -153,9 +153,16 @@ class LifecycleTests(SynchronousTestCase):
 
         result = self.kong("start", "-p", self.prefix)
         self.assertEqual(result.returncode, 0, result.stderr)
+        restarted = self.pid()
+        assert restarted is not None
+        result = self.kong("restart", "-p", self.prefix)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines()[-1], "Kong started")
+        self.assertGone(restarted)
         second = self.pid()
         assert second is not None
-        self.assertNotEqual(second, pid)
+        self.assertNotIn(second, (pid, restarted))
+        self.assertEqual(self.admin()["version"], "0.9.9")
         result = self.kong("stop", "-p", self.prefix)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.splitlines()[-1], "Kong stopped")

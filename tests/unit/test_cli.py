@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -26,6 +27,11 @@ from kongtx.prefix import (
     prepare_prefix,
     serf_id_file,
 )
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 class CliTestCase(SynchronousTestCase):
@@ -298,6 +304,136 @@ class PrefixCommandTests(CliTestCase):
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
         self.assertFalse(cli.is_running(dead.pid))
+
+
+#: A stand-in for the node: records the signals it gets; ignores SIGQUIT when asked.
+DUMMY_NODE = """
+import signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def record(signum, frame):
+    log.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGTERM:
+        sys.exit(0)
+signal.signal(signal.SIGHUP, record)
+signal.signal(signal.SIGTERM, record)
+signal.signal(signal.SIGQUIT, signal.SIG_IGN if sys.argv[2] == "stubborn" else record)
+log.write("ready\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+class SignalTests(CliTestCase):
+    """stop/quit/reload signal the pid in the prefix (a stand-in process, no node, no socket)."""
+
+    def dummy(self, config: Config, mode: str = "polite") -> tuple[subprocess.Popen[bytes], str]:
+        record = self.path(f"signals-{mode}")
+        process = subprocess.Popen([sys.executable, "-c", DUMMY_NODE, record, mode])
+
+        def reap() -> None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+        self.addCleanup(reap)
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(record) and "ready" in read(record)):
+            self.assertLess(time.monotonic(), deadline, "dummy node did not start")
+            time.sleep(0.02)
+        with open(pid_file(config), "w") as f:
+            f.write(str(process.pid))
+        return process, record
+
+    def signals(self, record: str) -> list[str]:
+        with open(record) as f:
+            return [line for line in f.read().split() if line != "ready"]
+
+    def test_stop_sends_sigterm(self) -> None:
+        """``stop`` sends SIGTERM, waits for the exit and prints ``Kong stopped``."""
+        config = self.prepared()
+        process, record = self.dummy(config)
+        self.assertEqual(self.run_cli("stop", "-p", config.prefix), 0, self.stderr.getvalue())
+        self.assertEqual(self.stdout.getvalue(), "Kong stopped\n")
+        self.assertEqual(process.wait(timeout=10), 0)
+        self.assertEqual(self.signals(record), ["SIGTERM"])
+
+    def test_quit_sends_sigquit(self) -> None:
+        """``quit`` sends SIGQUIT and, once the node has exited, prints ``Kong stopped (gracefully)``."""
+        config = self.prepared()
+        self.patch(cli, "STOP_TIMEOUT", 5.0)
+        process, record = self.dummy(config, "polite")
+        # The polite dummy records SIGQUIT but keeps running: quit must then force it.
+        self.assertEqual(self.run_cli("quit", "-p", config.prefix, "-t", "1"), 0)
+        self.assertEqual(self.stdout.getvalue(), "Kong stopped (gracefully)\n")
+        self.assertEqual(self.signals(record), ["SIGQUIT", "SIGTERM"])
+        self.assertEqual(process.wait(timeout=10), 0)
+
+    def test_quit_forces_a_stubborn_node(self) -> None:
+        """A node that ignores SIGQUIT is stopped with SIGTERM after the timeout."""
+        config = self.prepared()
+        process, record = self.dummy(config, "stubborn")
+        started = time.monotonic()
+        self.assertEqual(self.run_cli("quit", "-p", config.prefix, "-t", "1"), 0)
+        self.assertGreaterEqual(time.monotonic() - started, 1.0)
+        self.assertEqual(self.signals(record), ["SIGTERM"])
+        self.assertEqual(process.wait(timeout=10), 0)
+
+    def test_reload_rewrites_conf_then_sighup(self) -> None:
+        """``reload`` validates the new settings, rewrites ``<prefix>/kong.conf``, then SIGHUPs."""
+        config = self.prepared()
+        process, record = self.dummy(config)
+        os.environ["KONG_LOG_LEVEL"] = "debug"
+        self.assertEqual(self.run_cli("reload", "-p", config.prefix), 0, self.stderr.getvalue())
+        self.assertEqual(self.stdout.getvalue(), "Kong reloaded\n")
+        with open(kong_conf(config)) as f:
+            self.assertIn("log_level = debug", f.read())
+        deadline = time.monotonic() + 10
+        while not self.signals(record):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.02)
+        self.assertEqual(self.signals(record), ["SIGHUP"])
+        self.assertIsNone(process.poll())
+
+    def test_reload_refuses_an_invalid_configuration(self) -> None:
+        """An invalid new configuration is reported and the running node is left alone."""
+        config = self.prepared()
+        _, record = self.dummy(config)
+        before = read(kong_conf(config))
+        os.environ["KONG_PG_PORT"] = "nope"
+        self.assertEqual(self.run_cli("reload", "-p", config.prefix), 1)
+        self.assertIn("Error: pg_port is not a number: 'nope'", self.stderr.getvalue())
+        self.assertEqual(read(kong_conf(config)), before)
+        time.sleep(0.2)
+        self.assertEqual(self.signals(record), [])
+
+    def test_reload_keeps_the_started_file(self) -> None:
+        """Without -c and without a default file, reload re-reads ``<prefix>/kong.conf``."""
+        config = load_config(None, {"KONG_PG_HOST": "db.internal"}, prefix=self.path("p3"))
+        prepare_prefix(config)
+        conf, prefix = cli._reload_source(None, config.prefix)
+        self.assertEqual((conf, prefix), (kong_conf(config), config.prefix))
+        other = self.write("other.conf", "pg_host = other\n")
+        self.assertEqual(cli._reload_source(other, config.prefix), (other, config.prefix))
+        self.patch(config_module, "DEFAULT_PATHS", (other,))
+        self.assertEqual(cli._reload_source(None, config.prefix), (None, config.prefix))
+
+
+class ForegroundTests(CliTestCase):
+    def test_nginx_daemon_off_means_foreground(self) -> None:
+        """``nginx_daemon = off`` makes ``start`` exec the node in the foreground, like --foreground."""
+        calls: list[list[str]] = []
+
+        def fake_execv(path: str, argv: list[str]) -> None:
+            calls.append(argv)
+            raise SystemExit(0)
+
+        self.patch(os, "execv", fake_execv)
+        os.environ["KONG_NGINX_DAEMON"] = "off"
+        prefix = self.path("fg")
+        self.assertRaises(SystemExit, self.run_cli, "start", "-p", prefix)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0][3:6], ["-n", "--logfile", "-"])
+        self.assertTrue(os.path.exists(os.path.join(prefix, "kong.conf")))
 
 
 class ConfirmTests(CliTestCase):
