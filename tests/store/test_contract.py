@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pytest
+from twisted.internet.defer import ensureDeferred, gatherResults
 from zope.interface.verify import verifyObject
 
 from kongtx.store.interface import (
@@ -596,3 +597,86 @@ def test_reset(store: IStore, rows: Rows, harness: Harness) -> None:
 def test_ping(store: IStore) -> None:
     """ping answers when the database is there."""
     assert run(store.ping()) is None
+
+
+# --------------------------------------------------------------------------- counters
+
+_COUNTER = {
+    "api_id": "a1b2c3d4-0000-4000-8000-000000000002",
+    "identifier": "consumer-1",
+    "period_date": 1480291200000,
+    "period": "second",
+}
+
+
+def test_counters_start_at_zero_and_add(store: IStore) -> None:
+    """read_counters gives 0 for a missing row; increment_counters creates and adds per key."""
+    other = {**_COUNTER, "period": "minute"}
+    assert run(store.read_counters("ratelimiting_metrics", [_COUNTER, other])) == [0, 0]
+    run(store.increment_counters("ratelimiting_metrics", [_COUNTER, other], 1))
+    run(store.increment_counters("ratelimiting_metrics", [_COUNTER], 5))
+    assert run(store.read_counters("ratelimiting_metrics", [_COUNTER, other])) == [6, 1]
+    assert run(store.read_counters("ratelimiting_metrics", [])) == []
+    row = run(store.get("ratelimiting_metrics", _COUNTER))
+    assert row == {**_COUNTER, "value": 6}
+
+
+def test_counters_of_two_tables_and_identifiers_are_apart(store: IStore) -> None:
+    """Counters are keyed by their table and by every primary-key column."""
+    other = {**_COUNTER, "identifier": "1.2.3.4"}
+    later = {**_COUNTER, "period_date": 1480291201000}
+    run(store.increment_counters("ratelimiting_metrics", [_COUNTER], 2))
+    run(store.increment_counters("response_ratelimiting_metrics", [_COUNTER], 3))
+    assert run(store.read_counters("ratelimiting_metrics", [_COUNTER, other, later])) == [2, 0, 0]
+    assert run(store.read_counters("response_ratelimiting_metrics", [_COUNTER])) == [3]
+
+
+def test_counters_concurrent_increments_are_not_lost(stores: StoreSet) -> None:
+    """Two stores (two nodes) incrementing the same counter at once lose no increment."""
+    a = stores.open("node-a", migrate=True)
+    b = stores.open("node-b")
+
+    async def burst() -> None:
+        calls = [
+            ensureDeferred(
+                (a if i % 2 else b).increment_counters("ratelimiting_metrics", [_COUNTER], 1)
+            )
+            for i in range(40)
+        ]
+        await gatherResults(calls)
+
+    run(burst())
+    assert run(a.read_counters("ratelimiting_metrics", [_COUNTER])) == [40]
+    assert run(b.read_counters("ratelimiting_metrics", [_COUNTER])) == [40]
+
+
+def test_counter_keys_need_the_whole_primary_key(store: IStore) -> None:
+    """A counter key without every primary-key column is a ValueError; unknown columns KeyError."""
+    partial = {k: v for k, v in _COUNTER.items() if k != "period"}
+    with pytest.raises(ValueError):
+        run(store.increment_counters("ratelimiting_metrics", [partial], 1))
+    with pytest.raises(ValueError):
+        run(store.read_counters("ratelimiting_metrics", [partial]))
+    with pytest.raises(KeyError):
+        run(store.read_counters("ratelimiting_metrics", [{**_COUNTER, "nope": 1}]))
+
+
+def test_misuse_raises_value_error(store: IStore, rows: Rows) -> None:
+    """A key naming no single row, a changed primary key or a page size < 1 is a ValueError."""
+    api = run(store.insert("apis", rows.api()))
+    with pytest.raises(ValueError):
+        run(store.get("apis", {"upstream_url": api["upstream_url"]}))
+    with pytest.raises(ValueError):
+        run(store.update("apis", {"id": api["id"]}, {"id": rows.id()}))
+    with pytest.raises(ValueError):
+        run(store.page("apis", {}, 0, None))
+    with pytest.raises(ValueError):
+        run(store.insert("apis", rows.api(id=None)))
+    assert run(store.select("apis", {})) == [api]
+
+
+def test_get_with_extra_conditions(store: IStore, rows: Rows) -> None:
+    """Columns beyond the key are extra conditions: a plugin is found by (id, name) only when both match."""
+    plugin = run(store.insert("plugins", rows.plugin()))
+    assert run(store.get("plugins", {"id": plugin["id"], "name": "key-auth"})) == plugin
+    assert run(store.get("plugins", {"id": plugin["id"], "name": "cors"})) is None
