@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -39,6 +40,9 @@ from kongtx.prefix import node_name, prepare_prefix
 from kongtx.store.factory import migration_identifiers, open_store
 from kongtx.store.interface import IStore
 from kongtx.store.migrations import load_migrations
+
+if TYPE_CHECKING:
+    from kongtx.cluster.service import ClusterService
 
 
 def endpoint(address: Address) -> str:
@@ -68,6 +72,7 @@ class KongNode(MultiService):
         self.store: IStore | None = None
         self.dao: DAO | None = None
         self.registry: PluginRegistry | None = None
+        self.cluster: ClusterService | None = None
         self.sites: list[TrackingSite] = []
         self.listeners: list[IService] = []
         self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
@@ -97,6 +102,7 @@ class KongNode(MultiService):
         self.dao = DAO(self.store, self.registry, self.clock, self.run_in_thread)
         self.dao.add_listener(invalidation.listener(self.cache))
         await self._check_plugins_in_use()
+        await self._start_cluster()
         for service in self._make_listeners(self.config):
             self._add_listener(service)
         self._install_signals()
@@ -107,6 +113,23 @@ class KongNode(MultiService):
             admin=f"{self.config.admin_listen.host}:{self.config.admin_listen.port}",
             proxy=f"{self.config.proxy_listen.host}:{self.config.proxy_listen.port}",
         )
+
+    async def _start_cluster(self) -> None:
+        """Gossip, invalidation stream and ``nodes`` row (kongtx.cluster), before listeners.
+
+        Kong 0.9 refused to start when Serf could not bind; so do we, with the reason.
+        """
+        from kongtx.cluster.service import ClusterService
+
+        assert self.store is not None
+        self.cluster = ClusterService(
+            self.config, self.store, self.dao, self.cache, self.clock, self.reactor, self.node_name
+        )
+        try:
+            await self.cluster.start()
+        except CannotListenError as e:
+            await self.cluster.stop()
+            raise StartupError(f"could not start the cluster agent: {e}") from e
 
     async def _check_plugins_in_use(self) -> None:
         """Kong refuses to start when the datastore uses a plugin this node lacks."""
@@ -131,6 +154,11 @@ class KongNode(MultiService):
         return d
 
     async def _stop(self) -> None:
+        if self.cluster is not None:
+            try:
+                await self.cluster.stop()
+            except Exception:
+                self.log.failure("cluster leave failed")
         await _maybe(super().stopService())
         self.clock.cancel_all()
         if self.store is not None:
@@ -252,8 +280,8 @@ class KongNode(MultiService):
 class NodeView:
     """The node as the Admin API sees it (``kongtx.admin.resource.NodeInfo``).
 
-    Until the cluster layer runs, the cluster is this node alone, and joining or
-    force-leaving is refused with a clear message.
+    Membership, join and force-leave are the cluster layer's (kongtx.cluster);
+    before it has started the cluster is this node alone.
     """
 
     def __init__(self, node: KongNode) -> None:
@@ -268,15 +296,31 @@ class NodeView:
         return self._node.hostname
 
     async def members(self) -> list[dict[str, Any]]:
+        cluster = self._node.cluster
+        if cluster is not None:
+            return cluster.members()
         config = self._node.config
         address = config.cluster_advertise or config.cluster_listen
         return [{"name": self.name, "address": f"{address.host}:{address.port}", "status": "alive"}]
 
     async def join(self, address: str) -> None:
-        raise ValueError(f"Error joining {address}: this node runs no cluster agent")
+        cluster = self._node.cluster
+        if cluster is None:
+            raise ValueError(f"Error joining {address}: the cluster agent is not running")
+        await cluster.join(address)
 
     async def force_leave(self, name: str) -> None:
-        raise ValueError(f"Error force-leaving {name}: this node runs no cluster agent")
+        cluster = self._node.cluster
+        if cluster is None:
+            raise ValueError(f"Error force-leaving {name}: the cluster agent is not running")
+        await cluster.force_leave(name)
+
+    async def apply_event(self, payload: dict[str, Any]) -> list[str]:
+        """``POST /cluster/events``: apply a Kong 0.9 event payload to this node's cache."""
+        cluster = self._node.cluster
+        if cluster is None:
+            return []
+        return await cluster.stream.apply_kong_event(payload)
 
     def server_stats(self) -> dict[str, int]:
         return self._node.server_stats()
