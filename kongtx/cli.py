@@ -28,7 +28,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
@@ -202,6 +202,23 @@ def twistd_argv(config: Config, foreground: bool = False) -> list[str]:
     return argv
 
 
+def node_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The node's environment: ours, plus the source tree on PYTHONPATH when needed.
+
+    twistd finds ``twistd kong`` through ``twisted/plugins/kong_plugin.py`` on
+    ``sys.path``.  An installed kongtx has it in site-packages; a development
+    checkout installed in editable mode has it only next to the ``kongtx`` package,
+    which an editable install does not put on ``sys.path``.
+    """
+    env = dict(environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(kongtx.__file__)))
+    if os.path.isfile(os.path.join(root, "twisted", "plugins", "kong_plugin.py")):
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if root not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
 def _terminate(pid: int, sig: int, timeout: float) -> bool:
     """Send ``sig`` and wait for the process to exit; True when it did."""
     try:
@@ -247,10 +264,12 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
         # exec so that the node is this very process: signals (docker stop) reach it.
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, argv)
+        os.execve(sys.executable, argv, node_environment(os.environ))
     # twistd's parent waits until the daemon has started its services (or failed to)
     # and reports through its exit status; the daemon's pid file exists by then.
-    daemon = subprocess.run(argv, capture_output=True, text=True, check=False)
+    daemon = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env=node_environment(os.environ)
+    )
     if daemon.returncode != 0:
         output = (daemon.stderr or daemon.stdout).strip()
         log.verbose(f"twistd said:\n{output}")

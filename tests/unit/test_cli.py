@@ -295,6 +295,18 @@ class PrefixCommandTests(CliTestCase):
         self.assertEqual(foreground[3:6], ["-n", "--logfile", "-"])
         self.assertIn("--pidfile", foreground)
 
+    def test_node_environment_finds_the_plugin(self) -> None:
+        """The node's PYTHONPATH leads to a ``twisted/plugins/kong_plugin.py`` next to kongtx."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(cli.kongtx.__file__)))
+        env = cli.node_environment({"PYTHONPATH": "/elsewhere", "KONG_X": "1"})
+        self.assertEqual(env["KONG_X"], "1")
+        if os.path.isfile(os.path.join(root, "twisted", "plugins", "kong_plugin.py")):
+            self.assertEqual(env["PYTHONPATH"], os.pathsep.join([root, "/elsewhere"]))
+            again = cli.node_environment(env)
+            self.assertEqual(again["PYTHONPATH"], env["PYTHONPATH"])
+        else:
+            self.assertEqual(env["PYTHONPATH"], "/elsewhere")
+
     def test_process_helpers(self) -> None:
         """read_pid tolerates garbage; is_running tells live from dead."""
         self.assertIsNone(cli.read_pid(self.path("missing")))
@@ -423,11 +435,11 @@ class ForegroundTests(CliTestCase):
         """``nginx_daemon = off`` makes ``start`` exec the node in the foreground, like --foreground."""
         calls: list[list[str]] = []
 
-        def fake_execv(path: str, argv: list[str]) -> None:
+        def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> None:
             calls.append(argv)
             raise SystemExit(0)
 
-        self.patch(os, "execv", fake_execv)
+        self.patch(os, "execve", fake_execve)
         os.environ["KONG_NGINX_DAEMON"] = "off"
         prefix = self.path("fg")
         self.assertRaises(SystemExit, self.run_cli, "start", "-p", prefix)

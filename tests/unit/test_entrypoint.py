@@ -107,3 +107,39 @@ class EntrypointTests(SynchronousTestCase):
         with open(ENTRYPOINT) as f:
             self.assertEqual(f.readline().strip(), "#!/bin/sh")
         self.assertTrue(os.access(ENTRYPOINT, os.X_OK))
+
+
+class DockerfileTests(SynchronousTestCase):
+    """The Dockerfile's contract, read statically (there is no Docker engine to build it)."""
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+        with open(os.path.join(self.root, "Dockerfile")) as f:
+            text = f.read().replace("\\\n", " ")
+        self.instructions = [
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        ]
+
+    def values(self, keyword: str) -> list[str]:
+        return [i.split(None, 1)[1] for i in self.instructions if i.split()[0] == keyword]
+
+    def test_base_ports_and_command(self) -> None:
+        """python:3.11-slim, the five ports, the entrypoint and ``kong start --foreground``."""
+        self.assertEqual(self.values("FROM"), ["python:3.11-slim"])
+        self.assertEqual(self.values("EXPOSE"), ["8000 8443 8001 7946 7946/udp"])
+        self.assertEqual(self.values("ENTRYPOINT"), ['["/docker-entrypoint.sh"]'])
+        self.assertEqual(self.values("CMD"), ['["kong", "start", "--foreground"]'])
+
+    def test_copied_sources_exist(self) -> None:
+        """Every path the image copies is in the repository (the build would fail otherwise)."""
+        for value in self.values("COPY"):
+            for source in value.split()[:-1]:
+                self.assertTrue(os.path.exists(os.path.join(self.root, source)), source)
+
+    def test_install_steps_match_make_install(self) -> None:
+        """A venv, ``pip install .`` and the twisted plugin cache, as ``make install`` does."""
+        (run,) = [v for v in self.values("RUN") if "pip install" in v]
+        self.assertIn("python3 -m venv", run)
+        self.assertIn("pip install --no-cache-dir -q .", run)
+        self.assertIn("getPlugins(IPlugin)", run)
+        self.assertIn("twistd kong --help", run)
