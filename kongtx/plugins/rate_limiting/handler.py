@@ -1,0 +1,142 @@
+# -*- test-case-name: tests.unit.test_plugin_rate_limiting -*-
+"""rate-limiting: fixed-window request quotas per consumer, credential or IP (SPEC §4.4).
+
+Access phase: read the current usage of every configured period; if any
+``limit - usage <= 0`` answer 429, else count this request in all six periods.
+The ``X-RateLimit-Limit-<period>`` / ``X-RateLimit-Remaining-<period>`` headers
+are computed in access and put on whatever response goes out (upstream's or
+the 429) in header_filter.
+
+Why the increment is started at once and not awaited: the client should not
+wait for a counter write, yet a later request on another node should see this
+one as soon as possible (the two-node accuracy bound is "limit plus requests in
+flight").  With the ``local`` policy everything is synchronous: exact, and no
+Deferred on the hot path.
+
+Store or Redis errors: ``fault_tolerant`` proxies the request without headers
+(and logs), otherwise the client gets a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.ratelimit_policies import (
+    PERIODS,
+    Counters,
+    LocalCounters,
+    counters_for,
+    identifier_for,
+    period_starts,
+)
+
+__all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
+
+LIMIT_HEADER = "X-RateLimit-Limit"
+REMAINING_HEADER = "X-RateLimit-Remaining"
+#: ctx.shared key: the rate-limit headers this request's response gets
+HEADERS_KEY = "rate-limiting.headers"
+
+EXCEEDED = {"message": "API rate limit exceeded"}
+INTERNAL_ERROR = {"message": "An unexpected error occurred"}
+
+log = Logger(namespace="kongtx.plugins.rate_limiting")
+
+
+def lua_int(value: float) -> str:
+    """A limit as Kong printed it (``10``, not ``10.0``)."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+class Handler(BasePlugin):
+    """The rate-limiting plugin's request-time half."""
+
+    PRIORITY = 900
+
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
+        if services is None:
+            raise ValueError("rate-limiting needs the node's services (clock, datastore)")
+        self.clock = services.clock
+        #: configured periods, shortest first, with their limits
+        self.limits: list[tuple[str, float]] = [
+            (p, config[p]) for p in PERIODS if config.get(p) is not None
+        ]
+        self.periods = [p for p, _ in self.limits]
+        self.limit_by = str(config.get("limit_by") or "consumer")
+        self.fault_tolerant = config.get("fault_tolerant", True) is not False
+        self.counters: Counters = counters_for(config, services, "ratelimiting_metrics")
+
+    def access(self, ctx: RequestContext) -> PhaseResult:
+        api_id = str(ctx.api["id"])
+        identifier = identifier_for(self.limit_by, ctx)
+        starts = period_starts(self.clock.seconds())
+        counters = self.counters
+        if isinstance(counters, LocalCounters):
+            usage = counters.usage_now(api_id, identifier, starts, self.periods)
+            if self._decide(ctx, usage):
+                counters.increment_now(api_id, identifier, starts, 1)
+            return None
+        return self._access(ctx, api_id, identifier, starts)
+
+    async def _access(
+        self, ctx: RequestContext, api_id: str, identifier: str, starts: dict[str, int]
+    ) -> None:
+        try:
+            usage = await self.counters.usage(api_id, identifier, starts, self.periods)
+        except Exception as e:
+            self._store_failed(ctx, e)
+            return
+        if self._decide(ctx, usage):
+            Deferred.fromCoroutine(self._increment(api_id, identifier, starts))
+
+    async def _increment(self, api_id: str, identifier: str, starts: dict[str, int]) -> None:
+        try:
+            await self.counters.increment(api_id, identifier, starts, 1)
+        except Exception as e:
+            log.warn("rate-limiting: could not increment counters: {error}", error=e)
+
+    def _store_failed(self, ctx: RequestContext, error: Exception) -> None:
+        if self.fault_tolerant:
+            log.warn(
+                "rate-limiting: cannot read counters, request proxied unlimited: {error}",
+                error=error,
+            )
+            return
+        log.error("rate-limiting: cannot read counters: {error}", error=error)
+        ctx.respond(500, INTERNAL_ERROR)
+
+    def _decide(self, ctx: RequestContext, usage: Mapping[str, int]) -> bool:
+        """Set the headers; answer 429 when a period is used up.  True: let it through."""
+        stop: str | None = None
+        remaining: dict[str, float] = {}
+        for period, limit in self.limits:
+            left = limit - usage.get(period, 0)
+            remaining[period] = left
+            if left <= 0:
+                stop = period
+        headers: dict[str, str] = {}
+        for period, limit in self.limits:
+            left = remaining[period]
+            if stop is None or stop == period:
+                left -= 1
+            headers[f"{LIMIT_HEADER}-{period}"] = lua_int(limit)
+            headers[f"{REMAINING_HEADER}-{period}"] = lua_int(max(0, left))
+        ctx.shared[HEADERS_KEY] = headers
+        if stop is not None:
+            ctx.respond(429, EXCEEDED, headers)
+            return False
+        return True
+
+    def header_filter(self, ctx: RequestContext) -> PhaseResult:
+        headers: dict[str, str] | None = ctx.shared.get(HEADERS_KEY)
+        if headers:
+            response = ctx.response_headers
+            for name, value in headers.items():
+                response.set(name, value)
+        return None

@@ -1,0 +1,347 @@
+# -*- test-case-name: tests.unit.test_plugin_rate_limiting -*-
+"""Where rate-limiting and response-ratelimiting keep their counters (SPEC §4.4).
+
+Three policies, one interface (:class:`Counters`):
+
+* ``local``: a dict in this process, keyed like Kong's shared dict
+  (``ratelimit:<api_id>:<identifier>:<period_start_ms>:<period>``), each entry
+  expiring one period length after it was created.  Exact on one node, and
+  synchronous (:meth:`LocalCounters.usage_now`), so the hot path allocates no
+  Deferred.  Nodes do not share it.
+* ``cluster``: the datastore's counter tables (``ratelimiting_metrics``,
+  ``response_ratelimiting_metrics``) through ``IStore.increment_counters`` and
+  ``read_counters``: atomic increments on every backend, so nodes sharing a
+  datastore never lose a count.  Rows are never cleaned (SPEC §7.1).
+* ``redis``: the same keys as ``local`` in a Redis server, ``INCRBY`` then
+  ``EXPIRE`` when the key was just created, on pooled connections
+  (:mod:`kongtx.plugins.redis_client`).
+
+Windows are fixed calendar periods in UTC (:func:`period_starts`).  For
+response-ratelimiting the counters carry a limit ``name``: its keys become
+``response-ratelimit:<api_id>:<id>:<start>:<name>:<period>`` and its metrics
+rows use the period ``<name>_<period>``, as Kong's did.
+
+Why node-wide registries keyed by the clock: handlers are rebuilt whenever their
+plugin row changes, but the ``local`` counters and the Redis pools must outlive
+them; the node's one :class:`~kongtx.clock.Clock` identifies the node.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from kongtx.clock import Clock
+from kongtx.plugins.redis_client import RedisPool
+
+__all__ = [
+    "PERIODS",
+    "PERIOD_SECONDS",
+    "ClusterCounters",
+    "Counters",
+    "LocalCounters",
+    "RedisCounters",
+    "counters_for",
+    "identifier_for",
+    "period_starts",
+]
+
+#: every period, shortest first
+PERIODS = ("second", "minute", "hour", "day", "month", "year")
+
+#: how long a local or Redis counter lives (SPEC §4.4; year is 365 days since 0.9.9)
+PERIOD_SECONDS: Mapping[str, int] = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 2592000,
+    "year": 31536000,
+}
+
+
+def period_starts(now: float) -> dict[str, int]:
+    """The start of the current window of every period, epoch ms, aligned in UTC."""
+    t = time.gmtime(int(now))
+    second = int(now)
+    minute = second - t.tm_sec
+    hour = minute - 60 * t.tm_min
+    day = hour - 3600 * t.tm_hour
+    month = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0))
+    year = calendar.timegm((t.tm_year, 1, 1, 0, 0, 0, 0, 0, 0))
+    return {
+        "second": second * 1000,
+        "minute": minute * 1000,
+        "hour": hour * 1000,
+        "day": day * 1000,
+        "month": month * 1000,
+        "year": year * 1000,
+    }
+
+
+def identifier_for(limit_by: str, ctx: Any) -> str:
+    """Who is counted: consumer id → credential id → client IP (SPEC §4.4).
+
+    ``credential`` skips the consumer; ``ip`` is always the client IP (after
+    ``trusted_ips``, so it cannot be spoofed with X-Forwarded-For).
+    """
+    if limit_by == "consumer":
+        consumer = ctx.consumer
+        if consumer is not None and consumer.get("id"):
+            return str(consumer["id"])
+        credential = ctx.credential
+        if credential is not None and credential.get("consumer_id"):
+            return str(credential["consumer_id"])
+    if limit_by in ("consumer", "credential"):
+        credential = ctx.credential
+        if credential is not None and credential.get("id"):
+            return str(credential["id"])
+    return str(ctx.client_ip)
+
+
+def _redis_key(api_id: str, identifier: str, start: int, period: str, name: str | None) -> str:
+    if name is None:
+        return f"ratelimit:{api_id}:{identifier}:{start}:{period}"
+    return f"response-ratelimit:{api_id}:{identifier}:{start}:{name}:{period}"
+
+
+class Counters(Protocol):
+    """What the rate-limiting handlers need from a policy."""
+
+    async def usage(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None = None,
+    ) -> dict[str, int]:
+        """The current count of each of ``periods`` (0 when none yet)."""
+
+    async def increment(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        amount: int,
+        name: str | None = None,
+    ) -> None:
+        """Add ``amount`` to the counter of every period (all six, as Kong does)."""
+
+
+class LocalCounters:
+    """The ``local`` policy: counters in this process, exact, each expiring after its period."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        #: key -> [value, expires_at (epoch seconds)]
+        self._counts: dict[str, list[float]] = {}
+        self._next_sweep = 0.0
+
+    def usage_now(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None = None,
+    ) -> dict[str, int]:
+        """:meth:`usage` without a Deferred (the hot path)."""
+        now = self.clock.seconds()
+        counts = self._counts
+        out: dict[str, int] = {}
+        for period in periods:
+            entry = counts.get(_redis_key(api_id, identifier, starts[period], period, name))
+            out[period] = int(entry[0]) if entry is not None and entry[1] > now else 0
+        return out
+
+    def increment_now(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        amount: int,
+        name: str | None = None,
+    ) -> None:
+        """:meth:`increment` without a Deferred."""
+        now = self.clock.seconds()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        counts = self._counts
+        for period in PERIODS:
+            key = _redis_key(api_id, identifier, starts[period], period, name)
+            entry = counts.get(key)
+            if entry is None or entry[1] <= now:
+                counts[key] = [amount, now + PERIOD_SECONDS[period]]
+            else:
+                entry[0] += amount
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired counters, at most once a second (memory stays bounded by traffic)."""
+        self._next_sweep = now + 1.0
+        expired = [k for k, (_, expires) in self._counts.items() if expires <= now]
+        for key in expired:
+            del self._counts[key]
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    async def usage(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None = None,
+    ) -> dict[str, int]:
+        return self.usage_now(api_id, identifier, starts, periods, name)
+
+    async def increment(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        amount: int,
+        name: str | None = None,
+    ) -> None:
+        self.increment_now(api_id, identifier, starts, amount, name)
+
+
+class ClusterCounters:
+    """The ``cluster`` policy: atomic counters in the datastore's metrics table."""
+
+    def __init__(self, store: Any, table: str) -> None:
+        self.store = store
+        self.table = table
+
+    @staticmethod
+    def _keys(
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None,
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "api_id": api_id,
+                "identifier": identifier,
+                "period_date": starts[p],
+                "period": p if name is None else f"{name}_{p}",
+            }
+            for p in periods
+        ]
+
+    async def usage(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None = None,
+    ) -> dict[str, int]:
+        keys = self._keys(api_id, identifier, starts, periods, name)
+        values = await self.store.read_counters(self.table, keys)
+        return dict(zip(periods, (int(v) for v in values), strict=True))
+
+    async def increment(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        amount: int,
+        name: str | None = None,
+    ) -> None:
+        keys = self._keys(api_id, identifier, starts, PERIODS, name)
+        await self.store.increment_counters(self.table, keys, amount)
+
+
+class RedisCounters:
+    """The ``redis`` policy: Kong's keys in Redis, pipelined on a pooled connection."""
+
+    def __init__(self, pool: RedisPool, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    async def usage(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None = None,
+    ) -> dict[str, int]:
+        keys = [_redis_key(api_id, identifier, starts[p], p, name) for p in periods]
+        (values,) = await self.pool.execute([("MGET", *keys)], self.timeout)
+        return {p: int(v) if v is not None else 0 for p, v in zip(periods, values, strict=True)}
+
+    async def increment(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        amount: int,
+        name: str | None = None,
+    ) -> None:
+        keys = [_redis_key(api_id, identifier, starts[p], p, name) for p in PERIODS]
+        totals = await self.pool.execute([("INCRBY", k, amount) for k in keys], self.timeout)
+        # A key whose total is this increment was just created: give it its lifetime.
+        fresh = [
+            ("EXPIRE", k, PERIOD_SECONDS[p])
+            for k, p, total in zip(keys, PERIODS, totals, strict=True)
+            if total == amount
+        ]
+        if fresh:
+            await self.pool.execute(fresh, self.timeout)
+
+
+# node-wide state, keyed by the node's Clock (see the module docstring)
+_LOCAL: weakref.WeakKeyDictionary[Clock, LocalCounters] = weakref.WeakKeyDictionary()
+_REDIS: weakref.WeakKeyDictionary[Clock, dict[tuple[str, int, str | None], RedisPool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def local_counters(clock: Clock) -> LocalCounters:
+    """The node's one ``local`` counter dict."""
+    found = _LOCAL.get(clock)
+    if found is None:
+        found = _LOCAL[clock] = LocalCounters(clock)
+    return found
+
+
+def redis_pool(clock: Clock, reactor: Any, host: str, port: int, password: str | None) -> RedisPool:
+    """The node's pool for one Redis server."""
+    pools = _REDIS.get(clock)
+    if pools is None:
+        pools = _REDIS[clock] = {}
+    key = (host, port, password or None)
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = RedisPool(reactor, clock, host, port, password)
+    return pool
+
+
+def counters_for(config: Mapping[str, Any], services: Any, table: str) -> Counters:
+    """The policy ``config["policy"]`` names, on this node's services.
+
+    ``table`` is the metrics table of the ``cluster`` policy.
+    """
+    policy = config.get("policy") or "cluster"
+    clock: Clock = services.clock
+    if policy == "local":
+        return local_counters(clock)
+    if policy == "redis":
+        reactor = services.reactor if services.reactor is not None else clock.reactor
+        pool = redis_pool(
+            clock,
+            reactor,
+            str(config.get("redis_host")),
+            int(config.get("redis_port") or 6379),
+            config.get("redis_password"),
+        )
+        return RedisCounters(pool, float(config.get("redis_timeout") or 2000) / 1000.0)
+    return ClusterCounters(services.dao.store, table)
