@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import io
 from collections.abc import Awaitable, Mapping
+from email.utils import formatdate
 from typing import IO, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -355,6 +356,8 @@ class ProxyPipeline:
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
         self._log_queue: list[tuple[PluginChain, ProxyContext]] = []
+        self._date_second = -1
+        self._date_text = ""
 
     # ----------------------------------------------------------------- entry
 
@@ -405,6 +408,14 @@ class ProxyPipeline:
 
     # ----------------------------------------------------------------- helpers
 
+    def _http_date(self) -> str:
+        """An HTTP ``Date`` for now, computed at most once per second (hot path)."""
+        now = int(self.clock.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date_text = formatdate(now, usegmt=True)
+        return self._date_text
+
     def _ms_since(self, t: float) -> int:
         return max(0, int((self.clock.seconds() - t) * 1000))
 
@@ -415,6 +426,8 @@ class ProxyPipeline:
             return
         headers = [h for h in headers if h[0].lower() != "content-length"]
         headers.append(("Content-Length", str(len(body))))
+        if not any(h[0].lower() == "date" for h in headers):
+            headers.insert(0, ("Date", self._http_date()))
         down.send_head(status, headers)
         if body:
             down.write(body)
@@ -528,6 +541,8 @@ class ProxyPipeline:
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
             headers.set("Content-Length", str(response.length))
+        if headers.get("date") is None:
+            headers.add("Date", self._http_date())
         headers.set("Via", SERVER_NAME)
         headers.set("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
         headers.set("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))

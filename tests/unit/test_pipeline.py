@@ -161,7 +161,9 @@ class FakeRuntime:
         return self.chain
 
 
-class PipelineTests(SynchronousTestCase):
+class PipelineBase(SynchronousTestCase):
+    """Fakes around a pipeline (no tests of its own)."""
+
     def setUp(self) -> None:
         self.reactor = TaskClock()
         self.clock = Clock(self.reactor)
@@ -203,6 +205,8 @@ class PipelineTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(pipeline.handle(incoming, down))
         return d, down
 
+
+class PipelineTests(PipelineBase):
     # ---------------------------------------------------------------- routing
 
     def test_no_api_is_404_without_plugins(self) -> None:
@@ -454,7 +458,7 @@ class WebFrontEndTests(SynchronousTestCase):
         head, _, body = out.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK")
         assert b"Server: upstream/1" in head and b"TwistedWeb" not in head
-        assert b"Date:" not in head and b"text/html" not in head
+        assert head.count(b"Date:") == 1 and b"text/html" not in head
         assert b"Via: kong/0.9.9" in head and b"Content-Length: 2" in head
         assert body == b"ok"
 
@@ -484,3 +488,20 @@ def test_split_absolute_form() -> None:
     assert split_absolute_form("https://u@h.com?x") == ("h.com", "/?x")
     assert split_absolute_form("http://h.com") == ("h.com", "/")
     assert split_absolute_form("*") == ("", "/*")
+
+
+class DateTests(PipelineBase):
+    """Every response carries a Date (nginx always sent one)."""
+
+    def test_generated_and_proxied_have_date(self) -> None:
+        """Kong-generated responses get a Date; a proxied one keeps the upstream's or gets one."""
+        self.reactor.advance(784111777)  # Sun, 06 Nov 1994 08:49:37 GMT
+        _, down = self.start(self.pipeline(), "/nope")
+        assert down.header("date") == "Sun, 06 Nov 1994 08:49:37 GMT"
+        _, down = self.start(self.pipeline(), "/p")
+        assert self.client.pending is not None
+        self.client.pending.callback(FakeResponse(headers=[("Date", "upstream-date")]))
+        assert down.header("date") == "upstream-date"
+        _, down = self.start(self.pipeline(), "/p")
+        self.client.pending.callback(FakeResponse())
+        assert down.header("date") == "Sun, 06 Nov 1994 08:49:37 GMT"
