@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kongtx.plugins.auth_common import anonymous_field
 from kongtx.plugins.basic_auth.crypto import hash_password, verify_basicauth_password
 from kongtx.store.schemas import (
     EntitySchema,
@@ -19,7 +20,11 @@ from kongtx.store.schemas import (
 
 SCHEMA = Schema(
     no_consumer=True,
-    fields={"hide_credentials": Field(type="boolean", default=False)},
+    fields={
+        # Kong 0.10: a consumer id to fall back to instead of rejecting
+        "anonymous": anonymous_field(),
+        "hide_credentials": Field(type="boolean", default=False),
+    },
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kongtx.plugins.auth_common import anonymous_field
 from kongtx.store.schemas import (
     EntitySchema,
     Field,
@@ -25,6 +26,8 @@ def check_clock_skew(value: Any, values: dict[str, Any]) -> str | None:
 SCHEMA = Schema(
     no_consumer=True,
     fields={
+        # Kong 0.10: a consumer id to fall back to instead of rejecting
+        "anonymous": anonymous_field(),
         "hide_credentials": Field(type="boolean", default=False),
         "clock_skew": Field(type="number", default=300, func=check_clock_skew),
     },

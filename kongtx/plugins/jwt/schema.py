@@ -7,6 +7,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from kongtx.plugins.auth_common import anonymous_field
 from kongtx.store.schemas import (
     CheckContext,
     EntitySchema,
@@ -21,6 +22,8 @@ from kongtx.store.schemas import (
 SCHEMA = Schema(
     no_consumer=True,
     fields={
+        # Kong 0.10: a consumer id to fall back to instead of rejecting
+        "anonymous": anonymous_field(),
         "uri_param_names": Field(type="array", default=["jwt"]),
         "key_claim_name": Field(type="string", default="iss"),
         "secret_is_base64": Field(type="boolean", required=True, default=False),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from kongtx.plugins.auth_common import anonymous_field
 from kongtx.store.schemas import (
     EntitySchema,
     Field,
@@ -16,6 +17,8 @@ from kongtx.store.schemas import (
 SCHEMA = Schema(
     no_consumer=True,
     fields={
+        # Kong 0.10: a consumer id to fall back to instead of rejecting
+        "anonymous": anonymous_field(),
         "key_names": Field(type="array", required=True, default=["apikey"]),
         "hide_credentials": Field(type="boolean", default=False),
     },

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from kongtx.plugins.auth_common import anonymous_field
 from kongtx.store.schemas import Field, Schema
 
 SCHEMA = Schema(
     fields={
+        # Kong 0.10: a consumer id to fall back to instead of rejecting
+        "anonymous": anonymous_field(),
         "ldap_host": Field(type="string", required=True),
         "ldap_port": Field(type="number", required=True),
         "start_tls": Field(type="boolean", required=True, default=False),

@@ -1,0 +1,320 @@
+# -*- test-case-name: tests.unit.test_plugin_key_auth -*-
+"""What the authentication plugins share: cached lookups, consumer headers, ``anonymous``.
+
+Why one module: key-auth, basic-auth, hmac-auth, jwt, oauth2 and ldap-auth all end
+the same way (SPEC §4.1): the consumer's ``X-Consumer-*`` headers go upstream
+(dropped when the value is null, so a client can never smuggle its own), and
+``ctx.consumer``/``ctx.credential`` are set so that lower-priority plugins get
+the consumer's own configuration.  Every credential and consumer is read through
+the node cache under SPEC §7.4's keys (:func:`consumer_key`...), which
+:mod:`kongtx.invalidation` clears after each committed change, so a deleted or
+changed credential stops working on the very next request.
+
+The ``anonymous`` option comes from Kong 0.10: when a plugin is configured with
+a consumer id as ``anonymous``, a request it cannot authenticate goes on as that
+consumer (with ``X-Anonymous-Consumer: true``) instead of being rejected, and a
+request an earlier auth plugin already authenticated is left alone.  Several auth
+plugins configured that way on one API accept a request that any one of them
+accepts (a logical OR).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from abc import ABCMeta, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
+from kongtx.store.interface import Row
+from kongtx.store.schemas import Field, is_uuid
+
+__all__ = [
+    "ANONYMOUS_HEADER",
+    "CONSUMER_CUSTOM_ID",
+    "CONSUMER_ID",
+    "CONSUMER_USERNAME",
+    "CREDENTIAL_USERNAME",
+    "INTERNAL_ERROR",
+    "AuthPlugin",
+    "Lookups",
+    "SecretDigests",
+    "anonymous_field",
+    "b64decode_loose",
+    "check_anonymous",
+    "consumer_key",
+    "run_in_thread",
+    "set_consumer",
+    "set_or_clear",
+    "with_timeout",
+]
+
+T = TypeVar("T")
+
+CONSUMER_ID = "X-Consumer-ID"
+CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
+CONSUMER_USERNAME = "X-Consumer-Username"
+CREDENTIAL_USERNAME = "X-Credential-Username"
+ANONYMOUS_HEADER = "X-Anonymous-Consumer"
+
+#: Kong's fixed body for an unexpected error (the real one goes to the log)
+INTERNAL_ERROR: Mapping[str, str] = {"message": "An unexpected error occurred"}
+
+
+def consumer_key(consumer_id: str) -> str:
+    """``consumers:<id>``: the cache key of a consumer row (SPEC §7.4)."""
+    return f"consumers:{consumer_id}"
+
+
+def check_anonymous(value: Any, values: dict[str, Any]) -> str | None:
+    """``anonymous`` is empty (no fallback) or a consumer id (Kong 0.10's check)."""
+    if value in (None, "") or is_uuid(value):
+        return None
+    return "the anonymous user must be empty or a valid uuid"
+
+
+def anonymous_field() -> Field:
+    """The ``anonymous`` config field every auth plugin carries (Kong 0.10).
+
+    No default (Kong 0.10's was ``""``): a config that does not set it reads back
+    exactly as Kong 0.9's did.
+    """
+    return Field(type="string", func=check_anonymous)
+
+
+def set_or_clear(ctx: RequestContext, name: str, value: Any) -> None:
+    """Set an upstream header, or drop it when the value is null (Kong's ``set_header(nil)``)."""
+    if value is None or value == "":
+        ctx.headers.remove(name)
+    else:
+        ctx.headers.set(name, str(value))
+
+
+def set_consumer(ctx: RequestContext, consumer: Row | None, credential: Row | None) -> None:
+    """Record who the request is from and tell the upstream (SPEC §4.1 common headers).
+
+    ``credential`` is None for the anonymous consumer (``X-Anonymous-Consumer: true``);
+    ``consumer`` is None for ldap-auth, whose credentials belong to no consumer.
+    """
+    consumer = consumer or {}
+    set_or_clear(ctx, CONSUMER_ID, consumer.get("id"))
+    set_or_clear(ctx, CONSUMER_CUSTOM_ID, consumer.get("custom_id"))
+    set_or_clear(ctx, CONSUMER_USERNAME, consumer.get("username"))
+    if credential is None:
+        ctx.headers.set(ANONYMOUS_HEADER, "true")
+    else:
+        ctx.headers.remove(ANONYMOUS_HEADER)
+    ctx.consumer = consumer or None
+    ctx.credential = credential
+
+
+def b64decode_loose(text: str) -> bytes | None:
+    """Standard base64 like ``ngx.decode_base64``: padding optional, anything else fails."""
+    text = text.strip()
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+async def run_in_thread(reactor: Any, fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` in the reactor's thread pool (inline for test clocks without one)."""
+    if reactor is not None and IReactorThreads.providedBy(reactor):
+        result: T = await deferToThreadPool(reactor, reactor.getThreadPool(), fn)
+        return result
+    return fn()
+
+
+async def with_timeout(clock: Any, seconds: float, work: Awaitable[T]) -> T:
+    """``work``, or :class:`TimeoutError` after ``seconds`` on the node's clock.
+
+    The timer goes through :class:`kongtx.clock.Clock` (the one timer owner);
+    ``work`` is cancelled when the time is up.
+    """
+    d: Deferred[T] = Deferred.fromCoroutine(_awaiting(work))
+    timed_out = []
+
+    def expire() -> None:
+        timed_out.append(True)
+        d.cancel()
+
+    call = clock.call_later(seconds, expire)
+    try:
+        return await d
+    except CancelledError:
+        if timed_out:
+            raise TimeoutError(f"timed out after {seconds}s") from None
+        raise
+    finally:
+        if call.active():
+            call.cancel()
+
+
+async def _awaiting(work: Awaitable[T]) -> T:
+    return await work
+
+
+class SecretDigests:
+    """Remember, per stored secret, a keyed digest of the secret that matched it.
+
+    Why: basic-auth passwords are stored with a slow KDF (SPEC's top table), and
+    running scrypt on every request would cost ~50 ms of CPU each.  After one
+    slow verification the handler keeps ``HMAC(process key, password)`` for that
+    stored value; later requests compare digests in constant time.  The process
+    key is random and never leaves memory, so the digests are useless elsewhere,
+    and a changed stored value (a new password) misses the memo.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._key = os.urandom(32)
+        self._limit = limit
+        self._memo: dict[str, bytes] = {}
+
+    def digest(self, secret: str) -> bytes:
+        """The keyed digest of ``secret``."""
+        return hmac.new(
+            self._key, secret.encode("utf-8", "surrogateescape"), hashlib.sha256
+        ).digest()
+
+    def matches(self, stored: str, secret: str) -> bool | None:
+        """True/False when ``stored`` was verified before, ``None`` when unknown."""
+        known = self._memo.get(stored)
+        if known is None:
+            return None
+        return hmac.compare_digest(known, self.digest(secret))
+
+    def remember(self, stored: str, secret: str) -> None:
+        """Remember that ``secret`` matched ``stored``."""
+        if len(self._memo) >= self._limit:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[stored] = self.digest(secret)
+
+
+class Lookups:
+    """Credential and consumer reads through the node cache (SPEC §7.4 keys).
+
+    Misses are cached too (as negative entries): a credential created later
+    clears its key (:mod:`kongtx.invalidation` treats creates like updates), so a
+    client hammering an unknown key costs one datastore read, not one per request.
+    """
+
+    def __init__(self, services: PluginServices | None) -> None:
+        if services is None:
+            raise ValueError("authentication plugins need the node's services (dao, cache)")
+        self.cache = services.cache
+        self.dao = services.dao
+
+    def peek(self, key: str) -> tuple[bool, Any]:
+        """``(hit, value)`` from the cache only (the synchronous hot path)."""
+        hit, value = self.cache.peek(key)
+        return hit, value
+
+    async def row(self, key: str, collection: str, filters: Mapping[str, Any]) -> Row | None:
+        """The row of ``collection`` matching the unique ``filters``, cached under ``key``."""
+        dao = self.dao
+        value = await self.cache.get_or_load(key, lambda: dao.find(collection, dict(filters)))
+        return value  # type: ignore[no-any-return]
+
+    async def consumer(self, consumer_id: str) -> Row | None:
+        """The consumer row with this id (``consumers:<id>``)."""
+        return await self.row(consumer_key(consumer_id), "consumers", {"id": consumer_id})
+
+    def peek_consumer(self, consumer_id: str) -> tuple[bool, Row | None]:
+        """:meth:`consumer` from the cache only."""
+        hit, value = self.peek(consumer_key(consumer_id))
+        return hit, value
+
+    async def rows(self, key: str, collection: str, filters: Mapping[str, Any]) -> list[Row]:
+        """Every row of ``collection`` matching ``filters``, cached as one list under ``key``."""
+        dao = self.dao
+
+        async def load() -> list[Row]:
+            return list(await dao.find_all(collection, dict(filters)))
+
+        value = await self.cache.get_or_load(key, load, negative=False)
+        return value  # type: ignore[no-any-return]
+
+
+class AuthPlugin(BasePlugin, metaclass=ABCMeta):
+    """Base of the authentication handlers: anonymous fallback, OR semantics, lookups.
+
+    Subclasses implement :meth:`authenticate` and end it with :meth:`success` or
+    :meth:`reject`.
+    """
+
+    PRIORITY: ClassVar[int] = 1000
+    _log: ClassVar[Logger] = Logger()
+
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
+        self.lookups = Lookups(services)
+        self.anonymous = str(config.get("anonymous") or "")
+        self.hide_credentials = bool(config.get("hide_credentials"))
+
+    def access(self, ctx: RequestContext) -> PhaseResult:
+        if self.anonymous and ctx.credential is not None:
+            # an earlier auth plugin accepted the request and this one would only fall
+            # back to anonymous: several auth plugins with ``anonymous`` form an OR
+            return None
+        return self.authenticate(ctx)
+
+    @abstractmethod
+    def authenticate(self, ctx: RequestContext) -> PhaseResult:
+        """Check the request's credentials; respond, or set the consumer."""
+
+    def success(self, ctx: RequestContext, consumer: Row | None, credential: Row) -> None:
+        """The request is authenticated as ``consumer`` with ``credential``."""
+        set_consumer(ctx, consumer, credential)
+
+    def reject(
+        self,
+        ctx: RequestContext,
+        status: int,
+        body: Mapping[str, Any] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> PhaseResult:
+        """Refuse the request, or let it through as the ``anonymous`` consumer."""
+        if not self.anonymous:
+            if body is None and status == 401:
+                body = {"message": "Unauthorized"}
+            ctx.respond(status, body, headers)
+            return None
+        hit, consumer = self.lookups.peek_consumer(self.anonymous)
+        if hit and consumer is not None:
+            set_consumer(ctx, consumer, None)
+            return None
+        return self._as_anonymous(ctx)
+
+    async def _as_anonymous(self, ctx: RequestContext) -> None:
+        consumer = await self.lookups.consumer(self.anonymous)
+        if consumer is None:
+            self._log.error(
+                "anonymous consumer {consumer_id} of plugin {plugin} not found",
+                consumer_id=self.anonymous,
+                plugin=type(self).__module__,
+            )
+            ctx.respond(500, INTERNAL_ERROR)
+            return
+        set_consumer(ctx, consumer, None)
+
+    async def reject_async(
+        self,
+        ctx: RequestContext,
+        status: int,
+        body: Mapping[str, Any] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """:meth:`reject` from a coroutine."""
+        pending = self.reject(ctx, status, body, headers)
+        if pending is not None:
+            await pending

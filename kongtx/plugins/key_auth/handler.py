@@ -1,0 +1,107 @@
+# -*- test-case-name: tests.unit.test_plugin_key_auth -*-
+"""key-auth at request time: an API key from a header or the query string (SPEC §4.2).
+
+This is the plugin on the benchmark's hot path: when the credential and its
+consumer are cached, :meth:`Handler.authenticate` runs with plain calls and
+allocates no Deferred; only a cache miss switches to a coroutine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kongtx.plugins.auth_common import AuthPlugin, consumer_key
+from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.store.interface import Row
+
+REALM = 'Key realm="kong"'
+DUPLICATE = {"message": "Duplicate API key found"}
+NO_KEY = {"message": "No API key found in headers or querystring"}
+INVALID = {"message": "Invalid authentication credentials"}
+
+
+def credential_key(key: str) -> str:
+    """``keyauth_credentials:<key>`` (SPEC §7.4)."""
+    return f"keyauth_credentials:{key}"
+
+
+class _Duplicate(Exception):
+    """The key was sent more than once under one name."""
+
+
+class Handler(AuthPlugin):
+    """The key-auth plugin's request-time half."""
+
+    PRIORITY = 1000
+
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
+        names = config.get("key_names") or ["apikey"]
+        #: (name as configured, header spelling): nginx finds ``api_key`` as ``api-key`` too
+        self.key_names: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (str(n), (str(n), str(n).replace("_", "-")) if "_" in str(n) else (str(n),))
+            for n in names
+        )
+
+    def _find_key(self, ctx: RequestContext) -> str | None:
+        """The first key among ``key_names`` (header first, then query), or None."""
+        for name, spellings in self.key_names:
+            for spelling in spellings:
+                values = ctx.headers.get_all(spelling)
+                if len(values) > 1:
+                    raise _Duplicate()
+                if values:
+                    if self.hide_credentials:
+                        ctx.headers.remove(spelling)
+                        self._drop_query(ctx, name)
+                    return values[0]
+            args = [v for k, v in ctx.query if k == name]
+            strings = [v for v in args if v is not None]
+            if len(args) > 1:
+                raise _Duplicate()
+            if strings:
+                if self.hide_credentials:
+                    self._drop_query(ctx, name)
+                return strings[0]
+        return None
+
+    @staticmethod
+    def _drop_query(ctx: RequestContext, name: str) -> None:
+        if any(k == name for k, _ in ctx.query):
+            ctx.query = [(k, v) for k, v in ctx.query if k != name]
+
+    def authenticate(self, ctx: RequestContext) -> PhaseResult:
+        try:
+            key = self._find_key(ctx)
+        except _Duplicate:
+            return self.reject(ctx, 401, DUPLICATE)
+        if key is None:
+            return self.reject(ctx, 401, NO_KEY, {"WWW-Authenticate": REALM})
+        hit, credential = self.lookups.peek(credential_key(key))
+        if hit:
+            if credential is None:
+                return self.reject(ctx, 403, INVALID)
+            found, consumer = self.lookups.peek(consumer_key(credential["consumer_id"]))
+            if found:
+                return self._finish(ctx, credential, consumer)
+        return self._authenticate_async(ctx, key)
+
+    async def _authenticate_async(self, ctx: RequestContext, key: str) -> None:
+        credential = await self.lookups.row(
+            credential_key(key), "keyauth_credentials", {"key": key}
+        )
+        if credential is None:
+            await self.reject_async(ctx, 403, INVALID)
+            return
+        consumer = await self.lookups.consumer(credential["consumer_id"])
+        pending = self._finish(ctx, credential, consumer)
+        if pending is not None:
+            await pending
+
+    def _finish(self, ctx: RequestContext, credential: Row, consumer: Row | None) -> PhaseResult:
+        if consumer is None:
+            # the credential outlived its consumer (a delete in flight): not valid
+            return self.reject(ctx, 403, INVALID)
+        self.success(ctx, consumer, credential)
+        return None
