@@ -86,6 +86,7 @@ _TOKEN_KEY = b"kongtx cassandra paging state"
 #: Hidden column of TTL tables: when the row expires (epoch ms on the writer's clock).
 EXPIRE_COLUMN = "kongtx_expire_at"
 _LOCK_TABLE = "kongtx_locks"
+_UNKNOWN = object()
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 
 
@@ -249,6 +250,7 @@ class CassandraStore:
         self._session: Any = None
         self._seq: int | None = None
         self._seq_lock = DeferredLock()
+        self._counter_locks: dict[tuple[str, str], DeferredLock] = {}
         self._children: dict[str, list[tuple[Table, Any]]] = {}
         for child in self.tables.values():
             for fk in child.foreign_keys:
@@ -927,3 +929,74 @@ class CassandraStore:
                 [origin, seq],
             )
         return len(rows)
+
+    # ------------------------------------------------------------------ counters
+
+    def _counter_params(self, table: Table, keys: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """Primary-key parameters of each counter key (ValueError / KeyError on misuse)."""
+        out: list[list[Any]] = []
+        for key in keys:
+            check_columns(table, key)
+            if "value" in key:
+                raise ValueError(f"{table.name}: a counter key cannot hold the value column")
+            if any(key.get(c) is None for c in table.primary_key):
+                raise ValueError(
+                    f"{table.name}: a counter key needs the primary key {table.primary_key}"
+                )
+            out.append([self._param(table, c, key[c]) for c in table.primary_key])
+        return out
+
+    async def _increment_one(self, table: Table, pk: list[Any], amount: int) -> None:
+        """Compare-and-set on the int ``value`` (lightweight transactions) until it applies."""
+        cols = ", ".join(_q(c) for c in table.primary_key)
+        where = " AND ".join(f"{_q(c)} = %s" for c in table.primary_key)
+        current: Any = _UNKNOWN
+        for _attempt in range(1000):
+            if current is _UNKNOWN:
+                rows = await self._rows(
+                    f"INSERT INTO {self._ks(table.name)} ({cols}, value)"
+                    f" VALUES ({', '.join(['%s'] * len(pk))}, %s) IF NOT EXISTS",
+                    [*pk, amount],
+                )
+            else:
+                rows = await self._rows(
+                    f"UPDATE {self._ks(table.name)} SET value = %s WHERE {where} IF value = %s",
+                    [(current or 0) + amount, *pk, current],
+                )
+            if rows[0][0]:
+                return
+            current = getattr(rows[0], "value", None)
+        raise StoreUnavailable(f"{table.name}: counter still contended after 1000 attempts")
+
+    async def increment_counters(
+        self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
+    ) -> None:
+        """Add ``amount`` to each counter with a compare-and-set loop (LWT) per key.
+
+        Why not Cassandra ``counter`` columns (Kong's choice): a counter table accepts
+        no INSERT, so its rows could not go through the store's ordinary row methods.
+        A node's own increments of one key are queued so that only nodes, not
+        requests, contend in Paxos.
+        """
+        tb = self.tables[table]
+        params = self._counter_params(tb, keys)
+        for pk in params:
+            mark = (table, repr(pk))
+            lock = self._counter_locks.setdefault(mark, DeferredLock())
+            try:
+                async with lock:
+                    await self._increment_one(tb, pk, amount)
+            finally:
+                if not lock.locked and not lock.waiting:
+                    self._counter_locks.pop(mark, None)
+
+    async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Each named counter's value, 0 for a missing row."""
+        tb = self.tables[table]
+        params = self._counter_params(tb, keys)
+        where = " AND ".join(f"{_q(c)} = %s" for c in tb.primary_key)
+        out: list[int] = []
+        for pk in params:
+            rows = await self._rows(f"SELECT value FROM {self._ks(table)} WHERE {where}", pk)
+            out.append(int(rows[0][0] or 0) if rows else 0)
+        return out

@@ -902,3 +902,62 @@ class PostgresStore:
             return int(t.rowcount)
 
         return await self._run(txn)
+
+    # ------------------------------------------------------------------ counters
+
+    def _counter_params(self, table: Table, keys: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """Primary-key parameters of each counter key (ValueError / KeyError on misuse)."""
+        out: list[list[Any]] = []
+        for key in keys:
+            check_columns(table, key)
+            if "value" in key:
+                raise ValueError(f"{table.name}: a counter key cannot hold the value column")
+            if any(key.get(c) is None for c in table.primary_key):
+                raise ValueError(
+                    f"{table.name}: a counter key needs the primary key {table.primary_key}"
+                )
+            out.append([self._param(table, c, key[c]) for c in table.primary_key])
+        return out
+
+    async def increment_counters(
+        self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
+    ) -> None:
+        """``INSERT ... ON CONFLICT DO UPDATE SET value = value + n`` per key, one transaction.
+
+        Keys are taken in a fixed order so that two nodes incrementing the same set of
+        counters lock their rows in the same order and cannot deadlock.
+        """
+        tb = self._table(table)
+        params = sorted(self._counter_params(tb, keys), key=repr)
+        pk = ", ".join(_quote(c) for c in tb.primary_key)
+        sql = (
+            f"INSERT INTO {_quote(table)} AS t ({pk}, value)"
+            f" VALUES ({', '.join(['%s'] * len(tb.primary_key))}, %s)"
+            f" ON CONFLICT ({pk}) DO UPDATE SET value = coalesce(t.value, 0) + EXCLUDED.value"
+        )
+
+        async def txn(t: _Txn) -> None:
+            for p in params:
+                await t.execute(sql, [*p, amount])
+
+        if params:
+            await self._run(txn)
+
+    async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Each named counter's value (0 for a missing row), read in one snapshot."""
+        tb = self._table(table)
+        params = self._counter_params(tb, keys)
+        where = " AND ".join(f"{_quote(c)} = %s" for c in tb.primary_key)
+        sql = f"SELECT value FROM {_quote(table)} WHERE {where}"
+
+        async def txn(t: _Txn) -> list[int]:
+            await t.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            out: list[int] = []
+            for p in params:
+                found = await t.execute(sql, p)
+                out.append(int(found[0][0] or 0) if found else 0)
+            return out
+
+        if not params:
+            return []
+        return await self._run(txn)
