@@ -839,7 +839,8 @@ class SqliteStore:
         sql = (
             f"INSERT INTO {_q(t.name)} ({pk}, {_q('value')})"
             f" VALUES ({', '.join('?' for _ in t.primary_key)}, ?)"
-            f" ON CONFLICT ({pk}) DO UPDATE SET {_q('value')} = {_q('value')} + excluded.{_q('value')}"
+            f" ON CONFLICT ({pk}) DO UPDATE SET {_q('value')} ="
+            f" COALESCE({_q('value')}, 0) + excluded.{_q('value')}"
         )
 
         def txn(conn: sqlite3.Connection) -> None:

@@ -650,6 +650,13 @@ def test_counters_concurrent_increments_are_not_lost(stores: StoreSet) -> None:
     assert run(b.read_counters("ratelimiting_metrics", [_COUNTER])) == [40]
 
 
+def test_counter_with_null_value_counts_from_zero(store: IStore) -> None:
+    """A counter row written with a NULL value (via insert) is incremented as if it held 0."""
+    run(store.insert("ratelimiting_metrics", {**_COUNTER, "value": None}))
+    run(store.increment_counters("ratelimiting_metrics", [_COUNTER], 4))
+    assert run(store.read_counters("ratelimiting_metrics", [_COUNTER])) == [4]
+
+
 def test_counter_keys_need_the_whole_primary_key(store: IStore) -> None:
     """A counter key without every primary-key column is a ValueError; unknown columns KeyError."""
     partial = {k: v for k, v in _COUNTER.items() if k != "period"}
