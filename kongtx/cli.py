@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import platform
 import resource
@@ -27,6 +28,7 @@ import sys
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
@@ -154,20 +156,40 @@ def running_pid(config: Config) -> int | None:
     return pid if pid is not None and is_running(pid) else None
 
 
-def admin_status(config: Config, timeout: float = 2.0) -> int | None:
-    """Status of ``GET /`` on the Admin API, or None when nothing answers."""
+def admin_url(config: Config, path: str = "/") -> str:
+    """``http://<admin_listen>/<path>``, a wildcard bind dialled on loopback."""
     address = config.admin_listen
     host = address.connect_host
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{address.port}/"
+    return f"http://{host}:{address.port}{path}"
+
+
+def admin_request(
+    config: Config,
+    method: str,
+    path: str,
+    form: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    """One request to the node's own Admin API: ``(status, body)``; OSError when unreachable."""
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    request = urllib.request.Request(admin_url(config, path), data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             status: int = response.status
-            return status
+            return status, response.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, e.read()
+
+
+def admin_status(config: Config, timeout: float = 2.0) -> int | None:
+    """Status of ``GET /`` on the Admin API, or None when nothing answers."""
+    try:
+        return admin_request(config, "GET", "/", timeout=timeout)[0]
     except (OSError, ValueError):
         return None
 
@@ -509,9 +531,47 @@ def _confirm(log: CliLog, question: str, tries: int = 3) -> bool:
 
 
 def cmd_cluster(args: argparse.Namespace, log: CliLog) -> int:
-    """``cluster keygen``: a base64 16-byte key for ``cluster_encrypt_key``."""
-    log(base64.b64encode(os.urandom(16)).decode("ascii"))
+    """``keygen`` prints a key; ``members`` and ``force-leave`` ask the running node.
+
+    Kong shelled out to the ``serf`` agent's RPC; the membership lives in the node
+    here, so we ask its Admin API (``/cluster``) on ``admin_listen``.
+    """
+    if args.command == "keygen":
+        log(base64.b64encode(os.urandom(16)).decode("ascii"))
+        return 0
+    config = _prefix_config(log, args.prefix)
+    _require_running(config)
+    if args.command == "members":
+        body = _admin_json(config, "GET", "/cluster")
+        for member in body.get("data", []):
+            log(f"{member.get('name')}\t{member.get('address')}\t{member.get('status')}")
+        return 0
+    if not args.node:
+        raise CliError("you need to specify the node to force-leave")
+    log(f"force-leaving {args.node}")
+    _admin_json(config, "DELETE", "/cluster", {"name": args.node})
+    log(f"left node {args.node}")
     return 0
+
+
+def _admin_json(
+    config: Config, method: str, path: str, form: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Call the Admin API; a non-2xx answer becomes a CliError with the node's message."""
+    try:
+        status, raw = admin_request(config, method, path, form)
+    except OSError as e:
+        raise CliError(f"could not reach the Admin API at {admin_url(config)}: {e}") from e
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if not 200 <= status < 300:
+        message = body.get("message") or raw.decode("utf-8", "replace").strip() or status
+        raise CliError(str(message))
+    return body
 
 
 def cmd_version(args: argparse.Namespace, log: CliLog) -> int:
@@ -608,8 +668,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before reset")
 
     p = sub("cluster", cmd_cluster, "manage the cluster")
-    p.add_argument("command", choices=("keygen",))
+    p.add_argument("command", choices=("keygen", "members", "force-leave"))
+    p.add_argument("node", nargs="?", help="the node to force-leave")
     conf(p)
+    prefix(p)
 
     p = sub("version", cmd_version, "print Kong's version")
     p.add_argument("-a", "--all", action="store_true", help="print every dependency's version")

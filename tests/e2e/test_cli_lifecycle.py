@@ -132,6 +132,14 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn(f"Error: Kong is already running in {self.prefix}", result.stderr)
 
+        result = self.kong("cluster", "members", "-p", self.prefix)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cluster = self.env["KONG_CLUSTER_LISTEN"].replace(".", r"\.")
+        self.assertRegex(result.stdout, rf"^[^\t]+_{cluster}_[0-9a-f]{{32}}\t{cluster}\talive\n$")
+        result = self.kong("cluster", "force-leave", "no-such-node", "-p", self.prefix)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Error: ", result.stderr)
+
         self.env["KONG_LOG_LEVEL"] = "debug"
         result = self.kong("reload", "-p", self.prefix)
         self.assertEqual(result.returncode, 0, result.stderr)

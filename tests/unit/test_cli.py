@@ -162,7 +162,7 @@ class ArgumentTests(CliTestCase):
     def test_bad_subcommand(self) -> None:
         """``migrations`` and ``cluster`` take only their known sub-commands."""
         self.assertEqual(self.run_cli("migrations", "sideways"), 2)
-        self.assertEqual(self.run_cli("cluster", "members"), 2)
+        self.assertEqual(self.run_cli("cluster", "reachability"), 2)
 
     def test_help(self) -> None:
         """``--help`` prints the usage and exits 0."""
@@ -428,6 +428,61 @@ class SignalTests(CliTestCase):
         self.assertEqual(cli._reload_source(other, config.prefix), (other, config.prefix))
         self.patch(config_module, "DEFAULT_PATHS", (other,))
         self.assertEqual(cli._reload_source(None, config.prefix), (None, config.prefix))
+
+
+class ClusterTests(CliTestCase):
+    """``cluster members`` / ``force-leave`` talk to the node's Admin API (faked here)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.config = self.prepared()
+        with open(pid_file(self.config), "w") as f:
+            f.write(str(os.getpid()))
+        self.requests: list[tuple[str, str, object]] = []
+        self.answer: tuple[int, bytes] = (200, b"")
+
+        def fake(config: Config, method: str, path: str, form: object = None) -> tuple[int, bytes]:
+            self.requests.append((method, path, form))
+            return self.answer
+
+        self.patch(cli, "admin_request", fake)
+
+    def test_members(self) -> None:
+        """One ``<name>\\t<address>\\t<status>`` line per member, from ``GET /cluster``."""
+        self.answer = (
+            200,
+            b'{"data":[{"name":"a_1.1.1.1:7946_x","address":"1.1.1.1:7946","status":"alive"},'
+            b'{"name":"b","address":"2.2.2.2:7946","status":"failed"}],"total":2}',
+        )
+        self.assertEqual(self.run_cli("cluster", "members", "-p", self.config.prefix), 0)
+        self.assertEqual(
+            self.stdout.getvalue(),
+            "a_1.1.1.1:7946_x\t1.1.1.1:7946\talive\nb\t2.2.2.2:7946\tfailed\n",
+        )
+        self.assertEqual(self.requests, [("GET", "/cluster", None)])
+
+    def test_force_leave(self) -> None:
+        """``force-leave <node>`` sends the name in the body of ``DELETE /cluster``."""
+        self.assertEqual(self.run_cli("cluster", "force-leave", "n1", "-p", self.config.prefix), 0)
+        self.assertEqual(self.stdout.getvalue(), "force-leaving n1\nleft node n1\n")
+        self.assertEqual(self.requests, [("DELETE", "/cluster", {"name": "n1"})])
+
+    def test_force_leave_error(self) -> None:
+        """The node's refusal is printed as the error."""
+        self.answer = (400, b'{"message":"node n1 is not a member"}')
+        self.assertEqual(self.run_cli("cluster", "force-leave", "n1", "-p", self.config.prefix), 1)
+        self.assertIn("Error: node n1 is not a member", self.stderr.getvalue())
+
+    def test_force_leave_needs_a_node(self) -> None:
+        """``force-leave`` without a node name is refused before any request."""
+        self.assertEqual(self.run_cli("cluster", "force-leave", "-p", self.config.prefix), 1)
+        self.assertEqual(self.requests, [])
+
+    def test_members_needs_a_running_node(self) -> None:
+        """Without a live node in the prefix, members is an error."""
+        os.unlink(pid_file(self.config))
+        self.assertEqual(self.run_cli("cluster", "members", "-p", self.config.prefix), 1)
+        self.assertIn("Kong is not running at", self.stderr.getvalue())
 
 
 class ForegroundTests(CliTestCase):
