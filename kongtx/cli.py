@@ -205,12 +205,22 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
         time.sleep(POLL_INTERVAL)
 
 
-def _tail(path: str, lines: int = LOG_TAIL) -> list[str]:
+def _size(path: str) -> int:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().splitlines()[-lines:]
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _tail(path: str, lines: int = LOG_TAIL, since: int = 0) -> list[str]:
+    """The last ``lines`` lines of ``path`` written after byte ``since``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
+    return text.splitlines()[-lines:]
 
 
 def twistd_argv(config: Config, foreground: bool = False) -> list[str]:
@@ -278,7 +288,7 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
         raise CliError(f"Kong is already running in {config.prefix}")
     _check_ulimit(log)
     prepare_prefix(config)
-    # nginx_daemon = off is how Kong 0.9 containers kept `kong start` in the foreground.
+    # nginx_daemon = off kept Kong in the foreground (for supervisors); it still does.
     foreground = args.foreground or not config.nginx_daemon
     argv = twistd_argv(config, foreground=foreground)
     log.debug(f"running {' '.join(argv)}")
@@ -287,6 +297,8 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, argv, node_environment(os.environ))
+    # Only what this start writes to error.log is shown if it fails.
+    log_offset = _size(error_log(config))
     # twistd's parent waits until the daemon has started its services (or failed to)
     # and reports through its exit status; the daemon's pid file exists by then.
     daemon = subprocess.run(
@@ -296,14 +308,14 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
         output = (daemon.stderr or daemon.stdout).strip()
         log.verbose(f"twistd said:\n{output}")
         last = output.splitlines()[-1] if output else f"twistd exited with {daemon.returncode}"
-        raise CliError(_start_failure(config, last))
+        raise CliError(_start_failure(config, last, log_offset))
     pid = read_pid(pid_file(config))
     if pid is None:
-        raise CliError(_start_failure(config, f"no pid file at {pid_file(config)}"))
+        raise CliError(_start_failure(config, f"no pid file at {pid_file(config)}", log_offset))
 
     def up() -> bool:
         if not is_running(pid):
-            raise CliError(_start_failure(config, "the node exited"))
+            raise CliError(_start_failure(config, "the node exited", log_offset))
         return admin_status(config) == 200
 
     if not _wait(up, START_TIMEOUT):
@@ -314,15 +326,16 @@ def cmd_start(args: argparse.Namespace, log: CliLog) -> int:
                 config,
                 f"the Admin API did not answer on {config.admin_listen} "
                 f"within {START_TIMEOUT:g} seconds",
+                log_offset,
             )
         )
     log("Kong started")
     return 0
 
 
-def _start_failure(config: Config, reason: str) -> str:
+def _start_failure(config: Config, reason: str, log_offset: int = 0) -> str:
     lines = [f"could not start Kong: {reason}" if reason else "could not start Kong"]
-    tail = _tail(error_log(config))
+    tail = _tail(error_log(config), since=log_offset)
     if tail:
         lines.append(f"last lines of {error_log(config)}:")
         lines.extend(f"  {line}" for line in tail)

@@ -307,6 +307,24 @@ class PrefixCommandTests(CliTestCase):
         else:
             self.assertEqual(env["PYTHONPATH"], "/elsewhere")
 
+    def test_failure_shows_only_this_starts_log(self) -> None:
+        """A failed start quotes error.log from where this start began, not older runs."""
+        config = self.prepared()
+        with open(os.path.join(config.prefix, "logs", "error.log"), "w") as f:
+            f.write("old run line\n")
+        offset = os.path.getsize(os.path.join(config.prefix, "logs", "error.log"))
+        with open(os.path.join(config.prefix, "logs", "error.log"), "a") as f:
+            f.write("new run line\n")
+        message = cli._start_failure(config, "the node exited", offset)
+        self.assertEqual(
+            message.splitlines(),
+            [
+                "could not start Kong: the node exited",
+                f"last lines of {config.prefix}/logs/error.log:",
+                "  new run line",
+            ],
+        )
+
     def test_process_helpers(self) -> None:
         """read_pid tolerates garbage; is_running tells live from dead."""
         self.assertIsNone(cli.read_pid(self.path("missing")))
