@@ -1,0 +1,29 @@
+# -*- test-case-name: tests.unit.test_plugin_udp_log -*-
+"""udp-log: one JSON datagram per request, the basic serializer's message (SPEC §4.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_transports import senders
+
+__all__ = ["Handler"]
+
+
+class Handler(BasePlugin):
+    """The udp-log plugin's request-time half: a non-blocking datagram in the log phase."""
+
+    PRIORITY = 1
+
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
+        self.host = str(config["host"])
+        self.port = int(config["port"])
+        self.sender = senders(services).udp
+
+    def log(self, ctx: RequestContext) -> PhaseResult:
+        self.sender.send(self.host, self.port, encode(basic_serialize(ctx)))
+        return None
