@@ -381,13 +381,18 @@ def _reload_source(conf: str | None, prefix: str | None) -> tuple[str | None, st
     the prefix's own ``kong.conf`` so that a node started with ``-c`` elsewhere keeps
     its settings (Kong would silently reload the built-in defaults).
     """
-    base = load_config(conf, os.environ, prefix)
-    if conf is None:
-        default_file = any(os.path.isfile(p) for p in kongtx.config.DEFAULT_PATHS)
-        current = kong_conf(base)
-        if not default_file and os.path.isfile(current):
-            return current, base.prefix
-    return conf, base.prefix
+    default_file = any(os.path.isfile(p) for p in kongtx.config.DEFAULT_PATHS)
+    if conf is None and not default_file:
+        # No file involved: the prefix comes from -p, KONG_PREFIX or the default, and
+        # the rest from the prefix's copy (validated with the environment by the caller).
+        if prefix is None:
+            prefix = os.environ.get("KONG_PREFIX", "").strip() or kongtx.config.DEFAULTS["prefix"]
+        prefix = os.path.abspath(prefix)
+        current = os.path.join(prefix, "kong.conf")
+        return (current if os.path.isfile(current) else None), prefix
+    if prefix is None:
+        prefix = load_config(conf, os.environ).prefix
+    return conf, os.path.abspath(prefix)
 
 
 def cmd_reload(args: argparse.Namespace, log: CliLog) -> int:

@@ -447,6 +447,19 @@ class SignalTests(CliTestCase):
         self.patch(config_module, "DEFAULT_PATHS", (other,))
         self.assertEqual(cli._reload_source(None, config.prefix), (None, config.prefix))
 
+    def test_reload_source_prefix_from_environment(self) -> None:
+        """Without -p the prefix is KONG_PREFIX's, even when only the prefix copy validates."""
+        config = load_config(
+            None, {"KONG_DNSMASQ": "off", "KONG_DNS_RESOLVER": "8.8.8.8"}, prefix=self.path("p4")
+        )
+        prepare_prefix(config)
+        os.environ["KONG_PREFIX"] = config.prefix
+        os.environ["KONG_DNSMASQ"] = "off"
+        self.assertEqual(cli._reload_source(None, None), (kong_conf(config), config.prefix))
+        self.assertEqual(
+            load_config(kong_conf(config), os.environ).dns_resolver, config.dns_resolver
+        )
+
 
 class ClusterTests(CliTestCase):
     """``cluster members`` / ``force-leave`` talk to the node's Admin API (faked here)."""
