@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 import kongtx
 import kongtx.config
-from kongtx.config import Config, ConfigError, load_config
+from kongtx.config import Config, ConfigError, load_config, parse_conf
 from kongtx.prefix import error_log, kong_conf, pid_file, prepare_prefix
 
 #: Printed after every ``Error:`` line unless already verbose (Kong's wording).
@@ -114,11 +114,32 @@ def _load(log: CliLog, conf: str | None, prefix: str | None = None) -> Config:
     return config
 
 
+def resolve_prefix(conf: str | None, prefix: str | None) -> str:
+    """The prefix a command means, by the usual precedence, without validating anything else.
+
+    ``-p``, else ``KONG_PREFIX``, else the ``prefix`` line of the file (``-c`` or the
+    first default path), else the default.  Commands that act on a running node
+    only need to find its prefix; the configuration they then validate is the
+    prefix's own ``kong.conf``.
+    """
+    if not prefix:
+        prefix = os.environ.get("KONG_PREFIX", "").strip()
+    if not prefix:
+        candidates = [conf] if conf is not None else list(kongtx.config.DEFAULT_PATHS)
+        for path in candidates:
+            if os.path.isfile(path):
+                try:
+                    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                        prefix = parse_conf(f.read(), path).get("prefix", "")
+                except OSError:
+                    prefix = ""
+                break
+    return os.path.abspath(prefix or kongtx.config.DEFAULTS["prefix"])
+
+
 def _prefix_config(log: CliLog, prefix: str | None) -> Config:
     """The configuration a running node uses: ``<prefix>/kong.conf`` (SPEC §5.1)."""
-    if prefix is None:
-        prefix = load_config(None, os.environ).prefix
-    prefix = os.path.abspath(prefix)
+    prefix = resolve_prefix(None, prefix)
     if not os.path.isdir(prefix):
         raise CliError(f"no such prefix: {prefix}")
     return _load(log, os.path.join(prefix, "kong.conf"), prefix)
@@ -381,18 +402,12 @@ def _reload_source(conf: str | None, prefix: str | None) -> tuple[str | None, st
     the prefix's own ``kong.conf`` so that a node started with ``-c`` elsewhere keeps
     its settings (Kong would silently reload the built-in defaults).
     """
+    prefix = resolve_prefix(conf, prefix)
     default_file = any(os.path.isfile(p) for p in kongtx.config.DEFAULT_PATHS)
     if conf is None and not default_file:
-        # No file involved: the prefix comes from -p, KONG_PREFIX or the default, and
-        # the rest from the prefix's copy (validated with the environment by the caller).
-        if prefix is None:
-            prefix = os.environ.get("KONG_PREFIX", "").strip() or kongtx.config.DEFAULTS["prefix"]
-        prefix = os.path.abspath(prefix)
         current = os.path.join(prefix, "kong.conf")
         return (current if os.path.isfile(current) else None), prefix
-    if prefix is None:
-        prefix = load_config(conf, os.environ).prefix
-    return conf, os.path.abspath(prefix)
+    return conf, prefix
 
 
 def cmd_reload(args: argparse.Namespace, log: CliLog) -> int:

@@ -516,6 +516,32 @@ class ClusterTests(CliTestCase):
         self.assertIn("Kong is not running at", self.stderr.getvalue())
 
 
+class ResolvePrefixTests(CliTestCase):
+    def test_precedence(self) -> None:
+        """-p beats KONG_PREFIX beats the file's prefix line beats the default."""
+        conf = self.write("with-prefix.conf", "prefix = /from/file\npg_port = invalid\n")
+        self.assertEqual(cli.resolve_prefix(conf, None), "/from/file")
+        self.patch(config_module, "DEFAULT_PATHS", (conf,))
+        self.assertEqual(cli.resolve_prefix(None, None), "/from/file")
+        os.environ["KONG_PREFIX"] = "/from/env"
+        self.assertEqual(cli.resolve_prefix(conf, None), "/from/env")
+        self.assertEqual(cli.resolve_prefix(conf, "/from/flag"), "/from/flag")
+        del os.environ["KONG_PREFIX"]
+        self.patch(config_module, "DEFAULT_PATHS", (self.path("none"),))
+        self.assertEqual(cli.resolve_prefix(None, None), "/usr/local/kong")
+
+    def test_stop_ignores_unrelated_invalid_settings(self) -> None:
+        """``stop`` finds the prefix even when the environment alone would not validate."""
+        config = load_config(
+            None, {"KONG_DNSMASQ": "off", "KONG_DNS_RESOLVER": "8.8.8.8"}, prefix=self.path("p5")
+        )
+        prepare_prefix(config)
+        os.environ["KONG_PREFIX"] = config.prefix
+        os.environ["KONG_DNSMASQ"] = "off"
+        self.assertEqual(self.run_cli("stop"), 1)
+        self.assertIn(f"Error: Kong is not running at {config.prefix}", self.stderr.getvalue())
+
+
 class ForegroundTests(CliTestCase):
     def test_nginx_daemon_off_means_foreground(self) -> None:
         """``nginx_daemon = off`` makes ``start`` exec the node in the foreground, like --foreground."""
