@@ -46,9 +46,24 @@ class RequestSizeTests(SynchronousTestCase):
         self.assertEqual(ctx.response, (413, TOO_LARGE, {}))
         self.assertEqual(ctx.body_reads, 1)
 
+    def test_no_body_passes_without_reading(self) -> None:
+        """A request with neither Content-Length nor Transfer-Encoding has no body to measure."""
+        ctx = FakeContext(body=b"")
+        self.assertIsNone(Handler({"allowed_payload_size": 0}).access(ctx))
+        self.assertFalse(ctx.responded)
+        self.assertEqual(ctx.body_reads, 0)
+
+    def test_streaming_body_is_read(self) -> None:
+        """A body still streaming in (no spool yet) is read and measured."""
+        ctx = FakeContext(headers={"Transfer-Encoding": "chunked"}, body=b"z" * 40)
+        ctx.body_stream = (None, 0)  # type: ignore[attr-defined]
+        d = ensureDeferred(Handler({"allowed_payload_size": 0.00001}).access(ctx))  # type: ignore[arg-type]
+        self.successResultOf(d)
+        self.assertEqual(ctx.response, (413, TOO_LARGE, {}))
+
     def test_spooled_body_length_is_used_without_reading(self) -> None:
         """A proxy context that knows its spooled body's length is not read."""
-        ctx = FakeContext(headers={"Content-Length": "abc"})
+        ctx = FakeContext(headers={"Transfer-Encoding": "chunked"})
         ctx.body_stream = (io.BytesIO(b"y" * 30), 30)  # type: ignore[attr-defined]
         self.assertIsNone(Handler({"allowed_payload_size": 0.00001}).access(ctx))
         self.assertEqual(ctx.response, (413, TOO_LARGE, {}))

@@ -3,8 +3,8 @@
 
 A numeric ``Content-Length`` decides without touching the body, so an oversized
 upload is refused before anything is read.  Without one (chunked bodies) the
-length of the body the proxy spooled is used, and only a context that cannot
-tell its length makes the plugin read the body.  A client that sent
+length of the body the proxy spooled is used; a body still streaming in is read
+(as Kong's ``ngx.req.read_body``) and measured.  A client that sent
 ``Expect: 100-continue`` gets 417 instead of 413, so it never sends the body.
 """
 
@@ -45,13 +45,16 @@ class Handler(BasePlugin):
             ctx.respond(417 if expect == "100-continue" else 413, TOO_LARGE)
 
     def access(self, ctx: RequestContext) -> PhaseResult:
-        length = _content_length(ctx.headers.get("content-length"))
+        headers = ctx.headers
+        length = _content_length(headers.get("content-length"))
         if length is not None:
             self._check(ctx, length)
             return None
+        if headers.get("transfer-encoding") is None and headers.get("content-length") is None:
+            return None  # no body at all (RFC 9112 §6.3): nothing to measure
         stream = getattr(ctx, "body_stream", None)
-        if stream is not None:
-            # the proxy's spooled body knows its length: no need to read it
+        if stream is not None and stream[0] is not None:
+            # the proxy spooled the whole body already and knows its length
             self._check(ctx, int(stream[1]))
             return None
         return self._read_and_check(ctx)
