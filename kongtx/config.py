@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -135,17 +136,21 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def _number(key: str, raw: str) -> float:
-    if not _NUMBER.fullmatch(raw):
+    value = float(raw) if _NUMBER.fullmatch(raw) else math.nan
+    if not math.isfinite(value):
         raise _Invalid(f"{key} is not a number: '{raw}'")
-    return float(raw)
+    return value
 
 
 def _integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
     def parse(key: str, raw: str) -> int:
-        value = _number(key, raw)
-        if value != int(value):
-            raise _Invalid(f"{key} is not an integer: '{raw}'")
-        result = int(value)
+        if re.fullmatch(r"[+-]?\d+", raw):
+            result = int(raw)
+        else:
+            value = _number(key, raw)
+            if value != int(value):
+                raise _Invalid(f"{key} is not an integer: '{raw}'")
+            result = int(value)
         if minimum is not None and maximum is not None:
             if not minimum <= result <= maximum:
                 raise _Invalid(f"{key} has an invalid value: '{raw}' ({minimum}-{maximum})")

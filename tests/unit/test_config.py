@@ -299,7 +299,13 @@ class FileSyntaxTests(ConfigTestCase):
         st.lists(
             st.tuples(
                 st.sampled_from(sorted(DEFAULTS)),
-                st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30),
+                st.one_of(
+                    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30),
+                    st.from_regex(
+                        r"[+-]?\d{0,30}(\.\d*)?([eE][+-]?\d{1,4})?[kmg]?", fullmatch=True
+                    ),
+                    st.from_regex(r"\[?[0-9a-f:.]{0,20}\]?:\d{0,7}", fullmatch=True),
+                ),
             ),
             max_size=8,
         )
@@ -330,6 +336,20 @@ class TypeTests(ConfigTestCase):
             self.errors(cassandra_timeout="1.5"), ["cassandra_timeout is not an integer: '1.5'"]
         )
         self.assertEqual(self.load(db_update_frequency="0.5").db_update_frequency, 0.5)
+        self.assertEqual(self.load(cluster_ttl_on_failure="1e3").cluster_ttl_on_failure, 1000)
+        self.assertEqual(
+            self.load(cluster_ttl_on_failure="123456789012345678901").cluster_ttl_on_failure,
+            123456789012345678901,
+        )
+        for huge in ("1e999", "-1e999"):
+            self.assertEqual(
+                self.errors(cluster_ttl_on_failure=huge),
+                [f"cluster_ttl_on_failure is not a number: '{huge}'"],
+            )
+        self.assertEqual(
+            self.errors(db_update_frequency="1e999"),
+            ["db_update_frequency is not a number: '1e999'"],
+        )
 
     def test_number_ranges(self) -> None:
         """Ports stay within 1-65535, timeouts and frequencies above zero."""
