@@ -10,6 +10,8 @@ deleted so new nodes stop trying to join us.
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 from typing import Any
 
@@ -28,6 +30,8 @@ from kongtx.config import Address, Config
 from kongtx.store.interface import IStore
 
 LEAVE_PROPAGATE = 1.0
+#: environment variable of the datagram-loss test hook (a fraction, 0..1)
+LOSS_HOOK = "KONGTX_TEST_GOSSIP_LOSS"
 
 
 def advertise_address(config: Config) -> tuple[str, int]:
@@ -140,6 +144,13 @@ class ClusterService(Service):
             lambda: sum(1 for r in self.serf.member_rows() if r["status"] == ALIVE),
         )
         self.udp = transport.GossipDatagram(self._on_packet)
+        loss = float(os.environ.get(LOSS_HOOK) or 0)
+        if loss > 0:
+            # test hook only: lose a fraction of incoming datagrams (tests/cluster)
+            self.log.warn(
+                "{hook}={loss}: dropping gossip datagrams on purpose", hook=LOSS_HOOK, loss=loss
+            )
+            self.udp.drop_filter = lambda _: random.random() < loss
         self._ports: list[Any] = []
 
     # ----------------------------------------------------------------- IService
