@@ -152,7 +152,8 @@ def basic_serialize(ctx: Any) -> dict[str, Any]:
             + body_out,
         },
         "latencies": {"kong": kong, "proxy": waiting, "request": request_ms},
-        "api": dict(ctx.api),
+        # a Lua table has no nil fields: NULL columns are absent, as in the Admin API
+        "api": {k: v for k, v in ctx.api.items() if v is not None},
         "client_ip": ctx.client_ip,
         "started_at": int(ctx.started_at * 1000),
     }

@@ -18,12 +18,13 @@ from kongtx.plugins.log_serializer import (
 from tests.fakes import FakeContext, FakeHeaders
 
 API = {"id": "api-1", "name": "example", "upstream_url": "http://up", "request_host": "ex.com"}
+API_ROW = {**API, "request_path": None}
 
 
 def proxied_context(**extra: Any) -> FakeContext:
     """A FakeContext carrying what the proxy's ProxyContext adds for the log phase."""
     ctx = FakeContext(
-        api=API,
+        api=API_ROW,
         method="POST",
         path="/users",
         headers=[("Host", "Ex.com:8000"), ("X-A", "1"), ("x-a", "2"), ("Content-Length", "5")],
@@ -46,7 +47,7 @@ def proxied_context(**extra: Any) -> FakeContext:
 
 class SerializerTests(SynchronousTestCase):
     def test_every_field(self) -> None:
-        """Every field of SPEC's basic serializer, with ngx-shaped headers and querystring."""
+        """Every field of SPEC's basic serializer, ngx-shaped headers and querystring, no NULL api fields."""
         ctx = proxied_context()
         ctx.credential = {"id": "cred-1", "consumer_id": "cons-1", "key": "secret"}
         msg = basic_serialize(ctx)
