@@ -14,6 +14,7 @@ server only sees a bind per user and period.
 
 from __future__ import annotations
 
+import math
 import ssl
 import warnings
 
@@ -90,7 +91,8 @@ class LdapBinder:
             password=password,
             authentication=SIMPLE,
             auto_bind=False,
-            receive_timeout=self.timeout,
+            # ldap3 packs this into SO_RCVTIMEO as an integer: whole seconds, at least one
+            receive_timeout=max(1, math.ceil(self.timeout)),
             raise_exceptions=False,
             read_only=True,
         )

@@ -129,6 +129,15 @@ class Handler(AuthPlugin):
             )
             ctx.respond(500, INTERNAL_ERROR)
             return
+        except Exception:
+            # never the password: only where and what failed
+            self._log.failure(
+                "ldap-auth: checking credentials with {host}:{port} failed",
+                host=self.host,
+                port=self.port,
+            )
+            ctx.respond(500, INTERNAL_ERROR)
+            return
         if credential is None:
             await self.reject_async(ctx, 403, INVALID)
             return
