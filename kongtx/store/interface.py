@@ -265,3 +265,19 @@ class IStore(Interface):
 
     async def ping() -> None:
         """A cheap round-trip; raises StoreUnavailable when the server is gone."""
+
+    async def increment_counters(
+        table: str, keys: Sequence[Mapping[str, Any]], amount: int
+    ) -> None:
+        """Add ``amount`` to the integer ``value`` column of each row named by ``keys``.
+
+        For counter tables (``ratelimiting_metrics``...): each key holds the whole
+        primary key; a missing row counts as 0 and is created.  Each key's increment
+        is atomic (two nodes adding at once never lose one), which is what the
+        rate-limiting ``cluster`` policy needs; the keys are not one transaction.
+        Counters log no change event (they are traffic, not configuration), never
+        expire, and a key missing a primary-key column raises ``ValueError``.
+        """
+
+    async def read_counters(table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The ``value`` of each row named by ``keys``, in order; 0 for a missing row."""
