@@ -235,3 +235,62 @@ def test_revoked_token_via_admin(kong_node: Node, upstream: Upstream) -> None:
     kong_node.admin_call("DELETE", f"/oauth2_tokens/{access}")
     assert p.get(Authorization=f"Bearer {access}").status == 401
     assert json.loads(p.get(Authorization=f"Bearer {access}").body)["error"] == "invalid_token"
+
+
+def test_authorize_and_token_error_messages(kong_node: Node, upstream: Upstream) -> None:
+    """The remaining /authorize and /token errors, raw or inside the redirect_uri, as SPEC words them."""
+    p = Provider(kong_node, upstream, mandatory_scope=True)
+    base = {
+        "provision_key": p.provision_key,
+        "authenticated_userid": "u",
+        "client_id": p.app["client_id"],
+        "response_type": "code",
+        "scope": "email",
+    }
+    r = p.post("authorize", {**base, "authenticated_userid": ""})
+    assert (r.status, r.json()) == (
+        400,
+        {
+            "error": "invalid_authenticated_userid",
+            "error_description": "Missing authenticated_userid parameter",
+        },
+    )
+    cases = [
+        ({"response_type": "nope"}, "unsupported_response_type", "Invalid response_type"),
+        ({"scope": "admin"}, "invalid_scope", '"admin" is an invalid scope'),
+        (
+            {"redirect_uri": "http://elsewhere.test/"},
+            "invalid_request",
+            "Invalid redirect_uri that does not match with any redirect_uri created with the application",
+        ),
+    ]
+    for extra, error, description in cases:
+        r = p.post("authorize", {**base, **extra, "state": "s"})
+        assert r.status == 400, extra
+        redirect = urlsplit(r.json()["redirect_uri"])
+        assert redirect.netloc == "app.test"
+        query = parse_qs(redirect.query)
+        assert (query["error"], query["error_description"], query["state"]) == (
+            [error],
+            [description],
+            ["s"],
+        )
+    params = {k: v for k, v in base.items() if k != "scope"}
+    r = p.post("authorize", params)
+    query = parse_qs(urlsplit(r.json()["redirect_uri"]).query)
+    assert query["error_description"] == ["You must specify a scope"]
+    r = p.post("authorize", {**base, "client_id": "unknown"})
+    assert (r.status, r.json()) == (
+        400,
+        {"error": "invalid_client", "error_description": "Invalid client authentication"},
+    )
+    r = p.post("token", {"grant_type": "refresh_token", "refresh_token": "nope", **p.client()})
+    assert (r.status, r.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": "Invalid refresh_token"},
+    )
+    r = p.post(
+        "token",
+        {"grant_type": "password", "provision_key": p.provision_key, **p.client()},
+    )
+    assert r.json()["error_description"] == "Missing authenticated_userid parameter"

@@ -212,3 +212,12 @@ class JwtTests(SynchronousTestCase):
         self.assertIsNone(reason)
         assert decoded is not None
         self.assertEqual(decoded.claims, {"iss": "bob-key"})
+
+    def test_consumer_gone(self) -> None:
+        """A secret whose consumer cannot be found: 403 Could not find consumer for '<claim>=<key>'."""
+        self.world.cache.set(f"consumers:{self.bob['id']}", None)
+        self.check(
+            FakeContext(query=[("jwt", self.token())]),
+            403,
+            {"message": "Could not find consumer for 'iss=bob-key'"},
+        )
