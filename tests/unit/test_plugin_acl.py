@@ -10,7 +10,11 @@ from kongtx.plugins.acl.handler import Handler
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_key_auth import AuthWorld, kong_response
 
-FORBIDDEN = (403, {"message": "You cannot consume this service"}, {})
+FORBIDDEN: tuple[int, Any, dict[str, str]] = (
+    403,
+    {"message": "You cannot consume this service"},
+    {},
+)
 
 
 class AclTests(SynchronousTestCase):

@@ -8,12 +8,20 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.plugins.basic_auth import handler as basic_handler
-from kongtx.plugins.basic_auth.crypto import is_kdf_hash, legacy_hash
+from kongtx.plugins.basic_auth.crypto import (
+    is_kdf_hash,
+    legacy_hash,
+    verify_basicauth_password,
+)
 from kongtx.plugins.basic_auth.handler import Handler, parse_basic
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_key_auth import AuthWorld, kong_response
 
-INVALID = (403, {"message": "Invalid authentication credentials"}, {})
+INVALID: tuple[int, Any, dict[str, str]] = (
+    403,
+    {"message": "Invalid authentication credentials"},
+    {},
+)
 
 
 def basic(user: str, password: str, scheme: str = "Basic") -> str:
@@ -28,7 +36,7 @@ class BasicAuthTests(SynchronousTestCase):
             "basicauth_credentials", consumer_id=self.bob["id"], username="bob", password="s3cret"
         )
         self.verified: list[str] = []
-        real = basic_handler.verify_basicauth_password
+        real = verify_basicauth_password
 
         def counting(stored: str, password: str, consumer_id: str) -> bool:
             self.verified.append(password)

@@ -14,7 +14,7 @@ from kongtx.plugins.hmac_auth.handler import Handler, parse_http_date, signing_s
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_key_auth import NOW, AuthWorld, kong_response
 
-NO_DATE = (
+NO_DATE: tuple[int, Any, dict[str, str]] = (
     403,
     {
         "message": "HMAC signature cannot be verified, a valid date or x-date header is "
@@ -22,8 +22,12 @@ NO_DATE = (
     },
     {},
 )
-NOT_VERIFIED = (403, {"message": "HMAC signature cannot be verified"}, {})
-MISMATCH = (403, {"message": "HMAC signature does not match"}, {})
+NOT_VERIFIED: tuple[int, Any, dict[str, str]] = (
+    403,
+    {"message": "HMAC signature cannot be verified"},
+    {},
+)
+MISMATCH: tuple[int, Any, dict[str, str]] = (403, {"message": "HMAC signature does not match"}, {})
 
 
 def signature(secret: str, text: str) -> str:

@@ -23,7 +23,11 @@ CONFIG = {
     "base_dn": "ou=people,dc=x",
     "attribute": "uid",
 }
-INVALID = (403, {"message": "Invalid authentication credentials"}, {})
+INVALID: tuple[int, Any, dict[str, str]] = (
+    403,
+    {"message": "Invalid authentication credentials"},
+    {},
+)
 
 
 def ldap(user: str, password: str, scheme: str = "ldap") -> str:
@@ -141,9 +145,9 @@ class LdapAuthTests(SynchronousTestCase):
             pending.append(d)
             return d
 
-        h.in_thread = never  # type: ignore[assignment]
+        h.in_thread = never
         ctx = FakeContext(headers={"Authorization": ldap("einstein", "password")})
-        d = Deferred.fromCoroutine(h.access(ctx))  # type: ignore[arg-type]
+        d: Deferred[None] = Deferred.fromCoroutine(h.access(ctx))  # type: ignore[arg-type]
         self.assertNoResult(d)
         self.world.reactor.advance(3.1)
         self.successResultOf(d)

@@ -73,7 +73,7 @@ class OAuth2TestCase(SynchronousTestCase):
         assert response is not None, "the endpoint did not answer"
         return response
 
-    def authorize(self, h: Handler | None = None, **params: str) -> tuple[int, Any, dict[str, str]]:
+    def authorize(self, h: Handler | None = None, **params: Any) -> tuple[int, Any, dict[str, str]]:
         base = {
             "provision_key": PROVISION,
             "authenticated_userid": "user-1",
@@ -82,14 +82,14 @@ class OAuth2TestCase(SynchronousTestCase):
         }
         return self.post("/mock/oauth2/authorize", {**base, **params}, h=h)
 
-    def token(self, h: Handler | None = None, **params: str) -> tuple[int, Any, dict[str, str]]:
+    def token(self, h: Handler | None = None, **params: Any) -> tuple[int, Any, dict[str, str]]:
         base = {"client_id": self.app["client_id"], "client_secret": self.app["client_secret"]}
         return self.post("/mock/oauth2/token", {**base, **params}, h=h)
 
     def code(self, **params: str) -> str:
-        status, body, _ = self.authorize(**params)
+        status, body, _ = self.authorize(None, **params)
         self.assertEqual(status, 200, body)
-        return parse_qs(urlsplit(body["redirect_uri"]).query)["code"][0]
+        return str(parse_qs(urlsplit(body["redirect_uri"]).query)["code"][0])
 
     def call(self, h: Handler | None = None, **kw: Any) -> FakeContext:
         ctx = FakeContext(api=API, path="/mock/resource", **kw)
@@ -181,7 +181,7 @@ class AuthorizeTests(OAuth2TestCase):
             ),
         ]
         for params, error, description in cases:
-            status, body, _ = self.authorize(**params)
+            status, body, _ = self.authorize(None, **params)
             self.assertEqual(status, 400)
             parts = urlsplit(body["redirect_uri"])
             self.assertEqual(parts.netloc, "app.test")
