@@ -6,9 +6,11 @@ The real directory (slapd) is exercised end to end in tests/e2e/test_auth_ldap.p
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -172,3 +174,28 @@ class LdapAuthTests(SynchronousTestCase):
         self.assertEqual(parse_ldap(ldap("a", "b:c", "LDAP")), ("a", "b:c"))
         self.assertIsNone(parse_ldap(ldap("a", "")))
         self.assertEqual(bind_dn("uid", "bob,ou=admins", "dc=x"), "uid=bob\\,ou\\=admins,dc=x")
+
+
+class HarnessTests(SynchronousTestCase):
+    """tests/servers/slapd.py without slapd: skip loudly, or fail when ldap is required."""
+
+    def setUp(self) -> None:
+        from tests.servers import slapd
+
+        self.slapd = slapd
+        self.patch(slapd, "find_slapd", lambda: None)
+        self.patch(slapd, "_server", None)
+        self.patch(slapd, "_failure", None)
+
+    def test_skips_without_slapd(self) -> None:
+        """No slapd installed and ldap not required: the test is skipped, naming the fix."""
+        self.patch(os, "environ", {**os.environ, "KONG_TEST_REQUIRE": "postgres"})
+        with self.assertRaises(pytest.skip.Exception) as caught:
+            self.slapd.server()
+        self.assertIn(".ci/install-ldap", str(caught.exception))
+
+    def test_fails_when_required(self) -> None:
+        """KONG_TEST_REQUIRE containing ldap turns the skip into a failure."""
+        self.patch(os, "environ", {**os.environ, "KONG_TEST_REQUIRE": "postgres,ldap"})
+        with self.assertRaises(pytest.fail.Exception):
+            self.slapd.server()
