@@ -250,50 +250,98 @@ def _hammer(nodes: list[Node], host: str, total: int, workers: int) -> list[int]
     return statuses
 
 
-@pytest.fixture(scope="module")
-def two_nodes() -> Iterator[list[Node]]:
-    """Two nodes sharing one sqlite file (the cluster policy's datastore)."""
-    shared = tempfile.mkdtemp(prefix="kongtx-e2e-shared-")
-    env = {"KONG_SQLITE_PATH": os.path.join(shared, "kong.db")}
+def _start_pair(env: dict[str, str]) -> tuple[list[Node], list[str]]:
     started: list[tuple[Node, str]] = []
     try:
         started.append(start_node(env))
         started.append(start_node(env))
-        yield [node for node, _ in started]
-    finally:
+    except BaseException:
         for node, tmp in started:
             node.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(shared, ignore_errors=True)
+        raise
+    return [n for n, _ in started], [t for _, t in started]
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[list[Node]]:
+    """Two nodes sharing one sqlite file (the cluster policy's datastore)."""
+    shared = tempfile.mkdtemp(prefix="kongtx-e2e-shared-")
+    nodes, tmps = _start_pair({"KONG_SQLITE_PATH": os.path.join(shared, "kong.db")})
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        for tmp in [*tmps, shared]:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_pg_nodes() -> Iterator[list[Node]]:
+    """Two nodes on one PostgreSQL database (tests/servers/postgres.py)."""
+    from tests.servers import postgres
+
+    srv = postgres.fresh_database(postgres.server(), f"kong_rl_{uuid.uuid4().hex[:8]}")
+    env = {
+        "KONG_DATABASE": "postgres",
+        "KONG_PG_HOST": srv.host,
+        "KONG_PG_PORT": str(srv.port),
+        "KONG_PG_USER": srv.user,
+        "KONG_PG_PASSWORD": srv.password or "",
+        "KONG_PG_DATABASE": srv.database,
+    }
+    nodes, tmps = _start_pair(env)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+        postgres.drop_database(srv)
 
 
 LIMIT = 30
 WORKERS = 6
 
 
-@pytest.mark.parametrize("policy", ["cluster", "redis"])
-def test_two_nodes_accuracy(two_nodes: list[Node], upstream: Upstream, policy: str) -> None:
-    """Two nodes sharing cluster or redis counters let through the limit, plus at most the requests in flight."""
-    config: dict[str, Any] = {"day": LIMIT, "limit_by": "ip", "policy": policy}
-    server = None
-    if policy == "redis":
-        server = redis_server.start()
-        config.update(redis_host="127.0.0.1", redis_port=server.port)
+def _accuracy(nodes: list[Node], upstream: Upstream, config: dict[str, Any]) -> None:
+    a, b = nodes
+    host = uniq()
+    api = a.add_api(request_host=host, upstream_url=upstream.url)
+    a.add_plugin(api, "rate-limiting", {"day": LIMIT, "limit_by": "ip", **config})
+    day = time.gmtime().tm_yday
+    statuses = _hammer([a, b], host, 4 * LIMIT, WORKERS)
+    if time.gmtime().tm_yday != day:
+        pytest.skip("the day changed during the test: the window restarted")
+    ok = statuses.count(200)
+    assert set(statuses) <= {200, 429}, statuses
+    assert LIMIT <= ok <= LIMIT + WORKERS, (ok, statuses)
+    time.sleep(0.3)  # the last increments land
+    # both nodes now refuse
+    assert get(a, host).status == 429
+    assert get(b, host).status == 429
+
+
+def test_two_nodes_accuracy_cluster_sqlite(two_nodes: list[Node], upstream: Upstream) -> None:
+    """Two nodes sharing cluster counters in one sqlite file let through the limit plus at most the requests in flight."""
+    _accuracy(two_nodes, upstream, {"policy": "cluster"})
+
+
+def test_two_nodes_accuracy_cluster_postgres(two_pg_nodes: list[Node], upstream: Upstream) -> None:
+    """Two nodes sharing cluster counters in PostgreSQL let through the limit plus at most the requests in flight."""
+    _accuracy(two_pg_nodes, upstream, {"policy": "cluster"})
+
+
+def test_two_nodes_accuracy_redis(two_nodes: list[Node], upstream: Upstream) -> None:
+    """Two nodes sharing counters in one Redis let through the limit plus at most the requests in flight."""
+    server = redis_server.start()
     try:
-        a, b = two_nodes
-        host = uniq()
-        api = a.add_api(request_host=host, upstream_url=upstream.url)
-        a.add_plugin(api, "rate-limiting", config)
-        day = time.gmtime().tm_yday
-        statuses = _hammer([a, b], host, 4 * LIMIT, WORKERS)
-        if time.gmtime().tm_yday != day:
-            pytest.skip("the day changed during the test: the window restarted")
-        ok = statuses.count(200)
-        assert set(statuses) <= {200, 429}, statuses
-        assert LIMIT <= ok <= LIMIT + WORKERS, (ok, statuses)
-        # both nodes now refuse
-        assert get(a, host).status == 429
-        assert get(b, host).status == 429
+        _accuracy(
+            two_nodes,
+            upstream,
+            {"policy": "redis", "redis_host": "127.0.0.1", "redis_port": server.port},
+        )
     finally:
-        if server is not None:
-            server.cleanup()
+        server.cleanup()

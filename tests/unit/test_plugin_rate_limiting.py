@@ -343,3 +343,45 @@ class RespTests(SynchronousTestCase):
         self.assertNoResult(d)
         reactor.advance(0.6)
         self.failureResultOf(d, RedisUnavailable)
+
+
+class SlowCounters:
+    """Counters whose increments wait for the test to release them."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[None]] = []
+
+    async def usage(self, *args: Any, **kw: Any) -> dict[str, int]:
+        return {"second": 0}
+
+    async def increment(self, *args: Any, **kw: Any) -> None:
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        await d
+
+
+class IncrementOrderTests(SynchronousTestCase):
+    def test_access_waits_for_the_increment(self) -> None:
+        """With a shared policy the request goes upstream only once its count is written (accuracy bound)."""
+        svc, _, _ = services()
+        h = Handler({"policy": "cluster", "second": 5}, svc)
+        slow = SlowCounters()
+        h.counters = slow  # type: ignore[assignment]
+        d = ensureDeferred(h.access(FakeContext(api=API)))  # type: ignore[arg-type]
+        self.assertNoResult(d)
+        self.assertEqual(len(slow.pending), 1)
+        slow.pending[0].callback(None)
+        self.successResultOf(d)
+
+    def test_failed_increment_still_proxies(self) -> None:
+        """An increment that fails after a good read is logged; the request still goes through."""
+        svc, _, _ = services()
+        h = Handler({"policy": "cluster", "second": 5}, svc)
+        slow = SlowCounters()
+        h.counters = slow  # type: ignore[assignment]
+        ctx = FakeContext(api=API)
+        d = ensureDeferred(h.access(ctx))  # type: ignore[arg-type]
+        slow.pending[0].errback(RedisUnavailable("gone"))
+        self.successResultOf(d)
+        self.assertFalse(ctx.responded)
+        self.flushLoggedErrors()

@@ -7,11 +7,16 @@ The ``X-RateLimit-Limit-<period>`` / ``X-RateLimit-Remaining-<period>`` headers
 are computed in access and put on whatever response goes out (upstream's or
 the 429) in header_filter.
 
-Why the increment is started at once and not awaited: the client should not
-wait for a counter write, yet a later request on another node should see this
-one as soon as possible (the two-node accuracy bound is "limit plus requests in
-flight").  With the ``local`` policy everything is synchronous: exact, and no
-Deferred on the hot path.
+Why the increment is awaited before the request goes upstream (Kong fired it
+from a 0-delay timer): the promise is that nodes sharing ``cluster`` or
+``redis`` counters let through at most the limit plus the requests in flight.
+With a pool of datastore connections, a write left running behind the response
+can land after many later reads on other connections, and the overshoot then
+grows with the load instead of the concurrency (measured: 52 passed for a limit
+of 30 with 6 clients on PostgreSQL).  Awaiting it costs one round-trip and
+bounds the overshoot by the requests between their read and their write.  With
+the ``local`` policy everything is synchronous: exact, and no Deferred on the
+hot path.
 
 Store or Redis errors: ``fault_tolerant`` proxies the request without headers
 (and logs), otherwise the client gets a 500.
@@ -22,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
@@ -93,12 +97,13 @@ class Handler(BasePlugin):
             self._store_failed(ctx, e)
             return
         if self._decide(ctx, usage):
-            Deferred.fromCoroutine(self._increment(api_id, identifier, starts))
+            await self._increment(api_id, identifier, starts)
 
     async def _increment(self, api_id: str, identifier: str, starts: dict[str, int]) -> None:
         try:
             await self.counters.increment(api_id, identifier, starts, 1)
         except Exception as e:
+            # the request was allowed on the usage read: a lost count is logged, not fatal
             log.warn("rate-limiting: could not increment counters: {error}", error=e)
 
     def _store_failed(self, ctx: RequestContext, error: Exception) -> None:
