@@ -345,3 +345,48 @@ def test_two_nodes_accuracy_redis(two_nodes: list[Node], upstream: Upstream) -> 
         )
     finally:
         server.cleanup()
+
+
+def test_redis_password_and_silent_server(kong_node: Node, upstream: Upstream) -> None:
+    """redis_password authenticates; a wrong one, or a server that never answers, is a store error."""
+    import socket
+
+    server = redis_server.start(password="s3cret")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(10)
+    try:
+        common = {"minute": 5, "policy": "redis", "redis_host": "127.0.0.1", "limit_by": "ip"}
+        good = kong_node.add_api(request_host=uniq(), upstream_url=upstream.url)
+        kong_node.add_plugin(
+            good, "rate-limiting", {**common, "redis_port": server.port, "redis_password": "s3cret"}
+        )
+        r = get(kong_node, good["request_host"])
+        assert (r.status, r.header("X-RateLimit-Remaining-minute")) == (200, "4")
+
+        bad = kong_node.add_api(request_host=uniq(), upstream_url=upstream.url)
+        kong_node.add_plugin(
+            bad,
+            "rate-limiting",
+            {
+                **common,
+                "redis_port": server.port,
+                "redis_password": "wrong",
+                "fault_tolerant": False,
+            },
+        )
+        assert get(kong_node, bad["request_host"]).status == 500
+
+        mute = kong_node.add_api(request_host=uniq(), upstream_url=upstream.url)
+        kong_node.add_plugin(
+            mute,
+            "rate-limiting",
+            {**common, "redis_port": silent.getsockname()[1], "redis_timeout": 300},
+        )
+        started = time.monotonic()
+        r = get(kong_node, mute["request_host"])
+        assert r.status == 200 and r.header("X-RateLimit-Limit-minute") is None
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
+        server.cleanup()
