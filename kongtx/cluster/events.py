@@ -35,7 +35,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from kongtx import invalidation, log
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.store.interface import ChangeEvent, IStore, Row
+from kongtx.store.interface import ChangeEvent, IStore, Row, StoreUnavailable
 
 EVENT_NAME = "kong"
 #: change types as Kong 0.9 named them in its event payloads
@@ -130,11 +130,20 @@ class InvalidationStream:
             self.log.warn("invalidation log unreadable for too long: flushing the cache")
             self.cache.flush()
             since = now - int(self.slack * 1000)
-        await self.catch_up(since)
+        try:
+            await self.catch_up(since)
+        except StoreUnavailable as e:
+            self.log.warn("invalidation catch-up postponed: {error}", error=e)
 
     async def prune(self) -> None:
         """Delete log rows older than the retention (every node may; it is idempotent)."""
-        removed = await self.store.prune_events(self.clock.millis() - int(self.retention * 1000))
+        try:
+            removed = await self.store.prune_events(
+                self.clock.millis() - int(self.retention * 1000)
+            )
+        except StoreUnavailable as e:
+            self.log.warn("invalidation log pruning postponed: {error}", error=e)
+            return
         if removed:
             self.log.debug("pruned {n} invalidation log rows", n=removed)
 
@@ -207,7 +216,6 @@ class InvalidationStream:
             prev_seq = prev if isinstance(prev, int) else seq - 1
             if done is None:
                 # first news from this origin since we started: read the window
-                self.gaps += 1
                 await self.catch_up(self._started_ms - int(self.slack * 1000))
             elif prev_seq > done:
                 self.gaps += 1

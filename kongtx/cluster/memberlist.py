@@ -119,7 +119,7 @@ class Memberlist:
         self._push_pull = push_pull
         self.delegate = delegate
         self.members: dict[str, Member] = {}
-        self.me = Member(name, advertise[0], advertise[1], incarnation=1)
+        self.me = Member(name, advertise[0], advertise[1], delegate.node_meta(), incarnation=1)
         self.members[name] = self.me
         self._seq = random.randrange(1 << 16)
         self._pending: dict[int, tuple[Deferred[bytes], Any]] = {}
