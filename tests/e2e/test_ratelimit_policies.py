@@ -302,6 +302,30 @@ def two_pg_nodes() -> Iterator[list[Node]]:
         postgres.drop_database(srv)
 
 
+@pytest.fixture(scope="module")
+def two_cassandra_nodes() -> Iterator[list[Node]]:
+    """Two nodes on one Cassandra keyspace (tests/servers/cassandra.py)."""
+    from tests.servers import cassandra
+
+    srv = cassandra.server()
+    keyspace = f"kong_rl_{uuid.uuid4().hex[:8]}"
+    env = {
+        "KONG_DATABASE": "cassandra",
+        "KONG_CASSANDRA_CONTACT_POINTS": srv.host,
+        "KONG_CASSANDRA_PORT": str(srv.port),
+        "KONG_CASSANDRA_KEYSPACE": keyspace,
+    }
+    nodes, tmps = _start_pair(env)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+        cassandra.drop_keyspace(srv, keyspace)
+
+
 LIMIT = 30
 WORKERS = 6
 
@@ -332,6 +356,13 @@ def test_two_nodes_accuracy_cluster_sqlite(two_nodes: list[Node], upstream: Upst
 def test_two_nodes_accuracy_cluster_postgres(two_pg_nodes: list[Node], upstream: Upstream) -> None:
     """Two nodes sharing cluster counters in PostgreSQL let through the limit plus at most the requests in flight."""
     _accuracy(two_pg_nodes, upstream, {"policy": "cluster"})
+
+
+def test_two_nodes_accuracy_cluster_cassandra(
+    two_cassandra_nodes: list[Node], upstream: Upstream
+) -> None:
+    """Two nodes sharing cluster counters in Cassandra let through the limit plus at most the requests in flight."""
+    _accuracy(two_cassandra_nodes, upstream, {"policy": "cluster"})
 
 
 def test_two_nodes_accuracy_redis(two_nodes: list[Node], upstream: Upstream) -> None:
