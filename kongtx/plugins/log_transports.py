@@ -658,7 +658,13 @@ _SENDERS: weakref.WeakKeyDictionary[Clock, Senders] = weakref.WeakKeyDictionary(
 
 
 def senders(services: Any) -> Senders:
-    """The node's :class:`Senders` (one per node Clock)."""
+    """The node's :class:`Senders` (one per node Clock).
+
+    Raises ``ValueError`` without services: a log plugin needs the node's clock
+    and reactor (the runtime always passes them).
+    """
+    if services is None:
+        raise ValueError("logging plugins need the node's services (clock, reactor)")
     clock: Clock = services.clock
     found = _SENDERS.get(clock)
     if found is None:

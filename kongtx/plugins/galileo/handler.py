@@ -44,8 +44,6 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        assert services is not None
-        self.clock = services.clock
         self.token = str(config["service_token"])
         self.environment = config.get("environment")
         self.log_bodies = bool(config.get("log_bodies"))
@@ -62,6 +60,7 @@ class Handler(BasePlugin):
             60.0,
             verify=bool(config.get("https_verify")),
         )
+        self.clock = senders(services).clock
         self.entries: list[bytes] = []
         self.buffered = 0
         self.dropped = 0

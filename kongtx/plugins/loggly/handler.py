@@ -29,14 +29,13 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        assert services is not None
-        self.clock = services.clock
         self.host = str(config.get("host") or "logs-01.loggly.com")
         self.port = int(config.get("port") or 514)
         tags = " ".join(f'tag="{t}"' for t in config.get("tags") or [])
         self.structured = f"[{config['key']}@41058 {tags}]" if tags else f"[{config['key']}@41058]"
         self.hostname = socket.gethostname()
         self.sender = senders(services).udp
+        self.clock = senders(services).clock
 
     def log(self, ctx: RequestContext) -> PhaseResult:
         severity = severity_for(self.config, int(ctx.status or 0))

@@ -71,8 +71,6 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        assert services is not None
-        self.clock = services.clock
         endpoint = str(config.get("api_endpoint") or "https://api.runscope.com").rstrip("/")
         self.log_body = bool(config.get("log_body"))
         self.sender = senders(services).http(
@@ -80,6 +78,7 @@ class Handler(BasePlugin):
             float(config.get("timeout", 10000)) / 1000.0,
             float(config.get("keepalive", 30)) / 1000.0,
         )
+        self.clock = senders(services).clock
         self.headers = {"Authorization": f"Bearer {config.get('access_token') or ''}"}
 
     def access(self, ctx: RequestContext) -> PhaseResult:

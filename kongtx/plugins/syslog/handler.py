@@ -66,9 +66,8 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        assert services is not None
-        self.clock = services.clock
         self.sender = senders(services).syslog(socket_path())
+        self.clock = senders(services).clock
 
     def log(self, ctx: RequestContext) -> PhaseResult:
         severity = severity_for(self.config, int(ctx.status or 0))
