@@ -103,6 +103,7 @@ class IncomingRequest:
         "scheme",
         "server_addr",
         "server_port",
+        "stream",
         "uri",
     )
 
@@ -119,7 +120,10 @@ class IncomingRequest:
         server_port: int = 0,
         connection_id: int = 0,
         connection_requests: int = 1,
+        stream: BodyStream | None = None,
     ) -> None:
+        #: a body still arriving from the client (large or chunked), else ``None``
+        self.stream = stream
         self.server_addr = server_addr
         self.server_port = server_port
         self.connection_id = connection_id
@@ -131,6 +135,20 @@ class IncomingRequest:
         self.scheme = scheme
         self.body = body
         self.body_length = body_length
+
+
+class BodyStream(Protocol):
+    """A request body still arriving from the client (``kongtx.proxy.http.BodyPipe``)."""
+
+    #: the client's Content-Length, ``None`` for a chunked body
+    declared_length: int | None
+    received: int
+
+    def startProducing(self, consumer: Any) -> Deferred[None]: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def stopProducing(self) -> None: ...
+    async def read_all(self) -> bytes: ...
 
 
 class PluginChain(Protocol):
@@ -249,11 +267,23 @@ class ProxyContext:
         self._incoming = incoming
         self._body: IO[bytes] | None = incoming.body
         self._body_length = incoming.body_length
+        self._stream: BodyStream | None = incoming.stream
+        if incoming.stream is not None and incoming.stream.declared_length is not None:
+            self.request_size = incoming.stream.declared_length
         self._responded = False
         self._response_body: bytes = b""
 
     async def read_body(self) -> bytes:
-        """The whole request body (read from its spool; position restored)."""
+        """The whole request body (read from its spool; position restored).
+
+        A body still streaming in is waited for and kept in memory from then on.
+        """
+        if self._stream is not None:
+            data = await self._stream.read_all()
+            self._stream = None
+            self._body = io.BytesIO(data)
+            self._body_length = self.request_size = len(data)
+            return data
         body = self._body
         if body is None:
             return b""
@@ -264,6 +294,9 @@ class ProxyContext:
 
     def set_body(self, body: bytes) -> None:
         """Replace the body sent upstream; its length frames it."""
+        if self._stream is not None:
+            self._stream.stopProducing()  # the client's body is replaced: drop it
+            self._stream = None
         self._body = io.BytesIO(body)
         self._body_length = len(body)
         self.headers.remove("content-length")
@@ -516,7 +549,9 @@ class ProxyPipeline:
         if body is not None:
             body.seek(0)
         try:
-            response = await self.client.request(req.method, req.url, req.headers, body, length)
+            response = await self.client.request(
+                req.method, req.url, req.headers, body, length, stream=ctx._stream
+            )
         except UpstreamError as e:
             log.info(
                 "upstream error {status} for {url}: {reason}",

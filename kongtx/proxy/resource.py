@@ -8,10 +8,10 @@ the request as a :class:`Downstream`.  It sits on the shared async Resource base
 (and so the upstream request) and turns any unexpected exception into a 500
 error page.
 
-twisted.web reads the request body before ``render``: small bodies in memory,
-bodies over 100 kB in a temporary file (nginx's ``proxy_request_buffering on``
-behaves the same, SPEC §3.3), so an upload never grows memory; the pipeline then
-streams it upstream from there.
+Request bodies up to the site's ``stream_threshold`` are read whole before
+``render`` (replayable on a stale pooled connection); larger and chunked ones reach
+the pipeline as a :class:`kongtx.proxy.http.BodyPipe` while they still arrive, and
+stream upstream with backpressure (``kongtx.proxy.http.ProxyRequest``).
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def to_incoming(request: HTTPRequest) -> IncomingRequest:
     served = getattr(channel, "requests_served", 0) + 1
     if channel is not None:
         channel.requests_served = served
-    content = request.content
+    pipe = getattr(twisted_request, "body_pipe", None)
+    content = request.content if pipe is None else None
     length = 0
     if content is not None:
         content.seek(0, 2)
@@ -169,4 +170,5 @@ def to_incoming(request: HTTPRequest) -> IncomingRequest:
         server_port=getattr(local, "port", 0) or 0,
         connection_id=serial,
         connection_requests=served,
+        stream=pipe,
     )

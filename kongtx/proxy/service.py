@@ -33,6 +33,11 @@ from kongtx.proxy.upstream import make_upstream_client
 
 log = Logger(namespace="kongtx.proxy")
 
+#: Request bodies larger than this (and chunked ones) stream to the upstream as they
+#: arrive; smaller ones are read whole first, so they can be replayed when a pooled
+#: upstream connection turns out to be closed.
+STREAM_THRESHOLD = 1024 * 1024
+
 
 def certificate_hook(routers: RouterSource, runtime: PluginRuntime) -> CertificateHook:
     """SNI -> the certificate the API's plugins chose (SPEC §3.6), synchronously.
@@ -124,7 +129,9 @@ def make_proxy_services(
     max_header = int(config.client_max_header_size)
     services: list[IService] = []
 
-    site = ProxySite(resource, max_header_size=max_header)
+    site = ProxySite(
+        resource, max_header_size=max_header, clock=clock, stream_threshold=STREAM_THRESHOLD
+    )
     listen = config.proxy_listen
     services.append(
         StreamServerEndpointService(_tcp_endpoint(reactor, listen.host, listen.port), site)
@@ -136,7 +143,9 @@ def make_proxy_services(
         else:
             cert, key = ensure_default_certificate(config.prefix)
         tls = ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
-        ssl_site = ProxySite(resource, max_header_size=max_header)
+        ssl_site = ProxySite(
+            resource, max_header_size=max_header, clock=clock, stream_threshold=STREAM_THRESHOLD
+        )
         listen_ssl = config.proxy_listen_ssl
         endpoint = SNIWarmingTLSEndpoint(
             _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port),

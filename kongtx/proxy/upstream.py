@@ -271,8 +271,10 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port, target
 
 
-def build_head(method: str, target: str, headers: HeaderList, length: int | None) -> bytes:
-    """The request line and headers, framed by ``length`` (``None``: no body).
+def build_head(
+    method: str, target: str, headers: HeaderList, length: int | None, chunked: bool = False
+) -> bytes:
+    """The request line and headers, framed by ``length`` (``None``: no body) or chunked.
 
     Raises:
         UpstreamError: a CR or LF in a header (a plugin must not be able to
@@ -285,7 +287,9 @@ def build_head(method: str, target: str, headers: HeaderList, length: int | None
         if "\r" in value or "\n" in value or not name or any(c in name for c in " \t\r\n:"):
             raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
         lines.append(f"{name}: {value}\r\n")
-    if length is not None:
+    if chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    elif length is not None:
         lines.append(f"Content-Length: {length}\r\n")
     elif method in _BODY_METHODS:
         lines.append("Content-Length: 0\r\n")
@@ -294,6 +298,17 @@ def build_head(method: str, target: str, headers: HeaderList, length: int | None
 
 
 # ------------------------------------------------------------------------- response
+
+
+class _ChunkedWriter:
+    """Frames each write as one HTTP/1.1 chunk (a streamed body of unknown length)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
 
 
 class _Stale(Exception):
@@ -347,13 +362,15 @@ class _Exchange:
         conn: _Connection,
         method: str,
         head: bytes,
-        producer: FileBodyProducer | None,
+        producer: Any,
+        chunked: bool = False,
     ) -> None:
         self.client = client
         self.conn = conn
         self.method = method
         self.head = head
         self.producer = producer
+        self.chunked = chunked
         self.parser = httptools.HttpResponseParser(self)
         self.deadline = _Deadline(client._clock, self._timed_out)
         self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
@@ -385,7 +402,8 @@ class _Exchange:
             self.sending = True
             self.deadline.start("send", self.client.send_timeout)
             transport.registerProducer(producer, True)
-            producer.startProducing(transport).addCallbacks(self._sent, self._send_failed)
+            consumer = _ChunkedWriter(transport) if self.chunked else transport
+            producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
         else:
             self.deadline.start("read", self.client.read_timeout)
         return self.result
@@ -397,6 +415,8 @@ class _Exchange:
         self.sending = False
         transport: Any = self.conn.transport
         if _usable(transport):
+            if self.chunked:
+                transport.write(b"0\r\n\r\n")
             transport.unregisterProducer()
         if not self.complete and not self.deadline.fired and self.response is None:
             self.deadline.start("read", self.client.read_timeout)
@@ -513,6 +533,13 @@ class _Exchange:
             return
         self.finished = True
         self.deadline.cancel()
+        if self.paused:
+            # The client paused us and the body ended meanwhile: a pooled connection
+            # must go back reading, or the next response on it would never be read.
+            self.paused = False
+            transport: Any = self.conn.transport
+            if _usable(transport):
+                transport.resumeProducing()
         if self.keep_alive and not self.sending and not self.abandoned:
             self.client._release(self.conn)
         else:
@@ -780,8 +807,13 @@ class UpstreamClient:
         headers: HeaderList,
         body: IO[bytes] | None = None,
         length: int = 0,
+        stream: Any = None,
     ) -> UpstreamResponse:
         """Send one request; returns once the response headers arrived.
+
+        The body is either ``body`` (a rewindable file of ``length`` bytes) or
+        ``stream`` (a producer still receiving it from the client: see
+        ``kongtx.proxy.http.BodyPipe``; framed chunked when its length is unknown).
 
         Raises:
             UpstreamError: 502 or 504 (SPEC §3.5), never anything else but
@@ -792,12 +824,23 @@ class UpstreamClient:
         except ValueError as exc:
             raise UpstreamError(502, str(exc)) from exc
         key = (scheme, host, port)
+        if stream is not None:
+            # A body still arriving from the client: it cannot be replayed, so it never
+            # goes on a pooled connection that might turn out to be stale.
+            declared = stream.declared_length
+            head = build_head(method, target, headers, declared, chunked=declared is None)
+            conn = await self._connect(key)
+            exchange = _Exchange(self, conn, method, head, stream, chunked=declared is None)
+            stream.on_progress = exchange.progress
+            try:
+                return await exchange.start()
+            except _Stale:
+                raise UpstreamError(502, "upstream closed the connection") from None
         has_body = body is not None and length > 0
         head = build_head(method, target, headers, length if has_body else None)
         for attempt in (0, 1):
-            conn = self._take(key) if attempt == 0 else None
-            if conn is None:
-                conn = await self._connect(key)
+            pooled = self._take(key) if attempt == 0 else None
+            conn = pooled if pooled is not None else await self._connect(key)
             producer: FileBodyProducer | None = None
             if has_body:
                 assert body is not None

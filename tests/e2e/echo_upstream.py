@@ -61,15 +61,11 @@ class Echo(resource.Resource):
         path = parts.path
         args = dict(parse_qsl(parts.query))
         if path != "/seen":
-            SEEN.append(
-                [
-                    request.method.decode(),
-                    uri,
-                    len(
-                        request.content.getvalue() if hasattr(request.content, "getvalue") else b""
-                    ),
-                ]
-            )
+            content = request.content
+            content.seek(0, 2)
+            size = content.tell()
+            content.seek(0)
+            SEEN.append([request.method.decode(), uri, size])
             del SEEN[:-1000]
         if path == "/seen":
             return self._json(request, SEEN)

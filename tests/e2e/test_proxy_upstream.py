@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client as httplib
 import json
+import socket
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -71,8 +73,66 @@ def test_body_and_method(kong_node: Node, upstream: Upstream) -> None:
 
     echoed = json.loads(resp.read())
     assert echoed["body"] == "hello world"
-    assert headers_of(echoed)["content-length"] == ["11"]
+    # streamed as it arrived: re-chunked upstream, never with the client's framing
+    assert headers_of(echoed)["transfer-encoding"] == ["chunked"]
+    assert "content-length" not in headers_of(echoed)
     conn.close()
+
+
+def test_chunked_upload_streams_before_it_ends(kong_node: Node, upstream: Upstream) -> None:
+    """A chunked upload reaches the upstream while the client is still sending it."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    mark = uuid.uuid4().hex[:8]
+    with socket.create_connection(("127.0.0.1", kong_node.ports["proxy"]), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path}/{mark} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sock.sendall(b"4\r\nabcd\r\n")
+        time.sleep(0.5)
+        # the upstream has the request (headers and first chunk) before the body ended
+        assert upstream_has_open_request(upstream, kong_node, mark)
+        sock.sendall(b"3\r\nefg\r\n0\r\n\r\n")
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert b'"body": "abcdefg"' in data
+
+
+def upstream_has_open_request(upstream: Upstream, node: Node, mark: str) -> bool:
+    """True when the proxy already holds an upstream connection for the request.
+
+    The echo upstream records a request only once its body is complete, so instead
+    this looks at the node's open sockets to the upstream's port.
+    """
+    port = upstream.ports["http"]
+    try:
+        out = subprocess.run(["ss", "-tnp"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return True  # no ss here: nothing to check with
+    return any(f":{port}" in line and f"pid={node.pid}," in line for line in out.splitlines())
+
+
+def test_early_answer_to_a_streamed_upload_closes(kong_node: Node) -> None:
+    """A large upload answered before it ended (no API): the answer says close, and closes."""
+    with socket.create_connection(("127.0.0.1", kong_node.ports["proxy"]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /no-api-here HTTP/1.1\r\nHost: nowhere\r\nContent-Length: 10000000\r\n\r\n"
+            + b"x" * 100000
+        )
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 404")
+    assert b"Connection: close" in data
 
 
 def test_response_headers(kong_node: Node, upstream: Upstream) -> None:

@@ -74,12 +74,20 @@ class FakeResponse:
 class FakeClient:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, HeaderList, bytes | None]] = []
+        self.streams: list[Any] = []
         self.pending: Deferred[Any] | None = None
 
     async def request(
-        self, method: str, url: str, headers: HeaderList, body: Any = None, length: int = 0
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any = None,
+        length: int = 0,
+        stream: Any = None,
     ) -> Any:
         data = body.read(length) if body is not None else None
+        self.streams.append(stream)
         self.requests.append((method, url, headers, data))
         self.pending = Deferred()
         return await self.pending

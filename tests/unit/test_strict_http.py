@@ -213,3 +213,139 @@ def test_connection_ids_count_up() -> None:
     a.makeConnection(StringTransport())
     b.makeConnection(StringTransport())
     assert (a.connection_id, b.connection_id) == (1, 2)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- streamed bodies
+
+
+class PipeRecorder(Resource):
+    """Answers when told to; remembers the requests and their body pipes."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET
+
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def streaming(threshold: int = 10) -> tuple[Any, StringTransport, PipeRecorder, Any]:
+    from twisted.internet.task import Clock
+
+    from kongtx.clock import Clock as NodeClock
+
+    clock = Clock()
+    recorder = PipeRecorder()
+    site = ProxySite(recorder, clock=NodeClock(clock), stream_threshold=threshold)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport, recorder, clock
+
+
+def test_large_body_starts_request_before_body_ends() -> None:
+    """A body over the threshold: the request is served while its body still arrives."""
+    channel, transport, recorder, clock = streaming()
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n0123456789")
+    assert recorder.requests == []  # not from inside the channel's header handling
+    clock.advance(0)
+    (request,) = recorder.requests
+    pipe = request.body_pipe
+    assert pipe is not None and pipe.declared_length == 30 and not pipe.complete
+    consumer = Consumer()
+    done = pipe.startProducing(consumer)
+    channel.dataReceived(b"abcdefghij")
+    assert consumer.data == b"0123456789abcdefghij"
+    channel.dataReceived(b"ABCDEFGHIJ")
+    assert pipe.complete and done.called
+    request.write(b"ok")
+    request.finish()
+    assert b"Connection: close" not in transport.value()
+
+
+def test_chunked_body_streams_with_unknown_length() -> None:
+    """A chunked body always streams; its length is unknown."""
+    channel, _, recorder, clock = streaming(threshold=10**9)
+    channel.dataReceived(
+        b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    clock.advance(0)
+    pipe = recorder.requests[0].body_pipe
+    assert pipe is not None and pipe.declared_length is None
+    consumer = Consumer()
+    pipe.startProducing(consumer)
+    channel.dataReceived(b"0\r\n\r\n")
+    assert consumer.data == b"abc" and pipe.complete
+
+
+def test_small_body_read_whole() -> None:
+    """A body under the threshold is read whole first (no pipe)."""
+    channel, _, recorder, clock = streaming(threshold=100)
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    (request,) = recorder.requests
+    assert request.body_pipe is None and request.content.read() == b"abc"
+
+
+def test_answer_before_body_end_closes_and_ignores_the_rest() -> None:
+    """An early answer says Connection: close; the rest of the body is never parsed as a request."""
+    channel, transport, recorder, clock = streaming()
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    clock.advance(0)
+    request = recorder.requests[0]
+    request.setResponseCode(401)
+    request.write(b"no")
+    request.finish()
+    channel.dataReceived(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 60)
+    channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(0)
+    assert len(recorder.requests) == 1
+    out = transport.value()
+    assert out.startswith(b"HTTP/1.1 401") and b"Connection: close" in out
+    assert transport.disconnecting
+
+
+def test_pipe_backpressure_pauses_the_client() -> None:
+    """A slow upstream pauses reading from the client; draining resumes it."""
+    channel, transport, recorder, clock = streaming()
+    channel.dataReceived(
+        b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 10
+    )
+    clock.advance(0)
+    pipe = recorder.requests[0].body_pipe
+    consumer = Consumer()
+    pipe.startProducing(consumer)
+    pipe.pauseProducing()  # the upstream socket is full
+    for _ in range(5):
+        channel.dataReceived(b"b" * 65536)
+    assert transport.producerState == "paused"
+    pipe.resumeProducing()
+    assert transport.producerState == "producing"
+    assert len(consumer.data) == 10 + 5 * 65536
+
+
+def test_client_gone_fails_the_pipe() -> None:
+    """A client that disconnects mid-body fails the upstream side of the pipe."""
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    channel, _, recorder, clock = streaming()
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    clock.advance(0)
+    pipe = recorder.requests[0].body_pipe
+    done = pipe.startProducing(Consumer())
+    channel.connectionLost(Failure(ConnectionLost()))
+    assert done.called and pipe.failure is not None
+    done.addErrback(lambda f: None)

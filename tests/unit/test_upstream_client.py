@@ -420,3 +420,21 @@ class BackpressureTests(_Base):
         self.reactor.advance(0.2)
         err = self.failureResultOf(d, UpstreamError)
         assert err.value.status == 504 and "send" in err.value.reason
+
+
+class PausedReleaseTests(_Base):
+    def test_connection_released_while_paused_reads_again(self) -> None:
+        """A response that ends while the client paused it leaves its connection reading."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, transport = self.connections[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+        proto.dataReceived(b"\r\nok")
+        response = self.successResultOf(d)
+        response.pauseProducing()
+        assert transport.producerState == "paused"
+        response.deliver(Sink())
+        assert transport.producerState == "producing"
+        d2 = self.request(client)
+        assert len(self.connections) == 1  # reused, and reading
+        self.assertNoResult(d2)
