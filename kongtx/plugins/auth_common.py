@@ -66,6 +66,15 @@ CONSUMER_USERNAME = "X-Consumer-Username"
 CREDENTIAL_USERNAME = "X-Credential-Username"
 ANONYMOUS_HEADER = "X-Anonymous-Consumer"
 
+#: Headers only an auth plugin may set: removed from the client's request when the
+#: first auth plugin identifies it (the X-Consumer-* ones are always set or removed).
+CLIENT_CANNOT_SEND = (
+    CREDENTIAL_USERNAME,
+    "X-Authenticated-Scope",
+    "X-Authenticated-Userid",
+    "X-Consumer-Groups",
+)
+
 #: Kong's fixed body for an unexpected error (the real one goes to the log)
 INTERNAL_ERROR: Mapping[str, str] = {"message": "An unexpected error occurred"}
 
@@ -105,6 +114,11 @@ def set_consumer(ctx: RequestContext, consumer: Row | None, credential: Row | No
     ``credential`` is None for the anonymous consumer (``X-Anonymous-Consumer: true``);
     ``consumer`` is None for ldap-auth, whose credentials belong to no consumer.
     """
+    if ctx.consumer is None and ctx.credential is None:
+        # the first plugin to identify this request: identity headers the client sent
+        # itself must not reach the upstream (a later plugin keeps an earlier one's)
+        for name in CLIENT_CANNOT_SEND:
+            ctx.headers.remove(name)
     consumer = consumer or {}
     set_or_clear(ctx, CONSUMER_ID, consumer.get("id"))
     set_or_clear(ctx, CONSUMER_CUSTOM_ID, consumer.get("custom_id"))

@@ -182,6 +182,35 @@ class KeyAuthTests(SynchronousTestCase):
         self.assertIsNone(ctx.headers.get("X-Consumer-Custom-ID"))
         self.assertEqual(ctx.headers.get("X-Consumer-Username"), "nocustom")
 
+    def test_spoofed_plugin_headers_removed(self) -> None:
+        """Headers only auth plugins set (X-Credential-Username, X-Authenticated-*) are dropped."""
+        ctx = FakeContext(
+            headers={
+                "apikey": "k1",
+                "X-Credential-Username": "admin",
+                "X-Authenticated-Userid": "admin",
+                "X-Authenticated-Scope": "all",
+                "X-Consumer-Groups": "admins",
+            }
+        )
+        self.world.run(self.handler(), ctx)
+        self.assertIsNone(ctx.response)
+        for name in (
+            "X-Credential-Username",
+            "X-Authenticated-Userid",
+            "X-Authenticated-Scope",
+            "X-Consumer-Groups",
+        ):
+            self.assertIsNone(ctx.headers.get(name), name)
+
+    def test_second_plugin_keeps_first_plugins_headers(self) -> None:
+        """With two auth plugins (AND), the second keeps what the first set (X-Credential-Username)."""
+        ctx = FakeContext(headers={"apikey": "k1", "X-Credential-Username": "from-basic-auth"})
+        ctx.consumer, ctx.credential = self.bob, {"id": "c", "consumer_id": self.bob["id"]}
+        self.world.run(self.handler(), ctx)
+        self.assertIsNone(ctx.response)
+        self.assertEqual(ctx.headers.get("X-Credential-Username"), "from-basic-auth")
+
     def test_cached_lookups_are_synchronous(self) -> None:
         """Once credential and consumer are cached, access runs without waiting or reading."""
         h = self.handler()
