@@ -46,11 +46,16 @@ from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
     build_upstream_request,
-    host_and_port,
     parse_query,
     strip_hop_by_hop,
 )
-from kongtx.proxy.upstream import UpstreamClient, UpstreamResponse
+from kongtx.proxy.upstream import (
+    UpstreamClient,
+    UpstreamResponse,
+    build_head,
+    open_tunnel,
+    split_url,
+)
 from kongtx.router import CACHE_KEY, Match, Router, not_found_body
 from kongtx.store.interface import Row
 
@@ -623,22 +628,18 @@ class ProxyPipeline:
         accept: str | None,
     ) -> None:
         """WebSocket (any Upgrade): send the handshake, then splice raw bytes."""
-        from kongtx.proxy.upstream import open_tunnel
-
-        scheme, host, port = host_and_port(url)
-        target = url.split("://", 1)[1]
-        slash = target.find("/")
-        request_target = target[slash:] if slash >= 0 else "/"
-        head = [f"{method} {request_target} HTTP/1.1\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in headers]
-        head.append("\r\n")
         try:
+            scheme, host, port, target = split_url(url)
+            head = build_head(method, target, headers, None)
             tunnel = await open_tunnel(self.client, scheme, host, port)
+        except ValueError:
+            self._send_error(ctx, down, 502, accept)
+            return
         except UpstreamError as e:
             self._send_error(ctx, down, e.status, accept)
             return
         ctx.status = 101
-        tunnel.write("".join(head).encode("latin-1"))
+        tunnel.write(head)
         down.splice(tunnel)
         await tunnel.closed
 
