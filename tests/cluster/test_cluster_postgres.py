@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kongtx.cluster import codec
+from kongtx.cluster import cli, codec
 from kongtx.cluster.serf import USER_EVENT, user_msg
+from kongtx.config import Address
 from tests.cluster.support import (
     Cluster,
     cached,
@@ -77,6 +78,18 @@ def test_change_through_any_node_is_honoured_by_every_proxy(
         assert time.monotonic() - started < 3
         nodes[(i + 1) % len(nodes)].delete_api(api)
         wait_all(nodes, lambda n, p=path: proxy_status(n, p) == 404, 5)
+
+
+def test_rpc_port_serves_members_and_reachability(cluster: Cluster) -> None:
+    """``kong cluster members|reachability`` through a node's cluster_listen_rpc."""
+    node = cluster.nodes[0]
+    call = cli.caller(Address("127.0.0.1", node.ports["cluster_rpc"]))
+    lines = cli.members(call)
+    self_line = [line for line in lines if line.startswith(name_of(node) + "\t")]
+    assert self_line and self_line[0].endswith("\talive")
+    assert len(lines) == 3
+    report, ok = cli.reachability(call)
+    assert ok, report
 
 
 def _forged_event(api_id: str) -> bytes:
