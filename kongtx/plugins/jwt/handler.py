@@ -14,11 +14,13 @@ import base64
 import binascii
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jwt as pyjwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
+from jwt.warnings import InsecureKeyLengthWarning
 
 from kongtx.plugins.auth_common import AuthPlugin
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
@@ -85,7 +87,11 @@ def decode_token(token: str) -> tuple[DecodedToken | None, str | None]:
 def verify_signature(token: str, algorithm: str, key: bytes | str) -> bool | None:
     """PyJWT's verdict on the signature: True, False (mismatch), None (unusable key)."""
     try:
-        pyjwt.PyJWS().decode_complete(token, key=key, algorithms=[algorithm])
+        with warnings.catch_warnings():
+            # a jwt secret is the operator's choice and may be short: PyJWT would warn
+            # about it on every request it verifies, flooding the log
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            pyjwt.PyJWS().decode_complete(token, key=key, algorithms=[algorithm])
     except InvalidSignatureError:
         return False
     except (PyJWTError, ValueError, TypeError):
