@@ -151,7 +151,7 @@ def make_proxy_services(
             _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port),
             tls,
             sni_warmer(routers, runtime),
-            reactor,
+            clock,
         )
         services.append(StreamServerEndpointService(endpoint, ssl_site))
     return services

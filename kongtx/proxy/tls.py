@@ -34,6 +34,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from kongtx.clock import Clock
+
 log = Logger(namespace="kongtx.proxy.tls")
 
 #: Given the SNI name, the (certificate DER, key DER) to serve, or ``None``.
@@ -242,7 +244,16 @@ class _SNIWarmingProtocol(ProtocolWrapper):
                 transport.resumeProducing()
             self._flush()
 
-        pending.addTimeout(WARM_TIMEOUT, self.factory.reactor)
+        # Bounded on the node clock: a slow datastore costs the default certificate,
+        # never a stuck handshake.
+        timer = self.factory.clock.call_later(WARM_TIMEOUT, pending.cancel)
+
+        def stop_timer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        pending.addBoth(stop_timer)
         pending.addBoth(ready)
 
     def _flush(self) -> None:
@@ -255,10 +266,10 @@ class _SNIWarmingProtocol(ProtocolWrapper):
 class _SNIWarmingFactory(WrappingFactory[_SNIWarmingProtocol]):
     protocol = _SNIWarmingProtocol
 
-    def __init__(self, wrapped: Any, warmer: SNIWarmer, reactor: Any) -> None:
+    def __init__(self, wrapped: Any, warmer: SNIWarmer, clock: Clock) -> None:
         super().__init__(wrapped)
         self.warmer = warmer
-        self.reactor = reactor
+        self.clock = clock
         self.noisy = False
 
 
@@ -275,17 +286,17 @@ class SNIWarmingTLSEndpoint:
         tcp_endpoint: IStreamServerEndpoint,
         tls: ProxyTLSContextFactory,
         warmer: SNIWarmer,
-        reactor: Any,
+        clock: Clock,
     ) -> None:
         self._tcp = tcp_endpoint
         self._tls = tls
         self._warmer = warmer
-        self._reactor = reactor
+        self._clock = clock
 
     def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
         tls_factory = TLSMemoryBIOFactory(self._tls, False, protocolFactory)
         tls_factory.noisy = False
         result: Deferred[IListeningPort] = self._tcp.listen(
-            _SNIWarmingFactory(tls_factory, self._warmer, self._reactor)
+            _SNIWarmingFactory(tls_factory, self._warmer, self._clock)
         )
         return result

@@ -190,8 +190,10 @@ def test_warming_holds_bytes_until_ready() -> None:
         pending[sni] = Deferred()
         return pending[sni]
 
+    from kongtx.clock import Clock as NodeClock
+
     clock = Clock()
-    factory = _SNIWarmingFactory(Factory.forProtocol(Inner), warmer, clock)
+    factory = _SNIWarmingFactory(Factory.forProtocol(Inner), warmer, NodeClock(clock))
     proto = factory.buildProtocol(None)
     assert proto is not None
     transport = StringTransport()
