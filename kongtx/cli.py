@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 import kongtx
 import kongtx.config
+import kongtx.log
 from kongtx.config import Config, ConfigError, load_config, parse_conf
 from kongtx.prefix import error_log, kong_conf, pid_file, prepare_prefix
 
@@ -730,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     observer = _ConfigEcho(log)
     if debug:
         # --vv shows what the loader saw (files read, KONG_* found, keys ignored), as Kong does.
+        kongtx.log.set_level("debug")
         globalLogPublisher.addObserver(observer)
     try:
         code: int = args.func(args, log)

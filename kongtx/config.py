@@ -30,9 +30,11 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
-log = Logger(namespace="kongtx.config")
+from kongtx.log import logger
+
+log = logger("kongtx.config")
 
 #: Where Kong looks for a configuration file when ``-c`` is not given (SPEC §5.1).
 DEFAULT_PATHS: tuple[str, ...] = ("/etc/kong.conf", "/etc/kong/kong.conf")

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from kongtx.clock import Clock
 from kongtx.errors import (
@@ -30,6 +29,7 @@ from kongtx.errors import (
     PluginExistsError,
     SchemaError,
 )
+from kongtx.log import logger
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.store.interface import (
     ChangeType,
@@ -80,7 +80,7 @@ def _default_runner(reactor: object) -> RunInThread:
 class DAO:
     """Validated CRUD over every collection (core and plugin-owned)."""
 
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

@@ -46,11 +46,11 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
-from twisted.logger import Logger
 
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.invalidation import CHAIN_PREFIX, plugin_key
+from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PluginServices, RequestContext
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.interface import Row
@@ -328,7 +328,7 @@ class Chain:
     Per-request bookkeeping lives in ``ctx.shared[STATE_KEY]``.
     """
 
-    _logger = Logger()
+    _logger = logger()
 
     __slots__ = ("_runtime", "_slots", "api", "cache_size")
 

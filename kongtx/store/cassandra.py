@@ -50,11 +50,11 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.store.interface import (
     ChangeEvent,
     ChangeType,
@@ -198,7 +198,7 @@ class CassandraStore:
     """An :class:`IStore` on Apache Cassandra (tested on 5.0, protocol v5)."""
 
     name = "cassandra"
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

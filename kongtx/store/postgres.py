@@ -35,12 +35,12 @@ import psycopg2
 import psycopg2.extensions
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionClosed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import txpostgres
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.store.interface import (
     ChangeEvent,
     ChangeType,
@@ -144,7 +144,7 @@ class PostgresStore:
     """An :class:`IStore` on PostgreSQL (9.5+; tested on Debian's 15)."""
 
     name = "postgres"
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

@@ -38,11 +38,11 @@ from typing import Any, Protocol, TypeVar
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.store.interface import (
     ChangeEvent,
     ChangeType,
@@ -159,7 +159,7 @@ class SqliteStore:
     """
 
     name = "sqlite"
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

@@ -22,8 +22,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from twisted.logger import Logger
 
+from kongtx.log import logger
 from kongtx.plugins.base import (
     BasePlugin,
     CertificateContext,
@@ -73,7 +73,7 @@ class Handler(BasePlugin):
 
     PRIORITY = 3000
 
-    _logger = Logger()
+    _logger = logger()
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
