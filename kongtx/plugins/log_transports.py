@@ -40,11 +40,11 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorThreads
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 
 __all__ = [
     "MAX_QUEUE",
@@ -59,7 +59,7 @@ __all__ = [
     "senders",
 ]
 
-log = Logger(namespace="kongtx.plugins.log_transports")
+log = logger("kongtx.plugins.log_transports")
 
 #: messages a sender holds while its receiver is slow or away; more are dropped
 MAX_QUEUE = 10000

@@ -21,8 +21,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
+from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.galileo.alf import alf_document, alf_entry
 from kongtx.plugins.log_serializer import capture_request_body, capture_response_chunk, encode
@@ -34,7 +34,7 @@ __all__ = ["BUFFER_LIMIT", "Handler", "MAX_RETRY_DELAY"]
 BUFFER_LIMIT = 200 * 1024 * 1024
 MAX_RETRY_DELAY = 60.0
 
-log = Logger(namespace="kongtx.plugins.galileo")
+log = logger("kongtx.plugins.galileo")
 
 
 class Handler(BasePlugin):

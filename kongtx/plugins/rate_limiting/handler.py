@@ -27,8 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.logger import Logger
-
+from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.ratelimit_policies import (
     PERIODS,
@@ -49,7 +48,7 @@ HEADERS_KEY = "rate-limiting.headers"
 EXCEEDED = {"message": "API rate limit exceeded"}
 INTERNAL_ERROR = {"message": "An unexpected error occurred"}
 
-log = Logger(namespace="kongtx.plugins.rate_limiting")
+log = logger("kongtx.plugins.rate_limiting")
 
 
 def lua_int(value: float) -> str:

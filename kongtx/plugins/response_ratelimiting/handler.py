@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
+from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.rate_limiting.handler import (
     INTERNAL_ERROR,
@@ -42,7 +42,7 @@ __all__ = ["Handler", "STATE_KEY", "parse_costs"]
 #: ctx.shared key: (identifier, starts, usage, costs or None, stopped)
 STATE_KEY = "response-ratelimiting.state"
 
-log = Logger(namespace="kongtx.plugins.response_ratelimiting")
+log = logger("kongtx.plugins.response_ratelimiting")
 
 
 def parse_costs(values: list[str]) -> dict[str, int]:
