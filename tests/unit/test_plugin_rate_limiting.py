@@ -385,3 +385,22 @@ class IncrementOrderTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertFalse(ctx.responded)
         self.flushLoggedErrors()
+
+    def test_cancellation_is_not_a_store_error(self) -> None:
+        """A request cancelled during the usage read (client gone) is cancelled, not failed open or 500."""
+        from twisted.internet.defer import CancelledError
+
+        svc, _, _ = services()
+        h = Handler({"policy": "cluster", "second": 5, "fault_tolerant": False}, svc)
+        waiting: Deferred[dict[str, int]] = Deferred()
+
+        class Hanging(SlowCounters):
+            async def usage(self, *args: Any, **kw: Any) -> dict[str, int]:
+                return await waiting
+
+        h.counters = Hanging()  # type: ignore[assignment]
+        ctx = FakeContext(api=API)
+        d = ensureDeferred(h.access(ctx))  # type: ignore[arg-type]
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertFalse(ctx.responded)

@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.internet.defer import CancelledError
+
 from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.ratelimit_policies import (
@@ -92,6 +94,8 @@ class Handler(BasePlugin):
     ) -> None:
         try:
             usage = await self.counters.usage(api_id, identifier, starts, self.periods)
+        except CancelledError:
+            raise
         except Exception as e:
             self._store_failed(ctx, e)
             return
@@ -101,6 +105,8 @@ class Handler(BasePlugin):
     async def _increment(self, api_id: str, identifier: str, starts: dict[str, int]) -> None:
         try:
             await self.counters.increment(api_id, identifier, starts, 1)
+        except CancelledError:
+            raise
         except Exception as e:
             # the request was allowed on the usage read: a lost count is logged, not fatal
             log.warn("rate-limiting: could not increment counters: {error}", error=e)

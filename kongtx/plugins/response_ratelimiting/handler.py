@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
@@ -122,6 +122,8 @@ class Handler(BasePlugin):
                 used[name] = await self.counters.usage(
                     api_id, identifier, starts, [p for p, _ in lims], name
                 )
+        except CancelledError:
+            raise
         except Exception as e:
             if self.fault_tolerant:
                 log.warn(
@@ -206,6 +208,8 @@ class Handler(BasePlugin):
         for name, cost in state.costs.items():
             try:
                 await self.counters.increment(api_id, state.identifier, state.starts, cost, name)
+            except CancelledError:
+                raise
             except Exception as e:
                 log.warn(
                     "response-ratelimiting: could not increment {name}: {error}", name=name, error=e
