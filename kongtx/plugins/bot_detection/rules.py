@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_plugin_bot_detection -*-
 """The built-in bot list of bot-detection (SPEC §4.4).
 
 Kong 0.9 shipped a dozen regexes taken from the ua-parser project's
