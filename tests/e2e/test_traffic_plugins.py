@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from collections.abc import Iterator
 
-from proxy_support import Node, Upstream, http, raw_exchange
+import pytest
+from proxy_support import Node, Upstream, http, raw_exchange, start_node
 
 
 def uniq() -> str:
@@ -125,3 +128,35 @@ def test_bot_detection_blacklist(kong_node: Node, upstream: Upstream) -> None:
     host = api_with(kong_node, upstream, "bot-detection", {"blacklist": "^curl/"})
     r = http("GET", kong_node.proxy + "/", headers={"Host": host, "User-Agent": "curl/8.0"})
     assert r.status == 403
+
+
+# ------------------------------------------------------------------ trusted_ips
+
+
+@pytest.fixture(scope="module")
+def trusting_node() -> Iterator[Node]:
+    """A node that believes X-Forwarded-For from 127.0.0.1 (trusted_ips)."""
+    node, tmp = start_node({"KONG_TRUSTED_IPS": "127.0.0.1"})
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_trusted_proxy_forwarded_for_is_the_client(trusting_node: Node, upstream: Upstream) -> None:
+    """Behind a trusted proxy, ip-restriction and rate-limiting see the X-Forwarded-For client."""
+    host = api_with(trusting_node, upstream, "ip-restriction", {"whitelist": "10.9.9.0/24"})
+    url = trusting_node.proxy + "/"
+    assert http("GET", url, headers={"Host": host, "X-Forwarded-For": "10.9.9.9"}).status == 200
+    assert http("GET", url, headers={"Host": host, "X-Forwarded-For": "10.8.8.8"}).status == 403
+    assert http("GET", url, headers={"Host": host}).status == 403
+
+    limited = api_with(
+        trusting_node, upstream, "rate-limiting", {"minute": 1, "policy": "local", "limit_by": "ip"}
+    )
+    for client in ("1.1.1.1", "2.2.2.2"):
+        r = http("GET", url, headers={"Host": limited, "X-Forwarded-For": client})
+        assert r.status == 200, client
+    r = http("GET", url, headers={"Host": limited, "X-Forwarded-For": "1.1.1.1"})
+    assert r.status == 429
