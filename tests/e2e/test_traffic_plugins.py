@@ -160,3 +160,66 @@ def test_trusted_proxy_forwarded_for_is_the_client(trusting_node: Node, upstream
         assert r.status == 200, client
     r = http("GET", url, headers={"Host": limited, "X-Forwarded-For": "1.1.1.1"})
     assert r.status == 429
+
+
+# ------------------------------------------------------------------ configuration messages
+
+CONFIG_ERRORS = [
+    (
+        {"name": "rate-limiting"},
+        {"config": "You need to set at least one limit: second, minute, hour, day, month, year"},
+    ),
+    (
+        {"name": "rate-limiting", "config.second": 0},
+        {"config": "Value for second must be greater than zero"},
+    ),
+    (
+        {"name": "rate-limiting", "config.second": 10, "config.minute": 5},
+        {"config": "The limit for minute cannot be lower than the limit for second"},
+    ),
+    (
+        {"name": "rate-limiting", "config.second": 1, "config.policy": "redis"},
+        {"config": "You need to specify a Redis host"},
+    ),
+    (
+        {"name": "response-ratelimiting"},
+        {"config": "You need to set at least one limit name"},
+    ),
+    (
+        {"name": "response-ratelimiting", "config.limits.v.hour": 1, "config.limits.v.day": -1},
+        {"config": "Value for day must be greater than zero"},
+    ),
+    (
+        {"name": "ip-restriction"},
+        {"config": "you must set at least a whitelist or blacklist"},
+    ),
+    (
+        {"name": "ip-restriction", "config.whitelist": "1.2.3.4", "config.blacklist": "1.2.3.5"},
+        {"config": "you cannot set both a whitelist and a blacklist"},
+    ),
+    (
+        {"name": "ip-restriction", "config.blacklist": "1.2.3.4/99"},
+        {"config.blacklist": "cannot parse '1.2.3.4/99': Invalid prefix: /99"},
+    ),
+    (
+        {"name": "bot-detection", "config.blacklist": "(["},
+        {"config.blacklist": "value '([' is not a valid regex"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), CONFIG_ERRORS)
+def test_config_messages(
+    kong_node: Node, upstream: Upstream, fields: dict[str, object], expected: dict[str, str]
+) -> None:
+    """The Admin API refuses bad configurations of these plugins with SPEC's messages."""
+    import json
+
+    api = kong_node.add_api(request_host=uniq(), upstream_url=upstream.url)
+    r = http(
+        "POST",
+        f"{kong_node.admin}/apis/{api['id']}/plugins",
+        json.dumps(fields).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert (r.status, r.json()) == (400, expected)
