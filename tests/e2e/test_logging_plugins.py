@@ -444,3 +444,15 @@ def test_dead_and_silent_receivers_never_delay_the_client(node: Node, upstream: 
         assert time.monotonic() - started < 10
     finally:
         silent.close()
+
+
+def test_datadog_tag_without_value_refused(node: Node, upstream: Upstream) -> None:
+    """A datadog tag without a value is refused by the Admin API, naming the tag."""
+    api = node.add_api(request_host=uniq(), upstream_url=upstream.url)
+    r = http(
+        "POST",
+        f"{node.admin}/apis/{api['id']}/plugins",
+        json.dumps({"name": "datadog", "config.tags.latency": "env:"}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert (r.status, r.json()) == (400, {"config.tags.latency": "key 'env:' has no value"})
