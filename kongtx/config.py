@@ -59,6 +59,8 @@ CASSANDRA_CONSISTENCIES = (
 )
 CASSANDRA_REPL_STRATEGIES = ("SimpleStrategy", "NetworkTopologyStrategy")
 CLUSTER_PROFILES = ("local", "lan", "wan")
+#: The proxy listeners' HTTP server (kongtx/proxy/fast.py or twisted.web).
+PROXY_FRONTENDS = ("fast", "web")
 
 #: nginx's "on"/"off" flags: Kong shows them as strings in ``GET /`` (the rest are booleans).
 _NGX_BOOLEANS = frozenset({"nginx_daemon", "lua_code_cache"})
@@ -369,6 +371,7 @@ _PROPERTIES: dict[str, _Property] = {
     "upstream_keepalive": _Property("60", _integer(0)),
     "client_max_header_size": _Property("8k", _size),
     "client_body_buffer_size": _Property("8k", _size),
+    "proxy_frontend": _Property("fast", _enum(*PROXY_FRONTENDS)),
 }
 
 #: Every property's built-in default, as it would be written in kong.conf ("" = none).
@@ -458,6 +461,7 @@ class Config:
     upstream_keepalive: int = _default("upstream_keepalive")
     client_max_header_size: int = _default("client_max_header_size")
     client_body_buffer_size: int = _default("client_body_buffer_size")
+    proxy_frontend: str = _default("proxy_frontend")
 
     def __post_init__(self) -> None:
         # The prefix is always absolute and the sqlite file always a real path, so

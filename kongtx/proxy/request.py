@@ -38,6 +38,16 @@ class HeaderList:
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [(k.lower(), k, v) for k, v in items]
 
+    @classmethod
+    def from_lowered(cls, items: list[tuple[str, str, str]]) -> HeaderList:
+        """Adopt ``(lower-case name, name, value)`` triples as they are (no copy).
+
+        The fast front-end lower-cases each name once while parsing.
+        """
+        headers = cls()
+        headers._items = items
+        return headers
+
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
         lname = name.lower()

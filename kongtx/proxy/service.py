@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from kongtx.clock import Clock
 from kongtx.plugins.runtime import PluginRuntime
+from kongtx.proxy.fast import FastProxyFactory
 from kongtx.proxy.http import ProxySite
 from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
 from kongtx.proxy.request import TrustedIps
@@ -120,21 +121,35 @@ def _tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
     return TCP4ServerEndpoint(reactor, port, interface=host)
 
 
+def make_proxy_factory(config: Any, pipeline: ProxyPipeline, clock: Clock) -> Any:
+    """One listener's protocol factory for ``proxy_frontend`` (``fast`` or ``web``).
+
+    Both count connections and requests (``stats()``) and drain (``drain()``).
+    """
+    max_header = int(config.client_max_header_size)
+    if getattr(config, "proxy_frontend", "fast") == "web":
+        return ProxySite(
+            ProxyResource(pipeline),
+            max_header_size=max_header,
+            clock=clock,
+            stream_threshold=STREAM_THRESHOLD,
+        )
+    return FastProxyFactory(pipeline, max_header_size=max_header, stream_threshold=STREAM_THRESHOLD)
+
+
 def make_proxy_services(
     config: Any, dao: Any, cache: Any, registry: Any, clock: Clock, reactor: Any
 ) -> list[IService]:
     """Listening services for ``proxy_listen`` and (when ``ssl`` is on) ``proxy_listen_ssl``."""
     pipeline, routers, runtime = build_pipeline(config, dao, cache, registry, clock, reactor)
-    resource = ProxyResource(pipeline)
-    max_header = int(config.client_max_header_size)
     services: list[IService] = []
 
-    site = ProxySite(
-        resource, max_header_size=max_header, clock=clock, stream_threshold=STREAM_THRESHOLD
-    )
     listen = config.proxy_listen
     services.append(
-        StreamServerEndpointService(_tcp_endpoint(reactor, listen.host, listen.port), site)
+        StreamServerEndpointService(
+            _tcp_endpoint(reactor, listen.host, listen.port),
+            make_proxy_factory(config, pipeline, clock),
+        )
     )
 
     if config.ssl:
@@ -143,9 +158,6 @@ def make_proxy_services(
         else:
             cert, key = ensure_default_certificate(config.prefix)
         tls = ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
-        ssl_site = ProxySite(
-            resource, max_header_size=max_header, clock=clock, stream_threshold=STREAM_THRESHOLD
-        )
         listen_ssl = config.proxy_listen_ssl
         endpoint = SNIWarmingTLSEndpoint(
             _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port),
@@ -153,5 +165,7 @@ def make_proxy_services(
             sni_warmer(routers, runtime),
             clock,
         )
-        services.append(StreamServerEndpointService(endpoint, ssl_site))
+        services.append(
+            StreamServerEndpointService(endpoint, make_proxy_factory(config, pipeline, clock))
+        )
     return services

@@ -18,15 +18,20 @@ from collections.abc import Iterator
 import pytest
 from proxy_support import REPO, Node, Upstream, start_node
 
+#: The proxy front-ends every ``kong_node`` test runs against (``proxy_frontend``);
+#: ``KONG_TEST_FRONTENDS=fast`` narrows a run to one.
+FRONTENDS = [f for f in os.environ.get("KONG_TEST_FRONTENDS", "fast,web").split(",") if f]
 
-@pytest.fixture(scope="module")
-def kong_node() -> Iterator[Node]:
-    """One node per test module (upstream timeouts short enough for timeout tests)."""
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def kong_node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """One node per test module and front-end (upstream timeouts short enough for timeout tests)."""
     node, tmp = start_node(
         {
             "KONG_UPSTREAM_READ_TIMEOUT": "1500",
             "KONG_UPSTREAM_SEND_TIMEOUT": "1500",
             "KONG_UPSTREAM_CONNECT_TIMEOUT": "1500",
+            "KONG_PROXY_FRONTEND": request.param,
         }
     )
     try:

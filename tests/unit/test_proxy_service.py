@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.config import Config
+from kongtx.proxy.fast import FastProxyFactory
 from kongtx.proxy.http import ProxySite
 from kongtx.proxy.pipeline import RouterSource
 from kongtx.proxy.service import certificate_hook, make_proxy_services, sni_warmer
@@ -98,14 +100,17 @@ def test_warmer_waits_for_cold_names_only() -> None:
     assert warmed("x.wild.test") is None
 
 
-def test_make_proxy_services(tmp_path: Path) -> None:
-    """Two listeners (HTTP and TLS) with the default certificate generated; one with ssl off."""
+@pytest.mark.parametrize(
+    ("frontend", "factory_type"), [("fast", FastProxyFactory), ("web", ProxySite)]
+)
+def test_make_proxy_services(tmp_path: Path, frontend: str, factory_type: type) -> None:
+    """Two listeners (HTTP and TLS) of the chosen front-end, default certificate generated; one with ssl off."""
     reactor = MemoryReactorClock()
     clock = Clock(reactor)
-    config = Config(prefix=str(tmp_path))
+    config = Config(prefix=str(tmp_path), proxy_frontend=frontend)
     services = make_proxy_services(config, DAO([]), Cache(clock), None, clock, reactor)
     assert len(services) == 2
-    assert all(isinstance(getattr(s, "factory", None), ProxySite) for s in services)
+    assert all(isinstance(getattr(s, "factory", None), factory_type) for s in services)
     assert os.path.exists(tmp_path / "ssl" / "kong-default.crt")
     plain = dataclasses.replace(config, ssl=False)
     assert len(make_proxy_services(plain, DAO([]), Cache(clock), None, clock, reactor)) == 1
