@@ -14,87 +14,46 @@ real sockets and tests a fake.  Every timer goes through the node's Clock.
 
 from __future__ import annotations
 
-import math
 import random
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from kongtx import log
 from kongtx.clock import Clock
-from kongtx.cluster import codec
+from kongtx.cluster import codec, handlers
 from kongtx.cluster.codec import DecodeError
+from kongtx.cluster.members import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    PROFILES,
+    SUSPECT,
+    Delegate,
+    Member,
+    Profile,
+    alive_message,
+    node_entry,
+    retransmit_limit,
+    suspicion_timeout,
+)
 
-
-@dataclass(frozen=True)
-class Profile:
-    """memberlist's timing profile (ML:config.go DefaultLAN/WAN/LocalConfig)."""
-
-    probe_interval: float
-    probe_timeout: float
-    gossip_interval: float
-    gossip_nodes: int
-    push_pull_interval: float
-    tcp_timeout: float
-    suspicion_mult: int
-    retransmit_mult: int
-    indirect_checks: int
-    gossip_to_dead: float
-
-
-PROFILES = {
-    "local": Profile(1.0, 0.2, 0.1, 3, 15.0, 1.0, 3, 2, 1, 15.0),
-    "lan": Profile(1.0, 0.5, 0.2, 3, 30.0, 10.0, 4, 4, 3, 30.0),
-    "wan": Profile(5.0, 3.0, 0.5, 4, 60.0, 30.0, 6, 4, 3, 60.0),
-}
-
-ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
-_STATE_CODE = {ALIVE: codec.STATE_ALIVE, SUSPECT: codec.STATE_SUSPECT, DEAD: codec.STATE_DEAD}
-
-
-@dataclass
-class Member:
-    """What memberlist knows of one node."""
-
-    name: str
-    addr: str
-    port: int
-    meta: bytes = b""
-    incarnation: int = 0
-    state: str = ALIVE
-    vsn: bytes = codec.VSN
-    changed: float = 0.0
-    suspicion: Any = field(default=None, repr=False)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.addr, self.port)
-
-
-class Delegate(Protocol):
-    """What the serf layer supplies and hears (memberlist's Delegate + EventDelegate)."""
-
-    def node_meta(self) -> bytes: ...
-    def notify_msg(self, payload: bytes) -> None: ...
-    def local_state(self, join: bool) -> bytes: ...
-    def merge_remote_state(self, data: bytes, join: bool) -> None: ...
-    def notify_join(self, member: Member) -> None: ...
-    def notify_leave(self, member: Member) -> None: ...
-    def notify_update(self, member: Member) -> None: ...
-
-
-def retransmit_limit(mult: int, n: int) -> int:
-    """How many times a broadcast is sent: mult × ⌈log10(n+1)⌉."""
-    return mult * math.ceil(math.log10(n + 1))
-
-
-def suspicion_timeout(mult: int, n: int, interval: float) -> float:
-    """Seconds a suspect has to refute: mult × max(1, log10 n) × probe interval."""
-    return mult * max(1.0, math.log10(max(n, 1))) * interval
+__all__ = [
+    "ALIVE",
+    "DEAD",
+    "LEFT",
+    "PROFILES",
+    "SUSPECT",
+    "Delegate",
+    "Member",
+    "Memberlist",
+    "Profile",
+    "retransmit_limit",
+    "suspicion_timeout",
+]
 
 
 class Memberlist:
@@ -115,14 +74,14 @@ class Memberlist:
         self.name = name
         self.profile = profile
         self.clock = clock
-        self._send = send
+        self.send_raw = send
         self._push_pull = push_pull
         self.delegate = delegate
         self.members: dict[str, Member] = {}
         self.me = Member(name, advertise[0], advertise[1], delegate.node_meta(), incarnation=1)
         self.members[name] = self.me
         self._seq = random.randrange(1 << 16)
-        self._pending: dict[int, tuple[Deferred[bytes], Any]] = {}
+        self.pending: dict[int, tuple[Deferred[bytes], Any]] = {}
         #: [message, sends left, key]: a newer broadcast with the same key replaces it
         self.broadcasts: list[list[Any]] = []
         self._probe_order: list[str] = []
@@ -162,7 +121,7 @@ class Memberlist:
         )
         self.me.state = LEFT
         self.queue(msg, self.name)
-        self._send_to_all(msg)
+        self.send_to_all(msg)
         if self.alive_members():
             await self.clock.sleep(wait)
 
@@ -174,7 +133,7 @@ class Memberlist:
 
     # ----------------------------------------------------------------- sending
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
@@ -200,26 +159,15 @@ class Memberlist:
         """Send ``msg`` with as many queued broadcasts as fit one UDP buffer."""
         extra = self._take_broadcasts(codec.UDP_BUFFER - len(msg) - 16) if piggyback else []
         parts = [msg, *extra]
-        self._send(parts[0] if len(parts) == 1 else codec.compound(parts), addr)
+        self.send_raw(parts[0] if len(parts) == 1 else codec.compound(parts), addr)
 
-    def _send_to_all(self, msg: bytes) -> None:
+    def send_to_all(self, msg: bytes) -> None:
         for m in self.alive_members():
-            self._send(msg, m.address)
+            self.send_raw(msg, m.address)
 
     def _broadcast_alive(self) -> None:
-        me = self.me
-        msg = codec.encode(
-            codec.ALIVE,
-            {
-                "Incarnation": me.incarnation,
-                "Node": me.name,
-                "Addr": socket.inet_aton(me.addr),
-                "Port": me.port,
-                "Meta": me.meta,
-                "Vsn": codec.VSN,
-            },
-        )
-        self.queue(msg, me.name)
+        self.me.vsn = codec.VSN
+        self.queue(alive_message(self.me), self.me.name)
 
     # ----------------------------------------------------------------- periodic
 
@@ -240,7 +188,7 @@ class Memberlist:
             if not parts:
                 return
             for packet in codec.batch(parts):
-                self._send(packet, m.address)
+                self.send_raw(packet, m.address)
 
     async def periodic_push_pull(self) -> None:
         """Full state exchange with one random live member (repairs lost gossip)."""
@@ -265,8 +213,8 @@ class Memberlist:
         else:
             return
         p = self.profile
-        seq = self._next_seq()
-        ping = {"SeqNo": seq, "Node": target.name, **self._source()}
+        seq = self.next_seq()
+        ping = {"SeqNo": seq, "Node": target.name, **self.source_fields()}
         waiting = self.expect(seq, p.probe_interval)
         self.send_packet(codec.encode(codec.PING, ping), target.address)
         early = self.clock.call_later(p.probe_timeout, self._indirect, target, seq)
@@ -288,12 +236,12 @@ class Memberlist:
             "Port": target.port,
             "Node": target.name,
             "Nack": False,
-            **self._source(),
+            **self.source_fields(),
         }
         for m in helpers[: self.profile.indirect_checks]:
             self.send_packet(codec.encode(codec.INDIRECT_PING, req), m.address, piggyback=False)
 
-    def _source(self) -> dict[str, Any]:
+    def source_fields(self) -> dict[str, Any]:
         return {
             "SourceAddr": socket.inet_aton(self.me.addr),
             "SourcePort": self.me.port,
@@ -304,110 +252,25 @@ class Memberlist:
         """A Deferred fired by the ack numbered ``seq``, or failed after ``timeout``."""
 
         def expire() -> None:
-            entry = self._pending.pop(seq, None)
+            entry = self.pending.pop(seq, None)
             if entry is not None:
                 entry[0].errback(DeferredTimeout(f"no ack for {seq}"))
 
         d: Deferred[bytes] = Deferred()
-        self._pending[seq] = (d, self.clock.call_later(timeout, expire))
+        self.pending[seq] = (d, self.clock.call_later(timeout, expire))
         return d
+
+    # ----------------------------------------------------------------- receiving
 
     # ----------------------------------------------------------------- receiving
 
     def handle_packet(self, data: bytes, addr: tuple[str, int], keys: Any) -> None:
         """Dispatch every message of one datagram; raises DecodeError if malformed."""
-        for msg in codec.open_packet(data, keys):
-            self.handle_message(msg, addr)
+        handlers.handle_packet(self, data, addr, keys)
 
     def handle_message(self, msg: bytes, addr: tuple[str, int]) -> None:
         """One message (type byte + body), from UDP or a TCP stream."""
-        kind = msg[0]
-        if kind == codec.USER:
-            self.delegate.notify_msg(msg[1:])
-            return
-        handler = self._handlers.get(kind)
-        if handler is None:
-            raise DecodeError(f"unexpected message type {kind}")
-        handler(self, codec.fields(codec.unpack(msg[1:])), addr)
-
-    def _on_ping(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        node = codec.text(f.get("Node"))
-        if node and node != self.name:
-            return  # memberlist drops pings meant for another node at our address
-        reply_to = addr
-        source = codec.raw(f.get("SourceAddr"))
-        if len(source) == 4 and f.get("SourcePort"):
-            reply_to = (socket.inet_ntoa(source), codec.integer(f.get("SourcePort")))
-        ack = codec.encode(codec.ACK, {"SeqNo": codec.integer(f.get("SeqNo")), "Payload": b""})
-        self._send(ack, reply_to)
-
-    def _on_indirect(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        target = (socket.inet_ntoa(codec.raw(f.get("Target"))), codec.integer(f.get("Port")))
-        their_seq = codec.integer(f.get("SeqNo"))
-        reply_to = addr
-        source = codec.raw(f.get("SourceAddr"))
-        if len(source) == 4 and f.get("SourcePort"):
-            reply_to = (socket.inet_ntoa(source), codec.integer(f.get("SourcePort")))
-        seq = self._next_seq()
-        waiting = self.expect(seq, self.profile.probe_timeout)
-        ping = {"SeqNo": seq, "Node": codec.text(f.get("Node")), **self._source()}
-        self._send(codec.encode(codec.PING, ping), target)
-        want_nack = bool(f.get("Nack"))
-
-        def acked(_: Any) -> None:
-            self._send(codec.encode(codec.ACK, {"SeqNo": their_seq, "Payload": b""}), reply_to)
-
-        def missed(failure: Any) -> None:
-            failure.trap(DeferredTimeout)
-            if want_nack:
-                self._send(codec.encode(codec.NACK, {"SeqNo": their_seq}), reply_to)
-
-        waiting.addCallbacks(acked, missed)
-
-    def _on_ack(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        entry = self._pending.pop(codec.integer(f.get("SeqNo")), None)
-        if entry is not None:
-            d, timer = entry
-            if timer.active():
-                timer.cancel()
-            d.callback(codec.raw(f.get("Payload")))
-
-    def _on_nack(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        """A helper could not reach the target either; the probe timeout decides."""
-
-    def _on_alive(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        self.alive(
-            codec.text(f.get("Node")),
-            codec.integer(f.get("Incarnation")),
-            socket.inet_ntoa(codec.raw(f.get("Addr"))),
-            codec.integer(f.get("Port")),
-            codec.raw(f.get("Meta")),
-            codec.raw(f.get("Vsn")),
-        )
-
-    def _on_suspect(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        self.suspect(
-            codec.text(f.get("Node")),
-            codec.integer(f.get("Incarnation")),
-            codec.text(f.get("From")),
-        )
-
-    def _on_dead(self, f: dict[str, Any], addr: tuple[str, int]) -> None:
-        self.dead(
-            codec.text(f.get("Node")),
-            codec.integer(f.get("Incarnation")),
-            codec.text(f.get("From")),
-        )
-
-    _handlers: dict[int, Callable[[Memberlist, dict[str, Any], tuple[str, int]], None]] = {
-        codec.PING: _on_ping,
-        codec.INDIRECT_PING: _on_indirect,
-        codec.ACK: _on_ack,
-        codec.NACK: _on_nack,
-        codec.ALIVE: _on_alive,
-        codec.SUSPECT: _on_suspect,
-        codec.DEAD: _on_dead,
-    }
+        handlers.handle_message(self, msg, addr)
 
     # ----------------------------------------------------------------- state
 
@@ -453,18 +316,7 @@ class Memberlist:
             self.delegate.notify_update(m)
 
     def _rebroadcast_alive(self, m: Member) -> None:
-        msg = codec.encode(
-            codec.ALIVE,
-            {
-                "Incarnation": m.incarnation,
-                "Node": m.name,
-                "Addr": socket.inet_aton(m.addr),
-                "Port": m.port,
-                "Meta": m.meta,
-                "Vsn": m.vsn,
-            },
-        )
-        self.queue(msg, m.name)
+        self.queue(alive_message(m), m.name)
 
     def suspect(self, name: str, inc: int, source: str) -> None:
         """memberlist's suspectNode: start the clock on a member, or refute if it is us."""
@@ -522,21 +374,7 @@ class Memberlist:
                 codec.PUSH_PULL, {"Nodes": len(nodes), "UserStateLen": len(user), "Join": join}
             )
         ]
-        for m in nodes:
-            state = codec.STATE_LEFT if m.state == LEFT else _STATE_CODE[m.state]
-            out.append(
-                codec.pack(
-                    {
-                        "Name": m.name,
-                        "Addr": socket.inet_aton(m.addr),
-                        "Port": m.port,
-                        "Meta": m.meta,
-                        "Incarnation": m.incarnation,
-                        "State": state,
-                        "Vsn": m.vsn,
-                    }
-                )
-            )
+        out += [node_entry(m) for m in nodes]
         out.append(user)
         return b"".join(out)
 

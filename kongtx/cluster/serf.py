@@ -238,7 +238,7 @@ class Serf:
         me.status_ltime = max(me.status_ltime, ltime)
         msg = user_msg(JOIN, {"LTime": ltime, "Node": self.name})
         self._ml.queue(msg)
-        self._ml._send_to_all(msg)
+        self._ml.send_to_all(msg)
 
     def broadcast_leave(self, name: str) -> None:
         """A leave intent for ``name`` (ourselves on leave, a failed node on force-leave)."""
@@ -251,7 +251,7 @@ class Serf:
         else:
             self.leave_intent(ltime, name)
         self._ml.queue(msg)
-        self._ml._send_to_all(msg)
+        self._ml.send_to_all(msg)
 
     # ----------------------------------------------------------------- user events
 
@@ -264,7 +264,7 @@ class Serf:
         self._remember(ltime, name, payload)
         msg = user_msg(USER_EVENT, {"LTime": ltime, "Name": name, "Payload": payload, "CC": False})
         self._ml.queue(msg)
-        self._ml._send_to_all(msg)
+        self._ml.send_to_all(msg)
         return ltime
 
     def _remember(self, ltime: int, name: str, payload: bytes) -> bool:
@@ -316,13 +316,15 @@ class Serf:
         dest = (socket.inet_ntoa(raw_addr), codec.integer(f.get("Port")))
         base = {"LTime": ltime, "ID": qid, "From": self.name}
         if flags & QUERY_ACK:
-            self._ml._send(
+            self._ml.send_raw(
                 user_msg(QUERY_RESPONSE, {**base, "Flags": QUERY_ACK, "Payload": None}), dest
             )
         name = codec.text(f.get("Name"))
         answer = self._internal_answer(name)
         if answer is not None:
-            self._ml._send(user_msg(QUERY_RESPONSE, {**base, "Flags": 0, "Payload": answer}), dest)
+            self._ml.send_raw(
+                user_msg(QUERY_RESPONSE, {**base, "Flags": 0, "Payload": answer}), dest
+            )
 
     def _internal_answer(self, name: str) -> bytes | None:
         if name == "_serf_ping":

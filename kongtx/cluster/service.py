@@ -25,11 +25,14 @@ from kongtx.cluster import codec, rpc, transport
 from kongtx.cluster.events import EVENT_NAME, InvalidationStream
 from kongtx.cluster.memberlist import ALIVE, PROFILES, Memberlist
 from kongtx.cluster.nodes import NodeRegistry
-from kongtx.cluster.serf import Serf
+from kongtx.cluster.serf import STATUS_FAILED, STATUS_LEFT, Serf
 from kongtx.config import Address, Config
 from kongtx.store.interface import IStore
 
 LEAVE_PROPAGATE = 1.0
+#: Serf's defaults: try a failed member again every 30 s; forget failed/left after 24 h
+RECONNECT_INTERVAL = 30.0
+REAP_AFTER = 24 * 3600.0
 #: environment variable of the datagram-loss test hook (a fraction, 0..1)
 LOSS_HOOK = "KONGTX_TEST_GOSSIP_LOSS"
 
@@ -175,6 +178,7 @@ class ClusterService(Service):
             self.dao.add_listener(self.stream.local_change)
         await self.stream.start()
         await self.registry.start()
+        self.clock.looping_call(RECONNECT_INTERVAL, self.reconnect)
         rpc_listen = self.config.cluster_listen_rpc
         self._ports.append(
             self.reactor.listenTCP(rpc_listen.port, rpc.RPCFactory(self), interface=rpc_listen.host)
@@ -260,6 +264,28 @@ class ClusterService(Service):
         d = Deferred.fromCoroutine(self.stream.on_event(payload))
         d.addErrback(lambda f: self.log.failure("applying a kong event failed", f))
 
+    async def reconnect(self) -> None:
+        """Serf's reconnect: after a partition heals, both sides think the other failed
+        and nobody probes a failed member, so we try one of them; old ones are reaped."""
+        now = self.clock.seconds()
+        failed = []
+        for name, sm in list(self.serf.members.items()):
+            m = self.memberlist.members.get(name)
+            if sm.status not in (STATUS_FAILED, STATUS_LEFT) or m is None:
+                continue
+            if now - m.changed > REAP_AFTER:
+                del self.serf.members[name]
+                del self.memberlist.members[name]
+                self.log.info("reaped member {name}", name=name)
+            elif sm.status == STATUS_FAILED:
+                failed.append(m)
+        if failed:
+            target = random.choice(failed)
+            try:
+                await self.memberlist.join(target.address)
+            except Exception as e:
+                self.log.debug("reconnect to {name} failed: {error}", name=target.name, error=e)
+
     # ----------------------------------------------------------------- operations
 
     def members(self) -> list[dict[str, Any]]:
@@ -290,7 +316,7 @@ class ClusterService(Service):
         live = self.memberlist.alive_members()
         pending = []
         for m in live:
-            seq = self.memberlist._next_seq()
+            seq = self.memberlist.next_seq()
             d = self.memberlist.expect(seq, wait)
             self._send(codec.encode(codec.PING, {"SeqNo": seq, "Node": m.name}), m.address)
             pending.append((m.name, d))

@@ -198,4 +198,4 @@ class SwimTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.clock.advance(0.5)
         self.failureResultOf(d)
-        self.assertNotIn(77, self.ml._pending)
+        self.assertNotIn(77, self.ml.pending)
