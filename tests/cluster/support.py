@@ -24,11 +24,28 @@ from tests.servers.postgres import PostgresServer
 ECHO = os.path.join(REPO, "tests", "e2e", "echo_upstream.py")
 
 
-class Cluster:
-    """Nodes started on one database; stops them all (never leaves processes behind)."""
+def pg_env(pg: PostgresServer) -> dict[str, str]:
+    """KONG_* settings for a node on ``pg``."""
+    return {
+        "KONG_DATABASE": "postgres",
+        "KONG_PG_HOST": pg.host,
+        "KONG_PG_PORT": str(pg.port),
+        "KONG_PG_USER": pg.user,
+        "KONG_PG_PASSWORD": pg.password or "",
+        "KONG_PG_DATABASE": pg.database,
+    }
 
-    def __init__(self, pg: PostgresServer, extra_env: dict[str, str] | None = None) -> None:
-        self.pg = pg
+
+class Cluster:
+    """Nodes started on one database; stops them all (never leaves processes behind).
+
+    ``db`` is a PostgresServer or the KONG_* settings of another datastore.
+    """
+
+    def __init__(
+        self, db: PostgresServer | dict[str, str], extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.db_env = pg_env(db) if isinstance(db, PostgresServer) else dict(db)
         self.extra_env = dict(extra_env or {})
         self.nodes: list[Node] = []
         self.tmp = tempfile.mkdtemp(prefix="kongtx-cluster-")
@@ -49,12 +66,6 @@ class Cluster:
         base.update(
             PYTHONPATH=os.pathsep.join(filter(None, [REPO, base.get("PYTHONPATH")])),
             KONG_PREFIX=prefix,
-            KONG_DATABASE="postgres",
-            KONG_PG_HOST=self.pg.host,
-            KONG_PG_PORT=str(self.pg.port),
-            KONG_PG_USER=self.pg.user,
-            KONG_PG_PASSWORD=self.pg.password or "",
-            KONG_PG_DATABASE=self.pg.database,
             KONG_PROXY_LISTEN=f"127.0.0.1:{ports['proxy']}",
             KONG_PROXY_LISTEN_SSL=f"127.0.0.1:{ports['proxy_ssl']}",
             KONG_ADMIN_LISTEN=f"127.0.0.1:{ports['admin']}",
@@ -65,6 +76,7 @@ class Cluster:
             KONG_DB_UPDATE_FREQUENCY="1",
             KONG_ANONYMOUS_REPORTS="off",
         )
+        base.update(self.db_env)
         base.update(self.extra_env)
         base.update(env)
         node = Node(prefix, base, ports)
