@@ -85,7 +85,10 @@ def _on_ack(ml: Memberlist, f: dict[str, Any], addr: tuple[str, int]) -> None:
 
 
 def _on_nack(ml: Memberlist, f: dict[str, Any], addr: tuple[str, int]) -> None:
-    """A helper could not reach the target either; the probe timeout decides."""
+    """A helper could not reach the target either: evidence that we ourselves are fine."""
+    seq = codec.integer(f.get("SeqNo"))
+    if seq in ml.pending:
+        ml.nacks[seq] = ml.nacks.get(seq, 0) + 1
 
 
 def _on_alive(ml: Memberlist, f: dict[str, Any], addr: tuple[str, int]) -> None:

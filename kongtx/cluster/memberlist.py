@@ -28,6 +28,7 @@ from kongtx.cluster import codec, handlers
 from kongtx.cluster.codec import DecodeError
 from kongtx.cluster.members import (
     ALIVE,
+    AWARENESS_MAX,
     DEAD,
     LEFT,
     PROFILES,
@@ -87,6 +88,9 @@ class Memberlist:
         self._probe_order: list[str] = []
         self.leaving = False
         self.dropped = 0
+        #: Lifeguard local health (see _aware) and nacks received per probe
+        self.awareness = 0
+        self.nacks: dict[int, int] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -213,32 +217,44 @@ class Memberlist:
         else:
             return
         p = self.profile
+        scale = self.awareness + 1
         seq = self.next_seq()
         ping = {"SeqNo": seq, "Node": target.name, **self.source_fields()}
-        waiting = self.expect(seq, p.probe_interval)
+        waiting = self.expect(seq, p.probe_interval * scale)
         self.send_packet(codec.encode(codec.PING, ping), target.address)
-        early = self.clock.call_later(p.probe_timeout, self._indirect, target, seq)
+        asked: list[int] = []
+        early = self.clock.call_later(p.probe_timeout * scale, self._indirect, target, seq, asked)
         try:
             await waiting
+            self._aware(-1)
         except DeferredTimeout:
+            # Lifeguard: helpers that did not even nack suggest *we* are the slow one
+            self._aware(sum(asked) - self.nacks.pop(seq, 0))
             if target.state != DEAD and self.members.get(target.name) is target:
                 self.suspect(target.name, target.incarnation, self.name)
         finally:
+            self.nacks.pop(seq, None)
             if early.active():
                 early.cancel()
 
-    def _indirect(self, target: Member, seq: int) -> None:
+    def _aware(self, delta: int) -> None:
+        """Lifeguard's local health: 0 (healthy) .. 7; timeouts scale by it plus one."""
+        self.awareness = max(0, min(AWARENESS_MAX - 1, self.awareness + delta))
+
+    def _indirect(self, target: Member, seq: int, asked: list[int]) -> None:
         helpers = [m for m in self.alive_members() if m is not target and m.state == ALIVE]
         random.shuffle(helpers)
-        req = {
-            "SeqNo": seq,
-            "Target": socket.inet_aton(target.addr),
-            "Port": target.port,
-            "Node": target.name,
-            "Nack": False,
-            **self.source_fields(),
-        }
         for m in helpers[: self.profile.indirect_checks]:
+            nack = len(m.vsn) >= 2 and m.vsn[1] >= 4  # protocol 4+ understands nacks
+            req = {
+                "SeqNo": seq,
+                "Target": socket.inet_aton(target.addr),
+                "Port": target.port,
+                "Node": target.name,
+                "Nack": nack,
+                **self.source_fields(),
+            }
+            asked.append(1 if nack else 0)
             self.send_packet(codec.encode(codec.INDIRECT_PING, req), m.address, piggyback=False)
 
     def source_fields(self) -> dict[str, Any]:
@@ -277,6 +293,7 @@ class Memberlist:
     def refute(self, accused: int) -> None:
         """Someone thinks we are suspect, dead or older: out-bid them and say we live."""
         self.me.incarnation = max(self.me.incarnation, accused) + 1
+        self._aware(1)
         self._broadcast_alive()
 
     def alive(self, name: str, inc: int, addr: str, port: int, meta: bytes, vsn: bytes) -> None:

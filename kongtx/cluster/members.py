@@ -37,6 +37,9 @@ PROFILES = {
     "wan": Profile(5.0, 3.0, 0.5, 4, 60.0, 30.0, 6, 4, 3, 60.0),
 }
 
+#: memberlist's AwarenessMaxMultiplier: a struggling node waits up to 8x longer for acks
+AWARENESS_MAX = 8
+
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 _STATE_CODE = {ALIVE: codec.STATE_ALIVE, SUSPECT: codec.STATE_SUSPECT, DEAD: codec.STATE_DEAD}
 

@@ -199,3 +199,58 @@ class SwimTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.failureResultOf(d)
         self.assertNotIn(77, self.ml.pending)
+
+
+class AwarenessTests(SynchronousTestCase):
+    """Lifeguard's local health: a node that may itself be slow waits longer before accusing."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.net = Net()
+        self.ml, _ = make("a", 7000, self.clock, self.net)
+        for name, port in (("b", 7001), ("c", 7002)):
+            self.ml.handle_message(alive_msg(name, 1, port), ("127.0.0.1", port))
+
+    def _failed_probe(self, nack: bool) -> None:
+        self.ml._probe_order = ["b"]
+        d = Deferred.fromCoroutine(self.ml.probe())
+        scale = self.ml.awareness + 1
+        self.clock.advance(LOCAL.probe_timeout * scale)
+        if nack:
+            seq = max(self.ml.pending)
+            self.ml.handle_message(codec.encode(codec.NACK, {"SeqNo": seq}), ("127.0.0.1", 7002))
+        self.clock.advance(LOCAL.probe_interval * scale)
+        self.successResultOf(d)
+
+    def test_unanswered_indirect_probe_raises_awareness(self) -> None:
+        """No ack and no nack from the helper: we may be the slow one, so awareness rises."""
+        self._failed_probe(nack=False)
+        self.assertEqual(self.ml.awareness, 1)
+
+    def test_nack_means_the_target_is_down_not_us(self) -> None:
+        """A helper's nack proves our own links work: no awareness penalty."""
+        self._failed_probe(nack=True)
+        self.assertEqual(self.ml.awareness, 0)
+
+    def test_refuting_raises_and_success_lowers_awareness(self) -> None:
+        """Having to refute an accusation raises awareness; a successful probe lowers it again."""
+        self.ml.suspect("a", 1, "b")
+        self.assertEqual(self.ml.awareness, 1)
+        self.ml._probe_order = ["c"]
+        d = Deferred.fromCoroutine(self.ml.probe())
+        seq = max(self.ml.pending)
+        self.ml.handle_message(codec.encode(codec.ACK, {"SeqNo": seq}), ("127.0.0.1", 7002))
+        self.successResultOf(d)
+        self.assertEqual(self.ml.awareness, 0)
+
+    def test_awareness_scales_the_probe_deadline(self) -> None:
+        """With awareness 2 the probe waits three times the interval before suspecting."""
+        self.ml.awareness = 2
+        self.ml._probe_order = ["b"]
+        d = Deferred.fromCoroutine(self.ml.probe())
+        self.clock.advance(LOCAL.probe_interval * 2.5)
+        self.assertNoResult(d)
+        self.assertEqual(self.ml.members["b"].state, ALIVE)
+        self.clock.advance(LOCAL.probe_interval)
+        self.successResultOf(d)
+        self.assertEqual(self.ml.members["b"].state, SUSPECT)
