@@ -145,6 +145,7 @@ class FastProxyProtocol(Protocol):
         self._lost = False
         self._closing = False
         self._refusal: int | None = None
+        self._refusal_sent = False
         self._read_paused = False
         self._tunnel: Tunnel | None = None
         self._upgraded = False
@@ -553,11 +554,14 @@ class FastProxyProtocol(Protocol):
         if req is not None and req.pipe is not None and not req.complete:
             # the refused bytes were that request's own body: it cannot be completed
             req.pipe.fail(Failure(ConnectionError("malformed request body")))
-        if self._serving is None and not self._queue:
-            self._write_refusal()
+        if self._serving is None:
+            self._serve_next()  # the complete requests before it first, then the refusal
 
     def _write_refusal(self) -> None:
         assert self._refusal is not None
+        if self._refusal_sent:
+            return
+        self._refusal_sent = True
         self._closing = True
         transport: Any = self.transport
         transport.write(error_bytes(self._refusal))
