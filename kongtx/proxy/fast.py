@@ -427,12 +427,12 @@ class FastProxyProtocol(Protocol):
         if req is None or self._lost:
             return
         self._responded = True
-        parts = [status_line(status)]
+        lines = []
         framed = False
         for name, value in headers:
             if len(name) == 14 and name.lower() == "content-length":
                 framed = True
-            parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+            lines.append(f"{name}: {value}\r\n")
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
         close = (
@@ -443,16 +443,17 @@ class FastProxyProtocol(Protocol):
                 close = True
             else:
                 self._chunked = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                lines.append("Transfer-Encoding: chunked\r\n")
         if close:
             self._closing = True
-            parts.append(b"Connection: close\r\n")
+            lines.append("Connection: close\r\n")
             if req.pipe is not None and not req.complete:
                 req.pipe.abandon()
         elif req.http10:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self._head = b"".join(parts)
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        # One encode for the whole head (names and values are latin-1 by contract).
+        self._head = status_line(status) + "".join(lines).encode("latin-1")
 
     def write(self, data: bytes) -> None:
         if self._lost or self._serving is None or not data or self._no_body:

@@ -61,6 +61,11 @@ from kongtx.store.interface import Row
 
 log = Logger(namespace="kongtx.proxy")
 
+#: Response headers the proxy sets itself (whatever the upstream sent under these names).
+_OURS_ON_RESPONSES = frozenset(
+    {"content-length", "via", "x-kong-upstream-latency", "x-kong-proxy-latency"}
+)
+
 
 # --------------------------------------------------------------------- collaborators
 
@@ -247,7 +252,7 @@ class ProxyContext:
         self.raw_query = raw_query
         self.request_uri = incoming.uri
         self.query: list[tuple[str, str | None]] = parse_query(raw_query)
-        self.headers: HeaderList = HeaderList(incoming.headers.items())
+        self.headers: HeaderList = incoming.headers.copy()
         self.client_ip = client_ip
         self.peer_ip = incoming.peer_ip
         self.server_addr = incoming.server_addr
@@ -434,7 +439,9 @@ class ProxyPipeline:
                 if chain is None:
                     chain = await self.plugins.chain_for(match.api)
             if chain is not None:
-                await _maybe_await(chain.access(ctx))
+                pending = chain.access(ctx)  # None when every plugin answered synchronously
+                if pending is not None:
+                    await pending
             if ctx.responded:
                 await self._send_generated(ctx, chain, down)
             else:
@@ -578,18 +585,22 @@ class ProxyPipeline:
     ) -> None:
         ctx.status = response.status
         headers = response.headers
+        # One pass drops what we replace, then appends (not one scan per ``set``).
+        headers.remove_all(_OURS_ON_RESPONSES)
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            headers.set("Content-Length", str(response.length))
+            headers.add("Content-Length", str(response.length))
         if headers.get("date") is None:
             headers.add("Date", self._http_date())
-        headers.set("Via", SERVER_NAME)
-        headers.set("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
-        headers.set("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))
+        headers.add("Via", SERVER_NAME)
+        headers.add("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
+        headers.add("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))
         ctx.response_headers = headers
         try:
             if chain is not None:
-                await _maybe_await(chain.header_filter(ctx))
+                pending = chain.header_filter(ctx)
+                if pending is not None:
+                    await pending
         except BaseException:
             response.stopProducing()
             raise

@@ -82,6 +82,8 @@ _RESPONSE_DROP = frozenset(
 
 #: Methods whose empty body is still framed with ``Content-Length: 0``.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Characters a header name sent upstream must not contain (checked in C, per name).
+_NAME_FORBIDDEN = frozenset(" \t\r\n:")
 
 BODY_CHUNK = 64 * 1024
 
@@ -145,6 +147,7 @@ class _Deadline:
 
     def start(self, phase: str, seconds: float) -> None:
         self.phase = phase
+        self.fired = False
         call = self._call
         if call is not None and call.active():
             if seconds > 0:
@@ -281,10 +284,10 @@ def build_head(
             smuggle a second request upstream).
     """
     lines = [f"{method} {target} HTTP/1.1\r\n"]
-    for name, value in headers:
-        if name.lower() in _FRAMING:
+    for low, name, value in headers._items:
+        if low in _FRAMING:
             continue
-        if "\r" in value or "\n" in value or not name or any(c in name for c in " \t\r\n:"):
+        if "\r" in value or "\n" in value or not name or not _NAME_FORBIDDEN.isdisjoint(name):
             raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
         lines.append(f"{name}: {value}\r\n")
     if chunked:
@@ -372,7 +375,8 @@ class _Exchange:
         self.producer = producer
         self.chunked = chunked
         self.parser = httptools.HttpResponseParser(self)
-        self.deadline = _Deadline(client._clock, self._timed_out)
+        # The connection's one timer: send/read deadline now, idle timeout in the pool.
+        self.deadline = conn.timer_for(client._clock)
         self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
         self.response: UpstreamResponse | None = None
         self.sink: ResponseSink | None = None
@@ -532,7 +536,6 @@ class _Exchange:
         if not self.complete or self.sink is None or self.finished:
             return
         self.finished = True
-        self.deadline.cancel()
         if self.paused:
             # The client paused us and the body ended meanwhile: a pooled connection
             # must go back reading, or the next response on it would never be read.
@@ -541,8 +544,9 @@ class _Exchange:
             if _usable(transport):
                 transport.resumeProducing()
         if self.keep_alive and not self.sending and not self.abandoned:
-            self.client._release(self.conn)
+            self.client._release(self.conn)  # re-arms the timer as the idle timeout
         else:
+            self.deadline.cancel()
             self.conn.close()
         self.sink.finish()
 
@@ -557,6 +561,8 @@ class _Exchange:
     # ------------------------------------------------------------ flow control
 
     def pause(self) -> None:
+        if self.finished:
+            return  # the connection may be back in the pool: not ours to pause
         self.paused = True
         self.deadline.cancel()  # the client is slow, not the upstream
         transport: Any = self.conn.transport
@@ -564,7 +570,7 @@ class _Exchange:
             transport.pauseProducing()
 
     def resume(self) -> None:
-        if not self.paused:
+        if not self.paused or self.finished:
             return
         self.paused = False
         if not self.finished:
@@ -643,8 +649,26 @@ class _Connection(TxProtocol):
         self.key = key
         self.exchange: _Exchange | None = None
         self.reused = False
-        self.idle_call: IDelayedCall | None = None
+        self.timer: _Deadline | None = None
         self.client: UpstreamClient | None = None
+
+    def timer_for(self, clock: Clock) -> _Deadline:
+        """This connection's one timer, kept for its life: re-arming it is a cheap reset.
+
+        (A timer per request plus one per pool stay cost two ``callLater`` and two
+        cancellations per proxied request.)
+        """
+        timer = self.timer
+        if timer is None:
+            timer = self.timer = _Deadline(clock, self._timer_fired)
+        return timer
+
+    def _timer_fired(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange._timed_out()
+        else:
+            self.close()  # idle in the pool for too long (connectionLost forgets it)
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
@@ -758,9 +782,6 @@ class UpstreamClient:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.idle_call is not None and conn.idle_call.active():
-                conn.idle_call.cancel()
-            conn.idle_call = None
             transport: Any = conn.transport
             if _usable(transport):
                 conn.reused = True
@@ -769,22 +790,24 @@ class UpstreamClient:
 
     def _release(self, conn: _Connection) -> None:
         conn.exchange = None
+        timer = conn.timer_for(self._clock)
         if not _usable(conn.transport):
+            timer.cancel()
             return
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) >= self.keepalive:
+            timer.cancel()
             conn.close()
             return
         idle.append(conn)
-        conn.idle_call = self._clock.call_later(self.idle_timeout, conn.close)
+        timer.start("idle", self.idle_timeout)
 
     def _forget(self, conn: _Connection) -> None:
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
-        if conn.idle_call is not None and conn.idle_call.active():
-            conn.idle_call.cancel()
-        conn.idle_call = None
+        if conn.timer is not None:
+            conn.timer.cancel()
 
     async def _connect(self, key: tuple[str, str, int]) -> _Connection:
         scheme, host, port = key
