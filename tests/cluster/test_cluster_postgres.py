@@ -145,7 +145,7 @@ def _node_rows(node: Node) -> int:
 def test_killed_node_fails_its_row_expires_and_a_restart_rejoins(
     cluster: Cluster, upstream: Upstream
 ) -> None:
-    """SIGKILL → failed everywhere; the row expires after the TTL; a restart is alive again and current."""
+    """SIGKILL → failed; force-leave → left; the row expires after the TTL; a restart is alive again."""
     a, b, c = cluster.nodes[:3]
     victim = name_of(c)
     assert _node_rows(a) == 3
@@ -154,6 +154,16 @@ def test_killed_node_fails_its_row_expires_and_a_restart_rejoins(
     for n in (a, b):
         assert wait_for(lambda n=n: members(n).get(victim) == "failed", 20), members(n)
     a.add_api(name="late", request_path="/late", upstream_url=upstream.url)
+    # DELETE /cluster (force-leave) turns the failed member "left" on every node
+    reply = http(
+        "DELETE",
+        a.admin + "/cluster",
+        json.dumps({"name": victim}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert (reply.status, reply.body) == (200, b"")
+    for n in (a, b):
+        assert wait_for(lambda n=n: members(n).get(victim) == "left", 10), members(n)
     # TTL 60 s (the minimum), refreshed every 30 s: gone within 60 s of the kill
     assert wait_for(lambda: _node_rows(a) == 2, 75, interval=1)
     c.start()
