@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from typing import IO, Any, Protocol
 
@@ -399,6 +399,9 @@ class ProxyPipeline:
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
         self._log_queue: list[tuple[PluginChain, ProxyContext]] = []
+        #: called with each routed request's context once it is answered (metrics);
+        #: an empty list costs one loop test per request
+        self.observers: list[Callable[[ProxyContext], None]] = []
         self._date_second = -1
         self._date_text = ""
 
@@ -450,6 +453,8 @@ class ProxyPipeline:
             ctx.request_latency = self._ms_since(started)
             if chain is not None and ctx.status:
                 self._queue_log(chain, ctx)
+            for observe in self.observers:
+                observe(ctx)
 
     # ----------------------------------------------------------------- helpers
 
