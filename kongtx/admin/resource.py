@@ -27,11 +27,13 @@ from kongtx.admin.forms import (
 )
 from kongtx.admin.routes import apis, cluster, consumers, credentials, plugins, root
 from kongtx.admin.routes import cache as cache_routes
+from kongtx.admin.routes import config as config_routes
 from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, lua_text
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.config import Config
 from kongtx.dao import DAO
+from kongtx.declarative import DeclarativeState
 from kongtx.errors import (
     ConflictError,
     DaoError,
@@ -45,6 +47,18 @@ from kongtx.errors import (
 from kongtx.http.resource import AsyncResource, HTTPRequest, json_bytes
 from kongtx.log import logger
 from kongtx.plugins.registry import PluginRegistry
+
+#: Methods refused on entity routes in DB-less mode (``database = off``).
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def read_only_message(method: str, path: str) -> dict[str, str]:
+    """The 405 body of an entity write in DB-less mode (docs/dbless.md)."""
+    return {
+        "message": f"cannot {method} {path} in DB-less mode (database = off): "
+        "POST /config replaces the whole configuration"
+    }
+
 
 #: Kong's CORS preflight answer, given to any OPTIONS before routing (SPEC §1.1).
 CORS_PREFLIGHT_HEADERS = {
@@ -133,14 +147,22 @@ class AdminResource(AsyncResource):
         self.registry = registry
         self.node = node
         self.clock = clock
-        self.routes: list[Route] = [
-            *root.routes(self),
+        #: DB-less mode: the in-memory configuration ``POST /config`` replaces, and
+        #: entity routes are read-only; None when the node has a datastore.
+        self.declarative = DeclarativeState(dao, cache) if config.database == "off" else None
+        entity_routes = [
             *apis.routes(self),
             *plugins.routes(self),
             *consumers.routes(self),
             *credentials.routes(self),
+        ]
+        self._entity_templates = frozenset(r.template for r in entity_routes)
+        self.routes: list[Route] = [
+            *root.routes(self),
+            *entity_routes,
             *cache_routes.routes(self),
             *cluster.routes(self),
+            *config_routes.routes(self),
         ]
 
     def is_cancellable(self, request: HTTPRequest) -> bool:
@@ -197,6 +219,12 @@ class AdminResource(AsyncResource):
         handler = route.methods.get(method)
         if handler is None:
             raise HTTPError(405, {"message": "Method not allowed"})
+        if (
+            self.declarative is not None
+            and method in WRITE_METHODS
+            and route.template in self._entity_templates
+        ):
+            raise HTTPError(405, read_only_message(method, path))
         body: dict[str, Any] = {}
         if method in BODY_METHODS or method == "DELETE":
             body = parse_body(method, content_type, read_body(request.content))

@@ -22,7 +22,15 @@ def sqlite_path(config: Any) -> str:
 
 
 def open_store(config: Any, reactor: Any, clock: Clock, origin: str) -> IStore:
-    """The store ``config.database`` names, not yet started."""
+    """The store ``config.database`` names, not yet started.
+
+    ``off`` (DB-less mode) is an empty in-memory store: the node fills it from
+    ``declarative_config`` and ``POST /config`` replaces it (kongtx.declarative).
+    """
+    if config.database == "off":
+        from kongtx.store.memory import MemoryStore
+
+        return MemoryStore(TABLES, origin, clock)
     if config.database == "sqlite":
         from kongtx.store.sqlite import SqliteStore
 
