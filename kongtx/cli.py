@@ -470,6 +470,8 @@ def cmd_check(args: argparse.Namespace, log: CliLog) -> int:
 def cmd_migrations(args: argparse.Namespace, log: CliLog) -> int:
     """``list`` / ``up`` / ``reset`` against the configured store, under ``task.react``."""
     config = _load(log, args.conf)
+    if config.database == "off":
+        raise CliError("no datastore to migrate: database = off keeps the configuration in memory")
     if args.command == "reset" and not args.yes:
         if not _confirm(log, "Are you sure? This operation is irreversible."):
             log("Canceled")
@@ -546,6 +548,113 @@ async def _run_migrations(reactor: Any, config: Config, command: str, log: CliLo
     finally:
         await store.stop()
         clock.cancel_all()
+
+
+def _react(work: Callable[[Any], Any], what: str) -> None:
+    """Run ``await work(reactor)`` under ``task.react``; its exception is re-raised here."""
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    outcome: list[BaseException] = []
+
+    def main(reactor: Any) -> Deferred[None]:
+        async def run() -> None:
+            try:
+                await work(reactor)
+            except Exception as e:
+                outcome.append(e)
+
+        return Deferred.fromCoroutine(run())
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise CliError(f"{what} failed") from e
+    if outcome:
+        raise outcome[0]
+
+
+def cmd_config(args: argparse.Namespace, log: CliLog) -> int:
+    """``parse`` / ``db_import`` / ``db_export``: declarative files (docs/dbless.md).
+
+    ``parse`` validates a file as a DB-less node would (with the plugins the
+    configuration loads); ``db_import`` validates all of it, then writes it into
+    the configured datastore through the DAO (so running nodes hear of every
+    change); ``db_export`` writes the datastore's content as a document, YAML
+    unless the file name ends in ``.json``, to stdout without a file.
+    """
+    from kongtx import declarative
+
+    config = _load(log, args.conf)
+    if args.command in ("parse", "db_import") and not args.file:
+        raise CliError(f"config {args.command} needs a declarative configuration file")
+    if args.command != "parse" and config.database == "off":
+        raise CliError(
+            f"config {args.command} needs a datastore, and database = off keeps the "
+            "configuration in memory (set database to sqlite, postgres or cassandra)"
+        )
+    errors: list[str] = []
+    exported: list[str] = []
+
+    async def work(reactor: Any) -> None:
+        from kongtx.clock import Clock
+        from kongtx.dao import DAO
+        from kongtx.plugins.registry import PluginRegistry
+        from kongtx.store.factory import migration_identifiers, open_store
+        from kongtx.store.memory import MemoryStore
+        from kongtx.store.migrations import load_migrations
+        from kongtx.store.tables import TABLES
+
+        clock = Clock(reactor)
+        registry = PluginRegistry.load(config.custom_plugins)
+        origin = f"{socket.gethostname()}_kong-cli"
+        try:
+            if args.command == "parse":
+                document = declarative.read_file(args.file)
+                dao = DAO(MemoryStore(TABLES, origin, clock), registry, clock)
+                _, result = await declarative.validate_document(document, dao)
+                log(f"parse successful: {result.summary()}")
+                return
+            if config.database == "sqlite":
+                os.makedirs(os.path.dirname(config.sqlite_path), exist_ok=True)
+            store = open_store(config, reactor, clock, origin)
+            await store.start()
+            try:
+                identifiers = migration_identifiers(registry)
+                await store.migrate(load_migrations(config.database, identifiers))
+                dao = DAO(store, registry, clock)
+                if args.command == "db_import":
+                    document = declarative.read_file(args.file)
+                    result = await declarative.import_document(document, dao)
+                    log(f"import successful: {result.summary()}")
+                    return
+                exported.append(
+                    declarative.dump(
+                        await declarative.export_document(dao), declarative.format_for(args.file)
+                    )
+                )
+            finally:
+                await store.stop()
+        except declarative.DeclarativeError as e:
+            errors.extend(e.errors)
+        finally:
+            clock.cancel_all()
+
+    _react(work, f"config {args.command}")
+    if errors:
+        for line in errors:
+            log.error(line)
+        raise CliError(f"config {args.command}: {len(errors)} error(s) in {args.file}")
+    for text in exported:
+        if args.file:
+            with open(args.file, "w", encoding="utf-8") as f:
+                f.write(text)
+            log(f"export successful: {args.file}")
+        else:
+            log.out.write(text)
+            log.out.flush()
+    return 0
 
 
 def _confirm(log: CliLog, question: str, tries: int = 3) -> bool:
@@ -706,6 +815,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", nargs="?", help="the node to force-leave")
     conf(p)
     prefix(p)
+
+    p = sub("config", cmd_config, "declarative configuration files (parse, import, export)")
+    p.add_argument("command", choices=("parse", "db_import", "db_export"))
+    p.add_argument("file", nargs="?", help="the declarative file (YAML or JSON)")
+    conf(p)
 
     p = sub("version", cmd_version, "print Kong's version")
     p.add_argument("-a", "--all", action="store_true", help="print every dependency's version")
