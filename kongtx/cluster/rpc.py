@@ -1,9 +1,11 @@
 # -*- test-case-name: tests.unit.test_cluster_cli -*-
 """The node's local RPC port (``cluster_listen_rpc``, 127.0.0.1:7373 by default).
 
-Why our own protocol and not Serf's msgpack RPC: ``kong cluster`` is the only
-client, and one JSON object per line each way is trivial to serve and to debug
-with ``nc``.  Requests: ``{"command": "members" | "reachability" | "join"
+Two protocols share the port, told apart by the first byte a client sends: a
+JSON object (``{``) is kongtx's own line protocol, which ``kong cluster`` speaks;
+anything else is Serf's msgpack RPC (kongtx.cluster.serf_rpc), so an operator's
+``serf members -rpc-addr=…`` keeps working.  Why our own as well: one JSON object
+per line each way is trivial to serve and to debug with ``nc``.  Requests: ``{"command": "members" | "reachability" | "join"
 (+"address") | "force-leave" (+"name")}``; replies: ``{"ok": true, "result": ...}``
 or ``{"ok": false, "error": "<message>"}``.  It binds to loopback by default: like
 Serf's RPC it is not authenticated.
@@ -17,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 
 from kongtx import log
+from kongtx.cluster.serf_rpc import SerfRPC
 
 if TYPE_CHECKING:
     from kongtx.cluster.service import ClusterService
@@ -63,11 +67,32 @@ class RPCProtocol(LineOnlyReceiver):
         raise ValueError(f"unknown command {command!r}")
 
 
+class _Switch(protocol.Protocol):
+    """Picks the protocol from the first byte, then hands the connection over."""
+
+    def __init__(self, cluster: ClusterService) -> None:
+        self.cluster = cluster
+        self.inner: protocol.Protocol | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.inner is None:
+            if data[:1] == b"{":
+                self.inner = RPCProtocol(self.cluster)
+            else:
+                self.inner = SerfRPC(self.cluster)
+            self.inner.makeConnection(self.transport)
+        self.inner.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+
+
 class RPCFactory(protocol.Factory):
-    """Serves :class:`RPCProtocol` for one cluster."""
+    """Serves the RPC port for one cluster."""
 
     def __init__(self, cluster: ClusterService) -> None:
         self.cluster = cluster
 
-    def buildProtocol(self, addr: Any) -> RPCProtocol:
-        return RPCProtocol(self.cluster)
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return _Switch(self.cluster)

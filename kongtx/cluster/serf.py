@@ -409,22 +409,28 @@ class Serf:
 
     # ----------------------------------------------------------------- views
 
+    def status_of(self, name: str) -> str:
+        """A member's status, memberlist's liveness taking precedence over stale intents."""
+        sm = self.members[name]
+        m = self.memberlist.members.get(name) if self.memberlist else None
+        if (
+            m is not None
+            and m.state in (ALIVE, SUSPECT)
+            and sm.status in (STATUS_LEFT, STATUS_FAILED)
+        ):
+            return STATUS_ALIVE
+        if m is not None and m.state == DEAD and sm.status == STATUS_ALIVE:
+            return STATUS_FAILED
+        return sm.status
+
     def member_rows(self) -> list[dict[str, Any]]:
-        """``[{name, address, status}]`` as Kong's ``GET /cluster`` shows them."""
-        ml = self.memberlist
-        rows = []
-        for sm in sorted(self.members.values(), key=lambda s: s.name):
-            status = sm.status
-            m = ml.members.get(sm.name) if ml else None
-            if (
-                m is not None
-                and m.state in (ALIVE, SUSPECT)
-                and status in (STATUS_LEFT, STATUS_FAILED)
-            ):
-                status = STATUS_ALIVE
-            if m is not None and m.state in (DEAD,) and status == STATUS_ALIVE:
-                status = STATUS_FAILED
-            rows.append(
-                {"name": sm.name, "address": sm.address, "status": status, "tags": dict(sm.tags)}
-            )
-        return rows
+        """``[{name, address, status, tags}]`` as Kong's ``GET /cluster`` shows them."""
+        return [
+            {
+                "name": sm.name,
+                "address": sm.address,
+                "status": self.status_of(sm.name),
+                "tags": dict(sm.tags),
+            }
+            for sm in sorted(self.members.values(), key=lambda s: s.name)
+        ]

@@ -288,6 +288,15 @@ class ClusterService(Service):
 
     # ----------------------------------------------------------------- operations
 
+    def status_of(self, name: str) -> str:
+        """``alive``, ``leaving``, ``left`` or ``failed`` (KeyError for strangers)."""
+        return self.serf.status_of(name)
+
+    def apply_local_event(self, payload: bytes) -> None:
+        """A ``kong`` event originated here by RPC (``serf event``) applies to us too."""
+        d = Deferred.fromCoroutine(self.stream.on_event(payload))
+        d.addErrback(lambda f: self.log.failure("applying a kong event failed", f))
+
     def members(self) -> list[dict[str, Any]]:
         """``[{name, address, status}]`` (SPEC §1.5 ``GET /cluster``)."""
         return [

@@ -88,3 +88,80 @@ class CliTests(SynchronousTestCase):
         """keygen prints base64 of 16 random bytes."""
         (key,) = cli.keygen()
         self.assertEqual(len(base64.b64decode(key)), 16)
+
+
+class SerfRPCTests(SynchronousTestCase):
+    """Serf's msgpack RPC on the same port, as the ``serf`` CLI speaks it."""
+
+    def setUp(self) -> None:
+        from kongtx.cluster import rpc
+        from kongtx.cluster.serf import SerfMember
+
+        class Serfish:
+            members = {"n1": SerfMember("n1", "10.0.0.1", 7946, {"role": "gw"})}
+            events: list[tuple[str, bytes]] = []
+
+            def user_event(self, name: str, payload: bytes) -> int:
+                self.events.append((name, payload))
+                return 1
+
+        self.cluster = FakeCluster()
+        self.cluster.serf = Serfish()  # type: ignore[attr-defined]
+        self.cluster.status_of = lambda name: "alive"  # type: ignore[attr-defined]
+        self.applied: list[bytes] = []
+        self.cluster.apply_local_event = self.applied.append  # type: ignore[attr-defined]
+        self.proto = rpc.RPCFactory(self.cluster).buildProtocol(None)  # type: ignore[arg-type]
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def send(self, *objs: Any) -> list[Any]:
+        import msgpack  # type: ignore[import-untyped]
+
+        self.transport.clear()
+        self.proto.dataReceived(b"".join(msgpack.packb(o, use_bin_type=True) for o in objs))
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(self.transport.value())
+        return list(unpacker)
+
+    def test_handshake_then_members(self) -> None:
+        """After a version-1 handshake, members answers Serf's member records."""
+        self.assertEqual(
+            self.send({"Command": "handshake", "Seq": 0}, {"Version": 1}),
+            [{"Seq": 0, "Error": ""}],
+        )
+        header, body = self.send({"Command": "members", "Seq": 1})
+        self.assertEqual(header, {"Seq": 1, "Error": ""})
+        (member,) = body["Members"]
+        self.assertEqual(
+            (member["Name"], member["Addr"], member["Port"], member["Status"], member["Tags"]),
+            ("n1", bytes([10, 0, 0, 1]), 7946, "alive", {"role": "gw"}),
+        )
+
+    def test_commands_need_a_handshake_and_unknown_ones_get_an_error(self) -> None:
+        """No handshake: refused; unsupported commands are answered with an error, not dropped."""
+        self.assertEqual(
+            self.send({"Command": "members", "Seq": 5}), [{"Seq": 5, "Error": "Handshake required"}]
+        )
+        self.send({"Command": "handshake", "Seq": 0}, {"Version": 1})
+        (header,) = self.send({"Command": "stats", "Seq": 6})
+        self.assertIn("Unsupported command", header["Error"])
+
+    def test_event_is_sent_and_applied_here(self) -> None:
+        """``serf event kong`` through a node's RPC gossips the event and applies it locally."""
+        self.send({"Command": "handshake", "Seq": 0}, {"Version": 1})
+        reply = self.send(
+            {"Command": "event", "Seq": 2}, {"Name": "kong", "Payload": b"{}", "Coalesce": True}
+        )
+        self.assertEqual(reply, [{"Seq": 2, "Error": ""}])
+        self.assertEqual(self.cluster.serf.events, [("kong", b"{}")])  # type: ignore[attr-defined]
+        self.assertEqual(self.applied, [b"{}"])
+
+    def test_join_and_force_leave(self) -> None:
+        """join reports how many addresses it joined; force-leave errors come back as text."""
+        self.send({"Command": "handshake", "Seq": 0}, {"Version": 1})
+        header, body = self.send(
+            {"Command": "join", "Seq": 3}, {"Existing": ["1.2.3.4:7946"], "Replay": False}
+        )
+        self.assertEqual((header["Error"], body), ("", {"Num": 1}))
+        (header,) = self.send({"Command": "force-leave", "Seq": 4}, {"Node": "ghost"})
+        self.assertEqual(header["Error"], "node ghost is not a member")
