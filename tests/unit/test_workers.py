@@ -1,0 +1,267 @@
+"""Worker processes (kongtx.workers): spawning, fan-out, restarts, reloads, the control line.
+
+The process spawner is a fake that records what would be spawned; time is a
+``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock as TaskClock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from kongtx.clock import Clock
+from kongtx.workers import (
+    FIRST_SOCKET_FD,
+    WorkerControl,
+    WorkerFailed,
+    WorkerPool,
+    WorkerProcess,
+    encode,
+    worker_command,
+    worker_count,
+)
+
+
+class FakeProcess:
+    """The transport of one spawned process: remembers writes and signals."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.written: list[bytes] = []
+        self.signals: list[str] = []
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        assert fd == 0
+        self.written.append(data)
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.written]
+
+
+class FakeSpawner:
+    """Stands for IReactorProcess: records spawns, connects a FakeProcess."""
+
+    def __init__(self) -> None:
+        self.spawned: list[tuple[WorkerProcess, list[str], dict[int, Any]]] = []
+        self._pid = 100
+
+    def spawnProcess(
+        self, protocol: Any, executable: str, args: Any, env: Any = None, **kw: Any
+    ) -> FakeProcess:
+        self._pid += 1
+        process = FakeProcess(self._pid)
+        protocol.makeConnection(process)
+        self.spawned.append((protocol, list(args), kw["childFDs"]))
+        return process
+
+
+def ready(worker: WorkerProcess) -> None:
+    worker.childDataReceived(1, encode({"op": "ready"}))
+
+
+def exit_(worker: WorkerProcess, code: int = 0) -> None:
+    reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
+    worker.processEnded(Failure(reason))
+
+
+def pool(count: int = 2) -> tuple[WorkerPool, FakeSpawner, TaskClock]:
+    spawner = FakeSpawner()
+    clock = TaskClock()
+    return (
+        WorkerPool(spawner, Clock(clock), ["python", "-m", "w"], [7, 9], count, env={}),  # type: ignore[arg-type]
+        spawner,
+        clock,
+    )
+
+
+def assert_called(d: Any) -> None:
+    """The Deferred has fired (a function, so mypy does not narrow ``called``)."""
+    assert d.called
+
+
+def proc(worker: WorkerProcess) -> FakeProcess:
+    transport: Any = worker.transport
+    assert isinstance(transport, FakeProcess)
+    return transport
+
+
+def test_worker_count() -> None:
+    """``auto`` is one worker per core; a number is taken as is."""
+    assert worker_count("auto", 2) == 2
+    assert worker_count("auto", 0) == 1
+    assert worker_count(3, 2) == 3
+
+
+def test_worker_command() -> None:
+    """The worker argv: this module, the socket count, the conf path and prefix."""
+    argv = worker_command(2, "/etc/kong.conf", "/prefix")
+    assert argv[1:] == ["-m", "kongtx.workers", "2", "/etc/kong.conf", "/prefix"]
+    assert worker_command(1, None, None)[-2:] == ["", ""]
+
+
+def test_start_spawns_workers_with_the_sockets() -> None:
+    """Each worker inherits every listening socket from fd 3 on; start fires when all are ready."""
+    p, spawner, _ = pool()
+    started = p.start()
+    assert len(spawner.spawned) == 2
+    for _, args, fds in spawner.spawned:
+        assert args == ["python", "-m", "w"]
+        assert fds == {0: "w", 1: "r", 2: 2, FIRST_SOCKET_FD: 7, FIRST_SOCKET_FD + 1: 9}
+    assert not started.called
+    ready(p.workers[0])
+    assert not started.called
+    ready(p.workers[1])
+    assert started.called
+
+
+def test_broadcast_reaches_every_worker() -> None:
+    """An invalidation is sent to every live worker, once each."""
+    p, _, _ = pool()
+    p.start()
+    p.invalidate(["apis:1", "plugins:*"])
+    p.invalidate([])
+    for worker in p.workers:
+        assert proc(worker).messages() == [{"op": "invalidate", "keys": ["apis:1", "plugins:*"]}]
+
+
+def test_start_fails_when_a_worker_cannot_start() -> None:
+    """start() fails (no unhandled error) when a first worker exits before it is ready."""
+    p, _, clock = pool(1)
+    errors: list[Failure] = []
+    p.start().addErrback(errors.append)
+    exit_(p.workers[0], 1)
+    assert len(errors) == 1 and errors[0].check(WorkerFailed)
+    clock.advance(p.restart_delay)  # and it is tried again
+    assert len(p.workers) == 1
+
+
+def test_dead_worker_is_restarted() -> None:
+    """A worker that dies is replaced (at once when it had lived a while)."""
+    p, spawner, clock = pool()
+    p.start()
+    for worker in p.workers:
+        ready(worker)
+    clock.advance(60)
+    dead = p.workers[0]
+    exit_(dead, 9)
+    assert dead not in p.workers
+    assert len(p.workers) == 2 and len(spawner.spawned) == 3
+    assert p.restarts == 1
+
+
+def test_young_death_restarts_after_a_delay() -> None:
+    """A worker that dies right after its start is replaced only after restart_delay."""
+    p, spawner, clock = pool()
+    p.start()
+    for worker in p.workers:
+        ready(worker)
+    exit_(p.workers[0], 1)
+    assert len(spawner.spawned) == 2
+    clock.advance(p.restart_delay)
+    assert len(spawner.spawned) == 3 and len(p.workers) == 2
+
+
+def test_reload_starts_new_generation_before_retiring_the_old() -> None:
+    """Reload: new workers first; only when all accept are the old ones told to quit."""
+    p, spawner, _ = pool()
+    p.start()
+    old = list(p.workers)
+    for worker in old:
+        ready(worker)
+    done = p.reload()
+    new = [w for w in p.workers if w not in old]
+    assert len(new) == 2 and all(w.generation == 2 for w in new)
+    assert all(proc(w).messages() == [] for w in old)  # nothing told yet
+    ready(new[0])
+    assert all(proc(w).messages() == [] for w in old)
+    ready(new[1])
+    assert all(proc(w).messages() == [{"op": "quit", "timeout": 30.0}] for w in old)
+    assert not done.called
+    for worker in old:
+        exit_(worker)
+    assert_called(done)
+    assert p.workers == new and len(spawner.spawned) == 4  # retired workers not restarted
+
+
+def test_reload_failure_keeps_the_old_generation() -> None:
+    """A new worker that dies before it is ready: the old workers keep serving."""
+    p, _, _ = pool(1)
+    p.start()
+    old = p.workers[0]
+    ready(old)
+    done = p.reload()
+    new = p.workers[1]
+    errors: list[Failure] = []
+    done.addErrback(errors.append)
+    exit_(new, 1)
+    assert len(errors) == 1 and errors[0].check(WorkerFailed)
+    assert p.workers == [old] and p.generation == 1
+    assert proc(old).messages() == []
+
+
+def test_graceful_stop_waits_then_kills_laggards() -> None:
+    """stop(): quit is sent; a worker still there after timeout + 5 s is killed."""
+    p, _, clock = pool()
+    p.start()
+    stopped = p.stop(timeout=10.0)
+    for worker in p.workers:
+        assert proc(worker).messages() == [{"op": "quit", "timeout": 10.0}]
+    first, second = p.workers
+    exit_(first)
+    clock.advance(15.0)
+    assert proc(second).signals == ["KILL"]
+    exit_(second, 9)
+    assert stopped.called and p.workers == []
+
+
+def test_hard_stop_kills() -> None:
+    """stop(graceful=False) kills at once and restarts nothing."""
+    p, spawner, _ = pool(1)
+    p.start()
+    worker = p.workers[0]
+    p.stop(graceful=False)
+    assert proc(worker).signals == ["KILL"]
+    exit_(worker, 9)
+    assert len(spawner.spawned) == 1
+
+
+def control() -> tuple[WorkerControl, StringTransport, list[Any]]:
+    calls: list[Any] = []
+    c = WorkerControl(
+        lambda keys: calls.append(("invalidate", keys)),
+        lambda: calls.append(("flush",)),
+        lambda timeout: calls.append(("quit", timeout)),
+    )
+    transport = StringTransport()
+    c.makeConnection(transport)
+    return c, transport, calls
+
+
+def test_control_applies_master_messages() -> None:
+    """Invalidate, flush and quit lines reach the worker's callbacks; junk is ignored."""
+    c, transport, calls = control()
+    c.announce_ready()
+    assert json.loads(transport.value()) == {"op": "ready"}
+    c.dataReceived(
+        encode({"op": "invalidate", "keys": ["apis:1", 5]})
+        + b"not json\n"
+        + encode({"op": "flush"})
+        + encode({"op": "quit", "timeout": 3})
+        + encode({"op": "quit", "timeout": 3})
+    )
+    assert calls == [("invalidate", ["apis:1"]), ("flush",), ("quit", 3.0)]
+
+
+def test_control_master_gone_quits() -> None:
+    """When the master's end of the pipe closes, the worker drains and leaves."""
+    c, _, calls = control()
+    c.connectionLost(Failure(ProcessDone(0)))
+    assert calls == [("quit", 5.0)]
