@@ -95,13 +95,14 @@ class KongNode(MultiService):
         self.registry = PluginRegistry.load(self.config.custom_plugins)
         self.store = open_store(self.config, self.reactor, self.clock, self.node_name)
         await self.store.start()
-        migrations = load_migrations(self.config.database, migration_identifiers(self.registry))
-        ran = await self.store.migrate(migrations)
-        for name in ran:
-            self.log.info("migrated {migration}", migration=name)
+        dbless = self.config.database == "off"
+        if not dbless:
+            identifiers = migration_identifiers(self.registry)
+            ran = await self.store.migrate(load_migrations(self.config.database, identifiers))
+            for name in ran:
+                self.log.info("migrated {migration}", migration=name)
         self.dao = DAO(self.store, self.registry, self.clock, self.run_in_thread)
         self.dao.add_listener(invalidation.listener(self.cache))
-        dbless = self.config.database == "off"
         if dbless:
             # DB-less: the configuration is the declarative file; each node stands alone.
             from kongtx.declarative import load_declarative_config
