@@ -261,8 +261,11 @@ def error_lines(path: str, error: DaoError) -> list[str]:
 class _Loader:
     """One pass over a document, writing through ``dao`` and collecting every error."""
 
-    def __init__(self, dao: LoadingDAO, upsert: bool, stop_at_first: bool) -> None:
+    def __init__(
+        self, dao: LoadingDAO, upsert: bool, stop_at_first: bool, previous: DAO | None = None
+    ) -> None:
         self.dao = dao
+        self.previous = previous
         self.upsert = upsert
         self.stop_at_first = stop_at_first
         self.errors: list[str] = []
@@ -322,7 +325,11 @@ class _Loader:
                     values.setdefault("name", old["name"])
                 row = await self.dao.update(collection, {"id": row_id}, values, full=True)
             else:
-                self.dao.preset = {"id": row_id, "created_at": params.get("created_at")}
+                created_at = params.get("created_at")
+                if created_at is None and self.previous is not None:
+                    before = await self.previous.find(collection, {"id": row_id})
+                    created_at = before["created_at"] if before is not None else None
+                self.dao.preset = {"id": row_id, "created_at": created_at}
                 try:
                     row = await self.dao.insert(collection, values)
                 finally:
@@ -416,14 +423,16 @@ async def load_document(
     *,
     upsert: bool = False,
     stop_at_first: bool = False,
+    previous: DAO | None = None,
 ) -> LoadResult:
     """Write every entity of ``document`` through ``dao``; raise :class:`DeclarativeError`.
 
     With ``stop_at_first`` the first invalid entity stops the load (for a real
     datastore, where what was written stays written); otherwise every error is
-    collected and raised together at the end.
+    collected and raised together at the end.  An entity without ``created_at``
+    whose id ``previous`` holds keeps that row's (a reload changes nothing).
     """
-    loader = _Loader(dao, upsert, stop_at_first)
+    loader = _Loader(dao, upsert, stop_at_first, previous)
     await loader.load(document)
     if loader.errors:
         raise DeclarativeError(loader.errors)
@@ -436,14 +445,14 @@ def _fresh_store(dao: DAO) -> MemoryStore:
 
 
 async def validate_document(
-    document: Mapping[str, Any], dao: DAO
+    document: Mapping[str, Any], dao: DAO, previous: DAO | None = None
 ) -> tuple[MemoryStore, LoadResult]:
     """Load ``document`` into a new in-memory store (``dao``'s plugins); every error raised.
 
     Returns the loaded store (what DB-less mode swaps in) and what it holds.
     """
     store = _fresh_store(dao)
-    result = await load_document(document, LoadingDAO.like(dao, store))
+    result = await load_document(document, LoadingDAO.like(dao, store), previous=previous)
     return store, result
 
 
@@ -587,7 +596,7 @@ class DeclarativeState:
         """Validate and swap in ``document``; :class:`DeclarativeError` leaves all unchanged."""
         await self._lock.acquire()
         try:
-            store, result = await validate_document(document, self.dao)
+            store, result = await validate_document(document, self.dao, previous=self.dao)
             self.dao.store = store
             self.cache.flush()
             log.info("declarative configuration replaced: {summary}", summary=result.summary())

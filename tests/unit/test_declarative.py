@@ -332,6 +332,18 @@ class StateTests(Base):
         self.assertNotIn("ALL_APIS_BY_DIC", cache)
         self.assertEqual(self.wait(self.dao.count("apis", {})), 2)
 
+    def test_replace_keeps_created_at(self) -> None:
+        """Posting the same document again later keeps every id and created_at."""
+        state = DeclarativeState(self.dao, Cache(self.clock))
+        first = self.wait(state.replace(declarative.read_file(KONG_YML)))
+        before = self.wait(state.export())
+        self.reactor.advance(60)
+        self.wait(state.replace(declarative.read_file(KONG_YML)))
+        after = self.wait(state.export())
+        self.assertEqual(after["apis"], before["apis"])
+        self.assertEqual(after["apis"][0]["created_at"], 1_480_000_000_000)
+        self.assertEqual(first.counts["apis"], 2)
+
     def test_invalid_replace_changes_nothing(self) -> None:
         """An invalid document leaves the store and the cache as they were."""
         cache = Cache(self.clock)
