@@ -12,15 +12,13 @@ reachability), and the push/pull user state that repairs what gossip lost.
 
 from __future__ import annotations
 
-import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kongtx import log
 from kongtx.clock import Clock
-from kongtx.cluster import codec
+from kongtx.cluster import codec, queries
 from kongtx.cluster.codec import DecodeError
 from kongtx.cluster.memberlist import ALIVE, DEAD, LEFT, SUSPECT, Member, Memberlist
 
@@ -28,15 +26,10 @@ from kongtx.cluster.memberlist import ALIVE, DEAD, LEFT, SUSPECT, Member, Member
 LEAVE, JOIN, PUSH_PULL, USER_EVENT, QUERY, QUERY_RESPONSE = 0, 1, 2, 3, 4, 5
 CONFLICT_RESPONSE, KEY_REQUEST, KEY_RESPONSE, RELAY = 6, 7, 8, 9
 
-QUERY_ACK, QUERY_NO_BROADCAST = 1, 2
 EVENT_BUFFER = 512
-QUERY_BUFFER = 512
 #: a user event's name + payload limit (Serf's hard limit; agents default to 512)
 USER_EVENT_LIMIT = 9 * 1024
 
-_KEY_QUERIES = frozenset(
-    {"_serf_install-key", "_serf_use-key", "_serf_remove-key", "_serf_list-keys"}
-)
 
 STATUS_ALIVE, STATUS_LEAVING, STATUS_LEFT, STATUS_FAILED = "alive", "leaving", "left", "failed"
 
@@ -119,7 +112,7 @@ class Serf:
         self.query_clock = LamportClock()
         self.members: dict[str, SerfMember] = {}
         self._events: dict[int, tuple[int, list[tuple[str, bytes]]]] = {}
-        self._queries: dict[int, tuple[int, set[int]]] = {}
+        self.queries: dict[int, tuple[int, set[int]]] = {}
         self._intents: dict[str, tuple[int, bool]] = {}
         self.memberlist: Memberlist | None = None
         self.leaving = False
@@ -132,7 +125,7 @@ class Serf:
         self.members[self.name].status_ltime = self.member_clock.time()
 
     @property
-    def _ml(self) -> Memberlist:
+    def ml(self) -> Memberlist:
         assert self.memberlist is not None
         return self.memberlist
 
@@ -174,14 +167,14 @@ class Serf:
             f = codec.fields(codec.unpack(body))
             if kind == JOIN:
                 if self.join_intent(codec.integer(f.get("LTime")), codec.text(f.get("Node"))):
-                    self._ml.queue(bytes([codec.USER]) + payload)
+                    self.ml.queue(bytes([codec.USER]) + payload)
             elif kind == LEAVE:
                 if self.leave_intent(codec.integer(f.get("LTime")), codec.text(f.get("Node"))):
-                    self._ml.queue(bytes([codec.USER]) + payload)
+                    self.ml.queue(bytes([codec.USER]) + payload)
             elif kind == USER_EVENT:
                 name, data = codec.text(f.get("Name")), codec.raw(f.get("Payload"))
                 if self.user_event_received(codec.integer(f.get("LTime")), name, data):
-                    self._ml.queue(bytes([codec.USER]) + payload)
+                    self.ml.queue(bytes([codec.USER]) + payload)
             elif kind == QUERY:
                 self.query_received(f, payload)
         # relays, conflict and key messages only travel inside queries we do not send
@@ -237,8 +230,8 @@ class Serf:
         me = self.members[self.name]
         me.status_ltime = max(me.status_ltime, ltime)
         msg = user_msg(JOIN, {"LTime": ltime, "Node": self.name})
-        self._ml.queue(msg)
-        self._ml.send_to_all(msg)
+        self.ml.queue(msg)
+        self.ml.send_to_all(msg)
 
     def broadcast_leave(self, name: str) -> None:
         """A leave intent for ``name`` (ourselves on leave, a failed node on force-leave)."""
@@ -250,8 +243,8 @@ class Serf:
             self.members[self.name].status_ltime = ltime
         else:
             self.leave_intent(ltime, name)
-        self._ml.queue(msg)
-        self._ml.send_to_all(msg)
+        self.ml.queue(msg)
+        self.ml.send_to_all(msg)
 
     # ----------------------------------------------------------------- user events
 
@@ -263,8 +256,8 @@ class Serf:
         self.event_clock.increment()
         self._remember(ltime, name, payload)
         msg = user_msg(USER_EVENT, {"LTime": ltime, "Name": name, "Payload": payload, "CC": False})
-        self._ml.queue(msg)
-        self._ml.send_to_all(msg)
+        self.ml.queue(msg)
+        self.ml.send_to_all(msg)
         return ltime
 
     def _remember(self, ltime: int, name: str, payload: bytes) -> bool:
@@ -293,71 +286,8 @@ class Serf:
     # ----------------------------------------------------------------- queries
 
     def query_received(self, f: dict[str, Any], payload: bytes) -> None:
-        """Answer a query: ack when asked, respond to ``_serf_ping``, re-gossip new ones."""
-        ltime, qid = codec.integer(f.get("LTime")), codec.integer(f.get("ID"))
-        self.query_clock.witness(ltime)
-        if ltime + QUERY_BUFFER < self.query_clock.time():
-            return
-        slot = self._queries.get(ltime % QUERY_BUFFER)
-        if slot is None or slot[0] != ltime:
-            slot = (ltime, set())
-            self._queries[ltime % QUERY_BUFFER] = slot
-        if qid in slot[1]:
-            return
-        slot[1].add(qid)
-        flags = codec.integer(f.get("Flags"))
-        if not flags & QUERY_NO_BROADCAST:
-            self._ml.queue(bytes([codec.USER]) + payload)
-        if not self._query_matches(f.get("Filters") or []):
-            return
-        raw_addr = codec.raw(f.get("Addr"))
-        if len(raw_addr) != 4:
-            return
-        dest = (socket.inet_ntoa(raw_addr), codec.integer(f.get("Port")))
-        base = {"LTime": ltime, "ID": qid, "From": self.name}
-        if flags & QUERY_ACK:
-            self._ml.send_raw(
-                user_msg(QUERY_RESPONSE, {**base, "Flags": QUERY_ACK, "Payload": None}), dest
-            )
-        name = codec.text(f.get("Name"))
-        answer = self._internal_answer(name)
-        if answer is not None:
-            self._ml.send_raw(
-                user_msg(QUERY_RESPONSE, {**base, "Flags": 0, "Payload": answer}), dest
-            )
-
-    def _internal_answer(self, name: str) -> bytes | None:
-        if name == "_serf_ping":
-            return b""
-        if name in _KEY_QUERIES:
-            return bytes([KEY_RESPONSE]) + codec.pack(
-                {
-                    "Result": False,
-                    "Message": "kongtx manages keys by configuration",
-                    "Keys": None,
-                    "PrimaryKey": "",
-                }
-            )
-        return None
-
-    def _query_matches(self, filters: list[Any]) -> bool:
-        for raw_filter in filters:
-            data = codec.raw(raw_filter)
-            if not data:
-                continue
-            decoded = codec.unpack(data[1:])
-            if data[0] == 0 and isinstance(decoded, list):
-                if self.name not in {codec.text(n) for n in decoded}:
-                    return False
-            elif data[0] == 1:
-                tf = codec.fields(decoded)
-                value = self.tags.get(codec.text(tf.get("Tag")))
-                try:
-                    if value is None or not re.match(codec.text(tf.get("Expr")), value):
-                        return False
-                except re.error:
-                    return False
-        return True
+        """Answer a query (kongtx.cluster.queries): ack, ``_serf_ping``, re-gossip."""
+        queries.received(self, f, payload)
 
     # ----------------------------------------------------------------- push/pull
 

@@ -9,11 +9,11 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.cluster import codec
+from kongtx.cluster.queries import QUERY_ACK
 from kongtx.cluster.serf import (
     JOIN,
     LEAVE,
     QUERY,
-    QUERY_ACK,
     QUERY_RESPONSE,
     STATUS_ALIVE,
     STATUS_LEAVING,
