@@ -43,6 +43,7 @@ from kongtx.store.interface import (
 )
 from kongtx.store.schemas import (
     INVALID,
+    MAX_FILTER_TAGS,
     EntitySchema,
     Errors,
     Field,
@@ -52,9 +53,11 @@ from kongtx.store.schemas import (
     core_schemas,
     is_uuid,
     merge_patch,
+    tag_problem,
     validate,
+    with_tags,
 )
-from kongtx.store.tables import TABLES
+from kongtx.store.tables import TABLES, TAGS_COLUMN, TagFilter
 
 T = TypeVar("T")
 
@@ -102,6 +105,11 @@ class DAO:
             self._config_schemas[spec.name] = schema
         schemas = core_schemas(self._config_schemas.get, PluginExistsError)
         schemas.update(registry.entity_schemas())
+        for name, entity in schemas.items():
+            # Kong 1.1: every entity whose table keeps tags takes a ``tags`` field.
+            table = self._table(name)
+            if table is not None and TAGS_COLUMN in table.column_names:
+                schemas[name] = with_tags(entity)
         self.schemas: Mapping[str, EntitySchema] = schemas
 
     # ------------------------------------------------------------------ listeners
@@ -348,6 +356,15 @@ class DAO:
             if f is None:
                 errors[column] = "unknown field"
                 continue
+            if column == TAGS_COLUMN and f.type == "array":
+                try:
+                    tag_filter = parse_tag_filter(value)
+                except ValueError as e:
+                    errors[column] = str(e)
+                    continue
+                if tag_filter is not None:
+                    clean[column] = tag_filter
+                continue
             if value is None:
                 clean[column] = None
                 continue
@@ -379,3 +396,30 @@ class DAO:
             raise ForeignKeyError(e.field, e.value) from e
         except StoreUnavailable as e:
             raise DatabaseError() from e
+
+
+def parse_tag_filter(value: Any) -> TagFilter | None:
+    """A ``?tags=`` query value as Kong 1.1 reads it; ``None`` for an empty one.
+
+    ``a,b`` wants every listed tag, ``a/b`` any of them, ``a`` that one (a
+    repeated argument counts by its first value, as in Kong).  Raises
+    ``ValueError`` with Kong's reason: more than five tags, or a tag that breaks
+    the tag rule (which is also what mixing ``,`` and ``/`` gives).
+    """
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("invalid filter syntax")
+    if "," in value:
+        tags, mode = value.split(","), "all"
+    elif "/" in value:
+        tags, mode = value.split("/"), "any"
+    else:
+        tags, mode = [value], "all"
+    if len(tags) > MAX_FILTER_TAGS:
+        raise ValueError(f"cannot query more than {MAX_FILTER_TAGS} tags")
+    if any(tag_problem(t) is not None for t in tags):
+        raise ValueError("must only contain printable ascii (except `,` and `/`)")
+    return TagFilter(tuple(tags), "all" if mode == "all" else "any")

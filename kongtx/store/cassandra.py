@@ -74,6 +74,7 @@ from kongtx.store.tables import (
     check_key,
     check_tables,
     check_ttl,
+    matches_filter,
     sort_key,
 )
 
@@ -402,7 +403,9 @@ class CassandraStore:
         for col, value in filters.items():
             kind = table.column(col).type
             if value is None or kind == "json":
-                local[col] = value  # CQL cannot match NULL; json text is compared parsed
+                # CQL cannot match NULL; json text is compared parsed; tags (a TagFilter)
+                # are tested in Python too: there is no index on a JSON text column.
+                local[col] = value
                 continue
             if kind == "uuid" and not _is_uuid(value):
                 return "", [], {}, True
@@ -413,7 +416,7 @@ class CassandraStore:
 
     @staticmethod
     def _matches(row: Row, local: Mapping[str, Any]) -> bool:
-        return all(row.get(c) == v for c, v in local.items())
+        return all(matches_filter(row.get(c), v) for c, v in local.items())
 
     async def _select_rows(self, table: Table, filters: Mapping[str, Any]) -> list[Row]:
         return [row for row, _ in await self._select_live(table, filters)]

@@ -40,6 +40,7 @@ from kongtx.store.interface import (
     UniqueViolation,
 )
 from kongtx.store.tables import (
+    TagFilter,
     after_position,
     check_columns,
     check_key,
@@ -170,7 +171,10 @@ class MemoryStore:
 
     @staticmethod
     def _matches(table: Table, row: Row, filters: Mapping[str, Any]) -> bool:
-        return all(row[c] == _normalise(table, c, v) for c, v in filters.items())
+        return all(
+            v.matches(row[c]) if isinstance(v, TagFilter) else row[c] == _normalise(table, c, v)
+            for c, v in filters.items()
+        )
 
     def _filtered(self, table: Table, filters: Mapping[str, Any]) -> list[Row]:
         check_columns(table, filters)

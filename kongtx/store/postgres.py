@@ -57,6 +57,7 @@ from kongtx.store.tables import (
     CLUSTER_EVENTS,
     SCHEMA_MIGRATIONS,
     TABLES,
+    TagFilter,
     check_columns,
     check_key,
     check_tables,
@@ -443,7 +444,12 @@ class PostgresStore:
         for col, value in filters.items():
             ref = f"t.{_quote(col)}"
             kind = table.column(col).type
-            if value is None:
+            if isinstance(value, TagFilter):
+                # jsonb's ?& (all) / ?| (any) keep the filter inside the query (GIN index)
+                op = "?&" if value.mode == "all" else "?|"
+                parts.append(f"({ref})::jsonb {op} %s::text[]")
+                params.append(list(value.tags))
+            elif value is None:
                 parts.append(f"{ref} IS NULL")
             elif kind == "uuid" and not _is_uuid(value):
                 parts.append("FALSE")  # no uuid column holds a non-uuid

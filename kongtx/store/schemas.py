@@ -17,6 +17,7 @@ field passed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 import uuid
@@ -519,6 +520,43 @@ def consumer_fk() -> Field:
     return Field(type="id", required=True, foreign="consumers:id")
 
 
+# --------------------------------------------------------------------------- tags (Kong 1.1)
+
+#: Kong's tag rule: printable ASCII (33-126) except ``,`` and ``/`` (the filter separators).
+_TAG_RE = re.compile(r"^[!-+\-.0-~]+$")
+#: Kong 1.1 refuses a filter naming more tags than this.
+MAX_FILTER_TAGS = 5
+
+
+def tag_problem(tag: Any) -> str | None:
+    """Kong's message for a tag that breaks its rule, or ``None`` for a good tag."""
+    if isinstance(tag, str) and _TAG_RE.match(tag):
+        return None
+    shown = tag if isinstance(tag, str) else str(tag)
+    return f"invalid tag '{shown}': expected printable ascii (except `,` and `/`)"
+
+
+def check_tags(value: Any, values: dict[str, Any]) -> str | list[str] | None:
+    """Every tag valid; duplicates dropped (Kong's ``set``); an empty list means none."""
+    problems = [p for p in (tag_problem(t) for t in value) if p is not None]
+    if problems:
+        return problems
+    values["tags"] = list(dict.fromkeys(value)) or None
+    return None
+
+
+def tags_field() -> Field:
+    """The optional ``tags`` array of an entity (Kong 1.1)."""
+    return Field(type="array", func=check_tags)
+
+
+def with_tags(schema: EntitySchema) -> EntitySchema:
+    """``schema`` plus the ``tags`` field (for plugin-owned collections whose table has tags)."""
+    if "tags" in schema.fields:
+        return schema
+    return dataclasses.replace(schema, fields={**schema.fields, "tags": tags_field()})
+
+
 # --------------------------------------------------------------------------- apis (§2.1)
 
 _HOST_RE = re.compile(r"^[0-9A-Za-z._-]+$")
@@ -632,6 +670,7 @@ APIS = EntitySchema(
         "strip_request_path": Field(type="boolean", default=False),
         "preserve_host": Field(type="boolean", default=False),
         "upstream_url": Field(type="url", required=True, func=check_upstream_url),
+        "tags": tags_field(),
     },
     self_check=_check_api,
 )
@@ -656,6 +695,7 @@ CONSUMERS = EntitySchema(
         "created_at": created_at_field(),
         "custom_id": Field(type="string", unique=True),
         "username": Field(type="string", unique=True),
+        "tags": tags_field(),
     },
     self_check=_check_consumer,
 )
@@ -716,6 +756,7 @@ def plugins_schema(
             "consumer_id": Field(type="id", foreign="consumers:id"),
             "config": Field(type="table", default={}, schema=config_schema),
             "enabled": Field(type="boolean", default=True),
+            "tags": tags_field(),
         },
         self_check=self_check,
         unique_together=(

@@ -56,6 +56,7 @@ from kongtx.store.interface import (
     UniqueViolation,
 )
 from kongtx.store.tables import (
+    TagFilter,
     canonical_json,
     check_columns,
     check_key,
@@ -426,7 +427,10 @@ class SqliteStore:
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in filters.items():
-            if value is None:
+            if isinstance(value, TagFilter):
+                clauses.append(self._tag_clause(column, value))
+                params.extend(value.tags)
+            elif value is None:
                 clauses.append(f"{_q(column)} IS NULL")
             else:
                 clauses.append(f"{_q(column)} = ?")
@@ -435,6 +439,17 @@ class SqliteStore:
             clauses.append(f"({EXPIRE_COLUMN} IS NULL OR {EXPIRE_COLUMN} > ?)")
             params.append(now)
         return clauses, params
+
+    @staticmethod
+    def _tag_clause(column: str, wanted: TagFilter) -> str:
+        """SQL for a tag filter: one ``json_each`` membership test per tag, ANDed or ORed.
+
+        Done inside the query (not after it) so that ``LIMIT``, keyset paging and
+        ``COUNT`` see exactly the rows the filter keeps.
+        """
+        test = f"EXISTS (SELECT 1 FROM json_each({_q(column)}) WHERE json_each.value = ?)"
+        joiner = " AND " if wanted.mode == "all" else " OR "
+        return "(" + joiner.join(test for _ in wanted.tags) + ")"
 
     @staticmethod
     def _after(columns: Sequence[str], position: Sequence[Any]) -> tuple[str, list[Any]]:

@@ -21,7 +21,8 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from kongtx.store.interface import Column, ColumnType, ForeignKey, InvalidOffset, Row, Table
 
@@ -33,13 +34,15 @@ def _cols(*spec: tuple[str, ColumnType]) -> tuple[Column, ...]:
 _ID: tuple[str, ColumnType] = ("id", "uuid")
 _CREATED_AT: tuple[str, ColumnType] = ("created_at", "timestamp")
 _CONSUMER_FK = ForeignKey("consumer_id", "consumers")
+#: Kong 1.1's ``tags``: a JSON array of strings on every Admin-managed entity.
+_TAGS: tuple[str, ColumnType] = ("tags", "json")
 
 
 def _credentials(name: str, *columns: tuple[str, ColumnType], unique: tuple[str, ...]) -> Table:
     """A plugin credential table: id, created_at, consumer_id (cascading) + its own columns."""
     return Table(
         name=name,
-        columns=_cols(_ID, _CREATED_AT, ("consumer_id", "uuid"), *columns),
+        columns=_cols(_ID, _CREATED_AT, ("consumer_id", "uuid"), *columns, _TAGS),
         unique=unique,
         foreign_keys=(_CONSUMER_FK,),
     )
@@ -73,12 +76,13 @@ _ALL: tuple[Table, ...] = (
             ("strip_request_path", "boolean"),
             ("preserve_host", "boolean"),
             ("upstream_url", "text"),
+            _TAGS,
         ),
         unique=("name", "request_host", "request_path"),
     ),
     Table(
         name="consumers",
-        columns=_cols(_ID, _CREATED_AT, ("username", "text"), ("custom_id", "text")),
+        columns=_cols(_ID, _CREATED_AT, ("username", "text"), ("custom_id", "text"), _TAGS),
         # custom_id is unique on every backend: SPEC's Postgres gap is closed on purpose.
         unique=("username", "custom_id"),
     ),
@@ -92,6 +96,7 @@ _ALL: tuple[Table, ...] = (
             ("consumer_id", "uuid"),
             ("config", "json"),
             ("enabled", "boolean"),
+            _TAGS,
         ),
         # Kong's (id, name) key is a DAO rule for PUT; the store keys plugins by id.
         primary_key=("id",),
@@ -350,3 +355,47 @@ def after_position(table: Table, row: Row, position: Sequence[Any]) -> bool:
 def canonical_json(value: Any) -> str:
     """The one text form of a JSON value, so equal values compare equal as text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- tags
+#
+# Kong 1.1's tag filter (``?tags=a,b`` all of them, ``?tags=a/b`` any of them) is the
+# one filter that is not an equality: it travels through the store's ``filters``
+# mapping as a :class:`TagFilter` value under the ``tags`` column, so paging, totals
+# and the other filters keep working unchanged.
+
+#: The column that holds an entity's tags (a JSON array of strings, or NULL).
+TAGS_COLUMN = "tags"
+
+#: Tables whose rows carry tags: every Admin-managed entity (Kong 1.1).
+TAGGED: frozenset[str] = frozenset(t.name for t in _ALL if TAGS_COLUMN in t.column_names)
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """Rows whose ``tags`` hold all (``mode="all"``) or any (``mode="any"``) of ``tags``.
+
+    Frozen and made of a tuple so that its ``repr`` is stable: Cassandra folds the
+    filters into its paging token and must see the same query on the next page.
+    """
+
+    tags: tuple[str, ...]
+    mode: Literal["all", "any"] = "all"
+
+    def matches(self, value: Any) -> bool:
+        """Whether a stored ``tags`` value (a list, or None) passes this filter."""
+        held = set(value) if isinstance(value, list) else set()
+        if self.mode == "all":
+            return all(t in held for t in self.tags)
+        return any(t in held for t in self.tags)
+
+
+def matches_filter(value: Any, wanted: Any) -> bool:
+    """Whether a row's (decoded) column ``value`` passes the filter value ``wanted``.
+
+    Python-side matching for the memory store and for filters Cassandra cannot
+    push down: a :class:`TagFilter` tests membership, anything else is equality.
+    """
+    if isinstance(wanted, TagFilter):
+        return wanted.matches(value)
+    return bool(value == wanted)

@@ -1,0 +1,5 @@
+-- Kong 1.1's tags: an optional JSON array of strings on every Admin-managed entity.
+-- JSON text; ?tags= filters use json_each inside the query.
+ALTER TABLE apis ADD COLUMN tags TEXT;
+ALTER TABLE consumers ADD COLUMN tags TEXT;
+ALTER TABLE plugins ADD COLUMN tags TEXT;
