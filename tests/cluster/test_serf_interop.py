@@ -163,9 +163,16 @@ def test_agent_sees_kongtx_nodes_alive(setup: tuple[Agent, list[Node]]) -> None:
 def test_reachability_succeeds(setup: tuple[Agent, list[Node]]) -> None:
     """``serf reachability`` gets acks from every kongtx node."""
     agent, _ = setup
-    out = agent.cli("reachability")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Successfully contacted all live nodes" in out.stdout
+    # the query waits 16 gossip intervals (1.6 s on "local") for acks that travel by
+    # gossip on a shared, loaded machine: allow a second try, as an operator would
+    outputs = []
+    for _ in range(3):
+        out = agent.cli("reachability")
+        outputs.append(out.stdout + out.stderr)
+        if out.returncode == 0 and "Successfully contacted all live nodes" in out.stdout:
+            break
+    else:
+        raise AssertionError("\n---\n".join(outputs))
 
 
 def test_serf_event_invalidates_every_kongtx_node(
