@@ -503,3 +503,17 @@ class DatabaseModeAdminTests(SynchronousTestCase):
         admin.ok(
             "POST", "/apis", 201, json_body={"request_host": "b.test", "upstream_url": "http://b"}
         )
+
+
+class CliParserTests(SynchronousTestCase):
+    def test_config_subcommands(self) -> None:
+        """``kong config`` takes parse/db_import/db_export, an optional file and ``-c``."""
+        from kongtx.cli import build_parser, cmd_config
+
+        args = build_parser().parse_args(["config", "db_import", "kong.yml", "-c", "a.conf"])
+        self.assertEqual((args.command, args.file, args.conf), ("db_import", "kong.yml", "a.conf"))
+        self.assertIs(args.func, cmd_config)
+        args = build_parser().parse_args(["config", "db_export"])
+        self.assertIsNone(args.file)
+        with self.assertRaises(SystemExit):
+            build_parser().parse_args(["config", "db_drop"])
