@@ -253,6 +253,8 @@ class _Exchange(protocol.Protocol):
 
 
 class _ExchangeFactory(protocol.ClientFactory):
+    noisy = False  # one per push/pull: "Starting factory" lines would flood the log
+
     def __init__(self, exchange: _Exchange) -> None:
         self.exchange = exchange
 
