@@ -55,7 +55,6 @@ from kongtx.store.schemas import (
     merge_patch,
     tag_problem,
     validate,
-    with_tags,
 )
 from kongtx.store.tables import TABLES, TAGS_COLUMN, TagFilter
 
@@ -105,11 +104,6 @@ class DAO:
             self._config_schemas[spec.name] = schema
         schemas = core_schemas(self._config_schemas.get, PluginExistsError)
         schemas.update(registry.entity_schemas())
-        for name, entity in schemas.items():
-            # Kong 1.1: every entity whose table keeps tags takes a ``tags`` field.
-            table = self._table(name)
-            if table is not None and TAGS_COLUMN in table.column_names:
-                schemas[name] = with_tags(entity)
         self.schemas: Mapping[str, EntitySchema] = schemas
 
     # ------------------------------------------------------------------ listeners

@@ -17,7 +17,6 @@ field passed.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import re
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from kongtx.errors import EntityError, SchemaError
+from kongtx.store.tables import TAGGED, TAGS_COLUMN
 
 FieldType = Literal["id", "timestamp", "string", "boolean", "number", "array", "table", "url"]
 Mode = Literal["insert", "patch", "full"]
@@ -140,6 +140,12 @@ class EntitySchema(Schema):
     before_write: BeforeWrite | None = None
     #: seconds a new row lives (oauth2 codes/tokens), from the row; None = forever
     ttl: Callable[[Mapping[str, Any]], int | None] | None = None
+
+    def __post_init__(self) -> None:
+        # Kong 1.1: every entity whose table keeps tags takes a ``tags`` field, the
+        # plugin-owned credentials included, without each plugin's schema repeating it.
+        if self.name in TAGGED and TAGS_COLUMN not in self.fields:
+            object.__setattr__(self, "fields", {**self.fields, TAGS_COLUMN: tags_field()})
 
     @property
     def replace_key(self) -> tuple[str, ...]:
@@ -548,13 +554,6 @@ def check_tags(value: Any, values: dict[str, Any]) -> str | list[str] | None:
 def tags_field() -> Field:
     """The optional ``tags`` array of an entity (Kong 1.1)."""
     return Field(type="array", func=check_tags)
-
-
-def with_tags(schema: EntitySchema) -> EntitySchema:
-    """``schema`` plus the ``tags`` field (for plugin-owned collections whose table has tags)."""
-    if "tags" in schema.fields:
-        return schema
-    return dataclasses.replace(schema, fields={**schema.fields, "tags": tags_field()})
 
 
 # --------------------------------------------------------------------------- apis (§2.1)
