@@ -79,9 +79,9 @@ FORMAT_VERSION = "1.1"
 ID_NAMESPACE = uuid.UUID("6f0c3a52-5c1e-4e0b-9a57-0b7d0c6e9a11")
 #: Top-level keys of a document besides ``_format_version``.
 TOP_LEVEL = ("apis", "consumers", "plugins")
-#: Where a natural key for the deterministic id comes from, per credential collection
-#: not exposed through an Admin route's ``natural_key`` (routes win when they exist).
-_FALLBACK_NATURAL_KEYS = {
+#: The credential collections a consumer entry may nest, under Kong 1.x's names, each
+#: with the column that names a credential (its deterministic id's natural key).
+CREDENTIAL_COLLECTIONS = {
     "keyauth_credentials": "key",
     "basicauth_credentials": "username",
     "hmacauth_credentials": "username",
@@ -273,17 +273,8 @@ class _Loader:
         self.credential_keys = self._credential_keys()
 
     def _credential_keys(self) -> dict[str, str]:
-        """Credential collection -> natural key, for every loaded consumer-owned collection."""
-        keys: dict[str, str] = {}
-        for collection, schema in self.dao.schemas.items():
-            f = schema.fields.get("consumer_id")
-            if f is not None and f.foreign == "consumers:id" and collection != "plugins":
-                if "id" in schema.fields and collection in _FALLBACK_NATURAL_KEYS:
-                    keys[collection] = _FALLBACK_NATURAL_KEYS[collection]
-        for route in self.dao.registry.credential_routes():
-            if route.collection in keys:
-                keys[route.collection] = route.natural_key
-        return keys
+        """The nestable credential collections whose plugin is loaded on this node."""
+        return {c: k for c, k in CREDENTIAL_COLLECTIONS.items() if c in self.dao.schemas}
 
     def fail(self, lines: Sequence[str]) -> None:
         self.errors.extend(lines)
