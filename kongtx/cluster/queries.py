@@ -10,9 +10,14 @@ by UDP at the requester's address (SF:serf/serf.go handleQuery).
 
 from __future__ import annotations
 
+import math
+import random
 import re
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
 
 from kongtx.cluster import codec
 
@@ -21,8 +26,13 @@ if TYPE_CHECKING:
 
 QUERY_ACK, QUERY_NO_BROADCAST = 1, 2
 QUERY_BUFFER = 512
-#: serf message types used in answers
-QUERY_RESPONSE, KEY_RESPONSE = 5, 8
+#: serf message types used here
+QUERY, QUERY_RESPONSE, KEY_RESPONSE = 4, 5, 8
+#: serf's QueryTimeoutMult: a query waits this many gossip intervals × ⌈log10(n+1)⌉
+TIMEOUT_MULT = 16
+
+#: (record type "ack" | "response", from node, payload)
+Record = Callable[[str, str, bytes], None]
 _KEY_QUERIES = frozenset(
     {"_serf_install-key", "_serf_use-key", "_serf_remove-key", "_serf_list-keys"}
 )
@@ -96,3 +106,75 @@ def matches(serf: Serf, filters: list[Any]) -> bool:
             except re.error:
                 return False
     return True
+
+
+def default_timeout(serf: Serf) -> float:
+    """Serf's DefaultQueryTimeout: gossip interval × 16 × ⌈log10(n+1)⌉."""
+    n = max(len(serf.members), 1)
+    return serf.ml.profile.gossip_interval * TIMEOUT_MULT * math.ceil(math.log10(n + 1))
+
+
+def originate(
+    serf: Serf,
+    name: str,
+    payload: bytes,
+    on_record: Record,
+    timeout: float | None = None,
+    want_ack: bool = True,
+    filters: list[bytes] | None = None,
+) -> Deferred[None]:
+    """Send a query to every member; ``on_record`` hears acks and responses until the
+    returned Deferred fires at the timeout.  We answer our own query directly."""
+    wait = timeout if timeout and timeout > 0 else default_timeout(serf)
+    ltime = serf.query_clock.time()
+    serf.query_clock.increment()
+    qid = random.getrandbits(32)
+    me = serf.ml.me
+    body = {
+        "LTime": ltime,
+        "ID": qid,
+        "Addr": socket.inet_aton(me.addr),
+        "Port": me.port,
+        "SourceNode": serf.name,
+        "Filters": filters or None,
+        "Flags": QUERY_ACK if want_ack else 0,
+        "RelayFactor": 0,
+        "Timeout": int(wait * 1e9),
+        "Name": name,
+        "Payload": payload,
+    }
+    serf.queries.setdefault(ltime % QUERY_BUFFER, (ltime, set()))[1].add(qid)
+    seen: set[tuple[str, str]] = set()
+    done: Deferred[None] = Deferred()
+
+    def record(kind: str, source: str, data: bytes) -> None:
+        if (kind, source) not in seen and not done.called:
+            seen.add((kind, source))
+            on_record(kind, source, data)
+
+    def finish() -> None:
+        serf.pending_queries.pop(qid, None)
+        if not done.called:
+            done.callback(None)
+
+    serf.pending_queries[qid] = (ltime, record)
+    if matches(serf, filters or []):
+        if want_ack:
+            record("ack", serf.name, b"")
+        answer = internal_answer(name)
+        if answer is not None:
+            record("response", serf.name, answer)
+    msg = _msg(QUERY, body)
+    serf.ml.queue(msg)
+    serf.ml.send_to_all(msg)
+    serf.clock.call_later(wait, finish)
+    return done
+
+
+def response(serf: Serf, f: dict[str, Any]) -> None:
+    """A query response or ack for a query we originated (others are ignored)."""
+    pending = serf.pending_queries.get(codec.integer(f.get("ID")))
+    if pending is None or pending[0] != codec.integer(f.get("LTime")):
+        return
+    kind = "ack" if codec.integer(f.get("Flags")) & QUERY_ACK else "response"
+    pending[1](kind, codec.text(f.get("From")), codec.raw(f.get("Payload")))

@@ -113,6 +113,8 @@ class Serf:
         self.members: dict[str, SerfMember] = {}
         self._events: dict[int, tuple[int, list[tuple[str, bytes]]]] = {}
         self.queries: dict[int, tuple[int, set[int]]] = {}
+        #: queries we originated: ID -> (LTime, record callback)
+        self.pending_queries: dict[int, tuple[int, queries.Record]] = {}
         self._intents: dict[str, tuple[int, bool]] = {}
         self.memberlist: Memberlist | None = None
         self.leaving = False
@@ -177,6 +179,8 @@ class Serf:
                     self.ml.queue(bytes([codec.USER]) + payload)
             elif kind == QUERY:
                 self.query_received(f, payload)
+            else:
+                queries.response(self, f)
         # relays, conflict and key messages only travel inside queries we do not send
 
     # ----------------------------------------------------------------- intents

@@ -7,7 +7,8 @@ Why: Kong 0.9 operators inspect a node with ``serf members -rpc-addr=…``, join
 ``client/rpc_client.go`` and ``cmd/serf/command/agent/ipc.go``): a stream of msgpack
 objects, each request a header ``{Command, Seq}`` optionally followed by a body, each
 reply a header ``{Seq, Error}`` optionally followed by a body.  Supported:
-``handshake``, ``members``, ``members-filtered``, ``join``, ``force-leave``, ``event``;
+``handshake``, ``members``, ``members-filtered``, ``join``, ``force-leave``, ``event``,
+``query`` (so ``serf reachability`` and ``serf query`` work);
 anything else is answered with an error rather than dropped, so the client never hangs.
 """
 
@@ -22,7 +23,7 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 
 from kongtx import log
-from kongtx.cluster import codec
+from kongtx.cluster import codec, queries
 from kongtx.cluster.events import EVENT_NAME
 
 if TYPE_CHECKING:
@@ -126,10 +127,38 @@ class SerfRPC(protocol.Protocol):
             elif command == "event":
                 self._event(args)
                 self._reply(seq)
+            elif command == "query":
+                await self._query(seq, args)
             else:
                 self._reply(seq, f"Unsupported command: {command}")
         except ValueError as e:
             self._reply(seq, str(e).removeprefix("Error force leaving: "))
+
+    async def _query(self, seq: Any, args: dict[str, Any]) -> None:
+        """Originate a query and stream its acks and responses, then ``done``."""
+        filters = []
+        if args.get("FilterNodes"):
+            filters.append(bytes([0]) + codec.pack([str(n) for n in args["FilterNodes"]]))
+        for tag, expr in (args.get("FilterTags") or {}).items():
+            filters.append(bytes([1]) + codec.pack({"Tag": str(tag), "Expr": str(expr)}))
+        self._reply(seq)
+
+        def record(kind: str, source: str, payload: bytes) -> None:
+            if self.transport is not None:
+                self._reply(seq, body={"Type": kind, "From": source, "Payload": payload})
+
+        timeout = int(args.get("Timeout") or 0) / 1e9
+        await queries.originate(
+            self.cluster.serf,
+            str(args.get("Name", "")),
+            codec.raw(args.get("Payload")),
+            record,
+            timeout,
+            bool(args.get("RequestAck")),
+            filters,
+        )
+        if self.transport is not None:
+            self._reply(seq, body={"Type": "done", "From": "", "Payload": b""})
 
     def _event(self, args: dict[str, Any]) -> None:
         name = str(args.get("Name", ""))

@@ -160,14 +160,22 @@ def test_agent_sees_kongtx_nodes_alive(setup: tuple[Agent, list[Node]]) -> None:
         )
 
 
-def test_reachability_succeeds(setup: tuple[Agent, list[Node]]) -> None:
-    """``serf reachability`` gets acks from every kongtx node."""
-    agent, _ = setup
+@pytest.mark.parametrize("via", ["agent", "kongtx"])
+def test_reachability_succeeds(setup: tuple[Agent, list[Node]], via: str) -> None:
+    """``serf reachability`` gets acks from every node, asked through the agent or a kongtx node."""
+    agent, (a, _) = setup
+    rpc = agent.rpc if via == "agent" else a.ports["cluster_rpc"]
     # the query waits 16 gossip intervals (1.6 s on "local") for acks that travel by
     # gossip on a shared, loaded machine: allow a second try, as an operator would
     outputs = []
     for _ in range(3):
-        out = agent.cli("reachability")
+        assert SERF is not None
+        out = subprocess.run(
+            [SERF, "reachability", f"-rpc-addr=127.0.0.1:{rpc}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         outputs.append(out.stdout + out.stderr)
         if out.returncode == 0 and "Successfully contacted all live nodes" in out.stdout:
             break

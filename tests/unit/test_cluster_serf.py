@@ -161,3 +161,52 @@ class SerfTests(SynchronousTestCase):
         self.assertGreaterEqual(self.serf.event_clock.time(), 41)
         self.assertEqual(self.serf.members["b"].status, STATUS_LEAVING)
         self.assertIn(("kong", b"buffered", 41), self.events)
+
+
+class OriginatedQueryTests(SynchronousTestCase):
+    """Queries kongtx sends itself (``serf reachability`` through a kongtx node)."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.net = Net()
+        self.ml, self.serf = make("a", 7000, self.clock, self.net)
+        self.ml.handle_message(alive_msg("b", 1, 7001), ("127.0.0.1", 7001))
+        self.records: list[tuple[str, str, bytes]] = []
+
+    def test_acks_and_responses_are_collected_until_the_timeout(self) -> None:
+        """We ack ourselves, hear b's ack and answer, ignore repeats and anything after the timeout."""
+        from kongtx.cluster import queries
+
+        done = queries.originate(
+            self.serf, "_serf_ping", b"", lambda *r: self.records.append(r), timeout=2.0
+        )
+        (sent,) = [m for m in self.net.messages(("127.0.0.1", 7001)) if m[1] == QUERY]
+        q = codec.fields(codec.unpack(sent[2:]))
+        self.assertEqual(
+            (codec.text(q["Name"]), q["Port"], q["Flags"]), ("_serf_ping", 7000, QUERY_ACK)
+        )
+        base = {"LTime": q["LTime"], "ID": q["ID"], "From": "b"}
+        for flags in (QUERY_ACK, QUERY_ACK, 0):
+            self.ml.handle_message(
+                bytes([codec.USER, QUERY_RESPONSE])
+                + codec.pack({**base, "Flags": flags, "Payload": b""}),
+                ("127.0.0.1", 7001),
+            )
+        self.assertNoResult(done)
+        self.clock.advance(2.0)
+        self.successResultOf(done)
+        self.ml.handle_message(
+            bytes([codec.USER, QUERY_RESPONSE])
+            + codec.pack({**base, "From": "late", "Flags": QUERY_ACK}),
+            ("127.0.0.1", 7001),
+        )
+        self.assertEqual(
+            self.records,
+            [("ack", "a", b""), ("response", "a", b""), ("ack", "b", b""), ("response", "b", b"")],
+        )
+
+    def test_default_timeout_follows_serf(self) -> None:
+        """Timeout = gossip interval × 16 × ⌈log10(n+1)⌉."""
+        from kongtx.cluster import queries
+
+        self.assertAlmostEqual(queries.default_timeout(self.serf), 0.1 * 16 * 1)
