@@ -68,13 +68,16 @@ def members(call: Call) -> list[str]:
 def reachability(call: Call) -> tuple[list[str], bool]:
     """serf reachability's report and whether every live node answered."""
     result = call({"command": "reachability"})
-    lines = ["Starting reachability test..."]
+    lines = [
+        f"Total members: {result.get('members')}, live members: {result.get('live')}",
+        "Starting reachability test...",
+    ]
     failed = list(result.get("failed") or [])
     if not failed:
         lines.append("Successfully contacted all live nodes")
         return lines, True
-    lines.append(f"Total members: {result.get('members')}, live members: {result.get('live')}")
-    lines += [f"Failed to contact: {name}" for name in failed]
+    lines.append(f"Following live members did not respond to query ({len(failed)}):")
+    lines += [f"\t{name}" for name in failed]
     return lines, False
 
 

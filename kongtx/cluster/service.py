@@ -21,11 +21,11 @@ from twisted.internet.defer import Deferred
 from kongtx import log
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.cluster import codec, rpc, transport
+from kongtx.cluster import codec, queries, rpc, transport
 from kongtx.cluster.events import EVENT_NAME, InvalidationStream
 from kongtx.cluster.memberlist import ALIVE, PROFILES, Memberlist
 from kongtx.cluster.nodes import NodeRegistry
-from kongtx.cluster.serf import STATUS_FAILED, STATUS_LEFT, Serf
+from kongtx.cluster.serf import STATUS_ALIVE, STATUS_FAILED, STATUS_LEFT, Serf
 from kongtx.config import Address, Config
 from kongtx.store.interface import IStore
 
@@ -320,19 +320,14 @@ class ClusterService(Service):
         self.serf.broadcast_leave(name)
 
     async def reachability(self, timeout: float | None = None) -> dict[str, Any]:
-        """Ping every live member; which ones acked."""
-        wait = timeout if timeout is not None else max(self.profile.probe_timeout * 2, 1.0)
-        live = self.memberlist.alive_members()
-        pending = []
-        for m in live:
-            seq = self.memberlist.next_seq()
-            d = self.memberlist.expect(seq, wait)
-            self._send(codec.encode(codec.PING, {"SeqNo": seq, "Node": m.name}), m.address)
-            pending.append((m.name, d))
-        failed = []
-        for name, d in pending:
-            try:
-                await d
-            except Exception:
-                failed.append(name)
-        return {"members": len(self.serf.members), "live": len(live) + 1, "failed": failed}
+        """``serf reachability``: a ``_serf_ping`` query; which live members did not ack."""
+        live = {n for n in self.serf.members if self.serf.status_of(n) == STATUS_ALIVE}
+        total = len(self.serf.members)
+        acked: set[str] = set()
+
+        def record(kind: str, source: str, payload: bytes) -> None:
+            if kind == "ack":
+                acked.add(source)
+
+        await queries.originate(self.serf, "_serf_ping", b"", record, timeout)
+        return {"members": total, "live": len(live), "failed": sorted(live - acked)}

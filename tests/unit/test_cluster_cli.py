@@ -74,7 +74,8 @@ class CliTests(SynchronousTestCase):
         self.assertTrue(good)
         bad, good = cli.reachability(lambda r: {"members": 3, "live": 3, "failed": ["n2"]})
         self.assertFalse(good)
-        self.assertIn("Failed to contact: n2", bad)
+        self.assertEqual(bad[0], "Total members: 3, live members: 3")
+        self.assertIn("\tn2", bad)
 
     def test_force_leave_wording_and_missing_node(self) -> None:
         """Kong's force-leaving/left lines; no node is an error."""
