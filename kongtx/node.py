@@ -323,13 +323,6 @@ class NodeView:
             raise ValueError(f"Error force-leaving {name}: the cluster agent is not running")
         await cluster.force_leave(name)
 
-    async def apply_event(self, payload: dict[str, Any]) -> list[str]:
-        """``POST /cluster/events``: apply a Kong 0.9 event payload to this node's cache."""
-        cluster = self._node.cluster
-        if cluster is None:
-            return []
-        return await cluster.stream.apply_kong_event(payload)
-
     def server_stats(self) -> dict[str, int]:
         return self._node.server_stats()
 
