@@ -31,16 +31,20 @@ from __future__ import annotations
 import calendar
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from kongtx.clock import Clock
+from kongtx.log import logger
+from kongtx.plugins.base import BasePlugin, PluginServices, RequestContext
 from kongtx.plugins.redis_client import RedisPool
 
 __all__ = [
     "PERIODS",
     "PERIOD_SECONDS",
     "ClusterCounters",
+    "CountingPlugin",
     "Counters",
     "LocalCounters",
     "RedisCounters",
@@ -48,6 +52,11 @@ __all__ = [
     "identifier_for",
     "period_starts",
 ]
+
+log = logger("kongtx.plugins.ratelimit_policies")
+
+#: the body of the 500 a failed counter read gives when not ``fault_tolerant``
+INTERNAL_ERROR = {"message": "An unexpected error occurred"}
 
 #: every period, shortest first
 PERIODS = ("second", "minute", "hour", "day", "month", "year")
@@ -102,14 +111,12 @@ def identifier_for(limit_by: str, ctx: Any) -> str:
     return str(ctx.client_ip)
 
 
-def _redis_key(api_id: str, identifier: str, start: int, period: str, name: str | None) -> str:
-    if name is None:
-        return f"ratelimit:{api_id}:{identifier}:{start}:{period}"
-    return f"response-ratelimit:{api_id}:{identifier}:{start}:{name}:{period}"
+class Counters(ABC):
+    """What the rate-limiting handlers need from a policy.
 
-
-class Counters(Protocol):
-    """What the rate-limiting handlers need from a policy."""
+    A policy says how one counter is keyed (:meth:`key`), read (:meth:`read`) and
+    added to (:meth:`add`); asking for several periods at once is the same for all.
+    """
 
     async def usage(
         self,
@@ -120,6 +127,8 @@ class Counters(Protocol):
         name: str | None = None,
     ) -> dict[str, int]:
         """The current count of each of ``periods`` (0 when none yet)."""
+        values = await self.read(self.keys(api_id, identifier, starts, periods, name))
+        return dict(zip(periods, values, strict=True))
 
     async def increment(
         self,
@@ -130,9 +139,36 @@ class Counters(Protocol):
         name: str | None = None,
     ) -> None:
         """Add ``amount`` to the counter of every period (all six, as Kong does)."""
+        await self.add(self.keys(api_id, identifier, starts, PERIODS, name), amount)
+
+    def keys(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        periods: Sequence[str],
+        name: str | None,
+    ) -> list[Any]:
+        """The key of each of ``periods``' counters, in that order."""
+        return [self.key(api_id, identifier, starts[p], p, name) for p in periods]
+
+    @staticmethod
+    def key(api_id: str, identifier: str, start: int, period: str, name: str | None) -> Any:
+        """Kong's shared-dict (and Redis) key of one counter."""
+        if name is None:
+            return f"ratelimit:{api_id}:{identifier}:{start}:{period}"
+        return f"response-ratelimit:{api_id}:{identifier}:{start}:{name}:{period}"
+
+    @abstractmethod
+    async def read(self, keys: list[Any]) -> list[int]:
+        """The count of each key (0 when none yet)."""
+
+    @abstractmethod
+    async def add(self, keys: list[Any], amount: int) -> None:
+        """Add ``amount`` to the counters of ``keys``: one a period, in :data:`PERIODS` order."""
 
 
-class LocalCounters:
+class LocalCounters(Counters):
     """The ``local`` policy: counters in this process, exact, each expiring after its period."""
 
     def __init__(self, clock: Clock) -> None:
@@ -150,13 +186,8 @@ class LocalCounters:
         name: str | None = None,
     ) -> dict[str, int]:
         """:meth:`usage` without a Deferred (the hot path)."""
-        now = self.clock.seconds()
-        counts = self._counts
-        out: dict[str, int] = {}
-        for period in periods:
-            entry = counts.get(_redis_key(api_id, identifier, starts[period], period, name))
-            out[period] = int(entry[0]) if entry is not None and entry[1] > now else 0
-        return out
+        values = self.read_now(self.keys(api_id, identifier, starts, periods, name))
+        return dict(zip(periods, values, strict=True))
 
     def increment_now(
         self,
@@ -167,12 +198,23 @@ class LocalCounters:
         name: str | None = None,
     ) -> None:
         """:meth:`increment` without a Deferred."""
+        self.add_now(self.keys(api_id, identifier, starts, PERIODS, name), amount)
+
+    def read_now(self, keys: list[str]) -> list[int]:
+        now = self.clock.seconds()
+        counts = self._counts
+        out: list[int] = []
+        for key in keys:
+            entry = counts.get(key)
+            out.append(int(entry[0]) if entry is not None and entry[1] > now else 0)
+        return out
+
+    def add_now(self, keys: list[str], amount: int) -> None:
         now = self.clock.seconds()
         if now >= self._next_sweep:
             self._sweep(now)
         counts = self._counts
-        for period in PERIODS:
-            key = _redis_key(api_id, identifier, starts[period], period, name)
+        for key, period in zip(keys, PERIODS, strict=True):
             entry = counts.get(key)
             if entry is None or entry[1] <= now:
                 counts[key] = [amount, now + PERIOD_SECONDS[period]]
@@ -189,28 +231,14 @@ class LocalCounters:
     def __len__(self) -> int:
         return len(self._counts)
 
-    async def usage(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        periods: Sequence[str],
-        name: str | None = None,
-    ) -> dict[str, int]:
-        return self.usage_now(api_id, identifier, starts, periods, name)
+    async def read(self, keys: list[Any]) -> list[int]:
+        return self.read_now(keys)
 
-    async def increment(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        amount: int,
-        name: str | None = None,
-    ) -> None:
-        self.increment_now(api_id, identifier, starts, amount, name)
+    async def add(self, keys: list[Any], amount: int) -> None:
+        self.add_now(keys, amount)
 
 
-class ClusterCounters:
+class ClusterCounters(Counters):
     """The ``cluster`` policy: atomic counters in the datastore's metrics table."""
 
     def __init__(self, store: Any, table: str) -> None:
@@ -218,75 +246,34 @@ class ClusterCounters:
         self.table = table
 
     @staticmethod
-    def _keys(
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        periods: Sequence[str],
-        name: str | None,
-    ) -> list[dict[str, Any]]:
-        return [
-            {
-                "api_id": api_id,
-                "identifier": identifier,
-                "period_date": starts[p],
-                "period": p if name is None else f"{name}_{p}",
-            }
-            for p in periods
-        ]
+    def key(api_id: str, identifier: str, start: int, period: str, name: str | None) -> Any:
+        """The primary key of one metrics row (a named limit's period is ``<name>_<period>``)."""
+        return {
+            "api_id": api_id,
+            "identifier": identifier,
+            "period_date": start,
+            "period": period if name is None else f"{name}_{period}",
+        }
 
-    async def usage(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        periods: Sequence[str],
-        name: str | None = None,
-    ) -> dict[str, int]:
-        keys = self._keys(api_id, identifier, starts, periods, name)
-        values = await self.store.read_counters(self.table, keys)
-        return dict(zip(periods, (int(v) for v in values), strict=True))
+    async def read(self, keys: list[Any]) -> list[int]:
+        return [int(v) for v in await self.store.read_counters(self.table, keys)]
 
-    async def increment(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        amount: int,
-        name: str | None = None,
-    ) -> None:
-        keys = self._keys(api_id, identifier, starts, PERIODS, name)
+    async def add(self, keys: list[Any], amount: int) -> None:
         await self.store.increment_counters(self.table, keys, amount)
 
 
-class RedisCounters:
+class RedisCounters(Counters):
     """The ``redis`` policy: Kong's keys in Redis, pipelined on a pooled connection."""
 
     def __init__(self, pool: RedisPool, timeout: float) -> None:
         self.pool = pool
         self.timeout = timeout
 
-    async def usage(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        periods: Sequence[str],
-        name: str | None = None,
-    ) -> dict[str, int]:
-        keys = [_redis_key(api_id, identifier, starts[p], p, name) for p in periods]
+    async def read(self, keys: list[Any]) -> list[int]:
         (values,) = await self.pool.execute([("MGET", *keys)], self.timeout)
-        return {p: int(v) if v is not None else 0 for p, v in zip(periods, values, strict=True)}
+        return [int(v) if v is not None else 0 for v in values]
 
-    async def increment(
-        self,
-        api_id: str,
-        identifier: str,
-        starts: Mapping[str, int],
-        amount: int,
-        name: str | None = None,
-    ) -> None:
-        keys = [_redis_key(api_id, identifier, starts[p], p, name) for p in PERIODS]
+    async def add(self, keys: list[Any], amount: int) -> None:
         totals = await self.pool.execute([("INCRBY", k, amount) for k in keys], self.timeout)
         # A key whose total is this increment was just created: give it its lifetime.
         fresh = [
@@ -345,3 +332,42 @@ def counters_for(config: Mapping[str, Any], services: Any, table: str) -> Counte
         )
         return RedisCounters(pool, float(config.get("redis_timeout") or 2000) / 1000.0)
     return ClusterCounters(services.dao.store, table)
+
+
+class CountingPlugin(BasePlugin):
+    """What rate-limiting and response-ratelimiting handlers share: whom they count,
+    in which windows, on which policy, and what a failed counter read does."""
+
+    #: the plugin's name, for its log lines
+    NAME = ""
+    #: the ``cluster`` policy's metrics table
+    METRICS_TABLE = ""
+
+    def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
+        super().__init__(config, services)
+        if services is None:
+            raise ValueError(f"{self.NAME} needs the node's services (clock, datastore)")
+        self.clock: Clock = services.clock
+        self.limit_by = str(config.get("limit_by") or "consumer")
+        self.fault_tolerant = config.get("fault_tolerant", True) is not False
+        self.counters: Counters = counters_for(config, services, self.METRICS_TABLE)
+
+    def counted(self, ctx: RequestContext) -> tuple[str, str, dict[str, int]]:
+        """This request's ``(api_id, identifier, period starts)``."""
+        return (
+            str(ctx.api["id"]),
+            identifier_for(self.limit_by, ctx),
+            period_starts(self.clock.seconds()),
+        )
+
+    def unreadable(self, ctx: RequestContext, error: Exception) -> None:
+        """The usage read failed: ``fault_tolerant`` proxies the request (and logs), else 500."""
+        if self.fault_tolerant:
+            log.warn(
+                "{plugin}: cannot read counters, request proxied unlimited: {error}",
+                plugin=self.NAME,
+                error=error,
+            )
+            return
+        log.error("{plugin}: cannot read counters: {error}", plugin=self.NAME, error=error)
+        ctx.respond(500, INTERNAL_ERROR)

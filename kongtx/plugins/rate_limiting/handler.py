@@ -30,15 +30,8 @@ from typing import Any
 from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
-from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.ratelimit_policies import (
-    PERIODS,
-    Counters,
-    LocalCounters,
-    counters_for,
-    identifier_for,
-    period_starts,
-)
+from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.ratelimit_policies import PERIODS, CountingPlugin, LocalCounters
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
@@ -48,7 +41,6 @@ REMAINING_HEADER = "X-RateLimit-Remaining"
 HEADERS_KEY = "rate-limiting.headers"
 
 EXCEEDED = {"message": "API rate limit exceeded"}
-INTERNAL_ERROR = {"message": "An unexpected error occurred"}
 
 log = logger("kongtx.plugins.rate_limiting")
 
@@ -58,29 +50,23 @@ def lua_int(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-class Handler(BasePlugin):
+class Handler(CountingPlugin):
     """The rate-limiting plugin's request-time half."""
 
     PRIORITY = 900
+    NAME = "rate-limiting"
+    METRICS_TABLE = "ratelimiting_metrics"
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        if services is None:
-            raise ValueError("rate-limiting needs the node's services (clock, datastore)")
-        self.clock = services.clock
         #: configured periods, shortest first, with their limits
         self.limits: list[tuple[str, float]] = [
             (p, config[p]) for p in PERIODS if config.get(p) is not None
         ]
         self.periods = [p for p, _ in self.limits]
-        self.limit_by = str(config.get("limit_by") or "consumer")
-        self.fault_tolerant = config.get("fault_tolerant", True) is not False
-        self.counters: Counters = counters_for(config, services, "ratelimiting_metrics")
 
     def access(self, ctx: RequestContext) -> PhaseResult:
-        api_id = str(ctx.api["id"])
-        identifier = identifier_for(self.limit_by, ctx)
-        starts = period_starts(self.clock.seconds())
+        api_id, identifier, starts = self.counted(ctx)
         counters = self.counters
         if isinstance(counters, LocalCounters):
             usage = counters.usage_now(api_id, identifier, starts, self.periods)
@@ -97,7 +83,7 @@ class Handler(BasePlugin):
         except CancelledError:
             raise
         except Exception as e:
-            self._store_failed(ctx, e)
+            self.unreadable(ctx, e)
             return
         if self._decide(ctx, usage):
             await self._increment(api_id, identifier, starts)
@@ -110,16 +96,6 @@ class Handler(BasePlugin):
         except Exception as e:
             # the request was allowed on the usage read: a lost count is logged, not fatal
             log.warn("rate-limiting: could not increment counters: {error}", error=e)
-
-    def _store_failed(self, ctx: RequestContext, error: Exception) -> None:
-        if self.fault_tolerant:
-            log.warn(
-                "rate-limiting: cannot read counters, request proxied unlimited: {error}",
-                error=error,
-            )
-            return
-        log.error("rate-limiting: cannot read counters: {error}", error=error)
-        ctx.respond(500, INTERNAL_ERROR)
 
     def _decide(self, ctx: RequestContext, usage: Mapping[str, int]) -> bool:
         """Set the headers; answer 429 when a period is used up.  True: let it through."""

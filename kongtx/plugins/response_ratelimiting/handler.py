@@ -21,21 +21,9 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 
 from kongtx.log import logger
-from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.rate_limiting.handler import (
-    INTERNAL_ERROR,
-    LIMIT_HEADER,
-    REMAINING_HEADER,
-    lua_int,
-)
-from kongtx.plugins.ratelimit_policies import (
-    PERIODS,
-    Counters,
-    LocalCounters,
-    counters_for,
-    identifier_for,
-    period_starts,
-)
+from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.rate_limiting.handler import LIMIT_HEADER, REMAINING_HEADER, lua_int
+from kongtx.plugins.ratelimit_policies import PERIODS, CountingPlugin, LocalCounters
 
 __all__ = ["Handler", "STATE_KEY", "parse_costs"]
 
@@ -76,33 +64,27 @@ class _State:
         self.stopped = False
 
 
-class Handler(BasePlugin):
+class Handler(CountingPlugin):
     """The response-ratelimiting plugin's request-time half."""
 
     PRIORITY = 900
+    NAME = "response-ratelimiting"
+    METRICS_TABLE = "response_ratelimiting_metrics"
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        if services is None:
-            raise ValueError("response-ratelimiting needs the node's services")
-        self.clock = services.clock
         #: name -> [(period, limit)] in period order
         self.limits: dict[str, list[tuple[str, float]]] = {}
         for name in sorted(config.get("limits") or {}):
             periods = config["limits"][name] or {}
             self.limits[name] = [(p, periods[p]) for p in PERIODS if periods.get(p) is not None]
         self.header_name = str(config.get("header_name") or "x-kong-limit")
-        self.limit_by = str(config.get("limit_by") or "consumer")
-        self.fault_tolerant = config.get("fault_tolerant", True) is not False
         self.block = bool(config.get("block_on_first_violation"))
-        self.counters: Counters = counters_for(config, services, "response_ratelimiting_metrics")
 
     # ------------------------------------------------------------------ access
 
     def access(self, ctx: RequestContext) -> PhaseResult:
-        api_id = str(ctx.api["id"])
-        identifier = identifier_for(self.limit_by, ctx)
-        starts = period_starts(self.clock.seconds())
+        api_id, identifier, starts = self.counted(ctx)
         counters = self.counters
         if isinstance(counters, LocalCounters):
             used = {
@@ -125,14 +107,7 @@ class Handler(BasePlugin):
         except CancelledError:
             raise
         except Exception as e:
-            if self.fault_tolerant:
-                log.warn(
-                    "response-ratelimiting: cannot read counters, request proxied: {error}",
-                    error=e,
-                )
-                return
-            log.error("response-ratelimiting: cannot read counters: {error}", error=e)
-            ctx.respond(500, INTERNAL_ERROR)
+            self.unreadable(ctx, e)
             return
         self._decide(ctx, identifier, starts, used)
 
