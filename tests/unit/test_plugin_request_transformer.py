@@ -13,8 +13,8 @@ from kongtx.plugins.request_transformer.handler import (
     decode_args,
     encode_args,
     parse_multipart,
-    parse_rules,
 )
+from kongtx.plugins.transform_rules import parse_rules
 from tests.fakes import FakeContext
 
 KINDS = ("remove", "replace", "add", "append")

@@ -8,10 +8,8 @@ touched only for JSON, urlencoded and multipart requests (no append for
 multipart); a JSON body that does not parse is left alone.  A ``Host`` set by a
 header rule also becomes the upstream Host.
 
-Rules are parsed once per configuration.  An entry is ``name:value``: the name
-runs to the first colon, further colons right after it are skipped, the rest is
-the value (which may contain colons).  An empty value behaves as Kong's ``nil``:
-replace removes the name, add and append do nothing.
+Rules are parsed once per configuration (:mod:`kongtx.plugins.transform_rules`,
+shared with response-transformer).
 
 Where Kong 0.9 misbehaved we do what the SPEC row says instead: an empty JSON body
 is an empty object (Kong raised an error adding to it); a JSON ``false`` counts as
@@ -28,36 +26,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-
-Rule = tuple[str, str | None]
-
-_ENTRY = re.compile(r"^([^:]+):*(.*)$", re.DOTALL)
-
-
-def parse_rules(entries: Sequence[Any] | None) -> tuple[Rule, ...]:
-    """``["a:1", "b::2:3", "c"]`` → ``(("a", "1"), ("b", "2:3"), ("c", None))``."""
-    rules: list[Rule] = []
-    for entry in entries or ():
-        match = _ENTRY.match(str(entry))
-        if match is None:  # starts with a colon: no name, Kong could not use it either
-            continue
-        rules.append((match.group(1), match.group(2) or None))
-    return tuple(rules)
-
-
-def append_value(current: Any, value: str) -> list[Any]:
-    """Kong's ``append_value``: a string becomes a list, a list grows, else a new list."""
-    if isinstance(current, str):
-        return [current, value]
-    if isinstance(current, list):
-        return [*current, value]
-    return [value]
-
-
-def rule_set(config: Mapping[str, Any], kind: str, part: str) -> tuple[Rule, ...]:
-    table = config.get(kind) or {}
-    return parse_rules(table.get(part) if isinstance(table, Mapping) else None)
-
+from kongtx.plugins.transform_rules import Rule, Rules, append_value, apply_header_rules
 
 # ---------------------------------------------------------------- bodies
 
@@ -78,22 +47,7 @@ def body_kind(content_type: str | None) -> str | None:
     return None
 
 
-class BodyRules:
-    """The four body rule lists of one configuration."""
-
-    __slots__ = ("add", "append", "remove", "replace")
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.remove = rule_set(config, "remove", "body")
-        self.replace = rule_set(config, "replace", "body")
-        self.add = rule_set(config, "add", "body")
-        self.append = rule_set(config, "append", "body")
-
-    def __bool__(self) -> bool:
-        return bool(self.remove or self.replace or self.add or self.append)
-
-
-def transform_json(rules: BodyRules, body: bytes) -> bytes | None:
+def transform_json(rules: Rules, body: bytes) -> bytes | None:
     """The new JSON body, or ``None`` to leave the body as it is."""
     if body:
         try:
@@ -202,7 +156,7 @@ def _replace_arg(args: list[tuple[str, str | None]], name: str, value: str | Non
     args[:] = out
 
 
-def transform_urlencoded(rules: BodyRules, body: bytes) -> bytes | None:
+def transform_urlencoded(rules: Rules, body: bytes) -> bytes | None:
     """The new urlencoded body, or ``None`` to leave the body as it is."""
     args = decode_args(body)
     remove = rules.remove if body else ()
@@ -280,7 +234,7 @@ def encode_multipart(parts: Sequence[Part], boundary: bytes) -> bytes:
     return bytes(out)
 
 
-def transform_multipart(rules: BodyRules, body: bytes, content_type: str) -> bytes | None:
+def transform_multipart(rules: Rules, body: bytes, content_type: str) -> bytes | None:
     """The new multipart body, or ``None`` to leave it (append is not supported, as Kong)."""
     boundary = multipart_boundary(content_type)
     if boundary is None:
@@ -319,15 +273,9 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        self.body = BodyRules(config)
-        self.headers_remove = rule_set(config, "remove", "headers")
-        self.headers_replace = rule_set(config, "replace", "headers")
-        self.headers_add = rule_set(config, "add", "headers")
-        self.headers_append = rule_set(config, "append", "headers")
-        self.query_remove = rule_set(config, "remove", "querystring")
-        self.query_replace = rule_set(config, "replace", "querystring")
-        self.query_add = rule_set(config, "add", "querystring")
-        self.query_append = rule_set(config, "append", "querystring")
+        self.body = Rules(config, "body")
+        self.headers = Rules(config, "headers")
+        self.query = Rules(config, "querystring")
 
     def access(self, ctx: RequestContext) -> PhaseResult:
         if self.body:
@@ -354,32 +302,10 @@ class Handler(BasePlugin):
         self._transform_query(ctx)
 
     def _transform_headers(self, ctx: RequestContext) -> None:
-        headers = ctx.headers
-        for name, _ in self.headers_remove:
-            headers.remove(name)
-        for name, value in self.headers_replace:
-            if headers.get(name) is not None:
-                if value is None:
-                    headers.remove(name)
-                else:
-                    headers.set(name, value)
-                    self._host(ctx, name, value)
-        for name, value in self.headers_add:
-            if value is not None and headers.get(name) is None:
-                headers.set(name, value)
-                self._host(ctx, name, value)
-        for name, value in self.headers_append:
-            if value is not None:
-                headers.add(name, value)
-                self._host(ctx, name, value)
-
-    @staticmethod
-    def _host(ctx: RequestContext, name: str, value: str) -> None:
-        if name.lower() == "host":
-            ctx.set_upstream_host(value)
+        # a Host set by a header rule also becomes the upstream Host
+        apply_header_rules(ctx.headers, self.headers, ctx.set_upstream_host)
 
     def _transform_query(self, ctx: RequestContext) -> None:
-        if self.query_remove or self.query_replace or self.query_add or self.query_append:
-            transform_args(
-                self.query_remove, self.query_replace, self.query_add, self.query_append, ctx.query
-            )
+        query = self.query
+        if query:
+            transform_args(query.remove, query.replace, query.add, query.append, ctx.query)

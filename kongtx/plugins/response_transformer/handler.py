@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.request_transformer.handler import append_value, rule_set
+from kongtx.plugins.transform_rules import Rules, append_value, apply_header_rules
 
 #: ctx.shared key of the JSON body being buffered.
 BUFFER_KEY = "response-transformer.buffer"
@@ -38,34 +38,13 @@ class Handler(BasePlugin):
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
-        self.headers_remove = rule_set(config, "remove", "headers")
-        self.headers_replace = rule_set(config, "replace", "headers")
-        self.headers_add = rule_set(config, "add", "headers")
-        self.headers_append = rule_set(config, "append", "headers")
-        self.json_remove = rule_set(config, "remove", "json")
-        self.json_replace = rule_set(config, "replace", "json")
-        self.json_add = rule_set(config, "add", "json")
-        self.json_append = rule_set(config, "append", "json")
-        self.json_rules = bool(
-            self.json_remove or self.json_replace or self.json_add or self.json_append
-        )
+        self.headers = Rules(config, "headers")
+        self.json = Rules(config, "json")
+        self.json_rules = bool(self.json)
 
     def header_filter(self, ctx: RequestContext) -> PhaseResult:
         headers = ctx.response_headers
-        for name, _ in self.headers_remove:
-            headers.remove(name)
-        for name, value in self.headers_replace:
-            if headers.get(name) is not None:
-                if value is None:
-                    headers.remove(name)
-                else:
-                    headers.set(name, value)
-        for name, value in self.headers_add:
-            if value is not None and headers.get(name) is None:
-                headers.set(name, value)
-        for name, value in self.headers_append:
-            if value is not None:
-                headers.add(name, value)
+        apply_header_rules(headers, self.headers)
         if self.json_rules and is_json(headers.get("Content-Type")):
             # the body is about to change length
             headers.remove("Content-Length")
@@ -95,14 +74,15 @@ class Handler(BasePlugin):
             return None
         if not isinstance(doc, dict):
             return None
-        for name, _ in self.json_remove:
+        rules = self.json
+        for name, _ in rules.remove:
             doc.pop(name, None)
-        for name, value in self.json_replace:
+        for name, value in rules.replace:
             if name in doc:
                 doc[name] = value or ""
-        for name, value in self.json_add:
+        for name, value in rules.add:
             if name not in doc:
                 doc[name] = value or ""
-        for name, value in self.json_append:
+        for name, value in rules.append:
             doc[name] = append_value(doc.get(name), value or "")
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
