@@ -17,10 +17,10 @@ from kongtx.plugins.log_transports import (
     Senders,
     TcpSender,
     UdpSender,
-    _HttpConnection,
-    _Resolver,
-    _TcpConnection,
 )
+from kongtx.plugins.log_transports.http import _HttpConnection
+from kongtx.plugins.log_transports.tcp import _TcpConnection
+from kongtx.plugins.log_transports.udp import _Resolver
 
 
 class FakeSocket:
