@@ -1,0 +1,321 @@
+# -*- test-case-name: tests.unit.test_plugin_runtime -*-
+"""A compiled chain: the plugins of one API in priority order, and the phases run over them.
+
+Built by :meth:`kongtx.plugins.runtime.PluginRuntime.chain_for` (which resolves
+the configurations); shared by every request to the API.
+
+Why phases may return ``None``: when every lookup hits the cache and no plugin
+needs to wait, a request runs through the chain with plain calls, without
+allocating a single Deferred or coroutine (DESIGN.md §3).  The first phase or
+lookup that must wait switches the rest of that phase to a coroutine.
+
+Our deliberate difference (SPEC's top table): Kong 0.9 skipped the log phase of
+every plugin after the one that rejected a request (Kong/kong#892), so loggers
+never saw 401s or 429s.  Here :meth:`Chain.log` runs the log phase of every
+plugin configured for the API (and the global ones), rejected requests included.
+``header_filter`` and ``body_filter`` keep Kong's semantics: only plugins that ran
+their access phase (so CORS headers still decorate a 401 from key-auth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+
+from kongtx.log import logger
+from kongtx.plugins.base import BasePlugin, RequestContext
+from kongtx.plugins.spec import PluginSpec
+from kongtx.store.interface import Row
+
+if TYPE_CHECKING:
+    from kongtx.plugins.runtime import PluginRuntime
+
+__all__ = ["STATE_KEY", "Chain", "PluginEntry", "Slot"]
+
+#: ``ctx.shared`` key holding the chain's per-request bookkeeping.
+STATE_KEY = "kongtx.plugins.runtime"
+
+
+class PluginEntry:
+    """One resolved configuration: the plugin row that won and its handler."""
+
+    __slots__ = ("handler", "row", "spec")
+
+    def __init__(self, spec: PluginSpec, row: Row, handler: BasePlugin) -> None:
+        self.spec = spec
+        self.row = row
+        self.handler = handler
+
+    def __repr__(self) -> str:
+        return f"<PluginEntry {self.spec.name} id={self.row.get('id')}>"
+
+
+class Slot:
+    """A plugin's place in a chain: its API-or-global entry, and whether it may
+    have consumer-specific configurations."""
+
+    __slots__ = ("base", "by_consumer", "spec")
+
+    def __init__(self, spec: PluginSpec, base: PluginEntry | None) -> None:
+        self.spec = spec
+        self.base = base
+        self.by_consumer = not spec.no_consumer
+
+
+class _RequestState:
+    """Per request: which entries ran their access phase, and how far access got."""
+
+    __slots__ = ("ran", "reached")
+
+    def __init__(self) -> None:
+        self.ran: list[PluginEntry] = []
+        self.reached = 0
+
+
+class _CertificateRequest:
+    """The :class:`kongtx.plugins.base.CertificateContext` given to certificate phases."""
+
+    __slots__ = ("api", "chosen", "sni")
+
+    def __init__(self, sni: str, api: Row) -> None:
+        self.sni = sni
+        self.api = api
+        self.chosen: tuple[bytes, bytes] | None = None
+
+    def set_certificate(self, cert_der: bytes, key_der: bytes) -> None:
+        self.chosen = (cert_der, key_der)
+
+
+class Chain:
+    """The plugins of one API in priority order, and the phases run over them.
+
+    Per-request bookkeeping lives in ``ctx.shared[STATE_KEY]``.
+    """
+
+    _logger = logger()
+
+    __slots__ = ("_runtime", "_slots", "api", "cache_size")
+
+    def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
+        self._runtime = runtime
+        self._slots = tuple(slots)
+        self.api = api
+        #: weight for the cache's size bound (rows are shared with plugins:* entries)
+        self.cache_size = 256 + 64 * len(self._slots)
+
+    def entries(self) -> list[PluginEntry]:
+        """The entries configured for the API without a consumer, in run order."""
+        return [slot.base for slot in self._slots if slot.base is not None]
+
+    def names(self) -> list[str]:
+        """Names of :meth:`entries` (for logs and tests)."""
+        return [entry.spec.name for entry in self.entries()]
+
+    # -------------------------------------------------------------- access
+
+    def access(self, ctx: RequestContext) -> Awaitable[None] | None:
+        """Run access phases in order until one responds; ``None`` if nothing waited."""
+        state = _RequestState()
+        ctx.shared[STATE_KEY] = state
+        slots = self._slots
+        runtime = self._runtime
+        api_id = self.api["id"]
+        count = len(slots)
+        i = 0
+        while i < count:
+            slot = slots[i]
+            entry = slot.base
+            consumer = ctx.consumer
+            if consumer is not None and slot.by_consumer:
+                found, specific = runtime.resolve_cached(slot.spec, api_id, consumer["id"])
+                if not found:
+                    return self._access_async(ctx, state, None)
+                if specific is not None:
+                    entry = specific
+            i += 1
+            state.reached = i
+            if entry is None:
+                continue
+            state.ran.append(entry)
+            result = entry.handler.access(ctx)
+            if result is not None:
+                return self._access_async(ctx, state, result)
+            if ctx.responded:
+                return None
+        return None
+
+    async def _access_async(
+        self, ctx: RequestContext, state: _RequestState, pending: Awaitable[None] | None
+    ) -> None:
+        if pending is not None:
+            await pending
+            if ctx.responded:
+                return
+        slots = self._slots
+        while state.reached < len(slots):
+            slot = slots[state.reached]
+            entry = await self._entry_for(ctx, slot)
+            state.reached += 1
+            if entry is None:
+                continue
+            state.ran.append(entry)
+            result = entry.handler.access(ctx)
+            if result is not None:
+                await result
+            if ctx.responded:
+                return
+
+    async def _entry_for(self, ctx: RequestContext, slot: Slot) -> PluginEntry | None:
+        """The consumer-specific entry when there is one, else the API/global one."""
+        consumer = ctx.consumer
+        if consumer is not None and slot.by_consumer:
+            specific = await self._runtime.resolve_entry(slot.spec, self.api["id"], consumer["id"])
+            if specific is not None:
+                return specific
+        return slot.base
+
+    def _entry_cached(self, ctx: RequestContext, slot: Slot) -> tuple[bool, PluginEntry | None]:
+        consumer = ctx.consumer
+        if consumer is not None and slot.by_consumer:
+            found, specific = self._runtime.resolve_cached(
+                slot.spec, self.api["id"], consumer["id"]
+            )
+            if not found:
+                return False, None
+            if specific is not None:
+                return True, specific
+        return True, slot.base
+
+    # ------------------------------------------------------ response phases
+
+    def header_filter(self, ctx: RequestContext) -> Awaitable[None] | None:
+        """Header filters of the plugins that ran access, in order (Kong semantics)."""
+        state: _RequestState | None = ctx.shared.get(STATE_KEY)
+        if state is None:
+            return None
+        ran = state.ran
+        for index, entry in enumerate(ran):
+            result = entry.handler.header_filter(ctx)
+            if result is not None:
+                return self._header_filter_async(ctx, ran, index + 1, result)
+        return None
+
+    async def _header_filter_async(
+        self,
+        ctx: RequestContext,
+        ran: list[PluginEntry],
+        start: int,
+        pending: Awaitable[None],
+    ) -> None:
+        await pending
+        for entry in ran[start:]:
+            result = entry.handler.header_filter(ctx)
+            if result is not None:
+                await result
+
+    def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
+        """Pass one response chunk through the plugins that ran access; what to send."""
+        state: _RequestState | None = ctx.shared.get(STATE_KEY)
+        if state is None:
+            return chunk
+        for entry in state.ran:
+            chunk = entry.handler.body_filter(ctx, chunk, last)
+        return chunk
+
+    # ------------------------------------------------------------------ log
+
+    def log(self, ctx: RequestContext) -> Deferred[None] | None:
+        """Run every configured plugin's log phase; errors are logged, never raised.
+
+        Plugins the request never reached (one before them responded) run their log
+        phase too, with the configuration they would have had (SPEC's top table).
+        Log phases that wait are started at once and run side by side; the result
+        (``None`` when none waited) fires when they all finished.
+        """
+        state: _RequestState | None = ctx.shared.get(STATE_KEY)
+        if state is None:
+            state = _RequestState()
+        waiting: list[Deferred[None]] = []
+        for entry in state.ran:
+            self._log_one(ctx, entry, waiting)
+        slots = self._slots
+        for i in range(state.reached, len(slots)):
+            try:
+                found, late = self._entry_cached(ctx, slots[i])
+            except Exception:
+                self._logger.failure(
+                    "resolving plugin {name} for the log phase failed", name=slots[i].spec.name
+                )
+                continue
+            if not found:
+                waiting.append(ensureDeferred(self._log_rest(ctx, i)))
+                break
+            if late is not None:
+                self._log_one(ctx, late, waiting)
+        if not waiting:
+            return None
+        if len(waiting) == 1:
+            return waiting[0]
+        done: Deferred[Any] = gatherResults(waiting)
+        return done.addCallback(lambda _: None)
+
+    async def _log_rest(self, ctx: RequestContext, start: int) -> None:
+        """Log phases of unreached plugins from ``start``, loading their configs."""
+        waiting: list[Deferred[None]] = []
+        for slot in self._slots[start:]:
+            try:
+                entry = await self._entry_for(ctx, slot)
+            except CancelledError:
+                raise
+            except Exception:
+                self._logger.failure(
+                    "resolving plugin {name} for the log phase failed", name=slot.spec.name
+                )
+                continue
+            if entry is not None:
+                self._log_one(ctx, entry, waiting)
+        for d in waiting:
+            await d
+
+    def _log_one(
+        self, ctx: RequestContext, entry: PluginEntry, waiting: list[Deferred[None]]
+    ) -> None:
+        try:
+            result = entry.handler.log(ctx)
+        except Exception:
+            self._logger.failure("log phase of plugin {name} failed", name=entry.spec.name)
+            return
+        if result is not None:
+            waiting.append(ensureDeferred(self._guard_log(entry, result)))
+
+    async def _guard_log(self, entry: PluginEntry, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except CancelledError:
+            raise
+        except Exception:
+            self._logger.failure("log phase of plugin {name} failed", name=entry.spec.name)
+
+    # ---------------------------------------------------------- certificate
+
+    def certificate(self, sni: str) -> tuple[bytes, bytes] | None:
+        """Run certificate phases for a handshake whose SNI named this API.
+
+        Returns the ``(cert_der, key_der)`` a plugin chose (the ssl plugin), or
+        ``None`` for the default certificate.  Synchronous: the SNI callback of a
+        TLS server cannot wait.
+        """
+        request = _CertificateRequest(sni, self.api)
+        for slot in self._slots:
+            entry = slot.base
+            if entry is None:
+                continue
+            try:
+                entry.handler.certificate(request)
+            except Exception:
+                self._logger.failure(
+                    "certificate phase of plugin {name} failed", name=entry.spec.name
+                )
+        return request.chosen
