@@ -25,7 +25,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+
 __all__ = [
+    "BodyLoggingPlugin",
     "basic_serialize",
     "capture_request_body",
     "capture_response_chunk",
@@ -56,11 +59,10 @@ _REASONS = {
 }
 
 
-def headers_table(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """``ngx.req.get_headers()``: lower-case names; a repeated header is a list."""
+def _ngx_table(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """An ngx args/headers table: the first value of a name as is, a repeated one a list."""
     out: dict[str, Any] = {}
-    for name, value in items:
-        key = name.lower()
+    for key, value in pairs:
         if key in out:
             current = out[key]
             if isinstance(current, list):
@@ -72,20 +74,14 @@ def headers_table(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+def headers_table(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``ngx.req.get_headers()``: lower-case names; a repeated header is a list."""
+    return _ngx_table((name.lower(), value) for name, value in items)
+
+
 def query_table(args: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     """``ngx.req.get_uri_args()``: a bare flag is ``True``, a repeated key a list."""
-    out: dict[str, Any] = {}
-    for key, value in args:
-        item: Any = True if value is None else value
-        if key in out:
-            current = out[key]
-            if isinstance(current, list):
-                current.append(item)
-            else:
-                out[key] = [current, item]
-        else:
-            out[key] = item
-    return out
+    return _ngx_table((key, True if value is None else value) for key, value in args)
 
 
 def request_host(ctx: Any) -> str:
@@ -205,3 +201,21 @@ def capture_response_chunk(ctx: Any, chunk: bytes) -> None:
         shared[RESPONSE_BODY_KEY] = None
         return
     kept.extend(chunk)
+
+
+class BodyLoggingPlugin(BasePlugin):
+    """A logging handler that may log bodies (galileo, runscope): with
+    :attr:`capture_bodies` the request body is read in access and the response's
+    first MB kept in body_filter; without it the body streams untouched."""
+
+    capture_bodies = False
+
+    def access(self, ctx: RequestContext) -> PhaseResult:
+        if self.capture_bodies:
+            return capture_request_body(ctx)
+        return None
+
+    def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
+        if self.capture_bodies and chunk:
+            capture_response_chunk(ctx, chunk)
+        return chunk

@@ -23,9 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from kongtx.log import logger
-from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.galileo.alf import alf_document, alf_entry
-from kongtx.plugins.log_serializer import capture_request_body, capture_response_chunk, encode
+from kongtx.plugins.log_serializer import BodyLoggingPlugin, encode
 from kongtx.plugins.log_transports import HttpSender, LogDropped, senders
 
 __all__ = ["BUFFER_LIMIT", "Handler", "MAX_RETRY_DELAY"]
@@ -37,7 +37,7 @@ MAX_RETRY_DELAY = 60.0
 log = logger("kongtx.plugins.galileo")
 
 
-class Handler(BasePlugin):
+class Handler(BodyLoggingPlugin):
     """The galileo plugin's request-time half, and its buffer."""
 
     PRIORITY = 0
@@ -46,7 +46,7 @@ class Handler(BasePlugin):
         super().__init__(config, services)
         self.token = str(config["service_token"])
         self.environment = config.get("environment")
-        self.log_bodies = bool(config.get("log_bodies"))
+        self.capture_bodies = bool(config.get("log_bodies"))
         self.retry_count = int(config.get("retry_count", 10))
         self.queue_size = max(1, int(config.get("queue_size", 1000)))
         self.flush_timeout = float(config.get("flush_timeout", 2))
@@ -67,18 +67,8 @@ class Handler(BasePlugin):
         self.batches_sent = 0
         self._flush_timer: IDelayedCall | None = None
 
-    def access(self, ctx: RequestContext) -> PhaseResult:
-        if self.log_bodies:
-            return capture_request_body(ctx)
-        return None
-
-    def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
-        if self.log_bodies and chunk:
-            capture_response_chunk(ctx, chunk)
-        return chunk
-
     def log(self, ctx: RequestContext) -> PhaseResult:
-        entry = encode(alf_entry(ctx, self.log_bodies))
+        entry = encode(alf_entry(ctx, self.capture_bodies))
         if self.buffered + len(entry) > BUFFER_LIMIT:
             self.dropped += 1
             log.warn("galileo: buffer full, entry dropped ({n} so far)", n=self.dropped)

@@ -17,7 +17,7 @@ from typing import Any
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.log_serializer import basic_serialize, encode
 from kongtx.plugins.log_transports import senders
-from kongtx.plugins.syslog.handler import FACILITY_USER, LEVELS, severity_for, should_send
+from kongtx.plugins.syslog.handler import priority_for
 
 __all__ = ["Handler"]
 
@@ -38,10 +38,9 @@ class Handler(BasePlugin):
         self.clock = senders(services).clock
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        severity = severity_for(self.config, int(ctx.status or 0))
-        if not should_send(self.config, severity):
+        pri = priority_for(self.config, int(ctx.status or 0))
+        if pri is None:
             return None
-        pri = FACILITY_USER * 8 + LEVELS[severity]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.seconds()))
         head = f"<{pri}>1 {stamp} {self.hostname} kong - - {self.structured} "
         self.sender.send(self.host, self.port, head.encode("utf-8") + encode(basic_serialize(ctx)))

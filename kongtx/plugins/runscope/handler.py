@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.log_serializer import (
     REQUEST_BODY_KEY,
     RESPONSE_BODY_KEY,
-    capture_request_body,
-    capture_response_chunk,
+    BodyLoggingPlugin,
     encode,
     headers_table,
     request_host,
@@ -64,7 +63,7 @@ def runscope_message(ctx: Any, log_body: bool, now: float) -> dict[str, Any]:
     return {"request": request, "response": response}
 
 
-class Handler(BasePlugin):
+class Handler(BodyLoggingPlugin):
     """The runscope plugin's request-time half."""
 
     PRIORITY = 1
@@ -72,7 +71,7 @@ class Handler(BasePlugin):
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
         endpoint = str(config.get("api_endpoint") or "https://api.runscope.com").rstrip("/")
-        self.log_body = bool(config.get("log_body"))
+        self.capture_bodies = bool(config.get("log_body"))
         self.sender = senders(services).http(
             f"{endpoint}/buckets/{config['bucket_key']}/messages",
             float(config.get("timeout", 10000)) / 1000.0,
@@ -81,18 +80,8 @@ class Handler(BasePlugin):
         self.clock = senders(services).clock
         self.headers = {"Authorization": f"Bearer {config.get('access_token') or ''}"}
 
-    def access(self, ctx: RequestContext) -> PhaseResult:
-        if self.log_body:
-            return capture_request_body(ctx)
-        return None
-
-    def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
-        if self.log_body and chunk:
-            capture_response_chunk(ctx, chunk)
-        return chunk
-
     def log(self, ctx: RequestContext) -> PhaseResult:
-        message = runscope_message(ctx, self.log_body, self.clock.seconds())
+        message = runscope_message(ctx, self.capture_bodies, self.clock.seconds())
         data = self.sender.request_bytes("POST", encode(message), self.headers)
         quiet(self.sender.send(data))
         return None

@@ -22,7 +22,7 @@ from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, Request
 from kongtx.plugins.log_serializer import basic_serialize, encode
 from kongtx.plugins.log_transports import senders
 
-__all__ = ["FACILITY_USER", "LEVELS", "Handler", "severity_for", "socket_path"]
+__all__ = ["FACILITY_USER", "LEVELS", "Handler", "priority_for", "severity_for", "socket_path"]
 
 #: syslog severities by name (RFC 5424): lower is more urgent
 LEVELS: Mapping[str, int] = {
@@ -59,6 +59,14 @@ def should_send(config: Mapping[str, Any], severity: str) -> bool:
     return LEVELS[severity] <= LEVELS[str(config.get("log_level") or "info")]
 
 
+def priority_for(config: Mapping[str, Any], status: int) -> int | None:
+    """The syslog PRI (user facility) of a response's message, or None when ``log_level`` filters it."""
+    severity = severity_for(config, status)
+    if not should_send(config, severity):
+        return None
+    return FACILITY_USER * 8 + LEVELS[severity]
+
+
 class Handler(BasePlugin):
     """The syslog plugin's request-time half."""
 
@@ -70,10 +78,9 @@ class Handler(BasePlugin):
         self.clock = senders(services).clock
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        severity = severity_for(self.config, int(ctx.status or 0))
-        if not should_send(self.config, severity):
+        pri = priority_for(self.config, int(ctx.status or 0))
+        if pri is None:
             return None
-        pri = FACILITY_USER * 8 + LEVELS[severity]
         stamp = time.strftime("%b %d %H:%M:%S", time.gmtime(self.clock.seconds()))
         # RFC 3164 pads a one-digit day with a space
         if stamp[4] == "0":
