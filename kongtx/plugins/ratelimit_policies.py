@@ -201,6 +201,7 @@ class LocalCounters(Counters):
         self.add_now(self.keys(api_id, identifier, starts, PERIODS, name), amount)
 
     def read_now(self, keys: list[str]) -> list[int]:
+        """:meth:`read` without a Deferred: an expired counter reads 0."""
         now = self.clock.seconds()
         counts = self._counts
         out: list[int] = []
@@ -210,6 +211,7 @@ class LocalCounters(Counters):
         return out
 
     def add_now(self, keys: list[str], amount: int) -> None:
+        """:meth:`add` without a Deferred: an expired counter starts again at ``amount``."""
         now = self.clock.seconds()
         if now >= self._next_sweep:
             self._sweep(now)
