@@ -2,7 +2,8 @@
 
 ``cluster_vectors.json`` was captured by ``tests/cluster/capture_vectors.py`` from
 Debian's serf 0.9.4: the agent's push/pull stream (LZW-compressed; encrypted in the
-second set) and the UDP datagrams it sent us afterwards.  These keep the codec
+second set; 152 members in the third, long enough to fill and clear the LZW table) and
+the UDP datagrams it sent us afterwards.  These keep the codec
 honest where no agent is installed.
 """
 
@@ -59,6 +60,18 @@ class GoldenVectorTests(SynchronousTestCase):
         plain = codec.lzw_decode(buf)
         self.assertEqual(plain[0], codec.PUSH_PULL)
         self.assertEqual(codec.lzw_encode(plain), buf)
+
+    def test_large_push_pull_fills_the_lzw_table_and_matches_go(self) -> None:
+        """A 152-member push/pull (LZW table filled and cleared mid-stream) decodes; our encoder gives Go's bytes."""
+        data = bytes.fromhex(VECTORS["large"]["stream"])
+        found = transport.parse_stream(data, [])
+        assert found is not None
+        (kind, (header, nodes, user)), _ = found
+        self.assertEqual((kind, len(nodes)), (codec.PUSH_PULL, 152))
+        buf = codec.raw(codec.fields(codec.unpack(data[1:]))["Buf"])
+        # at most 12 bits per code: more than 4096 codes means at least one table reset
+        self.assertGreater(len(buf) * 8 // 12, 4096)
+        self.assertEqual(codec.lzw_encode(codec.lzw_decode(buf)), buf)
 
     def test_encrypted_stream_needs_the_key(self) -> None:
         """An encrypted stream with a wrong key, or none, is refused."""
