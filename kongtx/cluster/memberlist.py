@@ -42,6 +42,9 @@ from kongtx.cluster.members import (
     suspicion_timeout,
 )
 
+#: at most this many queued broadcasts (serf's MaxQueueDepth)
+MAX_QUEUE = 4096
+
 __all__ = [
     "ALIVE",
     "DEAD",
@@ -147,11 +150,20 @@ class Memberlist:
             self.broadcasts = [b for b in self.broadcasts if b[2] != key]
         limit = retransmit_limit(self.profile.retransmit_mult, len(self.members))
         self.broadcasts.append([msg, limit, key])
+        if len(self.broadcasts) > MAX_QUEUE:
+            # Serf's MaxQueueDepth: with nobody to gossip to, forget the oldest
+            del self.broadcasts[: len(self.broadcasts) - MAX_QUEUE]
 
     def _take_broadcasts(self, room: int) -> list[bytes]:
         taken: list[bytes] = []
+        whole = room >= codec.UDP_BUFFER
         for b in sorted(self.broadcasts, key=lambda b: -b[1]):
             if len(b[0]) + 2 > room:
+                if whole and not taken and len(b[0]) + 2 > codec.UDP_BUFFER:
+                    # bigger than any compound: it travels alone, in its own datagram
+                    taken.append(b[0])
+                    b[1] -= 1
+                    break
                 continue
             taken.append(b[0])
             room -= len(b[0]) + 2

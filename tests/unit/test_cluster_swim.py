@@ -174,6 +174,27 @@ class SwimTests(SynchronousTestCase):
         sent = [m for m in self.net.messages() if m == b"\x08\x03x"]
         self.assertEqual(len(sent), limit)
 
+    def test_oversized_broadcast_travels_alone(self) -> None:
+        """A broadcast bigger than one UDP buffer is still gossiped, in its own datagram."""
+        self.ml.broadcasts.clear()
+        big = b"\x08\x03" + b"x" * 3000
+        self.ml.queue(big)
+        self.ml.queue(b"\x08\x03small")
+        self.ml.gossip()
+        packets = [data for data, _ in self.net.sent]
+        self.assertIn(big, packets)
+        self.assertIn(b"\x08\x03small", self.net.messages())
+
+    def test_queue_is_bounded_when_nobody_listens(self) -> None:
+        """Alone, a node keeps at most MAX_QUEUE broadcasts (the newest)."""
+        from kongtx.cluster.memberlist import MAX_QUEUE
+
+        alone, _ = make("z", 7100, self.clock, Net())
+        for i in range(MAX_QUEUE + 10):
+            alone.queue(b"\x08\x03" + str(i).encode())
+        self.assertEqual(len(alone.broadcasts), MAX_QUEUE)
+        self.assertEqual(alone.broadcasts[-1][0], b"\x08\x03" + str(MAX_QUEUE + 9).encode())
+
     def test_push_pull_state_round_trip(self) -> None:
         """Our push/pull state, parsed as a stream, teaches another node every member and tag."""
         other, other_serf = make("z", 7100, self.clock, Net())
