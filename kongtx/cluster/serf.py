@@ -31,6 +31,9 @@ EVENT_BUFFER = 512
 USER_EVENT_LIMIT = 9 * 1024
 
 
+#: intents about unknown nodes kept at most (oldest forgotten first)
+MAX_INTENTS = 1024
+
 STATUS_ALIVE, STATUS_LEAVING, STATUS_LEFT, STATUS_FAILED = "alive", "leaving", "left", "failed"
 
 
@@ -193,7 +196,7 @@ class Serf:
             old = self._intents.get(name)
             if old is not None and old[0] >= ltime:
                 return False
-            self._intents[name] = (ltime, False)
+            self._remember_intent(name, ltime, False)
             return True
         if ltime <= sm.status_ltime:
             return False
@@ -213,7 +216,7 @@ class Serf:
             old = self._intents.get(name)
             if old is not None and old[0] >= ltime:
                 return False
-            self._intents[name] = (ltime, True)
+            self._remember_intent(name, ltime, True)
             return True
         if ltime <= sm.status_ltime:
             return False
@@ -225,6 +228,14 @@ class Serf:
             sm.status = STATUS_LEFT
             return True
         return False
+
+    def _remember_intent(self, name: str, ltime: int, leave: bool) -> None:
+        """Intents about nodes memberlist has not seen yet wait here (Serf keeps them
+        5 minutes); bounded so that a flood of made-up names cannot grow it."""
+        self._intents.pop(name, None)
+        self._intents[name] = (ltime, leave)
+        while len(self._intents) > MAX_INTENTS:
+            del self._intents[next(iter(self._intents))]
 
     def broadcast_join(self, ltime: int | None = None) -> None:
         """Tell everyone we are (still) in, with a fresh member-clock time."""

@@ -210,3 +210,17 @@ class OriginatedQueryTests(SynchronousTestCase):
         from kongtx.cluster import queries
 
         self.assertAlmostEqual(queries.default_timeout(self.serf), 0.1 * 16 * 1)
+
+
+class IntentBufferTests(SynchronousTestCase):
+    def test_intents_for_unknown_nodes_wait_and_are_bounded(self) -> None:
+        """A leave intent that precedes the member is applied when it appears; made-up names are capped."""
+        from kongtx.cluster.serf import MAX_INTENTS
+
+        ml, serf = make("a", 7000, task.Clock(), Net())
+        self.assertTrue(serf.leave_intent(5, "later"))
+        ml.handle_message(alive_msg("later", 1, 7009), ("127.0.0.1", 7009))
+        self.assertEqual(serf.members["later"].status, STATUS_LEAVING)
+        for i in range(MAX_INTENTS + 50):
+            serf.join_intent(1, f"ghost-{i}")
+        self.assertEqual(len(serf._intents), MAX_INTENTS)
