@@ -308,10 +308,22 @@ class ClusterService(Service):
         """Join the cluster through ``address`` (``ip:port``); ValueError with Serf's wording."""
         try:
             addr = parse_address(address)
+            self._check_advertise(addr)
             await self.memberlist.join(addr)
         except Exception as e:
             raise ValueError(f"Error joining the cluster: {address}: {e}") from e
         self.serf.broadcast_join()
+
+    def _check_advertise(self, peer: tuple[str, int]) -> None:
+        """Kong 0.9's most reported cluster bug (SPEC §6.6): advertising loopback to a
+        peer on another machine, which then can never reach us."""
+        if self.advertise[0].startswith("127.") and not peer[0].startswith("127."):
+            self.log.warn(
+                "advertising {ours} to a peer at {peer}: it cannot reach us there;"
+                " set cluster_advertise to an address it can reach",
+                ours=f"{self.advertise[0]}:{self.advertise[1]}",
+                peer=f"{peer[0]}:{peer[1]}",
+            )
 
     async def force_leave(self, name: str) -> None:
         """Serf's force-leave: mark a failed member ``left`` cluster-wide."""

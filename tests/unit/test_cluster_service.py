@@ -93,3 +93,16 @@ class ReconnectTests(SynchronousTestCase):
             Deferred.fromCoroutine(self.svc.join("127.0.0.1:9")), ValueError
         )
         self.assertTrue(str(failure.value).startswith("Error joining the cluster"))
+
+    def test_joining_a_remote_peer_while_advertising_loopback_warns(self) -> None:
+        """Advertising 127.0.0.1 to a peer elsewhere is logged as the mistake it is."""
+        from twisted.logger import globalLogPublisher
+
+        seen: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.successResultOf(Deferred.fromCoroutine(self.svc.join("10.1.2.3:7946")))
+        self.successResultOf(Deferred.fromCoroutine(self.svc.join("127.0.0.1:7946")))
+        warnings = [e for e in seen if "cluster_advertise" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["peer"], "10.1.2.3:7946")
