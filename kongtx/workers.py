@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -338,8 +339,6 @@ async def serve_worker(
     reactor: Any, conf_path: str | None, prefix: str | None, sockets: int
 ) -> None:
     """A worker's life: adopt the inherited sockets, serve the proxy until told to quit."""
-    import socket as socketlib
-
     from twisted.internet import stdio
     from twisted.python.threadpool import ThreadPool
 
@@ -372,7 +371,7 @@ async def serve_worker(
     factories = []
     ports = []
     for fd in range(FIRST_SOCKET_FD, FIRST_SOCKET_FD + sockets):
-        probe = socketlib.socket(fileno=os.dup(fd))
+        probe = socket.socket(fileno=os.dup(fd))
         family = probe.family
         probe.close()
         factory = make_proxy_factory(config, pipeline, clock)
@@ -384,6 +383,9 @@ async def serve_worker(
 
     async def quit(timeout: float) -> None:
         for port in ports:
+            # The listening socket is shared with the other workers: close this
+            # process's descriptor only; shutdown() would stop it for all of them.
+            port._shouldShutdown = False
             await port.stopListening()
         await DeferredList([f.drain(clock, timeout) for f in factories])
         clock.cancel_all()
@@ -402,19 +404,83 @@ async def serve_worker(
     await done
 
 
+def bind_listener(host: str, port: int, backlog: int = 511) -> socket.socket:
+    """The master's listening socket, bound and listening, for workers to inherit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    os.set_inheritable(sock.fileno(), True)
+    return sock
+
+
+async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) -> None:
+    """A proxy-only master: bind ``proxy_listen``, run the workers, reload on SIGHUP.
+
+    SIGHUP re-reads the configuration (a bad one is refused and logged) and rolls
+    a new generation of workers; SIGQUIT drains the workers and exits; SIGTERM
+    and SIGINT stop them at once.  Prints ``{"op": "ready"}`` once every worker
+    accepts (for whoever started it).
+    """
+    from kongtx.config import ConfigError, load_config
+
+    config = load_config(conf_path, os.environ, prefix)
+    clock = Clock(reactor)
+    listen = config.proxy_listen
+    sock = bind_listener(listen.host, listen.port)
+    count = worker_count(config.nginx_worker_processes)
+    pool = WorkerPool(
+        reactor, clock, worker_command(1, conf_path, config.prefix), [sock.fileno()], count
+    )
+    await pool.start()
+    sys.stdout.write(encode({"op": "ready", "workers": count}).decode())
+    sys.stdout.flush()
+    done: Deferred[None] = Deferred()
+
+    async def reload() -> None:
+        try:
+            load_config(conf_path, os.environ, prefix)
+        except ConfigError as e:
+            for line in e.errors:
+                log.error("reload refused: {error}", error=line)
+            return
+        await pool.reload()
+        log.info("workers reloaded (generation {generation})", generation=pool.generation)
+
+    async def stop(graceful: bool) -> None:
+        await pool.stop(graceful=graceful)
+        if not done.called:
+            done.callback(None)
+
+    def on(signum: int, fn: Callable[[], object]) -> None:
+        signal.signal(signum, lambda *_: reactor.callFromThread(fn))
+
+    on(signal.SIGHUP, lambda: Deferred.fromCoroutine(reload()))
+    on(signal.SIGQUIT, lambda: Deferred.fromCoroutine(stop(True)))
+    on(signal.SIGTERM, lambda: Deferred.fromCoroutine(stop(False)))
+    on(signal.SIGINT, lambda: Deferred.fromCoroutine(stop(False)))
+    await done
+    sock.close()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m kongtx.workers SOCKETS [conf_path] [prefix]``: one worker (the master spawns it)."""
+    """``python -m kongtx.workers SOCKETS|master [conf_path] [prefix]``.
+
+    ``SOCKETS`` (a number): one worker, as the master spawns it; ``master``: a
+    proxy-only master with its workers (:func:`serve_master`).
+    """
     from twisted.internet import reactor as global_reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     args = sys.argv[1:] if argv is None else argv
-    sockets = int(args[0])
+    mode = args[0]
     conf_path = args[1] if len(args) > 1 and args[1] else None
     prefix = args[2] if len(args) > 2 and args[2] else None
     # stdout is the control channel: logs go to stderr (the master's log).
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     reactor: Any = global_reactor
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides when we stop
     exit_code = [0]
 
     def finished(result: object) -> None:
@@ -423,11 +489,12 @@ def main(argv: list[str] | None = None) -> None:
             exit_code[0] = 1
         reactor.stop()
 
-    reactor.callWhenRunning(
-        lambda: Deferred.fromCoroutine(serve_worker(reactor, conf_path, prefix, sockets)).addBoth(
-            finished
-        )
-    )
+    if mode == "master":
+        job = lambda: serve_master(reactor, conf_path, prefix)  # noqa: E731
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides when we stop
+        job = lambda: serve_worker(reactor, conf_path, prefix, int(mode))  # noqa: E731
+    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(job()).addBoth(finished))
     reactor.run()
     sys.exit(exit_code[0])
 

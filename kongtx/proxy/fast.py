@@ -648,22 +648,31 @@ class FastProxyFactory(Factory):
             "total_requests": self.total_requests,
         }
 
-    def drain(self, clock: Clock, timeout: float) -> Deferred[None]:
-        """Close idle connections now and busy ones after their response.
+    def drain(self, clock: Clock, timeout: float, idle_grace: float = 1.0) -> Deferred[None]:
+        """Let every connection finish, then fire (call after the listening port stopped).
 
-        Fires when every connection is closed, or after ``timeout`` seconds (the
-        rest are aborted then).  Call after the listening port stopped.
+        A connection answers its next request with ``Connection: close`` and closes;
+        one that stays idle for ``idle_grace`` seconds is closed then.  Closing idle
+        keep-alive connections at once would race clients that are sending a
+        request on them at that moment (the request would fail: a reload must not
+        fail requests).  After ``timeout`` seconds the rest are aborted.
         """
         self.draining = True
-        for proto in list(self.channels):
-            proto.close_if_idle()
         result: Deferred[None] = Deferred()
-        deadline = clock.seconds() + timeout
+        now = clock.seconds()
+        deadline = now + timeout
+        idle_since: dict[FastProxyProtocol, float] = {}
 
         def check() -> None:
+            now = clock.seconds()
+            for proto, busy in list(self.channels.items()):
+                if busy:
+                    idle_since.pop(proto, None)
+                elif now - idle_since.setdefault(proto, now) >= idle_grace:
+                    proto.close_if_idle()
             if not self.channels:
                 result.callback(None)
-            elif clock.seconds() >= deadline:
+            elif now >= deadline:
                 for proto in list(self.channels):
                     transport: Any = proto.transport
                     if transport is not None:

@@ -499,8 +499,8 @@ def test_stats_count_connections_and_requests() -> None:
     assert factory.stats()["connections_waiting"] == 1
 
 
-def test_drain_closes_idle_now_and_busy_after_response() -> None:
-    """drain(): idle connections close at once, busy ones after their response."""
+def test_drain_closes_idle_after_grace_and_busy_after_response() -> None:
+    """drain(): busy connections close after their response, idle ones after the grace."""
     idle, idle_transport, _, factory = connect()
     busy = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6666))
     busy_transport = StringTransport()
@@ -509,16 +509,30 @@ def test_drain_closes_idle_now_and_busy_after_response() -> None:
     rec.gated = True
     busy.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     clock = TaskClock()
-    done = factory.drain(Clock(clock), 5.0)
-    assert idle_transport.disconnecting and not closing(busy_transport)
-    idle.connectionLost()
+    done = factory.drain(Clock(clock), 5.0, idle_grace=1.0)
+    assert not closing(idle_transport) and not closing(busy_transport)
     rec.gates[0].callback(None)
     out = busy_transport.value()
     assert out.startswith(b"HTTP/1.1 200") and b"Connection: close\r\n" in out
     assert closing(busy_transport)
     busy.connectionLost()
+    clock.advance(0.5)
+    assert not closing(idle_transport)
+    clock.advance(0.55)
+    assert closing(idle_transport)
+    idle.connectionLost()
     clock.advance(0.05)
     assert done.called
+
+
+def test_draining_connection_answers_next_request_with_close() -> None:
+    """An idle keep-alive connection that sends during the drain is served, then closed."""
+    proto, transport, _, factory = connect()
+    factory.drain(Clock(TaskClock()), 5.0)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = transport.value()
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close\r\n" in out
+    assert closing(transport)
 
 
 def test_drain_aborts_after_timeout() -> None:

@@ -1,0 +1,115 @@
+"""Worker processes on real sockets: reloads under load fail no request.
+
+A node (its datastore and Admin API) holds the API; a proxy master
+(``python -m kongtx.workers master``) with two workers serves it on its own
+port while four keep-alive clients send requests without pause, and the master
+is reloaded (SIGHUP) three times: every request must be answered 200, and no
+request may fail on a connection the old workers let go.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from proxy_support import Node, Upstream, free_port, start_node
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    """One node for the datastore and Admin API (its own proxy is not used here)."""
+    import shutil
+
+    n, tmp = start_node({})
+    try:
+        yield n
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_for(path: str, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, errors="replace") as f:
+            if text in f.read():
+                return
+        time.sleep(0.05)
+    with open(path, errors="replace") as f:
+        raise AssertionError(f"{text!r} never logged:\n{f.read()[-4000:]}")
+
+
+def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -> None:
+    """Four clients keep sending while the workers are replaced three times: 0 errors, only 200s."""
+    path = "/reload-" + uuid.uuid4().hex[:8]
+    node.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
+    port = free_port()
+    env = dict(node.env)
+    env.update(KONG_PROXY_LISTEN=f"127.0.0.1:{port}", KONG_NGINX_WORKER_PROCESSES="2")
+    log_path = os.path.join(os.path.dirname(node.prefix), "master.log")
+    with open(log_path, "wb") as log:
+        master = subprocess.Popen(
+            [sys.executable, "-m", "kongtx.workers", "master"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=os.path.dirname(node.prefix),
+        )
+    try:
+        assert master.stdout is not None
+        line = master.stdout.readline()  # the master says when its workers accept
+        assert json.loads(line) == {"op": "ready", "workers": 2}, open(log_path).read()
+
+        statuses: Counter[int] = Counter()
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while not stop.is_set():
+                try:
+                    conn.request("GET", path + "/x")
+                    response = conn.getresponse()
+                    response.read()
+                    statuses[response.status] += 1
+                    if response.will_close:
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                except Exception as e:
+                    errors.append(repr(e))
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.close()
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(1.0)
+            for generation in (2, 3, 4):
+                master.send_signal(signal.SIGHUP)
+                wait_for(log_path, f"workers reloaded (generation {generation})")
+                time.sleep(1.5)  # the old generation drains meanwhile
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(30)
+        assert errors == []
+        assert set(statuses) == {200}, statuses
+        assert sum(statuses.values()) > 100
+        master.send_signal(signal.SIGQUIT)
+        assert master.wait(60) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(10)
