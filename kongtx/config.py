@@ -230,6 +230,13 @@ def _listen(key: str, raw: str) -> Address:
     return Address(*parsed)
 
 
+def _listen_or_off(key: str, raw: str) -> Address | None:
+    """``off`` (the listener is not started) or ``address:port``, like ``*_listen``."""
+    if raw.strip().lower() == "off":
+        return None
+    return _listen(key, raw)
+
+
 def _ipv4_port(key: str, raw: str) -> Address:
     """The gossip addresses: Serf only ever took ``IPv4:port``."""
     match = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", raw)
@@ -319,6 +326,8 @@ _PROPERTIES: dict[str, _Property] = {
     "proxy_listen": _Property("0.0.0.0:8000", _listen),
     "proxy_listen_ssl": _Property("0.0.0.0:8443", _listen),
     "admin_listen": _Property("127.0.0.1:8001", _listen),
+    # Prometheus /metrics (docs/metrics.md); off unless an address is given
+    "status_listen": _Property("off", _listen_or_off),
     "trusted_ips": _Property("", _trusted_ips, ()),
     "nginx_worker_processes": _Property("auto", _worker_processes),
     "nginx_daemon": _Property("on", _boolean),
@@ -410,6 +419,7 @@ class Config:
     proxy_listen: Address = _default("proxy_listen")
     proxy_listen_ssl: Address = _default("proxy_listen_ssl")
     admin_listen: Address = _default("admin_listen")
+    status_listen: Address | None = _default("status_listen")
     trusted_ips: tuple[str, ...] = _default("trusted_ips")
     nginx_worker_processes: int | str = _default("nginx_worker_processes")
     nginx_daemon: bool = _default("nginx_daemon")

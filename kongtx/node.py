@@ -35,6 +35,7 @@ from kongtx.clock import Clock
 from kongtx.config import Address, Config, ConfigError, load_config
 from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
+from kongtx.metrics import Metrics
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.prefix import node_name, prepare_prefix
 from kongtx.store.factory import migration_identifiers, open_store
@@ -75,6 +76,8 @@ class KongNode(MultiService):
         self.cluster: ClusterService | None = None
         self.sites: list[TrackingSite] = []
         self.listeners: list[IService] = []
+        #: request metrics, fed by the proxy pipelines while status_listen is on
+        self.metrics = Metrics()
         self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
         self.started: Deferred[None] = Deferred()
         self.exit_code = 0
@@ -187,8 +190,28 @@ class KongNode(MultiService):
         services: list[IService] = [
             strports.service(endpoint(config.admin_listen), site, reactor=self.reactor)
         ]
-        services += self._proxy_services(config)
+        proxy = self._proxy_services(config)
+        services += proxy
+        if config.status_listen is not None:
+            services.append(self._status_service(config.status_listen, proxy))
         return services
+
+    def _status_service(self, address: Address, proxy: list[IService]) -> IService:
+        """``status_listen``: Prometheus ``/metrics`` (kongtx.status), fed by ``proxy``'s pipelines."""
+        from kongtx.status import NodeProbes, StatusResource
+
+        assert self.store is not None
+        for service in proxy:
+            factory = getattr(service, "factory", None)
+            pipeline = getattr(factory, "pipeline", None) or getattr(
+                getattr(factory, "resource", None), "pipeline", None
+            )
+            if pipeline is not None and self.metrics.observe not in pipeline.observers:
+                pipeline.observers.append(self.metrics.observe)
+        probes = NodeProbes(self.store, self.clock, lambda: self.cluster)
+        site = TrackingSite(StatusResource(self.metrics, probes))
+        site.displayTracebacks = False
+        return strports.service(endpoint(address), site, reactor=self.reactor)
 
     def _proxy_services(self, config: Config) -> list[IService]:
         from kongtx.proxy.service import make_proxy_services
@@ -328,7 +351,13 @@ class NodeView:
 
 
 def _listen_tuple(config: Config) -> tuple[Any, ...]:
-    return (config.admin_listen, config.proxy_listen, config.proxy_listen_ssl, config.ssl)
+    return (
+        config.admin_listen,
+        config.proxy_listen,
+        config.proxy_listen_ssl,
+        config.ssl,
+        config.status_listen,
+    )
 
 
 async def _maybe(result: Any) -> Any:
