@@ -90,6 +90,7 @@ KONGTX_PROPERTIES = {
     "upstream_keepalive",
     "client_max_header_size",
     "client_body_buffer_size",
+    "proxy_frontend",
 }
 
 
