@@ -42,13 +42,13 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 
-log = Logger(namespace="kongtx.workers")
+log = logger("kongtx.workers")
 
 #: The first inherited listening socket's descriptor in a worker (0-2 are stdio).
 FIRST_SOCKET_FD = 3

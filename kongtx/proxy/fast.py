@@ -45,18 +45,18 @@ import httptools
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.http import BodyPipe, error_bytes
 from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.upstream import Tunnel
 
-log = Logger(namespace="kongtx.proxy.fast")
+log = logger("kongtx.proxy.fast")
 
 #: Parsed requests waiting behind the one being served before the client stops being read.
 MAX_QUEUED = 32

@@ -31,11 +31,11 @@ from typing import IO, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.proxy.errors import (
     JSON_TYPE,
     UpstreamError,
@@ -59,7 +59,7 @@ from kongtx.proxy.upstream import (
 from kongtx.router import CACHE_KEY, Match, Router, not_found_body
 from kongtx.store.interface import Row
 
-log = Logger(namespace="kongtx.proxy")
+log = logger("kongtx.proxy")
 
 #: Response headers the proxy sets itself (whatever the upstream sent under these names).
 _OURS_ON_RESPONSES = frozenset(

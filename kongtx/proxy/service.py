@@ -14,9 +14,9 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.logger import Logger
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.plugins.runtime import PluginRuntime
 from kongtx.proxy.fast import FastProxyFactory
 from kongtx.proxy.http import ProxySite
@@ -32,7 +32,7 @@ from kongtx.proxy.tls import (
 )
 from kongtx.proxy.upstream import make_upstream_client
 
-log = Logger(namespace="kongtx.proxy")
+log = logger("kongtx.proxy")
 
 #: Request bodies larger than this (and chunked ones) stream to the upstream as they
 #: arrive; smaller ones are read whole first, so they can be replayed when a pooled

@@ -48,16 +48,16 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TxProtocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.request import HeaderList
 
-log = Logger(namespace="kongtx.proxy.upstream")
+log = logger("kongtx.proxy.upstream")
 
 #: Request headers the client never forwards itself: it frames the body it sends.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
