@@ -159,6 +159,9 @@ class FastProxyProtocol(Protocol):
         self._producer: IPushProducer | None = None
         self.connection_id = 0
         self.requests_served = 0
+        self._idle_call: Any = None
+        #: when the last request ended (or the connection opened), on the node clock
+        self._active_at = 0.0
         self.peer_ip = ""
         self.server_addr = ""
         self.server_port = 0
@@ -177,9 +180,38 @@ class FastProxyProtocol(Protocol):
             self.scheme = "https"
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
+        clock = self.owner.clock
+        if clock is not None and self.owner.idle_timeout > 0:
+            self._active_at = clock.seconds()
+            self._idle_call = clock.call_later(self.owner.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close a connection idle (or sending a head) for ``idle_timeout`` seconds.
+
+        One timer per connection, re-armed from here: a request only records the
+        time it started and ended (no timer operation on the hot path).
+        """
+        self._idle_call = None
+        clock = self.owner.clock
+        if self._lost or clock is None:
+            return
+        timeout = self.owner.idle_timeout
+        if self._serving is not None or self._tunnel is not None:
+            waited = 0.0  # busy: a slow upstream is the upstream timeouts' business
+        else:
+            waited = clock.seconds() - self._active_at
+        if waited >= timeout:
+            self._closing = True
+            transport: Any = self.transport
+            transport.loseConnection()
+            return
+        self._idle_call = clock.call_later(timeout - waited, self._idle_check)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        idle_call, self._idle_call = self._idle_call, None
+        if idle_call is not None and idle_call.active():
+            idle_call.cancel()
         self.owner.connection_closed(self)
         for req in [self._serving, self._parsing, *self._queue]:
             if req is not None and req.pipe is not None:
@@ -484,6 +516,9 @@ class FastProxyProtocol(Protocol):
     def _request_done(self, req: _Request) -> None:
         self._serving = None
         self._task = None
+        clock = self.owner.clock
+        if clock is not None:
+            self._active_at = clock.seconds()
         self.owner.request_finished(self)
         if self._closing or (req.pipe is not None and not req.complete):
             self._closing = True
@@ -597,10 +632,16 @@ class FastProxyFactory(Factory):
         pipeline: ProxyPipeline,
         max_header_size: int = 8192,
         stream_threshold: int = 1024 * 1024,
+        clock: Clock | None = None,
+        idle_timeout: float = 75.0,
     ) -> None:
         self.pipeline = pipeline
         self.max_header_size = max_header_size
         self.stream_threshold = stream_threshold
+        #: with a clock, a connection idle or sending a head for ``idle_timeout``
+        #: seconds is closed (nginx's keepalive_timeout / client_header_timeout)
+        self.clock = clock
+        self.idle_timeout = idle_timeout
         #: connection -> requests in flight (0 or 1: one at a time per connection)
         self.channels: dict[FastProxyProtocol, int] = {}
         self.accepted = 0

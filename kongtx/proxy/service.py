@@ -134,7 +134,9 @@ def make_proxy_factory(config: Any, pipeline: ProxyPipeline, clock: Clock) -> An
             clock=clock,
             stream_threshold=STREAM_THRESHOLD,
         )
-    return FastProxyFactory(pipeline, max_header_size=max_header, stream_threshold=STREAM_THRESHOLD)
+    return FastProxyFactory(
+        pipeline, max_header_size=max_header, stream_threshold=STREAM_THRESHOLD, clock=clock
+    )
 
 
 def make_proxy_services(

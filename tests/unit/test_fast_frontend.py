@@ -546,3 +546,28 @@ def test_drain_aborts_after_timeout() -> None:
     clock.advance(0.05)
     assert done.called
     assert transport.disconnecting
+
+
+def test_idle_connection_closed_after_timeout() -> None:
+    """A connection idle for idle_timeout seconds is closed; a busy one is not."""
+    clock = TaskClock()
+    rec = Recorder()
+    factory = FastProxyFactory(rec, clock=Clock(clock), idle_timeout=10.0)  # type: ignore[arg-type]
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    clock.advance(6)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # activity at t=6
+    clock.advance(4)  # t=10: idle for 4 s only
+    assert not closing(transport)
+    rec.gated = True
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(30)  # busy the whole time
+    assert not closing(transport)
+    rec.gates[0].callback(None)  # done at t=40
+    clock.advance(9.9)
+    assert not closing(transport)
+    clock.advance(0.2)
+    assert closing(transport)
+    proto.connectionLost()
+    assert clock.getDelayedCalls() == []
