@@ -46,7 +46,9 @@ SENSITIVE: frozenset[str] = frozenset({"pg_password", "cassandra_password", "clu
 MASK = "******"
 
 LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
-DATABASES = ("sqlite", "postgres", "cassandra")
+#: ``off`` is DB-less mode: the configuration lives in memory, from ``declarative_config``
+#: or ``POST /config`` (docs/dbless.md).
+DATABASES = ("sqlite", "postgres", "cassandra", "off")
 CASSANDRA_CONSISTENCIES = (
     "ALL",
     "EACH_QUORUM",
@@ -338,6 +340,7 @@ _PROPERTIES: dict[str, _Property] = {
     "ssl_cert_key": _Property("", _path),
     "database": _Property("sqlite", _enum(*DATABASES)),
     "sqlite_path": _Property("", _string, ""),
+    "declarative_config": _Property("", _path),
     "pg_host": _Property("127.0.0.1", _string),
     "pg_port": _Property("5432", _integer(1, 65535)),
     "pg_user": _Property("kong", _string),
@@ -430,6 +433,7 @@ class Config:
     ssl_cert_key: str | None = _default("ssl_cert_key")
     database: str = _default("database")
     sqlite_path: str = _default("sqlite_path")
+    declarative_config: str | None = _default("declarative_config")
     pg_host: str = _default("pg_host")
     pg_port: int = _default("pg_port")
     pg_user: str = _default("pg_user")
@@ -715,6 +719,9 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
             errors.append("must disable dnsmasq when a custom DNS resolver is specified")
         elif not values["dns_resolver"] and not values["dnsmasq"]:
             errors.append("must specify a custom DNS resolver when dnsmasq is turned off")
+    declarative = values.get("declarative_config")
+    if values.get("database") == "off" and declarative and not os.path.isfile(declarative):
+        errors.append(f"declarative_config: no such file at {declarative}")
     ttl = values.get("cluster_ttl_on_failure")
     if ttl is not None and ttl < 60:
         errors.append("cluster_ttl_on_failure must be at least 60 seconds")
