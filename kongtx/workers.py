@@ -38,6 +38,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess
@@ -281,6 +282,95 @@ class WorkerPool:
             alive = [w for w in self.workers if w.generation == generation and not w.retiring]
             if len(alive) < self.count:
                 self._spawn(generation)
+
+
+def fan_out(cache: Any, pool: WorkerPool) -> None:
+    """Make every invalidation of the master's ``cache`` reach the workers too.
+
+    The master's cache is invalidated from three places (its DAO listener, the
+    cluster stream, ``DELETE /cache``), all through ``invalidate``,
+    ``invalidate_prefix`` and ``flush``; wrapping those three on this one
+    instance covers them all without each caller knowing about workers.
+    """
+    invalidate, invalidate_prefix, flush = cache.invalidate, cache.invalidate_prefix, cache.flush
+
+    def invalidate_everywhere(key: str) -> None:
+        invalidate(key)
+        pool.invalidate([key])
+
+    def invalidate_prefix_everywhere(prefix: str) -> None:
+        invalidate_prefix(prefix)
+        pool.invalidate([prefix + "*"])
+
+    def flush_everywhere() -> None:
+        flush()
+        pool.broadcast({"op": "flush"})
+
+    cache.invalidate = invalidate_everywhere
+    cache.invalidate_prefix = invalidate_prefix_everywhere
+    cache.flush = flush_everywhere
+
+
+class ProxyWorkers(Service):
+    """``proxy_listen`` served by worker processes, as a service of the node's tree.
+
+    Start: bind the socket, spawn the workers, forward the node cache's
+    invalidations to them.  Stop: drain them (``kong quit``) or stop them.
+    ``reload()`` rolls a new generation (``kong reload``).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        cache: Any,
+        clock: Clock,
+        reactor: Any,
+        conf_path: str | None,
+        count: int,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.clock = clock
+        self.reactor = reactor
+        self.conf_path = conf_path
+        self.count = count
+        self.drain_timeout = drain_timeout
+        self.graceful = True
+        self.socket: socket.socket | None = None
+        self.pool: WorkerPool | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        listen = self.config.proxy_listen
+        self.socket = bind_listener(listen.host, listen.port)
+        self.pool = WorkerPool(
+            self.reactor,
+            self.clock,
+            worker_command(1, self.conf_path, self.config.prefix),
+            [self.socket.fileno()],
+            self.count,
+        )
+        fan_out(self.cache, self.pool)
+        self.pool.start().chainDeferred(self.ready)
+
+    def reload(self) -> Deferred[None]:
+        """New workers (reading the configuration again) replace the old ones."""
+        assert self.pool is not None
+        return self.pool.reload()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+
+        async def stop() -> None:
+            if self.pool is not None:
+                await self.pool.stop(graceful=self.graceful, timeout=self.drain_timeout)
+            if self.socket is not None:
+                self.socket.close()
+                self.socket = None
+
+        return Deferred.fromCoroutine(stop())
 
 
 # --------------------------------------------------------------------- worker side

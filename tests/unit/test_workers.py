@@ -265,3 +265,79 @@ def test_control_master_gone_quits() -> None:
     c, _, calls = control()
     c.connectionLost(Failure(ProcessDone(0)))
     assert calls == [("quit", 5.0)]
+
+
+def test_fan_out_forwards_every_cache_invalidation() -> None:
+    """Invalidate, prefix invalidation and flush of the master's cache reach the workers."""
+    from kongtx.cache import Cache
+    from kongtx.workers import fan_out
+
+    p, _, clock = pool(1)
+    p.start()
+    cache = Cache(Clock(clock))
+    cache.set("apis:1", {"id": "1"})
+    cache.set("plugins:a", 1)
+    fan_out(cache, p)
+    cache.invalidate("apis:1")
+    cache.invalidate_prefix("plugins:")
+    cache.flush()
+    assert cache.peek("apis:1") == (False, None) and cache.peek("plugins:a")[0] is False
+    assert proc(p.workers[0]).messages() == [
+        {"op": "invalidate", "keys": ["apis:1"]},
+        {"op": "invalidate", "keys": ["plugins:*"]},
+        {"op": "flush"},
+    ]
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def fileno(self) -> int:
+        return 11
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_proxy_workers_service(monkeypatch: Any) -> None:
+    """The node-side service binds proxy_listen, spawns workers, reloads them, drains on stop."""
+    import kongtx.workers as workers_module
+    from kongtx.cache import Cache
+    from kongtx.config import Address
+    from kongtx.workers import ProxyWorkers
+
+    sock = FakeSocket()
+    bound: list[tuple[str, int]] = []
+
+    def bind(host: str, port: int) -> FakeSocket:
+        bound.append((host, port))
+        return sock
+
+    monkeypatch.setattr(workers_module, "bind_listener", bind)
+    spawner = FakeSpawner()
+    clock = TaskClock()
+    config: Any = type("C", (), {"proxy_listen": Address("127.0.0.1", 8000), "prefix": "/p"})()
+    cache = Cache(Clock(clock))
+    service = ProxyWorkers(config, cache, Clock(clock), spawner, None, 2)
+    service.startService()
+    assert bound == [("127.0.0.1", 8000)]
+    assert [fds[FIRST_SOCKET_FD] for _, _, fds in spawner.spawned] == [11, 11]
+    assert spawner.spawned[0][1][-3:] == ["1", "", "/p"]
+    assert service.pool is not None
+    for worker in list(service.pool.workers):
+        ready(worker)
+    assert_called(service.ready)
+    cache.invalidate("apis:x")
+    assert all(
+        proc(w).messages() == [{"op": "invalidate", "keys": ["apis:x"]}]
+        for w in service.pool.workers
+    )
+    reloaded = service.reload()
+    assert len(spawner.spawned) == 4
+    stopped = service.stopService()
+    for worker in list(service.pool.workers):
+        exit_(worker)
+    assert_called(stopped)
+    assert sock.closed
+    reloaded.addErrback(lambda _: None)
