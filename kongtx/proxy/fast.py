@@ -149,7 +149,6 @@ class FastProxyProtocol(Protocol):
         self._read_paused = False
         self._tunnel: Tunnel | None = None
         self._upgraded = False
-        self._in_feed = False
         self._raw: bytes = b""
         # response state of the request being served
         self._head: bytes | None = None
@@ -240,7 +239,6 @@ class FastProxyProtocol(Protocol):
         if req is not None and req.head_size >= 0:
             req.head_size += len(data)
         parser = self._parser
-        self._in_feed = True
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -258,8 +256,6 @@ class FastProxyProtocol(Protocol):
         except httptools.HttpParserError:
             self._refuse(400)
             return
-        finally:
-            self._in_feed = False
         req = self._parsing
         if (
             req is not None
