@@ -1,4 +1,4 @@
-"""Worker processes on real sockets: reloads under load fail no request.
+"""Worker processes on real sockets: reloads under load fail no request; a killed worker is replaced.
 
 A node (its datastore and Admin API) holds the API; a proxy master
 (``python -m kongtx.workers master``) with two workers serves it on its own
@@ -109,6 +109,68 @@ def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -
         assert sum(statuses.values()) > 100
         master.send_signal(signal.SIGQUIT)
         assert master.wait(60) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(10)
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def test_killed_worker_is_replaced(node: Node, upstream: Upstream) -> None:
+    """SIGKILL one of two workers: the master starts another and the proxy keeps answering."""
+    path = "/restart-" + uuid.uuid4().hex[:8]
+    node.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
+    port = free_port()
+    env = dict(node.env)
+    env.update(KONG_PROXY_LISTEN=f"127.0.0.1:{port}", KONG_NGINX_WORKER_PROCESSES="2")
+    log_path = os.path.join(os.path.dirname(node.prefix), "master-restart.log")
+    with open(log_path, "wb") as log:
+        master = subprocess.Popen(
+            [sys.executable, "-m", "kongtx.workers", "master"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=os.path.dirname(node.prefix),
+        )
+    try:
+        assert master.stdout is not None
+        assert json.loads(master.stdout.readline())["op"] == "ready"
+        before = children(master.pid)
+        assert len(before) == 2
+        victim = sorted(before)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = children(master.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(open(log_path).read()[-3000:])
+        wait_for(log_path, "starting another")
+        time.sleep(2.0)  # the replacement connects to its datastore and adopts the socket
+        for _ in range(20):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path + "/x")
+            assert conn.getresponse().status == 200
+            conn.close()
+        master.send_signal(signal.SIGTERM)
+        master.wait(60)
     finally:
         if master.poll() is None:
             master.kill()
