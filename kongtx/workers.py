@@ -513,6 +513,11 @@ async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) 
     a new generation of workers; SIGQUIT drains the workers and exits; SIGTERM
     and SIGINT stop them at once.  Prints ``{"op": "ready"}`` once every worker
     accepts (for whoever started it).
+
+    This master runs no DAO and no cluster agent, so nothing invalidates its
+    workers' caches: changes made through a node's Admin API reach them only
+    after a reload.  Inside a node, :class:`ProxyWorkers` with :func:`fan_out`
+    is what keeps workers current.
     """
     from kongtx.config import ConfigError, load_config
 
