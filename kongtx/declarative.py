@@ -581,6 +581,9 @@ class DeclarativeState:
     def __init__(self, dao: DAO, cache: Cache) -> None:
         self.dao = dao
         self.cache = cache
+        #: called with each document after it is in force: processes that keep
+        #: their own copy of the configuration (proxy workers) follow through these
+        self.replaced: list[Callable[[Mapping[str, Any]], None]] = []
         self._lock = DeferredLock()
 
     async def replace(self, document: Mapping[str, Any]) -> LoadResult:
@@ -591,6 +594,11 @@ class DeclarativeState:
             self.dao.store = store
             self.cache.flush()
             log.info("declarative configuration replaced: {summary}", summary=result.summary())
+            for fn in list(self.replaced):
+                try:
+                    fn(document)
+                except Exception:
+                    log.failure("declarative replacement hook {fn!r} failed", fn=fn)
             return result
         finally:
             self._lock.release()

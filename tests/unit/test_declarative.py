@@ -332,6 +332,20 @@ class StateTests(Base):
         self.assertNotIn("ALL_APIS_BY_DIC", cache)
         self.assertEqual(self.wait(self.dao.count("apis", {})), 2)
 
+    def test_replace_hooks(self) -> None:
+        """Hooks hear each document in force, never an invalid one; a failing hook is contained."""
+        state = DeclarativeState(self.dao, Cache(self.clock))
+        heard: list[Any] = []
+
+        def broken(document: Any) -> None:
+            raise RuntimeError("hook bug")
+
+        state.replaced += [broken, heard.append]
+        self.wait(state.replace(MINIMAL))
+        self.errors(state.replace(declarative.read_file(INVALID_YML)))
+        self.assertEqual(heard, [MINIMAL])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_replace_keeps_created_at(self) -> None:
         """Posting the same document again later keeps every id and created_at."""
         state = DeclarativeState(self.dao, Cache(self.clock))
