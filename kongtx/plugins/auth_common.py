@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.store.interface import Row
 from kongtx.store.schemas import Field, is_uuid
@@ -267,7 +268,7 @@ class AuthPlugin(BasePlugin, metaclass=ABCMeta):
     """
 
     PRIORITY: ClassVar[int] = 1000
-    _log: ClassVar[Logger] = Logger()
+    _log: ClassVar[Logger] = logger()
 
     def __init__(self, config: Mapping[str, Any], services: PluginServices | None = None) -> None:
         super().__init__(config, services)
