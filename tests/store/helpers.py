@@ -65,6 +65,7 @@ class Rows:
             "strip_request_path": False,
             "preserve_host": False,
             "upstream_url": "http://upstream.example.com",
+            "tags": None,
         }
         row.update(kw)
         return row
@@ -76,6 +77,7 @@ class Rows:
             "created_at": self.now(),
             "username": f"user-{n}",
             "custom_id": None,
+            "tags": None,
         }
         row.update(kw)
         return row
@@ -89,6 +91,7 @@ class Rows:
             "consumer_id": None,
             "config": {"key_names": ["apikey"], "hide_credentials": False},
             "enabled": True,
+            "tags": None,
         }
         row.update(kw)
         return row
@@ -99,6 +102,7 @@ class Rows:
             "created_at": self.now(),
             "consumer_id": consumer_id,
             "key": uuid.uuid4().hex,
+            "tags": None,
         }
         row.update(kw)
         return row
@@ -112,6 +116,7 @@ class Rows:
             "client_id": uuid.uuid4().hex,
             "client_secret": uuid.uuid4().hex,
             "redirect_uri": ["https://app.example.com/cb"],
+            "tags": None,
         }
         row.update(kw)
         return row

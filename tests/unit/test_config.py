@@ -91,6 +91,8 @@ KONGTX_PROPERTIES = {
     "client_max_header_size",
     "client_body_buffer_size",
     "proxy_frontend",
+    "status_listen",
+    "declarative_config",
 }
 
 
@@ -371,7 +373,7 @@ class TypeTests(ConfigTestCase):
         """Enumerated properties list the allowed values, as Kong does."""
         self.assertEqual(
             self.errors(database="mysql"),
-            ["database has an invalid value: 'mysql' (sqlite, postgres, cassandra)"],
+            ["database has an invalid value: 'mysql' (sqlite, postgres, cassandra, off)"],
         )
         self.assertEqual(
             self.errors(cassandra_consistency="FOUR"),

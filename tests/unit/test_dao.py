@@ -82,6 +82,7 @@ class InsertTests(DaoTestCase):
                 "strip_request_path": False,
                 "preserve_host": False,
                 "upstream_url": "http://up.test",
+                "tags": None,
             },
         )
         self.assertEqual(self.wait(self.dao.find("apis", {"id": api["id"]})), api)

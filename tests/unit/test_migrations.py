@@ -18,6 +18,7 @@ def test_core_names_are_kongs() -> None:
         "2015-01-12-175310_init_schema",
         "2015-11-23-817313_nodes",
         "2026-11-28-000000_cluster_events",
+        "2026-11-28-000001_tags",
     ]
     assert "CREATE TABLE apis" in core[0][1]
 
@@ -26,12 +27,12 @@ def test_plugin_names_are_kongs() -> None:
     """Plugin migrations keep Kong's Postgres names, in order."""
     loaded = load_migrations("sqlite", list(IDENTIFIERS))
     names = {i: [n for n, _ in entries] for i, entries in loaded.items()}
-    assert names["key-auth"] == ["2015-07-31-172400_init_keyauth"]
-    assert names["basic-auth"] == ["2015-08-03-132400_init_basicauth"]
-    assert names["hmac-auth"] == ["2015-09-16-132400_init_hmacauth"]
-    assert names["jwt"] == ["2015-06-09-jwt-auth", "2016-03-07-jwt-alg"]
-    assert names["oauth2"] == ["2015-08-03-132400_init_oauth2"]
-    assert names["acl"] == ["2015-08-25-841841_init_acl"]
+    assert names["key-auth"] == ["2015-07-31-172400_init_keyauth", "2026-11-28-000001_tags"]
+    assert names["basic-auth"] == ["2015-08-03-132400_init_basicauth", "2026-11-28-000001_tags"]
+    assert names["hmac-auth"] == ["2015-09-16-132400_init_hmacauth", "2026-11-28-000001_tags"]
+    assert names["jwt"] == ["2015-06-09-jwt-auth", "2016-03-07-jwt-alg", "2026-11-28-000001_tags"]
+    assert names["oauth2"] == ["2015-08-03-132400_init_oauth2", "2026-11-28-000001_tags"]
+    assert names["acl"] == ["2015-08-25-841841_init_acl", "2026-11-28-000001_tags"]
     assert names["rate-limiting"] == ["2015-08-03-132400_init_ratelimiting"]
     assert names["response-ratelimiting"] == ["2015-08-03-132400_init_response_ratelimiting"]
 
