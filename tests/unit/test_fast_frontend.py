@@ -571,3 +571,32 @@ def test_idle_connection_closed_after_timeout() -> None:
     assert closing(transport)
     proto.connectionLost()
     assert clock.getDelayedCalls() == []
+
+
+def test_awaited_failure_reaches_the_pipeline() -> None:
+    """A Deferred the pipeline awaits that fails raises in it (here unhandled: a 500 page)."""
+    proto, transport, rec, _ = connect()
+    rec.gated = True
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    rec.gates[0].errback(ValueError("upstream exploded"))
+    assert transport.value().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    proto.dataReceived(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [s[1] for s in rec.seen] == ["/", "/next"]
+
+
+def test_awaited_value_is_sent_in() -> None:
+    """The value a Deferred fires with is what ``await`` returns in the pipeline."""
+    proto, transport, rec, _ = connect()
+    got: list[object] = []
+    gate: Deferred[str] = Deferred()
+
+    async def wait(incoming: IncomingRequest, down: Any) -> None:
+        got.append(await gate)
+        down.send_head(204, [])
+        down.finish()
+
+    rec.action = wait
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    gate.callback("value")
+    assert got == ["value"]
+    assert transport.value() == b"HTTP/1.1 204 No Content\r\n\r\n"
