@@ -341,3 +341,22 @@ def test_proxy_workers_service(monkeypatch: Any) -> None:
     assert_called(stopped)
     assert sock.closed
     reloaded.addErrback(lambda _: None)
+
+
+def test_accept_one_at_a_time() -> None:
+    """A worker's port accepts one connection per readiness event, however many it took before."""
+    from kongtx.workers import accept_one_at_a_time
+
+    class Port:
+        numberAccepts = 100
+        seen: list[int] = []
+
+        def doRead(self) -> None:
+            self.seen.append(self.numberAccepts)
+            self.numberAccepts += 20  # what Twisted does after a full batch
+
+    port = Port()
+    accept_one_at_a_time(port)
+    port.doRead()
+    port.doRead()
+    assert port.seen == [1, 1]
