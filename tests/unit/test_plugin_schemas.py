@@ -215,7 +215,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(check("response-transformer", {})["append"], {"headers": [], "json": []})
 
     def test_schema_json(self) -> None:
-        """GET /plugins/schema/key-auth renders Kong's shape."""
+        """GET /plugins/schema/key-auth renders Kong's shape (plus Kong 0.10's anonymous)."""
         self.assertEqual(
             schema_to_json(config_schema("key-auth")),
             {
@@ -223,6 +223,7 @@ class DefaultsTests(SynchronousTestCase):
                 "fields": {
                     "key_names": {"type": "array", "required": True, "default": ["apikey"]},
                     "hide_credentials": {"type": "boolean", "default": False},
+                    "anonymous": {"type": "string", "func": "function"},
                 },
             },
         )
