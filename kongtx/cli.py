@@ -689,6 +689,17 @@ def cmd_cluster(args: argparse.Namespace, log: CliLog) -> int:
         for member in body.get("data", []):
             log(f"{member.get('name')}\t{member.get('address')}\t{member.get('status')}")
         return 0
+    if args.command == "reachability":
+        # serf's _serf_ping query, asked through the node's cluster_listen_rpc port
+        from kongtx.cluster import cli as cluster_cli
+
+        try:
+            lines, ok = cluster_cli.reachability(cluster_cli.caller(config.cluster_listen_rpc))
+        except cluster_cli.ClusterCliError as e:
+            raise CliError(str(e)) from e
+        for line in lines:
+            log(line)
+        return 0 if ok else 1
     if not args.node:
         raise CliError("you need to specify the node to force-leave")
     log(f"force-leaving {args.node}")
@@ -811,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before reset")
 
     p = sub("cluster", cmd_cluster, "manage the cluster")
-    p.add_argument("command", choices=("keygen", "members", "force-leave"))
+    p.add_argument("command", choices=("keygen", "members", "reachability", "force-leave"))
     p.add_argument("node", nargs="?", help="the node to force-leave")
     conf(p)
     prefix(p)
