@@ -29,14 +29,14 @@ from twisted.internet.interfaces import (
     IOpenSSLContextFactory,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.log import logger
 
-log = Logger(namespace="kongtx.proxy.tls")
+log = logger("kongtx.proxy.tls")
 
 #: Given the SNI name, the (certificate DER, key DER) to serve, or ``None``.
 CertificateHook = Callable[[str], tuple[bytes, bytes] | None]
