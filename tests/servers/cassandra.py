@@ -195,6 +195,16 @@ class CassandraServer:
             pass
         proc.wait(30)
 
+    def pause(self) -> None:
+        """SIGSTOP the (owned) server: connections stay open, nothing answers."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`pause` stopped."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def log_tail(self, n: int = 3000) -> str:
         """The end of stdout.log and system.log, for failure messages."""
         text = ""

@@ -15,6 +15,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,34 @@ class PostgresServer:
                 return
             self._pg_ctl("-m", mode, "-w", "-t", "60", "stop", check=False)
             self.running = False
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        assert self.root is not None
+        with open(os.path.join(self.root, "data", "postmaster.pid")) as f:
+            master = int(f.readline())
+        pids = [master]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                # the fields after the parenthesised command name: state, ppid, ...
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(entry))
+        return pids
+
+    def pause(self) -> None:
+        """SIGSTOP the (owned) server's processes: it accepts TCP but never answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`pause` stopped."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` as the superuser over the unix socket (owned servers only)."""
