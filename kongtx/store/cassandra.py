@@ -194,6 +194,10 @@ def _driver_unavailable(error: BaseException) -> bool:
     )
 
 
+#: The longest wait (s) between the driver's attempts to reach a down host.
+RECONNECT_MAX_DELAY = 10.0
+
+
 @implementer(IStore)
 class CassandraStore:
     """An :class:`IStore` on Apache Cassandra (tested on 5.0, protocol v5)."""
@@ -444,7 +448,11 @@ class CassandraStore:
     def _connect_blocking(self) -> tuple[Any, Any]:
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+        from cassandra.policies import (
+            DCAwareRoundRobinPolicy,
+            ExponentialReconnectionPolicy,
+            TokenAwarePolicy,
+        )
 
         kwargs: dict[str, Any] = {
             "contact_points": self._contact_points,
@@ -452,6 +460,14 @@ class CassandraStore:
             "protocol_version": self._protocol_version,
             "connect_timeout": self.timeout,
             "control_connection_timeout": self.timeout,
+            # The driver's default backs off up to 600 s between attempts to reach a
+            # down host, so after a long outage the node could stay unavailable for
+            # minutes once the server is back; capped, it reconnects within seconds.
+            # It also gives up after 64 attempts: never, here (the node cannot restart
+            # its own driver, and an operator expects it to come back by itself).
+            "reconnection_policy": ExponentialReconnectionPolicy(
+                base_delay=1.0, max_delay=RECONNECT_MAX_DELAY, max_attempts=None
+            ),
             "execution_profiles": {
                 EXEC_PROFILE_DEFAULT: ExecutionProfile(
                     load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
