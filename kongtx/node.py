@@ -278,7 +278,7 @@ class KongNode(MultiService):
     async def quit(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish, then stop the process."""
         self.log.info("graceful shutdown: draining connections")
-        sites = list(self.sites)
+        sites = list(self.sites) + self._proxy_sites()  # the proxy's requests finish too
         await self._remove_listeners()
         await DeferredList([site.drain(self.clock, timeout) for site in sites])
         self.reactor.stop()
@@ -291,13 +291,21 @@ class KongNode(MultiService):
                 total[key] = total.get(key, 0) + value
         return total
 
-    def _proxy_sites(self) -> list[TrackingSite]:
+    def _proxy_sites(self) -> list[Any]:
+        """The proxy listeners' factories: a ``ProxySite`` or a ``FastProxyFactory``.
+
+        Both count like ``TrackingSite`` (``stats()``) and drain (``drain()``).
+        """
         found = []
         for service in self.listeners:
             factory = getattr(service, "factory", None) or getattr(
                 getattr(service, "endpoint", None), "factory", None
             )
-            if isinstance(factory, TrackingSite) and factory not in self.sites:
+            if (
+                hasattr(factory, "stats")
+                and hasattr(factory, "drain")
+                and factory not in self.sites
+            ):
                 found.append(factory)
         return found
 

@@ -175,3 +175,37 @@ def test_killed_worker_is_replaced(node: Node, upstream: Upstream) -> None:
         if master.poll() is None:
             master.kill()
             master.wait(10)
+
+
+@pytest.mark.parametrize("frontend", ["fast", "web"])
+def test_quit_drains_in_flight_proxy_requests(upstream: Upstream, frontend: str) -> None:
+    """``kong quit`` (SIGQUIT) lets a proxied request in flight finish before the node exits."""
+    import shutil
+
+    n, tmp = start_node({"KONG_PROXY_FRONTEND": frontend})
+    try:
+        path = "/quit-" + uuid.uuid4().hex[:8]
+        n.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
+        result: list[object] = []
+
+        def slow() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", n.ports["proxy"], timeout=30)
+            try:
+                conn.request("GET", path + "/stall?seconds=2")
+                response = conn.getresponse()
+                result.append((response.status, response.read()))
+            except Exception as e:
+                result.append(e)
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.7)  # the request is with the upstream now
+        assert n.process is not None
+        n.process.send_signal(signal.SIGQUIT)
+        client.join(30)
+        assert len(result) == 1 and isinstance(result[0], tuple), result
+        assert result[0][0] == 200
+        assert n.process.wait(30) == 0
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
