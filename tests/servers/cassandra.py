@@ -185,7 +185,12 @@ class CassandraServer:
             )
 
     def stop(self) -> None:
-        """Kill the (owned) server process (a throwaway node needs no drain)."""
+        """Kill the (owned) server process (a throwaway node needs no drain).
+
+        The cached admin session is dropped too: after a restart the driver would
+        otherwise wait out its reconnection back-off before setup queries work.
+        """
+        _forget_admin_session()
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -352,8 +357,27 @@ def admin_session() -> Any:
 
 
 def drop_keyspace(srv: CassandraServer, keyspace: str) -> None:
-    """Drop ``keyspace`` if it exists."""
-    admin_session().execute(f'DROP KEYSPACE IF EXISTS "{keyspace}"')
+    """Drop ``keyspace`` if it exists (retried: right after a restart the node may refuse)."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            admin_session().execute(f'DROP KEYSPACE IF EXISTS "{keyspace}"')
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            _forget_admin_session()
+            time.sleep(2)
+
+
+def _forget_admin_session() -> None:
+    global _admin
+    if _admin is not None:
+        session, _admin = _admin, None
+        try:
+            session.cluster.shutdown()
+        except Exception:
+            pass
 
 
 def shared_keyspace(migrations: Any) -> str:
