@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -140,6 +141,33 @@ def b64decode_loose(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+_USER_PASS = re.compile(r"([^:]+):(.+)")
+
+
+def parse_user_pass(value: str | None, scheme: re.Pattern[str]) -> tuple[str, str] | None:
+    """``(username, password)`` of a ``<scheme> <b64(user:pass)>`` header value, or None.
+
+    ``scheme`` captures the base64 part in group 1 (basic-auth's ``Basic``,
+    ldap-auth's ``ldap``); both plugins decode and split the same way.
+    """
+    if value is None:
+        return None
+    m = scheme.search(value)
+    if m is None:
+        return None
+    raw = b64decode_loose(m.group(1))
+    if raw is None:
+        return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    parts = _USER_PASS.search(decoded)
+    if parts is None:
+        return None
+    return parts.group(1), parts.group(2)
 
 
 async def run_in_thread(reactor: Any, fn: Callable[[], T]) -> T:

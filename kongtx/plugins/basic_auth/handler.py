@@ -19,7 +19,7 @@ from kongtx.plugins.auth_common import (
     CREDENTIAL_USERNAME,
     AuthPlugin,
     SecretDigests,
-    b64decode_loose,
+    parse_user_pass,
     run_in_thread,
 )
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
@@ -29,7 +29,6 @@ from kongtx.store.interface import Row
 REALM = 'Basic realm="kong"'
 INVALID = {"message": "Invalid authentication credentials"}
 _BASIC = re.compile(r"\s*[Bb]asic\s*(.+)")
-_USER_PASS = re.compile(r"([^:]+):(.+)")
 
 
 def credential_key(username: str) -> str:
@@ -39,22 +38,7 @@ def credential_key(username: str) -> str:
 
 def parse_basic(value: str | None) -> tuple[str, str] | None:
     """``(username, password)`` from a ``Basic <b64(user:pass)>`` header value, or None."""
-    if value is None:
-        return None
-    m = _BASIC.search(value)
-    if m is None:
-        return None
-    raw = b64decode_loose(m.group(1))
-    if raw is None:
-        return None
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    parts = _USER_PASS.search(decoded)
-    if parts is None:
-        return None
-    return parts.group(1), parts.group(2)
+    return parse_user_pass(value, _BASIC)
 
 
 class Handler(AuthPlugin):

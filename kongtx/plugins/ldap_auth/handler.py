@@ -32,7 +32,7 @@ from kongtx.plugins.auth_common import (
     INTERNAL_ERROR,
     AuthPlugin,
     SecretDigests,
-    b64decode_loose,
+    parse_user_pass,
     run_in_thread,
     with_timeout,
 )
@@ -43,27 +43,11 @@ from kongtx.store.interface import Row
 REALM = 'LDAP realm="kong"'
 INVALID = {"message": "Invalid authentication credentials"}
 _LDAP = re.compile(r"\s*[Ll][Dd][Aa][Pp]\s+(.+)")
-_USER_PASS = re.compile(r"([^:]+):(.+)")
 
 
 def parse_ldap(value: str | None) -> tuple[str, str] | None:
     """``(username, password)`` of an ``ldap <b64(user:pass)>`` header value, or None."""
-    if value is None:
-        return None
-    m = _LDAP.search(value)
-    if m is None:
-        return None
-    raw = b64decode_loose(m.group(1))
-    if raw is None:
-        return None
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    parts = _USER_PASS.search(decoded)
-    if parts is None:
-        return None
-    return parts.group(1), parts.group(2)
+    return parse_user_pass(value, _LDAP)
 
 
 class Handler(AuthPlugin):
