@@ -348,6 +348,8 @@ _PROPERTIES: dict[str, _Property] = {
     "pg_database": _Property("kong", _string),
     "pg_ssl": _Property("off", _boolean),
     "pg_ssl_verify": _Property("off", _boolean),
+    # Kong 1.x's key (0.9 had none): connect, pool wait and statement timeout, ms
+    "pg_timeout": _Property("5000", _integer(1)),
     "cassandra_contact_points": _Property("127.0.0.1", _list, ()),
     "cassandra_port": _Property("9042", _integer(1, 65535)),
     "cassandra_keyspace": _Property("kong", _string),
@@ -441,6 +443,7 @@ class Config:
     pg_database: str = _default("pg_database")
     pg_ssl: bool = _default("pg_ssl")
     pg_ssl_verify: bool = _default("pg_ssl_verify")
+    pg_timeout: int = _default("pg_timeout")
     cassandra_contact_points: tuple[str, ...] = _default("cassandra_contact_points")
     cassandra_port: int = _default("cassandra_port")
     cassandra_keyspace: str = _default("cassandra_keyspace")

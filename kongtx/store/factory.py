@@ -46,6 +46,7 @@ def open_store(config: Any, reactor: Any, clock: Clock, origin: str) -> IStore:
             database=config.pg_database,
             ssl=config.pg_ssl,
             ssl_verify=config.pg_ssl_verify,
+            timeout=config.pg_timeout / 1000.0,
             tables=TABLES,
             origin=origin,
             clock=clock,

@@ -93,6 +93,7 @@ KONGTX_PROPERTIES = {
     "proxy_frontend",
     "status_listen",
     "declarative_config",
+    "pg_timeout",
 }
 
 
@@ -152,6 +153,7 @@ class DefaultsTests(ConfigTestCase):
             ("127.0.0.1", 5432, "kong", None, "kong"),
         )
         self.assertEqual((c.pg_ssl, c.pg_ssl_verify), (False, False))
+        self.assertEqual(c.pg_timeout, 5000)
         self.assertEqual(c.cassandra_contact_points, ("127.0.0.1",))
         self.assertEqual(c.cassandra_port, 9042)
         self.assertEqual(c.cassandra_keyspace, "kong")
