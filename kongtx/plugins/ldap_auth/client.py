@@ -7,16 +7,25 @@ thread pool with a timeout on the node's clock, so a slow or silent LDAP
 server never blocks the reactor.  ldap3's own connect and receive timeouts are
 set to the same value so that the worker thread ends too.
 
-Each check opens its own connection (optionally upgraded with StartTLS) and
-closes it: successful binds are cached for ``cache_ttl`` by the handler, so the
-server only sees a bind per user and period.
+Connections are kept for ``keepalive`` (Kong's setting, ms in the plugin config):
+after a bind (accepted or refused) the connection, StartTLS included, goes back to
+a small idle pool and the next bind re-binds on it instead of opening a new TCP
+(and TLS) session.  An idle connection older than ``keepalive`` is closed when the
+pool is next used (Kong's cosockets closed it on a timer; nothing here runs
+between binds).  A pooled connection the server has closed costs one retry on a
+fresh one.  Successful binds are also cached for ``cache_ttl`` by the handler, so
+the server only sees a bind per user and period.
 """
 
 from __future__ import annotations
 
 import math
 import ssl
+import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 with warnings.catch_warnings():
     # ldap3 2.9 imports names pyasn1 has deprecated; nothing we can act on
@@ -27,6 +36,9 @@ with warnings.catch_warnings():
     from ldap3.utils.dn import escape_rdn
 
 __all__ = ["LdapBinder", "LdapUnavailable", "bind_dn"]
+
+#: idle connections kept per LDAP server and plugin configuration
+MAX_IDLE = 8
 
 
 class LdapUnavailable(Exception):
@@ -53,6 +65,8 @@ class LdapBinder:
         verify_host: bool = False,
         timeout: float = 10.0,
         ca_file: str | None = None,
+        keepalive: float = 60.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
@@ -60,6 +74,14 @@ class LdapBinder:
         self.verify_host = verify_host
         self.timeout = timeout
         self.ca_file = ca_file
+        #: seconds an idle connection may wait in the pool; 0 closes each after use
+        self.keepalive = keepalive
+        self._now = now
+        #: (idle since, connection); binds run in several worker threads at once
+        self._idle: list[tuple[float, Connection]] = []
+        self._lock = threading.Lock()
+        #: connections opened so far (what keepalive saves shows here)
+        self.opened = 0
 
     def _server(self) -> Server:
         tls = Tls(
@@ -85,37 +107,88 @@ class LdapBinder:
         if not password:
             # an empty password is an unauthenticated bind, which servers accept
             return False
+        pooled = self._take()
+        if pooled is not None:
+            try:
+                return self._bind_on(pooled, dn, password)
+            except LdapUnavailable:
+                pass  # the server closed the idle connection: one try on a fresh one
+        return self._bind_on(self._open(), dn, password)
+
+    def close(self) -> None:
+        """Close every idle connection (the plugin configuration went away)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            _quietly_unbind(conn)
+
+    def _open(self) -> Connection:
         conn = Connection(
             self._server(),
-            user=dn,
-            password=password,
-            authentication=SIMPLE,
             auto_bind=False,
             # ldap3 packs this into SO_RCVTIMEO as an integer: whole seconds, at least one
             receive_timeout=max(1, math.ceil(self.timeout)),
             raise_exceptions=False,
             read_only=True,
         )
-        try:
+        with self._closed_on_failure(conn):
             conn.open()
+            self.opened += 1
             if self.start_tls and not conn.start_tls():
                 raise LdapUnavailable(f"StartTLS with {self.host}:{self.port} failed")
-            if conn.bind():
-                return True
-            result = conn.result or {}
-            if result.get("result") == RESULT_INVALID_CREDENTIALS:
-                return False
-            if result.get("result") in (32, 34):  # noSuchObject, invalidDNSyntax
-                return False
-            raise LdapUnavailable(
-                f"bind on {self.host}:{self.port} answered {result.get('description')!r}"
-            )
-        except LDAPPasswordIsMandatoryError:
-            return False
-        except LDAPException as e:
-            raise LdapUnavailable(f"LDAP {self.host}:{self.port}: {type(e).__name__}: {e}") from e
-        finally:
+        return conn
+
+    def _bind_on(self, conn: Connection, dn: str, password: str) -> bool:
+        """One simple bind on an open connection; the connection is pooled or closed."""
+        with self._closed_on_failure(conn):
             try:
-                conn.unbind()
-            except LDAPException:
-                pass
+                bound = conn.rebind(user=dn, password=password, authentication=SIMPLE)
+            except LDAPPasswordIsMandatoryError:
+                self._give_back(conn)
+                return False
+            result = conn.result or {}
+            # invalid credentials, noSuchObject, invalidDNSyntax: a refusal, not an outage
+            if bound or result.get("result") in (RESULT_INVALID_CREDENTIALS, 32, 34):
+                self._give_back(conn)
+                return bool(bound)
+            description = result.get("description") or conn.last_error
+            raise LdapUnavailable(f"bind on {self.host}:{self.port} answered {description!r}")
+
+    @contextmanager
+    def _closed_on_failure(self, conn: Connection) -> Iterator[None]:
+        """Close ``conn`` when the block fails; ldap3's errors become LdapUnavailable."""
+        try:
+            yield
+        except LDAPException as e:
+            _quietly_unbind(conn)
+            raise LdapUnavailable(f"LDAP {self.host}:{self.port}: {type(e).__name__}: {e}") from e
+        except LdapUnavailable:
+            _quietly_unbind(conn)
+            raise
+
+    def _take(self) -> Connection | None:
+        """The most recently used idle connection; stale ones are closed on the way."""
+        now = self._now()
+        with self._lock:
+            fresh = [(t, c) for t, c in self._idle if now - t <= self.keepalive and not c.closed]
+            stale = [c for t, c in self._idle if (t, c) not in fresh]
+            found = fresh.pop()[1] if fresh else None
+            self._idle = fresh
+        for conn in stale:
+            _quietly_unbind(conn)
+        return found
+
+    def _give_back(self, conn: Connection) -> None:
+        if self.keepalive > 0:
+            with self._lock:
+                if len(self._idle) < MAX_IDLE:
+                    self._idle.append((self._now(), conn))
+                    return
+        _quietly_unbind(conn)
+
+
+def _quietly_unbind(conn: Connection) -> None:
+    try:
+        conn.unbind()
+    except LDAPException:
+        pass

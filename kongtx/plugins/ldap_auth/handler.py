@@ -74,6 +74,7 @@ class Handler(AuthPlugin):
             start_tls=bool(config.get("start_tls")),
             verify_host=bool(config.get("verify_ldap_host")),
             timeout=self.timeout,
+            keepalive=float(config.get("keepalive") or 0) / 1000,
         )
         self.digests = SecretDigests()
         reactor = self.reactor
