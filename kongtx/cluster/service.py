@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -155,6 +156,8 @@ class ClusterService(Service):
             )
             self.udp.drop_filter = lambda _: random.random() < loss
         self._ports: list[Any] = []
+        #: other user events by name (``kongtx-health``: kongtx.cluster.health_gossip)
+        self.user_event_handlers: dict[str, Callable[[bytes, int], None]] = {}
 
     # ----------------------------------------------------------------- IService
 
@@ -260,6 +263,9 @@ class ClusterService(Service):
 
     def _on_user_event(self, name: str, payload: bytes, ltime: int) -> None:
         if name != EVENT_NAME:
+            handler = self.user_event_handlers.get(name)
+            if handler is not None:
+                handler(payload, ltime)
             return
         d = Deferred.fromCoroutine(self.stream.on_event(payload))
         d.addErrback(lambda f: self.log.failure("applying a kong event failed", f))
