@@ -339,7 +339,7 @@ class DAO:
             filters = {c: row.get(c) for c in rule.columns}
             for other in await self._call(self.store.select(collection, filters)):
                 if old is None or any(other.get(c) != old.get(c) for c in schema.primary_key):
-                    raise rule.error()
+                    raise rule.refuse(row)
 
     def _filters(self, schema: Schema, filters: Mapping[str, Any]) -> dict[str, Any]:
         """Validate list filters (SPEC §1.2): known columns, uuids, values coerced to the type."""

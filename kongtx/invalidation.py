@@ -74,6 +74,14 @@ def keys_for(collection: str, old: Row | None, new: Row | None) -> list[str]:
                 keys.append(f"ssl:{api_id}" if api_id else "ssl")
             if row["name"] == "bot-detection":
                 keys.append(f"bot_detection:{api_id}:*" if api_id else "bot_detection:*")
+    elif collection == "upstreams":
+        # issue 9: the balancer looks upstreams up by name (an API's upstream_url
+        # host, with negative entries) and by id, and a target list by upstream id
+        for row in rows:
+            keys += [f"upstreams:{row['name']}", f"upstreams:{row['id']}", f"targets:{row['id']}"]
+    elif collection == "targets":
+        for row in rows:
+            keys.append(f"targets:{row['upstream_id']}")
     elif collection in _CREDENTIAL_KEYS:
         for row in rows:
             for prefix, column in _CREDENTIAL_KEYS[collection]:

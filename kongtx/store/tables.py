@@ -102,6 +102,38 @@ _ALL: tuple[Table, ...] = (
         primary_key=("id",),
         foreign_keys=(ForeignKey("api_id", "apis"), _CONSUMER_FK),
     ),
+    # Kong 1.x's load balancing entities (issue 9): an upstream names a virtual host
+    # that an API's upstream_url may point at; its targets are the host:port pairs
+    # balanced over.  (upstream_id, target) is unique: the DAO checks that pair.
+    Table(
+        name="upstreams",
+        columns=_cols(
+            _ID,
+            _CREATED_AT,
+            ("name", "text"),
+            ("algorithm", "text"),
+            ("hash_on", "text"),
+            ("hash_fallback", "text"),
+            ("hash_on_header", "text"),
+            ("hash_fallback_header", "text"),
+            ("slots", "integer"),
+            ("healthchecks", "json"),
+            _TAGS,
+        ),
+        unique=("name",),
+    ),
+    Table(
+        name="targets",
+        columns=_cols(
+            _ID,
+            _CREATED_AT,
+            ("upstream_id", "uuid"),
+            ("target", "text"),
+            ("weight", "integer"),
+            _TAGS,
+        ),
+        foreign_keys=(ForeignKey("upstream_id", "upstreams"),),
+    ),
     Table(
         name="nodes",
         columns=_cols(("name", "text"), ("cluster_listening_address", "text"), _CREATED_AT),
@@ -181,6 +213,8 @@ OWNERS: Mapping[str, str] = {
     "consumers": "core",
     "plugins": "core",
     "nodes": "core",
+    "upstreams": "core",
+    "targets": "core",
     "keyauth_credentials": "key-auth",
     "basicauth_credentials": "basic-auth",
     "hmacauth_credentials": "hmac-auth",

@@ -12,13 +12,14 @@ from kongtx.store.tables import IDENTIFIERS, OWNERS, TABLES
 
 
 def test_core_names_are_kongs() -> None:
-    """sqlite core migrations carry Kong's names (SPEC §7.3) plus kongtx's cluster_events."""
+    """sqlite core migrations carry Kong's names (SPEC §7.3) plus kongtx's cluster_events, tags and upstreams."""
     core = load_migrations("sqlite", ["core"])["core"]
     assert [name for name, _ in core] == [
         "2015-01-12-175310_init_schema",
         "2015-11-23-817313_nodes",
         "2026-11-28-000000_cluster_events",
         "2026-11-28-000001_tags",
+        "2026-11-28-000002_upstreams",
     ]
     assert "CREATE TABLE apis" in core[0][1]
 

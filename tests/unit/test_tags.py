@@ -42,7 +42,7 @@ class TagRuleTests(SynchronousTestCase):
         )
 
     def test_every_admin_entity_is_tagged(self) -> None:
-        """apis, consumers, plugins and every credential table carry tags; tokens do not."""
+        """apis, consumers, plugins, upstreams, targets and every credential table carry tags; tokens do not."""
         self.assertEqual(
             TAGGED,
             {
@@ -55,6 +55,8 @@ class TagRuleTests(SynchronousTestCase):
                 "jwt_secrets",
                 "oauth2_credentials",
                 "acls",
+                "upstreams",
+                "targets",
             },
         )
 
