@@ -43,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, connectionDone
@@ -55,7 +56,7 @@ from kongtx.log import logger
 
 log = logger("kongtx.balancer.health")
 
-Row = Mapping[str, Any]
+Row = dict[str, Any]
 #: what one attempt or probe came to: "http" (with its status), "tcp_failure" or "timeout"
 Kind = Literal["http", "tcp_failure", "timeout"]
 Outcome = tuple[Kind, int]
@@ -318,13 +319,11 @@ async def http_probe(
     try:
         try:
             await connecting
-        except CancelledError:
-            if expired:
-                return ("timeout", 0)
-            raise
-        except (ConnectTimeout, TimeoutError):
-            return ("timeout", 0)
-        except Exception:
+        except Exception as e:
+            if expired or isinstance(e, ConnectTimeout | TimeoutError):
+                return ("timeout", 0)  # ours cancels the connect: ConnectingCancelledError
+            if isinstance(e, CancelledError | ConnectingCancelledError):
+                raise CancelledError() from e  # the caller cancelled (checker stopping)
             return ("tcp_failure", 0)
         try:
             return ("http", await status)
@@ -337,6 +336,7 @@ async def http_probe(
     finally:
         if timer.active():
             timer.cancel()
+        status.addErrback(lambda _: None)  # read above, or nobody will: not "unhandled"
         if factory.protocol_instance is not None:
             factory.protocol_instance.close()
 
@@ -359,7 +359,7 @@ class BalancerSource(Protocol):
 
     outcome_listeners: list[Callable[[Row, Any, str, int], None]]
 
-    async def resolve_upstream(self, row: Row) -> Resolved: ...
+    async def resolve_upstream(self, upstream: Row) -> Resolved: ...
 
 
 class UpstreamSource(Protocol):
