@@ -26,6 +26,11 @@ entities (docs/dbless.md)::
             config: {minute: 10}
     plugins:                          # global, or naming ``api``/``consumer``
       - name: cors
+    upstreams:                        # Kong 1.x load balancing (issue 9)
+      - name: backend.internal        # what an API's upstream_url host names
+        targets:                      # upstream_id implied
+          - target: 10.0.0.1:8080
+            weight: 50
 
 Every entity goes through the same DAO validation as the Admin API (defaults,
 generated keys, SPEC's messages), so a file can never hold what the Admin API
@@ -66,7 +71,13 @@ from kongtx.log import logger
 from kongtx.plugins.basic_auth.crypto import is_kdf_hash, is_legacy_hash
 from kongtx.store.interface import Row
 from kongtx.store.memory import MemoryStore
-from kongtx.store.schemas import EntitySchema, Field, default_api_name, is_uuid
+from kongtx.store.schemas import (
+    EntitySchema,
+    Field,
+    default_api_name,
+    is_uuid,
+    normalize_target,
+)
 from kongtx.store.tables import TABLES
 
 log = logger()
@@ -78,7 +89,7 @@ FORMAT_VERSION = "1.1"
 #: The namespace of the deterministic ids (uuid5 of ``<collection>:<natural key>``).
 ID_NAMESPACE = uuid.UUID("6f0c3a52-5c1e-4e0b-9a57-0b7d0c6e9a11")
 #: Top-level keys of a document besides ``_format_version``.
-TOP_LEVEL = ("apis", "consumers", "plugins")
+TOP_LEVEL = ("apis", "consumers", "plugins", "upstreams")
 #: The credential collections a consumer entry may nest, under Kong 1.x's names, each
 #: with the column that names a credential (its deterministic id's natural key).
 CREDENTIAL_COLLECTIONS = {
@@ -388,6 +399,8 @@ class _Loader:
         for path, plugin in self.items("plugins", document.get("plugins")):
             pending_plugins.append((path, plugin, {}))
 
+        await self.load_upstreams(document.get("upstreams"))
+
         for path, plugin, implied in pending_plugins:
             params = {k: v for k, v in plugin.items() if k not in ("api", "consumer")}
             params.update(implied)
@@ -406,6 +419,18 @@ class _Loader:
                 continue
             natural = ":".join(_text(params.get(c)) for c in ("name", "api_id", "consumer_id"))
             await self.write(path, "plugins", params, natural)
+
+    async def load_upstreams(self, value: Any) -> None:
+        """``upstreams:`` with their nested ``targets:`` (ids from name, upstream + target)."""
+        for path, entity in self.items("upstreams", value):
+            params = {k: v for k, v in entity.items() if k != "targets"}
+            row = await self.write(path, "upstreams", params, _text(params.get("name")) or path)
+            for t_path, target in self.items(f"{path}.targets", entity.get("targets")):
+                if row is None:
+                    continue
+                values = {**target, "upstream_id": row["id"]}
+                named = normalize_target(target.get("target")) or t_path
+                await self.write(t_path, "targets", values, f"{row['id']}:{named}")
 
 
 async def load_document(
@@ -538,6 +563,16 @@ async def export_document(dao: DAO) -> dict[str, Any]:
         document["consumers"] = out_consumers
     if top:
         document["plugins"] = [_entity(schemas["plugins"], p) for p in top]
+    out_upstreams = []
+    for upstream in sorted(await dao.find_all("upstreams", {}), key=lambda r: _order(r, "name")):
+        entry = _entity(schemas["upstreams"], upstream)
+        targets = await dao.find_all("targets", {"upstream_id": upstream["id"]})
+        targets.sort(key=lambda r: _order(r, "target", "id"))
+        if targets:
+            entry["targets"] = [_entity(schemas["targets"], t, ("upstream_id",)) for t in targets]
+        out_upstreams.append(entry)
+    if out_upstreams:
+        document["upstreams"] = out_upstreams
     return document
 
 

@@ -1,6 +1,6 @@
 """``kong config parse / db_import / db_export`` with the real CLI and real nodes (docs/dbless.md).
 
-A kong.yml is imported into one datastore, exported, imported into a second one
+A kong.yml (upstreams and targets too) is imported into one datastore, exported, imported into a second one
 and exported again: both exports are the same text.  A node on the imported
 datastore and a DB-less node on the exported file both authenticate the file's
 consumers (key-auth and basic-auth: the stored password hash survives the trip).
@@ -59,7 +59,8 @@ class Workspace:
 
 
 def document(upstream_url: str) -> dict[str, Any]:
-    """Two APIs (key-auth, basic-auth), one consumer with credentials, one global plugin."""
+    """Two APIs (key-auth, basic-auth), one consumer with credentials, one global plugin,
+    one upstream with two targets (issue 9)."""
     return {
         "_format_version": "1.1",
         "apis": [
@@ -85,6 +86,13 @@ def document(upstream_url: str) -> dict[str, Any]:
             }
         ],
         "plugins": [{"name": "correlation-id"}],
+        "upstreams": [
+            {
+                "name": "backend.cli.test",
+                "healthchecks": {"active": {"healthy": {"interval": 5}}},
+                "targets": [{"target": "127.0.0.1:9001", "weight": 20}, {"target": "b.cli.test"}],
+            }
+        ],
     }
 
 
@@ -147,6 +155,16 @@ def test_round_trip(work: Workspace) -> None:
     doc = yaml.safe_load(exported)
     assert [a["name"] for a in doc["apis"]] == ["basic", "keyed"]
     assert doc["consumers"][0]["basicauth_credentials"][0]["password"].startswith("scrypt$")
+    (upstream,) = doc["upstreams"]
+    assert upstream["healthchecks"]["active"]["healthy"] == {
+        "interval": 5,
+        "http_statuses": [200, 302],
+        "successes": 0,
+    }
+    assert [(t["target"], t["weight"]) for t in upstream["targets"]] == [
+        ("127.0.0.1:9001", 20),
+        ("b.cli.test:8000", 100),
+    ]
     work.ok("config", "db_import", "a.yml", "-c", "b.conf")
     work.ok("config", "db_export", "b.json", "-c", "b.conf")
     work.ok("config", "db_export", "b.yml", "-c", "b.conf")
