@@ -52,11 +52,9 @@ async def targets_of(admin: AdminResource, upstream: dict[str, Any]) -> list[dic
 
 def find_target(targets: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The target with id ``key``, or whose ``target`` is ``key`` (port 8000 when omitted)."""
-    wanted = {key}
-    if is_uuid(key):
-        wanted.add(key.lower())
-    elif key.endswith("]") or ":" not in key:
-        wanted.add(f"{key}:8000")  # the DAO stores "host" as "host:8000", as Kong
+    wanted = {key, key.lower()}  # the DAO stores hosts lower-case, "host" as "host:8000"
+    if not is_uuid(key) and (key.endswith("]") or ":" not in key):
+        wanted.add(f"{key.lower()}:8000")
     for row in targets:
         if row["id"] in wanted or row["target"] in wanted:
             return row
