@@ -15,8 +15,12 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import kongtx
 from kongtx import cli
 from kongtx import config as config_module
+from kongtx.cli import datastore as cli_datastore
+from kongtx.cli import node as cli_node
+from kongtx.cli import output as cli_output
 from kongtx.config import Config, load_config
 from kongtx.prefix import (
     DIRECTORIES,
@@ -190,7 +194,7 @@ class ErrorOutputTests(CliTestCase):
         self.assertEqual(self.run_cli("health", "-p", prefix), 1)
         self.assertEqual(
             self.stderr.getvalue(),
-            f"Error: no such prefix: {prefix}\n{cli.HINT}\n",
+            f"Error: no such prefix: {prefix}\n{cli_output.HINT}\n",
         )
 
     def test_debug_shows_loader_events_with_secrets_masked(self) -> None:
@@ -269,14 +273,14 @@ class PrefixCommandTests(CliTestCase):
         """Commands given ``-p`` load ``<prefix>/kong.conf``, not the defaults."""
         config = load_config(None, {"KONG_ADMIN_LISTEN": "127.0.0.1:1"}, prefix=self.path("p2"))
         prepare_prefix(config)
-        log = cli.CliLog(io.StringIO(), io.StringIO())
-        self.assertEqual(cli._prefix_config(log, config.prefix), config)
+        log = cli_output.CliLog(io.StringIO(), io.StringIO())
+        self.assertEqual(cli_output.prefix_config(log, config.prefix), config)
 
     def test_twistd_command_line(self) -> None:
         """The node runs as ``twistd --pidfile <prefix>/pids/kong.pid ... kong -c <prefix>/kong.conf``."""
         config = Config(prefix="/srv/k")
-        argv = cli.twistd_argv(config)
-        self.assertEqual(argv[:3], [sys.executable, "-c", cli.TWISTD])
+        argv = cli_node.twistd_argv(config)
+        self.assertEqual(argv[:3], [sys.executable, "-c", cli_node.TWISTD])
         self.assertEqual(
             argv[3:],
             [
@@ -291,18 +295,18 @@ class PrefixCommandTests(CliTestCase):
                 "/srv/k",
             ],
         )
-        foreground = cli.twistd_argv(config, foreground=True)
+        foreground = cli_node.twistd_argv(config, foreground=True)
         self.assertEqual(foreground[3:6], ["-n", "--logfile", "-"])
         self.assertIn("--pidfile", foreground)
 
     def test_node_environment_finds_the_plugin(self) -> None:
         """The node's PYTHONPATH leads to a ``twisted/plugins/kong_plugin.py`` next to kongtx."""
-        root = os.path.dirname(os.path.dirname(os.path.abspath(cli.kongtx.__file__)))
-        env = cli.node_environment({"PYTHONPATH": "/elsewhere", "KONG_X": "1"})
+        root = os.path.dirname(os.path.dirname(os.path.abspath(kongtx.__file__)))
+        env = cli_node.node_environment({"PYTHONPATH": "/elsewhere", "KONG_X": "1"})
         self.assertEqual(env["KONG_X"], "1")
         if os.path.isfile(os.path.join(root, "twisted", "plugins", "kong_plugin.py")):
             self.assertEqual(env["PYTHONPATH"], os.pathsep.join([root, "/elsewhere"]))
-            again = cli.node_environment(env)
+            again = cli_node.node_environment(env)
             self.assertEqual(again["PYTHONPATH"], env["PYTHONPATH"])
         else:
             self.assertEqual(env["PYTHONPATH"], "/elsewhere")
@@ -315,7 +319,7 @@ class PrefixCommandTests(CliTestCase):
         offset = os.path.getsize(os.path.join(config.prefix, "logs", "error.log"))
         with open(os.path.join(config.prefix, "logs", "error.log"), "a") as f:
             f.write("new run line\n")
-        message = cli._start_failure(config, "the node exited", offset)
+        message = cli_node._start_failure(config, "the node exited", offset)
         self.assertEqual(
             message.splitlines(),
             [
@@ -327,13 +331,13 @@ class PrefixCommandTests(CliTestCase):
 
     def test_process_helpers(self) -> None:
         """read_pid tolerates garbage; is_running tells live from dead."""
-        self.assertIsNone(cli.read_pid(self.path("missing")))
-        self.assertIsNone(cli.read_pid(self.write("garbage", "abc")))
-        self.assertEqual(cli.read_pid(self.write("pid", " 42\n")), 42)
-        self.assertTrue(cli.is_running(os.getpid()))
+        self.assertIsNone(cli_node.read_pid(self.path("missing")))
+        self.assertIsNone(cli_node.read_pid(self.write("garbage", "abc")))
+        self.assertEqual(cli_node.read_pid(self.write("pid", " 42\n")), 42)
+        self.assertTrue(cli_node.is_running(os.getpid()))
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        self.assertFalse(cli.is_running(dead.pid))
+        self.assertFalse(cli_node.is_running(dead.pid))
 
 
 #: A stand-in for the node: records the signals it gets; ignores SIGQUIT when asked.
@@ -390,7 +394,7 @@ class SignalTests(CliTestCase):
     def test_quit_sends_sigquit(self) -> None:
         """``quit`` sends SIGQUIT and, once the node has exited, prints ``Kong stopped (gracefully)``."""
         config = self.prepared()
-        self.patch(cli, "STOP_TIMEOUT", 5.0)
+        self.patch(cli_node, "STOP_TIMEOUT", 5.0)
         process, record = self.dummy(config, "polite")
         # The polite dummy records SIGQUIT but keeps running: quit must then force it.
         self.assertEqual(self.run_cli("quit", "-p", config.prefix, "-t", "1"), 0)
@@ -440,12 +444,12 @@ class SignalTests(CliTestCase):
         """Without -c and without a default file, reload re-reads ``<prefix>/kong.conf``."""
         config = load_config(None, {"KONG_PG_HOST": "db.internal"}, prefix=self.path("p3"))
         prepare_prefix(config)
-        conf, prefix = cli._reload_source(None, config.prefix)
+        conf, prefix = cli_node._reload_source(None, config.prefix)
         self.assertEqual((conf, prefix), (kong_conf(config), config.prefix))
         other = self.write("other.conf", "pg_host = other\n")
-        self.assertEqual(cli._reload_source(other, config.prefix), (other, config.prefix))
+        self.assertEqual(cli_node._reload_source(other, config.prefix), (other, config.prefix))
         self.patch(config_module, "DEFAULT_PATHS", (other,))
-        self.assertEqual(cli._reload_source(None, config.prefix), (None, config.prefix))
+        self.assertEqual(cli_node._reload_source(None, config.prefix), (None, config.prefix))
 
     def test_reload_source_prefix_from_environment(self) -> None:
         """Without -p the prefix is KONG_PREFIX's, even when only the prefix copy validates."""
@@ -455,7 +459,7 @@ class SignalTests(CliTestCase):
         prepare_prefix(config)
         os.environ["KONG_PREFIX"] = config.prefix
         os.environ["KONG_DNSMASQ"] = "off"
-        self.assertEqual(cli._reload_source(None, None), (kong_conf(config), config.prefix))
+        self.assertEqual(cli_node._reload_source(None, None), (kong_conf(config), config.prefix))
         self.assertEqual(
             load_config(kong_conf(config), os.environ).dns_resolver, config.dns_resolver
         )
@@ -476,7 +480,7 @@ class ClusterTests(CliTestCase):
             self.requests.append((method, path, form))
             return self.answer
 
-        self.patch(cli, "admin_request", fake)
+        self.patch(cli_node, "admin_request", fake)
 
     def test_members(self) -> None:
         """One ``<name>\\t<address>\\t<status>`` line per member, from ``GET /cluster``."""
@@ -520,15 +524,15 @@ class ResolvePrefixTests(CliTestCase):
     def test_precedence(self) -> None:
         """-p beats KONG_PREFIX beats the file's prefix line beats the default."""
         conf = self.write("with-prefix.conf", "prefix = /from/file\npg_port = invalid\n")
-        self.assertEqual(cli.resolve_prefix(conf, None), "/from/file")
+        self.assertEqual(cli_output.resolve_prefix(conf, None), "/from/file")
         self.patch(config_module, "DEFAULT_PATHS", (conf,))
-        self.assertEqual(cli.resolve_prefix(None, None), "/from/file")
+        self.assertEqual(cli_output.resolve_prefix(None, None), "/from/file")
         os.environ["KONG_PREFIX"] = "/from/env"
-        self.assertEqual(cli.resolve_prefix(conf, None), "/from/env")
-        self.assertEqual(cli.resolve_prefix(conf, "/from/flag"), "/from/flag")
+        self.assertEqual(cli_output.resolve_prefix(conf, None), "/from/env")
+        self.assertEqual(cli_output.resolve_prefix(conf, "/from/flag"), "/from/flag")
         del os.environ["KONG_PREFIX"]
         self.patch(config_module, "DEFAULT_PATHS", (self.path("none"),))
-        self.assertEqual(cli.resolve_prefix(None, None), "/usr/local/kong")
+        self.assertEqual(cli_output.resolve_prefix(None, None), "/usr/local/kong")
 
     def test_stop_ignores_unrelated_invalid_settings(self) -> None:
         """``stop`` finds the prefix even when the environment alone would not validate."""
@@ -563,7 +567,7 @@ class ForegroundTests(CliTestCase):
 class ConfirmTests(CliTestCase):
     def confirm(self, answers: str) -> bool:
         self.patch(sys, "stdin", io.StringIO(answers))
-        return cli._confirm(cli.CliLog(self.stdout, self.stderr), "Sure?")
+        return cli_datastore._confirm(cli_output.CliLog(self.stdout, self.stderr), "Sure?")
 
     def test_yes_and_no(self) -> None:
         """Y or y confirms, n refuses; the question ends with ``[Y/n]``."""
@@ -591,7 +595,7 @@ class LogFormatTests(SynchronousTestCase):
     def test_levels(self) -> None:
         """Info goes plain to stdout, warnings/errors dated to stderr, verbose only with --v."""
         out, err = io.StringIO(), io.StringIO()
-        log = cli.CliLog(out, err)
+        log = cli_output.CliLog(out, err)
         log("hello")
         log.verbose("hidden")
         log.warn("careful")
@@ -601,7 +605,7 @@ class LogFormatTests(SynchronousTestCase):
     def test_verbose_dates_everything(self) -> None:
         """With --v every line carries the date and level, debug stays hidden."""
         out = io.StringIO()
-        log = cli.CliLog(out, io.StringIO(), "verbose")
+        log = cli_output.CliLog(out, io.StringIO(), "verbose")
         log("hello")
         log.verbose("more")
         log.debug("hidden")

@@ -522,7 +522,8 @@ class DatabaseModeAdminTests(SynchronousTestCase):
 class CliParserTests(SynchronousTestCase):
     def test_config_subcommands(self) -> None:
         """``kong config`` takes parse/db_import/db_export, an optional file and ``-c``."""
-        from kongtx.cli import build_parser, cmd_config
+        from kongtx.cli import build_parser
+        from kongtx.cli.datastore import cmd_config
 
         args = build_parser().parse_args(["config", "db_import", "kong.yml", "-c", "a.conf"])
         self.assertEqual((args.command, args.file, args.conf), ("db_import", "kong.yml", "a.conf"))
