@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
+from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing, lookup_host
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.errors import (
@@ -50,6 +51,7 @@ from kongtx.proxy.request import (
     strip_hop_by_hop,
 )
 from kongtx.proxy.upstream import (
+    ConnectError,
     UpstreamClient,
     UpstreamResponse,
     build_head,
@@ -60,6 +62,11 @@ from kongtx.router import CACHE_KEY, Match, Router, not_found_body
 from kongtx.store.interface import Row
 
 log = logger("kongtx.proxy")
+
+#: Retries of a balanced request after a connect failure (Kong 0.10's API ``retries`` default).
+BALANCER_RETRIES = 5
+#: Kong 1.x's answer when every peer of an upstream is unhealthy (or it has none).
+NO_PEER_MESSAGE = "failure to get a peer from the ring-balancer"
 
 #: Response headers the proxy sets itself (whatever the upstream sent under these names).
 _OURS_ON_RESPONSES = frozenset(
@@ -392,8 +399,13 @@ class ProxyPipeline:
         *,
         trusted_ips: TrustedIps | None = None,
         plugins: ChainSource | None = None,
+        balancers: Balancers | None = None,
     ) -> None:
         self.routers = routers
+        #: upstreams by name (an API whose upstream_url host names one is balanced)
+        self.balancers = balancers
+        #: upstream_url -> its host, parsed once per URL
+        self._upstream_names: dict[str, str] = {}
         self.client = client
         self.clock = clock
         self.trusted_ips = trusted_ips or TrustedIps()
@@ -554,21 +566,32 @@ class ProxyPipeline:
             host_override=ctx.upstream_host,
         )
         ctx.upstream_url = req.url
+        balancer: Balancer | None = None
+        if self.balancers is not None:
+            balancer = await self._balancer(ctx.api)
         access_done = self.clock.seconds()
         ctx.proxy_latency = self._ms_since(ctx.started_at)
         accept = incoming.headers.get("accept")
 
         if upgrade:
-            await self._tunnel(ctx, req.url, req.method, req.headers, down, accept)
+            await self._tunnel(ctx, req.url, req.method, req.headers, down, accept, balancer)
             return
 
         body, length = ctx.body_stream
         if body is not None:
             body.seek(0)
+        pick: Pick | None = None
         try:
-            response = await self.client.request(
-                req.method, req.url, req.headers, body, length, stream=ctx._stream
-            )
+            if balancer is None:
+                response = await self.client.request(
+                    req.method, req.url, req.headers, body, length, stream=ctx._stream
+                )
+            else:
+                picked = await self._balanced_request(ctx, balancer, req, body, length)
+                if picked is None:
+                    self._send_no_peer(ctx, down)
+                    return
+                pick, response = picked
         except UpstreamError as e:
             log.info(
                 "upstream error {status} for {url}: {reason}",
@@ -578,8 +601,102 @@ class ProxyPipeline:
             )
             self._send_error(ctx, down, e.status, accept)
             return
-        ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
-        await self._relay(ctx, chain, down, response)
+        try:
+            ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
+            await self._relay(ctx, chain, down, response)
+        finally:
+            self._release(balancer, pick)
+
+    # ----------------------------------------------------------------- balancing
+
+    async def _balancer(self, api: Row) -> Balancer | None:
+        """The balancer of the upstream the API's upstream_url host names, if any.
+
+        Hot path for every API: one dict lookup and one cache peek (a negative
+        ``upstreams:<host>`` entry when the host is no upstream).
+        """
+        balancers = self.balancers
+        assert balancers is not None
+        url = api.get("upstream_url") or ""
+        name = self._upstream_names.get(url)
+        if name is None:
+            if len(self._upstream_names) > 4096:
+                self._upstream_names.clear()
+            name = self._upstream_names[url] = lookup_host(url)
+        found = balancers.peek(name)
+        if isinstance(found, _Missing):
+            return await balancers.get(name)
+        return found
+
+    async def _balanced_request(
+        self,
+        ctx: ProxyContext,
+        balancer: Balancer,
+        req: Any,
+        body: IO[bytes] | None,
+        length: int,
+    ) -> tuple[Pick, UpstreamResponse] | None:
+        """Send to a peer of ``balancer``; a failed connect is retried on another.
+
+        Only a connect failure or connect timeout (nothing sent yet) of a replayable
+        body is retried, at most :data:`BALANCER_RETRIES` times, never on the same
+        address twice in a row when another is healthy.  Every attempt's outcome
+        goes to the outcome listeners.  ``None``: no healthy peer.
+        """
+        balancers = self.balancers
+        assert balancers is not None
+        upstream = balancer.upstream
+        avoid: str | None = None
+        attempt = 0
+        while True:
+            pick = balancer.pick(ctx, avoid)
+            if pick is None:
+                return None
+            if body is not None:
+                body.seek(0)
+            try:
+                response = await self.client.request(
+                    req.method,
+                    req.url,
+                    req.headers,
+                    body,
+                    length,
+                    stream=ctx._stream,
+                    address=(pick.host, pick.port),
+                )
+            except UpstreamError as e:
+                balancer.release(pick)
+                balancers.report(upstream, pick, "timeout" if e.status == 504 else "tcp_failure")
+                if (
+                    isinstance(e, ConnectError)
+                    and ctx._stream is None
+                    and attempt < BALANCER_RETRIES
+                ):
+                    attempt += 1
+                    avoid = pick.address
+                    log.info(
+                        "connecting to {address} ({target}) of {upstream} failed: {reason};"
+                        " retry {attempt}",
+                        address=pick.address,
+                        target=pick.target,
+                        upstream=balancer.name,
+                        reason=e.reason,
+                        attempt=attempt,
+                    )
+                    continue
+                raise
+            except BaseException:
+                balancer.release(pick)
+                raise
+            balancers.report(upstream, pick, "http", response.status)
+            return pick, response
+
+    def _send_no_peer(self, ctx: ProxyContext, down: Downstream) -> None:
+        """503: no healthy address in the upstream (Kong 1.x's JSON message)."""
+        body = json_body({"message": NO_PEER_MESSAGE})
+        ctx.status = 503
+        ctx.response_size = len(body)
+        self._send_whole(down, 503, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body)
 
     async def _relay(
         self,
@@ -642,22 +759,49 @@ class ProxyPipeline:
         headers: HeaderList,
         down: Downstream,
         accept: str | None,
+        balancer: Balancer | None = None,
     ) -> None:
-        """WebSocket (any Upgrade): send the handshake, then splice raw bytes."""
+        """WebSocket (any Upgrade): send the handshake, then splice raw bytes.
+
+        A balanced upgrade goes to one pick (no retry: the handshake is the request).
+        """
+        pick: Pick | None = None
         try:
             scheme, host, port, target = split_url(url)
             head = build_head(method, target, headers, None)
-            tunnel = await open_tunnel(self.client, scheme, host, port)
+            if balancer is not None:
+                pick = balancer.pick(ctx)
+                if pick is None:
+                    self._send_no_peer(ctx, down)
+                    return
+            address = (pick.host, pick.port) if pick is not None else None
+            tunnel = await open_tunnel(self.client, scheme, host, port, address)
         except ValueError:
+            self._release(balancer, pick)
             self._send_error(ctx, down, 502, accept)
             return
         except UpstreamError as e:
+            if pick is not None and balancer is not None and self.balancers is not None:
+                kind = "timeout" if e.status == 504 else "tcp_failure"
+                self.balancers.report(balancer.upstream, pick, kind)
+            self._release(balancer, pick)
             self._send_error(ctx, down, e.status, accept)
             return
+        except BaseException:
+            self._release(balancer, pick)
+            raise
         ctx.status = 101
         tunnel.write(head)
         down.splice(tunnel)
-        await tunnel.closed
+        try:
+            await tunnel.closed
+        finally:
+            self._release(balancer, pick)
+
+    @staticmethod
+    def _release(balancer: Balancer | None, pick: Pick | None) -> None:
+        if balancer is not None and pick is not None:
+            balancer.release(pick)
 
 
 def split_absolute_form(target: str) -> tuple[str, str]:

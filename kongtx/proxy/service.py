@@ -15,6 +15,7 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
+from kongtx.balancer.registry import Balancers, make_balancers
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.plugins.runtime import PluginRuntime
@@ -100,17 +101,30 @@ def sni_warmer(routers: RouterSource, runtime: PluginRuntime) -> SNIWarmer:
 
 
 def build_pipeline(
-    config: Any, dao: Any, cache: Any, registry: Any, clock: Clock, reactor: Any
+    config: Any,
+    dao: Any,
+    cache: Any,
+    registry: Any,
+    clock: Clock,
+    reactor: Any,
+    balancers: Balancers | None = None,
 ) -> tuple[ProxyPipeline, RouterSource, PluginRuntime]:
-    """The node's proxy pipeline, its router source and its plugin runtime."""
+    """The node's proxy pipeline, its router source and its plugin runtime.
+
+    ``balancers``: the node's upstream balancers (shared with its health checks);
+    built here, with a health table of their own, when not given.
+    """
     routers = RouterSource(cache, dao)
     runtime = PluginRuntime(dao, cache, registry, clock)
+    if balancers is None:
+        balancers = make_balancers(config, cache, dao, clock, reactor)
     pipeline = ProxyPipeline(
         routers,
         make_upstream_client(reactor, clock, config),
         clock,
         trusted_ips=TrustedIps(config.trusted_ips),
         plugins=runtime,
+        balancers=balancers,
     )
     return pipeline, routers, runtime
 
@@ -140,10 +154,18 @@ def make_proxy_factory(config: Any, pipeline: ProxyPipeline, clock: Clock) -> An
 
 
 def make_proxy_services(
-    config: Any, dao: Any, cache: Any, registry: Any, clock: Clock, reactor: Any
+    config: Any,
+    dao: Any,
+    cache: Any,
+    registry: Any,
+    clock: Clock,
+    reactor: Any,
+    balancers: Balancers | None = None,
 ) -> list[IService]:
     """Listening services for ``proxy_listen`` and (when ``ssl`` is on) ``proxy_listen_ssl``."""
-    pipeline, routers, runtime = build_pipeline(config, dao, cache, registry, clock, reactor)
+    pipeline, routers, runtime = build_pipeline(
+        config, dao, cache, registry, clock, reactor, balancers
+    )
     services: list[IService] = []
 
     listen = config.proxy_listen

@@ -35,7 +35,12 @@ import httptools
 from OpenSSL import SSL
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -312,6 +317,15 @@ class _ChunkedWriter:
     def write(self, data: bytes) -> None:
         if data:
             self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+
+
+#: ``(scheme, host to connect to, port, name for TLS)``; the name is set only for a
+#: balanced peer, whose host is then an IP (``""``: connect to the URL's host).
+PoolKey = tuple[str, str, int, str]
+
+
+class ConnectError(UpstreamError):
+    """The connection to the upstream failed or timed out: nothing was sent."""
 
 
 class _Stale(Exception):
@@ -645,7 +659,7 @@ _HEADERS, _BODY, _COMPLETE, _ERROR = range(4)
 class _Connection(TxProtocol):
     """One upstream connection: carries one exchange at a time, then waits in the pool."""
 
-    def __init__(self, key: tuple[str, str, int]) -> None:
+    def __init__(self, key: PoolKey) -> None:
         self.key = key
         self.exchange: _Exchange | None = None
         self.reused = False
@@ -709,7 +723,7 @@ class _Connection(TxProtocol):
 class _ConnectionFactory(Factory):
     noisy = False
 
-    def __init__(self, key: tuple[str, str, int], client: UpstreamClient) -> None:
+    def __init__(self, key: PoolKey, client: UpstreamClient) -> None:
         self.key = key
         self.client = client
 
@@ -752,33 +766,51 @@ class UpstreamClient:
         self.read_timeout = read_timeout / 1000.0
         self._tls_context = _client_context()
         # Endpoints are stateless and reusable; building one costs an IDNA round trip.
-        self._endpoints: dict[tuple[str, str, int], IStreamClientEndpoint] = {}
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
+        self._idle: dict[PoolKey, list[_Connection]] = {}
 
     # ------------------------------------------------------------ endpoints
 
     def endpoint_for(self, scheme: bytes, host: bytes, port: int) -> IStreamClientEndpoint:
         """A TCP (or TCP+TLS) endpoint; host names resolve off the reactor thread."""
-        key = (scheme.decode("ascii"), host.decode("ascii"), port)
+        return self._cached_endpoint((scheme.decode("ascii"), host.decode("ascii"), port, ""))
+
+    def _endpoint(self, key: PoolKey) -> IStreamClientEndpoint:
+        """The endpoint of a pool key: the URL's host, or a balanced peer's IP."""
+        scheme, host, port, name = key
+        if not name:
+            return self.endpoint_for(scheme.encode("ascii"), host.encode("idna"), port)
+        return self._cached_endpoint(key)
+
+    def _cached_endpoint(self, key: PoolKey) -> IStreamClientEndpoint:
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             if len(self._endpoints) > 4096:
                 self._endpoints.clear()
-            endpoint = self._endpoints[key] = self._make_endpoint(scheme, host, port)
+            endpoint = self._endpoints[key] = self._make_endpoint(key)
         return endpoint
 
-    def _make_endpoint(self, scheme: bytes, host: bytes, port: int) -> IStreamClientEndpoint:
-        shost = host.decode("ascii")
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, host, port, timeout=self.connect_timeout or 30.0
-        )
-        if scheme == b"https":
-            endpoint = wrapClientTLS(_UnverifiedCreator(self._tls_context, shost), endpoint)
+    def _make_endpoint(self, key: PoolKey) -> IStreamClientEndpoint:
+        scheme, host, port, name = key
+        timeout = self.connect_timeout or 30.0
+        endpoint: IStreamClientEndpoint
+        if name:
+            # a balanced peer: connect to its IP (no name resolution at all); TLS
+            # still names the upstream
+            if ":" in host:
+                endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
+            else:
+                endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        else:
+            name = host
+            endpoint = HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=timeout)
+        if scheme == "https":
+            endpoint = wrapClientTLS(_UnverifiedCreator(self._tls_context, name), endpoint)
         return endpoint
 
     # ------------------------------------------------------------ pool
 
-    def _take(self, key: tuple[str, str, int]) -> _Connection | None:
+    def _take(self, key: PoolKey) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -809,15 +841,15 @@ class UpstreamClient:
         if conn.timer is not None:
             conn.timer.cancel()
 
-    async def _connect(self, key: tuple[str, str, int]) -> _Connection:
-        scheme, host, port = key
-        endpoint = self.endpoint_for(scheme.encode("ascii"), host.encode("idna"), port)
+    async def _connect(self, key: PoolKey) -> _Connection:
+        endpoint = self._endpoint(key)
         try:
             conn = await endpoint.connect(_ConnectionFactory(key, self))
         except CancelledError:
             raise
         except Exception as exc:
-            raise classify(Failure(exc)) from exc
+            e = classify(Failure(exc))
+            raise ConnectError(e.status, e.reason) from exc
         assert isinstance(conn, _Connection)
         return conn
 
@@ -831,6 +863,7 @@ class UpstreamClient:
         body: IO[bytes] | None = None,
         length: int = 0,
         stream: Any = None,
+        address: tuple[str, int] | None = None,
     ) -> UpstreamResponse:
         """Send one request; returns once the response headers arrived.
 
@@ -838,7 +871,12 @@ class UpstreamClient:
         ``stream`` (a producer still receiving it from the client: see
         ``kongtx.proxy.http.BodyPipe``; framed chunked when its length is unknown).
 
+        ``address`` (a balanced peer's ``(ip, port)``) is where the connection goes;
+        the URL, the ``Host`` header and TLS's SNI keep the upstream's name, and the
+        keep-alive pool is keyed by the address (and that name, for TLS).
+
         Raises:
+            ConnectError: the connection could not be made (nothing was sent).
             UpstreamError: 502 or 504 (SPEC §3.5), never anything else but
                 ``CancelledError`` (the client went away).
         """
@@ -846,7 +884,11 @@ class UpstreamClient:
             scheme, host, port, target = split_url(url)
         except ValueError as exc:
             raise UpstreamError(502, str(exc)) from exc
-        key = (scheme, host, port)
+        key: PoolKey
+        if address is None:
+            key = (scheme, host, port, "")
+        else:
+            key = (scheme, address[0], address[1], host)
         if stream is not None:
             # A body still arriving from the client: it cannot be replayed, so it never
             # goes on a pooled connection that might turn out to be stale.
@@ -987,14 +1029,28 @@ class Tunnel(TxProtocol):
             self.closed.callback(None)
 
 
-async def open_tunnel(client: UpstreamClient, scheme: str, host: str, port: int) -> Tunnel:
-    """Connect a :class:`Tunnel` to an upstream (connect timeout, 502/504 mapping)."""
+async def open_tunnel(
+    client: UpstreamClient,
+    scheme: str,
+    host: str,
+    port: int,
+    address: tuple[str, int] | None = None,
+) -> Tunnel:
+    """Connect a :class:`Tunnel` to an upstream (connect timeout, 502/504 mapping).
+
+    ``address``: a balanced peer's ``(ip, port)`` to connect to instead (TLS still
+    names ``host``).
+    """
     from twisted.internet.protocol import Factory
 
-    endpoint = client.endpoint_for(scheme.encode("ascii"), host.encode("idna"), port)
+    if address is None:
+        endpoint = client.endpoint_for(scheme.encode("ascii"), host.encode("idna"), port)
+    else:
+        endpoint = client._endpoint((scheme, address[0], address[1], host))
     try:
         proto = await endpoint.connect(Factory.forProtocol(Tunnel))
     except Exception as exc:
-        raise classify(Failure(exc)) from exc
+        e = classify(Failure(exc))
+        raise ConnectError(e.status, e.reason) from exc
     assert isinstance(proto, Tunnel)
     return proto

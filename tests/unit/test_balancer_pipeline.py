@@ -1,0 +1,178 @@
+"""The pipeline's balanced path: picks, retries on connect failures, 503 with no peer."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from kongtx.balancer.dns import TargetResolver
+from kongtx.balancer.health_state import HealthState
+from kongtx.balancer.registry import Balancers
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.pipeline import (
+    BALANCER_RETRIES,
+    IncomingRequest,
+    ProxyPipeline,
+    RouterSource,
+)
+from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.proxy.upstream import ConnectError
+from tests.unit.test_balancer_dns import FakeNames
+from tests.unit.test_balancer_registry import target_row, upstream_row
+from tests.unit.test_pipeline import FakeDown, FakeResponse, PipelineBase, api_row
+
+
+class RowsDAO:
+    """apis, upstreams and targets by equality filters."""
+
+    def __init__(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        self.rows = rows
+
+    async def find_all(self, collection: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.rows.get(collection, [])
+            if all(r.get(k) == v for k, v in filters.items())
+        ]
+
+
+class ScriptedClient:
+    """Answers each request from a script: an exception to raise or a response."""
+
+    def __init__(self) -> None:
+        self.script: list[Any] = []
+        self.calls: list[tuple[str, tuple[str, int] | None, bytes | None]] = []
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any = None,
+        length: int = 0,
+        stream: Any = None,
+        address: tuple[str, int] | None = None,
+    ) -> Deferred[Any]:
+        data = body.read(length) if body is not None else None
+        self.calls.append((url, address, data))
+        step = self.script.pop(0) if self.script else FakeResponse()
+        if isinstance(step, Exception):
+            return fail(step)
+        return succeed(step)
+
+
+class BalancedPipelineTests(PipelineBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.dao = RowsDAO(  # type: ignore[assignment]
+            {
+                "apis": [api_row(upstream_url="http://service.v1/base")],
+                "upstreams": [upstream_row()],
+                "targets": [
+                    target_row("10.0.0.1:80", created_at=1),
+                    target_row("10.0.0.2:80", created_at=2),
+                ],
+            }
+        )
+        self.health = HealthState()
+        resolver = TargetResolver(
+            self.reactor, self.clock, [("127.0.0.1", 53)], resolver=FakeNames()
+        )
+        self.balancers = Balancers(self.cache, self.dao, self.health, resolver, self.clock)
+        self.outcomes: list[tuple[str, str, int]] = []
+        self.balancers.outcome_listeners.append(
+            lambda row, pick, kind, status: self.outcomes.append((pick.address, kind, status))
+        )
+        self.scripted = ScriptedClient()
+
+    def balanced(self) -> ProxyPipeline:
+        return ProxyPipeline(
+            RouterSource(self.cache, self.dao),
+            self.scripted,  # type: ignore[arg-type]
+            self.clock,
+            trusted_ips=TrustedIps([]),
+            balancers=self.balancers,
+        )
+
+    def finish(
+        self, pipeline: ProxyPipeline, body: bytes | None = None
+    ) -> tuple[FakeDown, Deferred[None]]:
+        incoming = IncomingRequest(
+            "POST" if body else "GET",
+            "/p/x",
+            HeaderList([("Host", "other"), ("Accept", "application/json")]),
+            "10.9.9.9",
+            "http",
+            io.BytesIO(body) if body else None,
+            len(body or b""),
+        )
+        down = FakeDown()
+        return down, Deferred.fromCoroutine(pipeline.handle(incoming, down))
+
+    def test_balanced_request_goes_to_the_pick_with_the_upstream_url(self) -> None:
+        """The URL (and so Host) keeps the upstream name; the connection goes to the pick."""
+        response = FakeResponse()
+        self.scripted.script = [response]
+        down, d = self.finish(self.balanced())
+        response.sink.finish()
+        self.successResultOf(d)
+        url, address, _ = self.scripted.calls[0]
+        assert url == "http://service.v1/base/x"
+        assert address == ("10.0.0.1", 80)
+        assert down.status == 200
+        assert self.outcomes == [("10.0.0.1:80", "http", 200)]
+
+    def test_connect_failure_retried_on_another_address(self) -> None:
+        """A refused connect is retried on the other target with the same body; outcomes reported."""
+        response = FakeResponse()
+        self.scripted.script = [ConnectError(502, "refused"), response]
+        down, d = self.finish(self.balanced(), body=b"payload")
+        response.sink.finish()
+        self.successResultOf(d)
+        assert [c[1] for c in self.scripted.calls] == [("10.0.0.1", 80), ("10.0.0.2", 80)]
+        assert [c[2] for c in self.scripted.calls] == [b"payload", b"payload"]
+        assert down.status == 200
+        assert self.outcomes == [("10.0.0.1:80", "tcp_failure", 0), ("10.0.0.2:80", "http", 200)]
+
+    def test_retries_are_bounded(self) -> None:
+        """Every connect failing: 1 + BALANCER_RETRIES attempts, alternating, then the error page."""
+        self.scripted.script = [ConnectError(504, "connect timed out")] * (BALANCER_RETRIES + 3)
+        down, d = self.finish(self.balanced())
+        self.successResultOf(d)
+        addresses = [c[1] for c in self.scripted.calls]
+        assert len(addresses) == BALANCER_RETRIES + 1
+        assert all(a != b for a, b in zip(addresses, addresses[1:], strict=False))
+        assert down.status == 504
+        assert {kind for _, kind, _ in self.outcomes} == {"timeout"}
+
+    def test_failure_after_connect_is_not_retried(self) -> None:
+        """A read timeout (the request was sent) is not retried: 504 at once."""
+        self.scripted.script = [UpstreamError(504, "read timed out")]
+        down, d = self.finish(self.balanced())
+        self.successResultOf(d)
+        assert len(self.scripted.calls) == 1 and down.status == 504
+
+    def test_no_healthy_peer_is_503_json(self) -> None:
+        """Every address unhealthy: Kong 1.x's 503 JSON, nothing sent upstream."""
+        self.health.set("u-1", "10.0.0.1:80", False, "manual")
+        self.health.set("u-1", "10.0.0.2:80", False, "manual")
+        down, d = self.finish(self.balanced())
+        self.successResultOf(d)
+        assert down.status == 503
+        assert json.loads(down.body) == {"message": "failure to get a peer from the ring-balancer"}
+        assert down.header("content-type") == "application/json; charset=utf-8"
+        assert self.scripted.calls == []
+
+    def test_api_without_upstream_is_proxied_as_before(self) -> None:
+        """A host that names no upstream: no address, the plain path (negative entry cached)."""
+        self.dao.rows["apis"] = [api_row(upstream_url="http://plain.example:8080/base")]  # type: ignore[attr-defined]
+        response = FakeResponse()
+        self.scripted.script = [response]
+        down, d = self.finish(self.balanced())
+        response.sink.finish()
+        self.successResultOf(d)
+        assert self.scripted.calls[0][:2] == ("http://plain.example:8080/base/x", None)
+        assert self.cache.peek("upstreams:plain.example") == (True, None)
