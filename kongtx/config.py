@@ -7,6 +7,10 @@ binds anything, with one line per problem that names the property.  So loading i
 pure function of (file text, environment, ``-p``) that either returns a fully typed
 :class:`Config` or raises :class:`ConfigError` carrying *every* problem found.
 
+This module holds the property table (which parser reads each property, its default),
+:class:`Config` and loading; turning one raw value into its typed value, and back into
+kong.conf text, is :mod:`kongtx.config_values`.
+
 Precedence, lowest to highest (SPEC §5.1): :data:`DEFAULTS` < the file (``-c``, else the
 first existing of :data:`DEFAULT_PATHS`) < ``KONG_<PROPERTY>`` < ``-p`` (prefix only).
 
@@ -19,19 +23,20 @@ password containing ``#`` survives; in the file, ``\\#`` escapes a ``#``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
-import math
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from twisted.logger import LogLevel
 
+from kongtx import config_values as parse
+from kongtx.config_values import Address as Address
+from kongtx.config_values import Invalid, Parser, format_value
+from kongtx.config_values import format_size as format_size
+from kongtx.config_values import twisted_log_level as twisted_log_level
 from kongtx.log import logger
 
 log = logger("kongtx.config")
@@ -67,6 +72,9 @@ PROXY_FRONTENDS = ("fast", "web")
 #: nginx's "on"/"off" flags: Kong shows them as strings in ``GET /`` (the rest are booleans).
 _NGX_BOOLEANS = frozenset({"nginx_daemon", "lua_code_cache"})
 
+#: Sizes in bytes, shown and written in nginx notation (``128m``).
+_SIZES = frozenset({"mem_cache_size", "client_max_header_size", "client_body_buffer_size"})
+
 
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` holds one line per problem."""
@@ -74,239 +82,6 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-class Address(NamedTuple):
-    """A ``host:port`` pair, as written in ``*_listen`` properties.
-
-    ``host`` never carries IPv6 brackets; ``str()`` adds them back.
-    """
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def connect_host(self) -> str:
-        """The host a local client should dial: a wildcard bind becomes loopback."""
-        if self.host == "0.0.0.0":
-            return "127.0.0.1"
-        if self.host == "::":
-            return "::1"
-        return self.host
-
-
-class _Invalid(Exception):
-    """One property's value is wrong; the message is the user-facing line."""
-
-
-# --------------------------------------------------------------------------- parsers
-#
-# Each parser takes (property name, non-empty trimmed raw text) and returns the typed
-# value or raises _Invalid with SPEC's wording.
-
-
-Parser = Callable[[str, str], Any]
-
-
-def _string(key: str, raw: str) -> str:
-    return raw
-
-
-def _path(key: str, raw: str) -> str:
-    return os.path.abspath(os.path.expanduser(raw))
-
-
-def _enum(*allowed: str) -> Parser:
-    def parse(key: str, raw: str) -> str:
-        if raw not in allowed:
-            raise _Invalid(f"{key} has an invalid value: '{raw}' ({', '.join(allowed)})")
-        return raw
-
-    return parse
-
-
-def _boolean(key: str, raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("on", "true"):
-        return True
-    if lowered in ("off", "false"):
-        return False
-    raise _Invalid(f"{key} is not a boolean: '{raw}'")
-
-
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-def _number(key: str, raw: str) -> float:
-    value = float(raw) if _NUMBER.fullmatch(raw) else math.nan
-    if not math.isfinite(value):
-        raise _Invalid(f"{key} is not a number: '{raw}'")
-    return value
-
-
-def _integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
-    def parse(key: str, raw: str) -> int:
-        if re.fullmatch(r"[+-]?\d+", raw):
-            result = int(raw)
-        else:
-            value = _number(key, raw)
-            if value != int(value):
-                raise _Invalid(f"{key} is not an integer: '{raw}'")
-            result = int(value)
-        if minimum is not None and maximum is not None:
-            if not minimum <= result <= maximum:
-                raise _Invalid(f"{key} has an invalid value: '{raw}' ({minimum}-{maximum})")
-        elif minimum is not None and result < minimum:
-            raise _Invalid(f"{key} has an invalid value: '{raw}' (>= {minimum})")
-        return result
-
-    return parse
-
-
-def _positive_number(key: str, raw: str) -> float:
-    value = _number(key, raw)
-    if value <= 0:
-        raise _Invalid(f"{key} has an invalid value: '{raw}' (> 0)")
-    return value
-
-
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def _size(key: str, raw: str) -> int:
-    """An nginx size (``512``, ``10k``, ``128m``, ``1g``) in bytes."""
-    match = _SIZE.fullmatch(raw)
-    if not match:
-        raise _Invalid(f"{key} is not a size: '{raw}'")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def format_size(size: int) -> str:
-    """Bytes back to nginx notation, largest exact unit first (``134217728`` -> ``128m``)."""
-    for unit in ("g", "m", "k"):
-        factor = _SIZE_UNITS[unit]
-        if size and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
-
-def _list(key: str, raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-
-
-def _split_host_port(raw: str) -> tuple[str, int] | None:
-    match = re.fullmatch(r"(.+):(\d+)", raw)
-    if not match:
-        return None
-    host, port = match.group(1), int(match.group(2))
-    if port > 65535:
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-        return host, port
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        if ":" in host or not _HOSTNAME.fullmatch(host):
-            return None
-    return host, port
-
-
-def _listen(key: str, raw: str) -> Address:
-    """``address:port`` (``[v6]:port`` too), Kong's proxy/admin listen form."""
-    parsed = _split_host_port(raw)
-    if parsed is None:
-        raise _Invalid(f"{key} must be of form 'address:port'")
-    return Address(*parsed)
-
-
-def _listen_or_off(key: str, raw: str) -> Address | None:
-    """``off`` (the listener is not started) or ``address:port``, like ``*_listen``."""
-    if raw.strip().lower() == "off":
-        return None
-    return _listen(key, raw)
-
-
-def _ipv4_port(key: str, raw: str) -> Address:
-    """The gossip addresses: Serf only ever took ``IPv4:port``."""
-    match = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", raw)
-    if match:
-        try:
-            ipaddress.IPv4Address(match.group(1))
-        except ValueError:
-            pass
-        else:
-            if int(match.group(2)) <= 65535:
-                return Address(match.group(1), int(match.group(2)))
-    raise _Invalid(f"{key} must be in the form of IPv4:port")
-
-
-def _dns_resolver(key: str, raw: str) -> tuple[Address, ...]:
-    servers = []
-    for item in _list(key, raw):
-        host, _, port = item.partition(":")
-        try:
-            ipaddress.IPv4Address(host)
-            number = int(port) if port else 53
-            if not (port.isdigit() or not port) or not 0 < number <= 65535:
-                raise ValueError(port)
-        except ValueError:
-            raise _Invalid(
-                f"{key} must be a comma separated list in the form of IPv4 or IPv4:port"
-            ) from None
-        servers.append(Address(host, number))
-    return tuple(servers)
-
-
-def _trusted_ips(key: str, raw: str) -> tuple[str, ...]:
-    networks = []
-    for item in _list(key, raw):
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise _Invalid(
-                f"{key} must be a comma separated list in the form of IPv4 or IPv6 "
-                f"address or CIDR block, got '{item}'"
-            ) from None
-    return tuple(networks)
-
-
-def _data_centers(key: str, raw: str) -> tuple[str, ...]:
-    items = _list(key, raw)
-    for item in items:
-        if not re.fullmatch(r"[^:]+:\d+", item):
-            raise _Invalid(f"{key} has an invalid value: '{item}' (<dc_name>:<replication_factor>)")
-    return items
-
-
-def _worker_processes(key: str, raw: str) -> int | str:
-    if raw == "auto":
-        return raw
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    raise _Invalid(f"{key} has an invalid value: '{raw}' (auto, a positive integer)")
-
-
-def _encrypt_key(key: str, raw: str) -> str:
-    try:
-        decoded = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if len(decoded) not in (16, 24, 32):
-        raise _Invalid(f"{key} must be a base64 encoded 16, 24 or 32 byte key")
-    return raw
 
 
 # --------------------------------------------------------------------------- the table
@@ -321,71 +96,71 @@ class _Property:
 
 
 _PROPERTIES: dict[str, _Property] = {
-    "prefix": _Property("/usr/local/kong/", _path),
-    "log_level": _Property("notice", _enum(*LOG_LEVELS)),
-    "custom_plugins": _Property("", _list, ()),
-    "anonymous_reports": _Property("on", _boolean),
-    "proxy_listen": _Property("0.0.0.0:8000", _listen),
-    "proxy_listen_ssl": _Property("0.0.0.0:8443", _listen),
-    "admin_listen": _Property("127.0.0.1:8001", _listen),
+    "prefix": _Property("/usr/local/kong/", parse.path),
+    "log_level": _Property("notice", parse.enum(*LOG_LEVELS)),
+    "custom_plugins": _Property("", parse.comma_list, ()),
+    "anonymous_reports": _Property("on", parse.boolean),
+    "proxy_listen": _Property("0.0.0.0:8000", parse.listen),
+    "proxy_listen_ssl": _Property("0.0.0.0:8443", parse.listen),
+    "admin_listen": _Property("127.0.0.1:8001", parse.listen),
     # Prometheus /metrics (docs/metrics.md); off unless an address is given
-    "status_listen": _Property("off", _listen_or_off),
-    "trusted_ips": _Property("", _trusted_ips, ()),
-    "nginx_worker_processes": _Property("auto", _worker_processes),
-    "nginx_daemon": _Property("on", _boolean),
-    "nginx_optimizations": _Property("on", _boolean),
-    "mem_cache_size": _Property("128m", _size),
-    "ssl": _Property("on", _boolean),
-    "ssl_cert": _Property("", _path),
-    "ssl_cert_key": _Property("", _path),
-    "database": _Property("sqlite", _enum(*DATABASES)),
-    "sqlite_path": _Property("", _string, ""),
-    "declarative_config": _Property("", _path),
-    "pg_host": _Property("127.0.0.1", _string),
-    "pg_port": _Property("5432", _integer(1, 65535)),
-    "pg_user": _Property("kong", _string),
-    "pg_password": _Property("", _string),
-    "pg_database": _Property("kong", _string),
-    "pg_ssl": _Property("off", _boolean),
-    "pg_ssl_verify": _Property("off", _boolean),
+    "status_listen": _Property("off", parse.listen_or_off),
+    "trusted_ips": _Property("", parse.trusted_ips, ()),
+    "nginx_worker_processes": _Property("auto", parse.worker_processes),
+    "nginx_daemon": _Property("on", parse.boolean),
+    "nginx_optimizations": _Property("on", parse.boolean),
+    "mem_cache_size": _Property("128m", parse.size),
+    "ssl": _Property("on", parse.boolean),
+    "ssl_cert": _Property("", parse.path),
+    "ssl_cert_key": _Property("", parse.path),
+    "database": _Property("sqlite", parse.enum(*DATABASES)),
+    "sqlite_path": _Property("", parse.string, ""),
+    "declarative_config": _Property("", parse.path),
+    "pg_host": _Property("127.0.0.1", parse.string),
+    "pg_port": _Property("5432", parse.integer(1, 65535)),
+    "pg_user": _Property("kong", parse.string),
+    "pg_password": _Property("", parse.string),
+    "pg_database": _Property("kong", parse.string),
+    "pg_ssl": _Property("off", parse.boolean),
+    "pg_ssl_verify": _Property("off", parse.boolean),
     # Kong 1.x's key (0.9 had none): connect, pool wait and statement timeout, ms
-    "pg_timeout": _Property("5000", _integer(1)),
-    "cassandra_contact_points": _Property("127.0.0.1", _list, ()),
-    "cassandra_port": _Property("9042", _integer(1, 65535)),
-    "cassandra_keyspace": _Property("kong", _string),
-    "cassandra_consistency": _Property("ONE", _enum(*CASSANDRA_CONSISTENCIES)),
-    "cassandra_timeout": _Property("5000", _integer(1)),
-    "cassandra_ssl": _Property("off", _boolean),
-    "cassandra_ssl_verify": _Property("off", _boolean),
-    "cassandra_username": _Property("kong", _string),
-    "cassandra_password": _Property("", _string),
-    "cassandra_repl_strategy": _Property("SimpleStrategy", _enum(*CASSANDRA_REPL_STRATEGIES)),
-    "cassandra_repl_factor": _Property("1", _integer(1)),
-    "cassandra_data_centers": _Property("dc1:2,dc2:3", _data_centers, ()),
-    "cluster_listen": _Property("0.0.0.0:7946", _ipv4_port),
-    "cluster_listen_rpc": _Property("127.0.0.1:7373", _ipv4_port),
-    "cluster_advertise": _Property("", _ipv4_port),
-    "cluster_encrypt_key": _Property("", _encrypt_key),
-    "cluster_profile": _Property("wan", _enum(*CLUSTER_PROFILES)),
-    "cluster_ttl_on_failure": _Property("3600", _integer()),
-    "dnsmasq": _Property("on", _boolean),
-    "dnsmasq_port": _Property("8053", _integer(1, 65535)),
-    "dns_resolver": _Property("", _dns_resolver, ()),
-    "lua_code_cache": _Property("on", _boolean),
-    "lua_ssl_trusted_certificate": _Property("", _path),
-    "lua_ssl_verify_depth": _Property("1", _integer(0)),
-    "lua_package_path": _Property("?/init.lua;./kong/?.lua", _string),
-    "lua_package_cpath": _Property("", _string),
-    "serf_path": _Property("serf", _string),
+    "pg_timeout": _Property("5000", parse.integer(1)),
+    "cassandra_contact_points": _Property("127.0.0.1", parse.comma_list, ()),
+    "cassandra_port": _Property("9042", parse.integer(1, 65535)),
+    "cassandra_keyspace": _Property("kong", parse.string),
+    "cassandra_consistency": _Property("ONE", parse.enum(*CASSANDRA_CONSISTENCIES)),
+    "cassandra_timeout": _Property("5000", parse.integer(1)),
+    "cassandra_ssl": _Property("off", parse.boolean),
+    "cassandra_ssl_verify": _Property("off", parse.boolean),
+    "cassandra_username": _Property("kong", parse.string),
+    "cassandra_password": _Property("", parse.string),
+    "cassandra_repl_strategy": _Property("SimpleStrategy", parse.enum(*CASSANDRA_REPL_STRATEGIES)),
+    "cassandra_repl_factor": _Property("1", parse.integer(1)),
+    "cassandra_data_centers": _Property("dc1:2,dc2:3", parse.data_centers, ()),
+    "cluster_listen": _Property("0.0.0.0:7946", parse.ipv4_port),
+    "cluster_listen_rpc": _Property("127.0.0.1:7373", parse.ipv4_port),
+    "cluster_advertise": _Property("", parse.ipv4_port),
+    "cluster_encrypt_key": _Property("", parse.encrypt_key),
+    "cluster_profile": _Property("wan", parse.enum(*CLUSTER_PROFILES)),
+    "cluster_ttl_on_failure": _Property("3600", parse.integer()),
+    "dnsmasq": _Property("on", parse.boolean),
+    "dnsmasq_port": _Property("8053", parse.integer(1, 65535)),
+    "dns_resolver": _Property("", parse.dns_resolver, ()),
+    "lua_code_cache": _Property("on", parse.boolean),
+    "lua_ssl_trusted_certificate": _Property("", parse.path),
+    "lua_ssl_verify_depth": _Property("1", parse.integer(0)),
+    "lua_package_path": _Property("?/init.lua;./kong/?.lua", parse.string),
+    "lua_package_cpath": _Property("", parse.string),
+    "serf_path": _Property("serf", parse.string),
     # kongtx additions (docs/configuration.md says why each exists)
-    "db_update_frequency": _Property("5", _positive_number),
-    "upstream_connect_timeout": _Property("60000", _integer(1)),
-    "upstream_send_timeout": _Property("60000", _integer(1)),
-    "upstream_read_timeout": _Property("60000", _integer(1)),
-    "upstream_keepalive": _Property("60", _integer(0)),
-    "client_max_header_size": _Property("8k", _size),
-    "client_body_buffer_size": _Property("8k", _size),
-    "proxy_frontend": _Property("fast", _enum(*PROXY_FRONTENDS)),
+    "db_update_frequency": _Property("5", parse.positive_number),
+    "upstream_connect_timeout": _Property("60000", parse.integer(1)),
+    "upstream_send_timeout": _Property("60000", parse.integer(1)),
+    "upstream_read_timeout": _Property("60000", parse.integer(1)),
+    "upstream_keepalive": _Property("60", parse.integer(0)),
+    "client_max_header_size": _Property("8k", parse.size),
+    "client_body_buffer_size": _Property("8k", parse.size),
+    "proxy_frontend": _Property("fast", parse.enum(*PROXY_FRONTENDS)),
 }
 
 #: Every property's built-in default, as it would be written in kong.conf ("" = none).
@@ -502,7 +277,7 @@ class Config:
 
     def text(self, key: str) -> str:
         """The kong.conf spelling of property ``key``'s value (``""`` when unset)."""
-        return _format(key, getattr(self, key))
+        return format_value(getattr(self, key), key in _SIZES)
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         """The resolved configuration as Kong shows it under ``configuration`` in ``GET /``.
@@ -522,7 +297,7 @@ class Config:
                 result[f.name] = MASK
             elif isinstance(value, Address):
                 result[f.name] = str(value)
-            elif f.name in ("mem_cache_size", "client_max_header_size", "client_body_buffer_size"):
+            elif f.name in _SIZES:
                 result[f.name] = format_size(value)
             elif f.name in _NGX_BOOLEANS:
                 result[f.name] = "on" if value else "off"
@@ -554,40 +329,9 @@ class Config:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            text = _format(f.name, value).replace("#", "\\#")
+            text = format_value(value, f.name in _SIZES).replace("#", "\\#")
             lines.append(f"{f.name} = {text}".rstrip())
         return "\n".join(lines) + "\n"
-
-
-def _format(key: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if key in ("mem_cache_size", "client_max_header_size", "client_body_buffer_size"):
-        return format_size(value)
-    if isinstance(value, tuple) and not isinstance(value, Address):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, float) and value == int(value):
-        return str(int(value))
-    return str(value)
-
-
-_TWISTED_LEVELS: dict[str, LogLevel] = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "notice": LogLevel.info,
-    "warn": LogLevel.warn,
-    "error": LogLevel.error,
-    "crit": LogLevel.critical,
-    "alert": LogLevel.critical,
-    "emerg": LogLevel.critical,
-}
-
-
-def twisted_log_level(level: str) -> LogLevel:
-    """Map an nginx log level name to twisted.logger's (``notice`` -> info, ``crit``+ -> critical)."""
-    return _TWISTED_LEVELS[level]
 
 
 # --------------------------------------------------------------------------- loading
@@ -695,7 +439,7 @@ def _build(raw: Mapping[str, str]) -> Config:
             continue
         try:
             values[key] = _value(key, text)
-        except _Invalid as e:
+        except Invalid as e:
             errors.append(str(e))
     errors.extend(_cross_checks(values))
     if errors:
