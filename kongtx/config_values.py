@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 from twisted.logger import LogLevel
 
+from kongtx.log import KONG_LEVELS
+
 
 class Address(NamedTuple):
     """A ``host:port`` pair, as written in ``*_listen`` properties.
@@ -264,18 +266,6 @@ def format_value(value: Any, size: bool = False) -> str:
     return str(value)
 
 
-_TWISTED_LEVELS: dict[str, LogLevel] = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "notice": LogLevel.info,
-    "warn": LogLevel.warn,
-    "error": LogLevel.error,
-    "crit": LogLevel.critical,
-    "alert": LogLevel.critical,
-    "emerg": LogLevel.critical,
-}
-
-
 def twisted_log_level(level: str) -> LogLevel:
     """Map an nginx log level name to twisted.logger's (``notice`` -> info, ``crit``+ -> critical)."""
-    return _TWISTED_LEVELS[level]
+    return KONG_LEVELS[level]
