@@ -43,6 +43,9 @@ from kongtx.store.interface import IStore
 from kongtx.store.migrations import load_migrations
 
 if TYPE_CHECKING:
+    from kongtx.balancer.health import HealthChecks
+    from kongtx.balancer.registry import Balancers
+    from kongtx.cluster.health_gossip import HealthGossip
     from kongtx.cluster.service import ClusterService
 
 
@@ -74,6 +77,10 @@ class KongNode(MultiService):
         self.dao: DAO | None = None
         self.registry: PluginRegistry | None = None
         self.cluster: ClusterService | None = None
+        #: upstreams/targets load balancing and their health (issue 9), built with the DAO
+        self.balancers: Balancers | None = None
+        self.health_checks: HealthChecks | None = None
+        self.health_gossip: HealthGossip | None = None
         self.sites: list[TrackingSite] = []
         self.listeners: list[IService] = []
         #: request metrics, fed by the proxy pipelines while status_listen is on
@@ -112,8 +119,10 @@ class KongNode(MultiService):
 
             await load_declarative_config(self.config, self.dao)
         await self._check_plugins_in_use()
+        self._start_balancing()
         if not dbless:
             await self._start_cluster()
+            self._share_health()
         for service in self._make_listeners(self.config):
             self._add_listener(service)
         self._install_signals()
@@ -142,6 +151,34 @@ class KongNode(MultiService):
             await self.cluster.stop()
             raise StartupError(f"could not start the cluster agent: {e}") from e
 
+    def _start_balancing(self) -> None:
+        """One health table, resolver and set of balancers per node; health checks on."""
+        from kongtx.balancer.health import HealthChecks
+        from kongtx.balancer.registry import make_balancers
+
+        assert self.dao is not None
+        self.balancers = make_balancers(self.config, self.cache, self.dao, self.clock, self.reactor)
+        self.health_checks = HealthChecks(
+            self.balancers.health,
+            self.balancers,
+            self.dao,
+            self.clock,
+            self.reactor,
+            reconcile_interval=self.config.db_update_frequency,
+        )
+        self.dao.add_listener(self.health_checks.on_change)
+        self.health_checks.start()
+
+    def _share_health(self) -> None:
+        """Every node applies the health verdicts of the others (``kongtx-health`` events)."""
+        from kongtx.cluster.health_gossip import EVENT_NAME, HealthGossip
+
+        cluster, balancers = self.cluster, self.balancers
+        assert cluster is not None and balancers is not None
+        self.health_gossip = HealthGossip(balancers.health, self.node_name, cluster.serf.user_event)
+        cluster.user_event_handlers[EVENT_NAME] = self.health_gossip.on_event
+        self.health_gossip.start()
+
     async def _check_plugins_in_use(self) -> None:
         """Kong refuses to start when the datastore uses a plugin this node lacks."""
         assert self.dao is not None and self.registry is not None
@@ -165,6 +202,10 @@ class KongNode(MultiService):
         return d
 
     async def _stop(self) -> None:
+        if self.health_checks is not None:
+            self.health_checks.stop()
+        if self.health_gossip is not None:
+            self.health_gossip.stop()
         if self.cluster is not None:
             try:
                 await self.cluster.stop()
@@ -218,7 +259,13 @@ class KongNode(MultiService):
 
         assert self.dao is not None and self.registry is not None
         return make_proxy_services(
-            config, self.dao, self.cache, self.registry, self.clock, self.reactor
+            config,
+            self.dao,
+            self.cache,
+            self.registry,
+            self.clock,
+            self.reactor,
+            balancers=self.balancers,
         )
 
     def _add_listener(self, service: IService) -> None:
@@ -356,6 +403,10 @@ class NodeView:
 
     def server_stats(self) -> dict[str, int]:
         return self._node.server_stats()
+
+    @property
+    def health_checks(self) -> HealthChecks | None:
+        return self._node.health_checks
 
 
 def _listen_tuple(config: Config) -> tuple[Any, ...]:

@@ -25,10 +25,20 @@ from kongtx.admin.forms import (
     parse_query_string,
     read_body,
 )
-from kongtx.admin.routes import apis, cluster, consumers, credentials, plugins, root, upstreams
+from kongtx.admin.routes import (
+    apis,
+    cluster,
+    consumers,
+    credentials,
+    plugins,
+    root,
+    upstream_health,
+    upstreams,
+)
 from kongtx.admin.routes import cache as cache_routes
 from kongtx.admin.routes import config as config_routes
 from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, lua_text
+from kongtx.balancer.health import HealthChecks
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.config import Config
@@ -101,6 +111,11 @@ class NodeInfo(Protocol):
         """Force member ``name`` out of the cluster; ``ValueError(msg)`` -> 400."""
         ...
 
+    @property
+    def health_checks(self) -> HealthChecks | None:
+        """Target health (kongtx.balancer.health); None: no balancer in this process."""
+        ...
+
 
 def error_reply(error: Exception) -> Reply | None:
     """SPEC §1.2: the status and body of a refusal; ``None`` when it is a bug."""
@@ -164,6 +179,7 @@ class AdminResource(AsyncResource):
             *cache_routes.routes(self),
             *cluster.routes(self),
             *config_routes.routes(self),
+            *upstream_health.routes(self),
         ]
 
     def is_cancellable(self, request: HTTPRequest) -> bool:

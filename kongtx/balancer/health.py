@@ -498,7 +498,13 @@ class ActiveChecker:
         if not self.running:
             return
         generation = self._generation
-        rows = await self.upstreams.find_all("upstreams", {})
+        try:
+            rows = await self.upstreams.find_all("upstreams", {})
+        except CancelledError:
+            raise
+        except Exception as e:  # the datastore is down: keep probing what we know
+            log.warn("health checks: cannot read the upstreams: {error}", error=e)
+            return
         if generation != self._generation:
             return
         seen: set[str] = set()

@@ -310,6 +310,20 @@ class ActiveTests(SynchronousTestCase):
         self.reactor.advance(1)
         assert len(self.prober.calls) == 2
 
+    def test_datastore_outage_keeps_the_probes_going(self) -> None:
+        """When the upstreams cannot be read, the addresses known are still probed."""
+        self.rows[0] = upstream(active__healthy__interval=1)
+        self.checker.start()
+
+        async def down(collection: str, filters: Any) -> list[Any]:
+            raise ConnectionError("datastore unavailable")
+
+        self.upstreams.find_all = down  # type: ignore[method-assign]
+        self.reactor.advance(30)  # a reconcile fails
+        self.prober.calls.clear()
+        self.reactor.advance(1)
+        assert len(self.prober.calls) == 2
+
     def test_stop_cancels_timers_and_probes_in_flight(self) -> None:
         """After stop nothing is scheduled and held probes are cancelled."""
         self.rows[0] = upstream(active__healthy__interval=1)
