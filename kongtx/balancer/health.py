@@ -12,7 +12,8 @@ threshold of 0 disables that counter.  Whoever changes an address's health
 
 * :class:`ActiveChecker` probes every resolved address of every upstream whose
   ``healthchecks.active`` has an interval > 0: an HTTP/1.0 ``GET http_path``
-  with ``Host`` = the target's host, at most ``timeout`` seconds, at most
+  with ``Host`` = the target's host (over TLS with that SNI for ``type=https``;
+  a bare connect for ``type=tcp``), at most ``timeout`` seconds, at most
   ``concurrency`` probes of one upstream at once.  An address is probed every
   ``healthy.interval`` seconds while healthy and every ``unhealthy.interval``
   while unhealthy (0: not probed in that state).  The set of upstreams and
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IDelayedCall
@@ -57,8 +58,9 @@ from kongtx.log import logger
 log = logger("kongtx.balancer.health")
 
 Row = dict[str, Any]
-#: what one attempt or probe came to: "http" (with its status), "tcp_failure" or "timeout"
-Kind = Literal["http", "tcp_failure", "timeout"]
+#: what one attempt or probe came to: "http" (with its status), "tcp_failure", "timeout",
+#: or "success" (a ``tcp`` probe connected)
+Kind = Literal["http", "tcp_failure", "timeout", "success"]
 Outcome = tuple[Kind, int]
 #: resolved targets, as ``Balancers.resolve_upstream`` gives them: target -> [(ip, port, weight)]
 Resolved = dict[str, list[tuple[str, int, int]]]
@@ -170,7 +172,7 @@ def count(
     list counts for nothing, as in Kong.
     """
     good, bad = rules["healthy"], rules["unhealthy"]
-    if kind == "http" and status in good["http_statuses"]:
+    if kind == "success" or (kind == "http" and status in good["http_statuses"]):
         counts.http_failures = counts.tcp_failures = counts.timeouts = 0
         counts.successes += 1
         need = good["successes"]
@@ -297,15 +299,36 @@ def probe_request(host: str, path: str) -> bytes:
     return f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode("latin-1", "replace")
 
 
-async def http_probe(
-    reactor: Any, clock: Clock, ip: str, port: int, host: str, path: str, timeout: float
-) -> Outcome:
-    """One probe; never raises (but ``CancelledError``): a refused or broken connection
-    is ``("tcp_failure", 0)``, no answer within ``timeout`` s ``("timeout", 0)``."""
-    status: Deferred[int] = Deferred()
-    factory = _ProbeFactory(probe_request(host, path), status)
+def _probe_endpoint(reactor: Any, kind: str, ip: str, port: int, host: str, timeout: float) -> Any:
     endpoint_type = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
-    connecting = endpoint_type(reactor, ip, port, timeout=max(int(timeout + 1), 1)).connect(factory)
+    endpoint: Any = endpoint_type(reactor, ip, port, timeout=max(int(timeout + 1), 1))
+    if kind == "https":
+        # the proxy's TLS client: SNI = the target's host, certificate not verified
+        from kongtx.proxy.upstream import _client_context, _UnverifiedCreator
+
+        endpoint = wrapClientTLS(_UnverifiedCreator(_client_context(), host.strip("[]")), endpoint)
+    return endpoint
+
+
+async def http_probe(
+    reactor: Any,
+    clock: Clock,
+    ip: str,
+    port: int,
+    host: str,
+    path: str,
+    timeout: float,
+    kind: str = "http",
+) -> Outcome:
+    """One probe of ``kind`` ``http``, ``https`` or ``tcp`` (a connect is all it checks).
+
+    Never raises (but ``CancelledError``): a refused or broken connection is
+    ``("tcp_failure", 0)``, no answer within ``timeout`` s ``("timeout", 0)``, a
+    status line ``("http", status)``, a ``tcp`` connect ``("success", 0)``.
+    """
+    status: Deferred[int] = Deferred()
+    factory = _ProbeFactory(b"" if kind == "tcp" else probe_request(host, path), status)
+    connecting = _probe_endpoint(reactor, kind, ip, port, host, timeout).connect(factory)
     expired: list[bool] = []
 
     def expire() -> None:
@@ -325,6 +348,8 @@ async def http_probe(
             if isinstance(e, CancelledError | ConnectingCancelledError):
                 raise CancelledError() from e  # the caller cancelled (checker stopping)
             return ("tcp_failure", 0)
+        if kind == "tcp":
+            return ("success", 0)
         try:
             return ("http", await status)
         except _ProbeTimeout:
@@ -442,9 +467,9 @@ class ActiveChecker:
                 raise ValueError("ActiveChecker needs a reactor or a prober")
 
             def prober(ip: str, port: int, host: str, rules: Mapping[str, Any]) -> Any:
-                return http_probe(
-                    reactor, clock, ip, port, host, str(rules["http_path"]), rules["timeout"]
-                )
+                path, timeout = str(rules["http_path"]), float(rules["timeout"])
+                kind = str(rules.get("type") or "http")
+                return http_probe(reactor, clock, ip, port, host, path, timeout, kind)
 
         self.prober: Prober = prober
         self.counters = _Counters(health)

@@ -408,6 +408,32 @@ class ProbeTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionError("reset")))
         assert self.successResultOf(d) == ("tcp_failure", 0)
 
+    def test_tcp_probe_only_connects(self) -> None:
+        """type=tcp: a connect is a success (nothing is sent); a refusal a tcp_failure."""
+        d = Deferred.fromCoroutine(
+            http_probe(self.reactor, self.clock, "10.0.0.1", 8080, "api.test", "/", 2, "tcp")
+        )
+        transport = self.connect()
+        assert self.successResultOf(d) == ("success", 0)
+        assert transport.value() == b""
+        assert transport.disconnecting or transport.disconnected
+        rules = checks(active__healthy__successes=1)["active"]
+        assert count(Counts(), rules, "success", 0, False) is True
+
+    def test_https_probe_speaks_tls_with_the_target_sni(self) -> None:
+        """type=https: the request goes inside TLS, with the target's host as SNI."""
+        d = Deferred.fromCoroutine(
+            http_probe(self.reactor, self.clock, "10.0.0.1", 8443, "api.test", "/", 2, "https")
+        )
+        host, port, factory, _, _ = self.reactor.tcpClients[0]
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        hello = transport.value()
+        assert hello[:1] == b"\x16" and b"api.test" in hello  # a ClientHello naming the host
+        assert b"GET /" not in hello
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+
     def test_cancelled_probe_is_cancelled_not_a_failure(self) -> None:
         """Cancelling (the checker stopping) while connecting or reading is not an outcome."""
         d = self.probe()
