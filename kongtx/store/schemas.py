@@ -960,10 +960,17 @@ HEALTHCHECKS = Schema(
 )
 
 
-def _check_header_name(value: Any, values: dict[str, Any]) -> str | None:
-    if not _HEADER_NAME_RE.match(value):
-        return f"bad header name '{value}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
-    return None
+def _header_name(field: str) -> FieldFunc:
+    """Kong's header-name rule; a blank value clears the field (``hash_on_header=`` in a form)."""
+
+    def check(value: Any, values: dict[str, Any]) -> str | None:
+        if _blank_to_none(field, value, values):
+            return None
+        if not _HEADER_NAME_RE.match(value):
+            return f"bad header name '{value}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        return None
+
+    return check
 
 
 def _default_algorithm(values: Mapping[str, Any]) -> str:
@@ -1002,8 +1009,8 @@ UPSTREAMS = EntitySchema(
         "name": Field(type="string", required=True, unique=True, func=check_upstream_name),
         "hash_on": Field(type="string", default="none", enum=HASH_ON),
         "hash_fallback": Field(type="string", default="none", enum=HASH_ON),
-        "hash_on_header": Field(type="string", func=_check_header_name),
-        "hash_fallback_header": Field(type="string", func=_check_header_name),
+        "hash_on_header": Field(type="string", func=_header_name("hash_on_header")),
+        "hash_fallback_header": Field(type="string", func=_header_name("hash_fallback_header")),
         "algorithm": Field(type="string", default=_default_algorithm, enum=ALGORITHMS),
         "slots": Field(type="number", default=10000, func=_integer_between(10, 65536)),
         "healthchecks": Field(type="table", schema=HEALTHCHECKS),

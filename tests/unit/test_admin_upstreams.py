@@ -165,6 +165,15 @@ class UpstreamTests(SynchronousTestCase):
             hash_fallback_header="X-B",
         )
         self.assertEqual(ok["algorithm"], "consistent-hashing")
+        # a blank header clears it (forms cannot send null); hash_on back to none first
+        cleared = self.admin.ok(
+            "PATCH",
+            "/upstreams/u",
+            data=b"hash_on=none&hash_fallback=none&hash_on_header=&hash_fallback_header=",
+            headers=FORM,
+        )
+        self.assertNotIn("hash_on_header", cleared)
+        self.assertNotIn("hash_fallback_header", cleared)
 
     def test_duplicate_name_is_409(self) -> None:
         self.upstream("svc")
