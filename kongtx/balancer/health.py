@@ -655,9 +655,12 @@ class PassiveChecker:
         self.counters = _Counters(health)
         # upstream id -> (the row seen last, its merged healthchecks): one merge per row version
         self._rules: dict[str, tuple[Row, dict[str, Any]]] = {}
-        health.add_listener(self.counters.changed)
 
-    def close(self) -> None:
+    def start(self) -> None:
+        """Restart an address's counts whenever its health changes."""
+        self.health.add_listener(self.counters.changed)
+
+    def stop(self) -> None:
         self.health.remove_listener(self.counters.changed)
 
     def on_outcome(self, upstream: Row, pick: PickLike, kind: str, status: int) -> None:
@@ -706,12 +709,14 @@ class HealthChecks:
     def start(self) -> None:
         if self.passive.on_outcome not in self.balancers.outcome_listeners:
             self.balancers.outcome_listeners.append(self.passive.on_outcome)
+            self.passive.start()
         self.active.start()
 
     def stop(self) -> None:
         self.active.stop()
         if self.passive.on_outcome in self.balancers.outcome_listeners:
             self.balancers.outcome_listeners.remove(self.passive.on_outcome)
+            self.passive.stop()
 
     def on_change(self, collection: str, kind: Any, old: Any, new: Any) -> None:
         """DAO listener: a local upstream or target change is probed without waiting."""

@@ -453,6 +453,7 @@ class PassiveTests(SynchronousTestCase):
         """Proxied outcomes count against passive thresholds; nothing when passive is off."""
         health = HealthState()
         passive = PassiveChecker(health)
+        passive.start()
         row = upstream(passive__unhealthy__tcp_failures=1, passive__unhealthy__http_failures=2)
         passive.on_outcome(row, FakePick("10.0.0.1:80"), "http", 500)
         assert health.is_healthy(UID, "10.0.0.1:80")
@@ -469,6 +470,7 @@ class PassiveTests(SynchronousTestCase):
         """An unhealthy address heals after healthy.successes answers that still reached it."""
         health = HealthState()
         passive = PassiveChecker(health)
+        passive.start()
         row = upstream(passive__unhealthy__timeouts=1, passive__healthy__successes=2)
         passive.on_outcome(row, FakePick("10.0.0.1:80"), "timeout", 0)
         assert not health.is_healthy(UID, "10.0.0.1:80")
@@ -481,6 +483,7 @@ class PassiveTests(SynchronousTestCase):
         """Counts start again after any source changes the address (here the cluster)."""
         health = HealthState()
         passive = PassiveChecker(health)
+        passive.start()
         row = upstream(passive__unhealthy__http_failures=2)
         passive.on_outcome(row, FakePick("10.0.0.1:80"), "http", 500)
         health.set(UID, "10.0.0.1:80", False, "cluster")
