@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.balancer.health_state import HealthState
+from kongtx.cache import Cache
+from kongtx.clock import Clock
 from kongtx.cluster.health_gossip import EVENT_NAME, HealthGossip, decode, encode
 from kongtx.cluster.serf import USER_EVENT_LIMIT
+from kongtx.cluster.service import ClusterService
+from kongtx.config import Address, Config
+from kongtx.store.memory import MemoryStore
+from kongtx.store.tables import TABLES
 
 UID = "6f2a5a8e-1111-4c6a-9f6e-000000000001"
 ADDR = "10.0.0.2:8080"
@@ -133,3 +141,30 @@ class GossipTests(SynchronousTestCase):
             self.gossip.on_event(payload, ltime)
         assert self.health.is_healthy(UID, ADDR)
         other.stop()
+
+
+class ClusterDispatchTests(SynchronousTestCase):
+    def test_cluster_service_hands_kongtx_health_events_to_the_gossip(self) -> None:
+        """A kongtx-health user event received by Serf reaches HealthGossip with its LTime;
+        the node's own ``send`` goes out as a Serf user event of that name."""
+        reactor = MemoryReactorClock()
+        clock = Clock(reactor)
+        cfg = dataclasses.replace(
+            Config(),
+            cluster_listen=Address("127.0.0.1", 7000),
+            cluster_profile="local",
+        )
+        svc = ClusterService(
+            cfg, MemoryStore(TABLES, "a", clock), None, Cache(clock), clock, reactor, "a"
+        )
+        health = HealthState()
+        gossip = HealthGossip(health, "a", svc.serf.user_event)
+        svc.user_event_handlers[EVENT_NAME] = gossip.on_event
+        gossip.start()
+        assert svc.serf.user_event_received(9, EVENT_NAME, encode(UID, ADDR, False, "b"))
+        assert not health.is_healthy(UID, ADDR)
+        assert gossip.applied[(UID, ADDR)] == (9, "b")
+        health.set(UID, ADDR, True, "manual")  # published with a later Lamport time
+        assert gossip.applied[(UID, ADDR)][0] > 9
+        assert svc.serf.user_event_received(9, "other", b"x")  # unknown names: ignored
+        clock.cancel_all()
