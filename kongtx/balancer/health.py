@@ -238,12 +238,14 @@ class _Counters:
 
 
 class _ProbeProtocol(TxProtocol):
-    """Send one request, read the status line, hang up."""
+    """Send one request, read the status line, hang up (as lua-resty-healthcheck: a plain
+    close once the status is known; an abort when the probe failed or was cancelled)."""
 
     def __init__(self, request: bytes, status: Deferred[int]) -> None:
         self.request = request
         self.status = status
         self.buffer = b""
+        self.closed = False
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -263,9 +265,10 @@ class _ProbeProtocol(TxProtocol):
             self._fail(ValueError(f"bad status line {self.buffer[:end]!r}"))
             return
         self.status.callback(int(match.group(1)))
-        self.close()
+        self.close(abort=False)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
         if not self.status.called:
             self.status.errback(ConnectionError("closed before a status line"))
 
@@ -273,13 +276,21 @@ class _ProbeProtocol(TxProtocol):
         self.status.errback(error)
         self.close()
 
-    def close(self) -> None:
+    def close(self, abort: bool = True) -> None:
+        """Hang up once (again: nothing); ``abort`` resets instead of closing."""
         transport: Any = self.transport
-        if transport is not None and getattr(transport, "connected", True):
+        if transport is None or self.closed:
+            return
+        self.closed = True
+        if abort:
             transport.abortConnection()
+        else:
+            transport.loseConnection()
 
 
 class _ProbeFactory(Factory):
+    noisy = False  # no "Starting factory" line per probe
+
     def __init__(self, request: bytes, status: Deferred[int]) -> None:
         self.request = request
         self.status = status
@@ -349,6 +360,8 @@ async def http_probe(
                 raise CancelledError() from e  # the caller cancelled (checker stopping)
             return ("tcp_failure", 0)
         if kind == "tcp":
+            if factory.protocol_instance is not None:
+                factory.protocol_instance.close(abort=False)
             return ("success", 0)
         try:
             return ("http", await status)

@@ -21,6 +21,11 @@ from proxy_support import Node, http
 PROBE_PATH = "/status"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a probe hangs up after the status line: no traceback on stderr
+
+
 class Backend:
     """One target server (see the module docstring)."""
 
@@ -55,7 +60,7 @@ class Backend:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = _QuietServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
