@@ -624,9 +624,22 @@ class ProxyPipeline:
                 self._upstream_names.clear()
             name = self._upstream_names[url] = lookup_host(url)
         found = balancers.peek(name)
-        if isinstance(found, _Missing):
+        if not isinstance(found, _Missing):
+            return found
+        try:
             return await balancers.get(name)
-        return found
+        except CancelledError:
+            raise
+        except Exception as e:
+            # The datastore is unreachable and the rows are not cached: proxy as an
+            # API without upstream would be (a name that is only an upstream then
+            # fails to resolve: 502), rather than fail every API with a cold entry.
+            log.warn(
+                "could not load upstream {name}: {error}; proxying without balancing",
+                name=name,
+                error=e,
+            )
+            return None
 
     async def _balanced_request(
         self,

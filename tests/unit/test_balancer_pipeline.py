@@ -176,3 +176,25 @@ class BalancedPipelineTests(PipelineBase):
         self.successResultOf(d)
         assert self.scripted.calls[0][:2] == ("http://plain.example:8080/base/x", None)
         assert self.cache.peek("upstreams:plain.example") == (True, None)
+
+    def test_upstream_lookup_failure_proxies_without_balancing(self) -> None:
+        """A datastore error while loading a cold upstream entry: the plain path, not a 500."""
+
+        class BrokenUpstreams(RowsDAO):
+            async def find_all(
+                self, collection: str, filters: dict[str, Any]
+            ) -> list[dict[str, Any]]:
+                if collection == "upstreams":
+                    raise ConnectionError("datastore down")
+                return await super().find_all(collection, filters)
+
+        self.dao = BrokenUpstreams(self.dao.rows)  # type: ignore[attr-defined]
+        self.balancers.dao = self.dao
+        response = FakeResponse()
+        self.scripted.script = [response]
+        down, d = self.finish(self.balanced())
+        response.sink.finish()
+        self.successResultOf(d)
+        assert self.scripted.calls[0][:2] == ("http://service.v1/base/x", None)
+        assert down.status == 200
+        assert not self.cache.peek("upstreams:service.v1")[0]  # nothing cached: retried later
