@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from proxy_support import REPO, Node, free_port, http, start_node
+from proxy_support import REPO, Node, Upstream, free_port, http, start_node
+from websockets.sync.client import connect
 
 
 class Backend:
@@ -166,6 +167,35 @@ def test_api_without_upstream_unchanged(node: Node, backends: list[Backend]) -> 
     r = http("GET", node.proxy + path)
     assert r.status == 200 and r.json()["name"] == "b2"
     assert r.json()["host"] == backends[2].target
+
+
+def test_https_upstream_keeps_the_name_for_sni_and_host(node: Node, upstream: Upstream) -> None:
+    """An https upstream_url naming an upstream: TLS to the pick, SNI and Host the name."""
+    name = f"tls{free_port()}.test"
+    admin(node, "POST", "/upstreams", {"name": name})
+    admin(
+        node,
+        "POST",
+        f"/upstreams/{name}/targets",
+        {"target": f"127.0.0.1:{upstream.ports['https']}"},
+    )
+    path = f"/{name.split('.')[0]}"
+    node.add_api(request_path=path, upstream_url=f"https://{name}", strip_request_path=True)
+    r = http("GET", node.proxy + path + "/echo")
+    assert r.status == 200, r.body
+    body = r.json()
+    assert body["sni"] == name
+    # SPEC §3.2's Host, Kong 0.9's ":443" quirk included: the upstream's name, not the pick
+    assert [v for k, v in body["headers"] if k.lower() == "host"] == [f"{name}:443"]
+
+
+def test_websocket_through_an_upstream(node: Node, upstream: Upstream) -> None:
+    """An Upgrade to a balanced API is tunnelled to the pick; frames flow both ways."""
+    _, path = balanced_api(node, [(f"127.0.0.1:{upstream.ws_port}", 100)])
+    with connect(f"ws://127.0.0.1:{node.ports['proxy']}{path}/", open_timeout=10) as ws:
+        for i in range(5):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=10) == f"m{i}"
 
 
 # ------------------------------------------------------------------ least connections
