@@ -122,7 +122,6 @@ class KongNode(MultiService):
         self._start_balancing()
         if not dbless:
             await self._start_cluster()
-            self._share_health()
         for service in self._make_listeners(self.config):
             self._add_listener(service)
         self._install_signals()
@@ -145,6 +144,7 @@ class KongNode(MultiService):
         self.cluster = ClusterService(
             self.config, self.store, self.dao, self.cache, self.clock, self.reactor, self.node_name
         )
+        self._share_health()  # before joining: the join replays recent events, health included
         try:
             await self.cluster.start()
         except CannotListenError as e:
@@ -175,7 +175,9 @@ class KongNode(MultiService):
 
         cluster, balancers = self.cluster, self.balancers
         assert cluster is not None and balancers is not None
-        self.health_gossip = HealthGossip(balancers.health, self.node_name, cluster.serf.user_event)
+        self.health_gossip = HealthGossip(
+            balancers.health, self.node_name, cluster.serf.user_event, self.clock
+        )
         cluster.user_event_handlers[EVENT_NAME] = self.health_gossip.on_event
         self.health_gossip.start()
 

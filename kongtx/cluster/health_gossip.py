@@ -9,17 +9,22 @@ cluster (active probe, passive counter, ``POST .../healthy|unhealthy``) is
 published as one small user event, and every node applies the events it
 receives with ``source="cluster"``, so they are not published again.
 
-Ordering: two nodes may change the same address at about the same time.
-Each event carries Serf's Lamport time (LTime); per (upstream id, address) a
-node keeps the (LTime, origin) of the last verdict it applied or published
-and ignores anything not newer, so a late or replayed event never undoes a
-later one, and every node settles on the same last verdict (ties broken by
-origin name).  A node's own events come back to it through gossip and are
-ignored.
+Ordering: two nodes may change the same address at about the same time.  A
+verdict is stamped with (Lamport time, origin node): the Serf LTime of the
+event that first carried it.  Per (upstream id, address) a node keeps the
+stamp of the last verdict it applied or published and ignores anything not
+newer, so a late or replayed event never undoes a later one, and every node
+settles on the same last verdict (ties broken by origin name).  A node's own
+events coming back through gossip carry the stamp it already holds: ignored.
 
-Not shared: the counters behind a verdict (each node counts its own traffic
-and probes), and the past: a node that joins later starts with every address
-healthy and learns only the changes made after it joined (docs/clustering.md).
+Late joiners and lost events: Serf replays its recent events (the last 512
+event LTimes, ``kong`` invalidations included) to a node that joins, so a new
+node learns recent verdicts at once.  For anything older or lost, every
+``resend_interval`` seconds each node re-sends the verdicts that keep an
+address *unhealthy* on it, with their original stamp (``"t"`` in the payload):
+receivers that already know them, or something newer, ignore them.  Healthy is
+the default, so healthy verdicts are never re-sent.  Only verdicts travel: each
+node counts its own traffic and probes.
 """
 
 from __future__ import annotations
@@ -29,97 +34,148 @@ from collections.abc import Callable
 from typing import Any
 
 from kongtx.balancer.health_state import HealthState, Source
+from kongtx.clock import Clock
 from kongtx.log import logger
 
 log = logger("kongtx.cluster.health_gossip")
 
 EVENT_NAME = "kongtx-health"
+#: seconds between two re-sends of the unhealthy verdicts a node holds
+RESEND_INTERVAL = 30.0
 
 #: ``send(name, payload) -> LTime``: ``Serf.user_event``
 Send = Callable[[str, bytes], int]
+#: (Lamport time, origin node) of a verdict
+Stamp = tuple[int, str]
 
 
-def encode(upstream_id: str, addr: str, healthy: bool, origin: str) -> bytes:
-    """The event payload: compact JSON (a user event has a 9 KiB limit)."""
-    body = {"upstream_id": upstream_id, "address": addr, "healthy": healthy, "node": origin}
+def encode(
+    upstream_id: str, addr: str, healthy: bool, origin: str, ltime: int | None = None
+) -> bytes:
+    """The event payload: compact JSON (a user event has a 9 KiB limit).  ``ltime`` is
+    the verdict's original stamp when re-sent; a first send is stamped by its event."""
+    body: dict[str, Any] = {
+        "upstream_id": upstream_id,
+        "address": addr,
+        "healthy": healthy,
+        "node": origin,
+    }
+    if ltime is not None:
+        body["t"] = ltime
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
-def decode(payload: bytes) -> tuple[str, str, bool, str]:
-    """``(upstream_id, address, healthy, origin)``; ValueError when malformed."""
+def decode(payload: bytes) -> tuple[str, str, bool, str, int | None]:
+    """``(upstream_id, address, healthy, origin, ltime or None)``; ValueError when malformed."""
     try:
         body: Any = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not JSON: {e}") from e
     if not isinstance(body, dict):
         raise ValueError("not an object")
-    upstream_id, addr, healthy, origin = (
+    upstream_id, addr, healthy, origin, ltime = (
         body.get("upstream_id"),
         body.get("address"),
         body.get("healthy"),
         body.get("node"),
+        body.get("t"),
     )
     if not (
         isinstance(upstream_id, str)
         and isinstance(addr, str)
         and isinstance(healthy, bool)
         and isinstance(origin, str)
+        and (ltime is None or (isinstance(ltime, int) and not isinstance(ltime, bool)))
     ):
         raise ValueError("missing or mistyped fields")
-    return upstream_id, addr, healthy, origin
+    return upstream_id, addr, healthy, origin, ltime
 
 
 class HealthGossip:
-    """Publishes local health changes and applies the cluster's."""
+    """Publishes local health changes, applies the cluster's, re-sends what is down.
 
-    def __init__(self, health: HealthState, node_name: str, send: Send) -> None:
+    Args:
+        health: the node's table.
+        node_name: this node's cluster name (the origin of its verdicts).
+        send: ``Serf.user_event``.
+        clock: runs the re-sends; None: no re-sends.
+        resend_interval: seconds between two re-sends (0: none).
+    """
+
+    def __init__(
+        self,
+        health: HealthState,
+        node_name: str,
+        send: Send,
+        clock: Clock | None = None,
+        resend_interval: float = RESEND_INTERVAL,
+    ) -> None:
         self.health = health
         self.node_name = node_name
         self.send = send
-        #: (upstream id, address) -> (LTime, origin) of the last verdict applied or sent
-        self.applied: dict[tuple[str, str], tuple[int, str]] = {}
+        self.clock = clock
+        self.resend_interval = resend_interval
+        #: (upstream id, address) -> the stamp and verdict last applied or published
+        self.verdicts: dict[tuple[str, str], tuple[Stamp, bool]] = {}
         self.published = 0
+        self.resent = 0
         self.received = 0
         self.ignored = 0
+        self._loop: Any = None
 
     def start(self) -> None:
         self.health.add_listener(self.changed)
+        if self.clock is not None and self.resend_interval > 0:
+            self._loop = self.clock.looping_call(self.resend_interval, self.resend)
 
     def stop(self) -> None:
         self.health.remove_listener(self.changed)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
 
     def changed(self, upstream_id: str, addr: str, healthy: bool, source: Source) -> None:
         """HealthState listener: publish every change not made by the cluster."""
         if source == "cluster":
             return
-        try:
-            ltime = self.send(EVENT_NAME, encode(upstream_id, addr, healthy, self.node_name))
-        except Exception:
-            log.failure("could not publish a health change of {addr}", addr=addr)
-            return
-        self.published += 1
-        self._remember(upstream_id, addr, (ltime, self.node_name))
+        ltime = self._send(encode(upstream_id, addr, healthy, self.node_name), addr)
+        if ltime is not None:
+            self.published += 1
+            self._remember(upstream_id, addr, (ltime, self.node_name), healthy)
+
+    def resend(self) -> None:
+        """Re-send, with their original stamps, the verdicts keeping an address down here."""
+        for (upstream_id, addr), ((ltime, origin), healthy) in list(self.verdicts.items()):
+            if healthy or self.health.is_healthy(upstream_id, addr):
+                continue
+            if self._send(encode(upstream_id, addr, False, origin, ltime), addr) is not None:
+                self.resent += 1
 
     def on_event(self, payload: bytes, ltime: int) -> None:
         """A ``kongtx-health`` user event arrived (``ClusterService._on_user_event``)."""
         try:
-            upstream_id, addr, healthy, origin = decode(payload)
+            upstream_id, addr, healthy, origin, stamped = decode(payload)
         except ValueError as e:
             log.warn("ignored a malformed {event} event: {error}", event=EVENT_NAME, error=e)
             return
-        if origin == self.node_name:
-            return  # our own, back through gossip
-        stamp = (ltime, origin)
-        previous = self.applied.get((upstream_id, addr))
-        if previous is not None and stamp <= previous:
-            self.ignored += 1
+        stamp = (ltime if stamped is None else stamped, origin)
+        known = self.verdicts.get((upstream_id, addr))
+        if known is not None and stamp <= known[0]:
+            self.ignored += 1  # our own echo, a re-send, or older than what we hold
             return
         self.received += 1
-        self._remember(upstream_id, addr, stamp)
+        self._remember(upstream_id, addr, stamp, healthy)
         self.health.set(upstream_id, addr, healthy, "cluster")
 
-    def _remember(self, upstream_id: str, addr: str, stamp: tuple[int, str]) -> None:
+    def _send(self, payload: bytes, addr: str) -> int | None:
+        try:
+            return self.send(EVENT_NAME, payload)
+        except Exception:
+            log.failure("could not publish the health of {addr}", addr=addr)
+            return None
+
+    def _remember(self, upstream_id: str, addr: str, stamp: Stamp, healthy: bool) -> None:
         key = (upstream_id, addr)
-        previous = self.applied.get(key)
-        if previous is None or stamp > previous:
-            self.applied[key] = stamp
+        known = self.verdicts.get(key)
+        if known is None or stamp > known[0]:
+            self.verdicts[key] = (stamp, healthy)

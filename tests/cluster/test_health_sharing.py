@@ -79,6 +79,11 @@ def test_a_failure_seen_by_one_node_is_honoured_by_all(
         assert set(answers(n, path, 20)) == {"one"}
         assert health(n, name) == {one.target: "HEALTHY", two.target: "UNHEALTHY"}
 
+    # a node that joins now learns the verdict too (replayed with Serf's recent events)
+    node4 = cluster.add()
+    assert wait_for(lambda: health(node4, name)[two.target] == "UNHEALTHY", 10), node4.log()
+    assert set(answers(node4, path, 20)) == {"one"}
+
     # an operator on node 3 says it is healthy again: nodes 1 and 2 follow
     status, _ = admin(node3, "POST", f"/upstreams/{name}/targets/{two.target}/healthy")
     assert status == 204

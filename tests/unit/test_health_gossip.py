@@ -107,7 +107,13 @@ class GossipTests(SynchronousTestCase):
 
     def test_malformed_events_are_dropped(self) -> None:
         """Garbage payloads are logged and ignored."""
-        for payload in (b"\xff", b"[]", b'{"upstream_id": 1}', b"{"):
+        for payload in (
+            b"\xff",
+            b"[]",
+            b'{"upstream_id": 1}',
+            b"{",
+            encode(UID, ADDR, True, "n")[:-1] + b',"t":"x"}',
+        ):
             self.gossip.on_event(payload, 1)
         assert self.health.unhealthy(UID) == frozenset()
         with self.assertRaises(ValueError):
@@ -143,6 +149,60 @@ class GossipTests(SynchronousTestCase):
         other.stop()
 
 
+class ResendTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.clock = Clock(self.reactor)
+        self.bus = Bus()
+        self.bus.time = 100
+        self.health = HealthState()
+        self.gossip = HealthGossip(self.health, "node-1", self.bus.send, self.clock, 30)
+        self.gossip.start()
+        self.addCleanup(self.gossip.stop)
+
+    def test_unhealthy_verdicts_are_resent_with_their_original_stamp(self) -> None:
+        """Every resend_interval the verdicts keeping an address down are sent again, each
+        with its first stamp; healthy ones are not."""
+        self.gossip.on_event(encode(UID, ADDR, False, "node-2"), 40)
+        self.health.set(UID, "10.0.0.3:1", False, "active")  # published at LTime 100
+        self.health.set(UID, "10.0.0.4:1", False, "active")
+        self.health.set(UID, "10.0.0.4:1", True, "manual")
+        sent = len(self.bus.sent)
+        self.reactor.advance(30)
+        resent = sorted(json.loads(p)["address"] for _, p, _ in self.bus.sent[sent:])
+        assert resent == [ADDR, "10.0.0.3:1"]
+        stamps = {
+            json.loads(p)["address"]: (json.loads(p)["t"], json.loads(p)["node"])
+            for _, p, _ in self.bus.sent[sent:]
+        }
+        assert stamps == {ADDR: (40, "node-2"), "10.0.0.3:1": (100, "node-1")}
+        self.health.forget(UID)  # deleted upstream: nothing more to re-send
+        sent = len(self.bus.sent)
+        self.reactor.advance(30)
+        assert self.bus.sent[sent:] == []
+
+    def test_a_late_joiner_takes_a_resend_but_never_over_a_newer_verdict(self) -> None:
+        """A re-sent verdict is applied by a node that missed it and ignored by one that
+        holds a newer verdict (or the same one)."""
+        late = HealthState()
+        late_gossip = HealthGossip(late, "node-9", self.bus.send)
+        late_gossip.start()
+        resend = encode(UID, ADDR, False, "node-2", 40)
+        late_gossip.on_event(resend, 500)  # the Serf LTime of the re-send does not count
+        assert not late.is_healthy(UID, ADDR)
+        assert late_gossip.verdicts[(UID, ADDR)] == ((40, "node-2"), False)
+        late_gossip.on_event(encode(UID, ADDR, True, "node-3"), 41)  # newer: applied
+        assert late.is_healthy(UID, ADDR)
+        late_gossip.on_event(resend, 501)  # the old verdict again: ignored
+        assert late.is_healthy(UID, ADDR)
+        late_gossip.stop()
+
+    def test_stop_stops_the_resends(self) -> None:
+        """No timer is left after stop."""
+        self.gossip.stop()
+        assert self.clock.pending == 0
+
+
 class ClusterDispatchTests(SynchronousTestCase):
     def test_cluster_service_hands_kongtx_health_events_to_the_gossip(self) -> None:
         """A kongtx-health user event received by Serf reaches HealthGossip with its LTime;
@@ -163,8 +223,8 @@ class ClusterDispatchTests(SynchronousTestCase):
         gossip.start()
         assert svc.serf.user_event_received(9, EVENT_NAME, encode(UID, ADDR, False, "b"))
         assert not health.is_healthy(UID, ADDR)
-        assert gossip.applied[(UID, ADDR)] == (9, "b")
+        assert gossip.verdicts[(UID, ADDR)] == ((9, "b"), False)
         health.set(UID, ADDR, True, "manual")  # published with a later Lamport time
-        assert gossip.applied[(UID, ADDR)][0] > 9
+        assert gossip.verdicts[(UID, ADDR)][0][0] > 9
         assert svc.serf.user_event_received(9, "other", b"x")  # unknown names: ignored
         clock.cancel_all()
