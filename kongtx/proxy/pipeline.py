@@ -568,7 +568,8 @@ class ProxyPipeline:
         ctx.upstream_url = req.url
         balancer: Balancer | None = None
         if self.balancers is not None:
-            balancer = await self._balancer(ctx.api)
+            found = self._peek_balancer(ctx.api)
+            balancer = await self._load_balancer(ctx.api) if isinstance(found, _Missing) else found
         access_done = self.clock.seconds()
         ctx.proxy_latency = self._ms_since(ctx.started_at)
         accept = incoming.headers.get("accept")
@@ -609,23 +610,29 @@ class ProxyPipeline:
 
     # ----------------------------------------------------------------- balancing
 
-    async def _balancer(self, api: Row) -> Balancer | None:
-        """The balancer of the upstream the API's upstream_url host names, if any.
-
-        Hot path for every API: one dict lookup and one cache peek (a negative
-        ``upstreams:<host>`` entry when the host is no upstream).
-        """
-        balancers = self.balancers
-        assert balancers is not None
+    def _upstream_name(self, api: Row) -> str:
         url = api.get("upstream_url") or ""
         name = self._upstream_names.get(url)
         if name is None:
             if len(self._upstream_names) > 4096:
                 self._upstream_names.clear()
             name = self._upstream_names[url] = lookup_host(url)
-        found = balancers.peek(name)
-        if not isinstance(found, _Missing):
-            return found
+        return name
+
+    def _peek_balancer(self, api: Row) -> Balancer | None | _Missing:
+        """The balancer of the upstream the API's upstream_url host names, from the cache.
+
+        Hot path for every API, synchronous: one dict lookup and one cache peek (a
+        negative ``upstreams:<host>`` entry when the host is no upstream).
+        """
+        assert self.balancers is not None
+        return self.balancers.peek(self._upstream_name(api))
+
+    async def _load_balancer(self, api: Row) -> Balancer | None:
+        """:meth:`_peek_balancer` on a cache miss: load the rows, resolve the targets."""
+        balancers = self.balancers
+        assert balancers is not None
+        name = self._upstream_name(api)
         try:
             return await balancers.get(name)
         except CancelledError:
