@@ -227,9 +227,10 @@ class AdminResource(AsyncResource):
     async def _dispatch(self, request: HTTPRequest, method: str) -> Reply:
         raw_ct = request.getHeader(b"content-type")
         content_type = None if raw_ct is None else raw_ct.decode("latin-1")
-        check_content_type(method, content_type)
         path = request.path.decode("latin-1")
         found = self.find_route(path)
+        if found is None or method not in found[0].bodyless:
+            check_content_type(method, content_type)
         if found is None:
             raise HTTPError(404, NOT_FOUND)
         route, args = found

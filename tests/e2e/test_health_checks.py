@@ -103,7 +103,7 @@ def test_active_checks_take_a_stopped_target_out_and_back(
 
 def test_manual_unhealthy_and_healthy(node: Node, backends: tuple[Backend, ...]) -> None:
     """Without checks: /health says HEALTHCHECKS_OFF; POST /unhealthy takes a target out at
-    once (by target string), POST /healthy (by id) brings it back."""
+    once (by target string), POST /healthy (by id, no body) brings it back."""
     one, two = backends
     upstream, path = balanced_api(node, backends)
     assert wait_for(lambda: set(served_by(node, path)) == {"one", "two"}, 10)
@@ -123,8 +123,11 @@ def test_manual_unhealthy_and_healthy(node: Node, backends: tuple[Backend, ...])
 
     _, targets = admin(node, "GET", f"/upstreams/{upstream}/targets")
     two_id = next(t["id"] for t in targets["data"] if t["target"] == two.target)
-    status, _ = admin(node, "POST", f"/upstreams/{upstream}/targets/{two_id}/healthy")
-    assert status == 204
+    # Kong 1.x's documented `curl -X POST .../healthy`: no body, no Content-Type
+    bare = http("POST", f"{node.admin}/upstreams/{upstream}/targets/{two_id}/healthy")
+    assert bare.status == 204
+    # ... while a 0.9 route keeps SPEC's 415 for a body-less POST
+    assert http("POST", f"{node.admin}/consumers").status == 415
     assert set(served_by(node, path)) == {"one", "two"}
     assert health(node, upstream) == {one.target: "HEALTHY", two.target: "HEALTHY"}
 

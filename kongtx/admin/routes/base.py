@@ -9,7 +9,7 @@ the import graph one-way.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -89,6 +89,9 @@ class Route:
     template: str
     pattern: re.Pattern[str]
     methods: Mapping[str, Handler]
+    #: methods that take no body, so a request without Content-Type is no 415
+    #: (Kong 1.x's ``curl -X POST .../healthy``); every 0.9 route keeps SPEC §1.2's rule
+    bodyless: frozenset[str] = frozenset()
 
     def match(self, path: str) -> dict[str, str] | None:
         """The decoded captures when ``path`` (raw, no trailing slash) matches."""
@@ -101,7 +104,7 @@ class Route:
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
-def route(template: str, **methods: Handler) -> Route:
+def route(template: str, bodyless: Iterable[str] = (), **methods: Handler) -> Route:
     """``route("/apis/{api}", GET=..., PATCH=...)``: ``{x}`` captures one path segment."""
     parts: list[str] = []
     last = 0
@@ -110,4 +113,5 @@ def route(template: str, **methods: Handler) -> Route:
         parts.append(f"(?P<{m.group(1)}>[^/]+)")
         last = m.end()
     parts.append(re.escape(template[last:]))
-    return Route(template, re.compile("^" + "".join(parts) + "$"), dict(methods))
+    pattern = re.compile("^" + "".join(parts) + "$")
+    return Route(template, pattern, dict(methods), frozenset(bodyless))

@@ -84,7 +84,7 @@ def routes(admin: AdminResource) -> list[Route]:
         return Reply(200, {"data": rows, "total": len(rows), "node_id": admin.node.name})
 
     return [
-        route("/upstreams/{upstream}/targets/{target}/healthy", POST=healthy),
-        route("/upstreams/{upstream}/targets/{target}/unhealthy", POST=unhealthy),
+        route("/upstreams/{upstream}/targets/{target}/healthy", ("POST",), POST=healthy),
+        route("/upstreams/{upstream}/targets/{target}/unhealthy", ("POST",), POST=unhealthy),
         route("/upstreams/{upstream}/health", GET=health),
     ]
