@@ -23,8 +23,10 @@ node learns recent verdicts at once.  For anything older or lost, every
 ``resend_interval`` seconds each node re-sends the verdicts that keep an
 address *unhealthy* on it, with their original stamp (``"t"`` in the payload):
 receivers that already know them, or something newer, ignore them.  Healthy is
-the default, so healthy verdicts are never re-sent.  Only verdicts travel: each
-node counts its own traffic and probes.
+the default, so a healthy verdict is re-sent only for ``healthy_window`` seconds
+after the node learned it (enough for a node that missed "healthy again" to take
+the address back); after that every node has it or holds no verdict at all.
+Only verdicts travel: each node counts its own traffic and probes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logger("kongtx.cluster.health_gossip")
 EVENT_NAME = "kongtx-health"
 #: seconds between two re-sends of the unhealthy verdicts a node holds
 RESEND_INTERVAL = 30.0
+#: seconds a healthy verdict keeps being re-sent after it was learned
+HEALTHY_WINDOW = 300.0
 
 #: ``send(name, payload) -> LTime``: ``Serf.user_event``
 Send = Callable[[str, bytes], int]
@@ -100,6 +104,7 @@ class HealthGossip:
         send: ``Serf.user_event``.
         clock: runs the re-sends; None: no re-sends.
         resend_interval: seconds between two re-sends (0: none).
+        healthy_window: seconds a healthy verdict is re-sent after it was learned.
     """
 
     def __init__(
@@ -109,14 +114,18 @@ class HealthGossip:
         send: Send,
         clock: Clock | None = None,
         resend_interval: float = RESEND_INTERVAL,
+        healthy_window: float = HEALTHY_WINDOW,
     ) -> None:
         self.health = health
         self.node_name = node_name
         self.send = send
         self.clock = clock
         self.resend_interval = resend_interval
+        self.healthy_window = healthy_window
         #: (upstream id, address) -> the stamp and verdict last applied or published
         self.verdicts: dict[tuple[str, str], tuple[Stamp, bool]] = {}
+        #: (upstream id, address) -> when its current healthy verdict was learned
+        self._healthy_since: dict[tuple[str, str], float] = {}
         self.published = 0
         self.resent = 0
         self.received = 0
@@ -144,11 +153,16 @@ class HealthGossip:
             self._remember(upstream_id, addr, (ltime, self.node_name), healthy)
 
     def resend(self) -> None:
-        """Re-send, with their original stamps, the verdicts keeping an address down here."""
-        for (upstream_id, addr), ((ltime, origin), healthy) in list(self.verdicts.items()):
-            if healthy or self.health.is_healthy(upstream_id, addr):
+        """Re-send, with their original stamps, the verdicts keeping an address down here
+        and the healthy verdicts learned within ``healthy_window``."""
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        for key, ((ltime, origin), healthy) in list(self.verdicts.items()):
+            upstream_id, addr = key
+            if healthy != self.health.is_healthy(upstream_id, addr):
+                continue  # something newer (or a deleted upstream) holds this address
+            if healthy and now - self._healthy_since.get(key, now) > self.healthy_window:
                 continue
-            if self._send(encode(upstream_id, addr, False, origin, ltime), addr) is not None:
+            if self._send(encode(upstream_id, addr, healthy, origin, ltime), addr) is not None:
                 self.resent += 1
 
     def on_event(self, payload: bytes, ltime: int) -> None:
@@ -179,3 +193,7 @@ class HealthGossip:
         known = self.verdicts.get(key)
         if known is None or stamp > known[0]:
             self.verdicts[key] = (stamp, healthy)
+            if not healthy:
+                self._healthy_since.pop(key, None)
+            elif known is None or not known[1]:
+                self._healthy_since[key] = self.clock.seconds() if self.clock is not None else 0.0

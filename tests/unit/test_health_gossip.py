@@ -162,20 +162,31 @@ class ResendTests(SynchronousTestCase):
 
     def test_unhealthy_verdicts_are_resent_with_their_original_stamp(self) -> None:
         """Every resend_interval the verdicts keeping an address down are sent again, each
-        with its first stamp; healthy ones are not."""
+        with its first stamp; a healthy one only within the healthy window."""
         self.gossip.on_event(encode(UID, ADDR, False, "node-2"), 40)
         self.health.set(UID, "10.0.0.3:1", False, "active")  # published at LTime 100
         self.health.set(UID, "10.0.0.4:1", False, "active")
-        self.health.set(UID, "10.0.0.4:1", True, "manual")
+        self.health.set(UID, "10.0.0.4:1", True, "manual")  # published at LTime 102
+        sent = len(self.bus.sent)
+        self.reactor.advance(30)
+        stamps = {
+            json.loads(p)["address"]: (
+                json.loads(p)["t"],
+                json.loads(p)["node"],
+                json.loads(p)["healthy"],
+            )
+            for _, p, _ in self.bus.sent[sent:]
+        }
+        assert stamps == {
+            ADDR: (40, "node-2", False),
+            "10.0.0.3:1": (100, "node-1", False),
+            "10.0.0.4:1": (102, "node-1", True),
+        }
+        self.reactor.advance(self.gossip.healthy_window)  # the healthy verdict is old now
         sent = len(self.bus.sent)
         self.reactor.advance(30)
         resent = sorted(json.loads(p)["address"] for _, p, _ in self.bus.sent[sent:])
         assert resent == [ADDR, "10.0.0.3:1"]
-        stamps = {
-            json.loads(p)["address"]: (json.loads(p)["t"], json.loads(p)["node"])
-            for _, p, _ in self.bus.sent[sent:]
-        }
-        assert stamps == {ADDR: (40, "node-2"), "10.0.0.3:1": (100, "node-1")}
         self.health.forget(UID)  # deleted upstream: nothing more to re-send
         sent = len(self.bus.sent)
         self.reactor.advance(30)
@@ -196,6 +207,23 @@ class ResendTests(SynchronousTestCase):
         late_gossip.on_event(resend, 501)  # the old verdict again: ignored
         assert late.is_healthy(UID, ADDR)
         late_gossip.stop()
+
+    def test_a_node_that_missed_healthy_again_takes_it_from_a_resend(self) -> None:
+        """The "healthy again" was lost on the way to one node: the next re-send of the
+        node that made it brings the address back there."""
+        missed = HealthState()
+        missed_gossip = HealthGossip(missed, "node-9", self.bus.send)
+        missed_gossip.start()
+        self.health.set(UID, ADDR, False, "passive")
+        missed_gossip.on_event(*self.bus.sent[-1][1:])
+        assert not missed.is_healthy(UID, ADDR)
+        self.health.set(UID, ADDR, True, "manual")  # this event never reaches node-9
+        sent = len(self.bus.sent)
+        self.reactor.advance(30)
+        for _, payload, ltime in self.bus.sent[sent:]:
+            missed_gossip.on_event(payload, ltime)
+        assert missed.is_healthy(UID, ADDR)
+        missed_gossip.stop()
 
     def test_stop_stops_the_resends(self) -> None:
         """No timer is left after stop."""
