@@ -1,0 +1,80 @@
+# -*- test-case-name: tests.store.test_contract -*-
+"""What the SQL and CQL backends share, written once: identifiers, cascades, events, counters.
+
+The memory store keeps rows as Python objects and needs none of this; sqlite,
+PostgreSQL and Cassandra each quote identifiers, walk the same foreign keys for a
+cascade, read ``cluster_events`` rows back into :class:`ChangeEvent` and check
+counter keys the same way, so those rules live here and cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kongtx.store.interface import ChangeEvent, ForeignKey, Table
+from kongtx.store.tables import check_columns
+
+#: The ``cluster_events`` columns :func:`event_from_row` reads, in its order.
+EVENT_COLUMNS = "origin, seq, at, collection, type, old, new, extra"
+
+
+def quote(name: str) -> str:
+    """Quote an identifier (``group`` and ``key`` are keywords in SQL and CQL)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_uuid_text(value: Any) -> bool:
+    """Whether ``value`` reads as a uuid (any form :class:`uuid.UUID` accepts)."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def children_of(tables: Mapping[str, Table]) -> dict[str, list[tuple[Table, ForeignKey]]]:
+    """Referenced table -> ``[(referencing table, its foreign key)]``, in table order (cascades)."""
+    children: dict[str, list[tuple[Table, ForeignKey]]] = {}
+    for child in tables.values():
+        for fk in child.foreign_keys:
+            children.setdefault(fk.table, []).append((child, fk))
+    return children
+
+
+def event_from_row(values: Sequence[Any]) -> ChangeEvent:
+    """A ``cluster_events`` row (:data:`EVENT_COLUMNS`, JSON as text) as a :class:`ChangeEvent`."""
+    origin, seq, at, collection, kind, old, new, extra = values
+    return ChangeEvent(
+        origin=origin,
+        seq=int(seq),
+        at=int(at),
+        collection=collection,
+        type=kind,
+        old=None if old is None else json.loads(old),
+        new=None if new is None else json.loads(new),
+        extra=json.loads(extra) if extra else {},
+    )
+
+
+def counter_keys(
+    table: Table, keys: Sequence[Mapping[str, Any]], encode: Callable[[str, Any], Any]
+) -> list[list[Any]]:
+    """Primary-key parameters (each value ``encode(column, value)``) of each counter key.
+
+    Raises ValueError / KeyError on misuse: an unknown column, the ``value``
+    column itself, or a primary key column missing.
+    """
+    out: list[list[Any]] = []
+    for key in keys:
+        check_columns(table, key)
+        if "value" in key:
+            raise ValueError(f"{table.name}: a counter key cannot hold the value column")
+        if any(key.get(c) is None for c in table.primary_key):
+            raise ValueError(
+                f"{table.name}: a counter key needs the primary key {table.primary_key}"
+            )
+        out.append([encode(c, key[c]) for c in table.primary_key])
+    return out
