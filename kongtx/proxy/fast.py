@@ -468,6 +468,7 @@ class FastProxyProtocol(Protocol):
             self.connection_id,
             self.requests_served,
             pipe,
+            "HTTP/1.0" if req.http10 else "HTTP/1.1",
         )
         task = _Task(self.owner.pipeline.handle(incoming, self), self._ended, req)
         self._task = task

@@ -115,6 +115,7 @@ class IncomingRequest:
         "connection_id",
         "connection_requests",
         "headers",
+        "http_version",
         "method",
         "peer_ip",
         "scheme",
@@ -138,9 +139,12 @@ class IncomingRequest:
         connection_id: int = 0,
         connection_requests: int = 1,
         stream: BodyStream | None = None,
+        http_version: str = "HTTP/1.1",
     ) -> None:
         #: a body still arriving from the client (large or chunked), else ``None``
         self.stream = stream
+        #: the request line's version (``HTTP/1.0`` or ``HTTP/1.1``): hmac-auth signs it
+        self.http_version = http_version
         self.server_addr = server_addr
         self.server_port = server_port
         self.connection_id = connection_id
@@ -258,6 +262,7 @@ class ProxyContext:
         self.path = path
         self.raw_query = raw_query
         self.request_uri = incoming.uri
+        self.http_version = incoming.http_version
         self.query: list[tuple[str, str | None]] = parse_query(raw_query)
         self.headers: HeaderList = incoming.headers.copy()
         self.client_ip = client_ip

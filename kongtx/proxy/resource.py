@@ -171,4 +171,5 @@ def to_incoming(request: HTTPRequest) -> IncomingRequest:
         connection_id=serial,
         connection_requests=served,
         stream=pipe,
+        http_version=twisted_request.clientproto.decode("ascii", "replace"),
     )

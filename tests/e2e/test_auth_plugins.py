@@ -14,7 +14,7 @@ import uuid
 from email.utils import formatdate
 from typing import Any
 
-from proxy_support import Node, Upstream, http
+from proxy_support import Node, Upstream, http, raw_exchange
 
 
 def uniq(prefix: str = "h") -> str:
@@ -172,6 +172,23 @@ def test_hmac_auth(kong_node: Node, upstream: Upstream) -> None:
     )
     assert r.status == 200, r.body
     assert upstream_headers(r)["x-credential-username"] == user
+
+    # request-line is the line the client sent, HTTP/1.0 included
+    line = "GET /signed10 HTTP/1.0"
+    raw = raw_exchange(
+        kong_node.ports["proxy"],
+        (
+            f"{line}\r\nHost: {host}\r\nDate: {date}\r\n"
+            f"Authorization: {hmac_header(user, 's3', date, line)}\r\n\r\n"
+        ).encode(),
+    )
+    assert raw.split(b" ", 2)[1] == b"200", raw[:200]
+    signed11 = hmac_header(user, "s3", date, "GET /signed10 HTTP/1.1")
+    raw = raw_exchange(
+        kong_node.ports["proxy"],
+        f"{line}\r\nHost: {host}\r\nDate: {date}\r\nAuthorization: {signed11}\r\n\r\n".encode(),
+    )
+    assert raw.split(b" ", 2)[1] == b"403", raw[:200]
 
 
 def test_acl(kong_node: Node, upstream: Upstream) -> None:
