@@ -64,16 +64,16 @@ def test_timed_fails_with_store_unavailable_and_drops_the_connection() -> None:
     """A statement with no answer fails with StoreUnavailable at the timeout, on the injected clock."""
     store, fake = _offline_store(timeout=2.0)
     conn = _FakeConn()
-    store._open.add(conn)
+    store._pool.open.add(conn)
     inner: Deferred[Any] = Deferred()
-    outer = store._timed(inner, conn, 2.0)
+    outer = store._pool.timed(inner, conn, 2.0)
     fake.advance(1.9)
     assert not outer.called
     fake.advance(0.2)
     failures: list[Any] = []
     outer.addErrback(failures.append)
     assert failures and failures[0].check(StoreUnavailable)
-    assert conn.close_calls == 1 and conn not in store._open
+    assert conn.close_calls == 1 and conn not in store._pool.open
     inner.callback("late")  # a late answer is ignored, not an error
     assert store.clock.pending == 0
 
@@ -82,7 +82,7 @@ def test_timed_passes_results_and_cancels_its_timer() -> None:
     """An answer in time is passed through and leaves no timer behind."""
     store, fake = _offline_store()
     inner: Deferred[Any] = Deferred()
-    outer = store._timed(inner, _FakeConn(), 5.0)
+    outer = store._pool.timed(inner, _FakeConn(), 5.0)
     inner.callback(42)
     results: list[Any] = []
     outer.addCallback(results.append)
@@ -94,15 +94,15 @@ def test_dsn_from_settings() -> None:
     """pg_ssl / pg_ssl_verify map to libpq's sslmode; no password means none is sent."""
     clock = Clock(FakeReactorTime())
     plain = PostgresStore(tables=TABLES, origin="n", clock=clock, reactor=None)
-    assert plain._dsn["sslmode"] == "disable" and "password" not in plain._dsn
+    assert plain._pool.dsn["sslmode"] == "disable" and "password" not in plain._pool.dsn
     ssl = PostgresStore(
         tables=TABLES, origin="n", clock=clock, reactor=None, ssl=True, password="p"
     )
-    assert ssl._dsn["sslmode"] == "require" and ssl._dsn["password"] == "p"
+    assert ssl._pool.dsn["sslmode"] == "require" and ssl._pool.dsn["password"] == "p"
     verify = PostgresStore(
         tables=TABLES, origin="n", clock=clock, reactor=None, ssl=True, ssl_verify=True
     )
-    assert verify._dsn["sslmode"] == "verify-full"
+    assert verify._pool.dsn["sslmode"] == "verify-full"
 
 
 # --------------------------------------------------------------------------- against the server
@@ -145,14 +145,14 @@ def store(server: pg.PostgresServer) -> Iterator[PostgresStore]:
 def test_connections_use_the_injected_reactor(store: PostgresStore) -> None:
     """Pooled txpostgres connections run on the reactor given to the store, not a global one."""
     run(store.ping())
-    assert store._open
-    assert all(conn.reactor is store._reactor for conn in store._open)
+    assert store._pool.open
+    assert all(conn.reactor is store._pool.reactor for conn in store._pool.open)
 
 
 def test_host_names_are_resolved_off_the_reactor_thread(server: pg.PostgresServer) -> None:
     """pg_host as a name is resolved by the reactor (libpq would block on it) and connects."""
     s = _store(server, host="localhost")
-    assert run(s._address())["hostaddr"] in {"127.0.0.1", "::1"}
+    assert run(s._pool.address())["hostaddr"] in {"127.0.0.1", "::1"}
     run(s.start())
     try:
         assert run(s.ping()) is None
@@ -264,7 +264,7 @@ def test_unavailable_within_timeout_when_the_server_hangs() -> None:
         with pytest.raises(StoreUnavailable):
             run(s.ping())
         assert 0.9 <= time.monotonic() - began < 3.0
-        assert not s._open  # the stuck connection was dropped, not kept in the pool
+        assert not s._pool.open  # the stuck connection was dropped, not kept in the pool
     finally:
         run(s.stop())
         listener.close()
