@@ -35,6 +35,7 @@ from kongtx.clock import Clock
 from kongtx.config import Address, Config, ConfigError, load_config
 from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
+from kongtx.listeners import NodeListeners
 from kongtx.metrics import Metrics
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.prefix import node_name, prepare_prefix
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from kongtx.balancer.registry import Balancers
     from kongtx.cluster.health_gossip import HealthGossip
     from kongtx.cluster.service import ClusterService
+    from kongtx.plugins.runtime import PluginRuntime
+    from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
+    from kongtx.proxy.tls import ProxyTLSContextFactory
 
 
 def endpoint(address: Address) -> str:
@@ -82,7 +86,13 @@ class KongNode(MultiService):
         self.health_checks: HealthChecks | None = None
         self.health_gossip: HealthGossip | None = None
         self.sites: list[TrackingSite] = []
-        self.listeners: list[IService] = []
+        #: the listening sockets by role (admin, proxy, proxy_ssl, status)
+        self.listeners = NodeListeners(self, self._listener)
+        #: the proxy's request path, built once and kept across reloads
+        self.pipeline: ProxyPipeline | None = None
+        self._routers: RouterSource | None = None
+        self._runtime: PluginRuntime | None = None
+        self._tls: ProxyTLSContextFactory | None = None
         #: request metrics, fed by the proxy pipelines while status_listen is on
         self.metrics = Metrics()
         self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
@@ -122,8 +132,8 @@ class KongNode(MultiService):
         self._start_balancing()
         if not dbless:
             await self._start_cluster()
-        for service in self._make_listeners(self.config):
-            self._add_listener(service)
+        self._build_sites()
+        await self.listeners.start(self.config)
         self._install_signals()
         self.log.info(
             "kongtx node {name} started on {database} (admin {admin}, proxy {proxy})",
@@ -222,63 +232,61 @@ class KongNode(MultiService):
 
     # ------------------------------------------------------------- listeners
 
-    def _make_listeners(self, config: Config) -> list[IService]:
+    def _build_sites(self) -> None:
+        """What the listeners serve, built once: reloads only move sockets."""
+        from kongtx.proxy.service import build_pipeline
+
         assert self.dao is not None and self.registry is not None
         admin = AdminResource(
-            self.dao, self.cache, config, self.registry, NodeView(self), self.clock
+            self.dao, self.cache, self.config, self.registry, NodeView(self), self.clock
         )
         site = TrackingSite(admin)
         site.displayTracebacks = False
         self.sites = [site]
-        services: list[IService] = [
-            strports.service(endpoint(config.admin_listen), site, reactor=self.reactor)
-        ]
-        proxy = self._proxy_services(config)
-        services += proxy
-        if config.status_listen is not None:
-            services.append(self._status_service(config.status_listen, proxy))
-        return services
-
-    def _status_service(self, address: Address, proxy: list[IService]) -> IService:
-        """``status_listen``: Prometheus ``/metrics`` (kongtx.status), fed by ``proxy``'s pipelines."""
-        from kongtx.status import NodeProbes, StatusResource
-
-        assert self.store is not None
-        for service in proxy:
-            factory = getattr(service, "factory", None)
-            pipeline = getattr(factory, "pipeline", None) or getattr(
-                getattr(factory, "resource", None), "pipeline", None
-            )
-            if pipeline is not None and self.metrics.observe not in pipeline.observers:
-                pipeline.observers.append(self.metrics.observe)
-        probes = NodeProbes(self.store, self.clock, lambda: self.cluster)
-        site = TrackingSite(StatusResource(self.metrics, probes))
-        site.displayTracebacks = False
-        return strports.service(endpoint(address), site, reactor=self.reactor)
-
-    def _proxy_services(self, config: Config) -> list[IService]:
-        from kongtx.proxy.service import make_proxy_services
-
-        assert self.dao is not None and self.registry is not None
-        return make_proxy_services(
-            config,
+        self.pipeline, self._routers, self._runtime = build_pipeline(
+            self.config,
             self.dao,
             self.cache,
             self.registry,
             self.clock,
             self.reactor,
-            balancers=self.balancers,
+            self.balancers,
         )
 
-    def _add_listener(self, service: IService) -> None:
-        self.listeners.append(service)
-        service.setServiceParent(self)
+    def _listener(self, role: str, config: Config) -> IService:
+        """A role's listening service for ``config`` (kongtx.listeners)."""
+        from kongtx.proxy import service as proxy
 
-    async def _remove_listeners(self) -> None:
-        listeners, self.listeners = self.listeners, []
-        await DeferredList(
-            [Deferred.fromCoroutine(_maybe(s.disownServiceParent())) for s in listeners]
-        )
+        assert self.pipeline is not None
+        if role == "admin":
+            return strports.service(
+                endpoint(config.admin_listen), self.sites[0], reactor=self.reactor
+            )
+        if role == "proxy":
+            return proxy.proxy_service(config, self.pipeline, self.clock, self.reactor)
+        if role == "proxy_ssl":
+            assert self._routers is not None and self._runtime is not None
+            if self._tls is None:
+                self._tls = proxy.make_tls_context(config, self._routers, self._runtime)
+            warmer = proxy.sni_warmer(self._routers, self._runtime)
+            return proxy.proxy_ssl_service(
+                config, self.pipeline, self._tls, warmer, self.clock, self.reactor
+            )
+        assert role == "status" and config.status_listen is not None
+        return self._status_service(config.status_listen)
+
+    def _status_service(self, address: Address) -> IService:
+        """``status_listen``: Prometheus ``/metrics`` (kongtx.status), fed by the proxy pipeline."""
+        from kongtx.status import NodeProbes, StatusResource
+
+        assert self.store is not None and self.pipeline is not None
+        observe: Any = self.metrics.observe  # reads the ProxyContext fields it knows
+        if observe not in self.pipeline.observers:
+            self.pipeline.observers.append(observe)
+        probes = NodeProbes(self.store, self.clock, lambda: self.cluster)
+        site = TrackingSite(StatusResource(self.metrics, probes))
+        site.displayTracebacks = False
+        return strports.service(endpoint(address), site, reactor=self.reactor)
 
     # ------------------------------------------------------------- signals
 
@@ -296,11 +304,13 @@ class KongNode(MultiService):
     async def reload(self) -> None:
         """Re-read and validate the configuration, then apply it.
 
-        A bad file leaves the running node untouched (the error is logged).  New
-        listen addresses are bound before the old listeners are let go, so a
-        reload with unchanged addresses drops nothing and one with changed
-        addresses keeps serving on the old ones until the new ones are bound.
+        A bad file leaves the running node untouched (the error is logged).  Only
+        the listeners whose address changed move, each new socket bound before the
+        old one closes (kongtx.listeners); proxy settings, the default certificate
+        and the Admin API's view of the configuration apply in place.
         """
+        from kongtx.proxy.service import apply_proxy_settings, default_certificate
+
         try:
             new = load_config(self.conf_path, os.environ, self.config.prefix)
         except ConfigError as e:
@@ -310,25 +320,30 @@ class KongNode(MultiService):
         old, self.config = self.config, new
         log.set_level(new.log_level)
         self.cache.max_bytes = new.mem_cache_size
-        if _listen_tuple(old) != _listen_tuple(new):
-            previous = self.listeners
-            self.listeners = []
-            for service in self._make_listeners(new):
-                self._add_listener(service)
-            for service in previous:
-                await _maybe(service.disownServiceParent())
-        else:
-            for site in self.sites:
-                resource: Any = site.resource
-                if hasattr(resource, "config"):
-                    resource.config = new
-        self.log.info("configuration reloaded")
+        for site in self.sites:
+            resource: Any = site.resource
+            if hasattr(resource, "config"):
+                resource.config = new
+        if self.pipeline is not None:
+            apply_proxy_settings(self.pipeline, self._proxy_sites(), new)
+        if self._tls is not None and new.ssl:
+            try:
+                self._tls.load_certificate(*default_certificate(new))
+            except Exception as e:
+                self.log.error("reload: the ssl certificate did not load: {error}", error=e)
+        if old.proxy_frontend != new.proxy_frontend:
+            self.log.warn("reload: proxy_frontend changes apply on restart")
+        moved = await self.listeners.apply(new)
+        self.log.info(
+            "configuration reloaded{moved}",
+            moved=f" (listeners moved: {', '.join(moved)})" if moved else "",
+        )
 
     async def quit(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish, then stop the process."""
         self.log.info("graceful shutdown: draining connections")
         sites = list(self.sites) + self._proxy_sites()  # the proxy's requests finish too
-        await self._remove_listeners()
+        await self.listeners.stop()
         await DeferredList([site.drain(self.clock, timeout) for site in sites])
         self.reactor.stop()
 
@@ -346,7 +361,7 @@ class KongNode(MultiService):
         Both count like ``TrackingSite`` (``stats()``) and drain (``drain()``).
         """
         found = []
-        for service in self.listeners:
+        for service in self.listeners.services():
             factory = getattr(service, "factory", None) or getattr(
                 getattr(service, "endpoint", None), "factory", None
             )
@@ -409,16 +424,6 @@ class NodeView:
     @property
     def health_checks(self) -> HealthChecks | None:
         return self._node.health_checks
-
-
-def _listen_tuple(config: Config) -> tuple[Any, ...]:
-    return (
-        config.admin_listen,
-        config.proxy_listen,
-        config.proxy_listen_ssl,
-        config.ssl,
-        config.status_listen,
-    )
 
 
 async def _maybe(result: Any) -> Any:

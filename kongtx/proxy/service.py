@@ -153,6 +153,64 @@ def make_proxy_factory(config: Any, pipeline: ProxyPipeline, clock: Clock) -> An
     )
 
 
+def default_certificate(config: Any) -> tuple[str, str]:
+    """``ssl_cert``/``ssl_cert_key``, or the node's generated default pair."""
+    if config.ssl_cert and config.ssl_cert_key:
+        return config.ssl_cert, config.ssl_cert_key
+    return ensure_default_certificate(config.prefix)
+
+
+def make_tls_context(
+    config: Any, routers: RouterSource, runtime: PluginRuntime
+) -> ProxyTLSContextFactory:
+    """The server TLS context of ``proxy_listen_ssl``, with the ssl plugin's SNI hook."""
+    cert, key = default_certificate(config)
+    return ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
+
+
+def proxy_service(config: Any, pipeline: ProxyPipeline, clock: Clock, reactor: Any) -> IService:
+    """The ``proxy_listen`` listener (not started)."""
+    listen = config.proxy_listen
+    return StreamServerEndpointService(
+        _tcp_endpoint(reactor, listen.host, listen.port),
+        make_proxy_factory(config, pipeline, clock),
+    )
+
+
+def proxy_ssl_service(
+    config: Any,
+    pipeline: ProxyPipeline,
+    tls: ProxyTLSContextFactory,
+    warmer: SNIWarmer,
+    clock: Clock,
+    reactor: Any,
+) -> IService:
+    """The ``proxy_listen_ssl`` listener (not started)."""
+    listen_ssl = config.proxy_listen_ssl
+    endpoint = SNIWarmingTLSEndpoint(
+        _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port), tls, warmer, clock
+    )
+    return StreamServerEndpointService(endpoint, make_proxy_factory(config, pipeline, clock))
+
+
+def apply_proxy_settings(pipeline: ProxyPipeline, factories: list[Any], config: Any) -> None:
+    """A reloaded configuration's proxy settings, on live listeners (``kong reload``).
+
+    ``trusted_ips``, the ``upstream_*`` timeouts and keep-alive pool size and
+    ``client_max_header_size`` need no new socket: they apply to the next request
+    (the pool's cached endpoints are dropped so new connects use the new timeout).
+    """
+    pipeline.trusted_ips = TrustedIps(config.trusted_ips)
+    client = pipeline.client
+    client.keepalive = int(config.upstream_keepalive)
+    client.connect_timeout = int(config.upstream_connect_timeout) / 1000.0
+    client.send_timeout = int(config.upstream_send_timeout) / 1000.0
+    client.read_timeout = int(config.upstream_read_timeout) / 1000.0
+    client._endpoints.clear()
+    for factory in factories:
+        factory.max_header_size = int(config.client_max_header_size)
+
+
 def make_proxy_services(
     config: Any,
     dao: Any,
@@ -166,30 +224,9 @@ def make_proxy_services(
     pipeline, routers, runtime = build_pipeline(
         config, dao, cache, registry, clock, reactor, balancers
     )
-    services: list[IService] = []
-
-    listen = config.proxy_listen
-    services.append(
-        StreamServerEndpointService(
-            _tcp_endpoint(reactor, listen.host, listen.port),
-            make_proxy_factory(config, pipeline, clock),
-        )
-    )
-
+    services = [proxy_service(config, pipeline, clock, reactor)]
     if config.ssl:
-        if config.ssl_cert and config.ssl_cert_key:
-            cert, key = config.ssl_cert, config.ssl_cert_key
-        else:
-            cert, key = ensure_default_certificate(config.prefix)
-        tls = ProxyTLSContextFactory(cert, key, certificate_hook(routers, runtime))
-        listen_ssl = config.proxy_listen_ssl
-        endpoint = SNIWarmingTLSEndpoint(
-            _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port),
-            tls,
-            sni_warmer(routers, runtime),
-            clock,
-        )
-        services.append(
-            StreamServerEndpointService(endpoint, make_proxy_factory(config, pipeline, clock))
-        )
+        tls = make_tls_context(config, routers, runtime)
+        warmer = sni_warmer(routers, runtime)
+        services.append(proxy_ssl_service(config, pipeline, tls, warmer, clock, reactor))
     return services

@@ -118,6 +118,14 @@ class ProxyTLSContextFactory:
     def __init__(self, cert_path: str, key_path: str, hook: CertificateHook | None = None) -> None:
         self._hook = hook
         self._per_cert: dict[tuple[bytes, bytes], SSL.Context] = {}
+        self.load_certificate(cert_path, key_path)
+
+    def load_certificate(self, cert_path: str, key_path: str) -> None:
+        """(Re)read the default certificate: ``kong reload`` picks up renewed files.
+
+        New handshakes get the new context; established connections keep theirs.
+        A file that does not load raises and leaves the current context in place.
+        """
         ctx = _base_context()
         ctx.use_certificate_chain_file(cert_path)
         ctx.use_privatekey_file(key_path)

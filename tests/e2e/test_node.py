@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import TWISTD, Node, http, start_node
+from proxy_support import TWISTD, Node, Upstream, http, start_node
 
 
 @pytest.fixture
@@ -115,6 +115,68 @@ def test_sighup_reload_rebinds_a_changed_admin_port(node: Node) -> None:
     assert ok(f"http://127.0.0.1:{new_port}/")
     assert "reload refused" in node.log()
     node.ports["admin"] = new_port
+
+
+def _run_with_conf(node: Node, conf: str) -> None:
+    """Restart ``node`` as ``twistd kong -c conf`` with the file's keys out of its env."""
+    node.stop()
+    env = {k: v for k, v in node.env.items() if k not in ("KONG_ADMIN_LISTEN",)}
+    node.env = env
+    log = open(node.log_path, "ab")
+    node.process = subprocess.Popen(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong", "-c", conf],
+        env=node.env,
+        cwd=os.path.dirname(node.prefix),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    wait_for(lambda: ok(node.admin + "/"))
+
+
+def test_reload_moves_only_what_changed(node: Node, upstream: Upstream) -> None:
+    """A reload that moves admin_listen and adds status_listen keeps the proxy listening on
+    its unchanged port (before: every listener was rebuilt, the proxy's bind failed on its
+    own port and the proxy was gone); trusted_ips applies in place, without a new socket."""
+    from proxy_support import free_port
+
+    conf = os.path.join(os.path.dirname(node.prefix), "reload.conf")
+    with open(conf, "w") as f:
+        f.write(f"admin_listen = 127.0.0.1:{node.ports['admin']}\n")
+    _run_with_conf(node, conf)
+    node.add_api(request_host="reload.test", upstream_url=upstream.url)
+
+    def real_ip() -> str | None:
+        r = http(
+            "GET",
+            node.proxy + "/",
+            headers={"Host": "reload.test", "X-Forwarded-For": "203.0.113.9"},
+        )
+        assert r.status == 200, r.body
+        seen = {k.lower(): v for k, v in json.loads(r.body)["headers"]}
+        return seen.get("x-real-ip")
+
+    assert real_ip() == "127.0.0.1"  # trusted_ips empty: the peer is the client
+    new_admin, status_port = free_port(), free_port()
+    with open(conf, "w") as f:
+        f.write(
+            f"admin_listen = 127.0.0.1:{new_admin}\n"
+            f"status_listen = 127.0.0.1:{status_port}\n"
+            "trusted_ips = 127.0.0.1\n"
+        )
+    assert node.process is not None
+    node.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: ok(f"http://127.0.0.1:{new_admin}/"))
+    node.ports["admin"] = new_admin
+    wait_for(lambda: ok(f"http://127.0.0.1:{status_port}/metrics"))
+    assert "listeners moved: admin, status" in node.log()
+    assert real_ip() == "203.0.113.9"  # same proxy socket, new trusted_ips
+    # and back: status closed, the proxy still there
+    with open(conf, "w") as f:
+        f.write(f"admin_listen = 127.0.0.1:{new_admin}\n")
+    node.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: not ok(f"http://127.0.0.1:{status_port}/metrics"))
+    assert real_ip() == "127.0.0.1"
 
 
 def test_sigquit_drains_and_exits_zero(node: Node) -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -222,3 +223,27 @@ def test_warming_holds_bytes_until_ready() -> None:
     assert received == []
     clock.advance(5.1)  # the datastore is slow: go ahead with the default certificate
     assert received != []
+
+
+def test_load_certificate_swaps_the_default_context(tmp_path: Path) -> None:
+    """kong reload re-reads the default certificate; a broken pair keeps the current one."""
+    first = ensure_default_certificate(str(tmp_path / "a"))
+    second = ensure_default_certificate(str(tmp_path / "b"))
+    tls = ProxyTLSContextFactory(*first)
+    before = tls.getContext()
+    tls.load_certificate(*second)
+    after = tls.getContext()
+    assert after is not before
+
+    def served(ctx: SSL.Context) -> bytes:
+        cert = SSL.Connection(ctx, None).get_certificate()
+        assert cert is not None
+        return cert.to_cryptography().public_bytes(serialization.Encoding.DER)
+
+    assert served(after) != served(before)
+    assert served(after) == x509.load_pem_x509_certificate(
+        Path(second[0]).read_bytes()
+    ).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(SSL.Error):
+        tls.load_certificate(second[0], first[1])  # key of another certificate
+    assert tls.getContext() is after
