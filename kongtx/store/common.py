@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kongtx.store.interface import ChangeEvent, ForeignKey, Table
+from kongtx.store.interface import ChangeEvent, ForeignKey, Row, Table
 from kongtx.store.tables import check_columns
 
 #: The ``cluster_events`` columns :func:`event_from_row` reads, in its order.
@@ -57,6 +57,22 @@ def event_from_row(values: Sequence[Any]) -> ChangeEvent:
         new=None if new is None else json.loads(new),
         extra=json.loads(extra) if extra else {},
     )
+
+
+def event_params(
+    origin: str, seq: int, at: int, collection: str, kind: str, old: Row | None, new: Row | None
+) -> list[Any]:
+    """The values of one ``cluster_events`` row, in :data:`EVENT_COLUMNS` order (JSON as text)."""
+    return [
+        origin,
+        seq,
+        at,
+        collection,
+        kind,
+        None if old is None else json.dumps(old),
+        None if new is None else json.dumps(new),
+        "{}",
+    ]
 
 
 def counter_keys(

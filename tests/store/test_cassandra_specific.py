@@ -128,7 +128,7 @@ def store() -> Iterator[CassandraStore]:
 
 def test_uses_the_drivers_own_io_loop_not_twisted_connection(store: CassandraStore) -> None:
     """The driver keeps its own event loop (libev/asyncore), never the deprecated TwistedConnection."""
-    name = store._cluster.connection_class.__name__
+    name = store._driver.cluster.connection_class.__name__
     assert name != "TwistedConnection"
     assert name in {"LibevConnection", "AsyncoreConnection", "AsyncioConnection"}
 

@@ -35,7 +35,7 @@ def test_reconnection_back_off_is_capped(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(cassandra.cluster, "Cluster", _FakeCluster)
     reactor = FakeReactor()
     store = CassandraStore(origin="test", clock=Clock(reactor), reactor=reactor)
-    store._connect_blocking()
+    store._driver.connect_blocking()
     policy = _FakeCluster.made[-1]["reconnection_policy"]
     # far past the driver's default of 64 attempts, and never more than the cap apart
     delays = list(itertools.islice(policy.new_schedule(), 1000))

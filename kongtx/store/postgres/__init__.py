@@ -1,14 +1,10 @@
 # -*- test-case-name: tests.store.test_postgres_specific -*-
 """The PostgreSQL store, on txpostgres (psycopg2's asynchronous mode in the reactor).
 
-Why our own small pool instead of ``txpostgres.ConnectionPool``: that class takes its
-reactor as a class attribute (STYLE.md rule 16), and its cancellation calls psycopg2's
-blocking ``connection.cancel()``, which would freeze the reactor thread against a hung
-server.  Here each :class:`txpostgres.txpostgres.Connection` gets our injected reactor,
-every statement runs under a timeout on the injected :class:`~kongtx.clock.Clock`, and a
-connection that timed out or failed is closed and forgotten rather than cancelled: the
-server rolls its transaction back when the socket goes.  New connections are opened on
-demand, so the store reconnects by itself when the server comes back.
+Connections come from our own small pool (:mod:`.pool`, which says why not
+``txpostgres.ConnectionPool``): the injected reactor, a timeout on the injected Clock for
+every statement, and a connection that failed is closed, never cancelled.  New
+connections are opened on demand, so the store reconnects by itself.
 
 Constraints live in the database (UNIQUE, FOREIGN KEY ... ON DELETE CASCADE) and their
 errors are parsed into :class:`UniqueViolation` / :class:`ForeignKeyViolation`.  A delete

@@ -6,9 +6,7 @@ Functions of a :class:`~.pool.Txn`: a change and its event commit together.
 
 from __future__ import annotations
 
-import json
-
-from kongtx.store.common import event_from_row
+from kongtx.store.common import EVENT_COLUMNS, event_from_row, event_params
 from kongtx.store.interface import ChangeEvent, ChangeType, Row
 from kongtx.store.postgres.pool import Txn
 
@@ -32,18 +30,8 @@ async def log_event(
         [origin],
     )
     await t.execute(
-        "INSERT INTO cluster_events (origin, seq, at, collection, type, old, new, extra)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        [
-            origin,
-            rows[0][0],
-            at,
-            collection,
-            kind,
-            None if old is None else json.dumps(old),
-            None if new is None else json.dumps(new),
-            "{}",
-        ],
+        f"INSERT INTO cluster_events ({EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        event_params(origin, rows[0][0], at, collection, kind, old, new),
     )
 
 
