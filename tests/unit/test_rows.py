@@ -161,3 +161,14 @@ def test_ttl_row_expires(cache: Cache) -> None:
     clock.advance(2)
     assert c.peek("k") == (False, None)
     assert c.size == 0
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's cycle collector")
+def test_rows_are_not_visited_by_the_cycle_collector() -> None:
+    import gc
+
+    row = freeze(dict(ROW))
+    assert not gc.is_tracked(row)  # plain values only: never in a cycle (as a dict of them)
+    assert row["key"] == "secret"
+    del row
+    gc.collect()
