@@ -182,7 +182,12 @@ class Cache:
     # ----------------------------------------------------------------- writes
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` (``None`` stores a negative entry) for ``ttl`` seconds."""
+        """Store ``value`` (``None`` stores a negative entry) for ``ttl`` seconds.
+
+        A flat dict (plain values only) is stored, and later returned, as a
+        read-only :class:`~kongtx.store.rows.FrozenRow`: cache a value you mean to
+        change in place as something else (or keep it outside the cache).
+        """
         value = NEGATIVE if value is None else freeze(value)
         entries = self._entries
         if key in entries:
