@@ -16,6 +16,13 @@ misses under a lock.  We keep the good parts and close the holes:
 
 The hot path is :meth:`Cache.peek`: synchronous, no Deferred, no allocation
 beyond the returned tuple.
+
+Memory (issue 8: 100,000 credentials and their consumers per worker): flat row
+dicts are stored as :class:`kongtx.store.rows.FrozenRow` (a slotted read-only
+mapping, a third of a dict's size; mutating a cached row raises ``TypeError``),
+and a row or a negative entry without TTL is stored as is, without an entry
+object: its size is recomputed (deterministically: it is immutable) when it
+leaves the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.store.rows import FrozenRow, freeze
 
 #: The value :meth:`Cache.peek` reports for a cached miss is ``None``; this marker
 #: is how the entry is stored internally.
@@ -64,6 +72,8 @@ def estimate_size(value: Any, _depth: int = 0) -> int:
     declared = getattr(value, "cache_size", None)
     if isinstance(declared, int):
         return declared
+    if isinstance(value, FrozenRow):
+        return 32 + sum(8 + estimate_size(v, _depth + 1) for v in value.values())
     if isinstance(value, str | bytes):
         return 49 + len(value)
     if isinstance(value, dict):
@@ -85,7 +95,7 @@ class Cache:
     def __init__(self, clock: Clock, max_bytes: int = 128 * 2**20) -> None:
         self._clock = clock
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, Any] = OrderedDict()  # _Entry, or a bare row
         self._inflight: dict[str, _Load] = {}
         self.size = 0
         #: counters for /status and the benchmarks
@@ -111,13 +121,16 @@ class Cache:
         if entry is None:
             self.misses += 1
             return False, None
-        if entry.expires != _NO_EXPIRY and entry.expires <= self._clock.seconds():
-            self._drop(key)
-            self.misses += 1
-            return False, None
+        if type(entry) is _Entry:
+            if entry.expires != _NO_EXPIRY and entry.expires <= self._clock.seconds():
+                self._drop(key)
+                self.misses += 1
+                return False, None
+            value = entry.value
+        else:
+            value = entry  # a row or negative entry stored bare (no TTL)
         self._entries.move_to_end(key)
         self.hits += 1
-        value = entry.value
         return True, (None if value is NEGATIVE else value)
 
     async def get_or_load(
@@ -152,6 +165,9 @@ class Cache:
     def _completed(
         self, result: Any, key: str, load: _Load, ttl: float | None, negative: bool
     ) -> None:
+        if not isinstance(result, Failure):
+            # every waiter, the first one too, gets what the cache holds (a read-only row)
+            result = freeze(result)
         if self._inflight.get(key) is load:
             del self._inflight[key]
             if not isinstance(result, Failure) and (result is not None or negative):
@@ -166,14 +182,23 @@ class Cache:
     # ----------------------------------------------------------------- writes
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` (``None`` stores a negative entry) for ``ttl`` seconds."""
-        if value is None:
-            value = NEGATIVE
-        if key in self._entries:
+        """Store ``value`` (``None`` stores a negative entry) for ``ttl`` seconds.
+
+        A flat dict (plain values only) is stored, and later returned, as a
+        read-only :class:`~kongtx.store.rows.FrozenRow`: cache a value you mean to
+        change in place as something else (or keep it outside the cache).
+        """
+        value = NEGATIVE if value is None else freeze(value)
+        entries = self._entries
+        if key in entries:
             self._drop(key)
-        expires = _NO_EXPIRY if ttl is None else self._clock.seconds() + ttl
-        size = estimate_size(key) + (16 if value is NEGATIVE else estimate_size(value))
-        self._entries[key] = _Entry(value, expires, size)
+        if ttl is None and (value is NEGATIVE or isinstance(value, FrozenRow)):
+            size = _bare_size(key, value)
+            entries[key] = value
+        else:
+            expires = _NO_EXPIRY if ttl is None else self._clock.seconds() + ttl
+            size = estimate_size(key) + (16 if value is NEGATIVE else estimate_size(value))
+            entries[key] = _Entry(value, expires, size)
         self.size += size
         while self.size > self.max_bytes and len(self._entries) > 1:
             oldest = next(iter(self._entries))
@@ -201,7 +226,12 @@ class Cache:
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)
-        self.size -= entry.size
+        self.size -= entry.size if type(entry) is _Entry else _bare_size(key, entry)
+
+
+def _bare_size(key: str, value: Any) -> int:
+    """The size of an entry stored without ``_Entry`` (immutable: the same every time)."""
+    return estimate_size(key) + (16 if value is NEGATIVE else estimate_size(value))
 
 
 async def _call(loader: Callable[[], Awaitable[Any]]) -> Any:

@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 from kongtx import SERVER_NAME
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.http import BodyPipe, error_bytes
 from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
@@ -231,6 +232,11 @@ class FastProxyProtocol(Protocol):
         self.server_port = getattr(host, "port", 0) or 0
         if ISSLTransport.providedBy(transport):
             self.scheme = "https"
+        else:
+            # responses are written as they come (kongtx.proxy.direct_write): no Nagle
+            set_nodelay = getattr(transport, "setTcpNoDelay", None)
+            if set_nodelay is not None:
+                set_nodelay(True)
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
         clock = self.owner.clock
@@ -541,27 +547,21 @@ class FastProxyProtocol(Protocol):
     def write(self, data: bytes) -> None:
         if self._lost or self._serving is None or not data or self._no_body:
             return
-        transport: Any = self.transport
         head, self._head = self._head, b""
         if self._chunked:
-            transport.writeSequence([head or b"", b"%x\r\n" % len(data), data, b"\r\n"])
+            data = b"".join((head or b"", b"%x\r\n" % len(data), data, b"\r\n"))
         elif head:
-            if len(data) < 4096:
-                transport.write(head + data)
-            else:
-                transport.writeSequence([head, data])
-        else:
-            transport.write(data)
+            data = head + data
+        write_now(self.transport, data)
 
     def finish(self) -> None:
         req = self._serving
         if req is None or self._lost:
             return
-        transport: Any = self.transport
         tail = b"0\r\n\r\n" if self._chunked and not self._no_body else b""
         head, self._head = self._head, None
         if head or tail:
-            transport.write((head or b"") + tail)
+            write_now(self.transport, (head or b"") + tail)
         self._request_done(req)
 
     def _request_done(self, req: _Request) -> None:

@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.request import HeaderList
 
@@ -414,7 +415,7 @@ class _Exchange:
         transport: Any = self.conn.transport
         assert transport is not None
         self.conn.exchange = self
-        transport.write(self.head)
+        write_now(transport, self.head)
         producer = self.producer
         if producer is not None:
             self.sending = True

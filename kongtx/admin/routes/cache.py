@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, route
@@ -22,6 +23,8 @@ def _jsonable(value: Any) -> Any:
         return dataclasses.asdict(value)
     if isinstance(value, set | frozenset | tuple):
         return list(value)
+    if isinstance(value, Mapping):  # a cached row (kongtx.store.rows.FrozenRow)
+        return dict(value)
     return repr(value)
 
 

@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.unit.test_direct_write -*-
+"""Write to a plain TCP transport at once instead of on the next reactor turn.
+
+Twisted's ``transport.write`` never writes: it appends to the transport's buffer,
+registers the socket for writability (``epoll_ctl``), and on the next reactor
+iteration ``doWrite`` sends the buffer and unregisters it (``epoll_ctl`` again).
+A proxied request writes twice (the request head upstream, the response to the
+client), so that is four extra system calls, two extra passes through the
+reactor loop and the Python bookkeeping of both (``addWriter``/``removeWriter``,
+``doWrite``, ``_concatenate``) per request, measured at four ``epoll_ctl`` per
+request under wrk (docs/benchmarks.md, "Session 2").
+
+:func:`write_now` sends with one ``send`` when that is safe -- the transport is a
+plain (non-TLS) ``twisted.internet.tcp`` connection, still connected, not closing,
+not half-closed, with nothing already buffered (so bytes never overtake earlier
+ones) and no pull producer waiting for the buffer to drain -- and hands whatever the kernel did not take (a full socket buffer, an
+error) to ``transport.write``, which buffers it and goes on exactly as before:
+backpressure (a registered producer is paused past the buffer size), the
+connection-lost path on ``EPIPE``/``ECONNRESET``, ``loseConnection`` after the
+buffer drained.  Any other transport (TLS, a test's ``StringTransport``, another
+reactor's) always takes the normal path.
+
+Two writes of one response (a chunk, then the last-chunk marker) are now two
+``send`` calls rather than one buffer flushed together, so the front-end sets
+``TCP_NODELAY`` on client connections (as nginx's ``tcp_nodelay on``, its
+default): Nagle's algorithm would hold the second small segment until the
+client's delayed ACK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+#: Transport classes whose socket may be written directly (exact types: a subclass
+#: may override ``write``).
+_PLAIN_TCP: frozenset[type] = frozenset({tcp.Server, tcp.Client})
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """``transport.write(data)``, sending at once when nothing is buffered on plain TCP."""
+    if (
+        data
+        and type(transport) in _PLAIN_TCP
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and (transport.producer is None or transport.streamingProducer)
+    ):
+        try:
+            sent = transport.socket.send(data)  # EINTR is retried by Python (PEP 475)
+        except OSError:
+            # EAGAIN (a full socket buffer) or a real error: the normal path buffers
+            # the bytes, and doWrite meets the same error and loses the connection.
+            sent = 0
+        if sent >= len(data):
+            return
+        if sent:
+            data = data[sent:]
+    transport.write(data)

@@ -1,0 +1,164 @@
+"""kongtx.proxy.direct_write: a send at once on plain TCP, the normal path otherwise.
+
+Real sockets on 127.0.0.1 wrapped in a real ``twisted.internet.tcp.Server`` (on a
+MemoryReactor, so what the transport registers for writing is visible).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from zope.interface import implementer
+
+from kongtx.proxy.direct_write import write_now
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[tcp.Server, socket.socket, MemoryReactor]]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    peer = socket.create_connection(listener.getsockname(), timeout=5)
+    ours, addr = listener.accept()
+    listener.close()
+    ours.setblocking(False)
+    reactor = MemoryReactor()
+    proto = Protocol()
+    transport = tcp.Server(ours, proto, addr, None, 1, reactor)  # type: ignore[arg-type]
+    proto.makeConnection(transport)
+    yield transport, peer, reactor
+    peer.close()
+    ours.close()
+
+
+def _recv_exactly(peer: socket.socket, n: int) -> bytes:
+    got = b""
+    for _ in range(10_000):
+        if len(got) >= n:
+            break
+        chunk = peer.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _flush(transport: tcp.Server, peer: socket.socket, expected: int) -> bytes:
+    """Alternate the reactor's doWrite and the peer's reads until ``expected`` bytes came."""
+    peer.setblocking(False)
+    got = b""
+    deadline = time.monotonic() + 10
+    while len(got) < expected and time.monotonic() < deadline:
+        if transport.dataBuffer or transport._tempDataLen:
+            assert transport.doWrite() is None
+        select.select([peer], [], [], 0.01)
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    return got
+
+
+def test_sends_at_once_without_registering_for_writing(pair: Any) -> None:
+    transport, peer, reactor = pair
+    write_now(transport, b"HTTP/1.1 200 OK\r\n\r\nhello")
+    # sent by the call itself: nothing buffered, no epoll registration, no reactor turn
+    assert transport not in reactor.getWriters()
+    assert transport._tempDataLen == 0 and transport.dataBuffer == b""
+    assert _recv_exactly(peer, 24) == b"HTTP/1.1 200 OK\r\n\r\nhello"
+
+
+def test_partial_send_buffers_the_rest_in_order(pair: Any) -> None:
+    transport, peer, reactor = pair
+    data = bytes(range(256)) * 65536  # 16 MB: more than both socket buffers hold
+    write_now(transport, data)
+    buffered = transport._tempDataLen
+    assert 0 < buffered < len(data)  # the kernel took a part, the transport holds the rest
+    assert transport in reactor.getWriters()  # the normal path drains the rest
+    write_now(transport, b"tail")  # something is buffered: must not overtake it
+    assert transport._tempDataLen == buffered + 4
+    assert _flush(transport, peer, len(data) + 4) == data + b"tail"
+    assert transport not in reactor.getWriters()
+
+
+def test_full_socket_buffer_falls_back_to_the_transport(pair: Any) -> None:
+    transport, peer, reactor = pair
+    big = b"x" * (4 << 20)
+    sent = 0
+    for _ in range(1000):  # fill the kernel's buffers behind the transport's back
+        try:
+            sent += transport.socket.send(big)
+        except BlockingIOError:
+            break
+    write_now(transport, b"after")  # EAGAIN: buffered, not lost, not raised
+    assert transport._tempDataLen == 5
+    assert transport in reactor.getWriters()
+    got = _flush(transport, peer, sent + 5)
+    assert len(got) == sent + 5 and got.endswith(b"after")
+
+
+def test_closed_peer_ends_in_connection_lost_not_an_exception(pair: Any) -> None:
+    transport, peer, reactor = pair
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.close()  # linger 0: a RST, so the next sends fail
+    for _ in range(3):
+        write_now(transport, b"response bytes")  # never raises
+    # the first failed send left the bytes to the normal path, whose doWrite reports the loss
+    assert transport._tempDataLen > 0
+    assert isinstance(transport.doWrite(), ConnectionLost)
+
+
+def test_string_transport_takes_the_normal_path() -> None:
+    transport = StringTransport()
+    write_now(transport, b"abc")
+    write_now(transport, b"")
+    assert transport.value() == b"abc"
+
+
+def test_closing_or_tls_transports_take_the_normal_path(pair: Any) -> None:
+    transport, peer, reactor = pair
+    transport.TLS = True  # startTLS'd: bytes must go through the TLS layer
+    calls: list[bytes] = []
+    transport.protocol.write = calls.append  # where a TLS transport's write goes
+    write_now(transport, b"secret")
+    assert calls == [b"secret"]
+    transport.TLS = False
+    transport.disconnecting = True  # loseConnection called: keep Twisted's ordering
+    write_now(transport, b"late")
+    assert transport._tempDataLen == 4
+
+
+@implementer(IPushProducer)
+class _Producer:
+    def __init__(self) -> None:
+        self.paused = 0
+
+    def pauseProducing(self) -> None:
+        self.paused += 1
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def test_backpressure_still_pauses_a_streaming_producer(pair: Any) -> None:
+    transport, peer, reactor = pair
+    producer = _Producer()
+    transport.registerProducer(producer, True)
+    for _ in range(1024):  # up to 64 MB, far more than the kernel buffers
+        write_now(transport, b"y" * 65536)
+        if producer.paused:
+            break
+    assert producer.paused == 1  # more than bufferSize held: the producer was told to stop
