@@ -4,7 +4,9 @@
 The memory store keeps rows as Python objects and needs none of this; sqlite,
 PostgreSQL and Cassandra each quote identifiers, walk the same foreign keys for a
 cascade, read ``cluster_events`` rows back into :class:`ChangeEvent` and check
-counter keys the same way, so those rules live here and cannot drift apart.
+counter keys the same way, so those rules live here and cannot drift apart.  The
+two network backends also bound every wait on the server the same way
+(:func:`within`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from kongtx.store.interface import ChangeEvent, ForeignKey, Row, Table
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from kongtx.clock import Clock
+from kongtx.store.interface import ChangeEvent, ForeignKey, Row, StoreUnavailable, Table
 from kongtx.store.tables import check_columns
+
+T = TypeVar("T")
 
 #: The ``cluster_events`` columns :func:`event_from_row` reads, in its order.
 EVENT_COLUMNS = "origin, seq, at, collection, type, old, new, extra"
@@ -94,3 +102,41 @@ def counter_keys(
             )
         out.append([encode(c, key[c]) for c in table.primary_key])
     return out
+
+
+def within(
+    clock: Clock,
+    d: Deferred[T],
+    seconds: float,
+    message: str,
+    drop: Callable[[], None] | None = None,
+) -> Deferred[T]:
+    """``d``'s outcome, or :class:`StoreUnavailable` (``message``) after ``seconds`` on ``clock``.
+
+    A fresh Deferred, so that ``d`` itself is never cancelled (txpostgres' canceller
+    blocks; a driver future cannot be taken back); ``d``'s late outcome is consumed
+    here.  ``drop`` (forget the connection) runs when the wait expires or is cancelled;
+    on expiry the result fails first, since dropping may fire ``d`` at once.
+    """
+    result: Deferred[T] = Deferred(lambda _: drop() if drop is not None else None)
+
+    def expired() -> None:
+        if not result.called:
+            result.errback(Failure(StoreUnavailable(message)))
+            if drop is not None:
+                drop()
+
+    call = clock.call_later(seconds, expired)
+
+    def done(outcome: Any) -> None:
+        if call.active():
+            call.cancel()
+        if result.called:
+            return
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    d.addBoth(done)
+    return result

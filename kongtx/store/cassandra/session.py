@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.store.common import within
 from kongtx.store.interface import StoreError, StoreUnavailable
 
 T = TypeVar("T")
@@ -188,7 +189,7 @@ class CassandraSession:
             raise StoreUnavailable("the Cassandra store is not started")
         timeout = limit or self.timeout
         statement = SimpleStatement(cql, consistency_level=self.consistency, fetch_size=fetch_size)
-        result: Deferred[tuple[list[tuple[Any, ...]], bytes | None]] = Deferred()
+        answer: Deferred[tuple[list[tuple[Any, ...]], bytes | None]] = Deferred()
 
         def ok(_rows: Any, future: Any) -> None:
             try:
@@ -202,22 +203,15 @@ class CassandraSession:
             self.reactor.callFromThread(deliver, Failure(error))
 
         def deliver(outcome: Any) -> None:
-            if call.active():
-                call.cancel()
-            if result.called:
+            if answer.called:
                 return
             if isinstance(outcome, Failure):
-                result.errback(outcome)
+                answer.errback(outcome)
             else:
-                result.callback(outcome)
+                answer.callback(outcome)
 
-        def expired() -> None:
-            if not result.called:
-                result.errback(
-                    Failure(StoreUnavailable(f"Cassandra did not answer within {timeout:g}s"))
-                )
-
-        call = self.clock.call_later(timeout + 0.5, expired)
+        message = f"Cassandra did not answer within {timeout:g}s"
+        result = within(self.clock, answer, timeout + 0.5, message)
         try:
             future = self.session.execute_async(
                 statement, params, timeout=timeout, paging_state=paging_state

@@ -28,6 +28,7 @@ from txpostgres import txpostgres
 
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.store.common import within
 from kongtx.store.interface import (
     ForeignKeyViolation,
     StoreError,
@@ -111,33 +112,10 @@ class PgPool:
     def timed(self, d: Deferred[Any], conn: Any, timeout: float) -> Deferred[Any]:
         """``d``'s result, or StoreUnavailable after ``timeout`` s (and ``conn`` is dropped).
 
-        A fresh Deferred: cancelling txpostgres' own would call psycopg2's blocking
-        cancel.  The abandoned Deferred's eventual failure is consumed here.
+        Never cancels ``d``: txpostgres' canceller calls psycopg2's blocking cancel.
         """
-        result: Deferred[Any] = Deferred(lambda _: self.discard(conn))
-
-        def expired() -> None:
-            if not result.called:
-                # fail first: closing the connection may fire the abandoned Deferred at once
-                result.errback(
-                    Failure(StoreUnavailable(f"PostgreSQL did not answer within {timeout:g}s"))
-                )
-                self.discard(conn)
-
-        call = self.clock.call_later(timeout, expired)
-
-        def done(outcome: Any) -> None:
-            if call.active():
-                call.cancel()
-            if result.called:
-                return
-            if isinstance(outcome, Failure):
-                result.errback(outcome)
-            else:
-                result.callback(outcome)
-
-        d.addBoth(done)
-        return result
+        message = f"PostgreSQL did not answer within {timeout:g}s"
+        return within(self.clock, d, timeout, message, lambda: self.discard(conn))
 
     def discard(self, conn: Any) -> None:
         """Forget ``conn`` and close its socket (never cancel: that call blocks)."""
