@@ -122,12 +122,13 @@ def _probe_endpoint(
         reactor, ip, port, timeout=max(int(timeout + 1), 1)
     )
     if kind == "https":
-        # The proxy's TLS client: SNI = the target's host, certificate not verified.  Its
-        # helpers are private to kongtx.proxy.upstream (this is their one importer outside
-        # it); imported here, not at the top, so the admin side does not load the proxy.
-        from kongtx.proxy.upstream import _client_context, _UnverifiedCreator
+        # The proxy's TLS client: SNI = the target's host, certificate not verified;
+        # imported here, not at the top, so the admin side does not load the proxy.
+        from kongtx.proxy.upstream import UnverifiedTLSCreator, client_tls_context
 
-        endpoint = wrapClientTLS(_UnverifiedCreator(_client_context(), host.strip("[]")), endpoint)
+        endpoint = wrapClientTLS(
+            UnverifiedTLSCreator(client_tls_context(), host.strip("[]")), endpoint
+        )
     return endpoint
 
 

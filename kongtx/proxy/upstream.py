@@ -111,7 +111,7 @@ class ResponseSink(Protocol):
 
 
 @implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedCreator:
+class UnverifiedTLSCreator:
     """TLS to an upstream: SNI sent, certificate not verified (Kong 0.9 behaviour)."""
 
     def __init__(self, context: SSL.Context, hostname: str) -> None:
@@ -130,7 +130,8 @@ class _UnverifiedCreator:
         return conn
 
 
-def _client_context() -> SSL.Context:
+def client_tls_context() -> SSL.Context:
+    """The client context for https upstreams and probes: no verification, as Kong 0.9."""
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
     return ctx
@@ -765,7 +766,7 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout / 1000.0
         self.send_timeout = send_timeout / 1000.0
         self.read_timeout = read_timeout / 1000.0
-        self._tls_context = _client_context()
+        self._tls_context = client_tls_context()
         # Endpoints are stateless and reusable; building one costs an IDNA round trip.
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
         self._idle: dict[PoolKey, list[_Connection]] = {}
@@ -806,7 +807,7 @@ class UpstreamClient:
             name = host
             endpoint = HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=timeout)
         if scheme == "https":
-            endpoint = wrapClientTLS(_UnverifiedCreator(self._tls_context, name), endpoint)
+            endpoint = wrapClientTLS(UnverifiedTLSCreator(self._tls_context, name), endpoint)
         return endpoint
 
     # ------------------------------------------------------------ pool
