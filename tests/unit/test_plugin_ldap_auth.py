@@ -199,3 +199,22 @@ class HarnessTests(SynchronousTestCase):
         self.patch(os, "environ", {**os.environ, "KONG_TEST_REQUIRE": "postgres,ldap"})
         with self.assertRaises(pytest.fail.Exception):
             self.slapd.server()
+
+
+def test_ldap3_is_imported_only_when_ldap_auth_binds() -> None:
+    """A node that loads every bundled plugin but never binds does not carry ldap3."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kongtx.plugins.registry import PluginRegistry\n"
+        "import kongtx.plugins.ldap_auth.handler\n"
+        "PluginRegistry.load([])\n"
+        "assert 'ldap3' not in sys.modules, 'ldap3 imported at load'\n"
+        "from kongtx.plugins.ldap_auth.client import bind_dn\n"
+        "assert bind_dn('uid', 'a,b', 'dc=x') == 'uid=a\\\\,b,dc=x'\n"
+        "assert 'ldap3' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -26,14 +26,43 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-with warnings.catch_warnings():
-    # ldap3 2.9 imports names pyasn1 has deprecated; nothing we can act on
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from ldap3 import NONE, SIMPLE, Connection, Server, Tls
-    from ldap3.core.exceptions import LDAPException, LDAPPasswordIsMandatoryError
-    from ldap3.core.results import RESULT_INVALID_CREDENTIALS
-    from ldap3.utils.dn import escape_rdn
+
+class _Ldap3:
+    """The ldap3 names this module uses, imported on first use.
+
+    ldap3 (with pyasn1) adds megabytes to every process that imports it; a node
+    whose APIs never use ldap-auth should not carry them.
+    """
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            # ldap3 2.9 imports names pyasn1 has deprecated; nothing we can act on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import ldap3
+            from ldap3.core import exceptions, results
+            from ldap3.utils.dn import escape_rdn
+        self.NONE = ldap3.NONE
+        self.SIMPLE = ldap3.SIMPLE
+        self.Connection = ldap3.Connection
+        self.Server = ldap3.Server
+        self.Tls = ldap3.Tls
+        self.LDAPException: type[Exception] = exceptions.LDAPException
+        self.LDAPPasswordIsMandatoryError: type[Exception] = exceptions.LDAPPasswordIsMandatoryError
+        self.RESULT_INVALID_CREDENTIALS: int = results.RESULT_INVALID_CREDENTIALS
+        self.escape_rdn: Callable[[str], str] = escape_rdn
+
+
+_loaded: list[_Ldap3] = []
+
+
+def ldap3_names() -> _Ldap3:
+    """ldap3, imported once (from any thread: the import lock serialises it)."""
+    if not _loaded:
+        _loaded.append(_Ldap3())
+    return _loaded[0]
+
 
 __all__ = ["LdapBinder", "LdapUnavailable", "bind_dn"]
 
@@ -51,7 +80,7 @@ def bind_dn(attribute: str, username: str, base_dn: str) -> str:
     Kong 0.9 pasted the username in as-is, so ``bob,ou=admins`` could pick another
     branch of the directory; escaping keeps the user inside ``base_dn``.
     """
-    return f"{attribute}={escape_rdn(username)},{base_dn}"
+    return f"{attribute}={ldap3_names().escape_rdn(username)},{base_dn}"
 
 
 class LdapBinder:
@@ -78,22 +107,23 @@ class LdapBinder:
         self.keepalive = keepalive
         self._now = now
         #: (idle since, connection); binds run in several worker threads at once
-        self._idle: list[tuple[float, Connection]] = []
+        self._idle: list[tuple[float, Any]] = []  # (since, ldap3 Connection)
         self._lock = threading.Lock()
         #: connections opened so far (what keepalive saves shows here)
         self.opened = 0
 
-    def _server(self) -> Server:
-        tls = Tls(
+    def _server(self) -> Any:
+        lib = ldap3_names()
+        tls = lib.Tls(
             validate=ssl.CERT_REQUIRED if self.verify_host else ssl.CERT_NONE,
             version=ssl.PROTOCOL_TLS_CLIENT,
             ca_certs_file=self.ca_file,
         )
-        return Server(
+        return lib.Server(
             self.host,
             port=self.port,
             use_ssl=False,
-            get_info=NONE,
+            get_info=lib.NONE,
             connect_timeout=self.timeout,
             tls=tls,
         )
@@ -122,8 +152,8 @@ class LdapBinder:
         for _, conn in idle:
             _quietly_unbind(conn)
 
-    def _open(self) -> Connection:
-        conn = Connection(
+    def _open(self) -> Any:
+        conn = ldap3_names().Connection(
             self._server(),
             auto_bind=False,
             # ldap3 packs this into SO_RCVTIMEO as an integer: whole seconds, at least one
@@ -138,35 +168,36 @@ class LdapBinder:
                 raise LdapUnavailable(f"StartTLS with {self.host}:{self.port} failed")
         return conn
 
-    def _bind_on(self, conn: Connection, dn: str, password: str) -> bool:
+    def _bind_on(self, conn: Any, dn: str, password: str) -> bool:
         """One simple bind on an open connection; the connection is pooled or closed."""
+        lib = ldap3_names()
         with self._closed_on_failure(conn):
             try:
-                bound = conn.rebind(user=dn, password=password, authentication=SIMPLE)
-            except LDAPPasswordIsMandatoryError:
+                bound = conn.rebind(user=dn, password=password, authentication=lib.SIMPLE)
+            except lib.LDAPPasswordIsMandatoryError:
                 self._give_back(conn)
                 return False
             result = conn.result or {}
             # invalid credentials, noSuchObject, invalidDNSyntax: a refusal, not an outage
-            if bound or result.get("result") in (RESULT_INVALID_CREDENTIALS, 32, 34):
+            if bound or result.get("result") in (lib.RESULT_INVALID_CREDENTIALS, 32, 34):
                 self._give_back(conn)
                 return bool(bound)
             description = result.get("description") or conn.last_error
             raise LdapUnavailable(f"bind on {self.host}:{self.port} answered {description!r}")
 
     @contextmanager
-    def _closed_on_failure(self, conn: Connection) -> Iterator[None]:
+    def _closed_on_failure(self, conn: Any) -> Iterator[None]:
         """Close ``conn`` when the block fails; ldap3's errors become LdapUnavailable."""
         try:
             yield
-        except LDAPException as e:
+        except ldap3_names().LDAPException as e:
             _quietly_unbind(conn)
             raise LdapUnavailable(f"LDAP {self.host}:{self.port}: {type(e).__name__}: {e}") from e
         except LdapUnavailable:
             _quietly_unbind(conn)
             raise
 
-    def _take(self) -> Connection | None:
+    def _take(self) -> Any:
         """The most recently used idle connection; stale ones are closed on the way."""
         now = self._now()
         with self._lock:
@@ -178,7 +209,7 @@ class LdapBinder:
             _quietly_unbind(conn)
         return found
 
-    def _give_back(self, conn: Connection) -> None:
+    def _give_back(self, conn: Any) -> None:
         if self.keepalive > 0:
             with self._lock:
                 if len(self._idle) < MAX_IDLE:
@@ -187,8 +218,8 @@ class LdapBinder:
         _quietly_unbind(conn)
 
 
-def _quietly_unbind(conn: Connection) -> None:
+def _quietly_unbind(conn: Any) -> None:
     try:
         conn.unbind()
-    except LDAPException:
+    except ldap3_names().LDAPException:
         pass
