@@ -283,7 +283,13 @@ class KongNode(MultiService):
         observe: Any = self.metrics.observe  # reads the ProxyContext fields it knows
         if observe not in self.pipeline.observers:
             self.pipeline.observers.append(observe)
-        probes = NodeProbes(self.store, self.clock, lambda: self.cluster)
+        checks = self.health_checks
+        probes = NodeProbes(
+            self.store,
+            self.clock,
+            lambda: self.cluster,
+            target_health=checks.states if checks is not None else None,
+        )
         site = TrackingSite(StatusResource(self.metrics, probes))
         site.displayTracebacks = False
         return strports.service(endpoint(address), site, reactor=self.reactor)

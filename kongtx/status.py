@@ -16,12 +16,15 @@ the node gauges are measured when scraped, never in the background:
 * ``kongtx_invalidation_lag_seconds``: how old the oldest change logged by
   another node in the last ``slack`` seconds is that this node has not applied
   yet; 0 when it is up to date (DESIGN.md §4: staleness is bounded, this shows
-  by how much).
+  by how much);
+* ``kong_upstream_target_health{upstream,target,state}``: Kong 2.x's gauge, each
+  target's health as ``GET /upstreams/{u}/health`` reports it on this node (one
+  sample per state, 1 for the current one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError
@@ -36,6 +39,8 @@ log = logger()
 
 #: Member states a Serf cluster reports; each is rendered, 0 when nobody is in it.
 MEMBER_STATUSES: tuple[str, ...] = ("alive", "leaving", "left", "failed")
+#: a target's states in ``kong_upstream_target_health`` (Kong 2.x's labels)
+TARGET_STATES: tuple[str, ...] = ("healthy", "unhealthy", "healthchecks_off", "dns_error")
 
 #: At most this many log rows are read per scrape to measure the lag.
 LAG_PAGE = 1000
@@ -71,11 +76,14 @@ class NodeProbes:
         clock: Clock,
         cluster: Callable[[], ClusterLike | None] = lambda: None,
         self_member: Mapping[str, Any] | None = None,
+        target_health: Callable[[], Awaitable[list[tuple[str, str, str]]]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.cluster = cluster
         self.self_member = dict(self_member or {"status": "alive"})
+        #: ``(upstream, target, health)`` of every target (kongtx.balancer.health.HealthChecks)
+        self.target_health = target_health
 
     async def datastore_reachable(self) -> bool:
         """Whether the store answers a ping (any failure counts as unreachable)."""
@@ -130,7 +138,8 @@ class NodeProbes:
         members = Family("kongtx_cluster_members", "gauge", "Cluster members by gossip status", [])
         for status, n in self.members().items():
             members.samples.append(Sample({"status": status}, n))
-        return [
+        extra = [await self.target_health_family()] if self.target_health is not None else []
+        return extra + [
             gauge(
                 "kong_datastore_reachable",
                 "Whether the datastore answered a ping (1) or not (0)",
@@ -143,6 +152,29 @@ class NodeProbes:
                 lag,
             ),
         ]
+
+    async def target_health_family(self) -> Family:
+        """Kong 2.x's ``kong_upstream_target_health``: one sample per target and state, 1 for
+        the state it is in (a datastore that cannot list the targets gives no samples)."""
+        family = Family(
+            "kong_upstream_target_health",
+            "gauge",
+            "Health of each upstream target on this node (1: the state it is in)",
+            [],
+        )
+        assert self.target_health is not None
+        try:
+            states = await self.target_health()
+        except CancelledError:
+            raise
+        except Exception as e:
+            log.debug("metrics: reading target health failed: {error}", error=e)
+            return family
+        for upstream, target, health in states:
+            for state in TARGET_STATES:
+                labels = {"upstream": upstream, "target": target, "state": state}
+                family.samples.append(Sample(labels, 1 if health.lower() == state else 0))
+        return family
 
 
 class StatusResource(AsyncResource):

@@ -129,6 +129,7 @@ class HealthChecks:
     ) -> None:
         self.health = health
         self.balancers = balancers
+        self.upstreams = upstreams
         self.active = ActiveChecker(
             upstreams,
             balancers,
@@ -189,3 +190,16 @@ class HealthChecks:
                 state = "UNHEALTHY"
             rows.append({**row, "health": state})
         return rows
+
+    async def targets_of(self, upstream: Row) -> list[Row]:
+        """An upstream's target rows, oldest first (Kong's order for ``/health``)."""
+        rows = await self.upstreams.find_all("targets", {"upstream_id": upstream["id"]})
+        return sorted(rows, key=lambda r: (r.get("created_at") or 0, str(r["id"])))
+
+    async def states(self) -> list[tuple[str, str, str]]:
+        """``(upstream name, target, health)`` of every target: the ``/metrics`` gauge."""
+        found = []
+        for upstream in await self.upstreams.find_all("upstreams", {}):
+            for row in await self.report(upstream, await self.targets_of(upstream)):
+                found.append((str(upstream["name"]), str(row["target"]), str(row["health"])))
+        return found

@@ -97,6 +97,39 @@ def test_plugin_rejection_is_counted(status_node: StatusNode, upstream: Upstream
     assert _get(samples, "kong_latency_ms_count", api=name, type="upstream") == 0
 
 
+def test_upstream_target_health(status_node: StatusNode, upstream: Upstream) -> None:
+    """kong_upstream_target_health follows GET /upstreams/{u}/health on this node."""
+    node = status_node.node
+    name = f"metered-{free_port()}.test"
+    target = f"127.0.0.1:{upstream.ports['http']}"
+    node.admin_call("POST", "/upstreams", {"name": name})
+    node.admin_call("POST", f"/upstreams/{name}/targets", {"target": target})
+    samples = status_node.scrape()
+    assert (
+        _get(
+            samples,
+            "kong_upstream_target_health",
+            upstream=name,
+            target=target,
+            state="healthchecks_off",
+        )
+        == 1
+    )
+    r = http("POST", f"{node.admin}/upstreams/{name}/targets/{target}/unhealthy")
+    assert r.status == 204
+    samples = status_node.scrape()
+    assert (
+        _get(
+            samples, "kong_upstream_target_health", upstream=name, target=target, state="unhealthy"
+        )
+        == 1
+    )
+    assert (
+        _get(samples, "kong_upstream_target_health", upstream=name, target=target, state="healthy")
+        == 0
+    )
+
+
 def test_only_metrics_is_served(status_node: StatusNode) -> None:
     """The status listener serves /metrics only: other paths 404, writes 405."""
     assert http("GET", status_node.status + "/apis").status == 404

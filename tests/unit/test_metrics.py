@@ -283,6 +283,29 @@ class ProbeTests(SynchronousTestCase):
         probes = NodeProbes(self.store, self.clock, lambda: cluster)
         self.assertEqual(self.successResultOf(_run(probes.invalidation_lag())), 0.0)
 
+    def test_target_health_one_sample_per_state(self) -> None:
+        """kong_upstream_target_health: 1 for the state each target is in, 0 for the others;
+        a failing source gives an empty family instead of failing the scrape."""
+
+        async def states() -> list[tuple[str, str, str]]:
+            return [("u.test", "10.0.0.1:80", "HEALTHY"), ("u.test", "b.test:80", "DNS_ERROR")]
+
+        text = self.families(NodeProbes(self.store, self.clock, target_health=states))
+        health = samples(text, "kong_upstream_target_health")
+        key = lambda t, s: (("state", s), ("target", t), ("upstream", "u.test"))  # noqa: E731
+        self.assertEqual(health[key("10.0.0.1:80", "healthy")], 1)
+        self.assertEqual(health[key("10.0.0.1:80", "unhealthy")], 0)
+        self.assertEqual(health[key("b.test:80", "dns_error")], 1)
+        self.assertEqual(len(health), 8)
+
+        async def broken() -> list[tuple[str, str, str]]:
+            raise ConnectionError("datastore down")
+
+        text = self.families(NodeProbes(self.store, self.clock, target_health=broken))
+        self.assertEqual(samples(text, "kong_upstream_target_health"), {})
+        self.assertIn("# TYPE kong_upstream_target_health gauge", text)
+        self.assertEqual(samples(text, "kong_datastore_reachable"), {(): 1})
+
 
 def _run(coro: Any) -> Any:
     from twisted.internet.defer import Deferred

@@ -16,9 +16,10 @@ These routes stay writable in DB-less mode, as Kong's: they change no entity.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, is_uuid, route
+from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, Route, route
+from kongtx.admin.routes.upstreams import find_target, find_upstream
 
 if TYPE_CHECKING:
     from kongtx.admin.resource import AdminResource
@@ -32,42 +33,13 @@ def _checks(admin: AdminResource) -> HealthChecks:
     return checks
 
 
-async def find_upstream(admin: AdminResource, key: str) -> dict[str, Any]:
-    """The upstream named ``key`` or with id ``key``; 404 otherwise."""
-    if is_uuid(key):
-        row = await admin.dao.find("upstreams", {"id": key.lower()})
-        if row is not None:
-            return dict(row)
-    rows = await admin.dao.find_all("upstreams", {"name": key})
-    if not rows:
-        raise HTTPError(404, NOT_FOUND)
-    return dict(rows[0])
-
-
-async def targets_of(admin: AdminResource, upstream: dict[str, Any]) -> list[dict[str, Any]]:
-    """The upstream's target rows, oldest first (Kong's order)."""
-    rows = await admin.dao.find_all("targets", {"upstream_id": upstream["id"]})
-    return sorted((dict(r) for r in rows), key=lambda r: (r.get("created_at") or 0, r["id"]))
-
-
-def find_target(targets: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The target with id ``key``, or whose ``target`` is ``key`` (port 8000 when omitted)."""
-    wanted = {key, key.lower()}  # the DAO stores hosts lower-case, "host" as "host:8000"
-    if not is_uuid(key) and (key.endswith("]") or ":" not in key):
-        wanted.add(f"{key.lower()}:8000")
-    for row in targets:
-        if row["id"] in wanted or row["target"] in wanted:
-            return row
-    raise HTTPError(404, NOT_FOUND)
-
-
 def routes(admin: AdminResource) -> list[Route]:
     """Health of an upstream's targets: set by hand, and listed."""
 
     async def set_health(call: Call, healthy: bool) -> Reply:
         checks = _checks(admin)
         upstream = await find_upstream(admin, call.args["upstream"])
-        target = find_target(await targets_of(admin, upstream), call.args["target"])
+        target = await find_target(admin, upstream, call.args["target"])
         await checks.set_target(upstream, str(target["target"]), healthy)
         return Reply(204)
 
@@ -80,7 +52,7 @@ def routes(admin: AdminResource) -> list[Route]:
     async def health(call: Call) -> Reply:
         checks = _checks(admin)
         upstream = await find_upstream(admin, call.args["upstream"])
-        rows = await checks.report(upstream, await targets_of(admin, upstream))
+        rows = await checks.report(upstream, await checks.targets_of(upstream))
         return Reply(200, {"data": rows, "total": len(rows), "node_id": admin.node.name})
 
     return [
