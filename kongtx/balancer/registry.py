@@ -32,6 +32,8 @@ log = logger("kongtx.balancer")
 
 #: A target without a port (never stored so, but tolerated) gets Kong's default.
 DEFAULT_TARGET_PORT = 8000
+#: A target whose weight was cleared (PATCH null) weighs the schema's default, not 0.
+DEFAULT_TARGET_WEIGHT = 100
 
 #: called as listener(upstream_row, pick, kind, status) after every proxied attempt;
 #: kind is "tcp_failure", "timeout" or "http" (status: the upstream's status, else 0)
@@ -99,7 +101,9 @@ def target_specs(rows: list[Row]) -> list[TargetSpec]:
     specs: list[TargetSpec] = []
     for row in rows:
         host, port = parse_target(str(row["target"]))
-        specs.append((str(row["target"]), host, port, int(row.get("weight") or 0)))
+        weight = row.get("weight")
+        weight = DEFAULT_TARGET_WEIGHT if weight is None else int(weight)
+        specs.append((str(row["target"]), host, port, weight))
     return specs
 
 
@@ -163,7 +167,10 @@ class Balancer:
         self.targets = targets
         self.id: str = upstream["id"]
         self.name: str = upstream.get("name") or ""
-        self.algorithm: str = upstream.get("algorithm") or "round-robin"
+        # a cleared algorithm (PATCH null) is the schema's default: hashing when hash_on is set
+        self.algorithm: str = upstream.get("algorithm") or (
+            "round-robin" if (upstream.get("hash_on") or "none") == "none" else "consistent-hashing"
+        )
         self._resolver = resolver
         self._health = health
         self._clock = clock

@@ -175,6 +175,26 @@ class RegistryTests(SynchronousTestCase):
         pick = balancer.pick(None, avoid="10.0.0.1:80")
         assert pick is not None and pick.address == "10.0.0.1:80"
 
+    def test_cleared_weight_and_algorithm_take_their_defaults(self) -> None:
+        """PATCH with null clears a field (0.9's rule): a target without weight weighs 100
+        (not 0: it must not silently leave the rotation), an upstream without algorithm
+        hashes when hash_on is set (the schema's default)."""
+        cleared = target_row("10.0.0.2:80")
+        del cleared["weight"]
+        self.setup_rows(upstream_row(), target_row("10.0.0.1:80", 100), cleared)
+        balancer = self.get()
+        assert balancer is not None
+        assert self.picks(balancer, 4) == {"10.0.0.1:80": 2, "10.0.0.2:80": 2}
+        self.cache.invalidate("upstreams:service.v1")
+        self.setup_rows(
+            upstream_row(algorithm=None, hash_on="ip"),
+            target_row("10.0.0.1:80"),
+            target_row("10.0.0.2:80"),
+        )
+        hashed = self.get()
+        assert hashed is not None and hashed.algorithm == "consistent-hashing"
+        assert len(self.picks(hashed, 6, Ctx(ip="192.0.2.9"))) == 1
+
     # ------------------------------------------------------------ hashing
 
     def hashing(self, **kw: Any) -> Balancer:
