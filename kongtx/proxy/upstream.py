@@ -847,11 +847,8 @@ class UpstreamClient:
         endpoint = self._endpoint(key)
         try:
             conn = await endpoint.connect(_ConnectionFactory(key, self))
-        except CancelledError:
-            raise
         except Exception as exc:
-            e = classify(Failure(exc))
-            raise ConnectError(e.status, e.reason) from exc
+            raise connect_error(exc) from exc
         assert isinstance(conn, _Connection)
         return conn
 
@@ -948,6 +945,16 @@ def _no_progress() -> None:
 
 async def _done() -> None:
     return None
+
+
+def connect_error(exc: Exception) -> Exception:
+    """What a failed connect raises: :class:`ConnectError`, but ``CancelledError`` when
+    the client went away (an endpoint cancels with ``ConnectingCancelledError``): that is
+    no failure of the upstream, to be counted against a balanced pick or retried."""
+    if isinstance(exc, CancelledError | ierror.ConnectingCancelledError):
+        return CancelledError()
+    e = classify(Failure(exc))
+    return ConnectError(e.status, e.reason)
 
 
 def classify(failure: Failure) -> UpstreamError:
@@ -1052,7 +1059,6 @@ async def open_tunnel(
     try:
         proto = await endpoint.connect(Factory.forProtocol(Tunnel))
     except Exception as exc:
-        e = classify(Failure(exc))
-        raise ConnectError(e.status, e.reason) from exc
+        raise connect_error(exc) from exc
     assert isinstance(proto, Tunnel)
     return proto

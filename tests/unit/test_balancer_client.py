@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -87,6 +87,14 @@ class BalancedClientTests(SynchronousTestCase):
         factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
         err = self.failureResultOf(d, ConnectError)
         assert err.value.status == 502
+
+    def test_client_gone_while_connecting_is_a_cancel_not_a_connect_error(self) -> None:
+        """The client leaving during the connect cancels it: CancelledError, not ConnectError
+        (which the pipeline would count as the pick's TCP failure and retry for nobody)."""
+        d = self.send(("10.0.0.9", 1))
+        assert len(self.reactor.tcpClients) == 1
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
 
 
 class _Sink:
