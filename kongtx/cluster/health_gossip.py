@@ -73,7 +73,7 @@ def decode(payload: bytes) -> tuple[str, str, bool, str, int | None]:
     """``(upstream_id, address, healthy, origin, ltime or None)``; ValueError when malformed."""
     try:
         body: Any = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # too deep
         raise ValueError(f"not JSON: {e}") from e
     if not isinstance(body, dict):
         raise ValueError("not an object")
