@@ -357,6 +357,12 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(normalize_target("[::FFFF:1.2.3.4]:80"), "[::ffff:102:304]:80")
         self.assertIsNone(normalize_target("host:"))
         self.assertIsNone(normalize_target(5))
+        # only ASCII digits make a port ("\u0663" is an Arabic-Indic 3, int() reads it)
+        self.assertIsNone(normalize_target("host:\u0663"))
+        self.assertIsNone(normalize_target("host:\u00b2"))
+        # an IPv6 zone ("%eth0") names an interface of one machine, not an address
+        self.assertIsNone(normalize_target("[fe80::1%eth0]:80"))
+        self.assertIsNone(normalize_target("fe80::1%1"))
 
     def test_cache_keys(self) -> None:
         """The contract's keys: a rename clears both names; a target its upstream's list."""

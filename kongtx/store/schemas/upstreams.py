@@ -31,6 +31,7 @@ from kongtx.store.schemas.model import (
 _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 #: Kong's header-name rule for hash_on_header / hash_fallback_header.
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_PORT_RE = re.compile(r"^[0-9]{1,5}$")
 #: The port a target without one gets (Kong's default).
 DEFAULT_TARGET_PORT = 8000
 HASH_ON = ("none", "consumer", "ip", "header")
@@ -51,9 +52,12 @@ def is_hostname(value: str) -> bool:
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return None  # "fe80::1%eth0": an interface of one machine, not a target address
+    return address
 
 
 def split_host_port(value: str) -> tuple[str, int | None, str] | None:
@@ -91,7 +95,8 @@ def split_host_port(value: str) -> tuple[str, int | None, str] | None:
             return None
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # ASCII digits only: str.isdigit() takes "²" (int() fails: a 500) and "٣"
+        if not _PORT_RE.match(port_text) or not 1 <= int(port_text) <= 65535:
             return None
         port = int(port_text)
     return host, port, kind
