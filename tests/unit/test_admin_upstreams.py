@@ -103,6 +103,21 @@ class UpstreamTests(SynchronousTestCase):
         )
         self.assertEqual(self.admin.ok("GET", "/upstreams")["total"], 0)
 
+    def test_http_path_is_a_path(self) -> None:
+        """A probe path with a space, a line break or non-ASCII would break (or inject into)
+        the probe's request line: 400, as Kong 1.x's path rule."""
+        for bad in ("/a b", "/\r\nX-Evil: 1", "/\u00e9"):
+            body = {"name": "p.test", "healthchecks": {"active": {"http_path": bad}}}
+            self.assertEqual(
+                self.admin.ok("POST", "/upstreams", 400, json_body=body),
+                {
+                    "healthchecks.active.http_path": f"invalid path: '{bad}' "
+                    "(characters outside of the reserved list of RFC 3986 found)"
+                },
+            )
+        good = {"name": "p.test", "healthchecks": {"active": {"http_path": "/st%20atus?x=1&y=~"}}}
+        self.admin.ok("POST", "/upstreams", 201, json_body=good)
+
     def test_name_rules(self) -> None:
         """A name is required, a hostname, no IP address, no port."""
         cases = {

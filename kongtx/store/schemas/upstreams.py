@@ -189,6 +189,21 @@ def _seconds(default: int) -> Field:
     return Field(type="number", default=default, func=_number_between(0, 65535))
 
 
+#: what a probe's request line may carry: printable ASCII, no space (RFC 3986's characters)
+_HTTP_PATH_RE = re.compile(r"^/[!-~]*$")
+
+
+def _check_http_path(value: Any, values: dict[str, Any]) -> str | None:
+    """``active.http_path``: a path (a space or line break would break the probe's request)."""
+    if not value.startswith("/"):
+        return "should start with: /"
+    if not _HTTP_PATH_RE.match(value):
+        return (
+            f"invalid path: '{value}' (characters outside of the reserved list of RFC 3986 found)"
+        )
+    return None
+
+
 _PROBE_TYPES = ("tcp", "http", "https")
 
 _ACTIVE = Schema(
@@ -196,11 +211,7 @@ _ACTIVE = Schema(
         "type": Field(type="string", default="http", enum=_PROBE_TYPES),
         "timeout": _seconds(1),
         "concurrency": Field(type="number", default=10, func=_integer_between(1, _INT_MAX)),
-        "http_path": Field(
-            type="string",
-            default="/",
-            func=lambda v, _: None if v.startswith("/") else "should start with: /",
-        ),
+        "http_path": Field(type="string", default="/", func=_check_http_path),
         "healthy": Field(
             type="table",
             schema=Schema(
