@@ -31,14 +31,18 @@ def render(value: Any) -> Any:
     return value
 
 
+#: the largest ``size``: past any real listing, within every store's integers
+MAX_PAGE_SIZE = 2**31 - 1
+
+
 def page_size(raw: Any) -> int:
-    """``size``: default 100, non-numeric (or not positive) -> 100, no upper bound."""
+    """``size``: default 100, non-numeric (or not positive) -> 100, capped at 2^31-1."""
     if isinstance(raw, list):
         raw = raw[-1] if raw else None
-    if isinstance(raw, str) and raw.strip().isdigit():
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
         size = int(raw.strip())
         if size > 0:
-            return size
+            return min(size, MAX_PAGE_SIZE)
     return DEFAULT_PAGE_SIZE
 
 
