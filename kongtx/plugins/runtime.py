@@ -35,6 +35,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.invalidation import CHAIN_PREFIX, plugin_key
@@ -73,6 +75,18 @@ def _rows_levels(api_id: str | None, consumer_id: str | None) -> tuple[tuple[Any
     if consumer_id:
         return ((api_id, consumer_id), (None, consumer_id))
     return ((api_id, None), (None, None))
+
+
+def _exact(rows: list[Row], name: str, api_id: str | None, consumer_id: str | None) -> Row | None:
+    """The row of ``name`` with exactly this (api_id, consumer_id), NULLs included."""
+    for row in rows:
+        if (
+            row.get("name") == name
+            and (row.get("api_id") or None) == (api_id or None)
+            and (row.get("consumer_id") or None) == (consumer_id or None)
+        ):
+            return row
+    return None
 
 
 class PluginRuntime:
@@ -163,6 +177,48 @@ class PluginRuntime:
                 return self._entry(spec, row)
         return None
 
+    async def _prefetch_api_rows(self, api_id: str, names: list[str]) -> None:
+        """Load the API-level rows ``plugins:<name>:<api>`` of ``names`` with one query.
+
+        A new API misses that key for every loaded plugin: one query for all of
+        them instead of one each (on PostgreSQL, each lookup's round trip and the
+        driver's work were most of a new API's first request).  Every key's load
+        is registered in the cache *before* the query starts, so an invalidation
+        that lands meanwhile drops the result as it would for a single lookup.
+        """
+        peek = self._cache.peek
+        missing = [n for n in names if not peek(plugin_key(n, api_id, None))[0]]
+        if len(missing) < 2:
+            return
+        ready: list[Deferred[list[Row]]] = []
+
+        def loader(name: str) -> Any:
+            async def load() -> Row | None:
+                waiter: Deferred[list[Row]] = Deferred()
+                ready.append(waiter)
+                return _exact(await waiter, name, api_id, None)
+
+            return load
+
+        loads = [
+            Deferred.fromCoroutine(
+                self._cache.get_or_load(plugin_key(name, api_id, None), loader(name))
+            )
+            for name in missing
+        ]
+        try:
+            rows = await self._dao.find_all("plugins", {"api_id": api_id})
+        except Exception as e:
+            for waiter in ready:
+                waiter.errback(e)
+        else:
+            for waiter in ready:
+                waiter.callback(rows)
+        try:
+            await gatherResults(loads, consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+
     async def _row(self, name: str, api_id: str | None, consumer_id: str | None) -> Row | None:
         key = plugin_key(name, api_id, consumer_id)
         hit, row = self._cache.peek(key)
@@ -183,12 +239,7 @@ class PluginRuntime:
             filters["api_id"] = api_id
         if consumer_id:
             filters["consumer_id"] = consumer_id
-        for row in await self._dao.find_all("plugins", filters):
-            if (row.get("api_id") or None) == (api_id or None) and (
-                row.get("consumer_id") or None
-            ) == (consumer_id or None):
-                return row
-        return None
+        return _exact(await self._dao.find_all("plugins", filters), name, api_id, consumer_id)
 
     def _entry(self, spec: PluginSpec, row: Row) -> PluginEntry:
         """The entry (and handler) for ``row``, built once per row and config."""
@@ -241,13 +292,31 @@ class PluginRuntime:
         """
         api_id = api["id"]
         specs = sorted(self._registry.specs(), key=lambda s: (-s.priority, s.name))
-        slots: list[Slot] = []
+        # Misses are loaded all at once, not one plugin after the other: a new API
+        # misses ``plugins:<name>:<api>`` for every loaded plugin, and on a networked
+        # datastore those lookups in sequence were most of a new API's first request.
+        resolved: dict[str, PluginEntry | None] = {}
+        loading: dict[str, Deferred[PluginEntry | None]] = {}
+        await self._prefetch_api_rows(api_id, [s.name for s in specs if s.handler is not None])
         for spec in specs:
             if spec.handler is None:
                 continue
             found, base = self.resolve_cached(spec, api_id, None)
-            if not found:
-                base = await self.resolve_entry(spec, api_id, None)
+            if found:
+                resolved[spec.name] = base
+            else:
+                loading[spec.name] = Deferred.fromCoroutine(self.resolve_entry(spec, api_id, None))
+        if loading:
+            try:
+                results = await gatherResults(list(loading.values()), consumeErrors=True)
+            except FirstError as e:
+                e.subFailure.raiseException()  # the first lookup's own error (e.g. the store's)
+            resolved.update(zip(loading, results, strict=True))
+        slots: list[Slot] = []
+        for spec in specs:
+            if spec.name not in resolved:
+                continue  # no handler
+            base = resolved[spec.name]
             if base is None and spec.no_consumer:
                 continue  # can never run for this API
             slots.append(Slot(spec, base))

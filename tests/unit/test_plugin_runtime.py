@@ -681,3 +681,57 @@ class RealRegistryAndDaoTests(SynchronousTestCase):
         stamp = chain.entries()[1].handler
         self.assertEqual(dict(stamp.statuses), {426: 1, 403: 1})
         self.assertIsNotNone(chain.certificate("example.org"))
+
+
+class PrefetchTests(RuntimeTestCase):
+    def test_a_new_api_costs_one_query_for_its_rows(self) -> None:
+        """Compiling a new API's chain reads its plugin rows with one query, not one per
+        loaded plugin (the global rows are cached from the first API's compile)."""
+        self.add("limit", API["id"], tag="api")
+        self.add("logger", tag="global")
+        self.chain(API)
+        self.rows.queries.clear()
+        self.add("transform", OTHER_API["id"], tag="other")
+        chain = self.chain(OTHER_API)
+        # one query for every API-level row; the rest are global rows not cached yet
+        # ("limit" had an API-level row on the first API, so its global was never read)
+        self.assertEqual(
+            self.rows.queries,
+            [("plugins", {"api_id": OTHER_API["id"]}), ("plugins", {"name": "limit"})],
+        )
+        self.assertEqual(chain.names(), ["transform", "logger"])
+
+    def test_an_invalidation_during_the_query_is_not_undone(self) -> None:
+        """A row added while the prefetch query runs is not hidden by its stale answer."""
+        pending: list[Deferred[list[dict[str, Any]]]] = []
+        rows = self.rows
+
+        class SlowRows:
+            async def find_all(self, collection: str, filters: Any) -> list[dict[str, Any]]:
+                if filters == {"api_id": API["id"]}:
+                    d: Deferred[list[dict[str, Any]]] = Deferred()
+                    pending.append(d)
+                    return await d
+                return await rows.find_all(collection, filters)
+
+        runtime = PluginRuntime(SlowRows(), self.cache, self.registry, self.clock)
+        compiling = defer.ensureDeferred(runtime.chain_for(API))
+        self.assertEqual(len(pending), 1)
+        row = self.add("limit", API["id"], tag="late")  # committed while the query runs
+        invalidation.apply(self.cache, invalidation.keys_for("plugins", None, row))
+        pending[0].callback([])  # the answer from before the insert
+        self.successResultOf(compiling)
+        # the stale "no row" was not stored: the compile looked again and found the row
+        hit, cached = self.cache.peek(invalidation.plugin_key("limit", API["id"], None))
+        self.assertTrue(hit)
+        self.assertEqual(cached["id"], row["id"])
+        chain = self.successResultOf(defer.ensureDeferred(self.runtime.chain_for(API)))
+        self.assertIn("limit", chain.names())
+
+    def test_a_failed_prefetch_fails_the_compile_and_caches_nothing(self) -> None:
+        self.rows.fail = ConnectionError("datastore down")
+        failure = self.failureResultOf(defer.ensureDeferred(self.runtime.chain_for(API)))
+        failure.trap(ConnectionError)
+        self.rows.fail = None
+        self.assertFalse(self.cache.peek(invalidation.plugin_key("limit", API["id"], None))[0])
+        self.chain(API)
