@@ -134,6 +134,18 @@ class UpstreamTests(SynchronousTestCase):
                 name,
             )
 
+    def test_cleared_hash_fields_count_as_none(self) -> None:
+        """PATCH null clears a field; a cleared hash_on / hash_fallback is "none" to the hash
+        rules: clearing hash_on under a fallback is refused, clearing the fallback is fine."""
+        fields = {"name": "h.test", "hash_on": "header", "hash_on_header": "x-a"}
+        self.admin.ok("POST", "/upstreams", 201, json_body={**fields, "hash_fallback": "ip"})
+        self.assertEqual(
+            self.admin.ok("PATCH", "/upstreams/h.test", 400, json_body={"hash_on": None}),
+            {"hash_fallback": "Cannot set fallback if primary 'hash_on' is not set"},
+        )
+        self.admin.ok("PATCH", "/upstreams/h.test", 200, json_body={"hash_fallback": None})
+        self.admin.ok("PATCH", "/upstreams/h.test", 200, json_body={"hash_on": None})
+
     def test_hash_rules(self) -> None:
         """Kong's hash rules: headers named, fallback only with hash_on, never the same hash."""
         cases: list[tuple[dict[str, Any], dict[str, str]]] = [

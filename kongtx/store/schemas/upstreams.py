@@ -295,7 +295,8 @@ def _default_algorithm(values: Mapping[str, Any]) -> str:
 
 def _check_upstream(values: dict[str, Any], ctx: CheckContext) -> Errors | None:
     """Kong's hash rules (its 0.12 messages): headers named, fallback a different hash."""
-    hash_on, fallback = values.get("hash_on"), values.get("hash_fallback")
+    # a field cleared by PATCH null holds its default, "none"
+    hash_on, fallback = values.get("hash_on") or "none", values.get("hash_fallback") or "none"
     errors: Errors = {}
     if hash_on == "header" and not values.get("hash_on_header"):
         errors["hash_on_header"] = "hash_on_header is required when hash_on is 'header'"
