@@ -202,15 +202,19 @@ class ActiveChecker:
             upstream_id = str(row["id"])
             seen.add(upstream_id)
             checks = healthchecks(row)
-            if not active_on(checks):
+            active = active_on(checks)
+            if not active:
                 self._drop(upstream_id)
-                continue
+                if not self.health.unhealthy(upstream_id):
+                    continue
             resolved = await resolve(self.balancers, row)
             if resolved is None:
                 continue
             if generation != self._generation:
                 return  # stopped while resolving
-            self._update(upstream_id, checks["active"], resolved)
+            self._retain(upstream_id, resolved)
+            if active:
+                self._update(upstream_id, checks["active"], resolved)
         if generation != self._generation:
             return
         for gone in (self._known | set(self.groups)) - seen:
@@ -241,6 +245,18 @@ class ActiveChecker:
             if addr not in group.probed:
                 group.probed[addr] = probed
                 self._schedule(group, probed)
+
+    def _retain(self, upstream_id: str, resolved: Resolved) -> None:
+        """Forget the verdicts of addresses no target resolves to now (a deleted target
+        added again starts healthy, as Kong's healthchecker forgets a removed target)."""
+        current = {address(ip, port) for found in resolved.values() for ip, port, _ in found}
+        for addr in self.health.retain(upstream_id, current):
+            self.counters.counts.pop((upstream_id, addr), None)
+            log.info(
+                "health of {addr} of upstream {upstream} forgotten: no target resolves to it",
+                addr=addr,
+                upstream=upstream_id,
+            )
 
     def _drop(self, upstream_id: str) -> None:
         group = self.groups.pop(upstream_id, None)

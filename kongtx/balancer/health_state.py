@@ -17,6 +17,7 @@ health, as in Kong.  Everything is healthy until something says otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Literal
 
 Source = Literal["active", "passive", "manual", "cluster"]
@@ -67,6 +68,18 @@ class HealthState:
     def forget(self, upstream_id: str) -> None:
         """Drop every verdict about an upstream (it was deleted)."""
         self._unhealthy.pop(upstream_id, None)
+
+    def retain(self, upstream_id: str, addresses: AbstractSet[str]) -> list[str]:
+        """Drop the verdicts of the upstream's addresses not in ``addresses`` (no target
+        resolves to them any more); like :meth:`forget`, listeners are not told."""
+        down = self._unhealthy.get(upstream_id)
+        if not down:
+            return []
+        gone = sorted(down - addresses)
+        down.difference_update(gone)
+        if not down:
+            del self._unhealthy[upstream_id]
+        return gone
 
     def add_listener(self, listener: HealthListener) -> None:
         self._listeners.append(listener)

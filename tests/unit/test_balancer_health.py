@@ -299,6 +299,21 @@ class ActiveTests(SynchronousTestCase):
         assert self.health.is_healthy(UID, "10.0.0.1:80")
         assert self.upstreams.reads >= 4
 
+    def test_a_deleted_target_takes_its_verdict_along(self) -> None:
+        """An address no target resolves to any more (target deleted, DNS moved) loses its
+        verdict at the next re-read, checks on or off, as Kong's healthchecker drops a
+        removed target: deleted and added again, a target starts healthy."""
+        self.rows[0] = upstream()  # no active checks: a manual verdict only
+        self.health.set(UID, "10.0.0.1:80", False, "manual")
+        self.health.set(UID, "10.0.0.2:81", False, "manual")
+        self.checker.start()
+        self.reactor.advance(0)
+        assert not self.health.is_healthy(UID, "10.0.0.1:80")
+        self.balancers.resolved[UID] = {"b.test:81": [("10.0.0.2", 81, 100)]}
+        self.reactor.advance(30)
+        assert self.health.is_healthy(UID, "10.0.0.1:80")
+        assert not self.health.is_healthy(UID, "10.0.0.2:81")
+
     def test_unresolvable_upstream_is_skipped_and_others_probed(self) -> None:
         """An upstream whose targets cannot be resolved does not stop the others' probes."""
         other = "6f2a5a8e-1111-4c6a-9f6e-000000000002"
