@@ -1,64 +1,26 @@
 # -*- test-case-name: tests.unit.test_declarative -*-
-"""Declarative configuration: a whole gateway configuration in one YAML or JSON file.
+"""Validating a declarative document into a store, entity by entity.
 
-Why: a node with ``database = off`` keeps its configuration in memory and takes
-it from a file (``declarative_config``) or from ``POST /config``, and ``kong
-config db_import/db_export`` moves the same document into and out of a real
-datastore.  The format is Kong 1.x's declarative format adapted to the 0.9
-entities (docs/dbless.md)::
-
-    _format_version: "1.1"
-    apis:
-      - name: example
-        request_host: example.com
-        upstream_url: http://upstream:8080
-        plugins:                      # api_id implied
-          - name: key-auth
-    consumers:
-      - username: alice
-        keyauth_credentials:          # Kong 1.x's collection names
-          - key: secret
-        acls:
-          - group: admins
-        plugins:                      # consumer_id implied
-          - name: rate-limiting
-            api: example              # an API's name or id
-            config: {minute: 10}
-    plugins:                          # global, or naming ``api``/``consumer``
-      - name: cors
-    upstreams:                        # Kong 1.x load balancing (issue 9)
-      - name: backend.internal        # what an API's upstream_url host names
-        targets:                      # upstream_id implied
-          - target: 10.0.0.1:8080
-            weight: 50
-
-Every entity goes through the same DAO validation as the Admin API (defaults,
-generated keys, SPEC's messages), so a file can never hold what the Admin API
-would refuse.  Entities without an ``id`` get a deterministic one (uuid5 of the
-entity's natural key), so reloading a file keeps every id stable: cache keys,
-``/apis/{id}`` URLs and ``consumer_id`` references in plugin configs survive.
-Errors name the entity by its path in the document (0-based indexes), e.g.
-``apis[2].request_host: Invalid value: a b``.
-
-A configuration is always loaded into a fresh :class:`~kongtx.store.memory.MemoryStore`
-first; only a fully valid one is swapped in (:class:`DeclarativeState`) or written
-to a datastore (:func:`import_document`), so nothing ever sees half of one.
+Every entity goes through the DAO (the Admin API's validation); entities
+without an ``id`` get a deterministic one; every error names the entity by its
+path in the document.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import yaml
-from twisted.internet.defer import DeferredLock
-
-from kongtx.cache import Cache
-from kongtx.config import Config, ConfigError
 from kongtx.dao import DAO
+from kongtx.declarative.document import (
+    CREDENTIAL_COLLECTIONS,
+    FORMAT_VERSIONS,
+    TOP_LEVEL,
+    DeclarativeError,
+    as_text,
+)
 from kongtx.errors import (
     ConflictError,
     DaoError,
@@ -67,102 +29,14 @@ from kongtx.errors import (
     PluginExistsError,
     SchemaError,
 )
-from kongtx.log import logger
 from kongtx.plugins.basic_auth.crypto import is_kdf_hash, is_legacy_hash
 from kongtx.store.interface import Row
 from kongtx.store.memory import MemoryStore
-from kongtx.store.schemas import (
-    EntitySchema,
-    Field,
-    default_api_name,
-    is_uuid,
-    normalize_target,
-)
+from kongtx.store.schemas import EntitySchema, Field, default_api_name, is_uuid, normalize_target
 from kongtx.store.tables import TABLES
 
-log = logger()
-
-#: The ``_format_version`` values this loader understands.
-FORMAT_VERSIONS = ("1.1",)
-#: What :func:`export_document` writes.
-FORMAT_VERSION = "1.1"
 #: The namespace of the deterministic ids (uuid5 of ``<collection>:<natural key>``).
 ID_NAMESPACE = uuid.UUID("6f0c3a52-5c1e-4e0b-9a57-0b7d0c6e9a11")
-#: Top-level keys of a document besides ``_format_version``.
-TOP_LEVEL = ("apis", "consumers", "plugins", "upstreams")
-#: The credential collections a consumer entry may nest, under Kong 1.x's names, each
-#: with the column that names a credential (its deterministic id's natural key).
-CREDENTIAL_COLLECTIONS = {
-    "keyauth_credentials": "key",
-    "basicauth_credentials": "username",
-    "hmacauth_credentials": "username",
-    "jwt_secrets": "key",
-    "oauth2_credentials": "client_id",
-    "acls": "group",
-}
-
-
-class DeclarativeError(ConfigError):
-    """A document that cannot be loaded; ``errors`` holds one line per problem.
-
-    A :class:`~kongtx.config.ConfigError` so that a node refusing its
-    ``declarative_config`` stops like one refusing kong.conf: one line per error,
-    no traceback, non-zero exit.
-    """
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def parse(text: str | bytes, source: str = "<document>") -> dict[str, Any]:
-    """A document from YAML or JSON text (JSON is read as YAML's subset); ``safe_load`` only."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DeclarativeError([f"{source}: is not UTF-8 text"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise DeclarativeError([f"{source}: cannot parse{where}: {problem}"]) from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise DeclarativeError([f"{source}: the document must be a mapping (an object)"])
-    return document
-
-
-def read_file(path: str) -> dict[str, Any]:
-    """Read and parse the file at ``path`` (errors name it)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DeclarativeError([f"{path}: cannot read: {e.strerror or e}"]) from None
-    return parse(data, path)
-
-
-def dump(document: Mapping[str, Any], fmt: str = "yaml") -> str:
-    """``document`` as YAML (the default) or JSON text, keys in the order given."""
-    if fmt == "json":
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    text: str = yaml.safe_dump(
-        dict(document), sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
-    return text
-
-
-def format_for(path: str | None) -> str:
-    """``json`` for a ``.json`` file name, else ``yaml``."""
-    return "json" if path is not None and path.lower().endswith(".json") else "yaml"
-
-
-# --------------------------------------------------------------------------- loading
 
 
 @dataclasses.dataclass
@@ -246,8 +120,9 @@ def _deterministic_id(collection: str, natural: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{collection}:{natural}"))
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def credential_collections(schemas: Mapping[str, EntitySchema]) -> dict[str, str]:
+    """The nestable credential collections whose plugin is loaded (``CREDENTIAL_COLLECTIONS``)."""
+    return {c: k for c, k in CREDENTIAL_COLLECTIONS.items() if c in schemas}
 
 
 def error_lines(path: str, error: DaoError) -> list[str]:
@@ -261,9 +136,9 @@ def error_lines(path: str, error: DaoError) -> list[str]:
     if isinstance(error, EntityError):
         return [f"{path}: {error.message}"]
     if isinstance(error, ConflictError):
-        return [f"{path}.{error.field}: already exists with value '{_text(error.value)}'"]
+        return [f"{path}.{error.field}: already exists with value '{as_text(error.value)}'"]
     if isinstance(error, ForeignKeyError):
-        return [f"{path}.{error.field}: does not exist with value '{_text(error.value)}'"]
+        return [f"{path}.{error.field}: does not exist with value '{as_text(error.value)}'"]
     if isinstance(error, PluginExistsError):
         return [f"{path}: Plugin configuration already exists"]
     return [f"{path}: {error}"]
@@ -281,11 +156,7 @@ class _Loader:
         self.stop_at_first = stop_at_first
         self.errors: list[str] = []
         self.result = LoadResult()
-        self.credential_keys = self._credential_keys()
-
-    def _credential_keys(self) -> dict[str, str]:
-        """The nestable credential collections whose plugin is loaded on this node."""
-        return {c: k for c, k in CREDENTIAL_COLLECTIONS.items() if c in self.dao.schemas}
+        self.credential_keys = credential_collections(self.dao.schemas)
 
     def fail(self, lines: Sequence[str]) -> None:
         self.errors.extend(lines)
@@ -314,7 +185,7 @@ class _Loader:
         """Insert (or, with ``upsert``, replace by id) one entity; None after an error."""
         given_id = params.get("id")
         if given_id is not None and not is_uuid(given_id):
-            self.fail([f"{path}.id: {_text(given_id)} is not a valid uuid"])
+            self.fail([f"{path}.id: {as_text(given_id)} is not a valid uuid"])
             return None
         row_id = str(given_id).lower() if given_id is not None else None
         row_id = row_id or _deterministic_id(collection, natural)
@@ -417,14 +288,14 @@ class _Loader:
                     params[column] = found
             if broken:
                 continue
-            natural = ":".join(_text(params.get(c)) for c in ("name", "api_id", "consumer_id"))
+            natural = ":".join(as_text(params.get(c)) for c in ("name", "api_id", "consumer_id"))
             await self.write(path, "plugins", params, natural)
 
     async def load_upstreams(self, value: Any) -> None:
         """``upstreams:`` with their nested ``targets:`` (ids from name, upstream + target)."""
         for path, entity in self.items("upstreams", value):
             params = {k: v for k, v in entity.items() if k != "targets"}
-            row = await self.write(path, "upstreams", params, _text(params.get("name")) or path)
+            row = await self.write(path, "upstreams", params, as_text(params.get("name")) or path)
             for t_path, target in self.items(f"{path}.targets", entity.get("targets")):
                 if row is None:
                     continue
@@ -470,174 +341,3 @@ async def validate_document(
     store = _fresh_store(dao)
     result = await load_document(document, LoadingDAO.like(dao, store), previous=previous)
     return store, result
-
-
-async def import_document(document: Mapping[str, Any], dao: DAO) -> LoadResult:
-    """``kong config db_import``: validate all of ``document``, then write it through ``dao``.
-
-    Nothing is written unless the whole document is valid on its own; conflicts
-    with rows already in the datastore then stop at the first one.  Entities
-    whose id already exists are replaced, so importing a file twice is harmless.
-    """
-    await validate_document(document, dao)
-    return await load_document(
-        document,
-        LoadingDAO.like(dao, dao.store, listeners=True),
-        upsert=True,
-        stop_at_first=True,
-    )
-
-
-# --------------------------------------------------------------------------- exporting
-
-
-def _entity(schema: EntitySchema, row: Row, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A row as a document entry: schema field order, NULLs and implied keys left out."""
-    return {
-        name: row[name]
-        for name in schema.fields
-        if name in row and row[name] is not None and name not in drop
-    }
-
-
-def _order(row: Row, *keys: str) -> tuple[str, ...]:
-    return tuple(_text(row.get(k)) for k in keys)
-
-
-async def export_document(dao: DAO) -> dict[str, Any]:
-    """Everything the datastore holds, as a document (stable order: natural keys, then ids).
-
-    A plugin on one API only is nested under that API, one on one consumer only
-    under that consumer; global plugins and API + consumer pairs are top level,
-    naming ``api_id``/``consumer_id``.
-    """
-    schemas = dao.schemas
-    apis = sorted(await dao.find_all("apis", {}), key=lambda r: _order(r, "name", "id"))
-    consumers = sorted(
-        await dao.find_all("consumers", {}),
-        key=lambda r: _order(r, "username", "custom_id", "id"),
-    )
-    plugins = sorted(
-        await dao.find_all("plugins", {}),
-        key=lambda r: _order(r, "name", "api_id", "consumer_id", "id"),
-    )
-    loader = _Loader(LoadingDAO.like(dao, dao.store), upsert=False, stop_at_first=False)
-    by_api: dict[str, list[Row]] = {}
-    by_consumer: dict[str, list[Row]] = {}
-    top: list[Row] = []
-    for p in plugins:
-        if p.get("api_id") and not p.get("consumer_id"):
-            by_api.setdefault(p["api_id"], []).append(p)
-        elif p.get("consumer_id") and not p.get("api_id"):
-            by_consumer.setdefault(p["consumer_id"], []).append(p)
-        else:
-            top.append(p)
-    document: dict[str, Any] = {"_format_version": FORMAT_VERSION}
-    out_apis = []
-    for api in apis:
-        entry = _entity(schemas["apis"], api)
-        nested = [_entity(schemas["plugins"], p, ("api_id",)) for p in by_api.get(api["id"], [])]
-        if nested:
-            entry["plugins"] = nested
-        out_apis.append(entry)
-    out_consumers = []
-    for consumer in consumers:
-        entry = _entity(schemas["consumers"], consumer)
-        for collection, key in loader.credential_keys.items():
-            rows = await dao.find_all(collection, {"consumer_id": consumer["id"]})
-            rows.sort(key=lambda r, k=key: _order(r, k, "id"))  # type: ignore[misc]
-            if rows:
-                entry[collection] = [
-                    _entity(schemas[collection], r, ("consumer_id",)) for r in rows
-                ]
-        nested = [
-            _entity(schemas["plugins"], p, ("consumer_id",))
-            for p in by_consumer.get(consumer["id"], [])
-        ]
-        if nested:
-            entry["plugins"] = nested
-        out_consumers.append(entry)
-    if out_apis:
-        document["apis"] = out_apis
-    if out_consumers:
-        document["consumers"] = out_consumers
-    if top:
-        document["plugins"] = [_entity(schemas["plugins"], p) for p in top]
-    out_upstreams = []
-    for upstream in sorted(await dao.find_all("upstreams", {}), key=lambda r: _order(r, "name")):
-        entry = _entity(schemas["upstreams"], upstream)
-        targets = await dao.find_all("targets", {"upstream_id": upstream["id"]})
-        targets.sort(key=lambda r: _order(r, "target", "id"))
-        if targets:
-            entry["targets"] = [_entity(schemas["targets"], t, ("upstream_id",)) for t in targets]
-        out_upstreams.append(entry)
-    if out_upstreams:
-        document["upstreams"] = out_upstreams
-    return document
-
-
-# --------------------------------------------------------------------------- DB-less
-
-
-async def load_declarative_config(config: Config, dao: DAO) -> LoadResult | None:
-    """At start in DB-less mode: load ``declarative_config`` (if set) and give ``dao`` its store.
-
-    Every error is one line naming the file, the entity path and the field; the
-    raised :class:`DeclarativeError` stops the node (non-zero exit).
-    """
-    path = config.declarative_config
-    if not path:
-        return None
-    document = read_file(path)
-    try:
-        store, result = await validate_document(document, dao)
-    except DeclarativeError as e:
-        raise DeclarativeError([f"{path}: {line}" for line in e.errors]) from None
-    dao.store = store
-    log.info(
-        "declarative configuration loaded from {path}: {summary}",
-        path=path,
-        summary=result.summary(),
-    )
-    return result
-
-
-class DeclarativeState:
-    """The configuration of a DB-less node, replaced whole by ``POST /config``.
-
-    ``replace`` loads a document into a new in-memory store through a private
-    DAO; only when all of it is valid is the node DAO's store swapped (one
-    assignment on the reactor thread) and the cache flushed, so the router and
-    plugin chains rebuild from the new configuration.  A request being proxied
-    at that moment finishes on what it already read, and no request ever sees
-    half of a configuration.  Replacements are serialised.
-    """
-
-    def __init__(self, dao: DAO, cache: Cache) -> None:
-        self.dao = dao
-        self.cache = cache
-        #: called with each document after it is in force: processes that keep
-        #: their own copy of the configuration (proxy workers) follow through these
-        self.replaced: list[Callable[[Mapping[str, Any]], None]] = []
-        self._lock = DeferredLock()
-
-    async def replace(self, document: Mapping[str, Any]) -> LoadResult:
-        """Validate and swap in ``document``; :class:`DeclarativeError` leaves all unchanged."""
-        await self._lock.acquire()
-        try:
-            store, result = await validate_document(document, self.dao, previous=self.dao)
-            self.dao.store = store
-            self.cache.flush()
-            log.info("declarative configuration replaced: {summary}", summary=result.summary())
-            for fn in list(self.replaced):
-                try:
-                    fn(document)
-                except Exception:
-                    log.failure("declarative replacement hook {fn!r} failed", fn=fn)
-            return result
-        finally:
-            self._lock.release()
-
-    async def export(self) -> dict[str, Any]:
-        """The configuration in force, as a document."""
-        return await export_document(self.dao)
