@@ -302,7 +302,7 @@ class FakeSocket:
 
 def test_proxy_workers_service(monkeypatch: Any) -> None:
     """The node-side service binds proxy_listen, spawns workers, reloads them, drains on stop."""
-    import kongtx.workers as workers_module
+    import kongtx.workers.service as service_module
     from kongtx.cache import Cache
     from kongtx.config import Address
     from kongtx.workers import ProxyWorkers
@@ -314,7 +314,7 @@ def test_proxy_workers_service(monkeypatch: Any) -> None:
         bound.append((host, port))
         return sock
 
-    monkeypatch.setattr(workers_module, "bind_listener", bind)
+    monkeypatch.setattr(service_module, "bind_listener", bind)
     spawner = FakeSpawner()
     clock = TaskClock()
     config: Any = type("C", (), {"proxy_listen": Address("127.0.0.1", 8000), "prefix": "/p"})()

@@ -1,31 +1,9 @@
 # -*- test-case-name: tests.unit.test_workers -*-
-"""Worker processes for the proxy: one per core, as nginx's ``worker_processes``.
+"""The master's side: the listening socket, spawning and restarting workers, reloads, fan-out.
 
-CPython runs one request at a time per process, so a node uses more than one
-core only with more processes.  The *master* (the node process) owns the
-listening proxy socket, runs the Admin API and the cluster agent, and spawns
-``nginx_worker_processes`` workers (``auto``: one per core).  Each worker
-inherits the listening socket (``childFDs``) and adopts it
-(``reactor.adoptStreamPort``): the kernel hands every new connection to one of
-the processes blocked in ``accept``.  A worker opens its own datastore
-connection and cache, and serves the proxy with the same pipeline as the node
-(``kongtx.proxy.service``).
-
-Master and worker talk over the worker's stdin/stdout, one JSON object per
-line:
-
-* master -> worker: ``{"op": "invalidate", "keys": [...]}`` (what the master's
-  DAO listener or cluster stream invalidated: every worker drops the same keys,
-  ``*``-suffixed ones as prefixes), ``{"op": "flush"}``, and
-  ``{"op": "quit", "timeout": s}`` (stop accepting, drain, exit);
-* worker -> master: ``{"op": "ready"}`` once it accepts.
-
-A worker that dies is restarted (after ``restart_delay`` when it died young, so
-a worker that cannot start does not spin).  :meth:`WorkerPool.reload` is the
-zero-failure reload: it starts a whole new generation, waits until every new
-worker accepts, then tells the old ones to quit; they stop accepting (the
-listening socket stays open in the others, so no connection is refused),
-finish their in-flight requests and exit.
+:class:`WorkerPool` is used both by a node (through
+:class:`~kongtx.workers.service.ProxyWorkers`) and by the proxy-only master
+(:func:`serve_master`, ``python -m kongtx.workers master``).
 """
 
 from __future__ import annotations
@@ -38,21 +16,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command
 
 log = logger("kongtx.workers")
 
-#: The first inherited listening socket's descriptor in a worker (0-2 are stdio).
-FIRST_SOCKET_FD = 3
 #: A worker that dies sooner than this after its start waits ``restart_delay``.
 YOUNG = 5.0
 
@@ -62,14 +36,6 @@ def worker_count(setting: int | str, cpus: int | None = None) -> int:
     if setting == "auto":
         return max(1, cpus if cpus is not None else (os.cpu_count() or 1))
     return max(1, int(setting))
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """One control line."""
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-# --------------------------------------------------------------------- master side
 
 
 class WorkerFailed(Exception):
@@ -311,210 +277,6 @@ def fan_out(cache: Any, pool: WorkerPool) -> None:
     cache.flush = flush_everywhere
 
 
-class ProxyWorkers(Service):
-    """``proxy_listen`` served by worker processes, as a service of the node's tree.
-
-    Start: bind the socket, spawn the workers, forward the node cache's
-    invalidations to them.  Stop: drain them (``kong quit``) or stop them.
-    ``reload()`` rolls a new generation (``kong reload``).
-    """
-
-    def __init__(
-        self,
-        config: Any,
-        cache: Any,
-        clock: Clock,
-        reactor: Any,
-        conf_path: str | None,
-        count: int,
-        drain_timeout: float = 30.0,
-    ) -> None:
-        self.config = config
-        self.cache = cache
-        self.clock = clock
-        self.reactor = reactor
-        self.conf_path = conf_path
-        self.count = count
-        self.drain_timeout = drain_timeout
-        self.graceful = True
-        self.socket: socket.socket | None = None
-        self.pool: WorkerPool | None = None
-        self.ready: Deferred[None] = Deferred()
-
-    def startService(self) -> None:
-        super().startService()
-        listen = self.config.proxy_listen
-        self.socket = bind_listener(listen.host, listen.port)
-        self.pool = WorkerPool(
-            self.reactor,
-            self.clock,
-            worker_command(1, self.conf_path, self.config.prefix),
-            [self.socket.fileno()],
-            self.count,
-        )
-        fan_out(self.cache, self.pool)
-        self.pool.start().chainDeferred(self.ready)
-
-    def reload(self) -> Deferred[None]:
-        """New workers (reading the configuration again) replace the old ones."""
-        assert self.pool is not None
-        return self.pool.reload()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-
-        async def stop() -> None:
-            if self.pool is not None:
-                await self.pool.stop(graceful=self.graceful, timeout=self.drain_timeout)
-            if self.socket is not None:
-                self.socket.close()
-                self.socket = None
-
-        return Deferred.fromCoroutine(stop())
-
-
-# --------------------------------------------------------------------- worker side
-
-
-class WorkerControl(LineOnlyReceiver):
-    """The worker's end of the control channel (its stdin and stdout)."""
-
-    delimiter = b"\n"
-    MAX_LENGTH = 16 * 1024 * 1024
-
-    def __init__(
-        self,
-        invalidate: Callable[[list[str]], None],
-        flush: Callable[[], None],
-        quit: Callable[[float], object],
-    ) -> None:
-        self._invalidate = invalidate
-        self._flush = flush
-        self._quit = quit
-        self.quitting = False
-
-    def announce_ready(self) -> None:
-        """Tell the master this worker accepts connections."""
-        if self.transport is not None:
-            self.transport.write(encode({"op": "ready"}))
-
-    def lineReceived(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            log.warn("bad control line from the master: {line!r}", line=line[:200])
-            return
-        if not isinstance(message, dict):
-            return
-        op = message.get("op")
-        if op == "invalidate":
-            keys = message.get("keys")
-            if isinstance(keys, list):
-                self._invalidate([k for k in keys if isinstance(k, str)])
-        elif op == "flush":
-            self._flush()
-        elif op == "quit" and not self.quitting:
-            self.quitting = True
-            timeout = message.get("timeout", 30.0)
-            self._quit(float(timeout) if isinstance(timeout, int | float) else 30.0)
-
-    def connectionLost(self, reason: Failure = Failure(ProcessDone(0))) -> None:
-        # The master is gone (its end of the pipe closed): drain and leave too.
-        if not self.quitting:
-            self.quitting = True
-            self._quit(5.0)
-
-
-def accept_one_at_a_time(port: Any) -> None:
-    """Make ``port`` accept at most one connection per readiness event.
-
-    Twisted's port accepts up to 100 (and growing) connections each time the
-    socket is readable; with the listening socket shared by several workers the
-    first one awake takes a whole burst (wrk's 50 connections all landed in one
-    worker).  One accept per wake-up lets the workers share new connections,
-    the least busy one (first back in ``epoll_wait``) taking most, as nginx's
-    workers do without ``accept_mutex``.
-    """
-    read = port.doRead
-
-    def do_read() -> Any:
-        port.numberAccepts = 1
-        return read()
-
-    port.doRead = do_read
-
-
-async def serve_worker(
-    reactor: Any, conf_path: str | None, prefix: str | None, sockets: int
-) -> None:
-    """A worker's life: adopt the inherited sockets, serve the proxy until told to quit."""
-    from twisted.internet import stdio
-    from twisted.python.threadpool import ThreadPool
-
-    from kongtx import invalidation
-    from kongtx.cache import Cache
-    from kongtx.config import load_config
-    from kongtx.dao import DAO
-    from kongtx.plugins.registry import PluginRegistry
-    from kongtx.prefix import node_name
-    from kongtx.proxy.service import build_pipeline, make_proxy_factory
-    from kongtx.store.factory import open_store
-
-    config = load_config(conf_path, os.environ, prefix)
-    clock = Clock(reactor)
-    cache = Cache(clock, config.mem_cache_size)
-    registry = PluginRegistry.load(config.custom_plugins)
-    store = open_store(config, reactor, clock, f"{node_name(config)}-worker-{os.getpid()}")
-    await store.start()
-    threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-worker-cpu")
-    threads.start()
-
-    def run_in_thread(fn: Any) -> Deferred[Any]:
-        from twisted.internet.threads import deferToThreadPool
-
-        return deferToThreadPool(reactor, threads, fn)
-
-    dao = DAO(store, registry, clock, run_in_thread)
-    dao.add_listener(invalidation.listener(cache))
-    pipeline, _, _ = build_pipeline(config, dao, cache, registry, clock, reactor)
-    factories = []
-    ports = []
-    for fd in range(FIRST_SOCKET_FD, FIRST_SOCKET_FD + sockets):
-        probe = socket.socket(fileno=os.dup(fd))
-        family = probe.family
-        probe.close()
-        factory = make_proxy_factory(config, pipeline, clock)
-        factories.append(factory)
-        port = reactor.adoptStreamPort(fd, family, factory)
-        accept_one_at_a_time(port)
-        ports.append(port)
-        os.close(fd)  # adoptStreamPort duplicated it
-
-    done: Deferred[None] = Deferred()
-
-    async def quit(timeout: float) -> None:
-        for port in ports:
-            # The listening socket is shared with the other workers: close this
-            # process's descriptor only; shutdown() would stop it for all of them.
-            port._shouldShutdown = False
-            await port.stopListening()
-        await DeferredList([f.drain(clock, timeout) for f in factories])
-        clock.cancel_all()
-        await store.stop()
-        threads.stop()
-        if not done.called:
-            done.callback(None)
-
-    control = WorkerControl(
-        lambda keys: invalidation.apply(cache, keys),
-        cache.flush,
-        lambda timeout: Deferred.fromCoroutine(quit(timeout)),
-    )
-    stdio.StandardIO(control, reactor=reactor)
-    control.announce_ready()
-    await done
-
-
 def bind_listener(host: str, port: int, backlog: int = 511) -> socket.socket:
     """The master's listening socket, bound and listening, for workers to inherit."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -537,7 +299,7 @@ async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) 
 
     This master runs no DAO and no cluster agent, so nothing invalidates its
     workers' caches: changes made through a node's Admin API reach them only
-    after a reload.  Inside a node, :class:`ProxyWorkers` with :func:`fan_out`
+    after a reload.  Inside a node, :class:`~kongtx.workers.service.ProxyWorkers` with :func:`fan_out`
     is what keeps workers current.
     """
     from kongtx.config import ConfigError, load_config
@@ -579,46 +341,3 @@ async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) 
     on(signal.SIGINT, lambda: Deferred.fromCoroutine(stop(False)))
     await done
     sock.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m kongtx.workers SOCKETS|master [conf_path] [prefix]``.
-
-    ``SOCKETS`` (a number): one worker, as the master spawns it; ``master``: a
-    proxy-only master with its workers (:func:`serve_master`).
-    """
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    args = sys.argv[1:] if argv is None else argv
-    mode = args[0]
-    conf_path = args[1] if len(args) > 1 and args[1] else None
-    prefix = args[2] if len(args) > 2 and args[2] else None
-    # stdout is the control channel: logs go to stderr (the master's log).
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    reactor: Any = global_reactor
-    exit_code = [0]
-
-    def finished(result: object) -> None:
-        if isinstance(result, Failure):
-            log.failure("worker failed", result)
-            exit_code[0] = 1
-        reactor.stop()
-
-    if mode == "master":
-        job = lambda: serve_master(reactor, conf_path, prefix)  # noqa: E731
-    else:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides when we stop
-        job = lambda: serve_worker(reactor, conf_path, prefix, int(mode))  # noqa: E731
-    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(job()).addBoth(finished))
-    reactor.run()
-    sys.exit(exit_code[0])
-
-
-def worker_command(sockets: int, conf_path: str | None, prefix: str | None) -> list[str]:
-    """The argv the master spawns a worker with (this interpreter, this module)."""
-    return [sys.executable, "-m", "kongtx.workers", str(sockets), conf_path or "", prefix or ""]
-
-
-if __name__ == "__main__":
-    main()

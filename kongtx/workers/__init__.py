@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.unit.test_workers -*-
+"""Worker processes for the proxy: one per core, as nginx's ``worker_processes``.
+
+CPython runs one request at a time per process, so a node uses more than one
+core only with more processes.  The *master* (the node process) owns the
+listening proxy socket, runs the Admin API and the cluster agent, and spawns
+``nginx_worker_processes`` workers (``auto``: one per core).  Each worker
+inherits the listening socket (``childFDs``) and adopts it
+(``reactor.adoptStreamPort``): the kernel hands every new connection to one of
+the processes blocked in ``accept``.  A worker opens its own datastore
+connection and cache, and serves the proxy with the same pipeline as the node
+(``kongtx.proxy.service``).
+
+Master and worker talk over the worker's stdin/stdout, one JSON object per
+line:
+
+* master -> worker: ``{"op": "invalidate", "keys": [...]}`` (what the master's
+  DAO listener or cluster stream invalidated: every worker drops the same keys,
+  ``*``-suffixed ones as prefixes), ``{"op": "flush"}``, and
+  ``{"op": "quit", "timeout": s}`` (stop accepting, drain, exit);
+* worker -> master: ``{"op": "ready"}`` once it accepts.
+
+A worker that dies is restarted (after ``restart_delay`` when it died young, so
+a worker that cannot start does not spin).  :meth:`~kongtx.workers.master.WorkerPool.reload` is the
+zero-failure reload: it starts a whole new generation, waits until every new
+worker accepts, then tells the old ones to quit; they stop accepting (the
+listening socket stays open in the others, so no connection is refused),
+finish their in-flight requests and exit.
+
+The modules: ``control`` (what master and worker agree on: the worker's argv,
+the inherited descriptors, the control lines), ``master`` (the listening socket,
+spawning, restarts, reload generations, invalidation fan-out, the proxy-only
+master), ``worker`` (a worker process's life) and ``service`` (``ProxyWorkers``,
+the workers as a service of a node).  ``python -m kongtx.workers`` runs
+``__main__``.
+"""
+
+from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command
+from kongtx.workers.master import (
+    YOUNG,
+    WorkerFailed,
+    WorkerPool,
+    WorkerProcess,
+    bind_listener,
+    fan_out,
+    serve_master,
+    worker_count,
+)
+from kongtx.workers.service import ProxyWorkers
+from kongtx.workers.worker import WorkerControl, accept_one_at_a_time, serve_worker
+
+__all__ = [
+    "FIRST_SOCKET_FD",
+    "YOUNG",
+    "ProxyWorkers",
+    "WorkerControl",
+    "WorkerFailed",
+    "WorkerPool",
+    "WorkerProcess",
+    "accept_one_at_a_time",
+    "bind_listener",
+    "encode",
+    "fan_out",
+    "serve_master",
+    "serve_worker",
+    "worker_command",
+    "worker_count",
+]
