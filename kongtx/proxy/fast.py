@@ -57,7 +57,7 @@ from kongtx.proxy.errors import error_page
 from kongtx.proxy.http import BodyPipe, error_bytes
 from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
 from kongtx.proxy.request import HeaderList
-from kongtx.proxy.upstream import Tunnel
+from kongtx.proxy.tunnel import Tunnel
 
 log = logger("kongtx.proxy.fast")
 

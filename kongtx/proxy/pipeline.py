@@ -43,6 +43,7 @@ from kongtx.proxy.errors import (
     error_page,
     json_body,
 )
+from kongtx.proxy.exchange import UpstreamResponse
 from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
@@ -50,14 +51,9 @@ from kongtx.proxy.request import (
     parse_query,
     strip_hop_by_hop,
 )
-from kongtx.proxy.upstream import (
-    ConnectError,
-    UpstreamClient,
-    UpstreamResponse,
-    build_head,
-    open_tunnel,
-    split_url,
-)
+from kongtx.proxy.tunnel import open_tunnel
+from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream_request import build_head, split_url
 from kongtx.router import CACHE_KEY, Match, Router, not_found_body
 from kongtx.store.interface import Row
 

@@ -26,7 +26,7 @@ from kongtx.http.resource import AsyncResource, HTTPRequest
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
 from kongtx.proxy.request import HeaderList
-from kongtx.proxy.upstream import Tunnel
+from kongtx.proxy.tunnel import Tunnel
 
 
 class WebDownstream:

@@ -22,16 +22,18 @@ connection writes the request head in one call and parses the response with
   fails before a single response byte, and the request is retried once on a new one;
 * every failure mapped to :class:`kongtx.proxy.errors.UpstreamError`: refused,
   unreachable, an invalid response -> 502; a timeout -> 504.
+
+The parts: :mod:`kongtx.proxy.upstream_request` (URL, request head, body producer),
+:mod:`kongtx.proxy.exchange` (one request and its response on a connection),
+:mod:`kongtx.proxy.connection` (a pooled connection and its timer) and
+:mod:`kongtx.proxy.tunnel` (upgraded requests); this module holds the pool.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from functools import lru_cache
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-import httptools
 from OpenSSL import SSL
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
@@ -42,69 +44,24 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import (
-    IConsumer,
-    IDelayedCall,
     IOpenSSLClientConnectionCreator,
-    IPushProducer,
     IReactorCore,
     IReactorTCP,
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory
-from twisted.internet.protocol import Protocol as TxProtocol
 from twisted.python.failure import Failure
-from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.direct_write import write_now
+from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
 from kongtx.proxy.request import HeaderList
+from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
 
 log = logger("kongtx.proxy.upstream")
-
-#: Request headers the client never forwards itself: it frames the body it sends.
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
-
-#: Response headers never passed to the client (hop-by-hop, RFC 7230 §6.1), and the
-#: framing the client side recomputes (Content-Length is re-added from ``length``).
-_RESPONSE_DROP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "content-length",
-    }
-)
-
-#: Methods whose empty body is still framed with ``Content-Length: 0``.
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-#: Characters a header name sent upstream must not contain (checked in C, per name).
-_NAME_FORBIDDEN = frozenset(" \t\r\n:")
-
-BODY_CHUNK = 64 * 1024
-
-
-class ResponseSink(Protocol):
-    """Where an upstream response body goes (the pipeline's downstream side)."""
-
-    def write(self, data: bytes) -> None:
-        """One chunk of the body."""
-
-    def finish(self) -> None:
-        """The body is complete."""
-
-    def fail(self, reason: Failure) -> None:
-        """The upstream broke (or timed out) mid-body: the client must not see a clean end."""
 
 
 # ------------------------------------------------------------------------- TLS
@@ -137,603 +94,8 @@ def client_tls_context() -> SSL.Context:
     return ctx
 
 
-# ------------------------------------------------------------------------- timers
-
-
-class _Deadline:
-    """One resettable timeout on the node clock (send or read, nginx style)."""
-
-    __slots__ = ("_call", "_clock", "_fire", "fired", "phase")
-
-    def __init__(self, clock: Clock, fire: Callable[[], None]) -> None:
-        self._clock = clock
-        self._fire = fire
-        self._call: IDelayedCall | None = None
-        self.fired = False
-        self.phase = ""
-
-    def start(self, phase: str, seconds: float) -> None:
-        self.phase = phase
-        self.fired = False
-        call = self._call
-        if call is not None and call.active():
-            if seconds > 0:
-                call.reset(seconds)  # cheaper than cancel + a new timer
-                return
-            call.cancel()
-        self._call = None
-        if seconds > 0:
-            self._call = self._clock.call_later(seconds, self._expired)
-
-    def touch(self, seconds: float) -> None:
-        call = self._call
-        if call is not None and call.active():
-            call.reset(seconds)
-
-    def cancel(self) -> None:
-        call = self._call
-        self._call = None
-        if call is not None and call.active():
-            call.cancel()
-
-    def _expired(self) -> None:
-        self._call = None
-        self.fired = True
-        self._fire()
-
-
-# ------------------------------------------------------------------------- request body
-
-
-@implementer(IBodyProducer)
-class FileBodyProducer:
-    """Streams a (spooled) request body upstream, obeying the transport's backpressure.
-
-    Synchronous reads of a local spool file are what nginx does too; each reactor
-    turn writes until the transport says "pause", so memory stays flat.
-    """
-
-    def __init__(self, body: IO[bytes], length: int, on_progress: Callable[[], None]) -> None:
-        self.length = length
-        self._body = body
-        self._on_progress = on_progress
-        self._consumer: IConsumer | None = None
-        self._paused = False
-        self._stopped = False
-        self._sent = 0
-        self._done: Deferred[None] | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = Deferred()
-        self._pump()
-        return self._done
-
-    def _pump(self) -> None:
-        consumer = self._consumer
-        done = self._done
-        if consumer is None or done is None:
-            return
-        while not self._paused and not self._stopped and self._sent < self.length:
-            data = self._body.read(min(BODY_CHUNK, self.length - self._sent))
-            if not data:
-                self._stopped = True
-                done.errback(Failure(OSError("request body ended early")))
-                return
-            self._sent += len(data)
-            consumer.write(data)
-            self._on_progress()
-        if self._sent >= self.length and not self._stopped:
-            self._stopped = True
-            done.callback(None)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._pump()
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-
-
-# ------------------------------------------------------------------------- URLs
-
-
-@lru_cache(maxsize=4096)
-def _split_origin(origin: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of ``scheme://host[:port]``."""
-    scheme, _, authority = origin.partition("://")
-    scheme = scheme.lower()
-    authority = authority.rsplit("@", 1)[-1]
-    default = 443 if scheme == "https" else 80
-    if authority.startswith("["):
-        end = authority.find("]")
-        host = authority[1:end]
-        rest = authority[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else default
-    elif ":" in authority:
-        host, _, raw_port = authority.partition(":")
-        port = int(raw_port) if raw_port else default
-    else:
-        host, port = authority, default
-    if scheme not in ("http", "https") or not host:
-        raise ValueError(f"not an upstream URL: {origin!r}")
-    return scheme, host.lower(), port
-
-
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
-    start = url.find("://")
-    if start < 0:
-        raise ValueError(f"not an upstream URL: {url!r}")
-    cut = len(url)
-    for sep in ("/", "?"):
-        i = url.find(sep, start + 3)
-        if 0 <= i < cut:
-            cut = i
-    scheme, host, port = _split_origin(url[:cut])
-    target = url[cut:]
-    if not target.startswith("/"):
-        target = "/" + target
-    return scheme, host, port, target
-
-
-def build_head(
-    method: str, target: str, headers: HeaderList, length: int | None, chunked: bool = False
-) -> bytes:
-    """The request line and headers, framed by ``length`` (``None``: no body) or chunked.
-
-    Raises:
-        UpstreamError: a CR or LF in a header (a plugin must not be able to
-            smuggle a second request upstream).
-    """
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    for low, name, value in headers._items:
-        if low in _FRAMING:
-            continue
-        if "\r" in value or "\n" in value or not name or not _NAME_FORBIDDEN.isdisjoint(name):
-            raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
-        lines.append(f"{name}: {value}\r\n")
-    if chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    elif length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
-    elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
-
-
-# ------------------------------------------------------------------------- response
-
-
-class _ChunkedWriter:
-    """Frames each write as one HTTP/1.1 chunk (a streamed body of unknown length)."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        if data:
-            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-
-
-#: ``(scheme, host to connect to, port, name for TLS)``; the name is set only for a
-#: balanced peer, whose host is then an IP (``""``: connect to the URL's host).
-PoolKey = tuple[str, str, int, str]
-
-
 class ConnectError(UpstreamError):
     """The connection to the upstream failed or timed out: nothing was sent."""
-
-
-class _Stale(Exception):
-    """A pooled connection died before any response byte: retry on a fresh one."""
-
-
-@implementer(IPushProducer)
-class UpstreamResponse:
-    """Status and headers of an upstream response; its body is delivered on demand.
-
-    It is also the push producer the client side registers, so a slow client
-    pauses the upstream socket instead of buffering the body in memory.
-    """
-
-    def __init__(
-        self,
-        exchange: _Exchange,
-        status: int,
-        reason: bytes,
-        headers: HeaderList,
-        length: int | None,
-    ) -> None:
-        self._exchange = exchange
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        #: the upstream's Content-Length (also for HEAD), ``None`` when not given
-        self.length = length
-
-    def deliver(self, sink: ResponseSink) -> None:
-        """Stream the body into ``sink``; the read timeout applies between chunks."""
-        self._exchange.attach(sink)
-
-    def pauseProducing(self) -> None:
-        self._exchange.pause()
-
-    def resumeProducing(self) -> None:
-        self._exchange.resume()
-
-    def stopProducing(self) -> None:
-        """Abandon the body (client gone): the connection is closed, never reused."""
-        self._exchange.abandon()
-
-
-class _Exchange:
-    """One request and its response on one connection (httptools callbacks land here)."""
-
-    def __init__(
-        self,
-        client: UpstreamClient,
-        conn: _Connection,
-        method: str,
-        head: bytes,
-        producer: Any,
-        chunked: bool = False,
-    ) -> None:
-        self.client = client
-        self.conn = conn
-        self.method = method
-        self.head = head
-        self.producer = producer
-        self.chunked = chunked
-        self.parser = httptools.HttpResponseParser(self)
-        # The connection's one timer: send/read deadline now, idle timeout in the pool.
-        self.deadline = conn.timer_for(client._clock)
-        self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
-        self.response: UpstreamResponse | None = None
-        self.sink: ResponseSink | None = None
-        self.pending: list[bytes] = []
-        self.got_bytes = False
-        self.complete = False
-        self.finished = False
-        self.abandoned = False
-        self.paused = False
-        self.keep_alive = False
-        self.sending = False
-        self.read_until_close = False
-        # parser state of the current message
-        self._reason = b""
-        self._headers: list[tuple[str, str, str]] = []
-        self._events: list[tuple[int, bytes]] = []
-
-    # ------------------------------------------------------------ sending
-
-    def start(self) -> Deferred[UpstreamResponse]:
-        transport: Any = self.conn.transport
-        assert transport is not None
-        self.conn.exchange = self
-        write_now(transport, self.head)
-        producer = self.producer
-        if producer is not None:
-            self.sending = True
-            self.deadline.start("send", self.client.send_timeout)
-            transport.registerProducer(producer, True)
-            consumer = _ChunkedWriter(transport) if self.chunked else transport
-            producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
-        else:
-            self.deadline.start("read", self.client.read_timeout)
-        return self.result
-
-    def progress(self) -> None:
-        self.deadline.touch(self.client.send_timeout)
-
-    def _sent(self, _: object) -> None:
-        self.sending = False
-        transport: Any = self.conn.transport
-        if _usable(transport):
-            if self.chunked:
-                transport.write(b"0\r\n\r\n")
-            transport.unregisterProducer()
-        if not self.complete and not self.deadline.fired and self.response is None:
-            self.deadline.start("read", self.client.read_timeout)
-
-    def _send_failed(self, failure: Failure) -> None:
-        self.sending = False
-        self._fail_before_response(UpstreamError(502, f"sending the body failed: {failure.value}"))
-        self.conn.abort()
-
-    # ------------------------------------------------------------ receiving
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        if self.response is not None and not self.paused:
-            self.deadline.touch(self.client.read_timeout)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._events.append((_COMPLETE, b""))
-        except httptools.HttpParserError as e:
-            if self.response is None:
-                self._fail_before_response(UpstreamError(502, f"invalid upstream response: {e}"))
-                self.conn.abort()
-                return
-            if not self.complete:
-                self._events.append((_ERROR, str(e).encode()))
-        self._process()
-
-    # httptools callbacks (the parser calls them during feed_data)
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        sname = name.decode("latin-1")
-        self._headers.append((sname.lower(), sname, value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            return  # 100 Continue and friends: the real response follows
-        # llhttp forgets the connection flags once the message completes: read them now.
-        self.keep_alive = self.parser.should_keep_alive()
-        self._events.append((_HEADERS, b""))
-        if self.method == "HEAD":
-            self._events.append((_COMPLETE, b""))
-
-    def on_body(self, body: bytes) -> None:
-        self._events.append((_BODY, body))
-
-    def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            return
-        self._events.append((_COMPLETE, b""))
-
-    def _process(self) -> None:
-        events, self._events = self._events, []
-        for kind, data in events:
-            if self.finished or self.abandoned:
-                return
-            if kind == _HEADERS:
-                self._headers_done()
-            elif kind == _BODY:
-                if self.complete:
-                    continue  # bytes after a HEAD response's headers: ignored
-                if self.sink is None:
-                    self.pending.append(data)
-                else:
-                    self.sink.write(data)
-            elif kind == _COMPLETE:
-                if not self.complete:
-                    self.complete = True
-                    self._maybe_finish()
-            elif kind == _ERROR:
-                self._fail_body(Failure(UpstreamError(502, data.decode())))
-
-    def _headers_done(self) -> None:
-        if self.response is not None:
-            return
-        items = self._headers
-        length: int | None = None
-        chunked = False
-        for low, _, value in items:
-            if low == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif low == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-        if chunked:
-            length = None
-        status = self.parser.get_status_code()
-        no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
-        self.read_until_close = length is None and not chunked and not no_body
-        headers = HeaderList()
-        headers._items = [e for e in items if e[0] not in _RESPONSE_DROP]
-        response = UpstreamResponse(self, status, self._reason, headers, length)
-        self.response = response
-        if self.sending and self.producer is not None:
-            # The upstream answered before taking the whole body (413...): stop sending;
-            # the connection cannot be reused since the upstream stopped reading.
-            self.producer.stopProducing()
-            self.keep_alive = False
-        self.deadline.start("read", self.client.read_timeout)
-        self.result.callback(response)
-
-    def _maybe_finish(self) -> None:
-        if not self.complete or self.sink is None or self.finished:
-            return
-        self.finished = True
-        if self.paused:
-            # The client paused us and the body ended meanwhile: a pooled connection
-            # must go back reading, or the next response on it would never be read.
-            self.paused = False
-            transport: Any = self.conn.transport
-            if _usable(transport):
-                transport.resumeProducing()
-        if self.keep_alive and not self.sending and not self.abandoned:
-            self.client._release(self.conn)  # re-arms the timer as the idle timeout
-        else:
-            self.deadline.cancel()
-            self.conn.close()
-        self.sink.finish()
-
-    def attach(self, sink: ResponseSink) -> None:
-        self.sink = sink
-        pending, self.pending = self.pending, []
-        for data in pending:
-            sink.write(data)
-        if self.complete:
-            self._maybe_finish()
-
-    # ------------------------------------------------------------ flow control
-
-    def pause(self) -> None:
-        if self.finished:
-            return  # the connection may be back in the pool: not ours to pause
-        self.paused = True
-        self.deadline.cancel()  # the client is slow, not the upstream
-        transport: Any = self.conn.transport
-        if transport is not None:
-            transport.pauseProducing()
-
-    def resume(self) -> None:
-        if not self.paused or self.finished:
-            return
-        self.paused = False
-        if not self.finished:
-            self.deadline.start("read", self.client.read_timeout)
-        transport: Any = self.conn.transport
-        if _usable(transport):
-            transport.resumeProducing()
-
-    def abandon(self) -> None:
-        """Client gone: close the connection; nothing more is delivered."""
-        if self.finished or self.abandoned:
-            return
-        self.abandoned = True
-        self.deadline.cancel()
-        if self.producer is not None:
-            self.producer.stopProducing()
-        self.conn.abort()
-
-    # ------------------------------------------------------------ failures
-
-    def _timed_out(self) -> None:
-        if self.response is None:
-            self._fail_before_response(
-                UpstreamError(504, f"upstream timed out ({self.deadline.phase})")
-            )
-        else:
-            self._fail_body(Failure(UpstreamError(504, "upstream timed out mid-body")))
-        self.conn.abort()
-
-    def _fail_before_response(self, error: Exception) -> None:
-        self.deadline.cancel()
-        if not self.result.called:
-            self.finished = True
-            self.result.errback(Failure(error))
-
-    def _fail_body(self, failure: Failure) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.deadline.cancel()
-        self.conn.abort()
-        if self.sink is not None:
-            self.sink.fail(failure)
-
-    def connection_lost(self, reason: Failure) -> None:
-        self.deadline.cancel()
-        if self.producer is not None and self.sending:
-            self.producer.stopProducing()
-        if self.abandoned or self.finished:
-            return
-        if self.response is None:
-            if not self.got_bytes and self.conn.reused:
-                self.finished = True
-                self.result.errback(Failure(_Stale()))
-            else:
-                self._fail_before_response(
-                    UpstreamError(502, f"upstream closed the connection: {reason.value!r}")
-                )
-            return
-        if self.read_until_close and not self.complete:
-            self.complete = True
-            self.keep_alive = False
-            self._maybe_finish()
-            return
-        if not self.complete:
-            self._fail_body(reason)
-
-
-_HEADERS, _BODY, _COMPLETE, _ERROR = range(4)
-
-
-class _Connection(TxProtocol):
-    """One upstream connection: carries one exchange at a time, then waits in the pool."""
-
-    def __init__(self, key: PoolKey) -> None:
-        self.key = key
-        self.exchange: _Exchange | None = None
-        self.reused = False
-        self.timer: _Deadline | None = None
-        self.client: UpstreamClient | None = None
-
-    def timer_for(self, clock: Clock) -> _Deadline:
-        """This connection's one timer, kept for its life: re-arming it is a cheap reset.
-
-        (A timer per request plus one per pool stay cost two ``callLater`` and two
-        cancellations per proxied request.)
-        """
-        timer = self.timer
-        if timer is None:
-            timer = self.timer = _Deadline(clock, self._timer_fired)
-        return timer
-
-    def _timer_fired(self) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            exchange._timed_out()
-        else:
-            self.close()  # idle in the pool for too long (connectionLost forgets it)
-
-    def connectionMade(self) -> None:
-        transport: Any = self.transport
-        set_nodelay = getattr(transport, "setTcpNoDelay", None)
-        if set_nodelay is not None:
-            set_nodelay(True)
-
-    def dataReceived(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
-            # Bytes on an idle connection: the upstream is confused; never reuse it.
-            self.abort()
-            return
-        exchange.data_received(data)
-
-    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
-        if self.client is not None:
-            self.client._forget(self)
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            exchange.connection_lost(reason)
-
-    def close(self) -> None:
-        self.exchange = None
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def abort(self) -> None:
-        transport: Any = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None:
-                abort()
-            else:
-                transport.loseConnection()
-
-
-class _ConnectionFactory(Factory):
-    noisy = False
-
-    def __init__(self, key: PoolKey, client: UpstreamClient) -> None:
-        self.key = key
-        self.client = client
-
-    def buildProtocol(self, addr: object) -> _Connection:
-        conn = _Connection(self.key)
-        conn.client = self.client
-        conn.factory = self
-        return conn
 
 
 class UpstreamClient:
@@ -769,7 +131,7 @@ class UpstreamClient:
         self._tls_context = client_tls_context()
         # Endpoints are stateless and reusable; building one costs an IDNA round trip.
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
-        self._idle: dict[PoolKey, list[_Connection]] = {}
+        self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
 
     # ------------------------------------------------------------ endpoints
 
@@ -812,20 +174,20 @@ class UpstreamClient:
 
     # ------------------------------------------------------------ pool
 
-    def _take(self, key: PoolKey) -> _Connection | None:
+    def _take(self, key: PoolKey) -> UpstreamConnection | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             transport: Any = conn.transport
-            if _usable(transport):
+            if usable(transport):
                 conn.reused = True
                 return conn
         return None
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         timer = conn.timer_for(self._clock)
-        if not _usable(conn.transport):
+        if not usable(conn.transport):
             timer.cancel()
             return
         idle = self._idle.setdefault(conn.key, [])
@@ -836,20 +198,20 @@ class UpstreamClient:
         idle.append(conn)
         timer.start("idle", self.idle_timeout)
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: UpstreamConnection) -> None:
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
         if conn.timer is not None:
             conn.timer.cancel()
 
-    async def _connect(self, key: PoolKey) -> _Connection:
+    async def _connect(self, key: PoolKey) -> UpstreamConnection:
         endpoint = self._endpoint(key)
         try:
-            conn = await endpoint.connect(_ConnectionFactory(key, self))
+            conn = await endpoint.connect(UpstreamConnectionFactory(key, self))
         except Exception as exc:
             raise connect_error(exc) from exc
-        assert isinstance(conn, _Connection)
+        assert isinstance(conn, UpstreamConnection)
         return conn
 
     # ------------------------------------------------------------ requests
@@ -894,11 +256,11 @@ class UpstreamClient:
             declared = stream.declared_length
             head = build_head(method, target, headers, declared, chunked=declared is None)
             conn = await self._connect(key)
-            exchange = _Exchange(self, conn, method, head, stream, chunked=declared is None)
+            exchange = Exchange(self, conn, method, head, stream, chunked=declared is None)
             stream.on_progress = exchange.progress
             try:
                 return await exchange.start()
-            except _Stale:
+            except StaleConnection:
                 raise UpstreamError(502, "upstream closed the connection") from None
         has_body = body is not None and length > 0
         head = build_head(method, target, headers, length if has_body else None)
@@ -910,12 +272,12 @@ class UpstreamClient:
                 assert body is not None
                 body.seek(0)
                 producer = FileBodyProducer(body, length, _no_progress)
-            exchange = _Exchange(self, conn, method, head, producer)
+            exchange = Exchange(self, conn, method, head, producer)
             if producer is not None:
                 producer._on_progress = exchange.progress
             try:
                 return await exchange.start()
-            except _Stale:
+            except StaleConnection:
                 log.debug(
                     "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
                 )
@@ -929,14 +291,6 @@ class UpstreamClient:
                 conn.close()
         self._idle.clear()
         return Deferred.fromCoroutine(_done())
-
-
-def _usable(transport: Any) -> bool:
-    return (
-        transport is not None
-        and getattr(transport, "connected", True)
-        and not getattr(transport, "disconnecting", False)
-    )
 
 
 def _no_progress() -> None:
@@ -986,79 +340,3 @@ def make_upstream_client(
         send_timeout=int(getattr(config, "upstream_send_timeout", 60000)),
         read_timeout=int(getattr(config, "upstream_read_timeout", 60000)),
     )
-
-
-# ------------------------------------------------------------------------- tunnels
-
-
-class Tunnel(TxProtocol):
-    """A raw upstream connection for an upgraded request (WebSocket).
-
-    After the handshake is written, bytes flow both ways untouched: whatever the
-    upstream answers (101 or not) goes to the client as is.  ``closed`` fires when
-    either side is gone.
-    """
-
-    def __init__(self) -> None:
-        self.closed: Deferred[None] = Deferred()
-        self._peer_write: Callable[[bytes], None] | None = None
-        self._peer_close: Callable[[], None] | None = None
-        self._pending: list[bytes] = []
-
-    def attach(self, write: Callable[[bytes], None], close: Callable[[], None]) -> None:
-        """Connect the client side: upstream bytes go to ``write``."""
-        self._peer_write = write
-        self._peer_close = close
-        pending, self._pending = self._pending, []
-        for data in pending:
-            write(data)
-        if self.closed.called:
-            close()
-
-    def write(self, data: bytes) -> None:
-        """Bytes from the client to the upstream."""
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def lose(self) -> None:
-        """The client went away."""
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._peer_write is None:
-            self._pending.append(data)
-        else:
-            self._peer_write(data)
-
-    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
-        if self._peer_close is not None:
-            self._peer_close()
-        if not self.closed.called:
-            self.closed.callback(None)
-
-
-async def open_tunnel(
-    client: UpstreamClient,
-    scheme: str,
-    host: str,
-    port: int,
-    address: tuple[str, int] | None = None,
-) -> Tunnel:
-    """Connect a :class:`Tunnel` to an upstream (connect timeout, 502/504 mapping).
-
-    ``address``: a balanced peer's ``(ip, port)`` to connect to instead (TLS still
-    names ``host``).
-    """
-    from twisted.internet.protocol import Factory
-
-    if address is None:
-        endpoint = client.endpoint_for(scheme.encode("ascii"), host.encode("idna"), port)
-    else:
-        endpoint = client._endpoint((scheme, address[0], address[1], host))
-    try:
-        proto = await endpoint.connect(Factory.forProtocol(Tunnel))
-    except Exception as exc:
-        raise connect_error(exc) from exc
-    assert isinstance(proto, Tunnel)
-    return proto

@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from kongtx.clock import Clock
 from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol, status_line
 from kongtx.proxy.pipeline import IncomingRequest
-from kongtx.proxy.upstream import Tunnel
+from kongtx.proxy.tunnel import Tunnel
 
 
 class Recorder:

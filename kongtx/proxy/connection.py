@@ -1,0 +1,155 @@
+"""One pooled upstream connection and its one timer (send, read or idle timeout).
+
+Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`): a connection
+carries one :class:`kongtx.proxy.exchange.Exchange` at a time, then waits in the
+client's keep-alive pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import error as ierror
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TxProtocol
+from twisted.python.failure import Failure
+
+from kongtx.clock import Clock
+
+if TYPE_CHECKING:
+    from kongtx.proxy.exchange import Exchange
+    from kongtx.proxy.upstream import UpstreamClient
+
+#: ``(scheme, host to connect to, port, name for TLS)``; the name is set only for a
+#: balanced peer, whose host is then an IP (``""``: connect to the URL's host).
+PoolKey = tuple[str, str, int, str]
+
+
+class Deadline:
+    """One resettable timeout on the node clock (send or read, nginx style)."""
+
+    __slots__ = ("_call", "_clock", "_fire", "fired", "phase")
+
+    def __init__(self, clock: Clock, fire: Callable[[], None]) -> None:
+        self._clock = clock
+        self._fire = fire
+        self._call: IDelayedCall | None = None
+        self.fired = False
+        self.phase = ""
+
+    def start(self, phase: str, seconds: float) -> None:
+        self.phase = phase
+        self.fired = False
+        call = self._call
+        if call is not None and call.active():
+            if seconds > 0:
+                call.reset(seconds)  # cheaper than cancel + a new timer
+                return
+            call.cancel()
+        self._call = None
+        if seconds > 0:
+            self._call = self._clock.call_later(seconds, self._expired)
+
+    def touch(self, seconds: float) -> None:
+        call = self._call
+        if call is not None and call.active():
+            call.reset(seconds)
+
+    def cancel(self) -> None:
+        call = self._call
+        self._call = None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _expired(self) -> None:
+        self._call = None
+        self.fired = True
+        self._fire()
+
+
+class UpstreamConnection(TxProtocol):
+    """One upstream connection: carries one exchange at a time, then waits in the pool."""
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        self.exchange: Exchange | None = None
+        self.reused = False
+        self.timer: Deadline | None = None
+        self.client: UpstreamClient | None = None
+
+    def timer_for(self, clock: Clock) -> Deadline:
+        """This connection's one timer, kept for its life: re-arming it is a cheap reset.
+
+        (A timer per request plus one per pool stay cost two ``callLater`` and two
+        cancellations per proxied request.)
+        """
+        timer = self.timer
+        if timer is None:
+            timer = self.timer = Deadline(clock, self._timer_fired)
+        return timer
+
+    def _timer_fired(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange._timed_out()
+        else:
+            self.close()  # idle in the pool for too long (connectionLost forgets it)
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        set_nodelay = getattr(transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            set_nodelay(True)
+
+    def dataReceived(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the upstream is confused; never reuse it.
+            self.abort()
+            return
+        exchange.data_received(data)
+
+    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+        if self.client is not None:
+            self.client._forget(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.connection_lost(reason)
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                transport.loseConnection()
+
+
+class UpstreamConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, key: PoolKey, client: UpstreamClient) -> None:
+        self.key = key
+        self.client = client
+
+    def buildProtocol(self, addr: object) -> UpstreamConnection:
+        conn = UpstreamConnection(self.key)
+        conn.client = self.client
+        conn.factory = self
+        return conn
+
+
+def usable(transport: Any) -> bool:
+    return (
+        transport is not None
+        and getattr(transport, "connected", True)
+        and not getattr(transport, "disconnecting", False)
+    )

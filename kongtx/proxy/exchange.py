@@ -1,0 +1,397 @@
+"""One request and its response on one upstream connection, parsed by ``httptools``.
+
+Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`): an
+:class:`Exchange` writes the request head, streams the body, parses the response
+(llhttp) and hands the body on chunk by chunk (:class:`UpstreamResponse` is the
+push producer the client side registers); the connection's timer enforces the
+send and read timeouts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from kongtx.proxy.connection import usable
+from kongtx.proxy.direct_write import write_now
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.request import HeaderList
+
+if TYPE_CHECKING:
+    from kongtx.proxy.connection import UpstreamConnection
+    from kongtx.proxy.upstream import UpstreamClient
+
+#: Response headers never passed to the client (hop-by-hop, RFC 7230 §6.1), and the
+#: framing the client side recomputes (Content-Length is re-added from ``length``).
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "content-length",
+    }
+)
+
+
+class ResponseSink(Protocol):
+    """Where an upstream response body goes (the pipeline's downstream side)."""
+
+    def write(self, data: bytes) -> None:
+        """One chunk of the body."""
+
+    def finish(self) -> None:
+        """The body is complete."""
+
+    def fail(self, reason: Failure) -> None:
+        """The upstream broke (or timed out) mid-body: the client must not see a clean end."""
+
+
+class _ChunkedWriter:
+    """Frames each write as one HTTP/1.1 chunk (a streamed body of unknown length)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+
+
+class StaleConnection(Exception):
+    """A pooled connection died before any response byte: retry on a fresh one."""
+
+
+@implementer(IPushProducer)
+class UpstreamResponse:
+    """Status and headers of an upstream response; its body is delivered on demand.
+
+    It is also the push producer the client side registers, so a slow client
+    pauses the upstream socket instead of buffering the body in memory.
+    """
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: bytes,
+        headers: HeaderList,
+        length: int | None,
+    ) -> None:
+        self._exchange = exchange
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        #: the upstream's Content-Length (also for HEAD), ``None`` when not given
+        self.length = length
+
+    def deliver(self, sink: ResponseSink) -> None:
+        """Stream the body into ``sink``; the read timeout applies between chunks."""
+        self._exchange.attach(sink)
+
+    def pauseProducing(self) -> None:
+        self._exchange.pause()
+
+    def resumeProducing(self) -> None:
+        self._exchange.resume()
+
+    def stopProducing(self) -> None:
+        """Abandon the body (client gone): the connection is closed, never reused."""
+        self._exchange.abandon()
+
+
+class Exchange:
+    """One request and its response on one connection (httptools callbacks land here)."""
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        conn: UpstreamConnection,
+        method: str,
+        head: bytes,
+        producer: Any,
+        chunked: bool = False,
+    ) -> None:
+        self.client = client
+        self.conn = conn
+        self.method = method
+        self.head = head
+        self.producer = producer
+        self.chunked = chunked
+        self.parser = httptools.HttpResponseParser(self)
+        # The connection's one timer: send/read deadline now, idle timeout in the pool.
+        self.deadline = conn.timer_for(client._clock)
+        self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
+        self.response: UpstreamResponse | None = None
+        self.sink: ResponseSink | None = None
+        self.pending: list[bytes] = []
+        self.got_bytes = False
+        self.complete = False
+        self.finished = False
+        self.abandoned = False
+        self.paused = False
+        self.keep_alive = False
+        self.sending = False
+        self.read_until_close = False
+        # parser state of the current message
+        self._reason = b""
+        self._headers: list[tuple[str, str, str]] = []
+        self._events: list[tuple[int, bytes]] = []
+
+    # ------------------------------------------------------------ sending
+
+    def start(self) -> Deferred[UpstreamResponse]:
+        transport: Any = self.conn.transport
+        assert transport is not None
+        self.conn.exchange = self
+        write_now(transport, self.head)
+        producer = self.producer
+        if producer is not None:
+            self.sending = True
+            self.deadline.start("send", self.client.send_timeout)
+            transport.registerProducer(producer, True)
+            consumer = _ChunkedWriter(transport) if self.chunked else transport
+            producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
+        else:
+            self.deadline.start("read", self.client.read_timeout)
+        return self.result
+
+    def progress(self) -> None:
+        self.deadline.touch(self.client.send_timeout)
+
+    def _sent(self, _: object) -> None:
+        self.sending = False
+        transport: Any = self.conn.transport
+        if usable(transport):
+            if self.chunked:
+                transport.write(b"0\r\n\r\n")
+            transport.unregisterProducer()
+        if not self.complete and not self.deadline.fired and self.response is None:
+            self.deadline.start("read", self.client.read_timeout)
+
+    def _send_failed(self, failure: Failure) -> None:
+        self.sending = False
+        self._fail_before_response(UpstreamError(502, f"sending the body failed: {failure.value}"))
+        self.conn.abort()
+
+    # ------------------------------------------------------------ receiving
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        if self.response is not None and not self.paused:
+            self.deadline.touch(self.client.read_timeout)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._events.append((_COMPLETE, b""))
+        except httptools.HttpParserError as e:
+            if self.response is None:
+                self._fail_before_response(UpstreamError(502, f"invalid upstream response: {e}"))
+                self.conn.abort()
+                return
+            if not self.complete:
+                self._events.append((_ERROR, str(e).encode()))
+        self._process()
+
+    # httptools callbacks (the parser calls them during feed_data)
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        sname = name.decode("latin-1")
+        self._headers.append((sname.lower(), sname, value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # 100 Continue and friends: the real response follows
+        # llhttp forgets the connection flags once the message completes: read them now.
+        self.keep_alive = self.parser.should_keep_alive()
+        self._events.append((_HEADERS, b""))
+        if self.method == "HEAD":
+            self._events.append((_COMPLETE, b""))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append((_BODY, body))
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return
+        self._events.append((_COMPLETE, b""))
+
+    def _process(self) -> None:
+        events, self._events = self._events, []
+        for kind, data in events:
+            if self.finished or self.abandoned:
+                return
+            if kind == _HEADERS:
+                self._headers_done()
+            elif kind == _BODY:
+                if self.complete:
+                    continue  # bytes after a HEAD response's headers: ignored
+                if self.sink is None:
+                    self.pending.append(data)
+                else:
+                    self.sink.write(data)
+            elif kind == _COMPLETE:
+                if not self.complete:
+                    self.complete = True
+                    self._maybe_finish()
+            elif kind == _ERROR:
+                self._fail_body(Failure(UpstreamError(502, data.decode())))
+
+    def _headers_done(self) -> None:
+        if self.response is not None:
+            return
+        items = self._headers
+        length: int | None = None
+        chunked = False
+        for low, _, value in items:
+            if low == "content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+            elif low == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            length = None
+        status = self.parser.get_status_code()
+        no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        self.read_until_close = length is None and not chunked and not no_body
+        headers = HeaderList()
+        headers._items = [e for e in items if e[0] not in _RESPONSE_DROP]
+        response = UpstreamResponse(self, status, self._reason, headers, length)
+        self.response = response
+        if self.sending and self.producer is not None:
+            # The upstream answered before taking the whole body (413...): stop sending;
+            # the connection cannot be reused since the upstream stopped reading.
+            self.producer.stopProducing()
+            self.keep_alive = False
+        self.deadline.start("read", self.client.read_timeout)
+        self.result.callback(response)
+
+    def _maybe_finish(self) -> None:
+        if not self.complete or self.sink is None or self.finished:
+            return
+        self.finished = True
+        if self.paused:
+            # The client paused us and the body ended meanwhile: a pooled connection
+            # must go back reading, or the next response on it would never be read.
+            self.paused = False
+            transport: Any = self.conn.transport
+            if usable(transport):
+                transport.resumeProducing()
+        if self.keep_alive and not self.sending and not self.abandoned:
+            self.client._release(self.conn)  # re-arms the timer as the idle timeout
+        else:
+            self.deadline.cancel()
+            self.conn.close()
+        self.sink.finish()
+
+    def attach(self, sink: ResponseSink) -> None:
+        self.sink = sink
+        pending, self.pending = self.pending, []
+        for data in pending:
+            sink.write(data)
+        if self.complete:
+            self._maybe_finish()
+
+    # ------------------------------------------------------------ flow control
+
+    def pause(self) -> None:
+        if self.finished:
+            return  # the connection may be back in the pool: not ours to pause
+        self.paused = True
+        self.deadline.cancel()  # the client is slow, not the upstream
+        transport: Any = self.conn.transport
+        if transport is not None:
+            transport.pauseProducing()
+
+    def resume(self) -> None:
+        if not self.paused or self.finished:
+            return
+        self.paused = False
+        if not self.finished:
+            self.deadline.start("read", self.client.read_timeout)
+        transport: Any = self.conn.transport
+        if usable(transport):
+            transport.resumeProducing()
+
+    def abandon(self) -> None:
+        """Client gone: close the connection; nothing more is delivered."""
+        if self.finished or self.abandoned:
+            return
+        self.abandoned = True
+        self.deadline.cancel()
+        if self.producer is not None:
+            self.producer.stopProducing()
+        self.conn.abort()
+
+    # ------------------------------------------------------------ failures
+
+    def _timed_out(self) -> None:
+        if self.response is None:
+            self._fail_before_response(
+                UpstreamError(504, f"upstream timed out ({self.deadline.phase})")
+            )
+        else:
+            self._fail_body(Failure(UpstreamError(504, "upstream timed out mid-body")))
+        self.conn.abort()
+
+    def _fail_before_response(self, error: Exception) -> None:
+        self.deadline.cancel()
+        if not self.result.called:
+            self.finished = True
+            self.result.errback(Failure(error))
+
+    def _fail_body(self, failure: Failure) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.deadline.cancel()
+        self.conn.abort()
+        if self.sink is not None:
+            self.sink.fail(failure)
+
+    def connection_lost(self, reason: Failure) -> None:
+        self.deadline.cancel()
+        if self.producer is not None and self.sending:
+            self.producer.stopProducing()
+        if self.abandoned or self.finished:
+            return
+        if self.response is None:
+            if not self.got_bytes and self.conn.reused:
+                self.finished = True
+                self.result.errback(Failure(StaleConnection()))
+            else:
+                self._fail_before_response(
+                    UpstreamError(502, f"upstream closed the connection: {reason.value!r}")
+                )
+            return
+        if self.read_until_close and not self.complete:
+            self.complete = True
+            self.keep_alive = False
+            self._maybe_finish()
+            return
+        if not self.complete:
+            self._fail_body(reason)
+
+
+_HEADERS, _BODY, _COMPLETE, _ERROR = range(4)

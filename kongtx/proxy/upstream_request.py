@@ -1,0 +1,152 @@
+"""What the upstream client sends: the URL split, the request head, the body producer.
+
+Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`).  The head is
+built in one piece with the client's own framing (``Content-Length`` or chunked);
+a spooled request body is streamed from its file with backpressure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import IO
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.request import HeaderList
+
+#: Request headers the client never forwards itself: it frames the body it sends.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Characters a header name sent upstream must not contain (checked in C, per name).
+_NAME_FORBIDDEN = frozenset(" \t\r\n:")
+
+BODY_CHUNK = 64 * 1024
+
+
+@implementer(IBodyProducer)
+class FileBodyProducer:
+    """Streams a (spooled) request body upstream, obeying the transport's backpressure.
+
+    Synchronous reads of a local spool file are what nginx does too; each reactor
+    turn writes until the transport says "pause", so memory stays flat.
+    """
+
+    def __init__(self, body: IO[bytes], length: int, on_progress: Callable[[], None]) -> None:
+        self.length = length
+        self._body = body
+        self._on_progress = on_progress
+        self._consumer: IConsumer | None = None
+        self._paused = False
+        self._stopped = False
+        self._sent = 0
+        self._done: Deferred[None] | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        self._pump()
+        return self._done
+
+    def _pump(self) -> None:
+        consumer = self._consumer
+        done = self._done
+        if consumer is None or done is None:
+            return
+        while not self._paused and not self._stopped and self._sent < self.length:
+            data = self._body.read(min(BODY_CHUNK, self.length - self._sent))
+            if not data:
+                self._stopped = True
+                done.errback(Failure(OSError("request body ended early")))
+                return
+            self._sent += len(data)
+            consumer.write(data)
+            self._on_progress()
+        if self._sent >= self.length and not self._stopped:
+            self._stopped = True
+            done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._pump()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+# ------------------------------------------------------------------------- URLs
+
+
+@lru_cache(maxsize=4096)
+def _split_origin(origin: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of ``scheme://host[:port]``."""
+    scheme, _, authority = origin.partition("://")
+    scheme = scheme.lower()
+    authority = authority.rsplit("@", 1)[-1]
+    default = 443 if scheme == "https" else 80
+    if authority.startswith("["):
+        end = authority.find("]")
+        host = authority[1:end]
+        rest = authority[end + 1 :]
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else default
+    elif ":" in authority:
+        host, _, raw_port = authority.partition(":")
+        port = int(raw_port) if raw_port else default
+    else:
+        host, port = authority, default
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"not an upstream URL: {origin!r}")
+    return scheme, host.lower(), port
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
+    start = url.find("://")
+    if start < 0:
+        raise ValueError(f"not an upstream URL: {url!r}")
+    cut = len(url)
+    for sep in ("/", "?"):
+        i = url.find(sep, start + 3)
+        if 0 <= i < cut:
+            cut = i
+    scheme, host, port = _split_origin(url[:cut])
+    target = url[cut:]
+    if not target.startswith("/"):
+        target = "/" + target
+    return scheme, host, port, target
+
+
+def build_head(
+    method: str, target: str, headers: HeaderList, length: int | None, chunked: bool = False
+) -> bytes:
+    """The request line and headers, framed by ``length`` (``None``: no body) or chunked.
+
+    Raises:
+        UpstreamError: a CR or LF in a header (a plugin must not be able to
+            smuggle a second request upstream).
+    """
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    for low, name, value in headers._items:
+        if low in _FRAMING:
+            continue
+        if "\r" in value or "\n" in value or not name or not _NAME_FORBIDDEN.isdisjoint(name):
+            raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
+        lines.append(f"{name}: {value}\r\n")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    elif length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    elif method in _BODY_METHODS:
+        lines.append("Content-Length: 0\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
