@@ -41,7 +41,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Observed(Protocol):
-    """What :meth:`Metrics.observe` reads of a request (``kongtx.proxy.pipeline.ProxyContext``)."""
+    """What :meth:`Metrics.observe` reads of a request (``kongtx.proxy.context.ProxyContext``)."""
 
     api: Mapping[str, Any]
     status: int

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from kongtx.cluster.health_gossip import HealthGossip
     from kongtx.cluster.service import ClusterService
     from kongtx.plugins.runtime import PluginRuntime
-    from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
+    from kongtx.proxy.context import RouterSource
+    from kongtx.proxy.pipeline import ProxyPipeline
     from kongtx.proxy.tls import ProxyTLSContextFactory
 
 

@@ -58,7 +58,7 @@ class CacheLike(Protocol):
 
 
 class HashInputs(Protocol):
-    """What consistent hashing reads of a request (``kongtx.proxy.pipeline.ProxyContext``)."""
+    """What consistent hashing reads of a request (``kongtx.proxy.context.ProxyContext``)."""
 
     client_ip: str
     consumer: Row | None

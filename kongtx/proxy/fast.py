@@ -52,10 +52,11 @@ from twisted.python.failure import Failure
 from kongtx import SERVER_NAME
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.http import BodyPipe, error_bytes
-from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
+from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
 

@@ -19,24 +19,33 @@ Order of events, as in Kong 0.9:
 5. the log phase runs on the next reactor turn after the response finished, so it
    never delays the client, and it runs for every request that matched an API,
    rejected ones included (our deliberate difference from Kong 0.9).
+
+The request, the client side and the plugin chain the pipeline works with are in
+:mod:`kongtx.proxy.context`; balanced upstreams in :mod:`kongtx.proxy.balanced`.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import IO, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
-from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing, lookup_host
+from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing
 from kongtx.clock import Clock
 from kongtx.log import logger
+from kongtx.proxy.balanced import NO_PEER_MESSAGE, Balancing
+from kongtx.proxy.context import (
+    ChainSource,
+    Downstream,
+    IncomingRequest,
+    PluginChain,
+    ProxyContext,
+    RouterSource,
+)
 from kongtx.proxy.errors import (
     JSON_TYPE,
     UpstreamError,
@@ -48,21 +57,14 @@ from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
     build_upstream_request,
-    parse_query,
     strip_hop_by_hop,
 )
 from kongtx.proxy.tunnel import open_tunnel
-from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream import UpstreamClient
 from kongtx.proxy.upstream_request import build_head, split_url
-from kongtx.router import CACHE_KEY, Match, Router, not_found_body
-from kongtx.store.interface import Row
+from kongtx.router import not_found_body
 
 log = logger("kongtx.proxy")
-
-#: Retries of a balanced request after a connect failure (Kong 0.10's API ``retries`` default).
-BALANCER_RETRIES = 5
-#: Kong 1.x's answer when every peer of an upstream is unhealthy (or it has none).
-NO_PEER_MESSAGE = "failure to get a peer from the ring-balancer"
 
 #: Response headers the proxy sets itself (whatever the upstream sent under these names).
 _OURS_ON_RESPONSES = frozenset(
@@ -70,288 +72,9 @@ _OURS_ON_RESPONSES = frozenset(
 )
 
 
-# --------------------------------------------------------------------- collaborators
-
-
-class Downstream(Protocol):
-    """The client side of one request, as a front-end provides it."""
-
-    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
-        """Status line and headers (the front-end adds framing if none is given)."""
-
-    def write(self, data: bytes) -> None:
-        """Body bytes."""
-
-    def finish(self) -> None:
-        """The response is complete."""
-
-    def abort(self) -> None:
-        """Cut the connection: the response cannot be completed honestly."""
-
-    def register_producer(self, producer: IPushProducer) -> None:
-        """Let the client's backpressure pause ``producer``."""
-
-    def unregister_producer(self) -> None:
-        """Undo :meth:`register_producer`."""
-
-    def splice(self, tunnel: Any) -> None:
-        """Hand the raw connection to ``tunnel`` (an upgraded WebSocket)."""
-
-    @property
-    def gone(self) -> bool:
-        """The client disconnected."""
-
-
-class IncomingRequest:
-    """A parsed client request, front-end independent."""
-
-    __slots__ = (
-        "body",
-        "body_length",
-        "connection_id",
-        "connection_requests",
-        "headers",
-        "http_version",
-        "method",
-        "peer_ip",
-        "scheme",
-        "server_addr",
-        "server_port",
-        "stream",
-        "uri",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        uri: str,
-        headers: HeaderList,
-        peer_ip: str,
-        scheme: str = "http",
-        body: IO[bytes] | None = None,
-        body_length: int = 0,
-        server_addr: str = "",
-        server_port: int = 0,
-        connection_id: int = 0,
-        connection_requests: int = 1,
-        stream: BodyStream | None = None,
-        http_version: str = "HTTP/1.1",
-    ) -> None:
-        #: a body still arriving from the client (large or chunked), else ``None``
-        self.stream = stream
-        #: the request line's version (``HTTP/1.0`` or ``HTTP/1.1``): hmac-auth signs it
-        self.http_version = http_version
-        self.server_addr = server_addr
-        self.server_port = server_port
-        self.connection_id = connection_id
-        self.connection_requests = connection_requests
-        self.method = method
-        self.uri = uri
-        self.headers = headers
-        self.peer_ip = peer_ip
-        self.scheme = scheme
-        self.body = body
-        self.body_length = body_length
-
-
-class BodyStream(Protocol):
-    """A request body still arriving from the client (``kongtx.proxy.http.BodyPipe``)."""
-
-    #: the client's Content-Length, ``None`` for a chunked body
-    declared_length: int | None
-    received: int
-
-    def startProducing(self, consumer: Any) -> Deferred[None]: ...
-    def pauseProducing(self) -> None: ...
-    def resumeProducing(self) -> None: ...
-    def stopProducing(self) -> None: ...
-    async def read_all(self) -> bytes: ...
-
-
-class PluginChain(Protocol):
-    """The compiled plugins of one API (kongtx.plugins.runtime)."""
-
-    def access(self, ctx: Any) -> Awaitable[None] | None: ...
-    def header_filter(self, ctx: Any) -> Awaitable[None] | None: ...
-    def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes: ...
-    def log(self, ctx: Any) -> Awaitable[None] | None: ...
-
-
-class ChainSource(Protocol):
-    """Gives the plugin chain for an API (kongtx.plugins.runtime)."""
-
-    def cached_chain(self, api: Row) -> PluginChain | None: ...
-    def chain_for(self, api: Row) -> Awaitable[PluginChain]: ...
-
-
-class ApiSource(Protocol):
-    """What the router is loaded from (the DAO)."""
-
-    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[Row]]: ...
-
-
-class CacheLike(Protocol):
-    def peek(self, key: str) -> tuple[bool, Any]: ...
-    def get_or_load(
-        self, key: str, loader: Any, ttl: float | None = ..., negative: bool = ...
-    ) -> Awaitable[Any]: ...
-
-
-class RouterSource:
-    """The router, kept in the node cache under ``ALL_APIS_BY_DIC``.
-
-    Hot path: one synchronous ``peek``.  After an ``apis`` change the invalidation
-    drops the key and the next request rebuilds the router (one datastore query,
-    shared by every request that arrives meanwhile).
-    """
-
-    def __init__(self, cache: CacheLike, dao: ApiSource) -> None:
-        self._cache = cache
-        self._dao = dao
-
-    def peek(self) -> Router | None:
-        hit, value = self._cache.peek(CACHE_KEY)
-        return value if hit and isinstance(value, Router) else None
-
-    async def get(self) -> Router:
-        router = self.peek()
-        if router is not None:
-            return router
-
-        async def load() -> Router:
-            apis = await self._dao.find_all("apis", {})
-            return Router.build(apis)
-
-        result: Router = await self._cache.get_or_load(CACHE_KEY, load, None, False)
-        return result
-
-
 async def _maybe_await(result: object) -> None:
     if result is not None and inspect.isawaitable(result):
         await result
-
-
-# --------------------------------------------------------------------- context
-
-
-class ProxyContext:
-    """One proxied request as plugins see it (``kongtx.plugins.base.RequestContext``).
-
-    Also carries what the log phase reports (Kong's basic serializer): sizes,
-    latencies, the upstream URL.
-    """
-
-    def __init__(
-        self,
-        api: Row,
-        match: Match,
-        incoming: IncomingRequest,
-        client_ip: str,
-        path: str,
-        raw_query: str,
-        started: float,
-    ) -> None:
-        self.api = api
-        self.match = match
-        self.method = incoming.method
-        self.scheme = incoming.scheme
-        self.path = path
-        self.raw_query = raw_query
-        self.request_uri = incoming.uri
-        self.http_version = incoming.http_version
-        self.query: list[tuple[str, str | None]] = parse_query(raw_query)
-        self.headers: HeaderList = incoming.headers.copy()
-        self.client_ip = client_ip
-        self.peer_ip = incoming.peer_ip
-        self.server_addr = incoming.server_addr
-        self.server_port = incoming.server_port
-        self.connection_id = incoming.connection_id
-        self.connection_requests = incoming.connection_requests
-        self.shared: dict[str, Any] = {}
-        self.consumer: Row | None = None
-        self.credential: Row | None = None
-        self.status = 0
-        self.response_headers = HeaderList()
-        self.upstream_url: str | None = None
-        self.upstream_host: str | None = None
-        #: epoch seconds when the request arrived
-        self.started_at = started
-        #: ms: start -> end of access phase; end of access -> upstream headers; total
-        self.proxy_latency: int | None = None
-        self.upstream_latency: int | None = None
-        self.request_latency: int | None = None
-        self.request_size = incoming.body_length
-        self.response_size = 0
-        self._incoming = incoming
-        self._body: IO[bytes] | None = incoming.body
-        self._body_length = incoming.body_length
-        self._stream: BodyStream | None = incoming.stream
-        if incoming.stream is not None and incoming.stream.declared_length is not None:
-            self.request_size = incoming.stream.declared_length
-        self._responded = False
-        self._response_body: bytes = b""
-
-    async def read_body(self) -> bytes:
-        """The whole request body (read from its spool; position restored).
-
-        A body still streaming in is waited for and kept in memory from then on.
-        """
-        if self._stream is not None:
-            data = await self._stream.read_all()
-            self._stream = None
-            self._body = io.BytesIO(data)
-            self._body_length = self.request_size = len(data)
-            return data
-        body = self._body
-        if body is None:
-            return b""
-        body.seek(0)
-        data = body.read(self._body_length)
-        body.seek(0)
-        return data
-
-    def set_body(self, body: bytes) -> None:
-        """Replace the body sent upstream; its length frames it."""
-        if self._stream is not None:
-            self._stream.stopProducing()  # the client's body is replaced: drop it
-            self._stream = None
-        self._body = io.BytesIO(body)
-        self._body_length = len(body)
-        self.headers.remove("content-length")
-        self.headers.remove("transfer-encoding")
-
-    def set_upstream_host(self, host: str) -> None:
-        self.upstream_host = host
-
-    def respond(
-        self,
-        status: int,
-        body: Mapping[str, Any] | bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """A Kong-generated answer (a plugin stops the request)."""
-        self._responded = True
-        self.status = status
-        out = HeaderList()
-        if isinstance(body, Mapping):
-            data = json_body(body)
-            out.set("Content-Type", JSON_TYPE)
-        else:
-            data = body or b""
-        for name, value in (headers or {}).items():
-            out.set(name, value)
-        out.set("Server", SERVER_NAME)
-        self.response_headers = out
-        self._response_body = data
-
-    @property
-    def responded(self) -> bool:
-        return self._responded
-
-    @property
-    def body_stream(self) -> tuple[IO[bytes] | None, int]:
-        """The (possibly replaced) request body and its length."""
-        return self._body, self._body_length
 
 
 # --------------------------------------------------------------------- pipeline
@@ -405,8 +128,7 @@ class ProxyPipeline:
         self.routers = routers
         #: upstreams by name (an API whose upstream_url host names one is balanced)
         self.balancers = balancers
-        #: upstream_url -> its host, parsed once per URL
-        self._upstream_names: dict[str, str] = {}
+        self._balancing = Balancing(balancers, client) if balancers is not None else None
         self.client = client
         self.clock = clock
         self.trusted_ips = trusted_ips or TrustedIps()
@@ -568,9 +290,10 @@ class ProxyPipeline:
         )
         ctx.upstream_url = req.url
         balancer: Balancer | None = None
-        if self.balancers is not None:
-            found = self._peek_balancer(ctx.api)
-            balancer = await self._load_balancer(ctx.api) if isinstance(found, _Missing) else found
+        balancing = self._balancing
+        if balancing is not None:
+            found = balancing.peek(ctx.api)
+            balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
         access_done = self.clock.seconds()
         ctx.proxy_latency = self._ms_since(ctx.started_at)
         accept = incoming.headers.get("accept")
@@ -589,7 +312,8 @@ class ProxyPipeline:
                     req.method, req.url, req.headers, body, length, stream=ctx._stream
                 )
             else:
-                picked = await self._balanced_request(ctx, balancer, req, body, length)
+                assert balancing is not None
+                picked = await balancing.request(ctx, balancer, req, body, length)
                 if picked is None:
                     self._send_no_peer(ctx, down)
                     return
@@ -608,109 +332,6 @@ class ProxyPipeline:
             await self._relay(ctx, chain, down, response)
         finally:
             self._release(balancer, pick)
-
-    # ----------------------------------------------------------------- balancing
-
-    def _upstream_name(self, api: Row) -> str:
-        url = api.get("upstream_url") or ""
-        name = self._upstream_names.get(url)
-        if name is None:
-            if len(self._upstream_names) > 4096:
-                self._upstream_names.clear()
-            name = self._upstream_names[url] = lookup_host(url)
-        return name
-
-    def _peek_balancer(self, api: Row) -> Balancer | None | _Missing:
-        """The balancer of the upstream the API's upstream_url host names, from the cache.
-
-        Hot path for every API, synchronous: one dict lookup and one cache peek (a
-        negative ``upstreams:<host>`` entry when the host is no upstream).
-        """
-        assert self.balancers is not None
-        return self.balancers.peek(self._upstream_name(api))
-
-    async def _load_balancer(self, api: Row) -> Balancer | None:
-        """:meth:`_peek_balancer` on a cache miss: load the rows, resolve the targets."""
-        balancers = self.balancers
-        assert balancers is not None
-        name = self._upstream_name(api)
-        try:
-            return await balancers.get(name)
-        except CancelledError:
-            raise
-        except Exception as e:
-            # The datastore is unreachable and the rows are not cached: proxy as an
-            # API without upstream would be (a name that is only an upstream then
-            # fails to resolve: 502), rather than fail every API with a cold entry.
-            log.warn(
-                "could not load upstream {name}: {error}; proxying without balancing",
-                name=name,
-                error=e,
-            )
-            return None
-
-    async def _balanced_request(
-        self,
-        ctx: ProxyContext,
-        balancer: Balancer,
-        req: Any,
-        body: IO[bytes] | None,
-        length: int,
-    ) -> tuple[Pick, UpstreamResponse] | None:
-        """Send to a peer of ``balancer``; a failed connect is retried on another.
-
-        Only a connect failure or connect timeout (nothing sent yet) of a replayable
-        body is retried, at most :data:`BALANCER_RETRIES` times, never on the same
-        address twice in a row when another is healthy.  Every attempt's outcome
-        goes to the outcome listeners.  ``None``: no healthy peer.
-        """
-        balancers = self.balancers
-        assert balancers is not None
-        upstream = balancer.upstream
-        avoid: str | None = None
-        attempt = 0
-        while True:
-            pick = balancer.pick(ctx, avoid)
-            if pick is None:
-                return None
-            if body is not None:
-                body.seek(0)
-            try:
-                response = await self.client.request(
-                    req.method,
-                    req.url,
-                    req.headers,
-                    body,
-                    length,
-                    stream=ctx._stream,
-                    address=(pick.host, pick.port),
-                )
-            except UpstreamError as e:
-                balancer.release(pick)
-                balancers.report(upstream, pick, "timeout" if e.status == 504 else "tcp_failure")
-                if (
-                    isinstance(e, ConnectError)
-                    and ctx._stream is None
-                    and attempt < BALANCER_RETRIES
-                ):
-                    attempt += 1
-                    avoid = pick.address
-                    log.info(
-                        "connecting to {address} ({target}) of {upstream} failed: {reason};"
-                        " retry {attempt}",
-                        address=pick.address,
-                        target=pick.target,
-                        upstream=balancer.name,
-                        reason=e.reason,
-                        attempt=attempt,
-                    )
-                    continue
-                raise
-            except BaseException:
-                balancer.release(pick)
-                raise
-            balancers.report(upstream, pick, "http", response.status)
-            return pick, response
 
     def _send_no_peer(self, ctx: ProxyContext, down: Downstream) -> None:
         """503: no healthy address in the upstream (Kong 1.x's JSON message)."""

@@ -23,8 +23,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.http_headers import Headers
 
 from kongtx.http.resource import AsyncResource, HTTPRequest
+from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.errors import error_page
-from kongtx.proxy.pipeline import IncomingRequest, ProxyPipeline
+from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
 

@@ -19,9 +19,10 @@ from kongtx.balancer.registry import Balancers, make_balancers
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.plugins.runtime import PluginRuntime
+from kongtx.proxy.context import RouterSource
 from kongtx.proxy.fast import FastProxyFactory
 from kongtx.proxy.http import ProxySite
-from kongtx.proxy.pipeline import ProxyPipeline, RouterSource
+from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.resource import ProxyResource
 from kongtx.proxy.tls import (

@@ -11,9 +11,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from kongtx.balancer.dns import TargetResolver
 from kongtx.balancer.health_state import HealthState
 from kongtx.balancer.registry import Balancers
+from kongtx.proxy.balanced import BALANCER_RETRIES
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.pipeline import (
-    BALANCER_RETRIES,
     IncomingRequest,
     ProxyPipeline,
     RouterSource,

@@ -1,0 +1,141 @@
+"""The load-balancing part of the proxy pipeline (Kong 0.10+ upstreams and targets).
+
+An API whose ``upstream_url`` host names an upstream is balanced: each request goes
+to a peer its :class:`kongtx.balancer.registry.Balancer` picks, and a failed
+connect is retried on another peer.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from twisted.internet.defer import CancelledError
+
+from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing, lookup_host
+from kongtx.log import logger
+from kongtx.proxy.context import ProxyContext
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.exchange import UpstreamResponse
+from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.store.interface import Row
+
+log = logger("kongtx.proxy")
+
+#: Retries of a balanced request after a connect failure (Kong 0.10's API ``retries`` default).
+BALANCER_RETRIES = 5
+#: Kong 1.x's answer when every peer of an upstream is unhealthy (or it has none).
+NO_PEER_MESSAGE = "failure to get a peer from the ring-balancer"
+
+
+class Balancing:
+    """Which upstream an API names, its balancer, and a request sent to its peers.
+
+    Args:
+        balancers: the node's upstreams by name.
+        client: the pipeline's upstream client.
+    """
+
+    def __init__(self, balancers: Balancers, client: UpstreamClient) -> None:
+        self.balancers = balancers
+        self.client = client
+        #: upstream_url -> its host, parsed once per URL
+        self._upstream_names: dict[str, str] = {}
+
+    def upstream_name(self, api: Row) -> str:
+        """The host of the API's ``upstream_url`` (an upstream's name, if it is one)."""
+        url = api.get("upstream_url") or ""
+        name = self._upstream_names.get(url)
+        if name is None:
+            if len(self._upstream_names) > 4096:
+                self._upstream_names.clear()
+            name = self._upstream_names[url] = lookup_host(url)
+        return name
+
+    def peek(self, api: Row) -> Balancer | None | _Missing:
+        """The balancer of the upstream the API's upstream_url host names, from the cache.
+
+        Hot path for every API, synchronous: one dict lookup and one cache peek (a
+        negative ``upstreams:<host>`` entry when the host is no upstream).
+        """
+        return self.balancers.peek(self.upstream_name(api))
+
+    async def load(self, api: Row) -> Balancer | None:
+        """:meth:`peek` on a cache miss: load the rows, resolve the targets."""
+        balancers = self.balancers
+        name = self.upstream_name(api)
+        try:
+            return await balancers.get(name)
+        except CancelledError:
+            raise
+        except Exception as e:
+            # The datastore is unreachable and the rows are not cached: proxy as an
+            # API without upstream would be (a name that is only an upstream then
+            # fails to resolve: 502), rather than fail every API with a cold entry.
+            log.warn(
+                "could not load upstream {name}: {error}; proxying without balancing",
+                name=name,
+                error=e,
+            )
+            return None
+
+    async def request(
+        self,
+        ctx: ProxyContext,
+        balancer: Balancer,
+        req: Any,
+        body: IO[bytes] | None,
+        length: int,
+    ) -> tuple[Pick, UpstreamResponse] | None:
+        """Send to a peer of ``balancer``; a failed connect is retried on another.
+
+        Only a connect failure or connect timeout (nothing sent yet) of a replayable
+        body is retried, at most :data:`BALANCER_RETRIES` times, never on the same
+        address twice in a row when another is healthy.  Every attempt's outcome
+        goes to the outcome listeners.  ``None``: no healthy peer.
+        """
+        balancers = self.balancers
+        upstream = balancer.upstream
+        avoid: str | None = None
+        attempt = 0
+        while True:
+            pick = balancer.pick(ctx, avoid)
+            if pick is None:
+                return None
+            if body is not None:
+                body.seek(0)
+            try:
+                response = await self.client.request(
+                    req.method,
+                    req.url,
+                    req.headers,
+                    body,
+                    length,
+                    stream=ctx._stream,
+                    address=(pick.host, pick.port),
+                )
+            except UpstreamError as e:
+                balancer.release(pick)
+                balancers.report(upstream, pick, "timeout" if e.status == 504 else "tcp_failure")
+                if (
+                    isinstance(e, ConnectError)
+                    and ctx._stream is None
+                    and attempt < BALANCER_RETRIES
+                ):
+                    attempt += 1
+                    avoid = pick.address
+                    log.info(
+                        "connecting to {address} ({target}) of {upstream} failed: {reason};"
+                        " retry {attempt}",
+                        address=pick.address,
+                        target=pick.target,
+                        upstream=balancer.name,
+                        reason=e.reason,
+                        attempt=attempt,
+                    )
+                    continue
+                raise
+            except BaseException:
+                balancer.release(pick)
+                raise
+            balancers.report(upstream, pick, "http", response.status)
+            return pick, response

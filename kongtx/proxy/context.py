@@ -1,0 +1,301 @@
+"""What the proxy pipeline works with: the request a front-end hands in, the
+client side it writes to, the plugin chain, and :class:`ProxyContext`, one proxied
+request as plugins see it (``kongtx.plugins.base.RequestContext``), and
+:class:`RouterSource`, where the router comes from.
+
+Front-ends (``kongtx.proxy.fast``, ``kongtx.proxy.resource``) build an
+:class:`IncomingRequest` and are a :class:`Downstream`; :mod:`kongtx.proxy.pipeline`
+runs the request.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Mapping
+from typing import IO, Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+
+from kongtx import SERVER_NAME
+from kongtx.proxy.errors import JSON_TYPE, json_body
+from kongtx.proxy.request import HeaderList, parse_query
+from kongtx.router import CACHE_KEY, Match, Router
+from kongtx.store.interface import Row
+
+
+class Downstream(Protocol):
+    """The client side of one request, as a front-end provides it."""
+
+    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Status line and headers (the front-end adds framing if none is given)."""
+
+    def write(self, data: bytes) -> None:
+        """Body bytes."""
+
+    def finish(self) -> None:
+        """The response is complete."""
+
+    def abort(self) -> None:
+        """Cut the connection: the response cannot be completed honestly."""
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        """Let the client's backpressure pause ``producer``."""
+
+    def unregister_producer(self) -> None:
+        """Undo :meth:`register_producer`."""
+
+    def splice(self, tunnel: Any) -> None:
+        """Hand the raw connection to ``tunnel`` (an upgraded WebSocket)."""
+
+    @property
+    def gone(self) -> bool:
+        """The client disconnected."""
+
+
+class IncomingRequest:
+    """A parsed client request, front-end independent."""
+
+    __slots__ = (
+        "body",
+        "body_length",
+        "connection_id",
+        "connection_requests",
+        "headers",
+        "http_version",
+        "method",
+        "peer_ip",
+        "scheme",
+        "server_addr",
+        "server_port",
+        "stream",
+        "uri",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: HeaderList,
+        peer_ip: str,
+        scheme: str = "http",
+        body: IO[bytes] | None = None,
+        body_length: int = 0,
+        server_addr: str = "",
+        server_port: int = 0,
+        connection_id: int = 0,
+        connection_requests: int = 1,
+        stream: BodyStream | None = None,
+        http_version: str = "HTTP/1.1",
+    ) -> None:
+        #: a body still arriving from the client (large or chunked), else ``None``
+        self.stream = stream
+        #: the request line's version (``HTTP/1.0`` or ``HTTP/1.1``): hmac-auth signs it
+        self.http_version = http_version
+        self.server_addr = server_addr
+        self.server_port = server_port
+        self.connection_id = connection_id
+        self.connection_requests = connection_requests
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.peer_ip = peer_ip
+        self.scheme = scheme
+        self.body = body
+        self.body_length = body_length
+
+
+class BodyStream(Protocol):
+    """A request body still arriving from the client (``kongtx.proxy.http.BodyPipe``)."""
+
+    #: the client's Content-Length, ``None`` for a chunked body
+    declared_length: int | None
+    received: int
+
+    def startProducing(self, consumer: Any) -> Deferred[None]: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def stopProducing(self) -> None: ...
+    async def read_all(self) -> bytes: ...
+
+
+class PluginChain(Protocol):
+    """The compiled plugins of one API (kongtx.plugins.runtime)."""
+
+    def access(self, ctx: Any) -> Awaitable[None] | None: ...
+    def header_filter(self, ctx: Any) -> Awaitable[None] | None: ...
+    def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes: ...
+    def log(self, ctx: Any) -> Awaitable[None] | None: ...
+
+
+class ChainSource(Protocol):
+    """Gives the plugin chain for an API (kongtx.plugins.runtime)."""
+
+    def cached_chain(self, api: Row) -> PluginChain | None: ...
+    def chain_for(self, api: Row) -> Awaitable[PluginChain]: ...
+
+
+class ApiSource(Protocol):
+    """What the router is loaded from (the DAO)."""
+
+    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[Row]]: ...
+
+
+class CacheLike(Protocol):
+    def peek(self, key: str) -> tuple[bool, Any]: ...
+    def get_or_load(
+        self, key: str, loader: Any, ttl: float | None = ..., negative: bool = ...
+    ) -> Awaitable[Any]: ...
+
+
+class RouterSource:
+    """The router, kept in the node cache under ``ALL_APIS_BY_DIC``.
+
+    Hot path: one synchronous ``peek``.  After an ``apis`` change the invalidation
+    drops the key and the next request rebuilds the router (one datastore query,
+    shared by every request that arrives meanwhile).
+    """
+
+    def __init__(self, cache: CacheLike, dao: ApiSource) -> None:
+        self._cache = cache
+        self._dao = dao
+
+    def peek(self) -> Router | None:
+        hit, value = self._cache.peek(CACHE_KEY)
+        return value if hit and isinstance(value, Router) else None
+
+    async def get(self) -> Router:
+        router = self.peek()
+        if router is not None:
+            return router
+
+        async def load() -> Router:
+            apis = await self._dao.find_all("apis", {})
+            return Router.build(apis)
+
+        result: Router = await self._cache.get_or_load(CACHE_KEY, load, None, False)
+        return result
+
+
+# --------------------------------------------------------------------- context
+
+
+class ProxyContext:
+    """One proxied request as plugins see it (``kongtx.plugins.base.RequestContext``), and
+    :class:`RouterSource`, where the router comes from.
+
+        Also carries what the log phase reports (Kong's basic serializer): sizes,
+        latencies, the upstream URL.
+    """
+
+    def __init__(
+        self,
+        api: Row,
+        match: Match,
+        incoming: IncomingRequest,
+        client_ip: str,
+        path: str,
+        raw_query: str,
+        started: float,
+    ) -> None:
+        self.api = api
+        self.match = match
+        self.method = incoming.method
+        self.scheme = incoming.scheme
+        self.path = path
+        self.raw_query = raw_query
+        self.request_uri = incoming.uri
+        self.http_version = incoming.http_version
+        self.query: list[tuple[str, str | None]] = parse_query(raw_query)
+        self.headers: HeaderList = incoming.headers.copy()
+        self.client_ip = client_ip
+        self.peer_ip = incoming.peer_ip
+        self.server_addr = incoming.server_addr
+        self.server_port = incoming.server_port
+        self.connection_id = incoming.connection_id
+        self.connection_requests = incoming.connection_requests
+        self.shared: dict[str, Any] = {}
+        self.consumer: Row | None = None
+        self.credential: Row | None = None
+        self.status = 0
+        self.response_headers = HeaderList()
+        self.upstream_url: str | None = None
+        self.upstream_host: str | None = None
+        #: epoch seconds when the request arrived
+        self.started_at = started
+        #: ms: start -> end of access phase; end of access -> upstream headers; total
+        self.proxy_latency: int | None = None
+        self.upstream_latency: int | None = None
+        self.request_latency: int | None = None
+        self.request_size = incoming.body_length
+        self.response_size = 0
+        self._incoming = incoming
+        self._body: IO[bytes] | None = incoming.body
+        self._body_length = incoming.body_length
+        self._stream: BodyStream | None = incoming.stream
+        if incoming.stream is not None and incoming.stream.declared_length is not None:
+            self.request_size = incoming.stream.declared_length
+        self._responded = False
+        self._response_body: bytes = b""
+
+    async def read_body(self) -> bytes:
+        """The whole request body (read from its spool; position restored).
+
+        A body still streaming in is waited for and kept in memory from then on.
+        """
+        if self._stream is not None:
+            data = await self._stream.read_all()
+            self._stream = None
+            self._body = io.BytesIO(data)
+            self._body_length = self.request_size = len(data)
+            return data
+        body = self._body
+        if body is None:
+            return b""
+        body.seek(0)
+        data = body.read(self._body_length)
+        body.seek(0)
+        return data
+
+    def set_body(self, body: bytes) -> None:
+        """Replace the body sent upstream; its length frames it."""
+        if self._stream is not None:
+            self._stream.stopProducing()  # the client's body is replaced: drop it
+            self._stream = None
+        self._body = io.BytesIO(body)
+        self._body_length = len(body)
+        self.headers.remove("content-length")
+        self.headers.remove("transfer-encoding")
+
+    def set_upstream_host(self, host: str) -> None:
+        self.upstream_host = host
+
+    def respond(
+        self,
+        status: int,
+        body: Mapping[str, Any] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A Kong-generated answer (a plugin stops the request)."""
+        self._responded = True
+        self.status = status
+        out = HeaderList()
+        if isinstance(body, Mapping):
+            data = json_body(body)
+            out.set("Content-Type", JSON_TYPE)
+        else:
+            data = body or b""
+        for name, value in (headers or {}).items():
+            out.set(name, value)
+        out.set("Server", SERVER_NAME)
+        self.response_headers = out
+        self._response_body = data
+
+    @property
+    def responded(self) -> bool:
+        return self._responded
+
+    @property
+    def body_stream(self) -> tuple[IO[bytes] | None, int]:
+        """The (possibly replaced) request body and its length."""
+        return self._body, self._body_length
