@@ -14,7 +14,8 @@ from twisted.internet.task import Clock as TaskClock
 from twisted.internet.testing import StringTransport
 
 from kongtx.clock import Clock
-from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol, status_line
+from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol
+from kongtx.proxy.fast_connection import status_line
 from kongtx.proxy.pipeline import IncomingRequest
 from kongtx.proxy.tunnel import Tunnel
 
