@@ -9,6 +9,7 @@ of them carry a request right now.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -46,6 +47,27 @@ class RawBodyRequest(Request):
     def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
         kw["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kw)
+
+
+def connection_stats(
+    channels: Mapping[Any, int], accepted: int, handled: int, total_requests: int
+) -> dict[str, int]:
+    """nginx stub_status counters from a listener's connections (value: requests in flight).
+
+    Shared by both proxy front-ends and the Admin API's site, so ``GET /status``
+    sums like with like.
+    """
+    writing = sum(1 for n in channels.values() if n)
+    active = len(channels)
+    return {
+        "connections_active": active,
+        "connections_reading": 0,
+        "connections_writing": writing,
+        "connections_waiting": active - writing,
+        "connections_accepted": accepted,
+        "connections_handled": handled,
+        "total_requests": total_requests,
+    }
 
 
 class TrackingSite(Site):
@@ -95,17 +117,7 @@ class TrackingSite(Site):
         keep-alive connections; twisted.web parses a request head in one step, so
         no connection is ever observed half-read (``reading`` is 0).
         """
-        writing = sum(1 for n in self.channels.values() if n)
-        active = len(self.channels)
-        return {
-            "connections_active": active,
-            "connections_reading": 0,
-            "connections_writing": writing,
-            "connections_waiting": active - writing,
-            "connections_accepted": self.accepted,
-            "connections_handled": self.handled,
-            "total_requests": self.total_requests,
-        }
+        return connection_stats(self.channels, self.accepted, self.handled, self.total_requests)
 
     # -------------------------------------------------------------- draining
 

@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from kongtx.clock import Clock
+from kongtx.http.site import connection_stats
 from kongtx.proxy.fast_connection import FastProxyProtocol
 from kongtx.proxy.pipeline import ProxyPipeline
 
@@ -96,17 +97,7 @@ class FastProxyFactory(Factory):
 
     def stats(self) -> dict[str, int]:
         """nginx stub_status counters, as ``TrackingSite.stats()``."""
-        writing = sum(1 for n in self.channels.values() if n)
-        active = len(self.channels)
-        return {
-            "connections_active": active,
-            "connections_reading": 0,
-            "connections_writing": writing,
-            "connections_waiting": active - writing,
-            "connections_accepted": self.accepted,
-            "connections_handled": self.handled,
-            "total_requests": self.total_requests,
-        }
+        return connection_stats(self.channels, self.accepted, self.handled, self.total_requests)
 
     def drain(self, clock: Clock, timeout: float, idle_grace: float = 1.0) -> Deferred[None]:
         """Let every connection finish, then fire (call after the listening port stopped).

@@ -49,14 +49,17 @@ def wait_for(path: str, text: str, timeout: float = 60.0) -> None:
         raise AssertionError(f"{text!r} never logged:\n{f.read()[-4000:]}")
 
 
-def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -> None:
-    """Four clients keep sending while the workers are replaced three times: 0 errors, only 200s."""
-    path = "/reload-" + uuid.uuid4().hex[:8]
+def start_master(
+    node: Node, upstream: Upstream, name: str
+) -> tuple[str, int, str, subprocess.Popen[bytes]]:
+    """A 2-worker master on a free port serving a new API of ``node``'s datastore:
+    ``(api path, proxy port, master log, master process)``."""
+    path = f"/{name}-" + uuid.uuid4().hex[:8]
     node.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
     port = free_port()
     env = dict(node.env)
     env.update(KONG_PROXY_LISTEN=f"127.0.0.1:{port}", KONG_NGINX_WORKER_PROCESSES="2")
-    log_path = os.path.join(os.path.dirname(node.prefix), "master.log")
+    log_path = os.path.join(os.path.dirname(node.prefix), f"master-{name}.log")
     with open(log_path, "wb") as log:
         master = subprocess.Popen(
             [sys.executable, "-m", "kongtx.workers", "master"],
@@ -65,6 +68,12 @@ def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -
             stderr=log,
             cwd=os.path.dirname(node.prefix),
         )
+    return path, port, log_path, master
+
+
+def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -> None:
+    """Four clients keep sending while the workers are replaced three times: 0 errors, only 200s."""
+    path, port, log_path, master = start_master(node, upstream, "reload")
     try:
         assert master.stdout is not None
         line = master.stdout.readline()  # the master says when its workers accept
@@ -133,20 +142,7 @@ def children(pid: int) -> set[int]:
 
 def test_killed_worker_is_replaced(node: Node, upstream: Upstream) -> None:
     """SIGKILL one of two workers: the master starts another and the proxy keeps answering."""
-    path = "/restart-" + uuid.uuid4().hex[:8]
-    node.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
-    port = free_port()
-    env = dict(node.env)
-    env.update(KONG_PROXY_LISTEN=f"127.0.0.1:{port}", KONG_NGINX_WORKER_PROCESSES="2")
-    log_path = os.path.join(os.path.dirname(node.prefix), "master-restart.log")
-    with open(log_path, "wb") as log:
-        master = subprocess.Popen(
-            [sys.executable, "-m", "kongtx.workers", "master"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=os.path.dirname(node.prefix),
-        )
+    path, port, log_path, master = start_master(node, upstream, "restart")
     try:
         assert master.stdout is not None
         assert json.loads(master.stdout.readline())["op"] == "ready"
