@@ -42,6 +42,16 @@ def addresses(config: Config) -> dict[str, Address]:
     return found
 
 
+def bind_failed(role: str, address: Address, error: Exception) -> None:
+    """Log a reload's new address that could not be bound (the old listener stays)."""
+    log.error(
+        "reload: could not listen on {address} for {role}: {error}; keeping the previous listener",
+        address=f"{address.host}:{address.port}",
+        role=role,
+        error=error,
+    )
+
+
 class NodeListeners:
     """The running listener of each role, children of the node's service tree."""
 
@@ -49,6 +59,11 @@ class NodeListeners:
         self._parent = parent
         self._build = build
         self._running: dict[str, tuple[Address, IService]] = {}
+        #: roles served elsewhere (the proxy roles, when worker processes serve them)
+        self.skip: set[str] = set()
+
+    def _addresses(self, config: Config) -> dict[str, Address]:
+        return {r: a for r, a in addresses(config).items() if r not in self.skip}
 
     def services(self) -> list[IService]:
         """Every running listener service."""
@@ -56,7 +71,7 @@ class NodeListeners:
 
     async def start(self, config: Config) -> None:
         """Bind every role of ``config``."""
-        for role, address in addresses(config).items():
+        for role, address in self._addresses(config).items():
             self._running[role] = (address, await self._bind(role, config))
 
     async def apply(self, config: Config) -> list[str]:
@@ -65,7 +80,7 @@ class NodeListeners:
         A role whose new address cannot be bound keeps its old listener (and is
         not in the result); a role no longer configured is closed.
         """
-        wanted = addresses(config)
+        wanted = self._addresses(config)
         moved: list[str] = []
         for role, address in wanted.items():
             current = self._running.get(role)
@@ -74,13 +89,7 @@ class NodeListeners:
             try:
                 service = await self._bind(role, config)
             except Exception as e:
-                log.error(
-                    "reload: could not listen on {address} for {role}: {error}; "
-                    "keeping the previous listener",
-                    address=f"{address.host}:{address.port}",
-                    role=role,
-                    error=e,
-                )
+                bind_failed(role, address, e)
                 continue
             self._running[role] = (address, service)
             moved.append(role)

@@ -198,6 +198,39 @@ class Metrics:
         """The text exposition of the request metrics followed by ``extra`` families."""
         return render_families([*self.families(), *extra])
 
+    def dump(self) -> dict[str, Any]:
+        """Every counter as plain JSON data (what a proxy worker reports to its master)."""
+        return {
+            label: {
+                "codes": {str(code): n for code, n in stats.codes.items()},
+                "latency": {
+                    kind: [h.counts, h.total, h.count] for kind, h in stats.latency.items()
+                },
+                "ingress": stats.ingress,
+                "egress": stats.egress,
+            }
+            for label, stats in self.apis.items()
+        }
+
+    def add(self, dumped: Mapping[str, Any]) -> None:
+        """Add the counters of a :meth:`dump` (of Metrics with the same bounds) to these."""
+        for label, data in dumped.items():
+            stats = self.apis.get(label)
+            if stats is None:
+                stats = self.apis[label] = ApiStats(self.bounds)
+            for code, n in data["codes"].items():
+                stats.codes[int(code)] = stats.codes.get(int(code), 0) + n
+            for kind, (counts, total, count) in data["latency"].items():
+                histogram = stats.latency[kind]
+                if len(counts) == len(histogram.counts):
+                    histogram.counts = [
+                        a + b for a, b in zip(histogram.counts, counts, strict=True)
+                    ]
+                    histogram.total += total
+                    histogram.count += count
+            stats.ingress += data["ingress"]
+            stats.egress += data["egress"]
+
 
 # --------------------------------------------------------------------------- exposition
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from kongtx.proxy.context import RouterSource
     from kongtx.proxy.pipeline import ProxyPipeline
     from kongtx.proxy.tls import ProxyTLSContextFactory
+    from kongtx.workers.service import ProxyWorkers
 
 
 def endpoint(address: Address) -> str:
@@ -96,6 +97,8 @@ class KongNode(MultiService):
         self._tls: ProxyTLSContextFactory | None = None
         #: request metrics, fed by the proxy pipelines while status_listen is on
         self.metrics = Metrics()
+        #: the proxy's worker processes (``nginx_worker_processes`` >= 2), else None
+        self.workers: ProxyWorkers | None = None
         self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
         self.started: Deferred[None] = Deferred()
         self.exit_code = 0
@@ -134,6 +137,7 @@ class KongNode(MultiService):
         if not dbless:
             await self._start_cluster()
         self._build_sites()
+        await self._start_workers()
         await self.listeners.start(self.config)
         self._install_signals()
         self.log.info(
@@ -192,6 +196,44 @@ class KongNode(MultiService):
         cluster.user_event_handlers[EVENT_NAME] = self.health_gossip.on_event
         self.health_gossip.start()
 
+    async def _start_workers(self) -> None:
+        """``nginx_worker_processes`` >= 2: the proxy sockets are served by worker processes.
+
+        This process (the master) binds them; the workers adopt them
+        (kongtx.workers.service).  Start-up waits until every worker accepts.
+        With 1, the node serves the proxy itself, as always.
+        """
+        from kongtx.workers import ProxyWorkers, worker_count
+        from kongtx.workers.stats import SummedMetrics
+
+        count = worker_count(self.config.nginx_worker_processes)
+        if count < 2:
+            return
+        assert self.balancers is not None
+        self.workers = ProxyWorkers(
+            self.config,
+            self.cache,
+            self.clock,
+            self.reactor,
+            self.conf_path,
+            count,
+            health=self.balancers.health,
+        )
+        self.listeners.skip = {"proxy", "proxy_ssl"}
+        self.metrics = SummedMetrics(self.workers.stats)
+        declarative = getattr(self.sites[0].resource, "declarative", None)
+        if declarative is not None:
+            declarative.replaced.append(self.workers.config_replaced)
+        try:
+            self.workers.setServiceParent(self)
+        except OSError as e:
+            raise StartupError(f"could not listen for the proxy workers: {e}") from e
+        try:
+            await self.workers.ready
+        except Exception as e:
+            raise StartupError(f"the proxy workers could not start: {e}") from e
+        self.log.info("proxy served by {count} worker processes", count=count)
+
     async def _check_plugins_in_use(self) -> None:
         """Kong refuses to start when the datastore uses a plugin this node lacks."""
         assert self.dao is not None and self.registry is not None
@@ -224,6 +266,8 @@ class KongNode(MultiService):
                 await self.cluster.stop()
             except Exception:
                 self.log.failure("cluster leave failed")
+        if self.workers is not None:
+            self.workers.graceful = False  # kong stop: at once (kong quit drained them already)
         await _maybe(super().stopService())
         self.clock.cancel_all()
         if self.store is not None:
@@ -341,17 +385,43 @@ class KongNode(MultiService):
         if old.proxy_frontend != new.proxy_frontend:
             self.log.warn("reload: proxy_frontend changes apply on restart")
         moved = await self.listeners.apply(new)
+        if self.workers is not None:
+            moved += await self._reload_workers(old, new)
         self.log.info(
             "configuration reloaded{moved}",
             moved=f" (listeners moved: {', '.join(moved)})" if moved else "",
         )
+
+    async def _reload_workers(self, old: Config, new: Config) -> list[str]:
+        """A new worker generation (zero failed requests); returns the proxy roles that moved."""
+        from kongtx.workers import worker_count
+
+        assert self.workers is not None and self.workers.pool is not None
+        count = worker_count(new.nginx_worker_processes)
+        if count >= 2:
+            self.workers.pool.count = count
+        elif old.nginx_worker_processes != new.nginx_worker_processes:
+            self.log.warn("reload: serving the proxy without worker processes applies on restart")
+        try:
+            moved = await self.workers.reload(new)
+        except Exception as e:
+            self.log.error("reload: the new proxy workers did not start: {error}", error=e)
+            return []
+        self.log.info(
+            "proxy workers reloaded (generation {generation})",
+            generation=self.workers.pool.generation,
+        )
+        return moved
 
     async def quit(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish, then stop the process."""
         self.log.info("graceful shutdown: draining connections")
         sites = list(self.sites) + self._proxy_sites()  # the proxy's requests finish too
         await self.listeners.stop()
-        await DeferredList([site.drain(self.clock, timeout) for site in sites])
+        drains = [site.drain(self.clock, timeout) for site in sites]
+        if self.workers is not None:
+            drains.append(self.workers.stop(graceful=True, timeout=timeout))
+        await DeferredList(drains)
         self.reactor.stop()
 
     def server_stats(self) -> dict[str, int]:
@@ -359,6 +429,9 @@ class KongNode(MultiService):
         total: dict[str, int] = {}
         for site in self.sites + self._proxy_sites():
             for key, value in site.stats().items():
+                total[key] = total.get(key, 0) + value
+        if self.workers is not None:
+            for key, value in self.workers.stats.server_stats().items():
                 total[key] = total.get(key, 0) + value
         return total
 

@@ -65,6 +65,10 @@ class HealthState:
             listener(upstream_id, addr, healthy, source)
         return True
 
+    def all_unhealthy(self) -> list[tuple[str, str]]:
+        """Every ``(upstream_id, address)`` marked unhealthy (to bring a new process up to date)."""
+        return [(u, a) for u, down in self._unhealthy.items() for a in sorted(down)]
+
     def forget(self, upstream_id: str) -> None:
         """Drop every verdict about an upstream (it was deleted)."""
         self._unhealthy.pop(upstream_id, None)

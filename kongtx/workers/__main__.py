@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from kongtx.log import logger
+from kongtx.workers.control import socket_roles
 from kongtx.workers.master import serve_master
 from kongtx.workers.worker import serve_worker
 
@@ -18,9 +19,10 @@ log = logger("kongtx.workers")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m kongtx.workers SOCKETS|master [conf_path] [prefix]``.
+    """``python -m kongtx.workers SOCKETS|ROLES|master [conf_path] [prefix]``.
 
-    ``SOCKETS`` (a number): one worker, as the master spawns it; ``master``: a
+    ``SOCKETS`` (a number, or the sockets' roles: ``proxy,proxy_ssl``): one
+    worker, as the master spawns it; ``master``: a
     proxy-only master with its workers (:func:`serve_master`).
     """
     from twisted.internet import reactor as global_reactor
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         job = lambda: serve_master(reactor, conf_path, prefix)  # noqa: E731
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides when we stop
-        job = lambda: serve_worker(reactor, conf_path, prefix, int(mode))  # noqa: E731
+        roles = socket_roles(mode)
+        job = lambda: serve_worker(reactor, conf_path, prefix, roles)  # noqa: E731
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(job()).addBoth(finished))
     reactor.run()
     sys.exit(exit_code[0])

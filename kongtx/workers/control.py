@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.unit.test_workers -*-
 """What the master and its workers agree on: the worker's argv, its sockets, the control lines.
 
-A worker is ``python -m kongtx.workers SOCKETS conf_path prefix``; it finds the
+A worker is ``python -m kongtx.workers SOCKETS conf_path prefix``
+(``SOCKETS``: a count of plain sockets or their roles, ``proxy,proxy_ssl``); it finds the
 inherited listening sockets from descriptor :data:`FIRST_SOCKET_FD` on, and
 both ends of its stdin/stdout speak one JSON object per line (:func:`encode`).
 """
@@ -9,7 +10,9 @@ both ends of its stdin/stdout speak one JSON object per line (:func:`encode`).
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 #: The first inherited listening socket's descriptor in a worker (0-2 are stdio).
@@ -21,6 +24,43 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-def worker_command(sockets: int, conf_path: str | None, prefix: str | None) -> list[str]:
-    """The argv the master spawns a worker with (this interpreter, this module)."""
-    return [sys.executable, "-m", "kongtx.workers", str(sockets), conf_path or "", prefix or ""]
+def worker_command(
+    sockets: int | Sequence[str], conf_path: str | None, prefix: str | None
+) -> list[str]:
+    """The argv the master spawns a worker with (this interpreter, this module).
+
+    ``sockets``: how many plain proxy sockets, or each socket's role in order
+    (``proxy`` or ``proxy_ssl``: the latter is served with TLS).
+    """
+    spec = str(sockets) if isinstance(sockets, int) else ",".join(sockets)
+    return [sys.executable, "-m", "kongtx.workers", spec, conf_path or "", prefix or ""]
+
+
+def socket_roles(spec: str) -> list[str]:
+    """The roles of the inherited sockets from a worker's first argument (see above)."""
+    if spec.isdigit():
+        return ["proxy"] * int(spec)
+    roles = spec.split(",")
+    for role in roles:
+        if role not in ("proxy", "proxy_ssl"):
+            raise ValueError(f"unknown socket role {role!r}")
+    return roles
+
+
+#: the file the ``local`` rate-limiting counters share, in the prefix
+COUNTERS_FILE = "local_counters.shm"
+
+
+def share_local_counters(prefix: str, create: bool) -> bool:
+    """Put the ``local`` rate-limiting counters in ``<prefix>/local_counters.shm``, shared
+    by the master (``create``) and its workers, so a limit holds node-wide.
+
+    False when this build's plugins cannot share them (each process counts alone).
+    """
+    from kongtx.plugins import ratelimit_policies
+
+    share = getattr(ratelimit_policies, "share_local_counters", None)
+    if share is None:
+        return False
+    share(os.path.join(prefix, COUNTERS_FILE), create=create)
+    return True

@@ -77,9 +77,13 @@ class WorkerProcess(ProcessProtocol):
                 message = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(message, dict) and message.get("op") == "ready":
+            if not isinstance(message, dict):
+                continue
+            if message.get("op") == "ready":
                 if not self.ready.called:
                     self.ready.callback(None)
+            else:
+                self.pool._message(self, message)
 
     def processEnded(self, reason: Failure) -> None:
         self.reason = reason
@@ -112,6 +116,12 @@ class WorkerPool:
         self.workers: list[WorkerProcess] = []
         self.running = False
         self.restarts = 0
+        #: called with each worker just spawned (its stdin already open: bring it up to date)
+        self.on_spawn: list[Callable[[WorkerProcess], None]] = []
+        #: called with (worker, message) for each control line other than ``ready``
+        self.on_message: list[Callable[[WorkerProcess, dict[str, Any]], None]] = []
+        #: called with each worker that exited
+        self.on_exit: list[Callable[[WorkerProcess], None]] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -121,10 +131,19 @@ class WorkerPool:
         self.generation = 1
         return self._all_ready([self._spawn(1) for _ in range(self.count)])
 
-    def reload(self, command: Sequence[str] | None = None) -> Deferred[None]:
-        """New generation up and accepting first, then the old one drains and exits."""
+    def reload(
+        self, command: Sequence[str] | None = None, sockets: Sequence[int] | None = None
+    ) -> Deferred[None]:
+        """New generation up and accepting first, then the old one drains and exits.
+
+        ``sockets``: the new generation's listening descriptors (a moved
+        ``proxy_listen``); when it cannot start, the previous ones are kept.
+        """
+        previous = (self.command, self.sockets)
         if command is not None:
             self.command = list(command)
+        if sockets is not None:
+            self.sockets = list(sockets)
         old = [w for w in self.workers if not w.retiring]
         self.generation += 1
         fresh = [self._spawn(self.generation) for _ in range(self.count)]
@@ -137,6 +156,7 @@ class WorkerPool:
                 for worker in fresh:
                     self._retire(worker, graceful=False)
                 self.generation -= 1
+                self.command, self.sockets = previous
                 raise
             await self._retire_all(old, graceful=True)
 
@@ -172,7 +192,19 @@ class WorkerPool:
             childFDs=child_fds,
         )
         self.workers.append(worker)
+        for hook in list(self.on_spawn):
+            try:
+                hook(worker)
+            except Exception:
+                log.failure("worker spawn hook {hook!r} failed", hook=hook)
         return worker
+
+    def _message(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        for hook in list(self.on_message):
+            try:
+                hook(worker, message)
+            except Exception:
+                log.failure("worker message hook {hook!r} failed", hook=hook)
 
     def _all_ready(self, workers: list[WorkerProcess]) -> Deferred[None]:
         """Fires when every one of ``workers`` accepts; fails if one exits before."""
@@ -229,6 +261,11 @@ class WorkerPool:
     def _ended(self, worker: WorkerProcess, reason: Failure) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
+        for hook in list(self.on_exit):
+            try:
+                hook(worker)
+            except Exception:
+                log.failure("worker exit hook {hook!r} failed", hook=hook)
         if worker.retiring or not self.running or worker.generation != self.generation:
             return
         log.warn(

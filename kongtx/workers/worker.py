@@ -9,39 +9,49 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessDone
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.workers.control import FIRST_SOCKET_FD, encode
+from kongtx.workers.control import FIRST_SOCKET_FD, encode, share_local_counters
 
 log = logger("kongtx.workers")
 
 
 class WorkerControl(LineOnlyReceiver):
-    """The worker's end of the control channel (its stdin and stdout)."""
+    """The worker's end of the control channel (its stdin and stdout).
+
+    ``handlers``: the other ops this worker obeys (``health``, ``config``),
+    each called with the whole message.
+    """
 
     delimiter = b"\n"
-    MAX_LENGTH = 16 * 1024 * 1024
+    MAX_LENGTH = 64 * 1024 * 1024
 
     def __init__(
         self,
         invalidate: Callable[[list[str]], None],
         flush: Callable[[], None],
         quit: Callable[[float], object],
+        handlers: dict[str, Callable[[dict[str, Any]], object]] | None = None,
     ) -> None:
         self._invalidate = invalidate
         self._flush = flush
         self._quit = quit
+        self._handlers = dict(handlers or {})
         self.quitting = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One control line to the master."""
+        if self.transport is not None:
+            self.transport.write(encode(message))
 
     def announce_ready(self) -> None:
         """Tell the master this worker accepts connections."""
-        if self.transport is not None:
-            self.transport.write(encode({"op": "ready"}))
+        self.send({"op": "ready"})
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -62,6 +72,11 @@ class WorkerControl(LineOnlyReceiver):
             self.quitting = True
             timeout = message.get("timeout", 30.0)
             self._quit(float(timeout) if isinstance(timeout, int | float) else 30.0)
+        elif isinstance(op, str) and op in self._handlers:
+            try:
+                self._handlers[op](message)
+            except Exception:
+                log.failure("control line {op} failed", op=op)
 
     def connectionLost(self, reason: Failure = Failure(ProcessDone(0))) -> None:
         # The master is gone (its end of the pipe closed): drain and leave too.
@@ -89,24 +104,65 @@ def accept_one_at_a_time(port: Any) -> None:
     port.doRead = do_read
 
 
+class AdoptedEndpoint:
+    """A server endpoint whose ``listen`` adopts an inherited listening descriptor."""
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        probe = socket.socket(fileno=os.dup(self.fd))
+        family = probe.family
+        probe.close()
+        port = self.reactor.adoptStreamPort(self.fd, family, factory)
+        os.close(self.fd)  # adoptStreamPort duplicated it
+        return succeed(port)
+
+
+#: seconds between two reports of a worker's counters to its master
+STATS_INTERVAL = 1.0
+
+
 async def serve_worker(
-    reactor: Any, conf_path: str | None, prefix: str | None, sockets: int
+    reactor: Any, conf_path: str | None, prefix: str | None, sockets: int | list[str]
 ) -> None:
-    """A worker's life: adopt the inherited sockets, serve the proxy until told to quit."""
+    """A worker's life: adopt the inherited sockets, serve the proxy until told to quit.
+
+    ``sockets``: the roles of the inherited sockets (a number: that many plain
+    ones); a ``proxy_ssl`` socket is served with TLS and the same SNI certificate
+    choice as a node's ``proxy_listen_ssl``.  Besides serving, the worker keeps
+    in step with its master: invalidations, DB-less configurations and target
+    health verdicts come in; its counters (every :data:`STATS_INTERVAL` s and
+    once more after draining) and its own health verdicts (passive checks) go out.
+    """
     from twisted.internet import stdio
     from twisted.python.threadpool import ThreadPool
 
     from kongtx import invalidation
+    from kongtx.balancer.health import PassiveChecker
+    from kongtx.balancer.health_state import Source
+    from kongtx.balancer.registry import make_balancers
     from kongtx.cache import Cache
     from kongtx.config import load_config
     from kongtx.dao import DAO
+    from kongtx.declarative import DeclarativeState, load_declarative_config
+    from kongtx.metrics import Metrics
     from kongtx.plugins.registry import PluginRegistry
     from kongtx.prefix import node_name
-    from kongtx.proxy.service import build_pipeline, make_proxy_factory
+    from kongtx.proxy.service import (
+        build_pipeline,
+        make_proxy_factory,
+        make_tls_context,
+        sni_warmer,
+    )
+    from kongtx.proxy.tls import SNIWarmingTLSEndpoint
     from kongtx.store.factory import open_store
 
+    roles = ["proxy"] * sockets if isinstance(sockets, int) else list(sockets)
     config = load_config(conf_path, os.environ, prefix)
     clock = Clock(reactor)
+    share_local_counters(config.prefix, create=False)
     cache = Cache(clock, config.mem_cache_size)
     registry = PluginRegistry.load(config.custom_plugins)
     store = open_store(config, reactor, clock, f"{node_name(config)}-worker-{os.getpid()}")
@@ -121,21 +177,50 @@ async def serve_worker(
 
     dao = DAO(store, registry, clock, run_in_thread)
     dao.add_listener(invalidation.listener(cache))
-    pipeline, _, _ = build_pipeline(config, dao, cache, registry, clock, reactor)
+    if config.database == "off":
+        # the master points declarative_config at the configuration in force
+        await load_declarative_config(config, dao)
+    balancers = make_balancers(config, cache, dao, clock, reactor)
+    # Passive checks count this worker's traffic; active probes run in the master only.
+    passive = PassiveChecker(balancers.health)
+    balancers.outcome_listeners.append(passive.on_outcome)
+    passive.start()
+    pipeline, routers, runtime = build_pipeline(
+        config, dao, cache, registry, clock, reactor, balancers
+    )
+    metrics = Metrics() if config.status_listen is not None else None
+    if metrics is not None:
+        observe: Any = metrics.observe
+        pipeline.observers.append(observe)
     factories = []
     ports = []
-    for fd in range(FIRST_SOCKET_FD, FIRST_SOCKET_FD + sockets):
-        probe = socket.socket(fileno=os.dup(fd))
-        family = probe.family
-        probe.close()
+    tls = None
+    for offset, role in enumerate(roles):
+        endpoint: Any = AdoptedEndpoint(reactor, FIRST_SOCKET_FD + offset)
+        if role == "proxy_ssl":
+            if tls is None:
+                tls = make_tls_context(config, routers, runtime)
+            endpoint = SNIWarmingTLSEndpoint(endpoint, tls, sni_warmer(routers, runtime), clock)
         factory = make_proxy_factory(config, pipeline, clock)
         factories.append(factory)
-        port = reactor.adoptStreamPort(fd, family, factory)
+        port = await endpoint.listen(factory)
         accept_one_at_a_time(port)
         ports.append(port)
-        os.close(fd)  # adoptStreamPort duplicated it
 
     done: Deferred[None] = Deferred()
+    control: WorkerControl
+
+    def report() -> None:
+        server: dict[str, int] = {}
+        for factory in factories:
+            for key, value in factory.stats().items():
+                server[key] = server.get(key, 0) + value
+        message: dict[str, Any] = {"op": "stats", "server": server}
+        if metrics is not None:
+            message["metrics"] = metrics.dump()
+        control.send(message)
+
+    reporting = clock.looping_call(STATS_INTERVAL, report)
 
     async def quit(timeout: float) -> None:
         for port in ports:
@@ -144,16 +229,46 @@ async def serve_worker(
             port._shouldShutdown = False
             await port.stopListening()
         await DeferredList([f.drain(clock, timeout) for f in factories])
+        if reporting.running:
+            reporting.stop()
+        report()  # the last counters, drained requests included
         clock.cancel_all()
         await store.stop()
         threads.stop()
         if not done.called:
             done.callback(None)
 
+    def verdict(upstream_id: str, addr: str, healthy: bool, source: Source) -> None:
+        # ours (passive checks) go to the master; the master's come in as "cluster"
+        if source != "cluster":
+            control.send(
+                {"op": "health", "upstream_id": upstream_id, "address": addr, "healthy": healthy}
+            )
+
+    def apply_verdict(message: dict[str, Any]) -> None:
+        upstream_id, addr, healthy = (
+            message.get("upstream_id"),
+            message.get("address"),
+            message.get("healthy"),
+        )
+        if isinstance(upstream_id, str) and isinstance(addr, str) and isinstance(healthy, bool):
+            balancers.health.set(upstream_id, addr, healthy, "cluster")
+
+    declarative = DeclarativeState(dao, cache)
+
+    def replace_config(message: dict[str, Any]) -> None:
+        document = message.get("document")
+        if isinstance(document, dict):
+            Deferred.fromCoroutine(declarative.replace(document)).addErrback(
+                lambda f: log.failure("the master's declarative configuration failed here", f)
+            )
+
+    balancers.health.add_listener(verdict)
     control = WorkerControl(
         lambda keys: invalidation.apply(cache, keys),
         cache.flush,
         lambda timeout: Deferred.fromCoroutine(quit(timeout)),
+        {"health": apply_verdict, "config": replace_config},
     )
     stdio.StandardIO(control, reactor=reactor)
     control.announce_ready()

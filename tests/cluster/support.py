@@ -75,6 +75,8 @@ class Cluster:
             KONG_CLUSTER_TTL_ON_FAILURE="60",
             KONG_DB_UPDATE_FREQUENCY="1",
             KONG_ANONYMOUS_REPORTS="off",
+            # the node serves the proxy itself unless a test asks for worker processes
+            KONG_NGINX_WORKER_PROCESSES="1",
         )
         base.update(self.db_env)
         base.update(self.extra_env)

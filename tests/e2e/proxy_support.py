@@ -199,6 +199,8 @@ def start_node(extra_env: dict[str, str] | None = None) -> tuple[Node, str]:
         KONG_CLUSTER_LISTEN=f"127.0.0.1:{ports['cluster']}",
         KONG_CLUSTER_LISTEN_RPC=f"127.0.0.1:{ports['cluster_rpc']}",
         KONG_ANONYMOUS_REPORTS="off",
+        # the node serves the proxy itself unless a test asks for worker processes
+        KONG_NGINX_WORKER_PROCESSES="1",
     )
     env.update(extra_env or {})
     node = Node(prefix, env, ports)

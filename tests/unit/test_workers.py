@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock as TaskClock
 from twisted.internet.testing import StringTransport
@@ -290,50 +291,67 @@ def test_fan_out_forwards_every_cache_invalidation() -> None:
 
 
 class FakeSocket:
-    def __init__(self) -> None:
+    def __init__(self, fd: int = 11) -> None:
         self.closed = False
+        self.fd = fd
 
     def fileno(self) -> int:
-        return 11
+        return self.fd
 
     def close(self) -> None:
         self.closed = True
 
 
-def test_proxy_workers_service(monkeypatch: Any) -> None:
-    """The node-side service binds proxy_listen, spawns workers, reloads them, drains on stop."""
+def proxy_workers(monkeypatch: Any, ssl: bool = False, health: Any = None) -> tuple[Any, Any, Any]:
+    """A ProxyWorkers on fake sockets and a fake spawner: (service, spawner, bound addresses)."""
     import kongtx.workers.service as service_module
     from kongtx.cache import Cache
     from kongtx.config import Address
     from kongtx.workers import ProxyWorkers
 
-    sock = FakeSocket()
     bound: list[tuple[str, int]] = []
 
     def bind(host: str, port: int) -> FakeSocket:
         bound.append((host, port))
-        return sock
+        return FakeSocket(11 + len(bound))
 
     monkeypatch.setattr(service_module, "bind_listener", bind)
+    monkeypatch.setattr(service_module, "share_local_counters", lambda prefix, create: False)
     spawner = FakeSpawner()
     clock = TaskClock()
-    config: Any = type("C", (), {"proxy_listen": Address("127.0.0.1", 8000), "prefix": "/p"})()
+    config: Any = type(
+        "C",
+        (),
+        {
+            "proxy_listen": Address("127.0.0.1", 8000),
+            "proxy_listen_ssl": Address("127.0.0.1", 8443),
+            "ssl": ssl,
+            "prefix": "/p",
+        },
+    )()
     cache = Cache(Clock(clock))
-    service = ProxyWorkers(config, cache, Clock(clock), spawner, None, 2)
+    service = ProxyWorkers(config, cache, Clock(clock), spawner, None, 2, health=health)
+    return service, spawner, bound
+
+
+def test_proxy_workers_service(monkeypatch: Any) -> None:
+    """The node-side service binds proxy_listen, spawns workers, reloads them, drains on stop."""
+    service, spawner, bound = proxy_workers(monkeypatch)
     service.startService()
     assert bound == [("127.0.0.1", 8000)]
-    assert [fds[FIRST_SOCKET_FD] for _, _, fds in spawner.spawned] == [11, 11]
-    assert spawner.spawned[0][1][-3:] == ["1", "", "/p"]
+    assert [fds[FIRST_SOCKET_FD] for _, _, fds in spawner.spawned] == [12, 12]
+    assert spawner.spawned[0][1][-3:] == ["proxy", "", "/p"]
     assert service.pool is not None
     for worker in list(service.pool.workers):
         ready(worker)
     assert_called(service.ready)
-    cache.invalidate("apis:x")
+    service.cache.invalidate("apis:x")
     assert all(
         proc(w).messages() == [{"op": "invalidate", "keys": ["apis:x"]}]
         for w in service.pool.workers
     )
-    reloaded = service.reload()
+    sock = service.socket
+    reloaded = Deferred.fromCoroutine(service.reload(service.config))
     assert len(spawner.spawned) == 4
     stopped = service.stopService()
     for worker in list(service.pool.workers):
@@ -341,6 +359,126 @@ def test_proxy_workers_service(monkeypatch: Any) -> None:
     assert_called(stopped)
     assert sock.closed
     reloaded.addErrback(lambda _: None)
+
+
+def test_proxy_workers_serve_tls_and_move_on_reload(monkeypatch: Any) -> None:
+    """With ssl on both sockets are inherited (roles in argv); a moved proxy_listen gets a
+    new socket for the new generation, and the old one closes once the old workers left."""
+    from kongtx.config import Address
+
+    service, spawner, bound = proxy_workers(monkeypatch, ssl=True)
+    service.startService()
+    assert bound == [("127.0.0.1", 8000), ("127.0.0.1", 8443)]
+    protocol, argv, fds = spawner.spawned[0]
+    assert argv[-3] == "proxy,proxy_ssl"
+    assert (fds[FIRST_SOCKET_FD], fds[FIRST_SOCKET_FD + 1]) == (12, 13)
+    for worker in list(service.pool.workers):
+        ready(worker)
+    old_plain, old_tls = service.sockets["proxy"][1], service.sockets["proxy_ssl"][1]
+    moved_config: Any = type(service.config)()
+    moved_config.proxy_listen = Address("127.0.0.1", 9000)
+    reloaded = Deferred.fromCoroutine(service.reload(moved_config))
+    fresh = service.pool.workers[2:]
+    assert [fds[FIRST_SOCKET_FD] for _, _, fds in spawner.spawned[2:]] == [14, 14]
+    for worker in fresh:
+        ready(worker)
+    for worker in service.pool.workers[:2]:
+        exit_(worker)
+    assert_called(reloaded)
+    assert reloaded.result == ["proxy"]
+    assert old_plain.closed and not old_tls.closed
+    assert service.sockets["proxy"][0] == Address("127.0.0.1", 9000)
+
+
+def test_proxy_workers_share_health_verdicts(monkeypatch: Any) -> None:
+    """The node's verdicts reach every worker (and a worker spawned later); a worker's
+    verdict is applied to the node's table, which forwards it to all of them."""
+    from kongtx.balancer.health_state import HealthState
+
+    health = HealthState()
+    health.set("u1", "10.0.0.1:80", False, "manual")
+    service, spawner, _ = proxy_workers(monkeypatch, health=health)
+    service.startService()
+    first, second = service.pool.workers
+    verdict = {"op": "health", "upstream_id": "u1", "address": "10.0.0.1:80", "healthy": False}
+    assert proc(first).messages() == [verdict]  # brought up to date at spawn
+    health.set("u1", "10.0.0.2:80", False, "active")
+    first.childDataReceived(
+        1,
+        encode({"op": "health", "upstream_id": "u1", "address": "10.0.0.3:80", "healthy": False}),
+    )
+    assert not health.is_healthy("u1", "10.0.0.3:80")
+    for worker in (first, second):
+        addresses = [m["address"] for m in proc(worker).messages() if m["op"] == "health"]
+        assert addresses == ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+
+
+def test_worker_stats_are_summed_and_kept_after_exit() -> None:
+    """/status and /metrics of a master: the workers' latest reports plus those of gone ones."""
+    from kongtx.metrics import Metrics
+    from kongtx.workers.stats import SummedMetrics, WorkerStats
+
+    def dumped(n: int) -> dict[str, Any]:
+        m = Metrics()
+        ctx: Any = type(
+            "Ctx",
+            (),
+            {
+                "api": {"name": "a"},
+                "status": 200,
+                "proxy_latency": 1,
+                "upstream_latency": 2,
+                "request_latency": 3,
+                "request_size": 10,
+                "response_size": 20,
+            },
+        )()
+        for _ in range(n):
+            m.observe(ctx)
+        return m.dump()
+
+    stats = WorkerStats()
+    a, b = object(), object()
+    server = {"connections_active": 1, "connections_accepted": 2, "total_requests": 3}
+    stats.received(a, {"op": "stats", "server": server, "metrics": dumped(3)})
+    stats.received(b, {"op": "stats", "server": server, "metrics": dumped(2)})
+    stats.received(b, {"op": "stats", "server": server, "metrics": dumped(4)})
+    assert stats.server_stats() == {
+        "connections_active": 2,
+        "connections_accepted": 4,
+        "total_requests": 6,
+    }
+    stats.exited(a)
+    assert stats.server_stats() == {
+        "connections_active": 1,
+        "connections_accepted": 4,
+        "connections_handled": 0,
+        "total_requests": 6,
+    }
+    text = SummedMetrics(stats).render()
+    assert 'kong_http_requests_total{api="a",code="200"} 7' in text
+    assert 'kong_bandwidth_bytes{type="ingress",api="a"} 70' in text
+
+
+def test_control_extra_ops_and_sending() -> None:
+    """Ops beyond invalidate/flush/quit go to their handler; the worker can send lines."""
+    got: list[dict[str, Any]] = []
+    c = WorkerControl(lambda keys: None, lambda: None, lambda t: None, {"health": got.append})
+    transport = StringTransport()
+    c.makeConnection(transport)
+    c.dataReceived(encode({"op": "health", "x": 1}) + encode({"op": "unknown"}))
+    assert got == [{"op": "health", "x": 1}]
+    c.send({"op": "stats"})
+    assert json.loads(transport.value()) == {"op": "stats"}
+
+
+def test_worker_socket_roles() -> None:
+    """A worker's first argument: a count of plain sockets, or their roles."""
+    from kongtx.workers.control import socket_roles
+
+    assert socket_roles("2") == ["proxy", "proxy"]
+    assert socket_roles("proxy,proxy_ssl") == ["proxy", "proxy_ssl"]
+    assert worker_command(["proxy", "proxy_ssl"], None, None)[3] == "proxy,proxy_ssl"
 
 
 def test_accept_one_at_a_time() -> None:
