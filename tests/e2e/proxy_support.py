@@ -208,6 +208,22 @@ def start_node(extra_env: dict[str, str] | None = None) -> tuple[Node, str]:
     return node, tmp
 
 
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc): a node's proxy workers."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
 class Upstream:
     """The echo upstream process and its ports."""
 

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, free_port, start_node
+from proxy_support import Node, Upstream, children, free_port, start_node
 
 
 @pytest.fixture(scope="module")
@@ -122,22 +122,6 @@ def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -
         if master.poll() is None:
             master.kill()
             master.wait(10)
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of ``pid`` (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
 
 
 def test_killed_worker_is_replaced(node: Node, upstream: Upstream) -> None:

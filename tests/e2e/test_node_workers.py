@@ -1,0 +1,394 @@
+"""A node whose proxy is served by worker processes (``nginx_worker_processes = 2``).
+
+Real ``twistd -n kong`` nodes, real echo upstreams.  Which process answered a
+request is read from the correlation-id plugin's ``tracker`` id (it carries the
+serving process's pid), which the echo upstream sends back; the workers are the
+node's child processes.  Every request is made on a fresh connection, so the
+kernel hands them to either worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
+from typing import Any
+
+import pytest
+from proxy_support import REPO, HTTPResult, Node, Upstream, children, free_port, http, start_node
+
+WORKERS = {"KONG_NGINX_WORKER_PROCESSES": "2"}
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    """A node with two proxy workers and status_listen on."""
+    status = free_port()
+    n, tmp = start_node({**WORKERS, "KONG_STATUS_LISTEN": f"127.0.0.1:{status}"})
+    n.ports["status"] = status
+    try:
+        yield n
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s: {what}")
+
+
+def wait_for_workers(node: Node, count: int = 2, timeout: float = 30.0) -> set[int]:
+    found: set[int] = set()
+
+    def enough() -> bool:
+        found.clear()
+        found.update(children(node.pid))
+        return len(found) == count
+
+    wait_until(enough, timeout, f"{count} workers of {node.pid}")
+    return found
+
+
+def tracked_api(node: Node, upstream: Upstream, **fields: Any) -> tuple[dict[str, Any], str]:
+    """A new API whose requests carry the serving process's pid (correlation-id tracker)."""
+    path = "/w-" + uuid.uuid4().hex[:8]
+    api = node.add_api(
+        request_path=path, strip_request_path=True, upstream_url=upstream.url, **fields
+    )
+    node.add_plugin(api, "correlation-id", {"generator": "tracker", "header_name": "X-Tracker"})
+    return api, path
+
+
+def served_by(result: HTTPResult) -> int:
+    """The pid of the process that proxied a request (from the echoed tracker header)."""
+    headers = {name.lower(): value for name, value in result.json()["headers"]}
+    return int(headers["x-tracker"].split("-")[2])
+
+
+def many(fn: Callable[[], HTTPResult], n: int, threads: int = 8) -> list[HTTPResult]:
+    """``n`` requests from ``threads`` concurrent clients, each on a fresh connection."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda _: fn(), range(n)))
+
+
+def until_both_workers(node: Node, path: str, workers: set[int], timeout: float = 20.0) -> set[int]:
+    """Requests until both workers answered one (a new worker may still be starting; bounded
+    by ``timeout``); every answer must be a 200."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for result in many(lambda: http("GET", node.proxy + path + "/x"), 16):
+            assert result.status == 200, (result.status, result.body)
+            pids.add(served_by(result))
+        if pids == workers:
+            break
+        time.sleep(0.1)
+    return pids
+
+
+def test_requests_are_served_by_two_worker_processes(node: Node, upstream: Upstream) -> None:
+    """The node has two children, both answer proxied requests, the node itself answers none."""
+    workers = wait_for_workers(node)
+    _, path = tracked_api(node, upstream)
+    wait_until(lambda: http("GET", node.proxy + path + "/x").status == 200, what="API served")
+    assert until_both_workers(node, path, workers) == workers
+    assert node.pid not in workers
+    # TLS on proxy_listen_ssl is served by the workers too
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    result = http("GET", node.proxy_ssl + path + "/x", context=context)
+    assert result.status == 200
+    assert served_by(result) in workers
+
+
+def test_admin_changes_reach_every_worker_at_once(node: Node, upstream: Upstream) -> None:
+    """New API, plugin added, API deleted: once the first request shows a change, every
+    later request (to either worker) shows it too."""
+    workers = wait_for_workers(node)
+    api, path = tracked_api(node, upstream)
+    url = node.proxy + path + "/x"
+
+    def all_answer(status: int) -> None:
+        wait_until(lambda: http("GET", url).status == status, 5.0, f"first {status}")
+        results = many(lambda: http("GET", url), 24)
+        assert Counter(r.status for r in results) == {status: 24}
+
+    all_answer(200)
+    assert until_both_workers(node, path, workers) == workers
+    node.add_plugin(api, "key-auth")
+    all_answer(401)
+    node.delete_api(api)
+    all_answer(404)
+
+
+@pytest.mark.skipif(
+    not hasattr(
+        __import__("kongtx.plugins.ratelimit_policies").plugins.ratelimit_policies,
+        "share_local_counters",
+    ),
+    reason="local rate-limiting counters cannot be shared between processes in this build",
+)
+def test_local_rate_limit_holds_across_workers(node: Node, upstream: Upstream) -> None:
+    """rate-limiting (policy local, 5 a minute): exactly 5 200s, then 429s, over both workers."""
+    workers = wait_for_workers(node)
+    api, path = tracked_api(node, upstream)
+    node.add_plugin(api, "rate-limiting", {"minute": 5, "policy": "local"})
+    url = node.proxy + path + "/x"
+    # until the new API is routed (a 404 is not counted), then 15 more from 4 clients
+    first: list[HTTPResult] = []
+
+    def routed() -> bool:
+        result = http("GET", url)
+        if result.status == 404:
+            return False
+        first.append(result)
+        return True
+
+    wait_until(routed, what="API routed")
+    results = first + many(lambda: http("GET", url), 15, threads=4)
+    statuses = Counter(r.status for r in results)
+    pids = {served_by(r) for r in results if r.status == 200}
+    if statuses[200] > 5:
+        pytest.fail(f"the limit was not node-wide: {statuses}")
+    assert statuses == {200: 5, 429: 11}, statuses
+    assert pids <= workers
+
+
+def test_status_counts_requests_served_by_workers(node: Node, upstream: Upstream) -> None:
+    """GET /status (Admin) and /metrics (status_listen) count what the workers proxied."""
+    name = "counted-" + uuid.uuid4().hex[:6]
+    _, path = tracked_api(node, upstream, name=name)
+    wait_until(lambda: http("GET", node.proxy + path + "/x").status == 200)
+    before = http("GET", node.admin + "/status").json()["server"]["total_requests"]
+    for result in many(lambda: http("GET", node.proxy + path + "/x"), 20):
+        assert result.status == 200
+    # workers report every second; the Admin request itself counts once
+    wait_until(
+        lambda: (
+            http("GET", node.admin + "/status").json()["server"]["total_requests"] >= before + 20
+        ),
+        10.0,
+        "/status counting the workers' requests",
+    )
+    label = f'api="{name}",code="200"'
+
+    def counted() -> int:
+        url = f"http://127.0.0.1:{node.ports['status']}/metrics"
+        for line in http("GET", url).body.decode().splitlines():
+            if line.startswith("kong_http_requests_total") and label in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+        return 0
+
+    wait_until(lambda: counted() == 21, 10.0, "/metrics counting the workers' requests")
+
+
+def test_target_marked_unhealthy_is_avoided_by_every_worker(node: Node, upstream: Upstream) -> None:
+    """POST .../unhealthy on the master: no worker sends to that target any more."""
+    other = start_upstream()
+    try:
+        name = "lb-" + uuid.uuid4().hex[:8] + ".test"
+        node.admin_call("POST", "/upstreams", {"name": name})
+        one = f"127.0.0.1:{upstream.ports['http']}"
+        two = f"127.0.0.1:{other.ports['http']}"
+        for target in (one, two):
+            node.admin_call("POST", f"/upstreams/{name}/targets", {"target": target})
+        path = "/h-" + uuid.uuid4().hex[:8]
+        node.add_api(request_path=path, strip_request_path=False, upstream_url=f"http://{name}")
+        wait_until(lambda: http("GET", node.proxy + path).status == 200)
+        node.admin_call("POST", f"/upstreams/{name}/targets/{two}/unhealthy", {})
+        time.sleep(0.3)  # the verdict travels master -> workers over a pipe
+        marker = path + "/after"
+        for result in many(lambda: http("GET", node.proxy + marker), 30):
+            assert result.status == 200
+        seen_by_two = [uri for _, uri, _ in other.seen() if uri.startswith(marker)]
+        assert seen_by_two == []
+        health = node.admin_call("GET", f"/upstreams/{name}/health")
+        states = {row["target"]: row["health"] for row in health["data"]}
+        assert states[two] == "UNHEALTHY"
+    finally:
+        other.process.terminate()
+        other.process.wait(10)
+
+
+def test_killed_worker_is_restarted(node: Node, upstream: Upstream) -> None:
+    """SIGKILL one worker: the node starts another and requests keep being answered."""
+    workers = wait_for_workers(node)
+    _, path = tracked_api(node, upstream)
+    wait_until(lambda: http("GET", node.proxy + path + "/x").status == 200)
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: len(now := children(node.pid)) == 2 and victim not in now, 30.0, "a replacement"
+    )
+    for result in many(lambda: http("GET", node.proxy + path + "/x"), 20):
+        assert result.status == 200
+    replaced = wait_for_workers(node)
+    assert until_both_workers(node, path, replaced) == replaced
+    assert http("GET", node.admin + "/").status == 200
+
+
+def start_upstream() -> Upstream:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "echo_upstream.py")],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    return Upstream(process, json.loads(process.stdout.readline()))
+
+
+def wait_for_log(node: Node, text: str, timeout: float = 60.0) -> None:
+    wait_until(lambda: text in node.log(), timeout, f"{text!r} in the node's log")
+
+
+def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
+    """Four keep-alive clients send without pause while SIGHUP replaces the workers twice."""
+    n, tmp = start_node(dict(WORKERS))
+    try:
+        _, path = tracked_api(n, upstream)
+        wait_until(lambda: http("GET", n.proxy + path + "/x").status == 200)
+        statuses: Counter[int] = Counter()
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            conn = HTTPConnection("127.0.0.1", n.ports["proxy"], timeout=10)
+            while not stop.is_set():
+                try:
+                    conn.request("GET", path + "/x")
+                    response = conn.getresponse()
+                    response.read()
+                    statuses[response.status] += 1
+                    if response.will_close:
+                        conn.close()
+                except Exception as e:
+                    errors.append(repr(e))
+                    conn.close()
+            conn.close()
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(0.5)
+            before = set(children(n.pid))
+            for generation in (2, 3):
+                assert n.process is not None
+                n.process.send_signal(signal.SIGHUP)
+                wait_for_log(n, f"proxy workers reloaded (generation {generation})")
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(30)
+        assert errors == []
+        assert set(statuses) == {200}, statuses
+        assert sum(statuses.values()) > 50
+        after = wait_for_workers(n)
+        assert not (after & before)  # a whole new generation
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_quit_drains_the_workers(upstream: Upstream) -> None:
+    """``kong quit`` (SIGQUIT): a request in flight in a worker finishes, then all exit 0."""
+    n, tmp = start_node(dict(WORKERS))
+    try:
+        _, path = tracked_api(n, upstream)
+        wait_until(lambda: http("GET", n.proxy + path + "/x").status == 200)
+        workers = wait_for_workers(n)
+        result: list[object] = []
+
+        def slow() -> None:
+            conn = HTTPConnection("127.0.0.1", n.ports["proxy"], timeout=30)
+            try:
+                conn.request("GET", path + "/stall?seconds=2")
+                response = conn.getresponse()
+                result.append((response.status, response.read()))
+            except Exception as e:
+                result.append(e)
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.7)  # the request is with the upstream now
+        assert n.process is not None
+        n.process.send_signal(signal.SIGQUIT)
+        client.join(30)
+        assert len(result) == 1 and isinstance(result[0], tuple), result
+        assert result[0][0] == 200
+        assert n.process.wait(30) == 0
+        for pid in workers:
+            wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10.0, "worker gone")
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
+    """DB-less: POST /config on the master is applied by both workers, and a worker started
+    afterwards (a killed one's replacement) serves the posted configuration, not the file."""
+
+    def document(path: str) -> dict[str, Any]:
+        return {
+            "_format_version": "1.1",
+            "apis": [
+                {
+                    "name": "echo",
+                    "request_path": path,
+                    "strip_request_path": True,
+                    "upstream_url": upstream.url,
+                    "plugins": [
+                        {
+                            "name": "correlation-id",
+                            "config": {"generator": "tracker", "header_name": "X-Tracker"},
+                        }
+                    ],
+                }
+            ],
+        }
+
+    n, tmp = start_node({**WORKERS, "KONG_DATABASE": "off"})
+    try:
+        workers = wait_for_workers(n)
+        assert http("GET", n.proxy + "/posted/x").status == 404
+        posted = http(
+            "POST",
+            n.admin + "/config",
+            json.dumps(document("/posted")).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert posted.status == 201, posted.body
+        wait_until(lambda: http("GET", n.proxy + "/posted/x").status == 200)
+        assert until_both_workers(n, "/posted", workers) == workers
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in children(n.pid), 30.0, "the victim gone")
+        replaced = wait_for_workers(n)
+        assert victim not in replaced
+        wait_for_log(n, "starting another")
+        time.sleep(1.0)
+        assert until_both_workers(n, "/posted", replaced) == replaced
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
