@@ -8,15 +8,13 @@ and free 127.0.0.1 ports for every listener; ``upstream`` is the echo upstream o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import REPO, Node, Upstream, start_node
+from proxy_support import Node, Upstream, start_node, start_upstream
 
 #: The proxy front-ends every ``kong_node`` test runs against (``proxy_frontend``);
 #: ``KONG_TEST_FRONTENDS=fast`` narrows a run to one.
@@ -44,19 +42,10 @@ def kong_node(request: pytest.FixtureRequest) -> Iterator[Node]:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
     """The echo upstream (HTTP, HTTPS, WebSocket) in its own process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "echo_upstream.py")],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
+    started = start_upstream()
+    process = started.process
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("echo upstream did not start")
-        yield Upstream(process, json.loads(line))
+        yield started
     finally:
         process.terminate()
         try:

@@ -253,6 +253,22 @@ class Upstream:
         return result
 
 
+def start_upstream() -> Upstream:
+    """Start ``echo_upstream.py`` and read its ports (stop it with ``process.terminate()``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "echo_upstream.py")],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError("echo upstream did not start")
+    return Upstream(process, json.loads(line))
+
+
 def raw_exchange(
     port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True
 ) -> bytes:

@@ -4,7 +4,9 @@ Real ``twistd -n kong`` nodes, real echo upstreams.  Which process answered a
 request is read from the correlation-id plugin's ``tracker`` id (it carries the
 serving process's pid), which the echo upstream sends back; the workers are the
 node's child processes.  Every request is made on a fresh connection, so the
-kernel hands them to either worker.
+kernel hands them to either worker.  ``kong quit`` with workers (a request in
+flight in a worker finishes, every worker exits) is one of the cases of
+test_reload_under_load's quit test.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +25,16 @@ from http.client import HTTPConnection
 from typing import Any
 
 import pytest
-from proxy_support import REPO, HTTPResult, Node, Upstream, children, free_port, http, start_node
+from proxy_support import (
+    HTTPResult,
+    Node,
+    Upstream,
+    children,
+    free_port,
+    http,
+    start_node,
+    start_upstream,
+)
 
 WORKERS = {"KONG_NGINX_WORKER_PROCESSES": "2"}
 
@@ -245,18 +254,6 @@ def test_killed_worker_is_restarted(node: Node, upstream: Upstream) -> None:
     assert http("GET", node.admin + "/").status == 200
 
 
-def start_upstream() -> Upstream:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "echo_upstream.py")],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    assert process.stdout is not None
-    return Upstream(process, json.loads(process.stdout.readline()))
-
-
 def wait_for_log(node: Node, text: str, timeout: float = 60.0) -> None:
     wait_until(lambda: text in node.log(), timeout, f"{text!r} in the node's log")
 
@@ -306,40 +303,6 @@ def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
         assert sum(statuses.values()) > 50
         after = wait_for_workers(n)
         assert not (after & before)  # a whole new generation
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def test_quit_drains_the_workers(upstream: Upstream) -> None:
-    """``kong quit`` (SIGQUIT): a request in flight in a worker finishes, then all exit 0."""
-    n, tmp = start_node(dict(WORKERS))
-    try:
-        _, path = tracked_api(n, upstream)
-        wait_until(lambda: http("GET", n.proxy + path + "/x").status == 200)
-        workers = wait_for_workers(n)
-        result: list[object] = []
-
-        def slow() -> None:
-            conn = HTTPConnection("127.0.0.1", n.ports["proxy"], timeout=30)
-            try:
-                conn.request("GET", path + "/stall?seconds=2")
-                response = conn.getresponse()
-                result.append((response.status, response.read()))
-            except Exception as e:
-                result.append(e)
-
-        client = threading.Thread(target=slow)
-        client.start()
-        time.sleep(0.7)  # the request is with the upstream now
-        assert n.process is not None
-        n.process.send_signal(signal.SIGQUIT)
-        client.join(30)
-        assert len(result) == 1 and isinstance(result[0], tuple), result
-        assert result[0][0] == 200
-        assert n.process.wait(30) == 0
-        for pid in workers:
-            wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10.0, "worker gone")
     finally:
         n.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -157,12 +157,15 @@ def test_killed_worker_is_replaced(node: Node, upstream: Upstream) -> None:
             master.wait(10)
 
 
-@pytest.mark.parametrize("frontend", ["fast", "web"])
-def test_quit_drains_in_flight_proxy_requests(upstream: Upstream, frontend: str) -> None:
-    """``kong quit`` (SIGQUIT) lets a proxied request in flight finish before the node exits."""
+@pytest.mark.parametrize(("frontend", "workers"), [("fast", "1"), ("web", "1"), ("fast", "2")])
+def test_quit_drains_in_flight_proxy_requests(
+    upstream: Upstream, frontend: str, workers: str
+) -> None:
+    """``kong quit`` (SIGQUIT) lets a proxied request in flight finish before the node exits
+    (in the node, or in one of its proxy workers, which all exit too)."""
     import shutil
 
-    n, tmp = start_node({"KONG_PROXY_FRONTEND": frontend})
+    n, tmp = start_node({"KONG_PROXY_FRONTEND": frontend, "KONG_NGINX_WORKER_PROCESSES": workers})
     try:
         path = "/quit-" + uuid.uuid4().hex[:8]
         n.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
@@ -177,6 +180,12 @@ def test_quit_drains_in_flight_proxy_requests(upstream: Upstream, frontend: str)
             except Exception as e:
                 result.append(e)
 
+        expected = 0 if workers == "1" else int(workers)  # 1: the node serves, no child
+        deadline = time.monotonic() + 30
+        while len(children(n.pid)) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spawned = children(n.pid)
+        assert len(spawned) == expected
         client = threading.Thread(target=slow)
         client.start()
         time.sleep(0.7)  # the request is with the upstream now
@@ -186,6 +195,7 @@ def test_quit_drains_in_flight_proxy_requests(upstream: Upstream, frontend: str)
         assert len(result) == 1 and isinstance(result[0], tuple), result
         assert result[0][0] == 200
         assert n.process.wait(30) == 0
+        assert not [pid for pid in spawned if os.path.exists(f"/proc/{pid}")]  # workers left first
     finally:
         n.stop()
         shutil.rmtree(tmp, ignore_errors=True)
