@@ -25,7 +25,10 @@ Every operation holds ``fcntl.flock(LOCK_EX)`` on the file, for all the keys of
 one call, so increments from different processes are never lost.  flock and
 the mapped memory are fast local calls (a few microseconds, no disk I/O: the
 pages are shared memory, written back lazily by the kernel), not blocking I/O
-in the sense of the house rules, so they run on the reactor thread.  Time is
+in the sense of the house rules, so they run on the reactor thread (the one
+thread of a process that may use the table: flock does not exclude threads
+sharing an open file; a forked child reopens its own, see
+``CounterTable._after_fork``).  Time is
 the node's :class:`~kongtx.clock.Clock` (wall time, the same in every process);
 nothing here calls the reactor.
 """
