@@ -51,16 +51,9 @@ def socket_roles(spec: str) -> list[str]:
 COUNTERS_FILE = "local_counters.shm"
 
 
-def share_local_counters(prefix: str, create: bool) -> bool:
+def share_local_counters(prefix: str, create: bool) -> None:
     """Put the ``local`` rate-limiting counters in ``<prefix>/local_counters.shm``, shared
-    by the master (``create``) and its workers, so a limit holds node-wide.
+    by the master (``create``) and its workers, so a limit holds node-wide."""
+    from kongtx.plugins.ratelimit_policies import share_local_counters as share
 
-    False when this build's plugins cannot share them (each process counts alone).
-    """
-    from kongtx.plugins import ratelimit_policies
-
-    share = getattr(ratelimit_policies, "share_local_counters", None)
-    if share is None:
-        return False
     share(os.path.join(prefix, COUNTERS_FILE), create=create)
-    return True

@@ -316,7 +316,7 @@ def proxy_workers(monkeypatch: Any, ssl: bool = False, health: Any = None) -> tu
         return FakeSocket(11 + len(bound))
 
     monkeypatch.setattr(service_module, "bind_listener", bind)
-    monkeypatch.setattr(service_module, "share_local_counters", lambda prefix, create: False)
+    monkeypatch.setattr(service_module, "share_local_counters", lambda prefix, create: None)
     spawner = FakeSpawner()
     clock = TaskClock()
     config: Any = type(
