@@ -23,7 +23,12 @@ from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command
+from kongtx.workers.control import (
+    FIRST_SOCKET_FD,
+    encode,
+    share_local_counters,
+    worker_command,
+)
 
 log = logger("kongtx.workers")
 
@@ -346,6 +351,7 @@ async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) 
     listen = config.proxy_listen
     sock = bind_listener(listen.host, listen.port)
     count = worker_count(config.nginx_worker_processes)
+    share_local_counters(config.prefix, create=True)
     pool = WorkerPool(
         reactor, clock, worker_command(1, conf_path, config.prefix), [sock.fileno()], count
     )
