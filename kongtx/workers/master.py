@@ -61,6 +61,7 @@ class WorkerProcess(ProcessProtocol):
         self.reason: Failure | None = None
         self.retiring = False
         self._buffer = b""
+        self._log_buffer = b""
 
     @property
     def pid(self) -> int | None:
@@ -73,6 +74,9 @@ class WorkerProcess(ProcessProtocol):
             transport.writeToChild(0, encode(message))
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 2:
+            self._log_lines(data)
+            return
         if childFD != 1:
             return
         self._buffer += data
@@ -89,6 +93,19 @@ class WorkerProcess(ProcessProtocol):
                     self.ready.callback(None)
             else:
                 self.pool._message(self, message)
+
+    def _log_lines(self, data: bytes) -> None:
+        """The worker's log (its stderr) goes to the master's, a daemon's log file included."""
+        self._log_buffer += data
+        lines = self._log_buffer.split(b"\n")
+        self._log_buffer = lines.pop()
+        if len(self._log_buffer) > 65536:  # a line without end: cut it
+            lines.append(self._log_buffer)
+            self._log_buffer = b""
+        for line in lines:
+            if line.strip():
+                text = line.decode("utf-8", "replace")
+                log.info("worker {pid}: {line}", pid=self.pid, line=text)
 
     def processEnded(self, reason: Failure) -> None:
         self.reason = reason
@@ -186,7 +203,7 @@ class WorkerPool:
 
     def _spawn(self, generation: int) -> WorkerProcess:
         worker = WorkerProcess(self, generation, self._clock.seconds())
-        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: 2}
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         for offset, fd in enumerate(self.sockets):
             child_fds[FIRST_SOCKET_FD + offset] = fd
         self._spawner.spawnProcess(

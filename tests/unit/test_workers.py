@@ -115,7 +115,7 @@ def test_start_spawns_workers_with_the_sockets() -> None:
     assert len(spawner.spawned) == 2
     for _, args, fds in spawner.spawned:
         assert args == ["python", "-m", "w"]
-        assert fds == {0: "w", 1: "r", 2: 2, FIRST_SOCKET_FD: 7, FIRST_SOCKET_FD + 1: 9}
+        assert fds == {0: "w", 1: "r", 2: "r", FIRST_SOCKET_FD: 7, FIRST_SOCKET_FD + 1: 9}
     assert not started.called
     ready(p.workers[0])
     assert not started.called
@@ -498,3 +498,23 @@ def test_accept_one_at_a_time() -> None:
     port.doRead()
     port.doRead()
     assert port.seen == [1, 1]
+
+
+def test_worker_stderr_goes_to_the_master_log(monkeypatch: Any) -> None:
+    """A worker's stderr is a pipe: each complete line is logged by the master, with its pid."""
+    import kongtx.workers.master as master_module
+
+    logged: list[tuple[str, dict[str, Any]]] = []
+
+    class Log:
+        def info(self, text: str, **kw: Any) -> None:
+            logged.append((text, kw))
+
+    monkeypatch.setattr(master_module, "log", Log())
+    p, spawner, _ = pool(1)
+    p.start()
+    worker = p.workers[0]
+    worker.childDataReceived(2, b"first line\nsec")
+    worker.childDataReceived(2, b"ond\n\n")
+    assert [kw["line"] for _, kw in logged] == ["first line", "second"]
+    assert logged[0][1]["pid"] == proc(worker).pid
