@@ -37,6 +37,8 @@ from proxy_support import (
 )
 
 WORKERS = {"KONG_NGINX_WORKER_PROCESSES": "2"}
+#: correlation-id's config that names the answering process in each response (X-Tracker)
+TRACKER = {"generator": "tracker", "header_name": "X-Tracker", "echo_downstream": True}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def tracked_api(node: Node, upstream: Upstream, **fields: Any) -> tuple[dict[str
     node.add_plugin(
         api,
         "correlation-id",
-        {"generator": "tracker", "header_name": "X-Tracker", "echo_downstream": True},
+        TRACKER,
     )
     return api, path
 
@@ -338,7 +340,7 @@ def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
                     "plugins": [
                         {
                             "name": "correlation-id",
-                            "config": {"generator": "tracker", "header_name": "X-Tracker"},
+                            "config": TRACKER,
                         }
                     ],
                 }
@@ -369,3 +371,36 @@ def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
     finally:
         n.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_passive_verdict_of_one_worker_reaches_the_others(node: Node) -> None:
+    """Passive checks (one HTTP failure is unhealthy): a 500 seen by one worker takes the
+    target out in the master's table (GET .../health) and in the other worker too."""
+    from health_backend import balanced_api, health, running
+
+    workers = wait_for_workers(node)
+    with running("one", "two") as (one, two):
+        upstream, path = balanced_api(
+            node, (one, two), {"passive": {"unhealthy": {"http_failures": 1}}}
+        )
+        api = node.admin_call("GET", "/apis/" + path.removeprefix("/"))
+        node.add_plugin(
+            api,
+            "correlation-id",
+            TRACKER,
+        )
+        wait_until(lambda: http("GET", node.proxy + path + "/x").header("X-Tracker") is not None)
+        first, second = pinned_connections(node, path, workers).values()
+
+        def ask(conn: HTTPConnection, headers: dict[str, str]) -> tuple[int, bytes]:
+            conn.request("GET", path + "/x", headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+
+        failed = [ask(first, {"X-Fail": "two"}) for _ in range(4)]  # round-robin reaches two
+        assert (500, b"two") in failed, failed
+        wait_until(lambda: health(node, upstream)[two.target] == "UNHEALTHY", 5.0, "verdict")
+        answers = [ask(second, {}) for _ in range(6)]
+        first.close()
+        second.close()
+        assert answers == [(200, b"one")] * 6
