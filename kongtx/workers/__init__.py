@@ -3,9 +3,10 @@
 
 CPython runs one request at a time per process, so a node uses more than one
 core only with more processes.  The *master* (the node process) owns the
-listening proxy socket, runs the Admin API and the cluster agent, and spawns
+listening proxy sockets (``proxy_listen``, and ``proxy_listen_ssl`` served with
+TLS), runs the Admin API and the cluster agent, and spawns
 ``nginx_worker_processes`` workers (``auto``: one per core).  Each worker
-inherits the listening socket (``childFDs``) and adopts it
+inherits the listening sockets (``childFDs``) and adopts them
 (``reactor.adoptStreamPort``): the kernel hands every new connection to one of
 the processes blocked in ``accept``.  A worker opens its own datastore
 connection and cache, and serves the proxy with the same pipeline as the node
@@ -16,9 +17,17 @@ line:
 
 * master -> worker: ``{"op": "invalidate", "keys": [...]}`` (what the master's
   DAO listener or cluster stream invalidated: every worker drops the same keys,
-  ``*``-suffixed ones as prefixes), ``{"op": "flush"}``, and
-  ``{"op": "quit", "timeout": s}`` (stop accepting, drain, exit);
-* worker -> master: ``{"op": "ready"}`` once it accepts.
+  ``*``-suffixed ones as prefixes), ``{"op": "flush"}``,
+  ``{"op": "health", "upstream_id", "address", "healthy"}`` (a target verdict),
+  ``{"op": "config", "document": {...}}`` (DB-less ``POST /config``),
+  ``{"op": "serve"}`` (sent right after what a new worker must know first: it
+  adopts the sockets only then) and ``{"op": "quit", "timeout": s}`` (stop
+  accepting, drain, exit);
+* worker -> master: ``{"op": "ready"}`` once it accepts, ``{"op": "stats",
+  "server": {...}, "metrics": {...}}`` every second and after draining, and
+  ``{"op": "health", ...}`` for what its passive checks decided.
+
+A worker's stderr is a pipe too: the master logs its lines.
 
 A worker that dies is restarted (after ``restart_delay`` when it died young, so
 a worker that cannot start does not spin).  :meth:`~kongtx.workers.master.WorkerPool.reload` is the
@@ -30,9 +39,10 @@ finish their in-flight requests and exit.
 The modules: ``control`` (what master and worker agree on: the worker's argv,
 the inherited descriptors, the control lines), ``master`` (the listening socket,
 spawning, restarts, reload generations, invalidation fan-out, the proxy-only
-master), ``worker`` (a worker process's life) and ``service`` (``ProxyWorkers``,
-the workers as a service of a node).  ``python -m kongtx.workers`` runs
-``__main__``.
+master), ``worker`` (a worker process's life), ``service`` (``ProxyWorkers``,
+the workers as a service of a node: health verdicts, DB-less configurations) and
+``stats`` (the workers' counters summed for ``/status`` and ``/metrics``).
+``python -m kongtx.workers`` runs ``__main__``.
 """
 
 from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command

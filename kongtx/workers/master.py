@@ -219,6 +219,8 @@ class WorkerPool:
                 hook(worker)
             except Exception:
                 log.failure("worker spawn hook {hook!r} failed", hook=hook)
+        # what the hooks sent is applied before the worker accepts a connection
+        worker.send({"op": "serve"})
         return worker
 
     def _message(self, worker: WorkerProcess, message: dict[str, Any]) -> None:

@@ -122,6 +122,8 @@ class AdoptedEndpoint:
 
 #: seconds between two reports of a worker's counters to its master
 STATS_INTERVAL = 1.0
+#: seconds a new worker waits for the master's "serve" before it accepts anyway
+CATCH_UP_TIMEOUT = 10.0
 
 
 async def serve_worker(
@@ -192,23 +194,16 @@ async def serve_worker(
     if metrics is not None:
         observe: Any = metrics.observe
         pipeline.observers.append(observe)
-    factories = []
-    ports = []
-    tls = None
-    for offset, role in enumerate(roles):
-        endpoint: Any = AdoptedEndpoint(reactor, FIRST_SOCKET_FD + offset)
-        if role == "proxy_ssl":
-            if tls is None:
-                tls = make_tls_context(config, routers, runtime)
-            endpoint = SNIWarmingTLSEndpoint(endpoint, tls, sni_warmer(routers, runtime), clock)
-        factory = make_proxy_factory(config, pipeline, clock)
-        factories.append(factory)
-        port = await endpoint.listen(factory)
-        accept_one_at_a_time(port)
-        ports.append(port)
-
+    factories: list[Any] = []
+    ports: list[Any] = []
     done: Deferred[None] = Deferred()
+    #: fires on the master's "serve": every line it queued at our spawn has been applied
+    caught_up: Deferred[None] = Deferred()
     control: WorkerControl
+
+    def serve() -> None:
+        if not caught_up.called:
+            caught_up.callback(None)
 
     def report() -> None:
         server: dict[str, int] = {}
@@ -237,6 +232,7 @@ async def serve_worker(
         threads.stop()
         if not done.called:
             done.callback(None)
+        serve()  # a worker told to quit before it served stops waiting for "serve"
 
     def verdict(upstream_id: str, addr: str, healthy: bool, source: Source) -> None:
         # ours (passive checks) go to the master; the master's come in as "cluster"
@@ -268,8 +264,34 @@ async def serve_worker(
         lambda keys: invalidation.apply(cache, keys),
         cache.flush,
         lambda timeout: Deferred.fromCoroutine(quit(timeout)),
-        {"health": apply_verdict, "config": replace_config},
+        {
+            "health": apply_verdict,
+            "config": replace_config,
+            "serve": lambda _: serve(),
+        },
     )
     stdio.StandardIO(control, reactor=reactor)
+    # What the master sent at our spawn (the health verdicts in force) is applied before the
+    # first connection is accepted; a master that sends no "serve" is not waited for long.
+    timeout = clock.call_later(CATCH_UP_TIMEOUT, serve)
+    await caught_up
+    if timeout.active():
+        timeout.cancel()
+    if control.quitting:  # told to leave (or the master left) before serving
+        await done
+        return
+    tls = None
+    for offset, role in enumerate(roles):
+        endpoint: Any = AdoptedEndpoint(reactor, FIRST_SOCKET_FD + offset)
+        if role == "proxy_ssl":
+            if tls is None:
+                tls = make_tls_context(config, routers, runtime)
+            endpoint = SNIWarmingTLSEndpoint(endpoint, tls, sni_warmer(routers, runtime), clock)
+        factory = make_proxy_factory(config, pipeline, clock)
+        factories.append(factory)
+        port = await endpoint.listen(factory)
+        accept_one_at_a_time(port)
+        ports.append(port)
+
     control.announce_ready()
     await done
