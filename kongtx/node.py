@@ -12,6 +12,10 @@ The node also gives the Admin API its ``NodeInfo`` view (name, members, server
 statistics) and the process signals Kong's CLI relies on: SIGHUP re-reads and
 applies the configuration (``kong reload``), SIGQUIT drains in-flight requests
 and exits (``kong quit``), SIGTERM stops at once (``kong stop``).
+
+With ``nginx_worker_processes`` >= 2 the node is a master: the proxy sockets are
+served by worker processes (kongtx.workers.service), which a reload replaces by a
+new generation, ``kong quit`` drains and ``kong stop`` stops.
 """
 
 from __future__ import annotations
@@ -387,6 +391,8 @@ class KongNode(MultiService):
         moved = await self.listeners.apply(new)
         if self.workers is not None:
             moved += await self._reload_workers(old, new)
+        elif old.nginx_worker_processes != new.nginx_worker_processes:
+            self.log.warn("reload: serving the proxy with worker processes applies on restart")
         self.log.info(
             "configuration reloaded{moved}",
             moved=f" (listeners moved: {', '.join(moved)})" if moved else "",

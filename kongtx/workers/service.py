@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 
 from kongtx.clock import Clock
 from kongtx.config import Address
@@ -91,6 +91,7 @@ class ProxyWorkers(Service):
         self.pool: WorkerPool | None = None
         self.stats = WorkerStats()
         self.ready: Deferred[None] = Deferred()
+        self._reloading = DeferredLock()
 
     @property
     def socket(self) -> socket.socket | None:
@@ -121,8 +122,15 @@ class ProxyWorkers(Service):
     async def reload(self, config: Any) -> list[str]:
         """A new generation (reading the configuration again) replaces the old one.
 
-        Returns the proxy roles whose socket moved.
+        Returns the proxy roles whose socket moved.  Reloads run one after the other.
         """
+        await self._reloading.acquire()
+        try:
+            return await self._reload(config)
+        finally:
+            self._reloading.release()
+
+    async def _reload(self, config: Any) -> list[str]:
         assert self.pool is not None
         wanted = proxy_addresses(config)
         sockets = dict(self.sockets)

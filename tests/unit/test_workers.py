@@ -526,3 +526,26 @@ def test_worker_stderr_goes_to_the_master_log(monkeypatch: Any) -> None:
     worker.childDataReceived(2, b"ond\n\n")
     assert [kw["line"] for _, kw in logged] == ["first line", "second"]
     assert logged[0][1]["pid"] == proc(worker).pid
+
+
+def test_proxy_workers_reloads_one_after_the_other(monkeypatch: Any) -> None:
+    """A second reload (SIGHUP twice) waits until the first generation change is done."""
+    service, spawner, _ = proxy_workers(monkeypatch)
+    service.startService()
+    for worker in list(service.pool.workers):
+        ready(worker)
+    first = Deferred.fromCoroutine(service.reload(service.config))
+    second = Deferred.fromCoroutine(service.reload(service.config))
+    assert len(spawner.spawned) == 4  # only the first reload's generation
+    for worker in service.pool.workers[2:]:
+        ready(worker)
+    for worker in list(service.pool.workers[:2]):
+        exit_(worker)
+    assert_called(first)
+    assert len(spawner.spawned) == 6  # now the second's
+    for worker in service.pool.workers[2:]:
+        ready(worker)
+    for worker in list(service.pool.workers[:2]):
+        exit_(worker)
+    assert_called(second)
+    assert service.pool.generation == 3
