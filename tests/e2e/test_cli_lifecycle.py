@@ -54,7 +54,6 @@ class LifecycleTests(SynchronousTestCase):
             KONG_ADMIN_LISTEN=f"127.0.0.1:{self.admin_port}",
             KONG_CLUSTER_LISTEN=f"127.0.0.1:{free_port(udp_too=True)}",
             KONG_CLUSTER_LISTEN_RPC=f"127.0.0.1:{free_port()}",
-            KONG_NGINX_WORKER_PROCESSES="1",  # the proxy in the node process, as before workers
         )
         self.env = env
         self.addCleanup(self.kill_leftover)
