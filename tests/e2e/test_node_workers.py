@@ -271,7 +271,10 @@ def test_killed_worker_is_restarted(node: Node, upstream: Upstream) -> None:
 
 
 def wait_for_log(node: Node, text: str, timeout: float = 60.0) -> None:
-    wait_until(lambda: text in node.log(), timeout, f"{text!r} in the node's log")
+    try:
+        wait_until(lambda: text in node.log(), timeout)
+    except AssertionError:
+        raise AssertionError(f"{text!r} never logged:\n{node.log()[-3000:]}") from None
 
 
 def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
@@ -404,3 +407,57 @@ def test_passive_verdict_of_one_worker_reaches_the_others(node: Node) -> None:
         first.close()
         second.close()
         assert answers == [(200, b"one")] * 6
+
+
+def test_reload_moves_the_workers_to_a_new_proxy_port(upstream: Upstream) -> None:
+    """proxy_listen changed in the file + SIGHUP: the new generation serves the new port
+    (bound by the master before it starts), the old port is closed once the old one left."""
+    import subprocess
+    import sys
+
+    from proxy_support import TWISTD
+
+    n, tmp = start_node(dict(WORKERS))
+    try:
+        _, path = tracked_api(n, upstream)
+        conf = os.path.join(tmp, "workers.conf")
+        new_port = free_port()
+        with open(conf, "w") as f:
+            f.write(f"proxy_listen = 127.0.0.1:{n.ports['proxy']}\n")
+        n.stop()
+        n.env = {k: v for k, v in n.env.items() if k != "KONG_PROXY_LISTEN"}
+        with open(n.log_path, "ab") as log:
+            n.process = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"]
+                + ["-c", conf],
+                env=n.env,
+                cwd=tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        old_url = n.proxy + path + "/x"
+        # the Admin API listens once every worker accepts (and SIGHUP is handled from then on)
+        wait_until(lambda: _status(n.admin + "/") == 200, 60.0, "node started")
+        assert _status(old_url) == 200
+        with open(conf, "w") as f:
+            f.write(f"proxy_listen = 127.0.0.1:{new_port}\n")
+        n.process.send_signal(signal.SIGHUP)
+        wait_for_log(n, "proxy workers reloaded (generation 2)")
+        new_url = f"http://127.0.0.1:{new_port}{path}/x"
+        workers = wait_for_workers(n)
+        results = many(lambda: http("GET", new_url), 16)
+        assert {r.status for r in results} == {200}
+        assert {served_by(r) for r in results} <= workers
+        wait_until(lambda: _status(old_url) is None, 10.0, "the first port closed")
+        assert "listeners moved: proxy" in n.log()
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _status(url: str) -> int | None:
+    """A request's status, None when the connection is refused."""
+    try:
+        return http("GET", url, timeout=5).status
+    except OSError:
+        return None
