@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kongtx.store.interface import Row
+from kongtx.store.rows import freeze
 
 MatchKind = Literal["host-exact", "host-wildcard", "path"]
 
@@ -89,11 +90,15 @@ class Router:
         """Index ``apis`` (in datastore order, which breaks ties between wildcards)."""
         router = cls()
         size = 256
-        for order, api in enumerate(apis):
+        for order, row in enumerate(apis):
             size += 512
+            # read-only and compact, as the node cache keeps rows (kongtx.store.rows)
+            api = freeze(row)
             host = api.get("request_host")
             if isinstance(host, str) and host.strip():
-                router._add_host(host.strip().lower(), order, api)
+                key = host.strip().lower()
+                # the row's own string when already lower-case: one string, not two
+                router._add_host(host if key == host else key, order, api)
             path = api.get("request_path")
             if isinstance(path, str) and path.strip():
                 router._add_path(path.strip(), api)

@@ -17,6 +17,10 @@ address ``getaddrinfo`` picks, and it must never wait on the reactor thread.
   answer (no addresses), retried after :data:`ERROR_TTL`.
 * Name servers: ``dns_resolver`` (``ip[:port]`` list) when set, else the
   ``nameserver`` lines of ``/etc/resolv.conf``.
+
+twisted.names (~0.6 MB per process) is imported by the first query, not by
+every worker: most APIs proxy to IP literals or upstream names they never
+resolve (issue 8: memory per worker).
 """
 
 from __future__ import annotations
@@ -26,9 +30,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.names import client, dns
-from twisted.names import error as dns_error
-from twisted.names.hosts import searchFileForAll
 from twisted.python.filepath import FilePath
 
 from kongtx.clock import Clock
@@ -132,9 +133,10 @@ class TargetResolver:
             nameservers = _read_resolv_conf(resolv_conf) or [("127.0.0.1", 53)]
         if hosts_file is not None:
             self._hosts = FilePath(hosts_file)
-        self._resolver = resolver or client.Resolver(
-            servers=nameservers, timeout=(max(1, round(timeout)),), reactor=reactor
-        )
+        self._reactor = reactor
+        self._nameservers = nameservers
+        #: twisted.names' client, made by the first query (:meth:`_names`)
+        self._resolver: Any = resolver
         self._answers: dict[str, Answer] = {}
         self._inflight: dict[str, list[Deferred[Answer]]] = {}
         #: bumped whenever a cached answer changes: balancers compare it to refresh
@@ -203,10 +205,22 @@ class TargetResolver:
         for waiter in waiters:
             waiter.callback(answer)
 
+    def _names(self) -> Any:
+        """The ``IResolver`` queries go to (twisted.names' client, made on first use)."""
+        if self._resolver is None:
+            from twisted.names import client
+
+            self._resolver = client.Resolver(
+                servers=self._nameservers,
+                timeout=(max(1, round(self.timeout)),),
+                reactor=self._reactor,
+            )
+        return self._resolver
+
     async def _query(self, host: str) -> Answer:
         now = self._clock.seconds()
         if self._hosts is not None:
-            found = [ip for ip in searchFileForAll(self._hosts, host.encode("idna")) if is_ip(ip)]
+            found = [ip for ip in _search_hosts(self._hosts, host) if is_ip(ip)]
             found = [ip for ip in found if ":" not in ip] or found
             if found:
                 records = tuple(sorted(Record(ip, 0, 0) for ip in found))
@@ -221,8 +235,11 @@ class TargetResolver:
 
     async def _srv(self, host: str) -> Answer | None:
         """The SRV answer of ``host``, or ``None`` when it has none (or the query failed)."""
+        from twisted.names import dns
+        from twisted.names import error as dns_error
+
         try:
-            answers, _, additional = await self._resolver.lookupService(
+            answers, _, additional = await self._names().lookupService(
                 host, timeout=(max(1, round(self.timeout)),)
             )
         except CancelledError:
@@ -278,15 +295,13 @@ class TargetResolver:
 
     async def _a(self, host: str) -> tuple[tuple[Record, ...], float]:
         """The A records of ``host`` (CNAMEs followed by the server) and their least TTL."""
+        from twisted.names import dns
+
         if self._hosts is not None:
-            found = [
-                ip
-                for ip in searchFileForAll(self._hosts, host.encode("idna"))
-                if is_ip(ip) and ":" not in ip
-            ]
+            found = [ip for ip in _search_hosts(self._hosts, host) if is_ip(ip) and ":" not in ip]
             if found:
                 return tuple(sorted(Record(ip, 0, 0) for ip in found)), HOSTS_TTL
-        answers, _, _ = await self._resolver.lookupAddress(
+        answers, _, _ = await self._names().lookupAddress(
             host, timeout=(max(1, round(self.timeout)),)
         )
         a = [rr for rr in answers if rr.type == dns.A]
@@ -304,7 +319,17 @@ def _read_resolv_conf(path: str) -> list[tuple[str, int]]:
         return []
 
 
+def _search_hosts(hosts: FilePath[str], host: str) -> list[str]:
+    """Every address the hosts file gives ``host``."""
+    from twisted.names.hosts import searchFileForAll
+
+    found: list[str] = searchFileForAll(hosts, host.encode("idna"))
+    return found
+
+
 def _describe(e: BaseException) -> str:
+    from twisted.names import error as dns_error
+
     if isinstance(e, dns_error.DNSQueryTimeoutError):
         return "timed out"
     if isinstance(e, dns_error.DNSNameError):

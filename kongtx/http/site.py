@@ -9,7 +9,6 @@ of them carry a request right now.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -19,6 +18,9 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from kongtx.clock import Clock
+
+# re-exported: kongtx.proxy.fast imports it from here
+from kongtx.http.stats import connection_stats as connection_stats
 
 
 class TrackingChannel(HTTPChannel):
@@ -47,27 +49,6 @@ class RawBodyRequest(Request):
     def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
         kw["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kw)
-
-
-def connection_stats(
-    channels: Mapping[Any, int], accepted: int, handled: int, total_requests: int
-) -> dict[str, int]:
-    """nginx stub_status counters from a listener's connections (value: requests in flight).
-
-    Shared by both proxy front-ends and the Admin API's site, so ``GET /status``
-    sums like with like.
-    """
-    writing = sum(1 for n in channels.values() if n)
-    active = len(channels)
-    return {
-        "connections_active": active,
-        "connections_reading": 0,
-        "connections_writing": writing,
-        "connections_waiting": active - writing,
-        "connections_accepted": accepted,
-        "connections_handled": handled,
-        "total_requests": total_requests,
-    }
 
 
 class TrackingSite(Site):

@@ -269,8 +269,23 @@ class Lookups:
         return value  # type: ignore[no-any-return]
 
     async def consumer(self, consumer_id: str) -> Row | None:
-        """The consumer row with this id (``consumers:<id>``)."""
-        return await self.row(consumer_key(consumer_id), "consumers", {"id": consumer_id})
+        """The consumer row with this id (``consumers:<id>``).
+
+        The cached row's ``id`` is ``consumer_id`` itself (the credential's string),
+        not the equal copy the datastore read made: one string per consumer in the
+        cache instead of two (issue 8: 100,000 credentials and their consumers).
+        """
+        dao = self.dao
+
+        async def load() -> Row | None:
+            row: Row | None = await dao.find("consumers", {"id": consumer_id})
+            if row is not None and row.get("id") == consumer_id:
+                row = dict(row)
+                row["id"] = consumer_id
+            return row
+
+        value = await self.cache.get_or_load(consumer_key(consumer_id), load)
+        return value  # type: ignore[no-any-return]
 
     def peek_consumer(self, consumer_id: str) -> tuple[bool, Row | None]:
         """:meth:`consumer` from the cache only."""

@@ -6,14 +6,19 @@ a node's configuration (``custom_plugins``), and tests build registries with
 plugins of their own.  The registry is built once at start and never changes.
 
 A plugin is a Python package exposing ``SPEC: PluginSpec``; its request-time
-class is ``<package>.handler.Handler`` when that module exists.  The handler is
-imported lazily here so that schemas (Admin API, DAO) never depend on it.
+class is ``<package>.handler.Handler`` when that module exists.  Schemas (Admin
+API, DAO) never depend on the handler.  A custom plugin's handler is imported
+when the registry loads (a broken one fails the start); a bundled plugin's is
+only located then, and imported by the first chain that has the plugin
+(:meth:`~kongtx.plugins.spec.PluginSpec.load_handler`): a worker does not hold
+the request-time code, and what it imports, of plugins no API uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from collections.abc import Iterable, Sequence
 
 from kongtx.plugins.spec import CredentialRoute, PluginSpec
@@ -55,7 +60,7 @@ class PluginLoadError(Exception):
     """A plugin (bundled or custom) could not be loaded; the message names it and why."""
 
 
-def _load_handler(module: str, plugin: str) -> type | None:
+def import_handler(module: str, plugin: str) -> type | None:
     """``<module>.handler.Handler``, or None when the plugin has no handler module."""
     name = f"{module}.handler"
     try:
@@ -72,8 +77,12 @@ def _load_handler(module: str, plugin: str) -> type | None:
     return handler
 
 
-def load_spec(module: str) -> PluginSpec:
-    """Import ``module`` and return its ``SPEC`` with the handler attached."""
+def load_spec(module: str, lazy_handler: bool = False) -> PluginSpec:
+    """Import ``module`` and return its ``SPEC`` with the handler attached.
+
+    ``lazy_handler`` (bundled plugins): the handler module is only located here
+    and imported by :meth:`PluginSpec.load_handler` when a chain first needs it.
+    """
     try:
         mod = importlib.import_module(module)
     except Exception as e:
@@ -81,8 +90,11 @@ def load_spec(module: str) -> PluginSpec:
     spec = getattr(mod, "SPEC", None)
     if not isinstance(spec, PluginSpec):
         raise PluginLoadError(f"plugin {module!r}: {module} exposes no SPEC: PluginSpec")
-    if spec.handler is None:
-        handler = _load_handler(module, spec.name)
+    if spec.handler is None and lazy_handler:
+        if importlib.util.find_spec(f"{module}.handler") is not None:
+            spec = dataclasses.replace(spec, handler_package=module)
+    elif spec.handler is None:
+        handler = import_handler(module, spec.name)
         if handler is not None:
             spec = dataclasses.replace(spec, handler=handler)
     if spec.no_consumer != spec.config_schema.no_consumer:
@@ -115,7 +127,7 @@ class PluginRegistry:
     @classmethod
     def load(cls, custom_plugins: Sequence[str] = ()) -> PluginRegistry:
         """Every bundled plugin plus each ``custom_plugins`` module path."""
-        specs = [load_spec(f"kongtx.plugins.{pkg}") for pkg in BUNDLED.values()]
+        specs = [load_spec(f"kongtx.plugins.{pkg}", lazy_handler=True) for pkg in BUNDLED.values()]
         for module in custom_plugins:
             module = module.strip()
             if module:

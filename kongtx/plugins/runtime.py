@@ -256,7 +256,7 @@ class PluginRuntime:
                 entries[row_id] = entry
                 entries.move_to_end(row_id)
                 return entry
-        handler_cls = spec.handler
+        handler_cls = spec.load_handler()
         if handler_cls is None:
             raise LookupError(f"plugin {spec.name!r} has no request-time handler")
         handler = handler_cls(row.get("config") or {}, self.services)
@@ -297,9 +297,9 @@ class PluginRuntime:
         # datastore those lookups in sequence were most of a new API's first request.
         resolved: dict[str, PluginEntry | None] = {}
         loading: dict[str, Deferred[PluginEntry | None]] = {}
-        await self._prefetch_api_rows(api_id, [s.name for s in specs if s.handler is not None])
+        await self._prefetch_api_rows(api_id, [s.name for s in specs if s.has_handler])
         for spec in specs:
-            if spec.handler is None:
+            if not spec.has_handler:
                 continue
             found, base = self.resolve_cached(spec, api_id, None)
             if found:

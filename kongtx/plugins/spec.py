@@ -37,5 +37,26 @@ class PluginSpec:
     no_consumer: bool = False
     entities: Mapping[str, EntitySchema] = field(default_factory=dict)
     routes: tuple[CredentialRoute, ...] = ()
-    #: request-time class from ``kongtx/plugins/<pkg>/handler.py`` when present
+    #: request-time class from ``kongtx/plugins/<pkg>/handler.py`` when present; a
+    #: bundled plugin's is imported when a chain first needs it (:meth:`load_handler`)
     handler: type | None = None
+    #: the plugin package whose ``handler`` module :meth:`load_handler` imports
+    handler_package: str | None = None
+
+    @property
+    def has_handler(self) -> bool:
+        """Whether the plugin has a request-time half (loaded or not yet)."""
+        return self.handler is not None or self.handler_package is not None
+
+    def load_handler(self) -> type | None:
+        """The handler class, importing its module on first use.
+
+        Bundled plugins' handlers (and what they import: PyJWT, the LDAP client...)
+        are imported by the first API whose chain has the plugin, not by every
+        process that loads the registry (issue 8: memory per worker).
+        """
+        if self.handler is None and self.handler_package is not None:
+            from kongtx.plugins.registry import import_handler
+
+            object.__setattr__(self, "handler", import_handler(self.handler_package, self.name))
+        return self.handler

@@ -11,9 +11,13 @@ as ``namedtuple`` does, but the row is a read-only ``Mapping`` (``row["id"]``,
 ``json`` never mistakes it for a list.
 
 Rows are not tracked by the cycle collector (they cannot be part of a cycle),
-as CPython does for dicts of plain values.  Values of id columns (``id``,
-``*_id``) are interned: a credential's
-``consumer_id`` and its consumer's ``id`` then share one string.
+as CPython does for dicts of plain values.  Values are stored as given: a
+credential's ``consumer_id`` and its consumer's ``id`` share one string because
+the auth plugins load the consumer with the credential's string
+(:meth:`kongtx.plugins.auth_common.Lookups.consumer`).  Interning every id value
+instead grew the interpreter's table of interned strings by an entry per cached
+row, ids no other row shares included: at 200,000 cached rows that table took
+more (~8 MB) than the sharing saved.
 
 Cached rows are shared by every request that finds them: a plugin must never
 change one in place.  Item assignment, deletion and attribute assignment raise
@@ -60,8 +64,6 @@ def _gc_untracker() -> Any:
 #: tuples of such values the same way.  Without this, 200,000 cached rows made a
 #: full collection 26 ms instead of 3 ms (the dicts they replace were untracked).
 _untrack = _gc_untracker()
-#: intern id values (a credential's consumer_id and its consumer's id share a string)
-INTERN_IDS = True
 _set_attr = object.__setattr__
 
 
@@ -162,10 +164,6 @@ def _shape(columns: tuple[str, ...]) -> type[FrozenRow] | None:
     return cls
 
 
-def _is_id(column: str) -> bool:
-    return column == "id" or column.endswith("_id")
-
-
 def freeze(value: Any) -> Any:
     """A :class:`FrozenRow` of a flat row dict; anything else unchanged."""
     if type(value) is not dict or not value:
@@ -178,9 +176,7 @@ def freeze(value: Any) -> Any:
         return value
     row = object.__new__(cls)
     slots: tuple[str, ...] = cls.__slots__
-    for slot, (column, v) in zip(slots, value.items(), strict=True):
-        if INTERN_IDS and type(v) is str and _is_id(column):
-            v = _intern(v)
+    for slot, v in zip(slots, value.values(), strict=True):
         _set_attr(row, slot, v)
     if _untrack is not None:
         _untrack(row)

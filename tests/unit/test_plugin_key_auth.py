@@ -223,6 +223,14 @@ class KeyAuthTests(SynchronousTestCase):
         self.assertIn("keyauth_credentials:k1", self.world.cache)
         self.assertIn(f"consumers:{self.bob['id']}", self.world.cache)
 
+    def test_cached_consumer_shares_the_credentials_id_string(self) -> None:
+        """One string per consumer in the cache: its row's id is the credential's consumer_id."""
+        self.world.run(self.handler(), FakeContext(headers={"apikey": "k1"}))
+        _, credential = self.world.cache.peek("keyauth_credentials:k1")
+        _, consumer = self.world.cache.peek(f"consumers:{self.bob['id']}")
+        self.assertEqual(consumer, self.bob)
+        self.assertIs(consumer["id"], credential["consumer_id"])
+
     def test_unknown_key_is_cached_until_created(self) -> None:
         """A miss is cached, and creating that key makes it work on the next request."""
         h = self.handler()
