@@ -9,7 +9,7 @@ the balancer reads it.  The pieces:
 * :mod:`kongtx.balancer.probe`: the active checks' HTTP/HTTPS/TCP probe.
 * :class:`~kongtx.balancer.active_checks.ActiveChecker`: probes the addresses
   of every upstream whose ``healthchecks.active`` has an interval > 0.
-* :class:`PassiveChecker` (here) counts the proxy's own outcomes
+* :class:`~kongtx.balancer.passive_checks.PassiveChecker` counts the proxy's own outcomes
   (``Balancers.outcome_listeners``) against ``healthchecks.passive``.  Passive
   checks never probe: an unhealthy address gets no traffic, so only the
   successes of traffic that still reaches it (or another source: active
@@ -24,7 +24,7 @@ and tests use from the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTCP
 
@@ -37,7 +37,6 @@ from kongtx.balancer.active_checks import (
 )
 from kongtx.balancer.health_rules import (
     DEFAULTS,
-    Counters,
     Counts,
     Kind,
     Outcome,
@@ -48,11 +47,13 @@ from kongtx.balancer.health_rules import (
     passive_on,
 )
 from kongtx.balancer.health_state import HealthState, address
+from kongtx.balancer.passive_checks import MAX_CACHED_RULES, PassiveChecker, PickLike
 from kongtx.balancer.probe import Prober, http_probe, probe_request, target_host
 from kongtx.clock import Clock
 
 __all__ = [
     "DEFAULTS",
+    "MAX_CACHED_RULES",
     "ActiveChecker",
     "BalancerSource",
     "Counts",
@@ -73,46 +74,6 @@ __all__ = [
     "probe_request",
     "target_host",
 ]
-
-#: upstream rows whose merged ``healthchecks`` the passive checker keeps before starting over
-MAX_CACHED_RULES = 10000
-
-
-class PickLike(Protocol):
-    """The part of the balancer's ``Pick`` the passive checker reads."""
-
-    @property
-    def address(self) -> str: ...
-
-
-class PassiveChecker:
-    """Counts proxied outcomes against the upstream's passive thresholds."""
-
-    def __init__(self, health: HealthState) -> None:
-        self.health = health
-        self.counters = Counters(health)
-        # upstream id -> (the row seen last, its merged healthchecks): one merge per row version
-        self._rules: dict[str, tuple[Row, dict[str, Any]]] = {}
-
-    def start(self) -> None:
-        """Restart an address's counts whenever its health changes."""
-        self.health.add_listener(self.counters.changed)
-
-    def stop(self) -> None:
-        self.health.remove_listener(self.counters.changed)
-
-    def on_outcome(self, upstream: Row, pick: PickLike, kind: str, status: int) -> None:
-        """``Balancers.outcome_listeners`` entry: one proxied attempt's outcome."""
-        upstream_id = str(upstream["id"])
-        cached = self._rules.get(upstream_id)
-        if cached is None or cached[0] is not upstream:
-            if len(self._rules) > MAX_CACHED_RULES:
-                self._rules.clear()
-            cached = self._rules[upstream_id] = (upstream, healthchecks(upstream))
-        checks = cached[1]
-        if not passive_on(checks):
-            return
-        self.counters.record(upstream_id, pick.address, checks["passive"], kind, status, "passive")
 
 
 class HealthChecks:

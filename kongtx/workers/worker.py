@@ -142,13 +142,12 @@ async def serve_worker(
     from twisted.python.threadpool import ThreadPool
 
     from kongtx import invalidation
-    from kongtx.balancer.health import PassiveChecker
     from kongtx.balancer.health_state import Source
+    from kongtx.balancer.passive_checks import PassiveChecker
     from kongtx.balancer.registry import make_balancers
     from kongtx.cache import Cache
     from kongtx.config import load_config
     from kongtx.dao import DAO
-    from kongtx.declarative import DeclarativeState, load_declarative_config
     from kongtx.metrics import Metrics
     from kongtx.plugins.registry import PluginRegistry
     from kongtx.prefix import node_name
@@ -179,9 +178,13 @@ async def serve_worker(
 
     dao = DAO(store, registry, clock, run_in_thread)
     dao.add_listener(invalidation.listener(cache))
-    if config.database == "off":
+    declarative: Any = None
+    if config.database == "off":  # (kongtx.declarative and YAML only then: memory per worker)
+        from kongtx.declarative import DeclarativeState, load_declarative_config
+
         # the master points declarative_config at the configuration in force
         await load_declarative_config(config, dao)
+        declarative = DeclarativeState(dao, cache)
     balancers = make_balancers(config, cache, dao, clock, reactor)
     # Passive checks count this worker's traffic; active probes run in the master only.
     passive = PassiveChecker(balancers.health)
@@ -250,11 +253,9 @@ async def serve_worker(
         if isinstance(upstream_id, str) and isinstance(addr, str) and isinstance(healthy, bool):
             balancers.health.set(upstream_id, addr, healthy, "cluster")
 
-    declarative = DeclarativeState(dao, cache)
-
     def replace_config(message: dict[str, Any]) -> None:
         document = message.get("document")
-        if isinstance(document, dict):
+        if declarative is not None and isinstance(document, dict):
             Deferred.fromCoroutine(declarative.replace(document)).addErrback(
                 lambda f: log.failure("the master's declarative configuration failed here", f)
             )
