@@ -163,7 +163,10 @@ async def serve_worker(
     roles = ["proxy"] * sockets if isinstance(sockets, int) else list(sockets)
     config = load_config(conf_path, os.environ, prefix)
     clock = Clock(reactor)
-    share_local_counters(config.prefix, create=False)
+    try:
+        share_local_counters(config.prefix, create=False)
+    except (OSError, ValueError) as e:  # no master made the table (a worker run alone)
+        log.warn("local rate-limiting counts in this process only: {error}", error=e)
     cache = Cache(clock, config.mem_cache_size)
     registry = PluginRegistry.load(config.custom_plugins)
     store = open_store(config, reactor, clock, f"{node_name(config)}-worker-{os.getpid()}")
