@@ -16,6 +16,11 @@ and exits (``kong quit``), SIGTERM stops at once (``kong stop``).
 With ``nginx_worker_processes`` >= 2 the node is a master: the proxy sockets are
 served by worker processes (kongtx.workers.service), which a reload replaces by a
 new generation, ``kong quit`` drains and ``kong stop`` stops.
+
+By concern, beside this module: ``node_balancing`` (balancers, health checks, health
+shared with the cluster), ``node_workers`` (the proxy served by worker processes,
+their writes published to the cluster) and ``node_view`` (``NodeView``, the node as
+the Admin API sees it).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
 from kongtx.listeners import NodeListeners
 from kongtx.metrics import Metrics
+from kongtx.node_balancing import share_health, start_balancing
+from kongtx.node_view import NodeView
+from kongtx.node_workers import reload_workers, start_workers
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.prefix import node_name, prepare_prefix
 from kongtx.store.factory import migration_identifiers, open_store
@@ -137,11 +145,11 @@ class KongNode(MultiService):
 
             await load_declarative_config(self.config, self.dao)
         await self._check_plugins_in_use()
-        self._start_balancing()
+        start_balancing(self)
         if not dbless:
             await self._start_cluster()
         self._build_sites()
-        await self._start_workers()
+        await start_workers(self)
         await self.listeners.start(self.config)
         self._install_signals()
         self.log.info(
@@ -163,80 +171,12 @@ class KongNode(MultiService):
         self.cluster = ClusterService(
             self.config, self.store, self.dao, self.cache, self.clock, self.reactor, self.node_name
         )
-        self._share_health()  # before joining: the join replays recent events, health included
+        share_health(self)  # before joining: the join replays recent events, health included
         try:
             await self.cluster.start()
         except CannotListenError as e:
             await self.cluster.stop()
             raise StartupError(f"could not start the cluster agent: {e}") from e
-
-    def _start_balancing(self) -> None:
-        """One health table, resolver and set of balancers per node; health checks on."""
-        from kongtx.balancer.health import HealthChecks
-        from kongtx.balancer.registry import make_balancers
-
-        assert self.dao is not None
-        self.balancers = make_balancers(self.config, self.cache, self.dao, self.clock, self.reactor)
-        self.health_checks = HealthChecks(
-            self.balancers.health,
-            self.balancers,
-            self.dao,
-            self.clock,
-            self.reactor,
-            reconcile_interval=self.config.db_update_frequency,
-        )
-        self.dao.add_listener(self.health_checks.on_change)
-        self.health_checks.start()
-
-    def _share_health(self) -> None:
-        """Every node applies the health verdicts of the others (``kongtx-health`` events)."""
-        from kongtx.cluster.health_gossip import EVENT_NAME, HealthGossip
-
-        cluster, balancers = self.cluster, self.balancers
-        assert cluster is not None and balancers is not None
-        self.health_gossip = HealthGossip(
-            balancers.health, self.node_name, cluster.serf.user_event, self.clock
-        )
-        cluster.user_event_handlers[EVENT_NAME] = self.health_gossip.on_event
-        self.health_gossip.start()
-
-    async def _start_workers(self) -> None:
-        """``nginx_worker_processes`` >= 2: the proxy sockets are served by worker processes.
-
-        This process (the master) binds them; the workers adopt them
-        (kongtx.workers.service).  Start-up waits until every worker accepts.
-        With 1, the node serves the proxy itself, as always.
-        """
-        from kongtx.workers import ProxyWorkers, worker_count
-        from kongtx.workers.stats import SummedMetrics
-
-        count = worker_count(self.config.nginx_worker_processes)
-        if count < 2:
-            return
-        assert self.balancers is not None
-        self.workers = ProxyWorkers(
-            self.config,
-            self.cache,
-            self.clock,
-            self.reactor,
-            self.conf_path,
-            count,
-            health=self.balancers.health,
-        )
-        self.listeners.skip = {"proxy", "proxy_ssl"}
-        self.metrics = SummedMetrics(self.workers.stats)
-        declarative = getattr(self.sites[0].resource, "declarative", None)
-        if declarative is not None:
-            declarative.replaced.append(self.workers.config_replaced)
-        try:
-            self.workers.setServiceParent(self)
-        except OSError as e:
-            raise StartupError(f"could not listen for the proxy workers: {e}") from e
-        try:
-            await self.workers.ready
-        except Exception as e:
-            raise StartupError(f"the proxy workers could not start: {e}") from e
-        self.log.info("proxy served by {count} worker processes", count=count)
 
     async def _check_plugins_in_use(self) -> None:
         """Kong refuses to start when the datastore uses a plugin this node lacks."""
@@ -390,34 +330,13 @@ class KongNode(MultiService):
             self.log.warn("reload: proxy_frontend changes apply on restart")
         moved = await self.listeners.apply(new)
         if self.workers is not None:
-            moved += await self._reload_workers(old, new)
+            moved += await reload_workers(self, old, new)
         elif old.nginx_worker_processes != new.nginx_worker_processes:
             self.log.warn("reload: serving the proxy with worker processes applies on restart")
         self.log.info(
             "configuration reloaded{moved}",
             moved=f" (listeners moved: {', '.join(moved)})" if moved else "",
         )
-
-    async def _reload_workers(self, old: Config, new: Config) -> list[str]:
-        """A new worker generation (zero failed requests); returns the proxy roles that moved."""
-        from kongtx.workers import worker_count
-
-        assert self.workers is not None and self.workers.pool is not None
-        count = worker_count(new.nginx_worker_processes)
-        if count >= 2:
-            self.workers.pool.count = count
-        elif old.nginx_worker_processes != new.nginx_worker_processes:
-            self.log.warn("reload: serving the proxy without worker processes applies on restart")
-        try:
-            moved = await self.workers.reload(new)
-        except Exception as e:
-            self.log.error("reload: the new proxy workers did not start: {error}", error=e)
-            return []
-        self.log.info(
-            "proxy workers reloaded (generation {generation})",
-            generation=self.workers.pool.generation,
-        )
-        return moved
 
     async def quit(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish, then stop the process."""
@@ -464,52 +383,6 @@ class KongNode(MultiService):
     def run_in_thread(self, fn: Any) -> Deferred[Any]:
         """Run CPU-heavy work (password KDFs) off the reactor thread."""
         return deferToThreadPool(self.reactor, self._threads, fn)
-
-
-class NodeView:
-    """The node as the Admin API sees it (``kongtx.admin.resource.NodeInfo``).
-
-    Membership, join and force-leave are the cluster layer's (kongtx.cluster);
-    before it has started the cluster is this node alone.
-    """
-
-    def __init__(self, node: KongNode) -> None:
-        self._node = node
-
-    @property
-    def name(self) -> str:
-        return self._node.node_name
-
-    @property
-    def hostname(self) -> str:
-        return self._node.hostname
-
-    async def members(self) -> list[dict[str, Any]]:
-        cluster = self._node.cluster
-        if cluster is not None:
-            return cluster.members()
-        config = self._node.config
-        address = config.cluster_advertise or config.cluster_listen
-        return [{"name": self.name, "address": f"{address.host}:{address.port}", "status": "alive"}]
-
-    async def join(self, address: str) -> None:
-        cluster = self._node.cluster
-        if cluster is None:
-            raise ValueError(f"Error joining {address}: the cluster agent is not running")
-        await cluster.join(address)
-
-    async def force_leave(self, name: str) -> None:
-        cluster = self._node.cluster
-        if cluster is None:
-            raise ValueError(f"Error force-leaving {name}: the cluster agent is not running")
-        await cluster.force_leave(name)
-
-    def server_stats(self) -> dict[str, int]:
-        return self._node.server_stats()
-
-    @property
-    def health_checks(self) -> HealthChecks | None:
-        return self._node.health_checks
 
 
 async def _maybe(result: Any) -> Any:

@@ -10,7 +10,11 @@ appends a :class:`~kongtx.store.interface.ChangeEvent` (origin node, per-origin
   Serf user event ``kong`` per change, carrying Kong 0.9's payload (SPEC §6.3)
   plus ``origin``, ``seq``, ``prev`` (the seq of the previous event we published;
   the rows in between are ``nodes`` keep-alives nobody needs to hear about) and
-  the cache ``keys``;
+  the cache ``keys``.  A master publishes its proxy workers' rows too: each
+  worker writes with its own origin (``<node>-worker-<pid>``) and tells the
+  master after each commit (:meth:`InvalidationStream.publish`); a worker's
+  origin is forgotten once it has exited and its last rows are out
+  (:meth:`InvalidationStream.retire`);
 * **receives**: ignores its own echoes and anything already applied; when
   ``prev`` is beyond what it has applied for that origin, it first reads the
   missing rows from the log (a gap), then applies; one origin is processed
@@ -94,10 +98,16 @@ class InvalidationStream:
         self.retention = retention
         #: origin -> highest seq such that every event up to it has been applied
         self.applied: dict[str, int] = {}
-        self.published = 0
-        self._last_sent = 0
-        self._publishing = False
-        self._again = False
+        #: origin -> highest seq read from the log and published, for ours and our workers'
+        self.published: dict[str, int] = {origin: 0}
+        #: origin -> seq of the last doorbell sent (the next one's ``prev``)
+        self._last_sent: dict[str, int] = {origin: 0}
+        self._publishing: set[str] = set()
+        self._again: set[str] = set()
+        #: worker origins to forget once their last rows are published
+        self._retiring: set[str] = set()
+        #: origin -> when we last heard of it (ms): silent origins are forgotten by ``prune``
+        self._heard_ms: dict[str, int] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._started_ms = 0
         self._caught_up_ms = 0
@@ -112,12 +122,13 @@ class InvalidationStream:
         """Find our own last seq and the others' recent ones; start catch-up and pruning."""
         self._started_ms = self.clock.millis()
         self._caught_up_ms = self._started_ms
+        published = 0
         while True:
-            rows = await self.store.events_after(self.origin, self.published, PAGE)
+            rows = await self.store.events_after(self.origin, published, PAGE)
             if not rows:
                 break
-            self.published = rows[-1].seq
-        self._last_sent = self.published
+            published = rows[-1].seq
+        self.published[self.origin] = self._last_sent[self.origin] = published
         await self.catch_up(self._started_ms - int(self.slack * 1000))
         self.clock.looping_call(self.interval, self.periodic)
         self.clock.looping_call(max(self.retention / 10, 1.0), self.prune)
@@ -146,40 +157,83 @@ class InvalidationStream:
             return
         if removed:
             self.log.debug("pruned {n} invalidation log rows", n=removed)
+        self._forget_silent_origins()
+
+    def _forget_silent_origins(self) -> None:
+        """Keep ``applied`` bounded: every restarted worker of every node is a new origin.
+
+        An origin not heard of for longer than the retention has no rows left in the
+        log; should it speak again, its first doorbell reads the window as for any
+        origin we never met.
+        """
+        horizon = self.clock.millis() - int((self.retention + self.slack) * 1000)
+        for origin in [o for o, at in self._heard_ms.items() if at < horizon]:
+            del self._heard_ms[origin]
+            if origin not in self._locks or not self._locks[origin].locked:
+                self.applied.pop(origin, None)
+                self._locks.pop(origin, None)
 
     # ----------------------------------------------------------------- publishing
 
     def local_change(self, *_: Any) -> None:
         """DAO listener: a local write committed; publish our new log rows."""
-        if self._publishing:
-            self._again = True
+        self.publish(self.origin)
+
+    def publish(self, origin: str) -> None:
+        """Publish ``origin``'s new log rows: ours, or one of our proxy workers'.
+
+        A worker's first call starts its origin at seq 0 (a worker's origin is
+        new at each start).  One origin is published by one loop at a time; a
+        call while it runs makes it read the log once more.
+        """
+        if origin in self._publishing:
+            self._again.add(origin)
             return
-        d = Deferred.fromCoroutine(self._publish())
+        self.published.setdefault(origin, 0)
+        self._last_sent.setdefault(origin, 0)
+        d = Deferred.fromCoroutine(self._publish(origin))
         d.addErrback(lambda f: self.log.failure("publishing invalidations failed", f))
 
-    async def _publish(self) -> None:
-        self._publishing = True
+    def retire(self, origin: str) -> None:
+        """A worker of ours exited: publish its last rows, then forget its origin."""
+        if origin == self.origin or origin not in self.published:
+            return
+        self._retiring.add(origin)
+        self.publish(origin)
+
+    async def _publish(self, origin: str) -> None:
+        self._publishing.add(origin)
         try:
-            self._again = True
-            while self._again:
-                self._again = False
+            self._again.add(origin)
+            while origin in self._again:
+                self._again.discard(origin)
                 while True:
-                    rows = await self.store.events_after(self.origin, self.published, PAGE)
+                    rows = await self.store.events_after(origin, self.published[origin], PAGE)
                     for event in rows:
-                        self.published = max(self.published, event.seq)
+                        self.published[origin] = max(self.published[origin], event.seq)
                         if event.collection in QUIET:
                             continue
                         self._doorbell(event)
                     if len(rows) < PAGE:
                         break
+            if origin != self.origin:
+                # what we publish for a worker we have applied (the master's
+                # cache took its keys from the worker's control line)
+                done = max(self.applied.get(origin, 0), self.published[origin])
+                self.applied[origin] = done
+                self._heard_ms[origin] = self.clock.millis()
         finally:
-            self._publishing = False
+            self._publishing.discard(origin)
+            if origin in self._retiring and origin not in self._again:
+                self._retiring.discard(origin)
+                for state in (self.published, self._last_sent):
+                    state.pop(origin, None)
 
     def _doorbell(self, event: ChangeEvent) -> None:
         table = self.store.tables.get(event.collection)
         pk = tuple(table.primary_key) if table is not None else ("id",)
-        payload = kong_payload(event, pk, self._last_sent)
-        self._last_sent = event.seq
+        payload = kong_payload(event, pk, self._last_sent.get(event.origin, 0))
+        self._last_sent[event.origin] = event.seq
         try:
             self.send(json.dumps(payload, separators=(",", ":"), default=str).encode())
         except Exception:
@@ -198,7 +252,7 @@ class InvalidationStream:
             return
         origin = data.get("origin")
         if isinstance(origin, str) and isinstance(data.get("seq"), int):
-            if origin != self.origin:
+            if origin not in self._last_sent:  # not our own (or our workers') echo
                 await self.on_doorbell(origin, data["seq"], data.get("prev"), data.get("keys"))
             return
         await self.apply_kong_event(data)
@@ -221,6 +275,7 @@ class InvalidationStream:
                 self.gaps += 1
                 await self._fill(origin, done)
             self.applied[origin] = max(self.applied.get(origin, 0), seq)
+            self._heard_ms[origin] = self.clock.millis()
             self.applied_events += 1
         finally:
             lock.release()
@@ -261,6 +316,7 @@ class InvalidationStream:
         self._apply(invalidation.keys_for(event.collection, event.old, event.new))
         if event.seq > self.applied.get(event.origin, 0):
             self.applied[event.origin] = event.seq
+        self._heard_ms[event.origin] = self.clock.millis()
 
     def _apply(self, keys: Iterable[str]) -> None:
         invalidation.apply(self.cache, keys)

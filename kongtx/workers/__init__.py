@@ -24,8 +24,12 @@ line:
   adopts the sockets only then) and ``{"op": "quit", "timeout": s}`` (stop
   accepting, drain, exit);
 * worker -> master: ``{"op": "ready"}`` once it accepts, ``{"op": "stats",
-  "server": {...}, "metrics": {...}}`` every second and after draining, and
-  ``{"op": "health", ...}`` for what its passive checks decided.
+  "server": {...}, "metrics": {...}}`` every second and after draining,
+  ``{"op": "health", ...}`` for what its passive checks decided, and
+  ``{"op": "changed", "origin", "keys"}`` after each commit of its own DAO (plugins
+  write on the proxy path: OAuth2 codes and tokens...): the master invalidates the
+  keys (and so every worker does) and publishes the worker's new log rows to the
+  cluster at once (``InvalidationStream.publish``).
 
 A worker's stderr is a pipe too: the master logs its lines.
 

@@ -13,6 +13,12 @@ What the node learns reaches every worker through the control lines:
   from other nodes) is forwarded to every worker; a worker's own verdicts
   (passive checks) come to the master, which applies them to its table (and so
   gossips them) and forwards them to the other workers;
+* a worker's own writes (plugins writing on the proxy path): after each commit the
+  worker sends ``changed`` with its store's origin and the keys; the node's cache
+  drops them (and, through ``fan_out``, every worker's) and ``stream`` (the
+  cluster's :class:`~kongtx.cluster.events.InvalidationStream`) publishes that
+  origin's new log rows to the other nodes at once; once the worker has exited,
+  its origin's last rows are published and the origin forgotten;
 * DB-less: a configuration posted to the master (``POST /config``) is sent to
   every worker and written to ``<prefix>/dbless.json``, which workers started
   later load instead of the start-up file;
@@ -38,6 +44,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock
 
+from kongtx import invalidation
 from kongtx.clock import Clock
 from kongtx.config import Address
 from kongtx.listeners import bind_failed
@@ -64,6 +71,8 @@ class ProxyWorkers(Service):
     and health verdicts to them.  Stop: drain them (``graceful``) or stop them.
 
     ``health``: the node's health table (None: no verdicts are shared).
+    ``stream``: what publishes the workers' writes to the cluster (``publish(origin)``
+    and ``retire(origin)``; None: DB-less, no cluster).
     """
 
     def __init__(
@@ -76,6 +85,7 @@ class ProxyWorkers(Service):
         count: int,
         drain_timeout: float = 30.0,
         health: Any = None,
+        stream: Any = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -85,6 +95,9 @@ class ProxyWorkers(Service):
         self.count = count
         self.drain_timeout = drain_timeout
         self.health = health
+        self.stream = stream
+        #: each live worker's store origins (from its ``changed`` lines)
+        self._origins: dict[WorkerProcess, set[str]] = {}
         self.graceful = True
         #: role -> (address, bound listening socket)
         self.sockets: dict[str, tuple[Address, socket.socket]] = {}
@@ -114,6 +127,7 @@ class ProxyWorkers(Service):
         self.pool.on_spawn.append(self._bring_up_to_date)
         self.pool.on_message.append(self._message)
         self.pool.on_exit.append(self.stats.exited)
+        self.pool.on_exit.append(self._exited)
         fan_out(self.cache, self.pool)
         if self.health is not None:
             self.health.add_listener(self._verdict_changed)
@@ -216,6 +230,8 @@ class ProxyWorkers(Service):
         op = message.get("op")
         if op == "stats":
             self.stats.received(worker, message)
+        elif op == "changed":
+            self._changed(worker, message)
         elif op == "health" and self.health is not None:
             upstream_id, address, healthy = (
                 message.get("upstream_id"),
@@ -226,6 +242,24 @@ class ProxyWorkers(Service):
                 if isinstance(healthy, bool):
                     # a worker's verdicts come from its passive checks
                     self.health.set(upstream_id, address, healthy, "passive")
+
+    def _changed(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        """A worker committed a write: every cache drops its keys, the cluster hears of it."""
+        keys = message.get("keys")
+        if isinstance(keys, list):
+            invalidation.apply(self.cache, [k for k in keys if isinstance(k, str)])
+        origin = message.get("origin")
+        # a worker's store origin is <node>-worker-<pid> (kongtx.workers.worker)
+        if not isinstance(origin, str) or not origin.endswith(f"-worker-{worker.pid}"):
+            return
+        self._origins.setdefault(worker, set()).add(origin)
+        if self.stream is not None:
+            self.stream.publish(origin)
+
+    def _exited(self, worker: WorkerProcess) -> None:
+        for origin in self._origins.pop(worker, ()):
+            if self.stream is not None:
+                self.stream.retire(origin)
 
 
 def _verdict(upstream_id: str, address: str, healthy: bool) -> dict[str, Any]:

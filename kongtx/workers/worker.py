@@ -120,6 +120,21 @@ class AdoptedEndpoint:
         return succeed(port)
 
 
+def changes_to(send: Callable[[dict[str, Any]], None], origin: str) -> Callable[..., None]:
+    """A DAO listener telling the master of each of this worker's commits.
+
+    ``{"op": "changed", "origin": <this worker's store origin>, "keys": [...]}``:
+    the master invalidates the keys in its cache (and so in every worker's) and
+    publishes the origin's new log rows to the cluster at once.
+    """
+    from kongtx.invalidation import keys_for
+
+    def on_change(collection: str, _type: str, old: Any, new: Any) -> None:
+        send({"op": "changed", "origin": origin, "keys": keys_for(collection, old, new)})
+
+    return on_change
+
+
 #: seconds between two reports of a worker's counters to its master
 STATS_INTERVAL = 1.0
 #: seconds a new worker waits for the master's "serve" before it accepts anyway
@@ -264,6 +279,7 @@ async def serve_worker(
             )
 
     balancers.health.add_listener(verdict)
+    dao.add_listener(changes_to(lambda m: control.send(m), store.origin))
     control = WorkerControl(
         lambda keys: invalidation.apply(cache, keys),
         cache.flush,

@@ -157,6 +157,84 @@ class StreamTests(SynchronousTestCase):
         self.do(self.a.prune())
         self.assertEqual(self.do(self.store_a.events_after("node-a", 0, 10)), [])
 
+    def worker_write(self, worker: MemoryStore, n: int) -> None:
+        self.do(worker.insert("apis", api(n)))
+        self.a.publish(worker.origin)
+
+    def test_a_workers_rows_are_published_by_its_master(self) -> None:
+        """A worker's write (its own origin) is announced by the master at once, with its
+        own seq and prev chain; the master's own chain is untouched."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.write(1)
+        self.worker_write(worker, 2)
+        self.worker_write(worker, 3)
+        self.write(4)
+        chains = [(p["origin"], p["seq"], p["prev"]) for p in self.sent]
+        self.assertEqual(
+            chains,
+            [
+                ("node-a", 1, 0),
+                ("node-a-worker-7", 1, 0),
+                ("node-a-worker-7", 2, 1),
+                ("node-a", 2, 1),
+            ],
+        )
+        self.assertIn("apis:" + api(2)["id"], self.sent[1]["keys"])
+
+    def test_a_receiver_applies_a_worker_origin_it_never_saw(self) -> None:
+        """Node b hears of a's worker first at its seq 2: it reads the window and applies
+        seq 1 too; the next doorbell of that origin is a plain one (no gap)."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.do(worker.insert("apis", api(1)))  # published late: its master missed it
+        self.worker_write(worker, 2)
+        self.cache_b.set("apis:" + api(1)["id"], "stale")
+        self.cache_b.set("apis:" + api(2)["id"], "stale")
+        self.deliver(self.sent[-1])
+        self.assertNotIn("apis:" + api(1)["id"], self.cache_b)
+        self.assertNotIn("apis:" + api(2)["id"], self.cache_b)
+        self.assertEqual(self.b.applied["node-a-worker-7"], 2)
+        self.worker_write(worker, 3)
+        self.deliver(self.sent[-1])
+        self.assertEqual((self.b.gaps, self.b.applied["node-a-worker-7"]), (0, 3))
+
+    def test_the_masters_echo_of_a_workers_doorbell_is_ignored(self) -> None:
+        """What the master published for its worker it has applied: its echo, and the
+        catch-up tick, do not apply it again."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.worker_write(worker, 1)
+        self.cache_a.set(ROUTER_KEY, "fresh")
+        self.do(self.a.on_event(json.dumps(self.sent[0]).encode()))
+        self.reactor.advance(self.a.interval)
+        self.assertIn(ROUTER_KEY, self.cache_a)
+        self.assertEqual(self.a.applied["node-a-worker-7"], 1)
+
+    def test_a_retired_worker_origin_is_published_then_forgotten(self) -> None:
+        """A worker that exited: its last rows (never announced) go out, then the master
+        keeps no state for its origin; its own origin cannot be retired."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.worker_write(worker, 1)
+        self.do(worker.insert("apis", api(2)))  # committed, then the worker died
+        self.a.retire("node-a-worker-7")
+        self.assertEqual([p["seq"] for p in self.sent], [1, 2])
+        self.assertNotIn("node-a-worker-7", self.a.published)
+        self.a.retire("node-a")
+        self.assertIn("node-a", self.a.published)
+
+    def test_origins_silent_longer_than_the_retention_are_forgotten(self) -> None:
+        """Every restarted worker is a new origin: a receiver forgets those it has not
+        heard of for longer than the retention (and their rows are pruned by then)."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.worker_write(worker, 1)
+        self.deliver(self.sent[-1])
+        self.write(2)
+        self.assertIn("node-a-worker-7", self.b.applied)
+        self.reactor.advance(self.b.retention + self.b.slack - 10)
+        self.deliver(self.sent[-1])  # node-a itself spoke recently
+        self.reactor.advance(20)
+        self.do(self.b.prune())
+        self.assertNotIn("node-a-worker-7", self.b.applied)
+        self.assertIn("node-a", self.b.applied)
+
     def test_kong_payload_update_rereads_the_row(self) -> None:
         """A Kong-style update event clears the keys of the old entity and of the current row."""
         new = dict(api(1), request_host="new.example")

@@ -310,7 +310,9 @@ class FakeSocket:
         self.closed = True
 
 
-def proxy_workers(monkeypatch: Any, ssl: bool = False, health: Any = None) -> tuple[Any, Any, Any]:
+def proxy_workers(
+    monkeypatch: Any, ssl: bool = False, health: Any = None, stream: Any = None
+) -> tuple[Any, Any, Any]:
     """A ProxyWorkers on fake sockets and a fake spawner: (service, spawner, bound addresses)."""
     import kongtx.workers.service as service_module
     from kongtx.cache import Cache
@@ -338,7 +340,9 @@ def proxy_workers(monkeypatch: Any, ssl: bool = False, health: Any = None) -> tu
         },
     )()
     cache = Cache(Clock(clock))
-    service = ProxyWorkers(config, cache, Clock(clock), spawner, None, 2, health=health)
+    service = ProxyWorkers(
+        config, cache, Clock(clock), spawner, None, 2, health=health, stream=stream
+    )
     return service, spawner, bound
 
 
@@ -419,6 +423,69 @@ def test_proxy_workers_share_health_verdicts(monkeypatch: Any) -> None:
     for worker in (first, second):
         addresses = [m["address"] for m in proc(worker).messages() if m["op"] == "health"]
         assert addresses == ["10.0.0.2:80", "10.0.0.3:80"]
+
+
+class RecordingStream:
+    """Stands for the cluster's InvalidationStream: records publish and retire calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def publish(self, origin: str) -> None:
+        self.calls.append(("publish", origin))
+
+    def retire(self, origin: str) -> None:
+        self.calls.append(("retire", origin))
+
+
+def test_a_workers_write_reaches_the_node_every_worker_and_the_cluster(monkeypatch: Any) -> None:
+    """``changed`` from a worker: the node's cache drops the keys, every worker is told to,
+    the stream publishes the worker's origin; when the worker exits its origin is retired.
+    An origin that is not the sender's (``-worker-<pid>``) is not published."""
+    stream = RecordingStream()
+    service, _, _ = proxy_workers(monkeypatch, stream=stream)
+    service.startService()
+    first, second = service.pool.workers
+    service.cache.set("oauth2_token:abc", {"id": 1})
+    service.cache.set("plugins_chain:x", 1)
+    origin = f"node-worker-{first.pid}"
+    first.childDataReceived(
+        1,
+        encode(
+            {"op": "changed", "origin": origin, "keys": ["oauth2_token:abc", "plugins_chain:*"]}
+        ),
+    )
+    assert "oauth2_token:abc" not in service.cache and "plugins_chain:x" not in service.cache
+    for worker in (first, second):
+        sent = [m for m in proc(worker).messages() if m["op"] == "invalidate"]
+        assert sent == [
+            {"op": "invalidate", "keys": ["oauth2_token:abc"]},
+            {"op": "invalidate", "keys": ["plugins_chain:*"]},
+        ]
+    second.childDataReceived(1, encode({"op": "changed", "origin": origin, "keys": []}))
+    assert stream.calls == [("publish", origin)]
+    exit_(first)
+    exit_(second)
+    assert stream.calls == [("publish", origin), ("retire", origin)]
+
+
+def test_worker_dao_listener_sends_changed_lines() -> None:
+    """A worker's commit becomes one ``changed`` line with its origin and the cache keys."""
+    from kongtx.invalidation import keys_for
+    from kongtx.workers.worker import changes_to
+
+    sent: list[dict[str, Any]] = []
+    listener = changes_to(sent.append, "n-worker-5")
+    token = {"id": "t", "access_token": "abc", "credential_id": "c"}
+    listener("oauth2_tokens", "delete", token, None)
+    assert sent == [
+        {
+            "op": "changed",
+            "origin": "n-worker-5",
+            "keys": keys_for("oauth2_tokens", token, None),
+        }
+    ]
+    assert sent[0]["keys"] == ["oauth2_token:abc"]
 
 
 def test_worker_stats_are_summed_and_kept_after_exit() -> None:
