@@ -461,3 +461,90 @@ def _status(url: str) -> int | None:
         return http("GET", url, timeout=5).status
     except OSError:
         return None
+
+
+class Conn:
+    """A keep-alive connection to the proxy (so to one worker)."""
+
+    def __init__(self, node: Node) -> None:
+        self.http = HTTPConnection("127.0.0.1", node.ports["proxy"], timeout=10)
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, **headers: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        self.http.request(method, path, body, headers)
+        response = self.http.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def test_a_workers_write_reaches_the_other_worker_and_the_master_at_once(
+    upstream: Upstream,
+) -> None:
+    """An OAuth2 token refreshed through one worker (the plugin deletes the old token in
+    that worker's DAO) is refused at once by the other worker, which had it cached, and is
+    gone from the master's cache, with ``db_update_frequency`` = 60 s: the worker told its
+    master, which invalidated everywhere (the periodic catch-up is far away)."""
+    n, tmp = start_node({**WORKERS, "KONG_DB_UPDATE_FREQUENCY": "60"})
+    try:
+        workers = wait_for_workers(n)
+        path = "/oa-" + uuid.uuid4().hex[:8]
+        api = n.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
+        oauth2 = n.add_plugin(
+            api,
+            "oauth2",
+            {"enable_password_grant": True, "accept_http_if_already_terminated": True},
+        )
+        n.add_plugin(api, "correlation-id", TRACKER)
+        consumer = n.admin_call("POST", "/consumers", {"username": "u-" + uuid.uuid4().hex[:6]})
+        app = n.admin_call(
+            "POST",
+            f"/consumers/{consumer['id']}/oauth2",
+            {"name": "app", "redirect_uri": "http://app.test/cb"},
+        )
+        form = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-Proto": "https"}
+        client = f"client_id={app['client_id']}&client_secret={app['client_secret']}"
+
+        def token(conn: Conn, grant: str) -> dict[str, Any]:
+            status, _, body = conn.call("POST", path + "/oauth2/token", grant.encode(), **form)
+            assert status == 200, (status, body)
+            return dict(json.loads(body))
+
+        first = token(
+            Conn(n),
+            f"grant_type=password&provision_key={oauth2['config']['provision_key']}"
+            f"&authenticated_userid=someone&{client}",
+        )
+        old = {"Authorization": f"Bearer {first['access_token']}"}
+        # a connection to each worker, each having served (so cached) the token
+        pinned: dict[int, Conn] = {}
+        for _ in range(100):
+            conn = Conn(n)
+            status, headers, body = conn.call("GET", path + "/x", **old)
+            assert status == 200, (status, body)
+            pid = int(headers["X-Tracker"].split("-")[2])
+            if pid not in pinned:
+                pinned[pid] = conn
+            if set(pinned) == workers:
+                break
+        assert set(pinned) == workers
+        one, other = pinned.values()
+        assert other.call("GET", path + "/x", **old)[0] == 200  # still cached there
+
+        started = time.monotonic()
+        fresh = token(
+            one, f"grant_type=refresh_token&refresh_token={first['refresh_token']}&{client}"
+        )
+        assert one.call("GET", path + "/x", **old)[0] == 401
+        wait_until(
+            lambda: other.call("GET", path + "/x", **old)[0] == 401,
+            5.0,
+            "the other worker refuses the refreshed-away token",
+        )
+        assert time.monotonic() - started < 5.0  # db_update_frequency is 60 s
+        new = {"Authorization": f"Bearer {fresh['access_token']}"}
+        assert other.call("GET", path + "/x", **new)[0] == 200
+        cached = http("GET", f"{n.admin}/cache/oauth2_token:{first['access_token']}")
+        assert cached.status == 404, cached.body
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
