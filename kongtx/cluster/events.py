@@ -268,7 +268,11 @@ class InvalidationStream:
             if isinstance(keys, list):
                 self._apply([k for k in keys if isinstance(k, str)])
             prev_seq = prev if isinstance(prev, int) else seq - 1
-            if done is None:
+            if done is None and prev == 0:
+                # an origin's very first announcement (a new node, a master's new
+                # worker): all it wrote before is its own few rows, none announced
+                await self._fill(origin, 0)
+            elif done is None:
                 # first news from this origin since we started: read the window
                 await self.catch_up(self._started_ms - int(self.slack * 1000))
             elif prev_seq > done:

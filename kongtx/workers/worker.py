@@ -151,7 +151,8 @@ async def serve_worker(
     choice as a node's ``proxy_listen_ssl``.  Besides serving, the worker keeps
     in step with its master: invalidations, DB-less configurations and target
     health verdicts come in; its counters (every :data:`STATS_INTERVAL` s and
-    once more after draining) and its own health verdicts (passive checks) go out.
+    once more after draining), its own health verdicts (passive checks) and its
+    own commits (:func:`changes_to`) go out.
     """
     from twisted.internet import stdio
     from twisted.python.threadpool import ThreadPool

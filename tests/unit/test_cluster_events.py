@@ -197,6 +197,21 @@ class StreamTests(SynchronousTestCase):
         self.deliver(self.sent[-1])
         self.assertEqual((self.b.gaps, self.b.applied["node-a-worker-7"]), (0, 3))
 
+    def test_an_origins_first_announcement_reads_only_its_own_rows(self) -> None:
+        """``prev`` 0 (a worker's first doorbell): its earlier rows are read from its own
+        log rows, not from the whole window of every origin."""
+        worker = self.store_a.peer("node-a-worker-7")
+        self.do(self.store_a.insert("apis", api(9)))  # node-a's, never announced
+        self.do(worker.insert("nodes", {"name": "w", "cluster_listening_address": "x"}))
+        self.worker_write(worker, 2)
+        (p,) = self.sent
+        self.assertEqual((p["seq"], p["prev"]), (2, 0))
+        self.cache_b.set("apis:" + api(9)["id"], "untouched")
+        self.deliver(p)
+        self.assertEqual(self.b.applied["node-a-worker-7"], 2)
+        self.assertIn("apis:" + api(9)["id"], self.cache_b)  # no window read
+        self.assertEqual((self.b.gaps, self.b.caught_up), (0, 0))
+
     def test_the_masters_echo_of_a_workers_doorbell_is_ignored(self) -> None:
         """What the master published for its worker it has applied: its echo, and the
         catch-up tick, do not apply it again."""
