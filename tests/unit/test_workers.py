@@ -446,6 +446,8 @@ def test_a_workers_write_reaches_the_node_every_worker_and_the_cluster(monkeypat
     service, _, _ = proxy_workers(monkeypatch, stream=stream)
     service.startService()
     first, second = service.pool.workers
+    ready(first)
+    ready(second)
     service.cache.set("oauth2_token:abc", {"id": 1})
     service.cache.set("plugins_chain:x", 1)
     origin = f"node-worker-{first.pid}"
