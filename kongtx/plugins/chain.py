@@ -96,11 +96,17 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_runtime", "_slots", "api", "cache_size")
+    __slots__ = ("_based", "_runtime", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
         self._slots = tuple(slots)
+        #: indexes of the slots with an API-or-global entry: all that can run while
+        #: the request has no consumer (most slots only wait for a consumer's config)
+        self._based = tuple(i for i, slot in enumerate(self._slots) if slot.base is not None)
+        #: no plugin configured for the API or globally: no phase can ever do anything
+        #: (nothing runs access, so no consumer is set, so no consumer's config applies)
+        self.idle = not self._based
         self.api = api
         #: weight for the cache's size bound (rows are shared with plugins:* entries)
         self.cache_size = 256 + 64 * len(self._slots)
@@ -120,10 +126,35 @@ class Chain:
         state = _RequestState()
         ctx.shared[STATE_KEY] = state
         slots = self._slots
+        started_with_consumer = ctx.consumer is not None
+        if not started_with_consumer:
+            # Without a consumer only the slots with an API-or-global entry run (the
+            # others are skipped as the loop below skips them), until a plugin sets one.
+            ran = state.ran
+            for i in self._based:
+                entry = slots[i].base
+                assert entry is not None
+                state.reached = i + 1
+                ran.append(entry)
+                result = entry.handler.access(ctx)
+                if result is not None:
+                    return self._access_async(ctx, state, result)
+                if ctx.responded:
+                    return None
+                if ctx.consumer is not None:
+                    return self._access_from(ctx, state, i + 1)
+            state.reached = len(slots)
+            return None
+        return self._access_from(ctx, state, 0)
+
+    def _access_from(
+        self, ctx: RequestContext, state: _RequestState, i: int
+    ) -> Awaitable[None] | None:
+        """Access phases from slot ``i`` on, each with the consumer's config if it has one."""
+        slots = self._slots
         runtime = self._runtime
         api_id = self.api["id"]
         count = len(slots)
-        i = 0
         while i < count:
             slot = slots[i]
             entry = slot.base

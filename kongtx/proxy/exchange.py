@@ -148,6 +148,8 @@ class Exchange:
         self._reason = b""
         self._headers: list[tuple[str, str, str]] = []
         self._events: list[tuple[int, bytes]] = []
+        #: a body failure met before a sink was attached (delivered on attach)
+        self._body_failure: Failure | None = None
 
     # ------------------------------------------------------------ sending
 
@@ -237,11 +239,16 @@ class Exchange:
 
     def _process(self) -> None:
         events, self._events = self._events, []
+        # The response is announced (``result`` fires) after every event of this read
+        # is taken in: a small response's body and end, read with its headers, are
+        # then already there when the pipeline attaches its sink, which finishes
+        # without waiting for another callback.
+        announce = False
         for kind, data in events:
             if self.finished or self.abandoned:
-                return
+                break
             if kind == _HEADERS:
-                self._headers_done()
+                announce = self._headers_done()
             elif kind == _BODY:
                 if self.complete:
                     continue  # bytes after a HEAD response's headers: ignored
@@ -255,10 +262,14 @@ class Exchange:
                     self._maybe_finish()
             elif kind == _ERROR:
                 self._fail_body(Failure(UpstreamError(502, data.decode())))
+        response = self.response
+        if announce and response is not None and not self.result.called:
+            self.result.callback(response)
 
-    def _headers_done(self) -> None:
+    def _headers_done(self) -> bool:
+        """Build the response; ``True`` when it is new (``result`` is to fire)."""
         if self.response is not None:
-            return
+            return False
         items = self._headers
         length: int | None = None
         chunked = False
@@ -285,7 +296,7 @@ class Exchange:
             self.producer.stopProducing()
             self.keep_alive = False
         self.deadline.start("read", self.client.read_timeout)
-        self.result.callback(response)
+        return True
 
     def _maybe_finish(self) -> None:
         if not self.complete or self.sink is None or self.finished:
@@ -310,7 +321,10 @@ class Exchange:
         pending, self.pending = self.pending, []
         for data in pending:
             sink.write(data)
-        if self.complete:
+        failure, self._body_failure = self._body_failure, None
+        if failure is not None:
+            sink.fail(failure)
+        elif self.complete:
             self._maybe_finish()
 
     # ------------------------------------------------------------ flow control
@@ -369,6 +383,8 @@ class Exchange:
         self.conn.abort()
         if self.sink is not None:
             self.sink.fail(failure)
+        else:
+            self._body_failure = failure
 
     def connection_lost(self, reason: Failure) -> None:
         self.deadline.cancel()

@@ -81,14 +81,30 @@ async def _maybe_await(result: object) -> None:
 
 
 class _BodyRelay:
-    """Upstream body -> body_filter -> client, with the end reported on ``done``."""
+    """Upstream body -> body_filter -> client; ``ended`` says how it ended.
+
+    The Deferred to wait on is made only when the body is still coming
+    (:meth:`wait`): a small response read whole with its headers ends while it is
+    attached, and the pipeline goes on without one.
+    """
+
+    __slots__ = ("_done", "chain", "ctx", "down", "ended", "failure")
 
     def __init__(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
         self.ctx = ctx
         self.chain = chain
         self.down = down
-        self.done: Deferred[bool] = Deferred()
+        #: ``None`` while the body is coming, then ``True`` (complete) or ``False`` (failed)
+        self.ended: bool | None = None
+        self._done: Deferred[bool] | None = None
         self.failure: Failure | None = None
+
+    def wait(self) -> Deferred[bool]:
+        """Fires with :attr:`ended` once the body ended (cancel: the client went away)."""
+        done = self._done = Deferred()
+        if self.ended is not None:
+            done.callback(self.ended)
+        return done
 
     def write(self, data: bytes) -> None:
         if self.chain is not None:
@@ -103,13 +119,18 @@ class _BodyRelay:
             if tail and not self.down.gone:
                 self.ctx.response_size += len(tail)
                 self.down.write(tail)
-        if not self.done.called:
-            self.done.callback(True)
+        self._end(True)
 
     def fail(self, reason: Failure) -> None:
         self.failure = reason
-        if not self.done.called:
-            self.done.callback(False)
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        if self.ended is None:
+            self.ended = complete
+            done = self._done
+            if done is not None and not done.called:
+                done.callback(complete)
 
 
 class ProxyPipeline:
@@ -176,6 +197,8 @@ class ProxyPipeline:
                 chain = self.plugins.cached_chain(match.api)
                 if chain is None:
                     chain = await self.plugins.chain_for(match.api)
+                if getattr(chain, "idle", False):
+                    chain = None  # no plugin for this API: no phase would do anything
             if chain is not None:
                 pending = chain.access(ctx)  # None when every plugin answered synchronously
                 if pending is not None:
@@ -373,15 +396,19 @@ class ProxyPipeline:
             return
         down.send_head(ctx.status, ctx.response_headers.items())
         relay = _BodyRelay(ctx, chain, down)
-        down.register_producer(response)
-        try:
-            response.deliver(relay)
-            complete = await relay.done
-        except CancelledError:
-            response.stopProducing()
-            raise
-        finally:
-            down.unregister_producer()
+        # What was read with the headers is delivered at once (already in memory);
+        # a body still coming is paced by the client's backpressure.
+        response.deliver(relay)
+        complete = relay.ended
+        if complete is None:
+            down.register_producer(response)
+            try:
+                complete = await relay.wait()
+            except CancelledError:
+                response.stopProducing()
+                raise
+            finally:
+                down.unregister_producer()
         if complete:
             if not down.gone:
                 down.finish()

@@ -36,7 +36,9 @@ class HeaderList:
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [(k.lower(), k, v) for k, v in items]
+        self._items: list[tuple[str, str, str]] = (
+            [(k.lower(), k, v) for k, v in items] if items else []
+        )
 
     @classmethod
     def from_lowered(cls, items: list[tuple[str, str, str]]) -> HeaderList:
