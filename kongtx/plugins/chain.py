@@ -37,6 +37,10 @@ __all__ = ["STATE_KEY", "Chain", "PluginEntry", "Slot"]
 #: ``ctx.shared`` key holding the chain's per-request bookkeeping.
 STATE_KEY = "kongtx.plugins.runtime"
 
+#: Consumers whose resolved entries a chain keeps (then it starts over): bounds the
+#: memory an API with many active consumers adds (~200 bytes each).
+MAX_PLANS = 1024
+
 
 class PluginEntry:
     """One resolved configuration: the plugin row that won and its handler."""
@@ -96,7 +100,7 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_based", "_runtime", "_slots", "api", "cache_size", "idle")
+    __slots__ = ("_based", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
@@ -107,6 +111,9 @@ class Chain:
         #: no plugin configured for the API or globally: no phase can ever do anything
         #: (nothing runs access, so no consumer is set, so no consumer's config applies)
         self.idle = not self._based
+        #: (consumer id, first slot) -> the entries that run from that slot on for the
+        #: consumer: resolved once from the cache, then reused (see :meth:`_plan`)
+        self._plans: dict[tuple[str, int], tuple[tuple[int, PluginEntry], ...]] = {}
         self.api = api
         #: weight for the cache's size bound (rows are shared with plugins:* entries)
         self.cache_size = 256 + 64 * len(self._slots)
@@ -151,6 +158,11 @@ class Chain:
         self, ctx: RequestContext, state: _RequestState, i: int
     ) -> Awaitable[None] | None:
         """Access phases from slot ``i`` on, each with the consumer's config if it has one."""
+        consumer = ctx.consumer
+        if consumer is not None:
+            plan = self._plan(consumer["id"], i)
+            if plan is not None:
+                return self._access_planned(ctx, state, consumer, plan)
         slots = self._slots
         runtime = self._runtime
         api_id = self.api["id"]
@@ -175,6 +187,64 @@ class Chain:
                 return self._access_async(ctx, state, result)
             if ctx.responded:
                 return None
+        return None
+
+    def _plan(self, consumer_id: str, start: int) -> tuple[tuple[int, PluginEntry], ...] | None:
+        """``(slot index, entry)`` of every slot from ``start`` that runs for the consumer.
+
+        Resolving a consumer's configurations costs two cache lookups per slot (most
+        slots are plugins not configured for the API, waiting for a consumer's config
+        that seldom exists); the answer is kept in the chain.  That is safe because
+        every plugin row change that could alter it drops this chain: a row naming
+        this API clears ``plugins_chain:<api_id>``, a row without an API clears every
+        chain (``kongtx.invalidation``), and so does a cache flush.  ``None`` when a
+        lookup is not cached yet (the caller loads it, slot by slot).
+        """
+        key = (consumer_id, start)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        runtime = self._runtime
+        api_id = self.api["id"]
+        steps: list[tuple[int, PluginEntry]] = []
+        slots = self._slots
+        for i in range(start, len(slots)):
+            slot = slots[i]
+            entry = slot.base
+            if slot.by_consumer:
+                found, specific = runtime.resolve_cached(slot.spec, api_id, consumer_id)
+                if not found:
+                    return None
+                if specific is not None:
+                    entry = specific
+            if entry is not None:
+                steps.append((i, entry))
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        plan = self._plans[key] = tuple(steps)
+        return plan
+
+    def _access_planned(
+        self,
+        ctx: RequestContext,
+        state: _RequestState,
+        consumer: Row,
+        plan: tuple[tuple[int, PluginEntry], ...],
+    ) -> Awaitable[None] | None:
+        """:meth:`_access_from` with the consumer's entries known; a plugin that
+        changes the consumer sends the rest back to :meth:`_access_from`."""
+        ran = state.ran
+        for i, entry in plan:
+            state.reached = i + 1
+            ran.append(entry)
+            result = entry.handler.access(ctx)
+            if result is not None:
+                return self._access_async(ctx, state, result)
+            if ctx.responded:
+                return None
+            if ctx.consumer is not consumer:
+                return self._access_from(ctx, state, i + 1)
+        state.reached = len(self._slots)
         return None
 
     async def _access_async(

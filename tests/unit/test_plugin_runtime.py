@@ -663,6 +663,43 @@ class RealRegistryAndDaoTests(SynchronousTestCase):
         self.wait(self.dao.delete("plugins", {"id": row["id"]}))
         self.assertEqual(self.request().headers.get("X-Example"), "global")
 
+    def test_consumer_configs_kept_in_the_chain_follow_admin_changes(self) -> None:
+        """A consumer's resolved configurations are kept in the chain (no lookups per
+        request); adding, updating, disabling and deleting that consumer's rows, for
+        the API or for every API, reaches the next request."""
+        consumer = self.wait(self.dao.insert("consumers", {"username": "bob"}))
+
+        def stamp() -> str | None:
+            chain = self.wait(self.runtime.chain_for(self.api))
+            ctx = FakeContext(self.api)
+            ctx.consumer = consumer
+            pending = chain.access(ctx)
+            if pending is not None:
+                self.wait(_wait(pending))
+            value: str | None = ctx.headers.get("X-Example")
+            return value
+
+        self.plugin("example-stamp", api_id=self.api["id"], config={"value": "api"})
+        self.assertEqual(stamp(), "api")
+        self.assertEqual(stamp(), "api")
+        everywhere = self.plugin(
+            "example-stamp", consumer_id=consumer["id"], config={"value": "consumer"}
+        )
+        self.assertEqual(stamp(), "consumer")
+        here = self.plugin(
+            "example-stamp",
+            api_id=self.api["id"],
+            consumer_id=consumer["id"],
+            config={"value": "api+consumer"},
+        )
+        self.assertEqual(stamp(), "api+consumer")
+        self.wait(self.dao.update("plugins", {"id": here["id"]}, {"config": {"value": "v2"}}))
+        self.assertEqual(stamp(), "v2")
+        self.wait(self.dao.update("plugins", {"id": here["id"]}, {"enabled": False}))
+        self.assertEqual(stamp(), "consumer")
+        self.wait(self.dao.delete("plugins", {"id": everywhere["id"]}))
+        self.assertEqual(stamp(), "api")
+
     def test_rejected_requests_are_logged_by_later_plugins(self) -> None:
         """A request ssl rejects (426) is still seen by the lower-priority plugin's log phase."""
         cert_pem, key_pem, _, _ = self_signed_certificate("example.org")
