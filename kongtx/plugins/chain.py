@@ -100,17 +100,20 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_based", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
+    __slots__ = ("_base_plan", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
         self._slots = tuple(slots)
-        #: indexes of the slots with an API-or-global entry: all that can run while
-        #: the request has no consumer (most slots only wait for a consumer's config)
-        self._based = tuple(i for i, slot in enumerate(self._slots) if slot.base is not None)
+        #: ``(slot index, entry)`` of the slots with an API-or-global entry: all that
+        #: can run while the request has no consumer (most slots only wait for a
+        #: consumer's config)
+        self._base_plan = tuple(
+            (i, slot.base) for i, slot in enumerate(self._slots) if slot.base is not None
+        )
         #: no plugin configured for the API or globally: no phase can ever do anything
         #: (nothing runs access, so no consumer is set, so no consumer's config applies)
-        self.idle = not self._based
+        self.idle = not self._base_plan
         #: (consumer id, first slot) -> the entries that run from that slot on for the
         #: consumer: resolved once from the cache, then reused (see :meth:`_plan`)
         self._plans: dict[tuple[str, int], tuple[tuple[int, PluginEntry], ...]] = {}
@@ -132,26 +135,11 @@ class Chain:
         """Run access phases in order until one responds; ``None`` if nothing waited."""
         state = _RequestState()
         ctx.shared[STATE_KEY] = state
-        slots = self._slots
-        started_with_consumer = ctx.consumer is not None
-        if not started_with_consumer:
+        consumer = ctx.consumer
+        if consumer is None:
             # Without a consumer only the slots with an API-or-global entry run (the
-            # others are skipped as the loop below skips them), until a plugin sets one.
-            ran = state.ran
-            for i in self._based:
-                entry = slots[i].base
-                assert entry is not None
-                state.reached = i + 1
-                ran.append(entry)
-                result = entry.handler.access(ctx)
-                if result is not None:
-                    return self._access_async(ctx, state, result)
-                if ctx.responded:
-                    return None
-                if ctx.consumer is not None:
-                    return self._access_from(ctx, state, i + 1)
-            state.reached = len(slots)
-            return None
+            # others wait for a consumer's config), until a plugin sets one.
+            return self._access_planned(ctx, state, None, self._base_plan)
         return self._access_from(ctx, state, 0)
 
     def _access_from(
@@ -228,11 +216,12 @@ class Chain:
         self,
         ctx: RequestContext,
         state: _RequestState,
-        consumer: Row,
+        consumer: Row | None,
         plan: tuple[tuple[int, PluginEntry], ...],
     ) -> Awaitable[None] | None:
-        """:meth:`_access_from` with the consumer's entries known; a plugin that
-        changes the consumer sends the rest back to :meth:`_access_from`."""
+        """:meth:`_access_from` with the entries for ``consumer`` known (``None``: the
+        API's and global ones); a plugin that sets or changes the consumer sends the
+        rest back to :meth:`_access_from`."""
         ran = state.ran
         for i, entry in plan:
             state.reached = i + 1
