@@ -189,7 +189,12 @@ class ProxyPipeline:
             )
             return
 
-        client_ip = self.trusted_ips.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+        trusted = self.trusted_ips
+        client_ip = (
+            trusted.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+            if trusted
+            else incoming.peer_ip  # nobody's X-Forwarded-For is believed: no lookup
+        )
         ctx = ProxyContext(match.api, match, incoming, client_ip, path, raw_query, started)
         chain: PluginChain | None = None
         try:
@@ -319,9 +324,9 @@ class ProxyPipeline:
             balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
         access_done = self.clock.seconds()
         ctx.proxy_latency = self._ms_since(ctx.started_at)
-        accept = incoming.headers.get("accept")
 
         if upgrade:
+            accept = incoming.headers.get("accept")
             await self._tunnel(ctx, req.url, req.method, req.headers, down, accept, balancer)
             return
 
@@ -348,7 +353,7 @@ class ProxyPipeline:
                 url=req.url,
                 reason=e.reason,
             )
-            self._send_error(ctx, down, e.status, accept)
+            self._send_error(ctx, down, e.status, incoming.headers.get("accept"))
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
@@ -376,12 +381,16 @@ class ProxyPipeline:
         headers.remove_all(_OURS_ON_RESPONSES)
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            headers.add("Content-Length", str(response.length))
+            headers.add_lowered("content-length", "Content-Length", str(response.length))
         if headers.get("date") is None:
-            headers.add("Date", self._http_date())
-        headers.add("Via", SERVER_NAME)
-        headers.add("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
-        headers.add("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))
+            headers.add_lowered("date", "Date", self._http_date())
+        headers.add_lowered("via", "Via", SERVER_NAME)
+        headers.add_lowered(
+            "x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)
+        )
+        headers.add_lowered(
+            "x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)
+        )
         ctx.response_headers = headers
         try:
             if chain is not None:

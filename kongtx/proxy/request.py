@@ -46,7 +46,7 @@ class HeaderList:
 
         The fast front-end lower-cases each name once while parsing.
         """
-        headers = cls()
+        headers = cls.__new__(cls)
         headers._items = items
         return headers
 
@@ -79,6 +79,10 @@ class HeaderList:
     def add(self, name: str, value: str) -> None:
         """Append one more value of ``name``."""
         self._items.append((name.lower(), name, value))
+
+    def add_lowered(self, lname: str, name: str, value: str) -> None:
+        """:meth:`add` with ``lname`` given (``name.lower()``: a constant on the hot path)."""
+        self._items.append((lname, name, value))
 
     def remove(self, name: str) -> None:
         """Drop every value of ``name``."""
@@ -214,14 +218,20 @@ def escape_uri_component(text: str) -> str:
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02x}" for b in data)
 
 
+def _arg_key(arg: tuple[str, str | None]) -> str:
+    return arg[0]
+
+
 def encode_query(args: list[tuple[str, str | None]]) -> str:
     """Re-encode args the way Kong 0.9 sent them upstream (SPEC §3.2, "Query string").
 
     Keys sorted alphabetically (stable, so repeated keys keep their order); a bare
     flag or an empty value is emitted as the bare key (``a=`` becomes ``a``).
     """
+    if not args:
+        return ""
     parts: list[str] = []
-    for key, value in sorted(args[:MAX_ARGS], key=lambda kv: kv[0]):
+    for key, value in sorted(args[:MAX_ARGS], key=_arg_key):
         k = escape_uri_component(key)
         if value is None or value == "":
             parts.append(k)
@@ -342,20 +352,20 @@ def build_upstream_request(
     incoming = ", ".join(headers.get_all("x-forwarded-for"))
 
     # One pass drops what is replaced below; then the new values are appended.
-    out = headers.copy()
     replaced = _REPLACED_WITH_FORWARDED_HOST if match.kind != "path" else _REPLACED
     if stripped and api.get("request_path"):
         replaced = replaced | {"x-forwarded-prefix"}
-    out.remove_all(replaced)
-    out.add("Host", host)
+    out = HeaderList.from_lowered([e for e in headers._items if e[0] not in replaced])
+    add = out.add_lowered
+    add("host", "Host", host)
     if match.kind == "host-exact" and match.matched_host is not None:
-        out.add("X-Forwarded-Host", match.matched_host)
+        add("x-forwarded-host", "X-Forwarded-Host", match.matched_host)
     if stripped and api.get("request_path"):
-        out.add("X-Forwarded-Prefix", api["request_path"])
-    out.add("X-Real-IP", client_ip)
+        add("x-forwarded-prefix", "X-Forwarded-Prefix", api["request_path"])
+    add("x-real-ip", "X-Real-IP", client_ip)
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    out.add("X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
-    out.add("X-Forwarded-Proto", scheme)
+    add("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
+    add("x-forwarded-proto", "X-Forwarded-Proto", scheme)
     return UpstreamRequest(method, url, out, stripped)
 
 
