@@ -147,6 +147,8 @@ class Exchange:
         # parser state of the current message
         self._reason = b""
         self._headers: list[tuple[str, str, str]] = []
+        self._length: int | None = None
+        self._chunked = False
         self._events: list[tuple[int, bytes]] = []
         #: a body failure met before a sink was attached (delivered on attach)
         self._body_failure: Failure | None = None
@@ -210,13 +212,25 @@ class Exchange:
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._length = None
+        self._chunked = False
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         sname = name.decode("latin-1")
-        self._headers.append((sname.lower(), sname, value.decode("latin-1")))
+        low = sname.lower()
+        svalue = value.decode("latin-1")
+        if low not in _RESPONSE_DROP:
+            self._headers.append((low, sname, svalue))
+        elif low == "content-length":
+            try:
+                self._length = int(svalue)
+            except ValueError:
+                self._length = None
+        elif low == "transfer-encoding" and "chunked" in svalue.lower():
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -270,24 +284,14 @@ class Exchange:
         """Build the response; ``True`` when it is new (``result`` is to fire)."""
         if self.response is not None:
             return False
-        items = self._headers
-        length: int | None = None
-        chunked = False
-        for low, _, value in items:
-            if low == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif low == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-        if chunked:
-            length = None
+        # on_header kept what reaches the client and read the framing
+        chunked = self._chunked
+        length = None if chunked else self._length
         status = self.parser.get_status_code()
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
-        headers = HeaderList()
-        headers._items = [e for e in items if e[0] not in _RESPONSE_DROP]
+        headers = HeaderList.from_lowered(self._headers)
+        self._headers = []  # a chunked body's trailer fields must not land in it
         response = UpstreamResponse(self, status, self._reason, headers, length)
         self.response = response
         if self.sending and self.producer is not None:

@@ -27,7 +27,7 @@ The request, the client side and the plugin chain the pipeline works with are in
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -357,7 +357,9 @@ class ProxyPipeline:
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
-            await self._relay(ctx, chain, down, response)
+            rest = self._relay(ctx, chain, down, response)
+            if rest is not None:
+                await rest
         finally:
             self._release(balancer, pick)
 
@@ -368,13 +370,16 @@ class ProxyPipeline:
         ctx.response_size = len(body)
         self._send_whole(down, 503, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body)
 
-    async def _relay(
+    def _relay(
         self,
         ctx: ProxyContext,
         chain: PluginChain | None,
         down: Downstream,
         response: UpstreamResponse,
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Response headers, header_filter, then the body; ``None`` when nothing waited
+        (a small response read with its headers, synchronous plugins), else what to
+        await for the rest."""
         ctx.status = response.status
         headers = response.headers
         # One pass drops what we replace, then appends (not one scan per ``set``).
@@ -392,33 +397,48 @@ class ProxyPipeline:
             "x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)
         )
         ctx.response_headers = headers
-        try:
-            if chain is not None:
+        if chain is not None:
+            try:
                 pending = chain.header_filter(ctx)
-                if pending is not None:
-                    await pending
-        except BaseException:
-            response.stopProducing()
-            raise
+            except BaseException:
+                response.stopProducing()
+                raise
+            if pending is not None:
+                relay = _BodyRelay(ctx, chain, down)
+                return _after_filter(pending, response, lambda: self._relay_body(relay, response))
+        return self._relay_body(_BodyRelay(ctx, chain, down), response)
+
+    def _relay_body(self, relay: _BodyRelay, response: UpstreamResponse) -> Awaitable[None] | None:
+        """The head to the client, then the body through ``relay``."""
+        ctx, down = relay.ctx, relay.down
         if down.gone:
             response.stopProducing()
-            return
+            return None
         down.send_head(ctx.status, ctx.response_headers.items())
-        relay = _BodyRelay(ctx, chain, down)
         # What was read with the headers is delivered at once (already in memory);
         # a body still coming is paced by the client's backpressure.
         response.deliver(relay)
-        complete = relay.ended
-        if complete is None:
-            down.register_producer(response)
-            try:
-                complete = await relay.wait()
-            except CancelledError:
-                response.stopProducing()
-                raise
-            finally:
-                down.unregister_producer()
-        if complete:
+        if relay.ended is None:
+            return self._relay_rest(ctx, down, response, relay)
+        self._relay_ended(ctx, down, relay)
+        return None
+
+    async def _relay_rest(
+        self, ctx: ProxyContext, down: Downstream, response: UpstreamResponse, relay: _BodyRelay
+    ) -> None:
+        """The rest of a body still coming from the upstream."""
+        down.register_producer(response)
+        try:
+            await relay.wait()
+        except CancelledError:
+            response.stopProducing()
+            raise
+        finally:
+            down.unregister_producer()
+        self._relay_ended(ctx, down, relay)
+
+    def _relay_ended(self, ctx: ProxyContext, down: Downstream, relay: _BodyRelay) -> None:
+        if relay.ended:
             if not down.gone:
                 down.finish()
         else:
@@ -480,6 +500,22 @@ class ProxyPipeline:
     def _release(balancer: Balancer | None, pick: Pick | None) -> None:
         if balancer is not None and pick is not None:
             balancer.release(pick)
+
+
+async def _after_filter(
+    pending: Awaitable[None],
+    response: UpstreamResponse,
+    then: Callable[[], Awaitable[None] | None],
+) -> None:
+    """The rest of a relay once a header_filter that waits is done."""
+    try:
+        await pending
+    except BaseException:
+        response.stopProducing()
+        raise
+    rest = then()
+    if rest is not None:
+        await rest
 
 
 def split_absolute_form(target: str) -> tuple[str, str]:
