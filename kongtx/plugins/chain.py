@@ -42,15 +42,38 @@ STATE_KEY = "kongtx.plugins.runtime"
 MAX_PLANS = 1024
 
 
-class PluginEntry:
-    """One resolved configuration: the plugin row that won and its handler."""
+def _implements(handler: BasePlugin, phase: str) -> bool:
+    """Whether ``handler`` has its own ``phase`` (``BasePlugin``'s do nothing)."""
+    return getattr(type(handler), phase, None) is not getattr(
+        BasePlugin, phase
+    ) or phase in getattr(handler, "__dict__", ())
 
-    __slots__ = ("handler", "row", "spec")
+
+class PluginEntry:
+    """One resolved configuration: the plugin row that won and its handler.
+
+    The ``has_*`` flags say which request phases the handler implements: a phase
+    it leaves to ``BasePlugin`` (which does nothing) is not called at all.
+    """
+
+    __slots__ = (
+        "handler",
+        "has_access",
+        "has_body_filter",
+        "has_header_filter",
+        "has_log",
+        "row",
+        "spec",
+    )
 
     def __init__(self, spec: PluginSpec, row: Row, handler: BasePlugin) -> None:
         self.spec = spec
         self.row = row
         self.handler = handler
+        self.has_access = _implements(handler, "access")
+        self.has_header_filter = _implements(handler, "header_filter")
+        self.has_body_filter = _implements(handler, "body_filter")
+        self.has_log = _implements(handler, "log")
 
     def __repr__(self) -> str:
         return f"<PluginEntry {self.spec.name} id={self.row.get('id')}>"
@@ -170,7 +193,7 @@ class Chain:
             if entry is None:
                 continue
             state.ran.append(entry)
-            result = entry.handler.access(ctx)
+            result = entry.handler.access(ctx) if entry.has_access else None
             if result is not None:
                 return self._access_async(ctx, state, result)
             if ctx.responded:
@@ -226,7 +249,7 @@ class Chain:
         for i, entry in plan:
             state.reached = i + 1
             ran.append(entry)
-            result = entry.handler.access(ctx)
+            result = entry.handler.access(ctx) if entry.has_access else None
             if result is not None:
                 return self._access_async(ctx, state, result)
             if ctx.responded:
@@ -287,6 +310,8 @@ class Chain:
             return None
         ran = state.ran
         for index, entry in enumerate(ran):
+            if not entry.has_header_filter:
+                continue
             result = entry.handler.header_filter(ctx)
             if result is not None:
                 return self._header_filter_async(ctx, ran, index + 1, result)
@@ -311,7 +336,8 @@ class Chain:
         if state is None:
             return chunk
         for entry in state.ran:
-            chunk = entry.handler.body_filter(ctx, chunk, last)
+            if entry.has_body_filter:
+                chunk = entry.handler.body_filter(ctx, chunk, last)
         return chunk
 
     # ------------------------------------------------------------------ log
@@ -372,6 +398,8 @@ class Chain:
     def _log_one(
         self, ctx: RequestContext, entry: PluginEntry, waiting: list[Deferred[None]]
     ) -> None:
+        if not entry.has_log:
+            return
         try:
             result = entry.handler.log(ctx)
         except Exception:

@@ -14,6 +14,7 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.chain import PluginEntry
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.schemas import Schema
@@ -478,6 +479,24 @@ class AccessTests(RuntimeTestCase):
         self.assertIsNone(chain.header_filter(ctx))
         self.assertEqual(chain.body_filter(ctx, b"x", True), b"x")
         self.assertEqual(Recorder.journal, [])
+
+    def test_only_the_phases_a_handler_implements_are_called(self) -> None:
+        """A phase left to BasePlugin (a no-op) is skipped; one set on the instance is not."""
+
+        class OnlyLog(BasePlugin):
+            def log(self, ctx: RequestContext) -> PhaseResult:
+                return None
+
+        entry = PluginEntry(spec("only-log", 1), plugin_row("only-log"), OnlyLog({}))
+        self.assertEqual(
+            (entry.has_access, entry.has_header_filter, entry.has_body_filter, entry.has_log),
+            (False, False, False, True),
+        )
+        handler = OnlyLog({})
+        handler.body_filter = lambda ctx, chunk, last: chunk.upper()  # type: ignore[method-assign]
+        self.assertTrue(
+            PluginEntry(spec("only-log", 1), plugin_row("only-log"), handler).has_body_filter
+        )
 
 
 class LogTests(RuntimeTestCase):
