@@ -336,8 +336,18 @@ class ProxyPipeline:
         pick: Pick | None = None
         try:
             if balancer is None:
-                response = await self.client.request(
-                    req.method, req.url, req.headers, body, length, stream=ctx._stream
+                start_pooled = getattr(self.client, "start_pooled", None)  # test doubles lack it
+                started = (
+                    start_pooled(req.method, req.url, req.headers, body, length)
+                    if start_pooled is not None and ctx._stream is None
+                    else None
+                )
+                response = await (
+                    started
+                    if started is not None
+                    else self.client.request(
+                        req.method, req.url, req.headers, body, length, stream=ctx._stream
+                    )
                 )
             else:
                 assert balancing is not None
