@@ -10,6 +10,7 @@ difference (SPEC's top table); the reasons for each rule are in the SPEC.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection, Iterable, Iterator
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -204,14 +205,20 @@ def parse_query(raw: str, limit: int = MAX_ARGS) -> list[tuple[str, str | None]]
 
 
 def _unescape(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text  # nothing to decode (the common case): the same text
     return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "surrogateescape")
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+#: text made of unreserved characters only: left as it is (checked in C)
+_ALL_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*\Z")
 
 
 def escape_uri_component(text: str) -> str:
     """Percent-encode everything but unreserved characters, with lower-case hex."""
+    if _ALL_UNRESERVED.match(text):
+        return text
     data = text.encode("utf-8", "surrogateescape")
     if all(b in _UNRESERVED for b in data):
         return text
