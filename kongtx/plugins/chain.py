@@ -37,16 +37,43 @@ __all__ = ["STATE_KEY", "Chain", "PluginEntry", "Slot"]
 #: ``ctx.shared`` key holding the chain's per-request bookkeeping.
 STATE_KEY = "kongtx.plugins.runtime"
 
+#: Consumers whose resolved entries a chain keeps (then it starts over): bounds the
+#: memory an API with many active consumers adds (~200 bytes each).
+MAX_PLANS = 1024
+
+
+def _implements(handler: BasePlugin, phase: str) -> bool:
+    """Whether ``handler`` has its own ``phase`` (``BasePlugin``'s do nothing)."""
+    return getattr(type(handler), phase, None) is not getattr(
+        BasePlugin, phase
+    ) or phase in getattr(handler, "__dict__", ())
+
 
 class PluginEntry:
-    """One resolved configuration: the plugin row that won and its handler."""
+    """One resolved configuration: the plugin row that won and its handler.
 
-    __slots__ = ("handler", "row", "spec")
+    The ``has_*`` flags say which request phases the handler implements: a phase
+    it leaves to ``BasePlugin`` (which does nothing) is not called at all.
+    """
+
+    __slots__ = (
+        "handler",
+        "has_access",
+        "has_body_filter",
+        "has_header_filter",
+        "has_log",
+        "row",
+        "spec",
+    )
 
     def __init__(self, spec: PluginSpec, row: Row, handler: BasePlugin) -> None:
         self.spec = spec
         self.row = row
         self.handler = handler
+        self.has_access = _implements(handler, "access")
+        self.has_header_filter = _implements(handler, "header_filter")
+        self.has_body_filter = _implements(handler, "body_filter")
+        self.has_log = _implements(handler, "log")
 
     def __repr__(self) -> str:
         return f"<PluginEntry {self.spec.name} id={self.row.get('id')}>"
@@ -96,11 +123,23 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_runtime", "_slots", "api", "cache_size")
+    __slots__ = ("_base_plan", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
         self._slots = tuple(slots)
+        #: ``(slot index, entry)`` of the slots with an API-or-global entry: all that
+        #: can run while the request has no consumer (most slots only wait for a
+        #: consumer's config)
+        self._base_plan = tuple(
+            (i, slot.base) for i, slot in enumerate(self._slots) if slot.base is not None
+        )
+        #: no plugin configured for the API or globally: no phase can ever do anything
+        #: (nothing runs access, so no consumer is set, so no consumer's config applies)
+        self.idle = not self._base_plan
+        #: (consumer id, first slot) -> the entries that run from that slot on for the
+        #: consumer: resolved once from the cache, then reused (see :meth:`_plan`)
+        self._plans: dict[tuple[str, int], tuple[tuple[int, PluginEntry], ...]] = {}
         self.api = api
         #: weight for the cache's size bound (rows are shared with plugins:* entries)
         self.cache_size = 256 + 64 * len(self._slots)
@@ -119,11 +158,26 @@ class Chain:
         """Run access phases in order until one responds; ``None`` if nothing waited."""
         state = _RequestState()
         ctx.shared[STATE_KEY] = state
+        consumer = ctx.consumer
+        if consumer is None:
+            # Without a consumer only the slots with an API-or-global entry run (the
+            # others wait for a consumer's config), until a plugin sets one.
+            return self._access_planned(ctx, state, None, self._base_plan)
+        return self._access_from(ctx, state, 0)
+
+    def _access_from(
+        self, ctx: RequestContext, state: _RequestState, i: int
+    ) -> Awaitable[None] | None:
+        """Access phases from slot ``i`` on, each with the consumer's config if it has one."""
+        consumer = ctx.consumer
+        if consumer is not None:
+            plan = self._plan(consumer["id"], i)
+            if plan is not None:
+                return self._access_planned(ctx, state, consumer, plan)
         slots = self._slots
         runtime = self._runtime
         api_id = self.api["id"]
         count = len(slots)
-        i = 0
         while i < count:
             slot = slots[i]
             entry = slot.base
@@ -139,11 +193,70 @@ class Chain:
             if entry is None:
                 continue
             state.ran.append(entry)
-            result = entry.handler.access(ctx)
+            result = entry.handler.access(ctx) if entry.has_access else None
             if result is not None:
                 return self._access_async(ctx, state, result)
             if ctx.responded:
                 return None
+        return None
+
+    def _plan(self, consumer_id: str, start: int) -> tuple[tuple[int, PluginEntry], ...] | None:
+        """``(slot index, entry)`` of every slot from ``start`` that runs for the consumer.
+
+        Resolving a consumer's configurations costs two cache lookups per slot (most
+        slots are plugins not configured for the API, waiting for a consumer's config
+        that seldom exists); the answer is kept in the chain.  That is safe because
+        every plugin row change that could alter it drops this chain: a row naming
+        this API clears ``plugins_chain:<api_id>``, a row without an API clears every
+        chain (``kongtx.invalidation``), and so does a cache flush.  ``None`` when a
+        lookup is not cached yet (the caller loads it, slot by slot).
+        """
+        key = (consumer_id, start)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        runtime = self._runtime
+        api_id = self.api["id"]
+        steps: list[tuple[int, PluginEntry]] = []
+        slots = self._slots
+        for i in range(start, len(slots)):
+            slot = slots[i]
+            entry = slot.base
+            if slot.by_consumer:
+                found, specific = runtime.resolve_cached(slot.spec, api_id, consumer_id)
+                if not found:
+                    return None
+                if specific is not None:
+                    entry = specific
+            if entry is not None:
+                steps.append((i, entry))
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        plan = self._plans[key] = tuple(steps)
+        return plan
+
+    def _access_planned(
+        self,
+        ctx: RequestContext,
+        state: _RequestState,
+        consumer: Row | None,
+        plan: tuple[tuple[int, PluginEntry], ...],
+    ) -> Awaitable[None] | None:
+        """:meth:`_access_from` with the entries for ``consumer`` known (``None``: the
+        API's and global ones); a plugin that sets or changes the consumer sends the
+        rest back to :meth:`_access_from`."""
+        ran = state.ran
+        for i, entry in plan:
+            state.reached = i + 1
+            ran.append(entry)
+            result = entry.handler.access(ctx) if entry.has_access else None
+            if result is not None:
+                return self._access_async(ctx, state, result)
+            if ctx.responded:
+                return None
+            if ctx.consumer is not consumer:
+                return self._access_from(ctx, state, i + 1)
+        state.reached = len(self._slots)
         return None
 
     async def _access_async(
@@ -197,6 +310,8 @@ class Chain:
             return None
         ran = state.ran
         for index, entry in enumerate(ran):
+            if not entry.has_header_filter:
+                continue
             result = entry.handler.header_filter(ctx)
             if result is not None:
                 return self._header_filter_async(ctx, ran, index + 1, result)
@@ -221,7 +336,8 @@ class Chain:
         if state is None:
             return chunk
         for entry in state.ran:
-            chunk = entry.handler.body_filter(ctx, chunk, last)
+            if entry.has_body_filter:
+                chunk = entry.handler.body_filter(ctx, chunk, last)
         return chunk
 
     # ------------------------------------------------------------------ log
@@ -282,6 +398,8 @@ class Chain:
     def _log_one(
         self, ctx: RequestContext, entry: PluginEntry, waiting: list[Deferred[None]]
     ) -> None:
+        if not entry.has_log:
+            return
         try:
             result = entry.handler.log(ctx)
         except Exception:

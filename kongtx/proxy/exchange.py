@@ -147,7 +147,11 @@ class Exchange:
         # parser state of the current message
         self._reason = b""
         self._headers: list[tuple[str, str, str]] = []
+        self._length: int | None = None
+        self._chunked = False
         self._events: list[tuple[int, bytes]] = []
+        #: a body failure met before a sink was attached (delivered on attach)
+        self._body_failure: Failure | None = None
 
     # ------------------------------------------------------------ sending
 
@@ -208,13 +212,25 @@ class Exchange:
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._length = None
+        self._chunked = False
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         sname = name.decode("latin-1")
-        self._headers.append((sname.lower(), sname, value.decode("latin-1")))
+        low = sname.lower()
+        svalue = value.decode("latin-1")
+        if low not in _RESPONSE_DROP:
+            self._headers.append((low, sname, svalue))
+        elif low == "content-length":
+            try:
+                self._length = int(svalue)
+            except ValueError:
+                self._length = None
+        elif low == "transfer-encoding" and "chunked" in svalue.lower():
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -237,11 +253,16 @@ class Exchange:
 
     def _process(self) -> None:
         events, self._events = self._events, []
+        # The response is announced (``result`` fires) after every event of this read
+        # is taken in: a small response's body and end, read with its headers, are
+        # then already there when the pipeline attaches its sink, which finishes
+        # without waiting for another callback.
+        announce = False
         for kind, data in events:
             if self.finished or self.abandoned:
-                return
+                break
             if kind == _HEADERS:
-                self._headers_done()
+                announce = self._headers_done()
             elif kind == _BODY:
                 if self.complete:
                     continue  # bytes after a HEAD response's headers: ignored
@@ -255,28 +276,22 @@ class Exchange:
                     self._maybe_finish()
             elif kind == _ERROR:
                 self._fail_body(Failure(UpstreamError(502, data.decode())))
+        response = self.response
+        if announce and response is not None and not self.result.called:
+            self.result.callback(response)
 
-    def _headers_done(self) -> None:
+    def _headers_done(self) -> bool:
+        """Build the response; ``True`` when it is new (``result`` is to fire)."""
         if self.response is not None:
-            return
-        items = self._headers
-        length: int | None = None
-        chunked = False
-        for low, _, value in items:
-            if low == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif low == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-        if chunked:
-            length = None
+            return False
+        # on_header kept what reaches the client and read the framing
+        chunked = self._chunked
+        length = None if chunked else self._length
         status = self.parser.get_status_code()
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
-        headers = HeaderList()
-        headers._items = [e for e in items if e[0] not in _RESPONSE_DROP]
+        headers = HeaderList.from_lowered(self._headers)
+        self._headers = []  # a chunked body's trailer fields must not land in it
         response = UpstreamResponse(self, status, self._reason, headers, length)
         self.response = response
         if self.sending and self.producer is not None:
@@ -285,7 +300,7 @@ class Exchange:
             self.producer.stopProducing()
             self.keep_alive = False
         self.deadline.start("read", self.client.read_timeout)
-        self.result.callback(response)
+        return True
 
     def _maybe_finish(self) -> None:
         if not self.complete or self.sink is None or self.finished:
@@ -310,7 +325,10 @@ class Exchange:
         pending, self.pending = self.pending, []
         for data in pending:
             sink.write(data)
-        if self.complete:
+        failure, self._body_failure = self._body_failure, None
+        if failure is not None:
+            sink.fail(failure)
+        elif self.complete:
             self._maybe_finish()
 
     # ------------------------------------------------------------ flow control
@@ -369,6 +387,8 @@ class Exchange:
         self.conn.abort()
         if self.sink is not None:
             self.sink.fail(failure)
+        else:
+            self._body_failure = failure
 
     def connection_lost(self, reason: Failure) -> None:
         self.deadline.cancel()

@@ -286,12 +286,12 @@ class FastProxyProtocol(RequestReader):
         if req is None or self._lost:
             return
         self._responded = True
-        lines = []
+        lines = [f"{name}: {value}\r\n" for name, value in headers]
         framed = False
-        for name, value in headers:
+        for name, _ in headers:
             if len(name) == 14 and name.lower() == "content-length":
                 framed = True
-            lines.append(f"{name}: {value}\r\n")
+                break
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
         close = (

@@ -27,7 +27,7 @@ The request, the client side and the plugin chain the pipeline works with are in
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -81,14 +81,30 @@ async def _maybe_await(result: object) -> None:
 
 
 class _BodyRelay:
-    """Upstream body -> body_filter -> client, with the end reported on ``done``."""
+    """Upstream body -> body_filter -> client; ``ended`` says how it ended.
+
+    The Deferred to wait on is made only when the body is still coming
+    (:meth:`wait`): a small response read whole with its headers ends while it is
+    attached, and the pipeline goes on without one.
+    """
+
+    __slots__ = ("_done", "chain", "ctx", "down", "ended", "failure")
 
     def __init__(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
         self.ctx = ctx
         self.chain = chain
         self.down = down
-        self.done: Deferred[bool] = Deferred()
+        #: ``None`` while the body is coming, then ``True`` (complete) or ``False`` (failed)
+        self.ended: bool | None = None
+        self._done: Deferred[bool] | None = None
         self.failure: Failure | None = None
+
+    def wait(self) -> Deferred[bool]:
+        """Fires with :attr:`ended` once the body ended (cancel: the client went away)."""
+        done = self._done = Deferred()
+        if self.ended is not None:
+            done.callback(self.ended)
+        return done
 
     def write(self, data: bytes) -> None:
         if self.chain is not None:
@@ -103,13 +119,18 @@ class _BodyRelay:
             if tail and not self.down.gone:
                 self.ctx.response_size += len(tail)
                 self.down.write(tail)
-        if not self.done.called:
-            self.done.callback(True)
+        self._end(True)
 
     def fail(self, reason: Failure) -> None:
         self.failure = reason
-        if not self.done.called:
-            self.done.callback(False)
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        if self.ended is None:
+            self.ended = complete
+            done = self._done
+            if done is not None and not done.called:
+                done.callback(complete)
 
 
 class ProxyPipeline:
@@ -168,7 +189,12 @@ class ProxyPipeline:
             )
             return
 
-        client_ip = self.trusted_ips.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+        trusted = self.trusted_ips
+        client_ip = (
+            trusted.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+            if trusted
+            else incoming.peer_ip  # nobody's X-Forwarded-For is believed: no lookup
+        )
         ctx = ProxyContext(match.api, match, incoming, client_ip, path, raw_query, started)
         chain: PluginChain | None = None
         try:
@@ -176,6 +202,8 @@ class ProxyPipeline:
                 chain = self.plugins.cached_chain(match.api)
                 if chain is None:
                     chain = await self.plugins.chain_for(match.api)
+                if getattr(chain, "idle", False):
+                    chain = None  # no plugin for this API: no phase would do anything
             if chain is not None:
                 pending = chain.access(ctx)  # None when every plugin answered synchronously
                 if pending is not None:
@@ -296,9 +324,9 @@ class ProxyPipeline:
             balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
         access_done = self.clock.seconds()
         ctx.proxy_latency = self._ms_since(ctx.started_at)
-        accept = incoming.headers.get("accept")
 
         if upgrade:
+            accept = incoming.headers.get("accept")
             await self._tunnel(ctx, req.url, req.method, req.headers, down, accept, balancer)
             return
 
@@ -308,8 +336,18 @@ class ProxyPipeline:
         pick: Pick | None = None
         try:
             if balancer is None:
-                response = await self.client.request(
-                    req.method, req.url, req.headers, body, length, stream=ctx._stream
+                start_pooled = getattr(self.client, "start_pooled", None)  # test doubles lack it
+                started = (
+                    start_pooled(req.method, req.url, req.headers, body, length)
+                    if start_pooled is not None and ctx._stream is None
+                    else None
+                )
+                response = await (
+                    started
+                    if started is not None
+                    else self.client.request(
+                        req.method, req.url, req.headers, body, length, stream=ctx._stream
+                    )
                 )
             else:
                 assert balancing is not None
@@ -325,11 +363,13 @@ class ProxyPipeline:
                 url=req.url,
                 reason=e.reason,
             )
-            self._send_error(ctx, down, e.status, accept)
+            self._send_error(ctx, down, e.status, incoming.headers.get("accept"))
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
-            await self._relay(ctx, chain, down, response)
+            rest = self._relay(ctx, chain, down, response)
+            if rest is not None:
+                await rest
         finally:
             self._release(balancer, pick)
 
@@ -340,49 +380,75 @@ class ProxyPipeline:
         ctx.response_size = len(body)
         self._send_whole(down, 503, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body)
 
-    async def _relay(
+    def _relay(
         self,
         ctx: ProxyContext,
         chain: PluginChain | None,
         down: Downstream,
         response: UpstreamResponse,
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Response headers, header_filter, then the body; ``None`` when nothing waited
+        (a small response read with its headers, synchronous plugins), else what to
+        await for the rest."""
         ctx.status = response.status
         headers = response.headers
         # One pass drops what we replace, then appends (not one scan per ``set``).
         headers.remove_all(_OURS_ON_RESPONSES)
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            headers.add("Content-Length", str(response.length))
+            headers.add_lowered("content-length", "Content-Length", str(response.length))
         if headers.get("date") is None:
-            headers.add("Date", self._http_date())
-        headers.add("Via", SERVER_NAME)
-        headers.add("X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0))
-        headers.add("X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0))
+            headers.add_lowered("date", "Date", self._http_date())
+        headers.add_lowered("via", "Via", SERVER_NAME)
+        headers.add_lowered(
+            "x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)
+        )
+        headers.add_lowered(
+            "x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)
+        )
         ctx.response_headers = headers
-        try:
-            if chain is not None:
+        if chain is not None:
+            try:
                 pending = chain.header_filter(ctx)
-                if pending is not None:
-                    await pending
-        except BaseException:
-            response.stopProducing()
-            raise
+            except BaseException:
+                response.stopProducing()
+                raise
+            if pending is not None:
+                relay = _BodyRelay(ctx, chain, down)
+                return _after_filter(pending, response, lambda: self._relay_body(relay, response))
+        return self._relay_body(_BodyRelay(ctx, chain, down), response)
+
+    def _relay_body(self, relay: _BodyRelay, response: UpstreamResponse) -> Awaitable[None] | None:
+        """The head to the client, then the body through ``relay``."""
+        ctx, down = relay.ctx, relay.down
         if down.gone:
             response.stopProducing()
-            return
+            return None
         down.send_head(ctx.status, ctx.response_headers.items())
-        relay = _BodyRelay(ctx, chain, down)
+        # What was read with the headers is delivered at once (already in memory);
+        # a body still coming is paced by the client's backpressure.
+        response.deliver(relay)
+        if relay.ended is None:
+            return self._relay_rest(ctx, down, response, relay)
+        self._relay_ended(ctx, down, relay)
+        return None
+
+    async def _relay_rest(
+        self, ctx: ProxyContext, down: Downstream, response: UpstreamResponse, relay: _BodyRelay
+    ) -> None:
+        """The rest of a body still coming from the upstream."""
         down.register_producer(response)
         try:
-            response.deliver(relay)
-            complete = await relay.done
+            await relay.wait()
         except CancelledError:
             response.stopProducing()
             raise
         finally:
             down.unregister_producer()
-        if complete:
+        self._relay_ended(ctx, down, relay)
+
+    def _relay_ended(self, ctx: ProxyContext, down: Downstream, relay: _BodyRelay) -> None:
+        if relay.ended:
             if not down.gone:
                 down.finish()
         else:
@@ -444,6 +510,22 @@ class ProxyPipeline:
     def _release(balancer: Balancer | None, pick: Pick | None) -> None:
         if balancer is not None and pick is not None:
             balancer.release(pick)
+
+
+async def _after_filter(
+    pending: Awaitable[None],
+    response: UpstreamResponse,
+    then: Callable[[], Awaitable[None] | None],
+) -> None:
+    """The rest of a relay once a header_filter that waits is done."""
+    try:
+        await pending
+    except BaseException:
+        response.stopProducing()
+        raise
+    rest = then()
+    if rest is not None:
+        await rest
 
 
 def split_absolute_form(target: str) -> tuple[str, str]:

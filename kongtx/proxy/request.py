@@ -10,6 +10,7 @@ difference (SPEC's top table); the reasons for each rule are in the SPEC.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection, Iterable, Iterator
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -36,7 +37,9 @@ class HeaderList:
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [(k.lower(), k, v) for k, v in items]
+        self._items: list[tuple[str, str, str]] = (
+            [(k.lower(), k, v) for k, v in items] if items else []
+        )
 
     @classmethod
     def from_lowered(cls, items: list[tuple[str, str, str]]) -> HeaderList:
@@ -44,7 +47,7 @@ class HeaderList:
 
         The fast front-end lower-cases each name once while parsing.
         """
-        headers = cls()
+        headers = cls.__new__(cls)
         headers._items = items
         return headers
 
@@ -77,6 +80,10 @@ class HeaderList:
     def add(self, name: str, value: str) -> None:
         """Append one more value of ``name``."""
         self._items.append((name.lower(), name, value))
+
+    def add_lowered(self, lname: str, name: str, value: str) -> None:
+        """:meth:`add` with ``lname`` given (``name.lower()``: a constant on the hot path)."""
+        self._items.append((lname, name, value))
 
     def remove(self, name: str) -> None:
         """Drop every value of ``name``."""
@@ -198,18 +205,28 @@ def parse_query(raw: str, limit: int = MAX_ARGS) -> list[tuple[str, str | None]]
 
 
 def _unescape(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text  # nothing to decode (the common case): the same text
     return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "surrogateescape")
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+#: text made of unreserved characters only: left as it is (checked in C)
+_ALL_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*\Z")
 
 
 def escape_uri_component(text: str) -> str:
     """Percent-encode everything but unreserved characters, with lower-case hex."""
+    if _ALL_UNRESERVED.match(text):
+        return text
     data = text.encode("utf-8", "surrogateescape")
     if all(b in _UNRESERVED for b in data):
         return text
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02x}" for b in data)
+
+
+def _arg_key(arg: tuple[str, str | None]) -> str:
+    return arg[0]
 
 
 def encode_query(args: list[tuple[str, str | None]]) -> str:
@@ -218,8 +235,10 @@ def encode_query(args: list[tuple[str, str | None]]) -> str:
     Keys sorted alphabetically (stable, so repeated keys keep their order); a bare
     flag or an empty value is emitted as the bare key (``a=`` becomes ``a``).
     """
+    if not args:
+        return ""
     parts: list[str] = []
-    for key, value in sorted(args[:MAX_ARGS], key=lambda kv: kv[0]):
+    for key, value in sorted(args[:MAX_ARGS], key=_arg_key):
         k = escape_uri_component(key)
         if value is None or value == "":
             parts.append(k)
@@ -340,20 +359,20 @@ def build_upstream_request(
     incoming = ", ".join(headers.get_all("x-forwarded-for"))
 
     # One pass drops what is replaced below; then the new values are appended.
-    out = headers.copy()
     replaced = _REPLACED_WITH_FORWARDED_HOST if match.kind != "path" else _REPLACED
     if stripped and api.get("request_path"):
         replaced = replaced | {"x-forwarded-prefix"}
-    out.remove_all(replaced)
-    out.add("Host", host)
+    out = HeaderList.from_lowered([e for e in headers._items if e[0] not in replaced])
+    add = out.add_lowered
+    add("host", "Host", host)
     if match.kind == "host-exact" and match.matched_host is not None:
-        out.add("X-Forwarded-Host", match.matched_host)
+        add("x-forwarded-host", "X-Forwarded-Host", match.matched_host)
     if stripped and api.get("request_path"):
-        out.add("X-Forwarded-Prefix", api["request_path"])
-    out.add("X-Real-IP", client_ip)
+        add("x-forwarded-prefix", "X-Forwarded-Prefix", api["request_path"])
+    add("x-real-ip", "X-Real-IP", client_ip)
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    out.add("X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
-    out.add("X-Forwarded-Proto", scheme)
+    add("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
+    add("x-forwarded-proto", "X-Forwarded-Proto", scheme)
     return UpstreamRequest(method, url, out, stripped)
 
 

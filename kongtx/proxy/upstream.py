@@ -225,6 +225,7 @@ class UpstreamClient:
         length: int = 0,
         stream: Any = None,
         address: tuple[str, int] | None = None,
+        pool: bool = True,
     ) -> UpstreamResponse:
         """Send one request; returns once the response headers arrived.
 
@@ -235,6 +236,7 @@ class UpstreamClient:
         ``address`` (a balanced peer's ``(ip, port)``) is where the connection goes;
         the URL, the ``Host`` header and TLS's SNI keep the upstream's name, and the
         keep-alive pool is keyed by the address (and that name, for TLS).
+        ``pool=False``: on a new connection (a retry after a stale pooled one).
 
         Raises:
             ConnectError: the connection could not be made (nothing was sent).
@@ -264,25 +266,66 @@ class UpstreamClient:
                 raise UpstreamError(502, "upstream closed the connection") from None
         has_body = body is not None and length > 0
         head = build_head(method, target, headers, length if has_body else None)
-        for attempt in (0, 1):
+        for attempt in (0, 1) if pool else (1,):
             pooled = self._take(key) if attempt == 0 else None
             conn = pooled if pooled is not None else await self._connect(key)
-            producer: FileBodyProducer | None = None
-            if has_body:
-                assert body is not None
-                body.seek(0)
-                producer = FileBodyProducer(body, length, _no_progress)
-            exchange = Exchange(self, conn, method, head, producer)
-            if producer is not None:
-                producer._on_progress = exchange.progress
             try:
-                return await exchange.start()
+                return await self._start(conn, method, head, body if has_body else None, length)
             except StaleConnection:
                 log.debug(
                     "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
                 )
                 continue
         raise UpstreamError(502, "upstream closed the connection")
+
+    def start_pooled(
+        self, method: str, url: str, headers: HeaderList, body: IO[bytes] | None, length: int
+    ) -> Deferred[UpstreamResponse] | None:
+        """:meth:`request` on a pooled connection, without a coroutine (hot path).
+
+        ``None`` when no pooled connection is at hand (or the URL is no upstream
+        URL): call :meth:`request`.  Else the exchange's own Deferred; a pooled
+        connection found stale is retried once on a new one, as :meth:`request`
+        does.  Raises ``UpstreamError`` for a header that must not go upstream.
+        """
+        try:
+            scheme, host, port, target = split_url(url)
+        except ValueError:
+            return None
+        has_body = body is not None and length > 0
+        head = build_head(method, target, headers, length if has_body else None)
+        conn = self._take((scheme, host, port, ""))
+        if conn is None:
+            return None
+        result = self._start(conn, method, head, body if has_body else None, length)
+        result.addErrback(self._retry_stale, (method, url, headers, body, length))
+        return result
+
+    def _start(
+        self,
+        conn: UpstreamConnection,
+        method: str,
+        head: bytes,
+        body: IO[bytes] | None,
+        length: int,
+    ) -> Deferred[UpstreamResponse]:
+        """One exchange on ``conn``: the head, then ``body`` (replayable) if any."""
+        producer: FileBodyProducer | None = None
+        if body is not None:
+            body.seek(0)
+            producer = FileBodyProducer(body, length, _no_progress)
+        exchange = Exchange(self, conn, method, head, producer)
+        if producer is not None:
+            producer._on_progress = exchange.progress
+        return exchange.start()
+
+    def _retry_stale(
+        self, failure: Failure, request: tuple[str, str, HeaderList, IO[bytes] | None, int]
+    ) -> Deferred[UpstreamResponse]:
+        """After a stale pooled connection: ``request`` again, on a new connection."""
+        failure.trap(StaleConnection)
+        log.debug("pooled connection for {url} was closed; retrying", url=request[1])
+        return Deferred.fromCoroutine(self.request(*request, pool=False))
 
     def close(self) -> Deferred[None]:
         """Close every idle pooled connection (node stopping)."""

@@ -14,6 +14,7 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
+from kongtx.plugins.chain import PluginEntry
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.schemas import Schema
@@ -479,6 +480,24 @@ class AccessTests(RuntimeTestCase):
         self.assertEqual(chain.body_filter(ctx, b"x", True), b"x")
         self.assertEqual(Recorder.journal, [])
 
+    def test_only_the_phases_a_handler_implements_are_called(self) -> None:
+        """A phase left to BasePlugin (a no-op) is skipped; one set on the instance is not."""
+
+        class OnlyLog(BasePlugin):
+            def log(self, ctx: RequestContext) -> PhaseResult:
+                return None
+
+        entry = PluginEntry(spec("only-log", 1), plugin_row("only-log"), OnlyLog({}))
+        self.assertEqual(
+            (entry.has_access, entry.has_header_filter, entry.has_body_filter, entry.has_log),
+            (False, False, False, True),
+        )
+        handler = OnlyLog({})
+        handler.body_filter = lambda ctx, chunk, last: chunk.upper()  # type: ignore[method-assign]
+        self.assertTrue(
+            PluginEntry(spec("only-log", 1), plugin_row("only-log"), handler).has_body_filter
+        )
+
 
 class LogTests(RuntimeTestCase):
     def test_log_errors_are_logged_not_raised(self) -> None:
@@ -662,6 +681,43 @@ class RealRegistryAndDaoTests(SynchronousTestCase):
         self.assertEqual(self.request().headers.get("X-Example"), "global")
         self.wait(self.dao.delete("plugins", {"id": row["id"]}))
         self.assertEqual(self.request().headers.get("X-Example"), "global")
+
+    def test_consumer_configs_kept_in_the_chain_follow_admin_changes(self) -> None:
+        """A consumer's resolved configurations are kept in the chain (no lookups per
+        request); adding, updating, disabling and deleting that consumer's rows, for
+        the API or for every API, reaches the next request."""
+        consumer = self.wait(self.dao.insert("consumers", {"username": "bob"}))
+
+        def stamp() -> str | None:
+            chain = self.wait(self.runtime.chain_for(self.api))
+            ctx = FakeContext(self.api)
+            ctx.consumer = consumer
+            pending = chain.access(ctx)
+            if pending is not None:
+                self.wait(_wait(pending))
+            value: str | None = ctx.headers.get("X-Example")
+            return value
+
+        self.plugin("example-stamp", api_id=self.api["id"], config={"value": "api"})
+        self.assertEqual(stamp(), "api")
+        self.assertEqual(stamp(), "api")
+        everywhere = self.plugin(
+            "example-stamp", consumer_id=consumer["id"], config={"value": "consumer"}
+        )
+        self.assertEqual(stamp(), "consumer")
+        here = self.plugin(
+            "example-stamp",
+            api_id=self.api["id"],
+            consumer_id=consumer["id"],
+            config={"value": "api+consumer"},
+        )
+        self.assertEqual(stamp(), "api+consumer")
+        self.wait(self.dao.update("plugins", {"id": here["id"]}, {"config": {"value": "v2"}}))
+        self.assertEqual(stamp(), "v2")
+        self.wait(self.dao.update("plugins", {"id": here["id"]}, {"enabled": False}))
+        self.assertEqual(stamp(), "consumer")
+        self.wait(self.dao.delete("plugins", {"id": everywhere["id"]}))
+        self.assertEqual(stamp(), "api")
 
     def test_rejected_requests_are_logged_by_later_plugins(self) -> None:
         """A request ssl rejects (426) is still seen by the lower-priority plugin's log phase."""

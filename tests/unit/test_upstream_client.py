@@ -278,6 +278,33 @@ class LeanClientTests(_Base):
         self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
         assert self.successResultOf(d2).status == 204
 
+    def test_start_pooled(self) -> None:
+        """start_pooled: ``None`` without a pooled connection (nothing is connected); on
+        one, the exchange's Deferred; a stale one is retried once on a new connection."""
+        client = MemoryClient(self)
+        url = "http://10.0.0.2/path?q=1"
+        headers = HeaderList([("Host", "up.com")])
+        assert client.start_pooled("GET", url, headers, None, 0) is None
+        assert self.connections == []
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d).deliver(Sink())
+        pooled = client.start_pooled("GET", url, headers, None, 0)
+        assert pooled is not None and len(self.connections) == 1
+        _, transport = self.connections[0]
+        assert transport.value().count(b"GET /path?q=1 HTTP/1.1\r\n") == 2
+        self.respond(0, b"HTTP/1.1 204 No Content\r\n\r\n")
+        response = self.successResultOf(pooled)
+        assert response.status == 204
+        response.deliver(Sink())
+        stale = client.start_pooled("GET", url, headers, None, 0)
+        assert stale is not None
+        proto, _ = self.connections[0]
+        proto.connectionLost(Failure(ConnectionRefusedError()))  # upstream closed it idle
+        assert len(self.connections) == 2
+        self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert self.successResultOf(stale).status == 204
+
     def test_fresh_connection_not_retried(self) -> None:
         """A new connection closed before a response is a 502, not a retry."""
         client = MemoryClient(self)
