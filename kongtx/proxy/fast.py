@@ -37,7 +37,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from kongtx.clock import Clock
-from kongtx.http.site import connection_stats
+from kongtx.http.stats import connection_stats
 from kongtx.proxy.fast_connection import FastProxyProtocol
 from kongtx.proxy.pipeline import ProxyPipeline
 

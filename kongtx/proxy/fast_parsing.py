@@ -28,7 +28,7 @@ import httptools
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from kongtx.proxy.http import BodyPipe, error_bytes
+from kongtx.proxy.body_pipe import BodyPipe, error_bytes
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory

@@ -21,10 +21,8 @@ from kongtx.log import logger
 from kongtx.plugins.runtime import PluginRuntime
 from kongtx.proxy.context import RouterSource
 from kongtx.proxy.fast import FastProxyFactory
-from kongtx.proxy.http import ProxySite
 from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.request import TrustedIps
-from kongtx.proxy.resource import ProxyResource
 from kongtx.proxy.tls import (
     CertificateHook,
     ProxyTLSContextFactory,
@@ -143,6 +141,10 @@ def make_proxy_factory(config: Any, pipeline: ProxyPipeline, clock: Clock) -> An
     """
     max_header = int(config.client_max_header_size)
     if getattr(config, "proxy_frontend", "fast") == "web":
+        # twisted.web's server only where it serves: a fast worker never imports it
+        from kongtx.proxy.http import ProxySite
+        from kongtx.proxy.resource import ProxyResource
+
         return ProxySite(
             ProxyResource(pipeline),
             max_header_size=max_header,

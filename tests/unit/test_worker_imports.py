@@ -55,3 +55,21 @@ def test_dns_client_is_imported_by_the_first_query() -> None:
         "assert resolver._names() is resolver._names()\n"
         "assert 'twisted.names.client' in sys.modules\n"
     )
+
+
+def test_twisted_web_server_is_imported_only_by_the_web_front_end() -> None:
+    """A worker on the fast front-end never loads twisted.web's server (~2.8 MB)."""
+    run(
+        "from types import SimpleNamespace\n"
+        "from twisted.internet import task\n"
+        "from kongtx.clock import Clock\n"
+        "from kongtx.proxy.fast import FastProxyFactory\n"
+        "config = SimpleNamespace(client_max_header_size=8192, proxy_frontend='fast')\n"
+        "clock = Clock(task.Clock())\n"
+        "factory = make_proxy_factory(config, None, clock)\n"
+        "assert isinstance(factory, FastProxyFactory)\n"
+        "assert 'twisted.web.server' not in sys.modules\n"
+        "assert 'twisted.web.http' not in sys.modules\n"
+        "web = make_proxy_factory(SimpleNamespace(**{**config.__dict__, 'proxy_frontend': 'web'}), None, clock)\n"
+        "assert 'twisted.web.server' in sys.modules\n"
+    )
