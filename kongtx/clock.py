@@ -45,12 +45,17 @@ class Clock:
         self, delay: float, fn: Callable[..., Any], *args: Any, **kw: Any
     ) -> IDelayedCall:
         """Schedule ``fn``; the call is forgotten once it ran or was cancelled."""
+        # ``run`` reaches its call through a list it empties when it runs: a closure over
+        # ``call`` itself would make a reference cycle (call -> run -> call) per timer,
+        # left for the cycle collector; the proxy's log phase schedules one per turn.
+        holder: list[IDelayedCall] = []
 
         def run() -> None:
-            self._delayed.discard(call)
+            self._delayed.discard(holder.pop())
             fn(*args, **kw)
 
         call = self.reactor.callLater(delay, run)
+        holder.append(call)
         self._delayed.add(call)
         return call
 

@@ -34,4 +34,13 @@ def makeService(options: Options) -> IService:
     from kongtx.node import KongNode
 
     node: Any = KongNode(options["config"], reactor, conf_path=options["conf"])
+    node.started.addCallback(_serving)
     return node  # type: ignore[no-any-return]
+
+
+def _serving(result: object) -> object:
+    """The node is up (listeners bound): what it holds now is not rescanned by the GC."""
+    from kongtx.gc_tuning import tune_after_startup
+
+    tune_after_startup()
+    return result

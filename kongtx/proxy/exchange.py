@@ -89,7 +89,9 @@ class UpstreamResponse:
         headers: HeaderList,
         length: int | None,
     ) -> None:
-        self._exchange = exchange
+        #: None once the exchange finished (every call below is then a no-op; dropping
+        #: the reference breaks the exchange <-> response cycle)
+        self._exchange: Exchange | None = exchange
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -98,17 +100,25 @@ class UpstreamResponse:
 
     def deliver(self, sink: ResponseSink) -> None:
         """Stream the body into ``sink``; the read timeout applies between chunks."""
-        self._exchange.attach(sink)
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.attach(sink)
 
     def pauseProducing(self) -> None:
-        self._exchange.pause()
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.pause()
 
     def resumeProducing(self) -> None:
-        self._exchange.resume()
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.resume()
 
     def stopProducing(self) -> None:
         """Abandon the body (client gone): the connection is closed, never reused."""
-        self._exchange.abandon()
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.abandon()
 
 
 class Exchange:
@@ -129,7 +139,11 @@ class Exchange:
         self.head = head
         self.producer = producer
         self.chunked = chunked
-        self.parser = httptools.HttpResponseParser(self)
+        #: the response parser; dropped once the exchange is finished, which breaks the
+        #: exchange <-> parser (bound callbacks) reference cycle, so that the exchange,
+        #: its response and the request context it reaches are freed by reference
+        #: counting instead of waiting for the cycle collector
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         # The connection's one timer: send/read deadline now, idle timeout in the pool.
         self.deadline = conn.timer_for(client._clock)
         self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
@@ -149,6 +163,7 @@ class Exchange:
         self._headers: list[tuple[str, str, str]] = []
         self._length: int | None = None
         self._chunked = False
+        self._status = 0
         self._events: list[tuple[int, bytes]] = []
         #: a body failure met before a sink was attached (delivered on attach)
         self._body_failure: Failure | None = None
@@ -192,11 +207,14 @@ class Exchange:
     # ------------------------------------------------------------ receiving
 
     def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            return  # finished (its connection is being closed): nothing more is read
         self.got_bytes = True
         if self.response is not None and not self.paused:
             self.deadline.touch(self.client.read_timeout)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._events.append((_COMPLETE, b""))
         except httptools.HttpParserError as e:
@@ -233,11 +251,13 @@ class Exchange:
             self._chunked = True
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser: Any = self.parser  # feeding: not None
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return  # 100 Continue and friends: the real response follows
+        self._status = status
         # llhttp forgets the connection flags once the message completes: read them now.
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         self._events.append((_HEADERS, b""))
         if self.method == "HEAD":
             self._events.append((_COMPLETE, b""))
@@ -246,7 +266,8 @@ class Exchange:
         self._events.append((_BODY, body))
 
     def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser: Any = self.parser  # feeding: not None
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return
         self._events.append((_COMPLETE, b""))
@@ -287,7 +308,7 @@ class Exchange:
         # on_header kept what reaches the client and read the framing
         chunked = self._chunked
         length = None if chunked else self._length
-        status = self.parser.get_status_code()
+        status = self._status
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
         headers = HeaderList.from_lowered(self._headers)
@@ -306,6 +327,10 @@ class Exchange:
         if not self.complete or self.sink is None or self.finished:
             return
         self.finished = True
+        # Reference cycles broken: finished, the exchange needs neither (see __init__).
+        self.parser = None
+        if self.response is not None:
+            self.response._exchange = None
         if self.paused:
             # The client paused us and the body ended meanwhile: a pooled connection
             # must go back reading, or the next response on it would never be read.

@@ -16,6 +16,8 @@ __all__ = ["DNS_TTL", "UdpSender"]
 
 #: how long a resolved host name is used before resolving it again
 DNS_TTL = 60.0
+#: IP literal hosts remembered (then forgotten all at once)
+MAX_LITERALS = 1024
 
 
 class _Resolver:
@@ -25,17 +27,23 @@ class _Resolver:
         self.reactor = reactor
         self.clock = clock
         self._cache: dict[str, tuple[str, float]] = {}
+        #: hosts already known to be IP literals (parsed once, not per datagram)
+        self._literals: set[str] = set()
 
     def cached(self, host: str) -> str | None:
+        if host in self._literals:
+            return host
+        found = self._cache.get(host)
+        if found is not None:
+            return found[0] if found[1] > self.clock.seconds() else None
         try:
             ipaddress.ip_address(host)
-            return host
         except ValueError:
-            pass
-        found = self._cache.get(host)
-        if found is not None and found[1] > self.clock.seconds():
-            return found[0]
-        return None
+            return None
+        if len(self._literals) >= MAX_LITERALS:
+            self._literals.clear()  # the hosts of log plugin configurations: few, bounded
+        self._literals.add(host)
+        return host
 
     async def resolve(self, host: str) -> str:
         ip = self.cached(host)
