@@ -314,5 +314,8 @@ async def serve_worker(
         accept_one_at_a_time(port)
         ports.append(port)
 
+    from kongtx.gc_tuning import tune_after_startup
+
+    tune_after_startup()  # what start-up built is never rescanned (kongtx.gc_tuning)
     control.announce_ready()
     await done
