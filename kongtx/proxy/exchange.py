@@ -174,16 +174,19 @@ class Exchange:
         transport: Any = self.conn.transport
         assert transport is not None
         self.conn.exchange = self
-        write_now(transport, self.head)
         producer = self.producer
-        if producer is not None:
+        if producer is None:
+            # Nothing follows the head on this connection until the response: it may
+            # wait for the end of the reactor turn, sent with the turn's other heads.
+            self.client.send_at_turn_end(transport, self.head)
+            self.deadline.start("read", self.client.read_timeout)
+        else:
+            write_now(transport, self.head)
             self.sending = True
             self.deadline.start("send", self.client.send_timeout)
             transport.registerProducer(producer, True)
             consumer = _ChunkedWriter(transport) if self.chunked else transport
             producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
-        else:
-            self.deadline.start("read", self.client.read_timeout)
         return self.result
 
     def progress(self) -> None:

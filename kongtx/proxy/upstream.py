@@ -56,6 +56,7 @@ from zope.interface import implementer
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
+from kongtx.proxy.direct_write import TurnSender
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
 from kongtx.proxy.request import HeaderList
@@ -132,6 +133,8 @@ class UpstreamClient:
         # Endpoints are stateless and reusable; building one costs an IDNA round trip.
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
         self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
+        #: bodyless requests' heads, sent together at the end of the reactor turn
+        self.send_at_turn_end = TurnSender(clock).send
 
     # ------------------------------------------------------------ endpoints
 

@@ -17,10 +17,12 @@ from twisted.internet import tcp
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kongtx.proxy.direct_write import write_now
+from kongtx.clock import Clock
+from kongtx.proxy.direct_write import TurnSender, write_now
 
 
 @pytest.fixture
@@ -162,3 +164,47 @@ def test_backpressure_still_pauses_a_streaming_producer(pair: Any) -> None:
         if producer.paused:
             break
     assert producer.paused == 1  # more than bufferSize held: the producer was told to stop
+
+
+def _turn_sender() -> tuple[MemoryReactorClock, TurnSender]:
+    clock_reactor = MemoryReactorClock()
+    return clock_reactor, TurnSender(Clock(clock_reactor))
+
+
+def test_turn_sender_sends_at_the_end_of_the_turn_in_order(
+    pair: tuple[tcp.Server, socket.socket, MemoryReactor],
+) -> None:
+    """Heads queued in one turn leave together once the turn's timer runs, in order."""
+    transport, peer, _ = pair
+    clock_reactor, sender = _turn_sender()
+    sender.send(transport, b"GET /a HTTP/1.1\r\n\r\n")
+    sender.send(transport, b"GET /b HTTP/1.1\r\n\r\n")
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)  # nothing sent yet
+    assert len(clock_reactor.getDelayedCalls()) == 1  # one timer for the turn
+    clock_reactor.advance(0)
+    peer.setblocking(True)
+    assert _recv_exactly(peer, 38) == b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
+    assert clock_reactor.getDelayedCalls() == []
+    sender.send(transport, b"x")  # a new turn, a new timer
+    assert len(clock_reactor.getDelayedCalls()) == 1
+
+
+def test_turn_sender_writes_other_transports_at_once() -> None:
+    clock_reactor, sender = _turn_sender()
+    transport = StringTransport()
+    sender.send(transport, b"now")
+    assert transport.value() == b"now"
+    assert clock_reactor.getDelayedCalls() == []
+
+
+def test_turn_sender_drops_bytes_for_a_connection_lost_meanwhile(
+    pair: tuple[tcp.Server, socket.socket, MemoryReactor],
+) -> None:
+    transport, peer, _ = pair
+    clock_reactor, sender = _turn_sender()
+    sender.send(transport, b"late")
+    transport.connectionLost(Failure(ConnectionLost()))
+    clock_reactor.advance(0)  # no error: the closed transport ignores the write
+    assert transport.dataBuffer == b"" and not transport._tempDataBuffer
