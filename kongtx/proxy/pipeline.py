@@ -21,23 +21,23 @@ Order of events, as in Kong 0.9:
    rejected ones included (our deliberate difference from Kong 0.9).
 
 The request, the client side and the plugin chain the pipeline works with are in
-:mod:`kongtx.proxy.context`; balanced upstreams in :mod:`kongtx.proxy.balanced`.
+:mod:`kongtx.proxy.context`; balanced upstreams in :mod:`kongtx.proxy.balanced`;
+what the client is sent (the relayed response, generated and error responses) in
+:mod:`kongtx.proxy.respond`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from email.utils import formatdate
+from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from kongtx import SERVER_NAME
 from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.balanced import NO_PEER_MESSAGE, Balancing
+from kongtx.proxy.balanced import Balancing
 from kongtx.proxy.context import (
     ChainSource,
     Downstream,
@@ -46,91 +46,20 @@ from kongtx.proxy.context import (
     ProxyContext,
     RouterSource,
 )
-from kongtx.proxy.errors import (
-    JSON_TYPE,
-    UpstreamError,
-    error_page,
-    json_body,
-)
-from kongtx.proxy.exchange import UpstreamResponse
+from kongtx.proxy.errors import JSON_TYPE, UpstreamError
 from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
     build_upstream_request,
     strip_hop_by_hop,
 )
+from kongtx.proxy.respond import Responder
 from kongtx.proxy.tunnel import open_tunnel
 from kongtx.proxy.upstream import UpstreamClient
 from kongtx.proxy.upstream_request import build_head, split_url
 from kongtx.router import not_found_body
 
 log = logger("kongtx.proxy")
-
-#: Response headers the proxy sets itself (whatever the upstream sent under these names).
-_OURS_ON_RESPONSES = frozenset(
-    {"content-length", "via", "x-kong-upstream-latency", "x-kong-proxy-latency"}
-)
-
-
-async def _maybe_await(result: object) -> None:
-    if result is not None and inspect.isawaitable(result):
-        await result
-
-
-# --------------------------------------------------------------------- pipeline
-
-
-class _BodyRelay:
-    """Upstream body -> body_filter -> client; ``ended`` says how it ended.
-
-    The Deferred to wait on is made only when the body is still coming
-    (:meth:`wait`): a small response read whole with its headers ends while it is
-    attached, and the pipeline goes on without one.
-    """
-
-    __slots__ = ("_done", "chain", "ctx", "down", "ended", "failure")
-
-    def __init__(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
-        self.ctx = ctx
-        self.chain = chain
-        self.down = down
-        #: ``None`` while the body is coming, then ``True`` (complete) or ``False`` (failed)
-        self.ended: bool | None = None
-        self._done: Deferred[bool] | None = None
-        self.failure: Failure | None = None
-
-    def wait(self) -> Deferred[bool]:
-        """Fires with :attr:`ended` once the body ended (cancel: the client went away)."""
-        done = self._done = Deferred()
-        if self.ended is not None:
-            done.callback(self.ended)
-        return done
-
-    def write(self, data: bytes) -> None:
-        if self.chain is not None:
-            data = self.chain.body_filter(self.ctx, data, False)
-        if data and not self.down.gone:
-            self.ctx.response_size += len(data)
-            self.down.write(data)
-
-    def finish(self) -> None:
-        if self.chain is not None:
-            tail = self.chain.body_filter(self.ctx, b"", True)
-            if tail and not self.down.gone:
-                self.ctx.response_size += len(tail)
-                self.down.write(tail)
-        self._end(True)
-
-    def fail(self, reason: Failure) -> None:
-        self.failure = reason
-        self._end(False)
-
-    def _end(self, complete: bool) -> None:
-        if self.ended is None:
-            self.ended = complete
-            done = self._done
-            if done is not None and not done.called:
-                done.callback(complete)
 
 
 class ProxyPipeline:
@@ -158,8 +87,8 @@ class ProxyPipeline:
         #: called with each routed request's context once it is answered (metrics);
         #: an empty list costs one loop test per request
         self.observers: list[Callable[[ProxyContext], None]] = []
-        self._date_second = -1
-        self._date_text = ""
+        #: what the client is sent: relayed responses, generated ones, error pages
+        self.respond = Responder(clock)
 
     # ----------------------------------------------------------------- entry
 
@@ -184,7 +113,7 @@ class ProxyPipeline:
         match = router.match(host_values, path)
         if match is None:
             body = not_found_body(host_values, path)
-            self._send_whole(
+            self.respond.send_whole(
                 down, 404, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body
             )
             return
@@ -209,7 +138,7 @@ class ProxyPipeline:
                 if pending is not None:
                     await pending
             if ctx.responded:
-                await self._send_generated(ctx, chain, down)
+                await self.respond.send_generated(ctx, chain, down)
             else:
                 await self._proxy(ctx, chain, down)
         finally:
@@ -221,53 +150,8 @@ class ProxyPipeline:
 
     # ----------------------------------------------------------------- helpers
 
-    def _http_date(self) -> str:
-        """An HTTP ``Date`` for now, computed at most once per second (hot path)."""
-        now = int(self.clock.seconds())
-        if now != self._date_second:
-            self._date_second = now
-            self._date_text = formatdate(now, usegmt=True)
-        return self._date_text
-
     def _ms_since(self, t: float) -> int:
         return max(0, int((self.clock.seconds() - t) * 1000))
-
-    def _send_whole(
-        self, down: Downstream, status: int, headers: list[tuple[str, str]], body: bytes
-    ) -> None:
-        if down.gone:
-            return
-        headers = [h for h in headers if h[0].lower() != "content-length"]
-        headers.append(("Content-Length", str(len(body))))
-        if not any(h[0].lower() == "date" for h in headers):
-            headers.insert(0, ("Date", self._http_date()))
-        down.send_head(status, headers)
-        if body:
-            down.write(body)
-        down.finish()
-
-    async def _send_generated(
-        self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
-    ) -> None:
-        """A plugin answered in access: header_filter and body_filter still run."""
-        if chain is not None:
-            await _maybe_await(chain.header_filter(ctx))
-        body = ctx._response_body
-        if chain is not None:
-            body = chain.body_filter(ctx, body, False) + chain.body_filter(ctx, b"", True)
-        ctx.response_size = len(body)
-        self._send_whole(down, ctx.status, ctx.response_headers.items(), body)
-
-    def _send_error(
-        self, ctx: ProxyContext | None, down: Downstream, status: int, accept: str | None
-    ) -> None:
-        content_type, body = error_page(status, accept)
-        if ctx is not None:
-            ctx.status = status
-            ctx.response_size = len(body)
-        self._send_whole(
-            down, status, [("Content-Type", content_type), ("Server", SERVER_NAME)], body
-        )
 
     def _queue_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
         """Run the log phase on a later reactor turn, never before the response is out.
@@ -353,7 +237,7 @@ class ProxyPipeline:
                 assert balancing is not None
                 picked = await balancing.request(ctx, balancer, req, body, length)
                 if picked is None:
-                    self._send_no_peer(ctx, down)
+                    self.respond.send_no_peer(ctx, down)
                     return
                 pick, response = picked
         except UpstreamError as e:
@@ -363,101 +247,15 @@ class ProxyPipeline:
                 url=req.url,
                 reason=e.reason,
             )
-            self._send_error(ctx, down, e.status, incoming.headers.get("accept"))
+            self.respond.send_error(ctx, down, e.status, incoming.headers.get("accept"))
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
-            rest = self._relay(ctx, chain, down, response)
+            rest = self.respond.relay(ctx, chain, down, response)
             if rest is not None:
                 await rest
         finally:
             self._release(balancer, pick)
-
-    def _send_no_peer(self, ctx: ProxyContext, down: Downstream) -> None:
-        """503: no healthy address in the upstream (Kong 1.x's JSON message)."""
-        body = json_body({"message": NO_PEER_MESSAGE})
-        ctx.status = 503
-        ctx.response_size = len(body)
-        self._send_whole(down, 503, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body)
-
-    def _relay(
-        self,
-        ctx: ProxyContext,
-        chain: PluginChain | None,
-        down: Downstream,
-        response: UpstreamResponse,
-    ) -> Awaitable[None] | None:
-        """Response headers, header_filter, then the body; ``None`` when nothing waited
-        (a small response read with its headers, synchronous plugins), else what to
-        await for the rest."""
-        ctx.status = response.status
-        headers = response.headers
-        # One pass drops what we replace, then appends (not one scan per ``set``).
-        headers.remove_all(_OURS_ON_RESPONSES)
-        if response.length is not None:
-            # for HEAD too: the length the GET would have had (the body is never sent)
-            headers.add_lowered("content-length", "Content-Length", str(response.length))
-        if headers.get("date") is None:
-            headers.add_lowered("date", "Date", self._http_date())
-        headers.add_lowered("via", "Via", SERVER_NAME)
-        headers.add_lowered(
-            "x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)
-        )
-        headers.add_lowered(
-            "x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)
-        )
-        ctx.response_headers = headers
-        if chain is not None:
-            try:
-                pending = chain.header_filter(ctx)
-            except BaseException:
-                response.stopProducing()
-                raise
-            if pending is not None:
-                relay = _BodyRelay(ctx, chain, down)
-                return _after_filter(pending, response, lambda: self._relay_body(relay, response))
-        return self._relay_body(_BodyRelay(ctx, chain, down), response)
-
-    def _relay_body(self, relay: _BodyRelay, response: UpstreamResponse) -> Awaitable[None] | None:
-        """The head to the client, then the body through ``relay``."""
-        ctx, down = relay.ctx, relay.down
-        if down.gone:
-            response.stopProducing()
-            return None
-        down.send_head(ctx.status, ctx.response_headers.items())
-        # What was read with the headers is delivered at once (already in memory);
-        # a body still coming is paced by the client's backpressure.
-        response.deliver(relay)
-        if relay.ended is None:
-            return self._relay_rest(ctx, down, response, relay)
-        self._relay_ended(ctx, down, relay)
-        return None
-
-    async def _relay_rest(
-        self, ctx: ProxyContext, down: Downstream, response: UpstreamResponse, relay: _BodyRelay
-    ) -> None:
-        """The rest of a body still coming from the upstream."""
-        down.register_producer(response)
-        try:
-            await relay.wait()
-        except CancelledError:
-            response.stopProducing()
-            raise
-        finally:
-            down.unregister_producer()
-        self._relay_ended(ctx, down, relay)
-
-    def _relay_ended(self, ctx: ProxyContext, down: Downstream, relay: _BodyRelay) -> None:
-        if relay.ended:
-            if not down.gone:
-                down.finish()
-        else:
-            log.info(
-                "upstream body failed for {url}: {reason}",
-                url=ctx.upstream_url,
-                reason=relay.failure.getErrorMessage() if relay.failure else "?",
-            )
-            down.abort()
 
     async def _tunnel(
         self,
@@ -480,20 +278,20 @@ class ProxyPipeline:
             if balancer is not None:
                 pick = balancer.pick(ctx)
                 if pick is None:
-                    self._send_no_peer(ctx, down)
+                    self.respond.send_no_peer(ctx, down)
                     return
             address = (pick.host, pick.port) if pick is not None else None
             tunnel = await open_tunnel(self.client, scheme, host, port, address)
         except ValueError:
             self._release(balancer, pick)
-            self._send_error(ctx, down, 502, accept)
+            self.respond.send_error(ctx, down, 502, accept)
             return
         except UpstreamError as e:
             if pick is not None and balancer is not None and self.balancers is not None:
                 kind = "timeout" if e.status == 504 else "tcp_failure"
                 self.balancers.report(balancer.upstream, pick, kind)
             self._release(balancer, pick)
-            self._send_error(ctx, down, e.status, accept)
+            self.respond.send_error(ctx, down, e.status, accept)
             return
         except BaseException:
             self._release(balancer, pick)
@@ -510,22 +308,6 @@ class ProxyPipeline:
     def _release(balancer: Balancer | None, pick: Pick | None) -> None:
         if balancer is not None and pick is not None:
             balancer.release(pick)
-
-
-async def _after_filter(
-    pending: Awaitable[None],
-    response: UpstreamResponse,
-    then: Callable[[], Awaitable[None] | None],
-) -> None:
-    """The rest of a relay once a header_filter that waits is done."""
-    try:
-        await pending
-    except BaseException:
-        response.stopProducing()
-        raise
-    rest = then()
-    if rest is not None:
-        await rest
 
 
 def split_absolute_form(target: str) -> tuple[str, str]:
