@@ -4,7 +4,7 @@
 Each algorithm is built from the peers' weights (``weights[i] > 0``: a weight of
 0 is never chosen) and answers :meth:`next` with the index of a peer for which
 ``usable(i)`` holds, or ``None`` when there is none.  Health, the address a retry
-must avoid, and what a peer *is* belong to the caller (``kongtx.balancer.registry``).
+must avoid, and what a peer *is* belong to the caller (``kongtx.balancer.balancer``).
 
 * :class:`SmoothWeightedRoundRobin`: nginx's smooth weighted round-robin.  Weights
   5, 1, 1 give ``a a b a c a a``, not ``a a a a a b c``; deterministic, so one

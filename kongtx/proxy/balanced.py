@@ -1,7 +1,7 @@
 """The load-balancing part of the proxy pipeline (Kong 0.10+ upstreams and targets).
 
 An API whose ``upstream_url`` host names an upstream is balanced: each request goes
-to a peer its :class:`kongtx.balancer.registry.Balancer` picks, and a failed
+to a peer its :class:`kongtx.balancer.balancer.Balancer` picks, and a failed
 connect is retried on another peer.
 """
 
@@ -11,7 +11,8 @@ from typing import IO, Any
 
 from twisted.internet.defer import CancelledError
 
-from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing, lookup_host
+from kongtx.balancer.balancer import Balancer, Pick
+from kongtx.balancer.registry import Balancers, _Missing, lookup_host
 from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 
 from kongtx import SERVER_NAME
-from kongtx.balancer.registry import Balancer, Balancers, Pick, _Missing
+from kongtx.balancer.balancer import Balancer, Pick
+from kongtx.balancer.registry import Balancers, _Missing
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.balanced import Balancing

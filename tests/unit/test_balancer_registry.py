@@ -9,15 +9,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock as TaskClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from kongtx.balancer.balancer import Balancer, parse_target
 from kongtx.balancer.dns import TargetResolver
 from kongtx.balancer.health_state import HealthState
-from kongtx.balancer.registry import (
-    MISSING,
-    Balancer,
-    Balancers,
-    lookup_host,
-    parse_target,
-)
+from kongtx.balancer.registry import MISSING, Balancers, lookup_host
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.request import HeaderList
