@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 from collections.abc import Callable
 from typing import Any
@@ -43,16 +44,27 @@ CertificateHook = Callable[[str], tuple[bytes, bytes] | None]
 
 
 def ensure_default_certificate(prefix: str) -> tuple[str, str]:
-    """Paths of ``<prefix>/ssl/kong-default.{crt,key}``, generating them if missing."""
+    """Paths of ``<prefix>/ssl/kong-default.{crt,key}``, generating them if missing.
+
+    The check and the generation hold an exclusive lock on ``<prefix>/ssl/.default.lock``:
+    a node's proxy workers start together on a fresh prefix, and two processes each
+    writing a pair of their own left one's certificate next to the other's key (OpenSSL:
+    "key values mismatch", the worker died).  With the lock the first one generates
+    and the others find the pair.
+    """
     directory = os.path.join(prefix, "ssl")
     cert_path = os.path.join(directory, "kong-default.crt")
     key_path = os.path.join(directory, "kong-default.key")
     if os.path.exists(cert_path) and os.path.exists(key_path):
         return cert_path, key_path
     os.makedirs(directory, exist_ok=True)
-    cert_pem, key_pem = generate_self_signed("localhost")
-    _write(key_path, key_pem, 0o600)
-    _write(cert_path, cert_pem, 0o644)
+    with open(os.path.join(directory, ".default.lock"), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        if os.path.exists(cert_path) and os.path.exists(key_path):
+            return cert_path, key_path
+        cert_pem, key_pem = generate_self_signed("localhost")
+        _write(key_path, key_pem, 0o600)
+        _write(cert_path, cert_pem, 0o644)
     log.info("generated the default certificate {path}", path=cert_path)
     return cert_path, key_path
 

@@ -35,6 +35,48 @@ def test_default_certificate_generated_once(tmp_path: Path) -> None:
     assert Path(crt).read_bytes() == before
 
 
+def _generate_after(barrier: Any, prefix: str, generated: Any) -> None:
+    """In a forked child: ensure the pair once all are ready, reporting each generation."""
+    import kongtx.proxy.tls as tls
+
+    real = tls.generate_self_signed
+
+    def counted(common_name: str, days: int = 3650) -> tuple[bytes, bytes]:
+        generated.put(os.getpid())
+        return real(common_name, days)
+
+    tls.generate_self_signed = counted  # type: ignore[assignment]
+    barrier.wait(30)
+    ensure_default_certificate(prefix)
+
+
+def test_default_certificate_generated_by_one_of_several_processes(tmp_path: Path) -> None:
+    """Processes starting together on a fresh prefix (a node's workers) end with one matching pair.
+
+    Without the lock each wrote its own certificate and key, and a worker could load
+    one process's certificate with another's key ("key values mismatch").
+    """
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    barrier, generated = fork.Barrier(4), fork.Queue()
+    procs = [
+        fork.Process(target=_generate_after, args=(barrier, str(tmp_path), generated))
+        for _ in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+    assert generated.qsize() == 1  # one process generated, the others found its pair
+    crt, key = ensure_default_certificate(str(tmp_path))
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.use_certificate_file(crt)
+    ctx.use_privatekey_file(key)
+    ctx.check_privatekey()  # raises on a mismatched pair
+
+
 class FakeConn:
     def __init__(self, sni: bytes | None) -> None:
         self.sni = sni
