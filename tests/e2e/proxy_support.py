@@ -290,3 +290,52 @@ def raw_exchange(
             if not read_until_close:
                 break
         return b"".join(chunks)
+
+
+class KeepAliveLoad:
+    """``clients`` threads sending ``GET path`` on keep-alive connections without pause.
+
+    ``with KeepAliveLoad(port, path) as load:`` runs them for the block; after it,
+    ``load.statuses`` counts every response's status and ``load.errors`` lists every
+    failed request (a refused connection, a reset, a timeout): a reload that fails a
+    request shows up in one or the other.  Bounded by the block and each thread's
+    30 s join.
+    """
+
+    def __init__(self, port: int, path: str, clients: int = 4) -> None:
+        import threading
+        from collections import Counter
+
+        self.port = port
+        self.path = path
+        self.statuses: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        from http.client import HTTPConnection
+
+        conn = HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._stop.is_set():
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                response.read()
+                self.statuses[response.status] += 1
+                if response.will_close:
+                    conn.close()  # the next request opens a new connection
+            except Exception as e:
+                self.errors.append(repr(e))
+                conn.close()
+        conn.close()
+
+    def __enter__(self) -> KeepAliveLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 from proxy_support import (
     HTTPResult,
+    KeepAliveLoad,
     Node,
     Upstream,
     children,
@@ -283,29 +283,7 @@ def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
     try:
         _, path = tracked_api(n, upstream)
         wait_until(lambda: http("GET", n.proxy + path + "/x").status == 200)
-        statuses: Counter[int] = Counter()
-        errors: list[str] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            conn = HTTPConnection("127.0.0.1", n.ports["proxy"], timeout=10)
-            while not stop.is_set():
-                try:
-                    conn.request("GET", path + "/x")
-                    response = conn.getresponse()
-                    response.read()
-                    statuses[response.status] += 1
-                    if response.will_close:
-                        conn.close()
-                except Exception as e:
-                    errors.append(repr(e))
-                    conn.close()
-            conn.close()
-
-        clients = [threading.Thread(target=load) for _ in range(4)]
-        for client in clients:
-            client.start()
-        try:
+        with KeepAliveLoad(n.ports["proxy"], path + "/x") as load:
             time.sleep(0.5)
             before = set(children(n.pid))
             for generation in (2, 3):
@@ -313,13 +291,9 @@ def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
                 n.process.send_signal(signal.SIGHUP)
                 wait_for_log(n, f"proxy workers reloaded (generation {generation})")
                 time.sleep(0.5)
-        finally:
-            stop.set()
-            for client in clients:
-                client.join(30)
-        assert errors == []
-        assert set(statuses) == {200}, statuses
-        assert sum(statuses.values()) > 50
+        assert load.errors == []
+        assert set(load.statuses) == {200}, load.statuses
+        assert sum(load.statuses.values()) > 50
         after = wait_for_workers(n)
         assert not (after & before)  # a whole new generation
     finally:

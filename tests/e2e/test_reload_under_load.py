@@ -18,11 +18,10 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, children, free_port, start_node
+from proxy_support import KeepAliveLoad, Node, Upstream, children, free_port, start_node
 
 
 @pytest.fixture(scope="module")
@@ -79,43 +78,15 @@ def test_three_reloads_under_load_fail_nothing(node: Node, upstream: Upstream) -
         line = master.stdout.readline()  # the master says when its workers accept
         assert json.loads(line) == {"op": "ready", "workers": 2}, open(log_path).read()
 
-        statuses: Counter[int] = Counter()
-        errors: list[str] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            while not stop.is_set():
-                try:
-                    conn.request("GET", path + "/x")
-                    response = conn.getresponse()
-                    response.read()
-                    statuses[response.status] += 1
-                    if response.will_close:
-                        conn.close()
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                except Exception as e:
-                    errors.append(repr(e))
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.close()
-
-        clients = [threading.Thread(target=load) for _ in range(4)]
-        for client in clients:
-            client.start()
-        try:
+        with KeepAliveLoad(port, path + "/x") as load:
             time.sleep(1.0)
             for generation in (2, 3, 4):
                 master.send_signal(signal.SIGHUP)
                 wait_for(log_path, f"workers reloaded (generation {generation})")
                 time.sleep(1.5)  # the old generation drains meanwhile
-        finally:
-            stop.set()
-            for client in clients:
-                client.join(30)
-        assert errors == []
-        assert set(statuses) == {200}, statuses
-        assert sum(statuses.values()) > 100
+        assert load.errors == []
+        assert set(load.statuses) == {200}, load.statuses
+        assert sum(load.statuses.values()) > 100
         master.send_signal(signal.SIGQUIT)
         assert master.wait(60) == 0
     finally:
