@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -336,10 +337,25 @@ def postgres_server() -> PostgresServer:
 
 
 def drop_database(srv: PostgresServer) -> None:
-    """Drop ``srv.database`` (a per-test database), disconnecting whoever still uses it."""
+    """Drop ``srv.database`` (a per-test database), disconnecting whoever still uses it.
+
+    ``WITH (FORCE)`` terminates the other sessions, but a non-superuser may not
+    terminate a superuser's process: an autovacuum worker that just started on the
+    database (after a test that froze the server, say) makes it fail with
+    InsufficientPrivilege.  Such a worker is short-lived, so retry a few times.
+    """
+    import psycopg2.errors
+
     conn = connect_sync(replace(srv, database=srv.base_database or "postgres"))
     try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{srv.database}" WITH (FORCE)')
+        for attempt in range(20):
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{srv.database}" WITH (FORCE)')
+                return
+            except psycopg2.errors.InsufficientPrivilege:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
     finally:
         conn.close()
