@@ -124,6 +124,7 @@ class Node:
             except OSError:
                 pass
             time.sleep(0.1)
+        self.stop()  # never leave a node (and its workers) running after a failed start
         raise RuntimeError(f"node did not start in {START_TIMEOUT}s:\n{self.log()}")
 
     def stop(self) -> None:
