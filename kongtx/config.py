@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.unit.test_config -*-
-"""``kong.conf`` + ``KONG_*`` environment + defaults -> one immutable, validated :class:`Config`.
+"""One immutable, validated :class:`Config` and the property table it is built from.
 
 Why it looks like this: operators' kong.conf files and ``KONG_*`` variables written for
 Kong 0.9 must work unchanged (SPEC §5), and a bad value must stop the node before it
@@ -7,12 +7,14 @@ binds anything, with one line per problem that names the property.  So loading i
 pure function of (file text, environment, ``-p``) that either returns a fully typed
 :class:`Config` or raises :class:`ConfigError` carrying *every* problem found.
 
-This module holds the property table (which parser reads each property, its default),
-:class:`Config` and loading; turning one raw value into its typed value, and back into
-kong.conf text, is :mod:`kongtx.config_values`.
+This module holds the property table (which parser reads each property, its default)
+and :class:`Config`; reading kong.conf and the ``KONG_*`` environment and validating them
+into a Config is :mod:`kongtx.config_loading`; turning one raw value into its typed value,
+and back into kong.conf text, is :mod:`kongtx.config_values`.
 
 Precedence, lowest to highest (SPEC §5.1): :data:`DEFAULTS` < the file (``-c``, else the
-first existing of :data:`DEFAULT_PATHS`) < ``KONG_<PROPERTY>`` < ``-p`` (prefix only).
+first existing of :data:`kongtx.config_loading.DEFAULT_PATHS`) < ``KONG_<PROPERTY>`` <
+``-p`` (prefix only).
 
 An empty value at any layer means "unset" (as in Kong): the property falls back to
 its unset value, which is ``None`` for optional properties, ``()`` for lists and the
@@ -34,15 +36,9 @@ from twisted.logger import LogLevel
 
 from kongtx import config_values as parse
 from kongtx.config_values import Address as Address
-from kongtx.config_values import Invalid, Parser, format_value
+from kongtx.config_values import Parser, format_value
 from kongtx.config_values import format_size as format_size
 from kongtx.config_values import twisted_log_level as twisted_log_level
-from kongtx.log import logger
-
-log = logger("kongtx.config")
-
-#: Where Kong looks for a configuration file when ``-c`` is not given (SPEC §5.1).
-DEFAULT_PATHS: tuple[str, ...] = ("/etc/kong.conf", "/etc/kong/kong.conf")
 
 #: Properties whose values are replaced by ``******`` in ``GET /`` and debug output.
 SENSITIVE: frozenset[str] = frozenset({"pg_password", "cassandra_password", "cluster_encrypt_key"})
@@ -95,7 +91,8 @@ class _Property:
     empty: Any = None
 
 
-_PROPERTIES: dict[str, _Property] = {
+#: Every property kongtx knows, in kong.conf order: its default and its parser.
+PROPERTIES: dict[str, _Property] = {
     "prefix": _Property("/usr/local/kong/", parse.path),
     "log_level": _Property("notice", parse.enum(*LOG_LEVELS)),
     "custom_plugins": _Property("", parse.comma_list, ()),
@@ -164,12 +161,12 @@ _PROPERTIES: dict[str, _Property] = {
 }
 
 #: Every property's built-in default, as it would be written in kong.conf ("" = none).
-DEFAULTS: Mapping[str, str] = MappingProxyType({k: p.default for k, p in _PROPERTIES.items()})
+DEFAULTS: Mapping[str, str] = MappingProxyType({k: p.default for k, p in PROPERTIES.items()})
 
 
-def _value(key: str, raw: str) -> Any:
+def parse_value(key: str, raw: str) -> Any:
     """Parse ``raw`` for ``key``; empty falls back to the default, then to the unset value."""
-    prop = _PROPERTIES[key]
+    prop = PROPERTIES[key]
     if raw == "":
         raw = prop.default
     if raw == "":
@@ -178,7 +175,7 @@ def _value(key: str, raw: str) -> Any:
 
 
 def _default(key: str) -> Any:
-    return _value(key, "")
+    return parse_value(key, "")
 
 
 # --------------------------------------------------------------------------- Config
@@ -334,152 +331,6 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def _strip_comment(value: str) -> str:
-    """Cut a trailing ``# comment``; ``\\#`` stands for a literal ``#``."""
-    out = []
-    i = 0
-    while i < len(value):
-        char = value[i]
-        if char == "\\" and value[i + 1 : i + 2] == "#":
-            out.append("#")
-            i += 2
-            continue
-        if char == "#":
-            break
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
-def parse_conf(text: str, source: str = "<string>") -> dict[str, str]:
-    """``key = value`` lines -> raw values (known keys only, comments cut, values trimmed).
-
-    Lines that are not ``key = value`` and unknown keys are dropped (logged at
-    debug), never fatal: Kong 0.9 silently ignored them too.
-    """
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, sep, raw = stripped.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            log.debug(
-                "{source}:{number}: not a 'key = value' line, ignored", source=source, number=number
-            )
-            continue
-        if key not in _PROPERTIES:
-            log.debug("{source}: unknown property {key!r} ignored", source=source, key=key)
-            continue
-        values[key] = _strip_comment(raw).strip()
-    return values
-
-
-def _read_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError([f"could not read {path}: {e.strerror or e}"]) from e
-
-
-def find_conf_path(conf_path: str | None) -> str | None:
-    """The file to read: ``conf_path`` (must exist) or the first of :data:`DEFAULT_PATHS`."""
-    if conf_path is not None:
-        if not os.path.exists(conf_path):
-            raise ConfigError([f"no file at: {conf_path}"])
-        return conf_path
-    for candidate in DEFAULT_PATHS:
-        if os.path.isfile(candidate):
-            return candidate
-        log.debug("no config file found at {path}", path=candidate)
-    return None
-
-
-def load_config(
-    conf_path: str | None = None,
-    env: Mapping[str, str] = os.environ,
-    prefix: str | None = None,
-) -> Config:
-    """Resolve defaults < file < ``KONG_*`` env < ``prefix``, validate, and return a Config.
-
-    Raises:
-        ConfigError: with every problem found (one line each, naming the property).
-    """
-    path = find_conf_path(conf_path)
-    raw: dict[str, str] = {}
-    if path is not None:
-        log.debug("reading config file at {path}", path=path)
-        raw.update(parse_conf(_read_file(path), path))
-    for key in _PROPERTIES:
-        env_value = env.get(f"KONG_{key.upper()}")
-        if env_value is not None:
-            log.debug(
-                "KONG_{name} ENV found with {value!r}",
-                name=key.upper(),
-                value=MASK if key in SENSITIVE else env_value,
-            )
-            raw[key] = env_value.strip()
-    if prefix is not None:
-        raw["prefix"] = prefix.strip()
-    return _build(raw)
-
-
-def _build(raw: Mapping[str, str]) -> Config:
-    errors: list[str] = []
-    values: dict[str, Any] = {}
-    for key in _PROPERTIES:
-        text = raw.get(key, "")
-        if "\n" in text or "\r" in text:
-            errors.append(f"{key} must not contain a line break")
-            continue
-        try:
-            values[key] = _value(key, text)
-        except Invalid as e:
-            errors.append(str(e))
-    errors.extend(_cross_checks(values))
-    if errors:
-        raise ConfigError(errors)
-    return Config(**values)
-
-
-def _cross_checks(values: Mapping[str, Any]) -> list[str]:
-    """Rules between properties (SPEC §5.2); properties that failed to parse are skipped."""
-    errors: list[str] = []
-    if values.get("ssl"):
-        cert, key = values.get("ssl_cert"), values.get("ssl_cert_key")
-        if "ssl_cert" in values and "ssl_cert_key" in values:
-            if cert and not key:
-                errors.append("ssl_cert_key must be specified")
-            elif key and not cert:
-                errors.append("ssl_cert must be specified")
-        if cert and not os.path.exists(cert):
-            errors.append(f"ssl_cert: no such file at {cert}")
-        if key and not os.path.exists(key):
-            errors.append(f"ssl_cert_key: no such file at {key}")
-    if "dnsmasq" in values and "dns_resolver" in values:
-        if values["dns_resolver"] and values["dnsmasq"]:
-            errors.append("must disable dnsmasq when a custom DNS resolver is specified")
-        elif not values["dns_resolver"] and not values["dnsmasq"]:
-            errors.append("must specify a custom DNS resolver when dnsmasq is turned off")
-    declarative = values.get("declarative_config")
-    if values.get("database") == "off" and declarative and not os.path.isfile(declarative):
-        errors.append(f"declarative_config: no such file at {declarative}")
-    ttl = values.get("cluster_ttl_on_failure")
-    if ttl is not None and ttl < 60:
-        errors.append("cluster_ttl_on_failure must be at least 60 seconds")
-    return errors
-
-
 def property_names() -> tuple[str, ...]:
     """Every property kongtx knows, in kong.conf order."""
-    return tuple(_PROPERTIES)
-
-
-def env_name(key: str) -> str:
-    """The environment variable that overrides property ``key``."""
-    return f"KONG_{key.upper()}"
+    return tuple(PROPERTIES)

@@ -3,9 +3,9 @@
 
 Each parser takes (property name, non-empty trimmed raw text) and returns the typed
 value or raises :class:`Invalid` whose message is the line the operator sees (SPEC §5.2).
-The property table that says which parser reads which property, :class:`~kongtx.config.Config`
-and loading live in :mod:`kongtx.config`, which re-exports what other modules import
-(:class:`Address`, :func:`format_size`, :func:`twisted_log_level`).
+The property table that says which parser reads which property and :class:`~kongtx.config.Config`
+live in :mod:`kongtx.config`, which re-exports what other modules import (:class:`Address`,
+:func:`format_size`, :func:`twisted_log_level`); loading is :mod:`kongtx.config_loading`.
 """
 
 from __future__ import annotations

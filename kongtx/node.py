@@ -41,7 +41,8 @@ from kongtx import invalidation, log
 from kongtx.admin.resource import AdminResource
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.config import Address, Config, ConfigError, load_config
+from kongtx.config import Address, Config, ConfigError
+from kongtx.config_loading import load_config
 from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
 from kongtx.listeners import NodeListeners

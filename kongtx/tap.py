@@ -9,7 +9,8 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from kongtx.config import ConfigError, load_config
+from kongtx.config import ConfigError
+from kongtx.config_loading import load_config
 
 
 class Options(usage.Options):

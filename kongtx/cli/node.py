@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kongtx
-import kongtx.config
+import kongtx.config_loading
 from kongtx.cli.output import CliError, CliLog, load_logged, prefix_config, resolve_prefix
-from kongtx.config import Config, ConfigError, load_config
+from kongtx.config import Config, ConfigError
+from kongtx.config_loading import load_config
 from kongtx.prefix import error_log, kong_conf, pid_file, prepare_prefix
 
 #: What ``kong check`` validates without an argument (SPEC §5.3).
@@ -323,7 +324,7 @@ def _reload_source(conf: str | None, prefix: str | None) -> tuple[str | None, st
     its settings (Kong would silently reload the built-in defaults).
     """
     prefix = resolve_prefix(conf, prefix)
-    default_file = any(os.path.isfile(p) for p in kongtx.config.DEFAULT_PATHS)
+    default_file = any(os.path.isfile(p) for p in kongtx.config_loading.DEFAULT_PATHS)
     if conf is None and not default_file:
         current = os.path.join(prefix, "kong.conf")
         return (current if os.path.isfile(current) else None), prefix

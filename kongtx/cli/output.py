@@ -17,7 +17,9 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent
 from zope.interface import implementer
 
 import kongtx.config
-from kongtx.config import Config, load_config, parse_conf
+import kongtx.config_loading
+from kongtx.config import Config
+from kongtx.config_loading import load_config, parse_conf
 
 #: Printed after every ``Error:`` line unless already verbose (Kong's wording).
 HINT = "\n  Run with --v (verbose) or --vv (debug) for more details"
@@ -97,7 +99,7 @@ def resolve_prefix(conf: str | None, prefix: str | None) -> str:
     if not prefix:
         prefix = os.environ.get("KONG_PREFIX", "").strip()
     if not prefix:
-        candidates = [conf] if conf is not None else list(kongtx.config.DEFAULT_PATHS)
+        candidates = [conf] if conf is not None else list(kongtx.config_loading.DEFAULT_PATHS)
         for path in candidates:
             if os.path.isfile(path):
                 try:

@@ -363,7 +363,8 @@ async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) 
     after a reload.  Inside a node, :class:`~kongtx.workers.service.ProxyWorkers` with :func:`fan_out`
     is what keeps workers current.
     """
-    from kongtx.config import ConfigError, load_config
+    from kongtx.config import ConfigError
+    from kongtx.config_loading import load_config
 
     config = load_config(conf_path, os.environ, prefix)
     clock = Clock(reactor)

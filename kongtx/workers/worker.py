@@ -162,7 +162,7 @@ async def serve_worker(
     from kongtx.balancer.passive_checks import PassiveChecker
     from kongtx.balancer.registry import make_balancers
     from kongtx.cache import Cache
-    from kongtx.config import load_config
+    from kongtx.config_loading import load_config
     from kongtx.dao import DAO
     from kongtx.metrics import Metrics
     from kongtx.plugins.registry import PluginRegistry

@@ -19,7 +19,7 @@ from kongtx.admin.resource import AdminResource, NodeInfo
 from kongtx.admin.routes.crud import render
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.config import load_config
+from kongtx.config_loading import load_config
 from kongtx.dao import DAO
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.store.memory import MemoryStore

@@ -16,12 +16,12 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 import kongtx
-from kongtx import cli
-from kongtx import config as config_module
+from kongtx import cli, config_loading
 from kongtx.cli import datastore as cli_datastore
 from kongtx.cli import node as cli_node
 from kongtx.cli import output as cli_output
-from kongtx.config import Config, load_config
+from kongtx.config import Config
+from kongtx.config_loading import load_config
 from kongtx.prefix import (
     DIRECTORIES,
     kong_conf,
@@ -44,7 +44,7 @@ class CliTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="kongtx-cli-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.patch(config_module, "DEFAULT_PATHS", (self.path("none1"), self.path("none2")))
+        self.patch(config_loading, "DEFAULT_PATHS", (self.path("none1"), self.path("none2")))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
         self.patch(os, "environ", env)
         self.stdout = io.StringIO()
@@ -448,7 +448,7 @@ class SignalTests(CliTestCase):
         self.assertEqual((conf, prefix), (kong_conf(config), config.prefix))
         other = self.write("other.conf", "pg_host = other\n")
         self.assertEqual(cli_node._reload_source(other, config.prefix), (other, config.prefix))
-        self.patch(config_module, "DEFAULT_PATHS", (other,))
+        self.patch(config_loading, "DEFAULT_PATHS", (other,))
         self.assertEqual(cli_node._reload_source(None, config.prefix), (None, config.prefix))
 
     def test_reload_source_prefix_from_environment(self) -> None:
@@ -525,13 +525,13 @@ class ResolvePrefixTests(CliTestCase):
         """-p beats KONG_PREFIX beats the file's prefix line beats the default."""
         conf = self.write("with-prefix.conf", "prefix = /from/file\npg_port = invalid\n")
         self.assertEqual(cli_output.resolve_prefix(conf, None), "/from/file")
-        self.patch(config_module, "DEFAULT_PATHS", (conf,))
+        self.patch(config_loading, "DEFAULT_PATHS", (conf,))
         self.assertEqual(cli_output.resolve_prefix(None, None), "/from/file")
         os.environ["KONG_PREFIX"] = "/from/env"
         self.assertEqual(cli_output.resolve_prefix(conf, None), "/from/env")
         self.assertEqual(cli_output.resolve_prefix(conf, "/from/flag"), "/from/flag")
         del os.environ["KONG_PREFIX"]
-        self.patch(config_module, "DEFAULT_PATHS", (self.path("none"),))
+        self.patch(config_loading, "DEFAULT_PATHS", (self.path("none"),))
         self.assertEqual(cli_output.resolve_prefix(None, None), "/usr/local/kong")
 
     def test_stop_ignores_unrelated_invalid_settings(self) -> None:

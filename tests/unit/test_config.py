@@ -14,20 +14,18 @@ from hypothesis import strategies as st
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx import config as config_module
+from kongtx import config_loading
 from kongtx.config import (
     DEFAULTS,
     MASK,
     Address,
     Config,
     ConfigError,
-    env_name,
     format_size,
-    load_config,
-    parse_conf,
     property_names,
     twisted_log_level,
 )
+from kongtx.config_loading import env_name, load_config, parse_conf
 
 SPEC_PROPERTIES = {
     "prefix",
@@ -103,7 +101,7 @@ class ConfigTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="kongtx-config-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.patch(config_module, "DEFAULT_PATHS", (self.mktemp(), self.mktemp()))
+        self.patch(config_loading, "DEFAULT_PATHS", (self.mktemp(), self.mktemp()))
 
     def mktemp(self) -> str:
         """A fresh absolute path in this test's own temporary directory."""
@@ -224,10 +222,10 @@ class LookupOrderTests(ConfigTestCase):
     def test_first_existing_default_path_is_read(self) -> None:
         """Without -c the first existing default path is read."""
         second = self.write("pg_user = second\n")
-        self.patch(config_module, "DEFAULT_PATHS", (self.mktemp(), second))
+        self.patch(config_loading, "DEFAULT_PATHS", (self.mktemp(), second))
         self.assertEqual(load_config(None, {}).pg_user, "second")
         first = self.write("pg_user = first\n")
-        self.patch(config_module, "DEFAULT_PATHS", (first, second))
+        self.patch(config_loading, "DEFAULT_PATHS", (first, second))
         self.assertEqual(load_config(None, {}).pg_user, "first")
 
     def test_missing_conf_file_is_an_error(self) -> None:

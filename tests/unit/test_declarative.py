@@ -17,7 +17,8 @@ from kongtx import declarative
 from kongtx.admin.resource import AdminResource
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.config import ConfigError, load_config
+from kongtx.config import ConfigError
+from kongtx.config_loading import load_config
 from kongtx.dao import DAO
 from kongtx.declarative import DeclarativeError, DeclarativeState
 from kongtx.plugins.basic_auth.crypto import verify_basicauth_password

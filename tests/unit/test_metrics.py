@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from kongtx.clock import Clock
-from kongtx.config import _build
+from kongtx.config_loading import _build
 from kongtx.metrics import (
     CONTENT_TYPE,
     LATENCY_BUCKETS_MS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import task
 
 from kongtx.clock import Clock
-from kongtx.config import load_config
+from kongtx.config_loading import load_config
 from kongtx.store.factory import open_store
 from kongtx.store.postgres import PostgresStore
 
