@@ -23,6 +23,9 @@ from typing import Literal
 Source = Literal["active", "passive", "manual", "cluster"]
 #: called as listener(upstream_id, address, healthy, source) after a change
 HealthListener = Callable[[str, str, bool, Source], None]
+#: called as listener(upstream_id, kept) when verdicts are dropped: ``kept`` the
+#: addresses still current (:meth:`HealthState.retain`), None when the upstream is gone
+ForgetListener = Callable[[str, "AbstractSet[str] | None"], None]
 
 
 def address(host: str, port: int) -> str:
@@ -36,6 +39,7 @@ class HealthState:
     def __init__(self) -> None:
         self._unhealthy: dict[str, set[str]] = {}
         self._listeners: list[HealthListener] = []
+        self._forget_listeners: list[ForgetListener] = []
 
     def is_healthy(self, upstream_id: str, addr: str) -> bool:
         """Hot path: has nothing marked ``addr`` of this upstream unhealthy?"""
@@ -72,10 +76,15 @@ class HealthState:
     def forget(self, upstream_id: str) -> None:
         """Drop every verdict about an upstream (it was deleted)."""
         self._unhealthy.pop(upstream_id, None)
+        for listener in list(self._forget_listeners):
+            listener(upstream_id, None)
 
     def retain(self, upstream_id: str, addresses: AbstractSet[str]) -> list[str]:
         """Drop the verdicts of the upstream's addresses not in ``addresses`` (no target
-        resolves to them any more); like :meth:`forget`, listeners are not told."""
+        resolves to them any more); like :meth:`forget`, change listeners are not told
+        (forget listeners are, with ``addresses``)."""
+        for listener in list(self._forget_listeners):
+            listener(upstream_id, addresses)
         down = self._unhealthy.get(upstream_id)
         if not down:
             return []
@@ -91,3 +100,11 @@ class HealthState:
     def remove_listener(self, listener: HealthListener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def add_forget_listener(self, listener: ForgetListener) -> None:
+        """Hear of dropped verdicts (the cluster's table of stamps drops them too)."""
+        self._forget_listeners.append(listener)
+
+    def remove_forget_listener(self, listener: ForgetListener) -> None:
+        if listener in self._forget_listeners:
+            self._forget_listeners.remove(listener)

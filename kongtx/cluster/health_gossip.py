@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from kongtx.balancer.health_state import HealthState, Source
@@ -126,6 +127,8 @@ class HealthGossip:
         self.verdicts: dict[tuple[str, str], tuple[Stamp, bool]] = {}
         #: (upstream id, address) -> when its current healthy verdict was learned
         self._healthy_since: dict[tuple[str, str], float] = {}
+        #: upstream id -> the addresses ``verdicts`` holds for it (what :meth:`forget` drops)
+        self._addresses: dict[str, set[str]] = {}
         self.published = 0
         self.resent = 0
         self.received = 0
@@ -134,11 +137,13 @@ class HealthGossip:
 
     def start(self) -> None:
         self.health.add_listener(self.changed)
+        self.health.add_forget_listener(self.forget)
         if self.clock is not None and self.resend_interval > 0:
             self._loop = self.clock.looping_call(self.resend_interval, self.resend)
 
     def stop(self) -> None:
         self.health.remove_listener(self.changed)
+        self.health.remove_forget_listener(self.forget)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -164,6 +169,23 @@ class HealthGossip:
                 continue
             if self._send(encode(upstream_id, addr, healthy, origin, ltime), addr) is not None:
                 self.resent += 1
+
+    def forget(self, upstream_id: str, kept: AbstractSet[str] | None) -> None:
+        """The node dropped the verdicts of a deleted upstream (``kept`` None) or of
+        addresses no target resolves to now: so does this table, which would
+        otherwise grow with every upstream and address ever gossiped about.  Every
+        node drops the same ones after the same change, and a node re-sends only
+        verdicts its own table still holds, so none comes back."""
+        known = self._addresses.get(upstream_id)
+        if not known:
+            return
+        gone = set(known) if kept is None else known - kept
+        for addr in gone:
+            self.verdicts.pop((upstream_id, addr), None)
+            self._healthy_since.pop((upstream_id, addr), None)
+        known -= gone
+        if not known:
+            del self._addresses[upstream_id]
 
     def on_event(self, payload: bytes, ltime: int) -> None:
         """A ``kongtx-health`` user event arrived (``ClusterService._on_user_event``)."""
@@ -193,6 +215,7 @@ class HealthGossip:
         known = self.verdicts.get(key)
         if known is None or stamp > known[0]:
             self.verdicts[key] = (stamp, healthy)
+            self._addresses.setdefault(upstream_id, set()).add(addr)
             if not healthy:
                 self._healthy_since.pop(key, None)
             elif known is None or not known[1]:

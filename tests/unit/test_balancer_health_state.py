@@ -41,6 +41,25 @@ def test_forget_and_remove_listener() -> None:
     assert len(heard) == 1
 
 
+def test_forget_listeners_hear_forget_and_retain() -> None:
+    """Dropped verdicts are announced to forget listeners: None for a deleted upstream,
+    the kept addresses for retain (even when none was unhealthy)."""
+    state = HealthState()
+    heard: list[tuple[str, object]] = []
+
+    def listener(upstream_id: str, kept: object) -> None:
+        heard.append((upstream_id, kept))
+
+    state.add_forget_listener(listener)
+    state.set("u1", "a:1", False, "manual")
+    assert state.retain("u1", {"b:2"}) == ["a:1"]
+    state.retain("u2", {"c:3"})
+    state.forget("u1")
+    state.remove_forget_listener(listener)
+    state.forget("u2")
+    assert heard == [("u1", {"b:2"}), ("u2", {"c:3"}), ("u1", None)]
+
+
 def test_address_brackets_ipv6() -> None:
     assert address("127.0.0.1", 80) == "127.0.0.1:80"
     assert address("::1", 8080) == "[::1]:8080"

@@ -161,6 +161,9 @@ class ResendTests(SynchronousTestCase):
         self.gossip.start()
         self.addCleanup(self.gossip.stop)
 
+    def remote(self, healthy: bool, ltime: int, node: str = "node-2", addr: str = ADDR) -> None:
+        self.gossip.on_event(encode(UID, addr, healthy, node), ltime)
+
     def test_unhealthy_verdicts_are_resent_with_their_original_stamp(self) -> None:
         """Every resend_interval the verdicts keeping an address down are sent again, each
         with its first stamp; a healthy one only within the healthy window."""
@@ -225,6 +228,32 @@ class ResendTests(SynchronousTestCase):
             missed_gossip.on_event(payload, ltime)
         assert missed.is_healthy(UID, ADDR)
         missed_gossip.stop()
+
+    def test_verdicts_of_a_deleted_upstream_are_forgotten(self) -> None:
+        """Deleting an upstream empties its part of the stamp table (it would otherwise
+        grow with every upstream ever gossiped about); other upstreams keep theirs, and
+        a verdict arriving later is taken as new."""
+        other = "6f2a5a8e-1111-4c6a-9f6e-000000000002"
+        self.remote(False, 5)
+        self.remote(True, 6, addr="10.0.0.3:8080")
+        self.gossip.on_event(encode(other, ADDR, False, "node-2"), 7)
+        self.health.forget(UID)
+        assert set(self.gossip.verdicts) == {(other, ADDR)}
+        self.remote(False, 2)  # an older stamp, but nothing is held for it any more
+        assert not self.health.is_healthy(UID, ADDR)
+
+    def test_verdicts_of_addresses_no_target_resolves_to_are_dropped(self) -> None:
+        """HealthState.retain (a target removed or re-resolved) drops the stamps of the
+        addresses not kept, healthy or not, and nothing else; the re-sends skip them."""
+        self.remote(False, 5)
+        self.remote(True, 6, addr="10.0.0.3:8080")
+        self.remote(False, 7, addr="10.0.0.4:8080")
+        self.health.retain(UID, {"10.0.0.4:8080"})
+        assert set(self.gossip.verdicts) == {(UID, "10.0.0.4:8080")}
+        assert self.health.is_healthy(UID, ADDR)
+        sent = len(self.bus.sent)
+        self.gossip.resend()
+        assert [json.loads(p)["address"] for _, p, _ in self.bus.sent[sent:]] == ["10.0.0.4:8080"]
 
     def test_stop_stops_the_resends(self) -> None:
         """No timer is left after stop."""
