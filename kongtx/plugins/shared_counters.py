@@ -6,7 +6,7 @@ node, whatever the number of nginx workers.  With worker processes, a dict per
 process would let a limit through once per worker; :class:`SharedCounters`
 keeps the counters in a file that every process of the node maps with
 :mod:`mmap` instead (the master creates it, the workers open it; see
-:func:`kongtx.plugins.ratelimit_policies.share_local_counters`).
+:func:`kongtx.plugins.ratelimit_local.share_local_counters`).
 
 The file (:class:`CounterTable`) is a 64-byte header (magic, version, slot
 count, probe window) and a fixed table of 32-byte slots: the 16-byte blake2b
@@ -46,7 +46,8 @@ from collections.abc import Sequence
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.plugins.ratelimit_policies import PERIOD_SECONDS, PERIODS, LocalCounters
+from kongtx.plugins.ratelimit_counters import PERIOD_SECONDS, PERIODS
+from kongtx.plugins.ratelimit_local import LocalCounters
 
 __all__ = [
     "DEFAULT_SLOTS",
@@ -265,7 +266,7 @@ os.register_at_fork(after_in_child=_reopen_after_fork)
 
 class SharedCounters(LocalCounters):
     """The ``local`` policy in a :class:`CounterTable`: one count per node, whatever
-    the number of processes counting (:class:`~kongtx.plugins.ratelimit_policies.ProcessCounters`'
+    the number of processes counting (:class:`~kongtx.plugins.ratelimit_local.ProcessCounters`'
     semantics: a missing or expired counter reads 0, and an add to it starts it
     again at the amount, living one period)."""
 

@@ -54,6 +54,6 @@ COUNTERS_FILE = "local_counters.shm"
 def share_local_counters(prefix: str, create: bool) -> None:
     """Put the ``local`` rate-limiting counters in ``<prefix>/local_counters.shm``, shared
     by the master (``create``) and its workers, so a limit holds node-wide."""
-    from kongtx.plugins.ratelimit_policies import share_local_counters as share
+    from kongtx.plugins.ratelimit_local import share_local_counters as share
 
     share(os.path.join(prefix, COUNTERS_FILE), create=create)

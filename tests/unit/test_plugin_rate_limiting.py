@@ -12,14 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx.clock import Clock
 from kongtx.plugins.base import PluginServices
 from kongtx.plugins.rate_limiting.handler import Handler
+from kongtx.plugins.ratelimit_counters import period_starts
+from kongtx.plugins.ratelimit_local import LocalCounters, local_counters
 from kongtx.plugins.ratelimit_policies import (
     ClusterCounters,
-    LocalCounters,
     RedisCounters,
     counters_for,
     identifier_for,
-    local_counters,
-    period_starts,
 )
 from kongtx.plugins.redis_client import (
     RedisError,

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx.plugins.ratelimit_policies import period_starts
+from kongtx.plugins.ratelimit_counters import period_starts
 from kongtx.plugins.response_ratelimiting.handler import Handler, parse_costs
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_rate_limiting import API, NOW, services

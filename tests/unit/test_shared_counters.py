@@ -20,12 +20,11 @@ from twisted.logger import globalLogPublisher
 from kongtx.clock import Clock
 from kongtx.plugins.base import PluginServices
 from kongtx.plugins.rate_limiting.handler import Handler
-from kongtx.plugins.ratelimit_policies import (
-    PERIODS,
+from kongtx.plugins.ratelimit_counters import PERIODS, period_starts
+from kongtx.plugins.ratelimit_local import (
     LocalCounters,
     ProcessCounters,
     local_counters,
-    period_starts,
     share_local_counters,
     unshare_local_counters,
 )
@@ -357,7 +356,8 @@ CHILD = textwrap.dedent(
     import sys
     from twisted.internet.task import Clock as FakeTime
     from kongtx.clock import Clock
-    from kongtx.plugins.ratelimit_policies import local_counters, period_starts, share_local_counters
+    from kongtx.plugins.ratelimit_counters import period_starts
+    from kongtx.plugins.ratelimit_local import local_counters, share_local_counters
 
     path, now, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     share_local_counters(path, create=False)

@@ -31,7 +31,9 @@ from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.ratelimit_policies import PERIODS, CountingPlugin, LocalCounters
+from kongtx.plugins.ratelimit_counters import PERIODS
+from kongtx.plugins.ratelimit_local import LocalCounters
+from kongtx.plugins.ratelimit_policies import CountingPlugin
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 

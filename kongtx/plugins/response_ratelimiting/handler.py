@@ -23,7 +23,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.rate_limiting.handler import LIMIT_HEADER, REMAINING_HEADER, lua_int
-from kongtx.plugins.ratelimit_policies import PERIODS, CountingPlugin, LocalCounters
+from kongtx.plugins.ratelimit_counters import PERIODS
+from kongtx.plugins.ratelimit_local import LocalCounters
+from kongtx.plugins.ratelimit_policies import CountingPlugin
 
 __all__ = ["Handler", "STATE_KEY", "parse_costs"]
 
