@@ -6,6 +6,10 @@ with its unix socket inside that directory, user and database ``kong``) and remo
 at exit.  ``KONG_TEST_PG_HOST`` (with ``_PORT``, ``_USER``, ``_PASSWORD``,
 ``_DATABASE``) points the tests at an existing server instead; that one cannot be
 stopped and restarted, so the outage tests skip there.
+
+``tls_server()`` is the opt-in for TLS tests: a second private server, started on first
+use only (the session server above is untouched), with ``ssl = on`` and a certificate
+for 127.0.0.1/localhost signed by a throwaway CA (``ca_file``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class PostgresServer:
     running: bool = True
     #: the database to connect to for creating and dropping per-test databases.
     base_database: str = ""
+    #: (certificate, key) served with ``ssl = on``; None: no TLS (the default)
+    ssl_files: tuple[str, str] | None = None
+    #: the CA file that signed ``ssl_files``' certificate
+    ca_file: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -106,6 +114,9 @@ class PostgresServer:
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 " -c max_connections=200"
             )
+            if self.ssl_files is not None:
+                cert, key = self.ssl_files
+                opts += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
             self._pg_ctl(
                 "-l", os.path.join(self.root, "server.log"), "-o", opts, "-w", "-t", "60", "start"
             )
@@ -176,7 +187,20 @@ class PostgresServer:
         self.root = None
 
 
-def _start_owned() -> PostgresServer:
+def _tls_files(root: str, owner: str | None) -> tuple[tuple[str, str], str]:
+    """The server's (certificate, key) and the CA file that signed it, under ``root``."""
+    from tests.servers.certs import TestCA
+
+    directory = os.path.join(root, "tls")
+    issued = TestCA(directory).issue("server")
+    if owner is not None:  # PostgreSQL wants its key owned by itself, mode 0600
+        pw = pwd.getpwnam(owner)
+        for path in (directory, issued.cert, issued.key):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    return (issued.cert, issued.key), issued.ca
+
+
+def _start_owned(tls: bool = False) -> PostgresServer:
     bindir = find_bindir()
     if bindir is None:
         unavailable(
@@ -205,6 +229,8 @@ def _start_owned() -> PostgresServer:
         owner=owner,
         running=False,
     )
+    if tls:
+        srv.ssl_files, srv.ca_file = _tls_files(root, owner)
     try:
         srv._run(
             "initdb",
@@ -287,6 +313,23 @@ def server() -> PostgresServer:
         return srv
 
 
+_tls_server: list[PostgresServer] = []
+
+
+def tls_server() -> PostgresServer:
+    """A second private PostgreSQL with ``ssl = on`` (see the module docstring).
+
+    Started on first use, once per process, and removed at exit; separate from
+    :func:`server` so that TLS tests change nothing for the others.
+    """
+    with _guard:
+        if not _tls_server:
+            srv = _start_owned(tls=True)
+            atexit.register(srv.destroy)
+            _tls_server.append(srv)
+        return _tls_server[0]
+
+
 def _dsn(srv: PostgresServer) -> dict[str, Any]:
     return {
         "host": srv.host,
@@ -327,6 +370,8 @@ def fresh_database(srv: PostgresServer, name: str) -> PostgresServer:
         owner=srv.owner,
         running=srv.running,
         base_database=srv.base_database or srv.database,
+        ssl_files=srv.ssl_files,
+        ca_file=srv.ca_file,
     )
 
 

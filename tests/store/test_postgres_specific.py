@@ -91,7 +91,10 @@ def test_timed_passes_results_and_cancels_its_timer() -> None:
 
 
 def test_dsn_from_settings() -> None:
-    """pg_ssl / pg_ssl_verify map to libpq's sslmode; no password means none is sent."""
+    """pg_ssl / pg_ssl_verify map to libpq's sslmode; no password means none is sent.
+
+    Verification is ``verify-ca`` against the CA file: the chain, not the name (Kong 0.9).
+    """
     clock = Clock(FakeReactorTime())
     plain = PostgresStore(tables=TABLES, origin="n", clock=clock, reactor=None)
     assert plain._pool.dsn["sslmode"] == "disable" and "password" not in plain._pool.dsn
@@ -100,9 +103,17 @@ def test_dsn_from_settings() -> None:
     )
     assert ssl._pool.dsn["sslmode"] == "require" and ssl._pool.dsn["password"] == "p"
     verify = PostgresStore(
-        tables=TABLES, origin="n", clock=clock, reactor=None, ssl=True, ssl_verify=True
+        tables=TABLES,
+        origin="n",
+        clock=clock,
+        reactor=None,
+        ssl=True,
+        ssl_verify=True,
+        ssl_ca="/etc/kong/ca.pem",
     )
-    assert verify._pool.dsn["sslmode"] == "verify-full"
+    assert verify._pool.dsn["sslmode"] == "verify-ca"
+    assert verify._pool.dsn["sslrootcert"] == "/etc/kong/ca.pem"
+    assert "sslrootcert" not in ssl._pool.dsn  # libpq would turn require into verify-ca
 
 
 # --------------------------------------------------------------------------- against the server

@@ -58,6 +58,29 @@ def _driver_unavailable(error: BaseException) -> bool:
     )
 
 
+def ssl_context(verify: bool, ca_file: str | None) -> _ssl.SSLContext:
+    """The client TLS context for cassandra_ssl (and cassandra_ssl_verify).
+
+    Verification is Kong 0.9's: lua-cassandra called ``sslhandshake(false, nil,
+    verify)``, so nginx checked the certificate chain against
+    ``lua_ssl_trusted_certificate`` (and no other store) but not the node's name;
+    here CERT_REQUIRED against ``ca_file`` only, without hostname checking.  The
+    chain depth is OpenSSL's default (``lua_ssl_verify_depth`` is not applied: the
+    ssl module does not expose it).  Without verification nothing is checked.
+    """
+    context = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = _ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    if not verify:
+        context.verify_mode = _ssl.CERT_NONE
+        return context
+    if not ca_file:
+        raise ValueError("cassandra_ssl_verify needs a CA file (lua_ssl_trusted_certificate)")
+    context.verify_mode = _ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 class CassandraSession:
     """One driver ``Cluster`` and ``Session``: connect, run requests, shut down.
 
@@ -75,6 +98,7 @@ class CassandraSession:
         timeout: float,
         ssl: bool,
         ssl_verify: bool,
+        ssl_ca: str | None = None,
         username: str | None,
         password: str | None,
         protocol_version: int,
@@ -88,6 +112,8 @@ class CassandraSession:
         self.timeout = timeout
         self._ssl = ssl
         self._ssl_verify = ssl_verify
+        #: the CA file verification trusts (lua_ssl_trusted_certificate)
+        self.ssl_ca = ssl_ca
         self._username = username
         self._password = password
         self._protocol_version = protocol_version
@@ -135,11 +161,7 @@ class CassandraSession:
         if self._username and self._password:
             kwargs["auth_provider"] = PlainTextAuthProvider(self._username, self._password)
         if self._ssl:
-            context = _ssl.create_default_context()
-            if not self._ssl_verify:
-                context.check_hostname = False
-                context.verify_mode = _ssl.CERT_NONE
-            kwargs["ssl_context"] = context
+            kwargs["ssl_context"] = ssl_context(self._ssl_verify, self.ssl_ca)
         cluster = Cluster(**kwargs)
         try:
             session = cluster.connect()

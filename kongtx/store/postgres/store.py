@@ -53,9 +53,31 @@ from kongtx.store.tables import (
 T = TypeVar("T")
 
 
+def ssl_settings(ssl: bool, ssl_verify: bool, ssl_ca: str | None) -> dict[str, str]:
+    """libpq's ``sslmode`` (and ``sslrootcert``) for pg_ssl / pg_ssl_verify.
+
+    Verification is Kong 0.9's (pgmoon's ``sslhandshake(false, nil, ssl_verify)``):
+    the certificate chain against the CA file, not the server's name, so
+    ``verify-ca``; the CA is ``lua_ssl_trusted_certificate`` only, never libpq's
+    ``~/.postgresql/root.crt``.  Without verification no ``sslrootcert`` is given,
+    since libpq turns ``require`` into ``verify-ca`` when it finds one.
+    """
+    if not ssl:
+        return {"sslmode": "disable"}
+    if not ssl_verify:
+        return {"sslmode": "require"}
+    if not ssl_ca:
+        raise ValueError("pg_ssl_verify needs a CA file (lua_ssl_trusted_certificate)")
+    return {"sslmode": "verify-ca", "sslrootcert": ssl_ca}
+
+
 @implementer(IStore)
 class PostgresStore:
-    """An :class:`IStore` on PostgreSQL (9.5+; tested on Debian's 15)."""
+    """An :class:`IStore` on PostgreSQL (9.5+; tested on Debian's 15).
+
+    ``ssl``/``ssl_verify``/``ssl_ca``: TLS, verified against the CA file ``ssl_ca``
+    (see :func:`ssl_settings`).
+    """
 
     name = "postgres"
     log = logger()
@@ -70,6 +92,7 @@ class PostgresStore:
         database: str = "kong",
         ssl: bool = False,
         ssl_verify: bool = False,
+        ssl_ca: str | None = None,
         tables: Mapping[str, Table] = TABLES,
         origin: str,
         clock: Clock,
@@ -88,8 +111,8 @@ class PostgresStore:
             "port": int(port),
             "user": user,
             "dbname": database,
-            "sslmode": ("verify-full" if ssl_verify else "require") if ssl else "disable",
             "application_name": f"kongtx {origin}"[:63],
+            **ssl_settings(ssl, ssl_verify, ssl_ca),
         }
         if password:
             dsn["password"] = password
