@@ -15,14 +15,16 @@ records names, there is no SQL to run), and :meth:`MemoryStore.peer` gives
 another node's store over the same data (its own ``origin``), for in-process
 "two nodes" tests.  ``available = False`` makes every call raise
 :class:`StoreUnavailable`, for outage tests.
+
+The data itself (rows, unique indexes, the change log) is
+:class:`~kongtx.store.memory_data.MemoryData`; this class is the IStore over it.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from zope.interface import implementer
@@ -31,7 +33,6 @@ from kongtx.clock import Clock
 from kongtx.store.interface import (
     ChangeEvent,
     ChangeType,
-    ForeignKeyViolation,
     IStore,
     Page,
     Row,
@@ -39,6 +40,7 @@ from kongtx.store.interface import (
     Table,
     UniqueViolation,
 )
+from kongtx.store.memory_data import Entry, Key, MemoryData, copy_row, normalise, primary_key
 from kongtx.store.tables import (
     TagFilter,
     after_position,
@@ -50,44 +52,6 @@ from kongtx.store.tables import (
     encode_offset,
     sort_key,
 )
-
-Key = tuple[Any, ...]
-
-
-@dataclass
-class _Entry:
-    row: Row
-    #: epoch seconds after which the row is gone, or None.
-    expire_at: float | None = None
-
-
-@dataclass
-class _State:
-    """Everything a database would hold; shared by the peers of one store."""
-
-    rows: dict[str, dict[Key, _Entry]]
-    #: (table, unique column) -> value -> primary key of the row holding it.
-    unique: dict[tuple[str, str], dict[Any, Key]]
-    events: list[ChangeEvent] = field(default_factory=list)
-    seqs: dict[str, int] = field(default_factory=dict)
-    migrations: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _normalise(table: Table, name: str, value: Any) -> Any:
-    """Store a value the way a real backend would give it back."""
-    if value is None:
-        return None
-    kind = table.column(name).type
-    if kind == "json":
-        # A real backend stores text: tuples come back as lists, keys as strings.
-        return json.loads(json.dumps(value))
-    if kind == "boolean":
-        return bool(value)
-    return value
-
-
-def _copy_row(row: Row | None) -> Row | None:
-    return None if row is None else copy.deepcopy(row)
 
 
 @implementer(IStore)
@@ -102,7 +66,7 @@ class MemoryStore:
         origin: str,
         clock: Clock,
         *,
-        _state: _State | None = None,
+        _state: MemoryData | None = None,
     ) -> None:
         check_tables(tables)
         self.tables = dict(tables)
@@ -110,13 +74,7 @@ class MemoryStore:
         self.clock = clock
         #: set to False to make every call fail with StoreUnavailable (outage tests).
         self.available = True
-        self._state = _state if _state is not None else self._empty_state()
-
-    def _empty_state(self) -> _State:
-        return _State(
-            rows={name: {} for name in self.tables},
-            unique={(t.name, c): {} for t in self.tables.values() for c in t.unique},
-        )
+        self._state = _state if _state is not None else MemoryData.empty(self.tables)
 
     def peer(self, origin: str) -> MemoryStore:
         """Another node's store over the same data, stamping events with ``origin``."""
@@ -141,29 +99,18 @@ class MemoryStore:
             rows = self._state.rows[table.name]
             gone = [k for k, e in rows.items() if e.expire_at is not None and e.expire_at <= now]
             for k in gone:
-                self._forget(table, k)
-
-    def _forget(self, table: Table, pk: Key) -> Row:
-        entry = self._state.rows[table.name].pop(pk)
-        for col in table.unique:
-            value = entry.row[col]
-            if value is not None:
-                self._state.unique[(table.name, col)].pop(value, None)
-        return entry.row
-
-    def _pk(self, table: Table, row: Mapping[str, Any]) -> Key:
-        return tuple(row[c] for c in table.primary_key)
+                self._state.forget(table, k)
 
     def _find(self, table: Table, key: Mapping[str, Any]) -> Row | None:
         check_key(table, key)
         self._expire()
         rows = self._state.rows[table.name]
         if all(key.get(c) is not None for c in table.primary_key):
-            entry = rows.get(tuple(_normalise(table, c, key[c]) for c in table.primary_key))
+            entry = rows.get(tuple(normalise(table, c, key[c]) for c in table.primary_key))
             candidate = entry.row if entry is not None else None
         else:
             col = next(c for c in table.unique if key.get(c) is not None)
-            pk = self._state.unique[(table.name, col)].get(_normalise(table, col, key[col]))
+            pk = self._state.unique[(table.name, col)].get(normalise(table, col, key[col]))
             candidate = rows[pk].row if pk is not None else None
         if candidate is None or not self._matches(table, candidate, key):
             return None
@@ -172,7 +119,7 @@ class MemoryStore:
     @staticmethod
     def _matches(table: Table, row: Row, filters: Mapping[str, Any]) -> bool:
         return all(
-            v.matches(row[c]) if isinstance(v, TagFilter) else row[c] == _normalise(table, c, v)
+            v.matches(row[c]) if isinstance(v, TagFilter) else row[c] == normalise(table, c, v)
             for c, v in filters.items()
         )
 
@@ -184,60 +131,12 @@ class MemoryStore:
         matched.sort(key=lambda r: sort_key(table, r))
         return matched
 
-    def _check_constraints(self, table: Table, row: Row, own: Key | None) -> None:
-        """Raise UniqueViolation / ForeignKeyViolation as the real backends do (unique first)."""
-        for col in table.unique:
-            value = row[col]
-            if value is None:
-                continue
-            holder = self._state.unique[(table.name, col)].get(value)
-            if holder is not None and holder != own:
-                raise UniqueViolation(col, value)
-        for fk in table.foreign_keys:
-            value = row[fk.column]
-            if value is None:
-                continue
-            target = self.tables[fk.table]
-            if not self._target_rows(target, fk.target, value):
-                raise ForeignKeyViolation(fk.column, value)
-
-    def _target_rows(self, target: Table, column: str, value: Any) -> list[_Entry]:
-        rows = self._state.rows[target.name]
-        if target.primary_key == (column,):
-            entry = rows.get((value,))
-            return [entry] if entry is not None else []
-        return [e for e in rows.values() if e.row[column] == value]
-
-    def _put(self, table: Table, row: Row, expire_at: float | None) -> None:
-        pk = self._pk(table, row)
-        old = self._state.rows[table.name].get(pk)
-        if old is not None:
-            for col in table.unique:
-                if old.row[col] is not None:
-                    self._state.unique[(table.name, col)].pop(old.row[col], None)
-        self._state.rows[table.name][pk] = _Entry(row, expire_at)
-        for col in table.unique:
-            if row[col] is not None:
-                self._state.unique[(table.name, col)][row[col]] = pk
-
     def _event(self, collection: str, kind: ChangeType, old: Row | None, new: Row | None) -> None:
-        seq = self._state.seqs.get(self.origin, 0) + 1
-        self._state.seqs[self.origin] = seq
-        self._state.events.append(
-            ChangeEvent(
-                origin=self.origin,
-                seq=seq,
-                at=self.clock.millis(),
-                collection=collection,
-                type=kind,
-                old=_copy_row(old),
-                new=_copy_row(new),
-            )
-        )
+        self._state.record(self.origin, self.clock.millis(), collection, kind, old, new)
 
     @staticmethod
     def _copy_event(event: ChangeEvent) -> ChangeEvent:
-        return replace(event, old=_copy_row(event.old), new=_copy_row(event.new))
+        return replace(event, old=copy_row(event.old), new=copy_row(event.new))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -268,7 +167,7 @@ class MemoryStore:
     async def reset(self) -> None:
         """Forget every row, event and migration (shared with peers, like a real database)."""
         self._check()
-        fresh = self._empty_state()
+        fresh = MemoryData.empty(self.tables)
         self._state.rows = fresh.rows
         self._state.unique = fresh.unique
         self._state.events = []
@@ -286,25 +185,25 @@ class MemoryStore:
         t = self._table(table)
         check_columns(t, row)
         check_ttl(t, ttl)
-        full = {c: _normalise(t, c, row.get(c)) for c in t.column_names}
+        full = {c: normalise(t, c, row.get(c)) for c in t.column_names}
         for c in t.primary_key:
             if full[c] is None:
                 raise ValueError(f"{table}: primary key column {c!r} is NULL")
         self._expire()
-        pk = self._pk(t, full)
+        pk = primary_key(t, full)
         if pk in self._state.rows[table]:
             col = ", ".join(t.primary_key)
             raise UniqueViolation(col, ", ".join(str(v) for v in pk))
-        self._check_constraints(t, full, None)
+        self._state.check_constraints(self.tables, t, full, None)
         expire_at = self.clock.seconds() + ttl if ttl is not None else None
-        self._put(t, full, expire_at)
+        self._state.put(t, full, expire_at)
         self._event(table, "create", None, full)
         return copy.deepcopy(full)
 
     async def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The row named by its primary key or one unique column, or ``None``."""
         t = self._table(table)
-        return _copy_row(self._find(t, key))
+        return copy_row(self._find(t, key))
 
     async def select(self, table: str, filters: Mapping[str, Any]) -> list[Row]:
         """Every live row matching ``filters``, in listing order."""
@@ -343,14 +242,14 @@ class MemoryStore:
         if old is None:
             return None
         new = dict(old)
-        new.update({c: _normalise(t, c, v) for c, v in values.items()})
-        pk = self._pk(t, old)
-        if self._pk(t, new) != pk:
+        new.update({c: normalise(t, c, v) for c, v in values.items()})
+        pk = primary_key(t, old)
+        if primary_key(t, new) != pk:
             raise ValueError(f"{table}: the primary key of a row cannot change")
-        self._check_constraints(t, new, pk)
+        self._state.check_constraints(self.tables, t, new, pk)
         entry = self._state.rows[table][pk]
         expire_at = self.clock.seconds() + ttl if ttl is not None else entry.expire_at
-        self._put(t, new, expire_at)
+        self._state.put(t, new, expire_at)
         self._event(table, "update", old, new)
         return copy.deepcopy(new)
 
@@ -364,7 +263,7 @@ class MemoryStore:
         seen: set[tuple[str, Key]] = set()
         self._collect(t, row, doomed, seen)
         for dt, drow in doomed:
-            self._forget(dt, self._pk(dt, drow))
+            self._state.forget(dt, primary_key(dt, drow))
             self._event(dt.name, "delete", drow, None)
         return [(dt.name, copy.deepcopy(drow)) for dt, drow in doomed]
 
@@ -372,7 +271,7 @@ class MemoryStore:
         self, table: Table, row: Row, out: list[tuple[Table, Row]], seen: set[tuple[str, Key]]
     ) -> None:
         """Depth-first: the row, then (per referencing table, in listing order) its dependants."""
-        mark = (table.name, self._pk(table, row))
+        mark = (table.name, primary_key(table, row))
         if mark in seen:
             return
         seen.add(mark)
@@ -419,7 +318,7 @@ class MemoryStore:
             raise ValueError(
                 f"{table.name}: a counter key needs the primary key {table.primary_key}"
             )
-        return tuple(_normalise(table, c, key[c]) for c in table.primary_key)
+        return tuple(normalise(table, c, key[c]) for c in table.primary_key)
 
     async def increment_counters(
         self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
@@ -437,7 +336,7 @@ class MemoryStore:
                 row: Row = {c: None for c in t.column_names}
                 row.update(zip(t.primary_key, pk, strict=True))
                 row["value"] = 0
-                entry = rows[pk] = _Entry(row)
+                entry = rows[pk] = Entry(row)
             entry.row["value"] = int(entry.row["value"] or 0) + amount
 
     async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
