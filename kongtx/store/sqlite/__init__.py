@@ -26,10 +26,11 @@ How the contract is kept:
 * **Processes sharing one file**: WAL journal, ``busy_timeout``, and migrations
   under ``BEGIN EXCLUSIVE`` so that nodes starting together migrate once.
 
-The package, by concern: :mod:`.store` (SqliteStore: what runs in one transaction),
-:mod:`.sql` (statements, value encoding, constraint checks and errors), :mod:`.events`
-(the change log), :mod:`.migrations` (``schema_migrations``, reset) and :mod:`.thread`
-(the one thread and its connection).
+The package, by concern: :mod:`.store` (SqliteStore: checks each call, runs it on the
+thread), :mod:`.writes` (insert, update and delete: one transaction each, with their
+events), :mod:`.sql` (statements, value encoding, constraint checks and errors),
+:mod:`.events` (the change log), :mod:`.migrations` (``schema_migrations``, reset) and
+:mod:`.thread` (the one thread and its connection).
 """
 
 from kongtx.store.sqlite.sql import EXPIRE_COLUMN, split_statements

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.store.test_contract,tests.store.test_sqlite_specific -*-
 """SqliteStore: the IStore contract on sqlite (rows, transactions, TTLs, counters).
 
-The statements are in :mod:`.sql`, the change log in :mod:`.events`, migrations in
-:mod:`.migrations` and the thread in :mod:`.thread`; this class decides what runs
-together in one transaction.
+The statements are in :mod:`.sql`, the write transactions in :mod:`.writes`, the change
+log in :mod:`.events`, migrations in :mod:`.migrations` and the thread in :mod:`.thread`;
+this class checks each call and decides what runs on the thread.
 """
 
 from __future__ import annotations
@@ -19,36 +19,23 @@ from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.store.common import children_of, counter_keys
 from kongtx.store.common import quote as _q
-from kongtx.store.interface import (
-    ChangeEvent,
-    IStore,
-    Page,
-    Row,
-    Table,
-    UniqueViolation,
-)
+from kongtx.store.interface import ChangeEvent, IStore, Page, Row, Table
 from kongtx.store.sqlite.events import (
-    Change,
-    append_events,
     delete_events_before,
     read_events_after,
     read_events_since,
 )
 from kongtx.store.sqlite.migrations import drop_all, executed, run_migrations, table_names
 from kongtx.store.sqlite.sql import (
-    EXPIRE_COLUMN,
     Codec,
-    check_constraints,
-    collect_cascade,
     count_rows,
     find_row,
-    integrity_error,
-    pk_filter,
     purge,
     select_rows,
     transaction,
 )
 from kongtx.store.sqlite.thread import SqliteThread
+from kongtx.store.sqlite.writes import delete_txn, insert_txn, update_txn
 from kongtx.store.tables import (
     check_columns,
     check_key,
@@ -196,11 +183,6 @@ class SqliteStore:
     def _table(self, name: str) -> tuple[Table, Codec]:
         return self.tables[name], self._codecs[name]
 
-    def _find(
-        self, conn: sqlite3.Connection, table: Table, key: Mapping[str, Any], now: int
-    ) -> Row | None:
-        return find_row(conn, self._codecs[table.name], key, now)
-
     # ------------------------------------------------------------------ rows
 
     async def insert(self, table: str, row: Row, ttl: int | None = None) -> Row:
@@ -214,38 +196,7 @@ class SqliteStore:
                 raise ValueError(f"{table}: primary key column {c!r} is NULL")
         now = self.clock.millis()
         expire_at = now + int(ttl * 1000) if ttl is not None else None
-        return await self._run(self._insert_txn, t, full, expire_at, now)
-
-    def _insert_txn(
-        self, conn: sqlite3.Connection, table: Table, row: Row, expire_at: int | None, now: int
-    ) -> Row:
-        codec = self._codecs[table.name]
-
-        def body() -> Row:
-            purge(conn, table, now)
-            if self._find(conn, table, pk_filter(table, row), now) is not None:
-                pk = table.primary_key
-                raise UniqueViolation(", ".join(pk), ", ".join(str(row[c]) for c in pk))
-            check_constraints(conn, self._codecs, table, row, None, now)
-            columns = list(table.column_names)
-            values = [codec.encode(c, row[c]) for c in columns]
-            if table.ttl:
-                columns.append(EXPIRE_COLUMN)
-                values.append(expire_at)
-            try:
-                conn.execute(
-                    f"INSERT INTO {_q(table.name)} ({', '.join(_q(c) for c in columns)})"
-                    f" VALUES ({', '.join('?' for _ in columns)})",
-                    values,
-                )
-            except sqlite3.IntegrityError as e:
-                raise integrity_error(table, row, e) from e
-            stored = self._find(conn, table, pk_filter(table, row), now)
-            assert stored is not None
-            append_events(conn, self.origin, [(table.name, "create", None, stored)], now)
-            return stored
-
-        return transaction(conn, body)
+        return await self._run(insert_txn, self._codecs, self.origin, t, full, expire_at, now)
 
     async def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The live row named by its primary key or one unique column, or ``None``."""
@@ -302,76 +253,18 @@ class SqliteStore:
         check_ttl(t, ttl)
         now = self.clock.millis()
         expire_at = now + int(ttl * 1000) if ttl is not None else None
-        return await self._run(self._update_txn, t, dict(key), dict(values), expire_at, now)
-
-    def _update_txn(
-        self,
-        conn: sqlite3.Connection,
-        table: Table,
-        key: dict[str, Any],
-        values: Row,
-        expire_at: int | None,
-        now: int,
-    ) -> Row | None:
-        codec = self._codecs[table.name]
-
-        def body() -> Row | None:
-            purge(conn, table, now)
-            old = self._find(conn, table, key, now)
-            if old is None:
-                return None
-            new = {**old, **values}
-            pk = pk_filter(table, old)
-            if pk_filter(table, new) != pk:
-                raise ValueError(f"{table.name}: the primary key of a row cannot change")
-            check_constraints(conn, self._codecs, table, new, old, now)
-            assignments = [f"{_q(c)} = ?" for c in values]
-            params = [codec.encode(c, v) for c, v in values.items()]
-            if expire_at is not None:
-                assignments.append(f"{EXPIRE_COLUMN} = ?")
-                params.append(expire_at)
-            if assignments:
-                where = " AND ".join(f"{_q(c)} = ?" for c in pk)
-                try:
-                    conn.execute(
-                        f"UPDATE {_q(table.name)} SET {', '.join(assignments)} WHERE {where}",
-                        [*params, *pk.values()],
-                    )
-                except sqlite3.IntegrityError as e:
-                    raise integrity_error(table, new, e) from e
-            stored = self._find(conn, table, pk, now)
-            assert stored is not None
-            append_events(conn, self.origin, [(table.name, "update", old, stored)], now)
-            return stored
-
-        return transaction(conn, body)
+        return await self._run(
+            update_txn, self._codecs, self.origin, t, dict(key), dict(values), expire_at, now
+        )
 
     async def delete(self, table: str, key: Mapping[str, Any]) -> list[tuple[str, Row]]:
         """Delete the named row and its dependants; returns them all, the named row first."""
         t, _ = self._table(table)
         check_key(t, key)
         now = self.clock.millis()
-        return await self._run(self._delete_txn, t, dict(key), now)
-
-    def _delete_txn(
-        self, conn: sqlite3.Connection, table: Table, key: dict[str, Any], now: int
-    ) -> list[tuple[str, Row]]:
-        def body() -> list[tuple[str, Row]]:
-            purge(conn, table, now)
-            row = self._find(conn, table, key, now)
-            if row is None:
-                return []
-            doomed = collect_cascade(conn, self._codecs, self._children, table, row, now)
-            # Deepest first, so the delete never leans on the schema's cascade being there.
-            for dt, drow in reversed(doomed):
-                pk = pk_filter(dt, drow)
-                where = " AND ".join(f"{_q(c)} = ?" for c in pk)
-                conn.execute(f"DELETE FROM {_q(dt.name)} WHERE {where}", list(pk.values()))
-            gone: list[Change] = [(dt.name, "delete", drow, None) for dt, drow in doomed]
-            append_events(conn, self.origin, gone, now)
-            return [(dt.name, drow) for dt, drow in doomed]
-
-        return transaction(conn, body)
+        return await self._run(
+            delete_txn, self._codecs, self._children, self.origin, t, dict(key), now
+        )
 
     # ------------------------------------------------------------------ change log
 
