@@ -11,12 +11,14 @@ failure.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -68,3 +70,24 @@ def wait_until(
             return False
         time.sleep(interval)
     return predicate()
+
+
+class _Destroyable(Protocol):
+    def destroy(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Destroyable)
+
+
+def once(slot: list[S], guard: threading.Lock, start: Callable[[], S]) -> S:
+    """``slot``'s server, started by ``start()`` on the first call and destroyed at exit.
+
+    For the opt-in servers (``tls_server()``) that only some tests start: a failed
+    start raises (skips) and is tried again by the next caller.
+    """
+    with guard:
+        if not slot:
+            srv = start()
+            atexit.register(srv.destroy)
+            slot.append(srv)
+        return slot[0]

@@ -8,6 +8,12 @@
 pass, waits for the native port, and kills it at exit.  Never downloads: without the jars
 the tests skip loudly (or fail when ``KONG_TEST_REQUIRE`` names cassandra).
 ``KONG_TEST_CASSANDRA_HOST`` (and ``_PORT``) points at an existing server instead.
+
+``tls_server()`` is the opt-in for TLS tests: a second private node, started on first use
+only (the session node above is untouched; ~60 s and another 512 MB heap), whose native
+port speaks TLS only (``client_encryption_options`` with Cassandra 5.0's
+``PEMBasedSslContextFactory``), with a certificate for 127.0.0.1/localhost signed by a
+throwaway CA (``ca_file``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -29,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port, unavailable, wait_until
+from tests.servers import free_port, once, unavailable, wait_until
 
 START_TIMEOUT = float(os.environ.get("KONG_TEST_CASSANDRA_START_TIMEOUT", "180"))
 
@@ -89,6 +96,17 @@ range_request_timeout: 20000ms
 request_timeout: 20000ms
 """
 
+TLS_YAML = """\
+client_encryption_options:
+  enabled: true
+  optional: false
+  require_client_auth: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: {keystore}
+  truststore: {truststore}
+"""
+
 LOGBACK = """\
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender"><file>${cassandra.logdir}/system.log</file>
@@ -105,15 +123,26 @@ def lib_dir() -> str:
     )
 
 
-def native_ready(host: str, port: int) -> bool:
-    """Whether the CQL native transport answers an OPTIONS frame with SUPPORTED."""
+def native_ready(host: str, port: int, tls: bool = False) -> bool:
+    """Whether the CQL native transport answers an OPTIONS frame with SUPPORTED.
+
+    ``tls``: the port speaks TLS only (the certificate is not checked here).
+    """
     try:
-        with socket.create_connection((host, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=2) as raw:
+            s = _unverified_tls().wrap_socket(raw) if tls else raw
             s.sendall(struct.pack(">BBhBI", 4, 0, 0, 5, 0))
             header = s.recv(9)
             return len(header) >= 5 and header[0] == 0x84 and header[4] == 0x06
     except OSError:
         return False
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @dataclass
@@ -126,6 +155,8 @@ class CassandraServer:
     run: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     storage_port: int = 0
+    #: the CA that signed the TLS-only native port's certificate; None: no TLS (the default)
+    ca_file: str | None = None
 
     @property
     def owned(self) -> bool:
@@ -172,7 +203,7 @@ class CassandraServer:
         out.close()
         proc = self.proc
         ok = wait_until(
-            lambda: native_ready(self.host, self.port),
+            lambda: native_ready(self.host, self.port, self.ca_file is not None),
             START_TIMEOUT,
             0.5,
             alive=lambda: proc.poll() is None,
@@ -228,7 +259,20 @@ class CassandraServer:
             self.run = None
 
 
-def _start_owned() -> CassandraServer:
+def _tls_yaml(run: str) -> tuple[str, str]:
+    """``client_encryption_options`` for a TLS-only native port, and the CA file."""
+    from tests.servers.certs import TestCA
+
+    issued = TestCA(os.path.join(run, "tls")).issue("node")
+    keystore = os.path.join(run, "tls", "keystore.pem")  # the key, then its certificate
+    with open(keystore, "w") as out:
+        for path in (issued.key, issued.cert):
+            with open(path) as f:
+                out.write(f.read())
+    return TLS_YAML.format(keystore=keystore, truststore=issued.ca), issued.ca
+
+
+def _start_owned(tls: bool = False) -> CassandraServer:
     lib = lib_dir()
     if not glob.glob(os.path.join(lib, "cassandra-all-5.0.*.jar")):
         unavailable(
@@ -243,6 +287,9 @@ def _start_owned() -> CassandraServer:
     srv = CassandraServer(host="127.0.0.1", port=free_port(), run=run, storage_port=free_port())
     with open(os.path.join(run, "cassandra.yaml"), "w") as f:
         f.write(YAML.format(run=run, storage_port=srv.storage_port, native_port=srv.port))
+        if tls:
+            encryption, srv.ca_file = _tls_yaml(run)
+            f.write(encryption)
     with open(os.path.join(run, "logback.xml"), "w") as f:
         f.write(LOGBACK)
     with open(os.path.join(run, "jvm.args"), "w") as f:
@@ -272,6 +319,7 @@ def _release_version(srv: CassandraServer) -> str:
                 load_balancing_policy=DCAwareRoundRobinPolicy(), request_timeout=60
             )
         },
+        ssl_context=_unverified_tls() if srv.ca_file else None,
     )
     try:
         session = cluster.connect()
@@ -317,6 +365,18 @@ def server() -> CassandraServer:
         )
         _server = srv
         return srv
+
+
+_tls_server: list[CassandraServer] = []
+
+
+def tls_server() -> CassandraServer:
+    """A second private node whose native port speaks TLS only (see the module docstring).
+
+    Started on first use, once per process, and killed at exit; separate from
+    :func:`server` so that TLS tests change nothing for the others.
+    """
+    return once(_tls_server, _guard, lambda: _start_owned(tls=True))
 
 
 @pytest.fixture(scope="session")

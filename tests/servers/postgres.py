@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port, unavailable
+from tests.servers import free_port, once, unavailable
 
 PASSWORD = "kong"
 
@@ -322,12 +322,7 @@ def tls_server() -> PostgresServer:
     Started on first use, once per process, and removed at exit; separate from
     :func:`server` so that TLS tests change nothing for the others.
     """
-    with _guard:
-        if not _tls_server:
-            srv = _start_owned(tls=True)
-            atexit.register(srv.destroy)
-            _tls_server.append(srv)
-        return _tls_server[0]
+    return once(_tls_server, _guard, lambda: _start_owned(tls=True))
 
 
 def _dsn(srv: PostgresServer) -> dict[str, Any]:
