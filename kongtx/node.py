@@ -53,7 +53,7 @@ from kongtx.node_workers import reload_workers, start_workers
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.prefix import node_name, prepare_prefix
 from kongtx.store.factory import migration_identifiers, open_store
-from kongtx.store.interface import IStore
+from kongtx.store.interface import IStore, StoreUnavailable
 from kongtx.store.migrations import load_migrations
 
 if TYPE_CHECKING:
@@ -188,7 +188,9 @@ class KongNode(MultiService):
 
     def _start_failed(self, failure: Any) -> None:
         self.log.critical("could not start kongtx: {reason}", reason=failure.getErrorMessage())
-        if not failure.check(StartupError, ConfigError):
+        # an unreachable or refusing datastore is said in one line (Kong: "[postgres
+        # error] ..."); only an unexpected failure is worth its traceback
+        if not failure.check(StartupError, ConfigError, StoreUnavailable):
             self.log.failure("start-up failure", failure)
         self.exit_code = 1
         self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)

@@ -79,11 +79,13 @@ def test_a_node_verifying_the_servers_certificate_serves_over_tls(
 def test_a_certificate_from_another_ca_stops_the_start(
     node: Node, database: pg.PostgresServer, tmp_path: Any
 ) -> None:
-    """Another CA file: the node exits, naming PostgreSQL and the failed verification."""
+    """Another CA file: the node exits, naming PostgreSQL and the failed verification,
+    in one line (no traceback)."""
     other = TestCA(str(tmp_path), "another CA")
     log = _refused_start(node, _tls_env(database, other.file))
     assert "could not start kongtx: cannot connect to PostgreSQL" in log
     assert "certificate verify failed" in log
+    assert "Traceback" not in log
 
 
 def test_verification_without_a_ca_file_stops_the_start(
