@@ -27,10 +27,11 @@ Cassandra has no constraints and no transactions, so, as Kong 0.9 did (SPEC §7.
   use), which assumes one running store per origin, as node names guarantee; this
   store's write batches run one at a time so seqs become visible in order.
 
-The package, by concern: :mod:`.store` (CassandraStore: reads, checks, rows),
-:mod:`.session` (the driver, its thread, timeouts), :mod:`.cql` (CQL text, values,
-paging tokens), :mod:`.events` (the change log and logged batches) and
-:mod:`.migrations` (keyspace, LWT lock, record).
+The package, by concern: :mod:`.store` (CassandraStore: rows, paging), :mod:`.reads`
+(live rows, the read-before-write checks, cascades), :mod:`.counters` (counter rows:
+LWT compare-and-set), :mod:`.session` (the driver, its thread, timeouts), :mod:`.cql`
+(CQL text, values, paging tokens), :mod:`.events` (the change log and logged batches)
+and :mod:`.migrations` (keyspace, LWT lock, record).
 """
 
 from kongtx.store.cassandra.cql import (

@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.store.test_cassandra_specific -*-
 """CassandraStore: the IStore contract on Cassandra (reads before writes, logged batches).
 
-The driver plumbing is in :mod:`.session`, CQL text and values in :mod:`.cql`, the
-change log and its batches in :mod:`.events` and migrations in :mod:`.migrations`;
+The driver plumbing is in :mod:`.session`, CQL text and values in :mod:`.cql`, reads of
+live rows, the read-before-write checks and cascades in :mod:`.reads`, counter rows in
+:mod:`.counters`, the change log and its batches in :mod:`.events` and migrations in
+:mod:`.migrations`;
 the package docstring says how Kong 0.9's contract is kept without constraints or
 transactions.
 """
@@ -14,12 +16,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import DeferredLock
 from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.store.cassandra import migrations as steps
+from kongtx.store.cassandra.counters import CounterRows
 from kongtx.store.cassandra.cql import (
     alive,
     decode_token,
@@ -35,12 +37,12 @@ from kongtx.store.cassandra.cql import (
     where,
 )
 from kongtx.store.cassandra.events import EventLog
+from kongtx.store.cassandra.reads import RowReads
 from kongtx.store.cassandra.session import CassandraSession
 from kongtx.store.common import children_of, counter_keys
 from kongtx.store.common import quote as _q
 from kongtx.store.interface import (
     ChangeEvent,
-    ForeignKeyViolation,
     InvalidOffset,
     IStore,
     Page,
@@ -52,13 +54,10 @@ from kongtx.store.interface import (
 from kongtx.store.tables import (
     TABLES,
     check_columns,
-    check_key,
     check_tables,
     check_ttl,
     sort_key,
 )
-
-_UNKNOWN = object()
 
 
 @implementer(IStore)
@@ -120,55 +119,11 @@ class CassandraStore:
             reactor=reactor,
         )
         self._events = EventLog(self._driver, origin)
-        self._counter_locks: dict[tuple[str, str], DeferredLock] = {}
-        self._children = children_of(self.tables)
+        self._counters = CounterRows(self._driver)
+        self._reads = RowReads(self._driver, self.tables, children_of(self.tables), clock)
 
     def _ks(self, table: str) -> str:
         return qualified(self.keyspace, table)
-
-    # ------------------------------------------------------------------ reads
-
-    async def _select_live(
-        self, table: Table, filters: Mapping[str, Any]
-    ) -> list[tuple[Row, int | None]]:
-        """Live rows matching ``filters``, each with its expiry (ms) or None."""
-        cond, params, local, empty = where(table, filters)
-        if empty:
-            return []
-        rows = await self._driver.rows(
-            f"SELECT {select_list(table)} FROM {self._ks(table.name)}{cond}", params
-        )
-        out: list[tuple[Row, int | None]] = []
-        n = len(table.columns)
-        now = self.clock.millis()
-        for values in rows:
-            if not alive(table, values, now):
-                continue
-            row = load(table, values)
-            if matches(row, local):
-                out.append((row, values[n] if table.ttl else None))
-        return out
-
-    async def _select_rows(self, table: Table, filters: Mapping[str, Any]) -> list[Row]:
-        return [row for row, _ in await self._select_live(table, filters)]
-
-    async def _find_live(
-        self, table: Table, key: Mapping[str, Any]
-    ) -> tuple[Row, int | None] | None:
-        check_key(table, key)
-        if all(key.get(c) is not None for c in table.primary_key):
-            lookup = {c: key[c] for c in table.primary_key}
-        else:
-            col = next(c for c in table.unique if key.get(c) is not None)
-            lookup = {col: key[col]}
-        for row, expire_at in await self._select_live(table, lookup):
-            if all(row.get(c) == v for c, v in key.items()):
-                return row, expire_at
-        return None
-
-    async def _find(self, table: Table, key: Mapping[str, Any]) -> Row | None:
-        found = await self._find_live(table, key)
-        return found[0] if found else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,25 +163,6 @@ class CassandraStore:
         )
         self._events.forget()
 
-    # ------------------------------------------------------------------ checks
-
-    async def _check_constraints(self, table: Table, row: Row, own: tuple[Any, ...] | None) -> None:
-        """Read-before-write uniqueness then foreign keys (race-prone; see the package doc)."""
-        for col in table.unique:
-            value = row.get(col)
-            if value is None:
-                continue
-            for other in await self._select_rows(table, {col: value}):
-                if tuple(other[c] for c in table.primary_key) != own:
-                    raise UniqueViolation(col, value)
-        for fk in table.foreign_keys:
-            value = row.get(fk.column)
-            if value is None:
-                continue
-            target = self.tables[fk.table]
-            if not await self._select_rows(target, {fk.target: value}):
-                raise ForeignKeyViolation(fk.column, value)
-
     def _insert(self, table: Table, row: Row, expire_at: int | None) -> tuple[str, list[Any]]:
         return insert_statement(self.keyspace, table, row, expire_at, self.clock.millis())
 
@@ -243,9 +179,9 @@ class CassandraStore:
                 raise ValueError(f"{table}: primary key column {c!r} is NULL")
         full = load(tb, [roundtrip(tb, c, full[c]) for c in tb.column_names])
         pk = {c: full[c] for c in tb.primary_key}
-        if await self._select_rows(tb, pk):
+        if await self._reads.select_rows(tb, pk):
             raise UniqueViolation(", ".join(tb.primary_key), ", ".join(str(v) for v in pk.values()))
-        await self._check_constraints(tb, full, None)
+        await self._reads.check_constraints(tb, full, None)
         expire_at = self.clock.millis() + int(ttl * 1000) if ttl is not None else None
         await self._events.batch(
             [self._insert(tb, full, expire_at)], [(table, "create", None, full)]
@@ -254,13 +190,13 @@ class CassandraStore:
 
     async def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The row named by its primary key or one unique column (an indexed read)."""
-        return await self._find(self.tables[table], key)
+        return await self._reads.find(self.tables[table], key)
 
     async def select(self, table: str, filters: Mapping[str, Any]) -> list[Row]:
         """Every row matching ``filters`` (ALLOW FILTERING), sorted like the other stores."""
         tb = self.tables[table]
         check_columns(tb, filters)
-        rows = await self._select_rows(tb, filters)
+        rows = await self._reads.select_rows(tb, filters)
         rows.sort(key=lambda r: sort_key(tb, r))
         return rows
 
@@ -316,7 +252,7 @@ class CassandraStore:
         if empty:
             return 0
         if local or tb.ttl:
-            return len(await self._select_rows(tb, filters))
+            return len(await self._reads.select_rows(tb, filters))
         rows = await self._driver.rows(f"SELECT COUNT(*) FROM {self._ks(table)}{cond}", params)
         return int(rows[0][0])
 
@@ -327,7 +263,7 @@ class CassandraStore:
         tb = self.tables[table]
         check_columns(tb, values)
         check_ttl(tb, ttl)
-        found = await self._find_live(tb, key)
+        found = await self._reads.find_live(tb, key)
         if found is None:
             return None
         old, expire_at = found
@@ -338,37 +274,20 @@ class CassandraStore:
         new = load(tb, [roundtrip(tb, c, merged.get(c)) for c in tb.column_names])
         own = tuple(old[c] for c in tb.primary_key)
         changed = {c: new[c] for c in tb.column_names if new[c] != old[c]}
-        await self._check_constraints(tb, changed, own)
+        await self._reads.check_constraints(tb, changed, own)
         if ttl is not None:
             expire_at = self.clock.millis() + int(ttl * 1000)
         await self._events.batch([self._insert(tb, new, expire_at)], [(table, "update", old, new)])
         return new
 
-    async def _collect(
-        self, table: Table, row: Row, out: list[tuple[Table, Row]], seen: set[Any]
-    ) -> None:
-        """Depth-first: the row, then (per referencing table, in listing order) its dependants."""
-        mark = (table.name, tuple(row[c] for c in table.primary_key))
-        if mark in seen:
-            return
-        seen.add(mark)
-        out.append((table, row))
-        for child, fk in self._children.get(table.name, []):
-            if row[fk.target] is None:
-                continue
-            dependants = await self._select_rows(child, {fk.column: row[fk.target]})
-            dependants.sort(key=lambda r: sort_key(child, r))
-            for dependant in dependants:
-                await self._collect(child, dependant, out, seen)
-
     async def delete(self, table: str, key: Mapping[str, Any]) -> list[tuple[str, Row]]:
         """Delete the row and, row by row, everything that references it, in one batch."""
         tb = self.tables[table]
-        row = await self._find(tb, key)
+        row = await self._reads.find(tb, key)
         if row is None:
             return []
         doomed: list[tuple[Table, Row]] = []
-        await self._collect(tb, row, doomed, set())
+        await self._reads.collect(tb, row, doomed, set())
         writes: list[tuple[str, list[Any]]] = []
         for dt, drow in doomed:
             cond = " AND ".join(f"{_q(c)} = %s" for c in dt.primary_key)
@@ -397,57 +316,16 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ counters
 
-    async def _increment_one(self, table: Table, pk: list[Any], amount: int) -> None:
-        """Compare-and-set on the int ``value`` (lightweight transactions) until it applies."""
-        cols = ", ".join(_q(c) for c in table.primary_key)
-        cond = " AND ".join(f"{_q(c)} = %s" for c in table.primary_key)
-        current: Any = _UNKNOWN
-        for _attempt in range(1000):
-            if current is _UNKNOWN:
-                rows = await self._driver.rows(
-                    f"INSERT INTO {self._ks(table.name)} ({cols}, value)"
-                    f" VALUES ({', '.join(['%s'] * len(pk))}, %s) IF NOT EXISTS",
-                    [*pk, amount],
-                )
-            else:
-                rows = await self._driver.rows(
-                    f"UPDATE {self._ks(table.name)} SET value = %s WHERE {cond} IF value = %s",
-                    [(current or 0) + amount, *pk, current],
-                )
-            if rows[0][0]:
-                return
-            current = getattr(rows[0], "value", None)
-        raise StoreUnavailable(f"{table.name}: counter still contended after 1000 attempts")
-
     async def increment_counters(
         self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
     ) -> None:
-        """Add ``amount`` to each counter with a compare-and-set loop (LWT) per key.
-
-        Why not Cassandra ``counter`` columns (Kong's choice): a counter table accepts
-        no INSERT, so its rows could not go through the store's ordinary row methods.
-        A node's own increments of one key are queued so that only nodes, not
-        requests, contend in Paxos.
-        """
+        """Add ``amount`` to each counter: a compare-and-set loop (LWT) per key (.counters)."""
         tb = self.tables[table]
         params = counter_keys(tb, keys, lambda c, v: param(tb, c, v))
-        for pk in params:
-            mark = (table, repr(pk))
-            lock = self._counter_locks.setdefault(mark, DeferredLock())
-            try:
-                async with lock:
-                    await self._increment_one(tb, pk, amount)
-            finally:
-                if not lock.locked and not lock.waiting:
-                    self._counter_locks.pop(mark, None)
+        await self._counters.increment(tb, params, amount)
 
     async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
         """Each named counter's value, 0 for a missing row."""
         tb = self.tables[table]
         params = counter_keys(tb, keys, lambda c, v: param(tb, c, v))
-        cond = " AND ".join(f"{_q(c)} = %s" for c in tb.primary_key)
-        out: list[int] = []
-        for pk in params:
-            rows = await self._driver.rows(f"SELECT value FROM {self._ks(table)} WHERE {cond}", pk)
-            out.append(int(rows[0][0] or 0) if rows else 0)
-        return out
+        return await self._counters.read(tb, params)
