@@ -41,6 +41,7 @@ from kongtx.store.interface import (
     Table,
     UniqueViolation,
 )
+from kongtx.store.rules import TAGS_COLUMN, TagFilter
 from kongtx.store.schemas import (
     INVALID,
     MAX_FILTER_TAGS,
@@ -56,7 +57,7 @@ from kongtx.store.schemas import (
     tag_problem,
     validate,
 )
-from kongtx.store.tables import TABLES, TAGS_COLUMN, TagFilter
+from kongtx.store.tables import TABLES
 
 T = TypeVar("T")
 

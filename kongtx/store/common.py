@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.store.interface import ChangeEvent, ForeignKey, Row, StoreUnavailable, Table
-from kongtx.store.tables import check_columns
+from kongtx.store.rules import check_columns
 
 T = TypeVar("T")
 

@@ -41,7 +41,7 @@ from kongtx.store.interface import (
     UniqueViolation,
 )
 from kongtx.store.memory_data import Entry, Key, MemoryData, copy_row, normalise, primary_key
-from kongtx.store.tables import (
+from kongtx.store.rules import (
     TagFilter,
     after_position,
     check_columns,

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from kongtx.store.interface import IStore
-from kongtx.store.tables import TABLES, TagFilter
+from kongtx.store.rules import TagFilter
+from kongtx.store.tables import TABLES
 from tests.reactor_thread import run
 from tests.store.helpers import Rows
 

@@ -8,8 +8,9 @@ from test_admin_support import AdminHarness
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.dao import parse_tag_filter
+from kongtx.store.rules import TagFilter, matches_filter
 from kongtx.store.schemas import check_tags, tag_problem
-from kongtx.store.tables import TAGGED, TagFilter, matches_filter
+from kongtx.store.tables import TAGGED
 
 BAD = "invalid tag '{}': expected printable ascii (except `,` and `/`)"
 

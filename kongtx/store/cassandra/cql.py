@@ -20,7 +20,7 @@ from typing import Any
 from kongtx.store.common import is_uuid_text
 from kongtx.store.common import quote as _q
 from kongtx.store.interface import InvalidOffset, Row, Table
-from kongtx.store.tables import matches_filter
+from kongtx.store.rules import matches_filter
 
 _EPOCH = datetime(1970, 1, 1)
 _TOKEN_PREFIX = b"c1:"

@@ -17,7 +17,7 @@ from kongtx.clock import Clock
 from kongtx.store.cassandra.cql import alive, load, matches, qualified, select_list, where
 from kongtx.store.cassandra.session import CassandraSession
 from kongtx.store.interface import ForeignKey, ForeignKeyViolation, Row, Table, UniqueViolation
-from kongtx.store.tables import check_key, sort_key
+from kongtx.store.rules import check_key, sort_key
 
 
 class RowReads:

@@ -51,13 +51,8 @@ from kongtx.store.interface import (
     Table,
     UniqueViolation,
 )
-from kongtx.store.tables import (
-    TABLES,
-    check_columns,
-    check_tables,
-    check_ttl,
-    sort_key,
-)
+from kongtx.store.rules import check_columns, check_tables, check_ttl, sort_key
+from kongtx.store.tables import TABLES
 
 
 @implementer(IStore)

@@ -15,7 +15,7 @@ from typing import Any
 from kongtx.store.common import is_uuid_text
 from kongtx.store.common import quote as _quote
 from kongtx.store.interface import Row, Table
-from kongtx.store.tables import TagFilter, order_columns
+from kongtx.store.rules import TagFilter, order_columns
 
 _EPOCH = datetime(1970, 1, 1)
 

@@ -40,8 +40,7 @@ from kongtx.store.postgres.queries import (
     timestamp,
     where_pk,
 )
-from kongtx.store.tables import (
-    TABLES,
+from kongtx.store.rules import (
     check_columns,
     check_key,
     check_tables,
@@ -49,6 +48,7 @@ from kongtx.store.tables import (
     decode_offset,
     encode_offset,
 )
+from kongtx.store.tables import TABLES
 
 T = TypeVar("T")
 

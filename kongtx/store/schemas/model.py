@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kongtx.store.tables import TAGGED, TAGS_COLUMN
+from kongtx.store.rules import TAGS_COLUMN
+from kongtx.store.tables import TAGGED
 
 FieldType = Literal["id", "timestamp", "string", "boolean", "number", "array", "table", "url"]
 Mode = Literal["insert", "patch", "full"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from kongtx.store.common import EVENT_COLUMNS, event_from_row
 from kongtx.store.interface import ChangeEvent, ChangeType, Row
-from kongtx.store.tables import canonical_json
+from kongtx.store.rules import canonical_json
 
 #: (collection, type, old row, new row) of one change to log.
 Change = tuple[str, ChangeType, Row | None, Row | None]

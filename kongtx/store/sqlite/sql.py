@@ -22,7 +22,7 @@ from kongtx.store.interface import (
     Table,
     UniqueViolation,
 )
-from kongtx.store.tables import TagFilter, canonical_json, order_columns
+from kongtx.store.rules import TagFilter, canonical_json, order_columns
 
 T = TypeVar("T")
 

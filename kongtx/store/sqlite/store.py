@@ -20,6 +20,14 @@ from kongtx.log import logger
 from kongtx.store.common import children_of, counter_keys
 from kongtx.store.common import quote as _q
 from kongtx.store.interface import ChangeEvent, IStore, Page, Row, Table
+from kongtx.store.rules import (
+    check_columns,
+    check_key,
+    check_tables,
+    check_ttl,
+    decode_offset,
+    encode_offset,
+)
 from kongtx.store.sqlite.events import (
     delete_events_before,
     read_events_after,
@@ -36,14 +44,6 @@ from kongtx.store.sqlite.sql import (
 )
 from kongtx.store.sqlite.thread import SqliteThread
 from kongtx.store.sqlite.writes import delete_txn, insert_txn, update_txn
-from kongtx.store.tables import (
-    check_columns,
-    check_key,
-    check_tables,
-    check_ttl,
-    decode_offset,
-    encode_offset,
-)
 
 T = TypeVar("T")
 
