@@ -97,8 +97,7 @@ def open_store(config: Any, reactor: Any, clock: Clock, origin: str) -> IStore:
     if config.database == "cassandra":
         from kongtx.store.cassandra import CassandraStore
 
-        ca = trusted_certificate(config, "cassandra")
-        store = CassandraStore(
+        return CassandraStore(
             contact_points=config.cassandra_contact_points,
             port=config.cassandra_port,
             keyspace=config.cassandra_keyspace,
@@ -106,6 +105,7 @@ def open_store(config: Any, reactor: Any, clock: Clock, origin: str) -> IStore:
             timeout=config.cassandra_timeout,
             ssl=config.cassandra_ssl,
             ssl_verify=config.cassandra_ssl_verify,
+            ssl_ca=trusted_certificate(config, "cassandra"),
             username=config.cassandra_username,
             password=config.cassandra_password,
             repl_strategy=config.cassandra_repl_strategy,
@@ -116,10 +116,6 @@ def open_store(config: Any, reactor: Any, clock: Clock, origin: str) -> IStore:
             clock=clock,
             reactor=reactor,
         )
-        # CassandraStore takes no CA argument (yet): the CA goes straight to its
-        # session, which builds the TLS context (cassandra.session.ssl_context).
-        store._driver.ssl_ca = ca
-        return store
     raise ValueError(f"unknown database: {config.database!r}")
 
 

@@ -72,6 +72,7 @@ class CassandraStore:
         timeout: int = 5000,
         ssl: bool = False,
         ssl_verify: bool = False,
+        ssl_ca: str | None = None,
         username: str | None = None,
         password: str | None = None,
         repl_strategy: str = "SimpleStrategy",
@@ -84,7 +85,8 @@ class CassandraStore:
         protocol_version: int = 5,
         migration_timeout: float = 120.0,
     ) -> None:
-        """``timeout`` is in milliseconds, like ``cassandra_timeout`` (connect and read)."""
+        """``timeout`` is in milliseconds, like ``cassandra_timeout`` (connect and read);
+        ``ssl_ca``: the CA file ``ssl_verify`` trusts (``lua_ssl_trusted_certificate``)."""
         from cassandra import ConsistencyLevel
 
         check_tables(tables)
@@ -107,6 +109,7 @@ class CassandraStore:
             timeout=self.timeout,
             ssl=ssl,
             ssl_verify=ssl_verify,
+            ssl_ca=ssl_ca,
             username=username,
             password=password,
             protocol_version=protocol_version,
