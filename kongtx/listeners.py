@@ -12,11 +12,19 @@ certificates...) are applied in place by the node.
 
 Roles: ``admin``, ``proxy``, ``proxy_ssl`` (only when ``ssl`` is on) and
 ``status`` (only when ``status_listen`` is set).
+
+A ``kong reload`` that changes ``nginx_worker_processes`` between 1 and more hands
+the proxy sockets over without closing them (kongtx.node_workers): ``sockets``
+gives the listening sockets of running roles (the workers adopt duplicates),
+``retire`` stops a role accepting without shutting its socket down (the workers
+share it) and ``adopt`` serves a role on a socket already listening (the
+workers'), through :class:`Adopting`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -28,8 +36,9 @@ from kongtx.log import logger
 
 log = logger("kongtx.listeners")
 
-#: a role's service for a configuration (not started)
-Build = Callable[[str, Config], IService]
+#: a role's service for a configuration (not started); a proxy role may be given a
+#: listening socket to adopt (a third argument) instead of binding its address
+Build = Callable[..., IService]
 
 
 def addresses(config: Config) -> dict[str, Address]:
@@ -94,23 +103,69 @@ class NodeListeners:
             self._running[role] = (address, service)
             moved.append(role)
             if current is not None:
-                await _maybe(current[1].disownServiceParent())
+                await maybe_await(current[1].disownServiceParent())
         for role in [r for r in self._running if r not in wanted]:
             _, service = self._running.pop(role)
             moved.append(role)
-            await _maybe(service.disownServiceParent())
+            await maybe_await(service.disownServiceParent())
         return moved
+
+    def sockets(self, roles: set[str]) -> dict[str, tuple[Address, socket.socket]]:
+        """The listening socket of each running role of ``roles`` (for others to adopt)."""
+        found = {}
+        for role, (address, service) in self._running.items():
+            sock = getattr(_port(service), "socket", None)
+            if role in roles and isinstance(sock, socket.socket):
+                found[role] = (address, sock)
+        return found
+
+    async def retire(self, roles: set[str]) -> list[IService]:
+        """Stop serving ``roles`` (they are served elsewhere from now: ``skip``).
+
+        The listening sockets are closed in this process only, never shut down: the
+        processes that adopted them keep accepting on them.  Returns the services
+        (their factories drain what is in flight).
+        """
+        self.skip |= roles
+        retired = [self._running.pop(r)[1] for r in list(self._running) if r in roles]
+        for service in retired:
+            port = _port(service)
+            if port is not None:
+                port._shouldShutdown = False
+            await maybe_await(service.disownServiceParent())
+        return retired
+
+    async def adopt(
+        self, sockets: Mapping[str, tuple[Address, socket.socket]], config: Config
+    ) -> None:
+        """Serve each role on its socket, already listening (another owner keeps it open).
+
+        The roles are no longer skipped; a role that fails to build raises, and the
+        roles adopted before it are let go again (the sockets' owner still serves them).
+        """
+        adopted: list[str] = []
+        try:
+            for role, (address, sock) in sockets.items():
+                self._running[role] = (address, await self._bind(role, config, sock))
+                adopted.append(role)
+        except Exception:
+            await self.retire(set(adopted))
+            raise
+        self.skip -= set(sockets)
 
     async def stop(self) -> None:
         """Close every listener (``kong quit`` drains what is in flight afterwards)."""
         running, self._running = self._running, {}
         await DeferredList(
-            [Deferred.fromCoroutine(_maybe(s.disownServiceParent())) for _, s in running.values()]
+            [
+                Deferred.fromCoroutine(maybe_await(s.disownServiceParent()))
+                for _, s in running.values()
+            ]
         )
 
-    async def _bind(self, role: str, config: Config) -> IService:
+    async def _bind(self, role: str, config: Config, sock: socket.socket | None = None) -> IService:
         """Start a role's service; a socket that cannot be bound raises here."""
-        service = self._build(role, config)
+        service = self._build(role, config) if sock is None else self._build(role, config, sock)
         if isinstance(service, StreamServerEndpointService):
             # TCP binds fail synchronously: raise instead of logging and carrying on
             service._raiseSynchronously = True
@@ -118,12 +173,39 @@ class NodeListeners:
             service.setServiceParent(self._parent)
         except Exception:
             if service.parent is not None:
-                await _maybe(service.disownServiceParent())
+                await maybe_await(service.disownServiceParent())
             raise
         return service
 
 
-async def _maybe(result: Any) -> Any:
+class Adopting:
+    """A reactor whose ``listenTCP`` serves ``sock`` (already listening) instead of binding.
+
+    Given to the usual endpoint (``TCP4ServerEndpoint``...), so a role's service is
+    built the same way whether it binds or adopts.  ``adoptStreamPort`` listens on
+    a duplicate of the descriptor (the caller keeps ``sock``) and never shuts the
+    shared socket down when it stops.
+    """
+
+    def __init__(self, reactor: Any, sock: socket.socket) -> None:
+        self._reactor = reactor
+        self._sock = sock
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        return self._reactor.adoptStreamPort(self._sock.fileno(), self._sock.family, factory)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def _port(service: IService) -> Any:
+    """The listening port of a started ``StreamServerEndpointService`` (None if not listening)."""
+    waiting = getattr(service, "_waitingForPort", None)
+    return getattr(waiting, "result", None)
+
+
+async def maybe_await(result: Any) -> Any:
+    """Await ``result`` if it is a Deferred (``disownServiceParent`` may return one)."""
     if isinstance(result, Deferred):
         return await result
     return result

@@ -15,7 +15,9 @@ and exits (``kong quit``), SIGTERM stops at once (``kong stop``).
 
 With ``nginx_worker_processes`` >= 2 the node is a master: the proxy sockets are
 served by worker processes (kongtx.workers.service), which a reload replaces by a
-new generation, ``kong quit`` drains and ``kong stop`` stops.
+new generation, ``kong quit`` drains and ``kong stop`` stops.  A reload that
+changes the count between 1 and more hands the proxy sockets over between the
+node and its workers without closing them (kongtx.node_workers).
 
 By concern, beside this module: ``node_balancing`` (balancers, health checks, health
 shared with the cluster), ``node_workers`` (the proxy served by worker processes,
@@ -28,11 +30,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -45,8 +48,7 @@ from kongtx.config import Address, Config, ConfigError
 from kongtx.config_loading import load_config
 from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
-from kongtx.listeners import NodeListeners
-from kongtx.metrics import Metrics
+from kongtx.listeners import Adopting, NodeListeners, maybe_await
 from kongtx.node_balancing import share_health, start_balancing
 from kongtx.node_view import NodeView
 from kongtx.node_workers import reload_workers, start_workers
@@ -55,6 +57,7 @@ from kongtx.prefix import node_name, prepare_prefix
 from kongtx.store.factory import migration_identifiers, open_store
 from kongtx.store.interface import IStore, StoreUnavailable
 from kongtx.store.migrations import load_migrations
+from kongtx.workers.stats import SummedMetrics, WorkerStats
 
 if TYPE_CHECKING:
     from kongtx.balancer.health import HealthChecks
@@ -108,10 +111,19 @@ class KongNode(MultiService):
         self._routers: RouterSource | None = None
         self._runtime: PluginRuntime | None = None
         self._tls: ProxyTLSContextFactory | None = None
+        #: the counters of the proxy's worker processes, those gone included (kept
+        #: across reloads that change their number, 0 included)
+        self.worker_stats = WorkerStats()
         #: request metrics, fed by the proxy pipelines while status_listen is on
-        self.metrics = Metrics()
+        #: (this process's, plus its workers' reports)
+        self.metrics = SummedMetrics(self.worker_stats)
         #: the proxy's worker processes (``nginx_worker_processes`` >= 2), else None
         self.workers: ProxyWorkers | None = None
+        #: this process's proxy listeners' factories still draining after workers took over
+        self.draining_proxy: list[Any] = []
+        #: DB-less: the configuration last posted (``POST /config``), for workers to load
+        self.dbless_document: Mapping[str, Any] | None = None
+        self._reloading = DeferredLock()
         self._threads = ThreadPool(minthreads=0, maxthreads=4, name="kongtx-cpu")
         self.started: Deferred[None] = Deferred()
         self.exit_code = 0
@@ -215,7 +227,7 @@ class KongNode(MultiService):
                 self.log.failure("cluster leave failed")
         if self.workers is not None:
             self.workers.graceful = False  # kong stop: at once (kong quit drained them already)
-        await _maybe(super().stopService())
+        await maybe_await(super().stopService())
         self.clock.cancel_all()
         if self.store is not None:
             await self.store.stop()
@@ -245,24 +257,28 @@ class KongNode(MultiService):
             self.balancers,
         )
 
-    def _listener(self, role: str, config: Config) -> IService:
-        """A role's listening service for ``config`` (kongtx.listeners)."""
+    def _listener(self, role: str, config: Config, sock: socket.socket | None = None) -> IService:
+        """A role's listening service for ``config`` (kongtx.listeners).
+
+        ``sock``: a proxy role's socket, already listening, to serve instead of binding.
+        """
         from kongtx.proxy import service as proxy
 
         assert self.pipeline is not None
+        reactor = self.reactor if sock is None else Adopting(self.reactor, sock)
         if role == "admin":
             return strports.service(
                 endpoint(config.admin_listen), self.sites[0], reactor=self.reactor
             )
         if role == "proxy":
-            return proxy.proxy_service(config, self.pipeline, self.clock, self.reactor)
+            return proxy.proxy_service(config, self.pipeline, self.clock, reactor)
         if role == "proxy_ssl":
             assert self._routers is not None and self._runtime is not None
             if self._tls is None:
                 self._tls = proxy.make_tls_context(config, self._routers, self._runtime)
             warmer = proxy.sni_warmer(self._routers, self._runtime)
             return proxy.proxy_ssl_service(
-                config, self.pipeline, self._tls, warmer, self.clock, self.reactor
+                config, self.pipeline, self._tls, warmer, self.clock, reactor
             )
         assert role == "status" and config.status_listen is not None
         return self._status_service(config.status_listen)
@@ -305,8 +321,17 @@ class KongNode(MultiService):
         A bad file leaves the running node untouched (the error is logged).  Only
         the listeners whose address changed move, each new socket bound before the
         old one closes (kongtx.listeners); proxy settings, the default certificate
-        and the Admin API's view of the configuration apply in place.
+        and the Admin API's view of the configuration apply in place; the proxy's
+        workers are replaced, started or retired (kongtx.node_workers).  Reloads
+        run one after the other.
         """
+        await self._reloading.acquire()
+        try:
+            await self._reload()
+        finally:
+            self._reloading.release()
+
+    async def _reload(self) -> None:
         from kongtx.proxy.service import apply_proxy_settings, default_certificate
 
         try:
@@ -332,10 +357,7 @@ class KongNode(MultiService):
         if old.proxy_frontend != new.proxy_frontend:
             self.log.warn("reload: proxy_frontend changes apply on restart")
         moved = await self.listeners.apply(new)
-        if self.workers is not None:
-            moved += await reload_workers(self, old, new)
-        elif old.nginx_worker_processes != new.nginx_worker_processes:
-            self.log.warn("reload: serving the proxy with worker processes applies on restart")
+        moved += await reload_workers(self, old, new)
         self.log.info(
             "configuration reloaded{moved}",
             moved=f" (listeners moved: {', '.join(moved)})" if moved else "",
@@ -346,7 +368,7 @@ class KongNode(MultiService):
         self.log.info("graceful shutdown: draining connections")
         sites = list(self.sites) + self._proxy_sites()  # the proxy's requests finish too
         await self.listeners.stop()
-        drains = [site.drain(self.clock, timeout) for site in sites]
+        drains = [site.drain(self.clock, timeout) for site in sites + self.draining_proxy]
         if self.workers is not None:
             drains.append(self.workers.stop(graceful=True, timeout=timeout))
         await DeferredList(drains)
@@ -355,12 +377,11 @@ class KongNode(MultiService):
     def server_stats(self) -> dict[str, int]:
         """nginx stub_status-style counters summed over every listener."""
         total: dict[str, int] = {}
-        for site in self.sites + self._proxy_sites():
+        for site in self.sites + self._proxy_sites() + self.draining_proxy:
             for key, value in site.stats().items():
                 total[key] = total.get(key, 0) + value
-        if self.workers is not None:
-            for key, value in self.workers.stats.server_stats().items():
-                total[key] = total.get(key, 0) + value
+        for key, value in self.worker_stats.server_stats().items():
+            total[key] = total.get(key, 0) + value
         return total
 
     def _proxy_sites(self) -> list[Any]:
@@ -386,12 +407,6 @@ class KongNode(MultiService):
     def run_in_thread(self, fn: Any) -> Deferred[Any]:
         """Run CPU-heavy work (password KDFs) off the reactor thread."""
         return deferToThreadPool(self.reactor, self._threads, fn)
-
-
-async def _maybe(result: Any) -> Any:
-    if isinstance(result, Deferred):
-        return await result
-    return result
 
 
 def _global_reactor() -> Any:

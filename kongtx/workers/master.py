@@ -311,13 +311,14 @@ class WorkerPool:
                 self._spawn(generation)
 
 
-def fan_out(cache: Any, pool: WorkerPool) -> None:
+def fan_out(cache: Any, pool: WorkerPool) -> Callable[[], None]:
     """Make every invalidation of the master's ``cache`` reach the workers too.
 
     The master's cache is invalidated from three places (its DAO listener, the
     cluster stream, ``DELETE /cache``), all through ``invalidate``,
     ``invalidate_prefix`` and ``flush``; wrapping those three on this one
     instance covers them all without each caller knowing about workers.
+    Returns what unwraps them (the node serves the proxy itself again).
     """
     invalidate, invalidate_prefix, flush = cache.invalidate, cache.invalidate_prefix, cache.flush
 
@@ -336,6 +337,14 @@ def fan_out(cache: Any, pool: WorkerPool) -> None:
     cache.invalidate = invalidate_everywhere
     cache.invalidate_prefix = invalidate_prefix_everywhere
     cache.flush = flush_everywhere
+
+    def unwrap() -> None:
+        if cache.invalidate is invalidate_everywhere:
+            cache.invalidate = invalidate
+            cache.invalidate_prefix = invalidate_prefix
+            cache.flush = flush
+
+    return unwrap
 
 
 def bind_listener(host: str, port: int, backlog: int = 511) -> socket.socket:

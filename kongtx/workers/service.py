@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -73,6 +73,12 @@ class ProxyWorkers(Service):
     ``health``: the node's health table (None: no verdicts are shared).
     ``stream``: what publishes the workers' writes to the cluster (``publish(origin)``
     and ``retire(origin)``; None: DB-less, no cluster).
+    ``stats``: where the workers' counters are kept (the node's, so that they outlive
+    these workers when the node serves the proxy itself again).
+    ``adopt``: role -> (address, listening socket) to serve instead of binding (the
+    sockets of the node's own proxy listeners, duplicated: a ``kong reload`` from 1 to
+    more workers); they are closed with the others.
+    ``document``: DB-less, the configuration posted in force (workers load it, not the file).
     """
 
     def __init__(
@@ -86,6 +92,9 @@ class ProxyWorkers(Service):
         drain_timeout: float = 30.0,
         health: Any = None,
         stream: Any = None,
+        stats: WorkerStats | None = None,
+        adopt: Mapping[str, tuple[Address, socket.socket]] | None = None,
+        document: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -102,9 +111,12 @@ class ProxyWorkers(Service):
         #: role -> (address, bound listening socket)
         self.sockets: dict[str, tuple[Address, socket.socket]] = {}
         self.pool: WorkerPool | None = None
-        self.stats = WorkerStats()
+        self.stats = WorkerStats() if stats is None else stats
         self.ready: Deferred[None] = Deferred()
         self._reloading = DeferredLock()
+        self._adopt = dict(adopt or {})
+        self._document = document
+        self._unwrap_cache: Callable[[], None] | None = None
 
     @property
     def socket(self) -> socket.socket | None:
@@ -114,8 +126,17 @@ class ProxyWorkers(Service):
 
     def startService(self) -> None:
         super().startService()
-        for role, address in proxy_addresses(self.config).items():
-            self.sockets[role] = (address, bind_listener(address.host, address.port))
+        adopted, self._adopt = self._adopt, {}
+        try:
+            for role, address in proxy_addresses(self.config).items():
+                if role in adopted:
+                    self.sockets[role] = adopted.pop(role)
+                    os.set_inheritable(self.sockets[role][1].fileno(), True)
+                else:
+                    self.sockets[role] = (address, bind_listener(address.host, address.port))
+        finally:
+            for _, sock in adopted.values():  # roles this configuration no longer has
+                sock.close()
         share_local_counters(self.config.prefix, create=True)
         self.pool = WorkerPool(
             self.reactor,
@@ -128,9 +149,11 @@ class ProxyWorkers(Service):
         self.pool.on_message.append(self._message)
         self.pool.on_exit.append(self.stats.exited)
         self.pool.on_exit.append(self._exited)
-        fan_out(self.cache, self.pool)
+        self._unwrap_cache = fan_out(self.cache, self.pool)
         if self.health is not None:
             self.health.add_listener(self._verdict_changed)
+        if self._document is not None:
+            self.config_replaced(self._document)  # before the first worker reads it
         self.pool.start().chainDeferred(self.ready)
 
     async def reload(self, config: Any) -> list[str]:
@@ -187,6 +210,8 @@ class ProxyWorkers(Service):
         async def stop() -> None:
             if self.health is not None:
                 self.health.remove_listener(self._verdict_changed)
+            if self._unwrap_cache is not None:
+                self._unwrap_cache()
             if self.pool is not None:
                 wait = self.drain_timeout if timeout is None else timeout
                 await self.pool.stop(graceful=graceful, timeout=wait)

@@ -43,9 +43,13 @@ class WorkerStats:
         if last is None:
             return
         server, metrics = last
+        self.retire_server(server)
+        self.retired.add(metrics)
+
+    def retire_server(self, server: Mapping[str, int]) -> None:
+        """Keep the counters of a listener gone (a worker's, the node's own proxy's)."""
         for key in COUNTERS:
             self.retired_server[key] = self.retired_server.get(key, 0) + server.get(key, 0)
-        self.retired.add(metrics)
 
     def server_stats(self) -> dict[str, int]:
         """stub_status counters summed over the workers, those gone included."""
