@@ -86,6 +86,8 @@ class Node:
         self.ports = ports
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(os.path.dirname(prefix), "node.log")
+        #: twistd kong's options (``-c kong.conf``: ``write_conf``)
+        self.args: list[str] = []
 
     @property
     def admin(self) -> str:
@@ -107,7 +109,8 @@ class Node:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"],
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"]
+            + self.args,
             env=self.env,
             cwd=os.path.dirname(self.prefix),
             stdout=log,
@@ -135,6 +138,16 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+    def write_conf(self, values: dict[str, str]) -> None:
+        """Write ``values`` to the node's kong.conf (read at start with ``-c`` and on each
+        reload); their ``KONG_*`` variables are dropped so that the file decides."""
+        path = os.path.join(os.path.dirname(self.prefix), "kong.conf")
+        with open(path, "w") as f:
+            f.writelines(f"{key} = {value}\n" for key, value in values.items())
+        self.args = ["-c", path]
+        for key in values:
+            self.env.pop("KONG_" + key.upper(), None)
 
     def log(self) -> str:
         try:
@@ -179,7 +192,10 @@ class Node:
         self.admin_call("DELETE", f"/apis/{api['id']}")
 
 
-def start_node(extra_env: dict[str, str] | None = None) -> tuple[Node, str]:
+def start_node(
+    extra_env: dict[str, str] | None = None, conf: dict[str, str] | None = None
+) -> tuple[Node, str]:
+    """A node started in a new temporary directory (returned); ``conf``: its kong.conf."""
     tmp = tempfile.mkdtemp(prefix="kongtx-e2e-proxy-")
     prefix = os.path.join(tmp, "prefix")
     ports = {
@@ -205,6 +221,8 @@ def start_node(extra_env: dict[str, str] | None = None) -> tuple[Node, str]:
     )
     env.update(extra_env or {})
     node = Node(prefix, env, ports)
+    if conf is not None:
+        node.write_conf(conf)
     node.start()
     return node, tmp
 
