@@ -8,15 +8,28 @@ tracker id (test_node_workers); the workers are the node's children.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import ssl
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import KeepAliveLoad, Node, Upstream, children, free_port, http, start_node
+from proxy_support import (
+    KeepAliveLoad,
+    Node,
+    Upstream,
+    children,
+    free_port,
+    http,
+    start_node,
+    start_upstream,
+)
 from test_node_workers import (
+    TRACKER,
     many,
     served_by,
     tracked_api,
@@ -96,6 +109,7 @@ def test_one_to_two_and_back_under_load(one: Node, upstream: Upstream) -> None:
     )
     workers = wait_for_workers(one)
     assert set(servers(one, url)) <= workers
+    assert served_over_tls(one, path) in workers
     wait_until(lambda: total_requests(one) >= before + made + 24, 10.0, "counted (1 -> 2)")
     one.add_plugin(api, "key-auth")  # an Admin change reaches the workers
     wait_until(lambda: http("GET", url).status == 401, 5.0, "key-auth applied")
@@ -110,6 +124,7 @@ def test_one_to_two_and_back_under_load(one: Node, upstream: Upstream) -> None:
     )
     wait_until(lambda: children(one.pid) == set(), 30.0, "the workers gone")
     assert set(servers(one, url)) == {one.pid}
+    assert served_over_tls(one, path) == one.pid
     # the workers' counts stay; the node's own count on
     assert total_requests(one) >= middle + made + 24
     assert "Traceback" not in whole_log(one)
@@ -161,6 +176,84 @@ def test_workers_that_cannot_start_leave_the_node_serving(one: Node, upstream: U
     )
     assert set(servers(one, url)) == {one.pid}
     wait_until(lambda: children(one.pid) == set(), 30.0, "the failed workers gone")
+
+
+def test_a_verdict_made_before_the_switch_holds_in_the_workers(
+    one: Node, upstream: Upstream
+) -> None:
+    """A target marked unhealthy while the node served the proxy itself is avoided by the
+    workers after 1 -> 2; one marked healthy again through the master reaches them too."""
+    other = start_upstream()
+    try:
+        name = "lb-" + uuid.uuid4().hex[:8] + ".test"
+        one.admin_call("POST", "/upstreams", {"name": name})
+        two = f"127.0.0.1:{other.ports['http']}"
+        for target in (f"127.0.0.1:{upstream.ports['http']}", two):
+            one.admin_call("POST", f"/upstreams/{name}/targets", {"target": target})
+        path = "/h-" + uuid.uuid4().hex[:8]
+        one.add_api(request_path=path, strip_request_path=False, upstream_url=f"http://{name}")
+        wait_until(lambda: http("GET", one.proxy + path).status == 200)
+        one.admin_call("POST", f"/upstreams/{name}/targets/{two}/unhealthy", {})
+        reload(one, {"nginx_worker_processes": "2"}, "proxy served by 2 worker processes")
+        wait_for_workers(one)
+
+        def reached_two(marker: str) -> bool:
+            for result in many(lambda: http("GET", one.proxy + path + marker), 30):
+                assert result.status == 200
+            return any(uri.startswith(path + marker) for _, uri, _ in other.seen())
+
+        assert not reached_two("/after-switch")
+        one.admin_call("POST", f"/upstreams/{name}/targets/{two}/healthy", {})
+        time.sleep(0.3)  # the verdict travels master -> workers over a pipe
+        assert reached_two("/healthy-again")
+    finally:
+        other.process.terminate()
+        other.process.wait(10)
+
+
+def test_dbless_configuration_posted_before_the_switch_reaches_the_workers(
+    upstream: Upstream,
+) -> None:
+    """DB-less, 1 -> 2: the workers serve the configuration posted to the node (not the
+    start-up one), and one posted afterwards; 2 -> 1: the node serves the last one."""
+
+    def post(path: str) -> None:
+        api = {"name": "echo", "request_path": path, "strip_request_path": True}
+        api.update(upstream_url=upstream.url)
+        document = {
+            "_format_version": "1.1",
+            "apis": [{**api, "plugins": [{"name": "correlation-id", "config": TRACKER}]}],
+        }
+        body = json.dumps(document).encode()
+        posted = http("POST", n.admin + "/config", body, {"Content-Type": "application/json"})
+        assert posted.status == 201, posted.body
+
+    n, tmp = start_node({"KONG_DATABASE": "off"}, conf={"nginx_worker_processes": "1"})
+    try:
+        post("/first")
+        assert set(servers(n, n.proxy + "/first/x")) == {n.pid}
+        reload(n, {"nginx_worker_processes": "2"}, "proxy served by 2 worker processes")
+        workers = wait_for_workers(n)
+        assert set(servers(n, n.proxy + "/first/x")) <= workers
+        post("/second")
+        wait_until(lambda: http("GET", n.proxy + "/second/x").status == 200, 5.0, "posted")
+        assert set(servers(n, n.proxy + "/second/x")) <= workers
+        reload(n, {"nginx_worker_processes": "1"}, "proxy served by the node process")
+        assert set(servers(n, n.proxy + "/second/x")) == {n.pid}
+        assert http("GET", n.proxy + "/first/x").status == 404
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def served_over_tls(node: Node, path: str) -> int:
+    """The process that answered a request on proxy_listen_ssl."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    result = http("GET", node.proxy_ssl + path + "/x", context=context)
+    assert result.status == 200, (result.status, result.body)
+    return served_by(result)
 
 
 def _refused(url: str) -> bool:
