@@ -27,7 +27,9 @@ What the node learns reaches every worker through the control lines:
 
 Workers report their counters every second (:mod:`kongtx.workers.stats`).
 
-``reload()`` rolls a new generation (``kong reload``); a proxy address that
+The sockets are bound at start, or adopted from the node (``adopt``: a ``kong
+reload`` from 1 to more workers, kongtx.node_workers).  ``reload()`` rolls a new
+generation (``kong reload``); a proxy address that
 changed gets a new socket, bound before the new generation starts, and the old
 socket is closed once the old generation has drained.  A new address that cannot
 be bound keeps the old socket (logged), as the node's own listeners do.
