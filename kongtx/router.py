@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 from kongtx.store.rows import freeze
 
 MatchKind = Literal["host-exact", "host-wildcard", "path"]
@@ -49,7 +49,7 @@ class Match:
     as the client wrote it; ``None`` for path matches.
     """
 
-    api: Row
+    api: RowView
     kind: MatchKind
     matched_host: str | None
 
@@ -74,19 +74,19 @@ class Router:
     )
 
     def __init__(self) -> None:
-        self._exact: dict[str, Row] = {}
+        self._exact: dict[str, RowView] = {}
         # "*.example.org" -> suffix "example.org"; "example.*" -> prefix "example".
-        self._suffix_wild: dict[str, tuple[int, Row]] = {}
-        self._prefix_wild: dict[str, tuple[int, Row]] = {}
-        self._paths: dict[str, Row] = {}
+        self._suffix_wild: dict[str, tuple[int, RowView]] = {}
+        self._prefix_wild: dict[str, tuple[int, RowView]] = {}
+        self._paths: dict[str, RowView] = {}
         # literal text before the first "." -> [(compiled regex, request_path, api)]
-        self._dotted: dict[str, list[tuple[re.Pattern[str], str, Row]]] = {}
+        self._dotted: dict[str, list[tuple[re.Pattern[str], str, RowView]]] = {}
         self._dotted_lengths: tuple[int, ...] = ()
         #: weight for the node cache's memory bound (kongtx.cache.estimate_size)
         self.cache_size = 0
 
     @classmethod
-    def build(cls, apis: Iterable[Row]) -> Router:
+    def build(cls, apis: Iterable[RowView]) -> Router:
         """Index ``apis`` (in datastore order, which breaks ties between wildcards)."""
         router = cls()
         size = 256
@@ -106,7 +106,7 @@ class Router:
         router.cache_size = size
         return router
 
-    def _add_host(self, host: str, order: int, api: Row) -> None:
+    def _add_host(self, host: str, order: int, api: RowView) -> None:
         if host.startswith("*."):
             self._suffix_wild.setdefault(host[2:], (order, api))
         elif host.endswith(".*"):
@@ -114,7 +114,7 @@ class Router:
         elif "*" not in host:
             self._exact.setdefault(host, api)
 
-    def _add_path(self, path: str, api: Row) -> None:
+    def _add_path(self, path: str, api: RowView) -> None:
         if "." not in path:
             self._paths.setdefault(path, api)
             return
@@ -143,7 +143,7 @@ class Router:
             return Match(by_path, "path", None)
         return None
 
-    def match_host(self, host: str) -> tuple[Row, MatchKind] | None:
+    def match_host(self, host: str) -> tuple[RowView, MatchKind] | None:
         """The API whose request_host is ``host`` (exact first, then wildcards)."""
         key = host.lower()
         api = self._exact.get(key)
@@ -151,7 +151,7 @@ class Router:
             return api, "host-exact"
         if not self._suffix_wild and not self._prefix_wild:
             return None
-        best: tuple[int, Row] | None = None
+        best: tuple[int, RowView] | None = None
         i = key.find(".")
         while i >= 0:
             # "*.<suffix>": at least one char before the dot.
@@ -167,11 +167,11 @@ class Router:
             i = key.find(".", i + 1)
         return None if best is None else (best[1], "host-wildcard")
 
-    def match_path(self, path: str) -> Row | None:
+    def match_path(self, path: str) -> RowView | None:
         """The API with the greatest request_path that is a segment prefix of ``path``."""
         uri = path if path.endswith("/") else path + "/"
         best_path: str | None = None
-        best: Row | None = None
+        best: RowView | None = None
         paths = self._paths
         if paths:
             i = uri.find("/", 1)

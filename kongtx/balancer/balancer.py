@@ -18,7 +18,7 @@ from kongtx.balancer.algorithms import HashRing, LeastConnections, SmoothWeighte
 from kongtx.balancer.dns import TargetResolver, expand, is_ip
 from kongtx.balancer.health_state import HealthState, address
 from kongtx.clock import Clock
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 
 #: A target without a port (never stored so, but tolerated) gets Kong's default.
 DEFAULT_TARGET_PORT = 8000
@@ -30,7 +30,7 @@ class HashInputs(Protocol):
     """What consistent hashing reads of a request (``kongtx.proxy.context.ProxyContext``)."""
 
     client_ip: str
-    consumer: Row | None
+    consumer: RowView | None
 
     @property
     def headers(self) -> Any: ...

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 
 #: A phase's result: nothing, or something to await before the next plugin runs.
 PhaseResult = Awaitable[None] | None
@@ -119,7 +119,7 @@ class CertificateContext(Protocol):
     #: The server name the client sent.
     sni: str
     #: The API whose ``request_host`` equals ``sni``.
-    api: Row
+    api: RowView
 
     def set_certificate(self, cert_der: bytes, key_der: bytes) -> None:
         """Serve this DER certificate and private key instead of the default one."""

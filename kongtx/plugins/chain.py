@@ -27,7 +27,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gat
 from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, RequestContext
 from kongtx.plugins.spec import PluginSpec
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 
 if TYPE_CHECKING:
     from kongtx.plugins.runtime import PluginRuntime
@@ -66,7 +66,7 @@ class PluginEntry:
         "spec",
     )
 
-    def __init__(self, spec: PluginSpec, row: Row, handler: BasePlugin) -> None:
+    def __init__(self, spec: PluginSpec, row: RowView, handler: BasePlugin) -> None:
         self.spec = spec
         self.row = row
         self.handler = handler
@@ -106,7 +106,7 @@ class _CertificateRequest:
 
     __slots__ = ("api", "chosen", "sni")
 
-    def __init__(self, sni: str, api: Row) -> None:
+    def __init__(self, sni: str, api: RowView) -> None:
         self.sni = sni
         self.api = api
         self.chosen: tuple[bytes, bytes] | None = None
@@ -125,7 +125,7 @@ class Chain:
 
     __slots__ = ("_base_plan", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
 
-    def __init__(self, runtime: PluginRuntime, api: Row, slots: Sequence[Slot]) -> None:
+    def __init__(self, runtime: PluginRuntime, api: RowView, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
         self._slots = tuple(slots)
         #: ``(slot index, entry)`` of the slots with an API-or-global entry: all that

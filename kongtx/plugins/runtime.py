@@ -43,7 +43,7 @@ from kongtx.invalidation import CHAIN_PREFIX, plugin_key
 from kongtx.plugins.base import PluginServices
 from kongtx.plugins.chain import STATE_KEY, Chain, PluginEntry, Slot
 from kongtx.plugins.spec import PluginSpec
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 __all__ = ["STATE_KEY", "Chain", "PluginEntry", "PluginRuntime", "chain_key"]
 
@@ -59,7 +59,7 @@ def chain_key(api_id: str) -> str:
 class PluginRows(Protocol):
     """What the runtime needs from the DAO: the plugin rows matching some columns."""
 
-    async def find_all(self, collection: str, filters: Mapping[str, Any]) -> list[Row]:
+    async def find_all(self, collection: str, filters: Mapping[str, Any]) -> list[RowView]:
         """Rows of ``collection`` whose columns equal ``filters``."""
 
 
@@ -77,7 +77,9 @@ def _rows_levels(api_id: str | None, consumer_id: str | None) -> tuple[tuple[Any
     return ((api_id, None), (None, None))
 
 
-def _exact(rows: list[Row], name: str, api_id: str | None, consumer_id: str | None) -> Row | None:
+def _exact(
+    rows: list[RowView], name: str, api_id: str | None, consumer_id: str | None
+) -> RowView | None:
     """The row of ``name`` with exactly this (api_id, consumer_id), NULLs included."""
     for row in rows:
         if (
@@ -126,7 +128,7 @@ class PluginRuntime:
 
     async def resolve(
         self, name: str, api_id: str | None, consumer_id: str | None = None
-    ) -> Row | None:
+    ) -> RowView | None:
         """The enabled plugin row that applies to (api, consumer), or ``None``.
 
         Kong's order: (api, consumer) → (consumer) when a consumer is known and
@@ -190,11 +192,11 @@ class PluginRuntime:
         missing = [n for n in names if not peek(plugin_key(n, api_id, None))[0]]
         if len(missing) < 2:
             return
-        ready: list[Deferred[list[Row]]] = []
+        ready: list[Deferred[list[RowView]]] = []
 
         def loader(name: str) -> Any:
-            async def load() -> Row | None:
-                waiter: Deferred[list[Row]] = Deferred()
+            async def load() -> RowView | None:
+                waiter: Deferred[list[RowView]] = Deferred()
                 ready.append(waiter)
                 return _exact(await waiter, name, api_id, None)
 
@@ -219,7 +221,7 @@ class PluginRuntime:
         except FirstError as e:
             e.subFailure.raiseException()
 
-    async def _row(self, name: str, api_id: str | None, consumer_id: str | None) -> Row | None:
+    async def _row(self, name: str, api_id: str | None, consumer_id: str | None) -> RowView | None:
         key = plugin_key(name, api_id, consumer_id)
         hit, row = self._cache.peek(key)
         if hit:
@@ -228,7 +230,9 @@ class PluginRuntime:
             key, lambda: self._find_row(name, api_id, consumer_id)
         )
 
-    async def _find_row(self, name: str, api_id: str | None, consumer_id: str | None) -> Row | None:
+    async def _find_row(
+        self, name: str, api_id: str | None, consumer_id: str | None
+    ) -> RowView | None:
         """The row with exactly this (name, api_id, consumer_id), NULLs included.
 
         The datastore filters on the non-null ids only (as Kong's query does), so a
@@ -241,7 +245,7 @@ class PluginRuntime:
             filters["consumer_id"] = consumer_id
         return _exact(await self._dao.find_all("plugins", filters), name, api_id, consumer_id)
 
-    def _entry(self, spec: PluginSpec, row: Row) -> PluginEntry:
+    def _entry(self, spec: PluginSpec, row: RowView) -> PluginEntry:
         """The entry (and handler) for ``row``, built once per row and config."""
         row_id = str(row.get("id"))
         entries = self._entries
@@ -269,12 +273,12 @@ class PluginRuntime:
 
     # ---------------------------------------------------------------- chains
 
-    def cached_chain(self, api: Row) -> Chain | None:
+    def cached_chain(self, api: RowView) -> Chain | None:
         """The API's compiled chain if the cache holds it (synchronous, hot path)."""
         hit, chain = self._cache.peek(chain_key(api["id"]))
         return chain if hit else None
 
-    async def chain_for(self, api: Row) -> Chain:
+    async def chain_for(self, api: RowView) -> Chain:
         """The API's compiled chain, compiling it once on a miss."""
         key = chain_key(api["id"])
         hit, chain = self._cache.peek(key)
@@ -284,7 +288,7 @@ class PluginRuntime:
             key, lambda: self._compile(api), negative=False
         )
 
-    async def _compile(self, api: Row) -> Chain:
+    async def _compile(self, api: RowView) -> Chain:
         """Resolve every loaded plugin for (api, no consumer), highest priority first.
 
         Ties are broken by name: Kong's order among equal priorities was whatever

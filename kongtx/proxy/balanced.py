@@ -18,7 +18,7 @@ from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import UpstreamResponse
 from kongtx.proxy.upstream import ConnectError, UpstreamClient
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 log = logger("kongtx.proxy")
 
@@ -42,7 +42,7 @@ class Balancing:
         #: upstream_url -> its host, parsed once per URL
         self._upstream_names: dict[str, str] = {}
 
-    def upstream_name(self, api: Row) -> str:
+    def upstream_name(self, api: RowView) -> str:
         """The host of the API's ``upstream_url`` (an upstream's name, if it is one)."""
         url = api.get("upstream_url") or ""
         name = self._upstream_names.get(url)
@@ -52,7 +52,7 @@ class Balancing:
             name = self._upstream_names[url] = lookup_host(url)
         return name
 
-    def peek(self, api: Row) -> Balancer | None | _Missing:
+    def peek(self, api: RowView) -> Balancer | None | _Missing:
         """The balancer of the upstream the API's upstream_url host names, from the cache.
 
         Hot path for every API, synchronous: one dict lookup and one cache peek (a
@@ -60,7 +60,7 @@ class Balancing:
         """
         return self.balancers.peek(self.upstream_name(api))
 
-    async def load(self, api: Row) -> Balancer | None:
+    async def load(self, api: RowView) -> Balancer | None:
         """:meth:`peek` on a cache miss: load the rows, resolve the targets."""
         balancers = self.balancers
         name = self.upstream_name(api)

@@ -21,7 +21,7 @@ from kongtx import SERVER_NAME
 from kongtx.proxy.errors import JSON_TYPE, json_body
 from kongtx.proxy.request import HeaderList, parse_query
 from kongtx.router import CACHE_KEY, Match, Router
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 
 class Downstream(Protocol):
@@ -131,20 +131,20 @@ class PluginChain(Protocol):
 class ChainSource(Protocol):
     """Gives the plugin chain for an API (kongtx.plugins.runtime)."""
 
-    def cached_chain(self, api: Row) -> PluginChain | None: ...
-    def chain_for(self, api: Row) -> Awaitable[PluginChain]: ...
+    def cached_chain(self, api: RowView) -> PluginChain | None: ...
+    def chain_for(self, api: RowView) -> Awaitable[PluginChain]: ...
 
 
 class ApiSource(Protocol):
     """What the router is loaded from (the DAO)."""
 
-    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[Row]]: ...
+    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[RowView]]: ...
 
 
 class CacheLike(Protocol):
     def peek(self, key: str) -> tuple[bool, Any]: ...
     def get_or_load(
-        self, key: str, loader: Any, ttl: float | None = ..., negative: bool = ...
+        self, key: str, loader: Any, ttl: float | None = None, negative: bool = True
     ) -> Awaitable[Any]: ...
 
 
@@ -190,7 +190,7 @@ class ProxyContext:
 
     def __init__(
         self,
-        api: Row,
+        api: RowView,
         match: Match,
         incoming: IncomingRequest,
         client_ip: str,
@@ -215,8 +215,8 @@ class ProxyContext:
         self.connection_id = incoming.connection_id
         self.connection_requests = incoming.connection_requests
         self.shared: dict[str, Any] = {}
-        self.consumer: Row | None = None
-        self.credential: Row | None = None
+        self.consumer: RowView | None = None
+        self.credential: RowView | None = None
         self.status = 0
         self.response_headers = HeaderList()
         self.upstream_url: str | None = None

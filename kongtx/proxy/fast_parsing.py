@@ -20,7 +20,6 @@ serves, and refuses what it must not pass on.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +93,6 @@ class RequestReader(Protocol):
 
     #: the factory that built this connection (``factory`` too, typed as Twisted's)
     owner: FastProxyFactory
-    #: serves the queued requests in order, then a refusal: the connection's part
-    #: (``FastProxyProtocol._serve_next``); the reader only calls it
-    _serve_next: Callable[[], None]
 
     def __init__(self) -> None:
         self._parser: Any = None
@@ -111,6 +107,15 @@ class RequestReader(Protocol):
         self._read_paused = False
         self._upgraded = False
         self._raw: bytes = b""
+
+    def _serve_next(self) -> None:
+        """Serve the queued requests in order, then a refusal: the connection's part
+        (``FastProxyProtocol._serve_next``); the reader only calls it.
+
+        A method, not an attribute annotation, so that mypyc (issue 8) dispatches the
+        call to the subclass's method instead of reading an instance attribute.
+        """
+        raise NotImplementedError
 
     # ------------------------------------------------------------ reading
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from kongtx.router import Match
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 #: OpenResty's default for ngx.req.get_uri_args(): later args are dropped.
 MAX_ARGS = 100
@@ -47,7 +47,7 @@ class HeaderList:
 
         The fast front-end lower-cases each name once while parsing.
         """
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._items = items
         return headers
 
@@ -257,7 +257,7 @@ def _split_upstream(upstream_url: str) -> tuple[str, str, str]:
     return parts.scheme.lower(), parts.netloc, parts.path
 
 
-def upstream_path(api: Row, match: Match, uri: str) -> tuple[str, bool]:
+def upstream_path(api: RowView, match: Match, uri: str) -> tuple[str, bool]:
     """The full upstream URL without query, and whether the path was stripped.
 
     ``uri`` is the raw request path (no query string).  strip_request_path applies
@@ -325,7 +325,7 @@ class UpstreamRequest:
 
 def build_upstream_request(
     *,
-    api: Row,
+    api: RowView,
     match: Match,
     method: str,
     uri: str,

@@ -29,6 +29,11 @@ from typing import Any, Literal
 from zope.interface import Attribute, Interface
 
 Row = dict[str, Any]
+#: A row as the node cache hands it out: flat rows are kept as a read-only
+#: ``kongtx.store.rows.FrozenRow``, a Mapping and not a dict.  Code that only reads rows
+#: it got from the cache takes this type: compiled with mypyc (issue 8), a ``dict``
+#: parameter is checked at run time and a FrozenRow fails the check.
+RowView = Mapping[str, Any]
 ChangeType = Literal["create", "update", "delete"]
 
 
