@@ -109,7 +109,8 @@ class FastProxyProtocol(RequestReader):
 
     def __init__(self) -> None:
         super().__init__()
-        self._task: _Task | None = None
+        #: what the request being served waits on (cancelled when the client goes away)
+        self._task: _Task | Deferred[None] | None = None
         self._tunnel: Tunnel | None = None
         # response state of the request being served
         self._head: bytes | None = None
@@ -246,11 +247,29 @@ class FastProxyProtocol(RequestReader):
             pipe,
             "HTTP/1.0" if req.http10 else "HTTP/1.1",
         )
-        task = _Task(self.owner.pipeline.handle(incoming, self), self._ended, req)
+        try:
+            started = self.owner.pipeline.start(incoming, self)
+        except BaseException as e:
+            self._ended(None, e, req)
+            return
+        if started is None:
+            return  # served already
+        if isinstance(started, Deferred):
+            # the express path waits for the upstream response (no coroutine)
+            if self._serving is req:
+                self._task = started
+            started.addBoth(self._express_ended, started, req)
+            return
+        task = _Task(started, self._ended, req)
         self._task = task
         task.step()
 
-    def _ended(self, task: _Task, error: BaseException | None, req: ParsedRequest) -> None:
+    def _express_ended(self, result: object, waited: Deferred[None], req: ParsedRequest) -> None:
+        self._ended(waited, result.value if isinstance(result, Failure) else None, req)
+
+    def _ended(
+        self, task: _Task | Deferred[None] | None, error: BaseException | None, req: ParsedRequest
+    ) -> None:
         if self._task is task:
             self._task = None
         if error is None or isinstance(error, CancelledError):
