@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from kongtx import SERVER_NAME
 from kongtx.log import logger
 from kongtx.proxy.context import IncomingRequest
-from kongtx.proxy.direct_write import write_now
+from kongtx.proxy.direct_write import batchable, write_now
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest, RequestReader
 from kongtx.proxy.request import HeaderList
@@ -118,6 +118,9 @@ class FastProxyProtocol(RequestReader):
         self._no_body = False
         self._responded = False
         self._producer: IPushProducer | None = None
+        #: bytes for the client not sent yet, in order (plain TCP: sent at the end of
+        #: the reactor turn, with every other connection's); ``None``: written at once
+        self._out: list[bytes] | None = None
         self.connection_id = 0
         self.requests_served = 0
         self._idle_call: Any = None
@@ -144,6 +147,8 @@ class FastProxyProtocol(RequestReader):
             set_nodelay = getattr(transport, "setTcpNoDelay", None)
             if set_nodelay is not None:
                 set_nodelay(True)
+            if self.owner.turn is not None and batchable(transport):
+                self._out = []
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
         clock = self.owner.clock
@@ -168,6 +173,7 @@ class FastProxyProtocol(RequestReader):
             waited = clock.seconds() - self._active_at
         if waited >= timeout:
             self._closing = True
+            self.flush()
             transport: Any = self.transport
             transport.loseConnection()
             return
@@ -175,6 +181,7 @@ class FastProxyProtocol(RequestReader):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._out = None  # whatever was queued has nowhere to go
         idle_call, self._idle_call = self._idle_call, None
         if idle_call is not None and idle_call.active():
             idle_call.cancel()
@@ -230,7 +237,7 @@ class FastProxyProtocol(RequestReader):
         self._responded = False
         self._no_body = req.method == "HEAD"
         if req.expect_continue and req.pipe is not None and req.pipe.received == 0:
-            self.transport.write(CONTINUE_RESPONSE)  # type: ignore[union-attr]
+            self._send(CONTINUE_RESPONSE)
         pipe = req.pipe
         incoming = IncomingRequest(
             req.method,
@@ -341,7 +348,7 @@ class FastProxyProtocol(RequestReader):
             data = b"".join((head or b"", b"%x\r\n" % len(data), data, b"\r\n"))
         elif head:
             data = head + data
-        write_now(self.transport, data)
+        self._send(data)
 
     def finish(self) -> None:
         req = self._serving
@@ -350,7 +357,7 @@ class FastProxyProtocol(RequestReader):
         tail = b"0\r\n\r\n" if self._chunked and not self._no_body else b""
         head, self._head = self._head, None
         if head or tail:
-            write_now(self.transport, (head or b"") + tail)
+            self._send((head or b"") + tail)
         self._request_done(req)
 
     def _request_done(self, req: ParsedRequest) -> None:
@@ -364,19 +371,41 @@ class FastProxyProtocol(RequestReader):
             self._closing = True
             self._queue.clear()
             self._upgraded, self._raw = False, b""
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         if self.owner.draining and not self._queue:
             self._closing = True
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._serve_next()
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` to the client after whatever is queued (every write goes here)."""
+        out = self._out
+        if out is None:
+            write_now(self.transport, data)
+            return
+        if not out:
+            turn: Any = self.owner.turn
+            turn.flush_later(self)
+        out.append(data)
+
+    def flush(self) -> None:
+        """Send what is queued, in one piece (the end of the turn, or before a close)."""
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            write_now(self.transport, data)
 
     def abort(self) -> None:
         self._closing = True
         self._serving = None
         transport: Any = self.transport
         if transport is not None:
+            self.flush()  # what was written before goes first, as if written at once
             transport.abortConnection()
 
     def register_producer(self, producer: IPushProducer) -> None:
@@ -400,6 +429,7 @@ class FastProxyProtocol(RequestReader):
         self._queue.clear()
         if req is not None:
             self.owner.request_finished(self)
+        self.flush()  # the responses before the tunnel's bytes
         transport: Any = self.transport
 
         def close_client() -> None:
@@ -420,6 +450,7 @@ class FastProxyProtocol(RequestReader):
         """Close now when no request is in flight (draining); ``True`` if closed."""
         if self._serving is None and self._tunnel is None:
             self._closing = True
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return True
         return False

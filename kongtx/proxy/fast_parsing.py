@@ -97,6 +97,10 @@ class RequestReader(Protocol):
     #: serves the queued requests in order, then a refusal: the connection's part
     #: (``FastProxyProtocol._serve_next``); the reader only calls it
     _serve_next: Callable[[], None]
+    #: writes to the client after what is queued, and sends the queue now (the
+    #: connection's part: ``FastProxyProtocol._send`` and ``flush``)
+    _send: Callable[[bytes], None]
+    flush: Callable[[], None]
 
     def __init__(self) -> None:
         self._parser: Any = None
@@ -210,7 +214,7 @@ class RequestReader(Protocol):
         idle = self._serving is None and not self._queue
         if req.expect_continue and has_body and not req.http10:
             if idle:
-                self.transport.write(CONTINUE_RESPONSE)  # type: ignore[union-attr]
+                self._send(CONTINUE_RESPONSE)
                 req.expect_continue = False
         else:
             req.expect_continue = False
@@ -274,7 +278,8 @@ class RequestReader(Protocol):
         self._refusal_sent = True
         self._closing = True
         transport: Any = self.transport
-        transport.write(error_bytes(self._refusal))
+        self._send(error_bytes(self._refusal))
+        self.flush()
         transport.loseConnection()
 
     def _pause_reading(self) -> None:

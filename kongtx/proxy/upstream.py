@@ -56,7 +56,7 @@ from zope.interface import implementer
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
-from kongtx.proxy.direct_write import TurnSender
+from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
 from kongtx.proxy.request import HeaderList
@@ -134,7 +134,7 @@ class UpstreamClient:
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
         self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
         #: bodyless requests' heads, sent together at the end of the reactor turn
-        self.send_at_turn_end = TurnSender(clock).send
+        self.send_at_turn_end = turn_sender(clock).send
 
     # ------------------------------------------------------------ endpoints
 
