@@ -25,6 +25,7 @@ from kongtx.log import logger
 from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.direct_write import batchable, write_now
 from kongtx.proxy.errors import error_page
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest, RequestReader
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
@@ -110,7 +111,7 @@ class FastProxyProtocol(RequestReader):
     def __init__(self) -> None:
         super().__init__()
         #: what the request being served waits on (cancelled when the client goes away)
-        self._task: _Task | Deferred[None] | None = None
+        self._task: _Task | ExpressRequest | None = None
         self._tunnel: Tunnel | None = None
         # response state of the request being served
         self._head: bytes | None = None
@@ -261,21 +262,23 @@ class FastProxyProtocol(RequestReader):
             return
         if started is None:
             return  # served already
-        if isinstance(started, Deferred):
+        if isinstance(started, ExpressRequest):
             # the express path waits for the upstream response (no coroutine)
             if self._serving is req:
                 self._task = started
-            started.addBoth(self._express_ended, started, req)
+            started.watch(self._express_ended, req)
             return
         task = _Task(started, self._ended, req)
         self._task = task
         task.step()
 
-    def _express_ended(self, result: object, waited: Deferred[None], req: ParsedRequest) -> None:
-        self._ended(waited, result.value if isinstance(result, Failure) else None, req)
+    def _express_ended(self, express: ExpressRequest, error: BaseException | None) -> None:
+        req = express.tag
+        assert isinstance(req, ParsedRequest)
+        self._ended(express, error, req)
 
     def _ended(
-        self, task: _Task | Deferred[None] | None, error: BaseException | None, req: ParsedRequest
+        self, task: _Task | ExpressRequest | None, error: BaseException | None, req: ParsedRequest
     ) -> None:
         if self._task is task:
             self._task = None

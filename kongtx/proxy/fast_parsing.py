@@ -29,6 +29,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kongtx.proxy.body_pipe import BodyPipe, error_bytes
+from kongtx.proxy.request import HEADER_NAMES, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory
@@ -177,8 +178,8 @@ class RequestReader(Protocol):
         req.head_exact += len(name) + len(value) + 4
         if req.head_exact > self.owner.max_header_size:
             raise _Refused(431)
-        sname = name.decode("latin-1")
-        low = sname.lower()
+        known = HEADER_NAMES.get(name)
+        sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
         if low == "transfer-encoding":
             if svalue.strip(" \t").lower() != "chunked" or any(

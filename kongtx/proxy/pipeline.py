@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
 from kongtx.balancer.balancer import Balancer, Pick
@@ -50,7 +49,7 @@ from kongtx.proxy.context import (
     RouterSource,
 )
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
-from kongtx.proxy.exchange import UpstreamResponse
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
@@ -99,22 +98,23 @@ class ProxyPipeline:
 
     def start(
         self, incoming: IncomingRequest, down: Downstream
-    ) -> Deferred[None] | Coroutine[Any, Any, None] | None:
+    ) -> ExpressRequest | Coroutine[Any, Any, None] | None:
         """Serve one request, without a coroutine as far as nothing has to wait.
 
         The front-end's entry.  The *express* path is taken when the router and the
         API's plugin chain are cached, the access phase (if any plugin runs) did not
         wait nor answer, the API is not balanced, the request is no upgrade and has no
         body still arriving, and a pooled upstream connection is at hand: then the
-        upstream response continues the request from a callback of the exchange's
+        upstream response continues the request in the exchange's listener, with no
         Deferred.  Anything else is the general path (:meth:`handle`'s steps), taken
         over from where the express one stopped.
 
         Returns:
             ``None`` when the request is already served (the 404, an error page);
-            a Deferred firing once it is (cancel it: the client went away; it fails
-            with what :meth:`handle` would raise); or the coroutine that serves the
-            rest, for the caller to run.
+            the :class:`kongtx.proxy.express.ExpressRequest` waiting for its response
+            (``cancel()`` it when the client goes away; ``watch()`` tells how it
+            ended: what :meth:`handle` would raise, or ``None``); or the coroutine
+            that serves the rest, for the caller to run.
         """
         started = self.clock.seconds()
         router = self.routers.peek()
@@ -137,7 +137,7 @@ class ProxyPipeline:
                         return self._serve(ctx, down, chain, True, pending)
             waiting = self._proxy_express(ctx, chain, down)
         except BaseException:
-            self._end(ctx, chain)
+            self.end_request(ctx, chain)
             raise
         if isinstance(waiting, _General):
             return self._serve(ctx, down, chain, True)
@@ -212,20 +212,21 @@ class ProxyPipeline:
             else:
                 await self._proxy(ctx, chain, down)
         finally:
-            self._end(ctx, chain)
+            self.end_request(ctx, chain)
 
-    def _end(self, ctx: ProxyContext, chain: PluginChain | None) -> None:
+    def end_request(
+        self, ctx: ProxyContext, chain: PluginChain | None, now: float | None = None
+    ) -> None:
         """The request is over: its total latency, its log phase queued, the observers."""
-        ctx.request_latency = self._ms_since(ctx.started_at)
+        if now is None:
+            now = self.clock.seconds()
+        ctx.request_latency = max(0, int((now - ctx.started_at) * 1000))
         if chain is not None and ctx.status:
             self._queue_log(chain, ctx)
         for observe in self.observers:
             observe(ctx)
 
     # ----------------------------------------------------------------- helpers
-
-    def _ms_since(self, t: float) -> int:
-        return max(0, int((self.clock.seconds() - t) * 1000))
 
     def _queue_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
         """Run the log phase on a later reactor turn, never before the response is out.
@@ -261,12 +262,12 @@ class ProxyPipeline:
 
     def _proxy_express(
         self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
-    ) -> Deferred[None] | _General | None:
+    ) -> ExpressRequest | _General | None:
         """:meth:`_proxy` without a coroutine, on a pooled connection of a plain API.
 
         ``_GENERAL`` when it does not apply (nothing done but ``ctx.upstream_url`` and
         the proxy latency, which :meth:`_proxy` sets again); ``None`` once an error page
-        was sent; else the exchange's Deferred, which relays the response when it comes.
+        was sent; else the request waiting for its response (the exchange's listener).
         """
         if ctx._stream is not None:
             return _GENERAL  # a body still arriving from the client
@@ -279,61 +280,22 @@ class ProxyPipeline:
         access_done = self.clock.seconds()
         ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
         body, length = ctx.body_stream
+        express = ExpressRequest(self, ctx, chain, down, access_done, req, body, length)
         try:
-            waiting = self.client.start_pooled(req.method, req.url, req.headers, body, length)
+            exchange = self.client.pooled_exchange(
+                req.method, req.url, req.headers, body, length, express
+            )
         except UpstreamError as e:
-            self._upstream_failed(ctx, down, e)
-            self._end(ctx, chain)
+            self.upstream_failed(ctx, down, e)
+            self.end_request(ctx, chain)
             return None
-        if waiting is None:
+        if exchange is None:
             return _GENERAL  # no pooled connection at hand: connect on the general path
-        return waiting.addCallbacks(
-            self._express_response,
-            self._express_failed,
-            callbackArgs=(ctx, chain, down, access_done),
-            errbackArgs=(ctx, chain, down),
-        )
+        express.exchange = exchange
+        exchange.begin()
+        return express
 
-    def _express_response(
-        self,
-        response: UpstreamResponse,
-        ctx: ProxyContext,
-        chain: PluginChain | None,
-        down: Downstream,
-        access_done: float,
-    ) -> Deferred[None] | None:
-        ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
-        try:
-            rest = self.respond.relay(ctx, chain, down, response)
-        except BaseException:
-            self._end(ctx, chain)
-            raise
-        if rest is None:
-            self._end(ctx, chain)
-            return None
-        return Deferred.fromCoroutine(self._express_rest(ctx, chain, rest))
-
-    async def _express_rest(
-        self, ctx: ProxyContext, chain: PluginChain | None, rest: Awaitable[None]
-    ) -> None:
-        """A relay that waits (a header_filter that waits, a body still coming)."""
-        try:
-            await rest
-        finally:
-            self._end(ctx, chain)
-
-    def _express_failed(
-        self, failure: Failure, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
-    ) -> Failure | None:
-        try:
-            if not isinstance(failure.value, UpstreamError):
-                return failure  # cancelled (the client went away), or a bug: the front-end's
-            self._upstream_failed(ctx, down, failure.value)
-            return None
-        finally:
-            self._end(ctx, chain)
-
-    def _upstream_failed(self, ctx: ProxyContext, down: Downstream, e: UpstreamError) -> None:
+    def upstream_failed(self, ctx: ProxyContext, down: Downstream, e: UpstreamError) -> None:
         log.info(
             "upstream error {status} for {url}: {reason}",
             status=e.status,
@@ -387,7 +349,7 @@ class ProxyPipeline:
                     return
                 pick, response = picked
         except UpstreamError as e:
-            self._upstream_failed(ctx, down, e)
+            self.upstream_failed(ctx, down, e)
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))

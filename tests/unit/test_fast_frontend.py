@@ -12,12 +12,37 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock as TaskClock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol
 from kongtx.proxy.fast_connection import status_line
 from kongtx.proxy.pipeline import IncomingRequest
 from kongtx.proxy.tunnel import Tunnel
+
+
+class GateRequest(ExpressRequest):
+    """Stands for the pipeline's express request: ends when its gate fires."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: Deferred[None]) -> None:  # no pipeline behind it
+        self.gate = gate
+        self.done = False
+        self.error = None
+        self._on_end = None
+        self.tag = None
+
+    def cancel(self) -> None:
+        self.gate.cancel()
+
+    def ended(self, error: BaseException | None) -> None:
+        self.done = True
+        self.error = error
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self, error)
 
 
 class Recorder:
@@ -49,6 +74,7 @@ class Recorder:
 
         gate: Deferred[None] = Deferred(cancelled)
         self.gates.append(gate)
+        waiting = GateRequest(gate)
 
         def answer(_: object) -> None:
             if self.fail:
@@ -57,7 +83,10 @@ class Recorder:
             down.write(b"ok")
             down.finish()
 
-        return gate.addCallback(answer)
+        gate.addCallback(answer).addBoth(
+            lambda r: waiting.ended(r.value if isinstance(r, Failure) else None)
+        )
+        return waiting
 
     async def handle(self, incoming: IncomingRequest, down: Any) -> None:
         self.incoming.append(incoming)
@@ -247,7 +276,7 @@ def test_client_gone_cancels_the_pipeline() -> None:
 
 
 def test_express_requests_served_in_order() -> None:
-    """A pipeline that waits on a Deferred (its express path): pipelined answers in order."""
+    """A pipeline that waits on an express request: pipelined answers in order."""
     proto, transport, rec, _ = connect()
     rec.express = True
     proto.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -261,7 +290,7 @@ def test_express_requests_served_in_order() -> None:
 
 
 def test_express_failure_is_500_and_client_gone_cancels() -> None:
-    """The express path's Deferred: a failure is the 500 page, a lost client cancels it."""
+    """The express request: a failure is the 500 page, a lost client cancels it."""
     proto, transport, rec, factory = connect()
     rec.express = rec.fail = True
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
 from kongtx.proxy.request import HeaderList, TrustedIps
 from kongtx.router import CACHE_KEY
@@ -92,18 +93,36 @@ class FakeClient:
         self.pending = Deferred()
         return await self.pending
 
+    def start_pooled(self, *args: Any) -> None:
+        return None  # no pooled connection: the pipeline calls request()
+
     #: whether a pooled connection is at hand (the pipeline's express path then)
     pooled = False
 
-    def start_pooled(
-        self, method: str, url: str, headers: HeaderList, body: Any, length: int
-    ) -> Deferred[Any] | None:
+    def pooled_exchange(
+        self, method: str, url: str, headers: HeaderList, body: Any, length: int, listener: Any
+    ) -> FakeExchange | None:
         if not self.pooled:
-            return None  # no pooled connection: the pipeline calls request()
+            return None
         self.streams.append(None)
         self.requests.append((method, url, headers, body.read(length) if body else None))
-        self.pending = Deferred()
-        return self.pending
+        pending = self.pending = Deferred()
+        pending.addCallbacks(listener.response, listener.failed)
+        return FakeExchange(pending)
+
+
+class FakeExchange:
+    """The pooled exchange: the test fires ``FakeClient.pending`` for its outcome."""
+
+    def __init__(self, pending: Deferred[Any]) -> None:
+        self.pending = pending
+        self.begun = False
+
+    def begin(self) -> None:
+        self.begun = True
+
+    def cancel(self) -> None:
+        self.pending.cancel()
 
 
 class FakeDown:
@@ -467,17 +486,28 @@ class ExpressPipelineTests(PipelineTests):
         started = pipeline.start(incoming, down)
         if started is None:
             return succeed(None)
-        if isinstance(started, Deferred):
-            return started
-        return Deferred.fromCoroutine(started)
+        if not isinstance(started, ExpressRequest):
+            return Deferred.fromCoroutine(started)
+        express = started
+        d: Deferred[None] = Deferred(lambda _: express.cancel())
+
+        def ended(_: ExpressRequest, error: BaseException | None) -> None:
+            if error is None:
+                d.callback(None)
+            else:
+                d.errback(Failure(error))
+
+        express.watch(ended, None)
+        return d
 
     def test_express_path_taken(self) -> None:
-        """No coroutine: ``start`` returns the upstream exchange's Deferred itself."""
+        """No coroutine: ``start`` returns the request waiting for its exchange."""
         pipeline = self.pipeline(FakeChain())
         self.start(pipeline, "/p")
         incoming = IncomingRequest("GET", "/p", HeaderList([("Host", "a")]), "10.0.0.1")
         started = pipeline.start(incoming, FakeDown())
-        assert isinstance(started, Deferred) and started is self.client.pending
+        assert isinstance(started, ExpressRequest)
+        assert isinstance(started.exchange, FakeExchange) and started.exchange.begun
 
     def test_general_path_without_a_pooled_connection(self) -> None:
         """No pooled connection: the rest is a coroutine (connect on the general path)."""
@@ -486,8 +516,8 @@ class ExpressPipelineTests(PipelineTests):
         self.start(pipeline, "/p")
         incoming = IncomingRequest("GET", "/p", HeaderList([("Host", "a")]), "10.0.0.1")
         started = pipeline.start(incoming, FakeDown())
-        assert started is not None and not isinstance(started, Deferred)
-        Deferred.fromCoroutine(started)  # type: ignore[arg-type]
+        assert started is not None and not isinstance(started, ExpressRequest)
+        Deferred.fromCoroutine(started)
         assert len(self.client.requests) == 2
 
     def test_observers_see_every_end(self) -> None:
