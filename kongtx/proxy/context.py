@@ -122,6 +122,9 @@ class BodyStream(Protocol):
 class PluginChain(Protocol):
     """The compiled plugins of one API (kongtx.plugins.runtime)."""
 
+    #: no plugin of the API (nor a global one) would run: the pipeline skips the chain
+    idle: bool
+
     def access(self, ctx: Any) -> Awaitable[None] | None: ...
     def header_filter(self, ctx: Any) -> Awaitable[None] | None: ...
     def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes: ...

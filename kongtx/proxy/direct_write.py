@@ -29,7 +29,8 @@ client's delayed ACK.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from weakref import WeakValueDictionary
 
 from twisted.internet import tcp
 
@@ -82,23 +83,68 @@ class TurnSender:
     Only heads of requests without a body go through here (nothing else is written
     to that connection until its response arrives, so nothing can overtake them);
     a transport that is not plain TCP is written at once, as before.
+
+    The fast front-end's client connections queue their responses themselves (every
+    write of a connection goes through its own queue, so that a close or an abort
+    never overtakes them) and ask to be flushed at the end of the turn
+    (:meth:`flush_later`): the client (wrk, a keep-alive client) is woken once per
+    turn too.  One sender per clock (:func:`turn_sender`): one timer per turn for both.
     """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._queue: list[tuple[Any, bytes]] = []
+        self._targets: list[Flushable] = []
+        self._armed = False
 
     def send(self, transport: Any, data: bytes) -> None:
         """``write_now(transport, data)`` at the end of this reactor turn."""
         if type(transport) not in _PLAIN_TCP:
             write_now(transport, data)
             return
-        queue = self._queue
-        if not queue:
-            self._clock.call_later(0, self._flush)
-        queue.append((transport, data))
+        if not self._armed:
+            self._arm()
+        self._queue.append((transport, data))
+
+    def flush_later(self, target: Flushable) -> None:
+        """``target.flush()`` at the end of this reactor turn."""
+        if not self._armed:
+            self._arm()
+        self._targets.append(target)
+
+    def _arm(self) -> None:
+        self._armed = True
+        self._clock.call_later(0, self._flush)
 
     def _flush(self) -> None:
+        self._armed = False
         queue, self._queue = self._queue, []
+        targets, self._targets = self._targets, []
         for transport, data in queue:
             write_now(transport, data)  # a connection lost meanwhile drops its bytes
+        for target in targets:
+            target.flush()
+
+
+class Flushable(Protocol):
+    """What :meth:`TurnSender.flush_later` flushes (a front-end connection)."""
+
+    def flush(self) -> None:
+        """Send what was queued."""
+
+
+#: the sender of each clock (by ``id``: a sender keeps its clock alive)
+_SENDERS: WeakValueDictionary[int, TurnSender] = WeakValueDictionary()
+
+
+def turn_sender(clock: Clock) -> TurnSender:
+    """The :class:`TurnSender` of ``clock``, shared by whoever asks (one timer per turn)."""
+    sender = _SENDERS.get(id(clock))
+    if sender is None or sender._clock is not clock:
+        sender = _SENDERS[id(clock)] = TurnSender(clock)
+    return sender
+
+
+def batchable(transport: Any) -> bool:
+    """Whether ``transport`` is plain TCP, whose writes may wait for the end of the turn."""
+    return type(transport) in _PLAIN_TCP

@@ -20,7 +20,7 @@ from zope.interface import implementer
 from kongtx.proxy.connection import usable
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.request import HEADER_NAMES, HeaderList, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.connection import UpstreamConnection
@@ -56,6 +56,16 @@ class ResponseSink(Protocol):
 
     def fail(self, reason: Failure) -> None:
         """The upstream broke (or timed out) mid-body: the client must not see a clean end."""
+
+
+class ResponseListener(Protocol):
+    """Told of an exchange's outcome directly, instead of through a Deferred (hot path)."""
+
+    def response(self, response: UpstreamResponse) -> None:
+        """The response headers arrived (and whatever of the body came with them)."""
+
+    def failed(self, failure: Failure) -> None:
+        """No response: ``UpstreamError``, or ``StaleConnection`` (retry on a new one)."""
 
 
 class _ChunkedWriter:
@@ -132,6 +142,7 @@ class Exchange:
         head: bytes,
         producer: Any,
         chunked: bool = False,
+        listener: ResponseListener | None = None,
     ) -> None:
         self.client = client
         self.conn = conn
@@ -146,7 +157,13 @@ class Exchange:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         # The connection's one timer: send/read deadline now, idle timeout in the pool.
         self.deadline = conn.timer_for(client._clock)
-        self.result: Deferred[UpstreamResponse] = Deferred(lambda _: self.abandon())
+        #: told of the outcome: ``listener`` if given, else the Deferred ``result``
+        #: (cancelling it abandons the exchange)
+        self.listener = listener
+        self.result: Deferred[UpstreamResponse] | None = (
+            None if listener is not None else Deferred(lambda _: self.abandon())
+        )
+        self.announced = False
         self.response: UpstreamResponse | None = None
         self.sink: ResponseSink | None = None
         self.pending: list[bytes] = []
@@ -171,6 +188,14 @@ class Exchange:
     # ------------------------------------------------------------ sending
 
     def start(self) -> Deferred[UpstreamResponse]:
+        """:meth:`begin`, then the Deferred of the response (an exchange without listener)."""
+        self.begin()
+        result = self.result
+        assert result is not None
+        return result
+
+    def begin(self) -> None:
+        """Send the head (and the body after it): the response goes to the listener."""
         transport: Any = self.conn.transport
         assert transport is not None
         self.conn.exchange = self
@@ -187,7 +212,6 @@ class Exchange:
             transport.registerProducer(producer, True)
             consumer = _ChunkedWriter(transport) if self.chunked else transport
             producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
-        return self.result
 
     def progress(self) -> None:
         self.deadline.touch(self.client.send_timeout)
@@ -240,8 +264,8 @@ class Exchange:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        sname = name.decode("latin-1")
-        low = sname.lower()
+        known = HEADER_NAMES.get(name)
+        sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
         if low not in _RESPONSE_DROP:
             self._headers.append((low, sname, svalue))
@@ -301,8 +325,8 @@ class Exchange:
             elif kind == _ERROR:
                 self._fail_body(Failure(UpstreamError(502, data.decode())))
         response = self.response
-        if announce and response is not None and not self.result.called:
-            self.result.callback(response)
+        if announce and response is not None and self._unsettled():
+            self._settle(response)
 
     def _headers_done(self) -> bool:
         """Build the response; ``True`` when it is new (``result`` is to fire)."""
@@ -403,9 +427,36 @@ class Exchange:
 
     def _fail_before_response(self, error: Exception) -> None:
         self.deadline.cancel()
-        if not self.result.called:
+        if self._unsettled():
             self.finished = True
-            self.result.errback(Failure(error))
+            self._settle(Failure(error))
+
+    def _unsettled(self) -> bool:
+        """Nobody was told of a response or a failure yet (nor was the Deferred cancelled)."""
+        if self.announced:
+            return False
+        result = self.result
+        return result is None or not result.called
+
+    def _settle(self, outcome: UpstreamResponse | Failure) -> None:
+        """Tell the listener (else fire ``result``) the response or the failure, once."""
+        self.announced = True
+        listener = self.listener
+        if listener is None:
+            assert self.result is not None
+            if isinstance(outcome, Failure):
+                self.result.errback(outcome)
+            else:
+                self.result.callback(outcome)
+        elif isinstance(outcome, Failure):
+            listener.failed(outcome)
+        else:
+            listener.response(outcome)
+
+    def cancel(self) -> None:
+        """The listener's client went away: abandon, and tell the listener nothing more."""
+        self.announced = True
+        self.abandon()
 
     def _fail_body(self, failure: Failure) -> None:
         if self.finished:
@@ -427,7 +478,7 @@ class Exchange:
         if self.response is None:
             if not self.got_bytes and self.conn.reused:
                 self.finished = True
-                self.result.errback(Failure(StaleConnection()))
+                self._settle(Failure(StaleConnection()))
             else:
                 self._fail_before_response(
                     UpstreamError(502, f"upstream closed the connection: {reason.value!r}")

@@ -38,6 +38,7 @@ from twisted.internet.protocol import Factory
 
 from kongtx.clock import Clock
 from kongtx.http.stats import connection_stats
+from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.fast_connection import FastProxyProtocol
 from kongtx.proxy.pipeline import ProxyPipeline
 
@@ -62,6 +63,9 @@ class FastProxyFactory(Factory):
         #: seconds is closed (nginx's keepalive_timeout / client_header_timeout)
         self.clock = clock
         self.idle_timeout = idle_timeout
+        #: with a clock, responses to plain TCP clients leave at the end of the reactor
+        #: turn, together (``kongtx.proxy.direct_write.TurnSender``)
+        self.turn = turn_sender(clock) if clock is not None else None
         #: connection -> requests in flight (0 or 1: one at a time per connection)
         self.channels: dict[FastProxyProtocol, int] = {}
         self.accepted = 0

@@ -23,8 +23,9 @@ from twisted.python.failure import Failure
 from kongtx import SERVER_NAME
 from kongtx.log import logger
 from kongtx.proxy.context import IncomingRequest
-from kongtx.proxy.direct_write import write_now
+from kongtx.proxy.direct_write import batchable, write_now
 from kongtx.proxy.errors import error_page
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest, RequestReader
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
@@ -109,7 +110,8 @@ class FastProxyProtocol(RequestReader):
 
     def __init__(self) -> None:
         super().__init__()
-        self._task: _Task | None = None
+        #: what the request being served waits on (cancelled when the client goes away)
+        self._task: _Task | ExpressRequest | None = None
         self._tunnel: Tunnel | None = None
         # response state of the request being served
         self._head: bytes | None = None
@@ -117,6 +119,9 @@ class FastProxyProtocol(RequestReader):
         self._no_body = False
         self._responded = False
         self._producer: IPushProducer | None = None
+        #: bytes for the client not sent yet, in order (plain TCP: sent at the end of
+        #: the reactor turn, with every other connection's); ``None``: written at once
+        self._out: list[bytes] | None = None
         self.connection_id = 0
         self.requests_served = 0
         self._idle_call: Any = None
@@ -143,6 +148,8 @@ class FastProxyProtocol(RequestReader):
             set_nodelay = getattr(transport, "setTcpNoDelay", None)
             if set_nodelay is not None:
                 set_nodelay(True)
+            if self.owner.turn is not None and batchable(transport):
+                self._out = []
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
         clock = self.owner.clock
@@ -167,6 +174,7 @@ class FastProxyProtocol(RequestReader):
             waited = clock.seconds() - self._active_at
         if waited >= timeout:
             self._closing = True
+            self.flush()
             transport: Any = self.transport
             transport.loseConnection()
             return
@@ -174,6 +182,7 @@ class FastProxyProtocol(RequestReader):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._out = None  # whatever was queued has nowhere to go
         idle_call, self._idle_call = self._idle_call, None
         if idle_call is not None and idle_call.active():
             idle_call.cancel()
@@ -229,7 +238,7 @@ class FastProxyProtocol(RequestReader):
         self._responded = False
         self._no_body = req.method == "HEAD"
         if req.expect_continue and req.pipe is not None and req.pipe.received == 0:
-            self.transport.write(CONTINUE_RESPONSE)  # type: ignore[union-attr]
+            self._send(CONTINUE_RESPONSE)
         pipe = req.pipe
         incoming = IncomingRequest(
             req.method,
@@ -246,11 +255,31 @@ class FastProxyProtocol(RequestReader):
             pipe,
             "HTTP/1.0" if req.http10 else "HTTP/1.1",
         )
-        task = _Task(self.owner.pipeline.handle(incoming, self), self._ended, req)
+        try:
+            started = self.owner.pipeline.start(incoming, self)
+        except BaseException as e:
+            self._ended(None, e, req)
+            return
+        if started is None:
+            return  # served already
+        if isinstance(started, ExpressRequest):
+            # the express path waits for the upstream response (no coroutine)
+            if self._serving is req:
+                self._task = started
+            started.watch(self._express_ended, req)
+            return
+        task = _Task(started, self._ended, req)
         self._task = task
         task.step()
 
-    def _ended(self, task: _Task, error: BaseException | None, req: ParsedRequest) -> None:
+    def _express_ended(self, express: ExpressRequest, error: BaseException | None) -> None:
+        req = express.tag
+        assert isinstance(req, ParsedRequest)
+        self._ended(express, error, req)
+
+    def _ended(
+        self, task: _Task | ExpressRequest | None, error: BaseException | None, req: ParsedRequest
+    ) -> None:
         if self._task is task:
             self._task = None
         if error is None or isinstance(error, CancelledError):
@@ -322,7 +351,7 @@ class FastProxyProtocol(RequestReader):
             data = b"".join((head or b"", b"%x\r\n" % len(data), data, b"\r\n"))
         elif head:
             data = head + data
-        write_now(self.transport, data)
+        self._send(data)
 
     def finish(self) -> None:
         req = self._serving
@@ -331,7 +360,7 @@ class FastProxyProtocol(RequestReader):
         tail = b"0\r\n\r\n" if self._chunked and not self._no_body else b""
         head, self._head = self._head, None
         if head or tail:
-            write_now(self.transport, (head or b"") + tail)
+            self._send((head or b"") + tail)
         self._request_done(req)
 
     def _request_done(self, req: ParsedRequest) -> None:
@@ -345,19 +374,41 @@ class FastProxyProtocol(RequestReader):
             self._closing = True
             self._queue.clear()
             self._upgraded, self._raw = False, b""
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         if self.owner.draining and not self._queue:
             self._closing = True
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._serve_next()
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` to the client after whatever is queued (every write goes here)."""
+        out = self._out
+        if out is None:
+            write_now(self.transport, data)
+            return
+        if not out:
+            turn: Any = self.owner.turn
+            turn.flush_later(self)
+        out.append(data)
+
+    def flush(self) -> None:
+        """Send what is queued, in one piece (the end of the turn, or before a close)."""
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            write_now(self.transport, data)
 
     def abort(self) -> None:
         self._closing = True
         self._serving = None
         transport: Any = self.transport
         if transport is not None:
+            self.flush()  # what was written before goes first, as if written at once
             transport.abortConnection()
 
     def register_producer(self, producer: IPushProducer) -> None:
@@ -381,6 +432,7 @@ class FastProxyProtocol(RequestReader):
         self._queue.clear()
         if req is not None:
             self.owner.request_finished(self)
+        self.flush()  # the responses before the tunnel's bytes
         transport: Any = self.transport
 
         def close_client() -> None:
@@ -401,6 +453,7 @@ class FastProxyProtocol(RequestReader):
         """Close now when no request is in flight (draining); ``True`` if closed."""
         if self._serving is None and self._tunnel is None:
             self._closing = True
+            self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return True
         return False

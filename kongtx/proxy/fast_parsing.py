@@ -28,6 +28,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kongtx.proxy.body_pipe import BodyPipe, error_bytes
+from kongtx.proxy.request import HEADER_NAMES, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory
@@ -117,6 +118,15 @@ class RequestReader(Protocol):
         """
         raise NotImplementedError
 
+    def _send(self, data: bytes) -> None:
+        """Write to the client after what is queued (the connection's part:
+        ``FastProxyProtocol._send``); a method for mypyc, as :meth:`_serve_next`."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Send the queued writes now (the connection's part: ``FastProxyProtocol.flush``)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ reading
 
     def _feed(self, data: bytes) -> None:
@@ -178,8 +188,8 @@ class RequestReader(Protocol):
         req.head_exact += len(name) + len(value) + 4
         if req.head_exact > self.owner.max_header_size:
             raise _Refused(431)
-        sname = name.decode("latin-1")
-        low = sname.lower()
+        known = HEADER_NAMES.get(name)
+        sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
         if low == "transfer-encoding":
             if svalue.strip(" \t").lower() != "chunked" or any(
@@ -215,7 +225,7 @@ class RequestReader(Protocol):
         idle = self._serving is None and not self._queue
         if req.expect_continue and has_body and not req.http10:
             if idle:
-                self.transport.write(CONTINUE_RESPONSE)  # type: ignore[union-attr]
+                self._send(CONTINUE_RESPONSE)
                 req.expect_continue = False
         else:
             req.expect_continue = False
@@ -279,7 +289,8 @@ class RequestReader(Protocol):
         self._refusal_sent = True
         self._closing = True
         transport: Any = self.transport
-        transport.write(error_bytes(self._refusal))
+        self._send(error_bytes(self._refusal))
+        self.flush()
         transport.loseConnection()
 
     def _pause_reading(self) -> None:

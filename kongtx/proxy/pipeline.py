@@ -29,7 +29,8 @@ what the client is sent (the relayed response, generated and error responses) in
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -48,9 +49,11 @@ from kongtx.proxy.context import (
     RouterSource,
 )
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.request import (
     HeaderList,
     TrustedIps,
+    UpstreamRequest,
     build_upstream_request,
     strip_hop_by_hop,
 )
@@ -58,7 +61,7 @@ from kongtx.proxy.respond import Responder
 from kongtx.proxy.tunnel import open_tunnel
 from kongtx.proxy.upstream import UpstreamClient
 from kongtx.proxy.upstream_request import build_head, split_url
-from kongtx.router import not_found_body
+from kongtx.router import Router, not_found_body
 
 log = logger("kongtx.proxy")
 
@@ -93,9 +96,67 @@ class ProxyPipeline:
 
     # ----------------------------------------------------------------- entry
 
+    def start(
+        self, incoming: IncomingRequest, down: Downstream
+    ) -> ExpressRequest | Coroutine[Any, Any, None] | None:
+        """Serve one request, without a coroutine as far as nothing has to wait.
+
+        The front-end's entry.  The *express* path is taken when the router and the
+        API's plugin chain are cached, the access phase (if any plugin runs) did not
+        wait nor answer, the API is not balanced, the request is no upgrade and has no
+        body still arriving, and a pooled upstream connection is at hand: then the
+        upstream response continues the request in the exchange's listener, with no
+        Deferred.  Anything else is the general path (:meth:`handle`'s steps), taken
+        over from where the express one stopped.
+
+        Returns:
+            ``None`` when the request is already served (the 404, an error page);
+            the :class:`kongtx.proxy.express.ExpressRequest` waiting for its response
+            (``cancel()`` it when the client goes away; ``watch()`` tells how it
+            ended: what :meth:`handle` would raise, or ``None``); or the coroutine
+            that serves the rest, for the caller to run.
+        """
+        started = self.clock.seconds()
+        router = self.routers.peek()
+        if router is None:
+            return self.handle(incoming, down)
+        ctx = self._route(router, incoming, down, started)
+        if ctx is None:
+            return None
+        chain: PluginChain | None = None
+        try:
+            if self.plugins is not None:
+                chain = self.plugins.cached_chain(ctx.api)
+                if chain is None:
+                    return self._serve(ctx, down)
+                if chain.idle:
+                    chain = None  # no plugin for this API: no phase would do anything
+                else:
+                    pending = chain.access(ctx)
+                    if pending is not None or ctx.responded:
+                        return self._serve(ctx, down, chain, True, pending)
+            waiting = self._proxy_express(ctx, chain, down)
+        except BaseException:
+            self.end_request(ctx, chain)
+            raise
+        if isinstance(waiting, _General):
+            return self._serve(ctx, down, chain, True)
+        return waiting
+
     async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
         """Serve one request to completion (or until the client goes away)."""
         started = self.clock.seconds()
+        router = self.routers.peek()
+        if router is None:
+            router = await self.routers.get()
+        ctx = self._route(router, incoming, down, started)
+        if ctx is not None:
+            await self._serve(ctx, down)
+
+    def _route(
+        self, router: Router, incoming: IncomingRequest, down: Downstream, started: float
+    ) -> ProxyContext | None:
+        """The request's context, or ``None`` once no API matched (the 404 is sent)."""
         headers = incoming.headers
         host_values = headers.get_all("host") + headers.get_all("x-host-override")
         uri = incoming.uri
@@ -107,52 +168,65 @@ class ProxyPipeline:
                 host_values.insert(0, target_host)
         q = uri.find("?")
         path, raw_query = (uri, "") if q < 0 else (uri[:q], uri[q + 1 :])
-
-        router = self.routers.peek()
-        if router is None:
-            router = await self.routers.get()
         match = router.match(host_values, path)
         if match is None:
             body = not_found_body(host_values, path)
             self.respond.send_whole(
                 down, 404, [("Content-Type", JSON_TYPE), ("Server", SERVER_NAME)], body
             )
-            return
-
+            return None
         trusted = self.trusted_ips
         client_ip = (
             trusted.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
             if trusted
             else incoming.peer_ip  # nobody's X-Forwarded-For is believed: no lookup
         )
-        ctx = ProxyContext(match.api, match, incoming, client_ip, path, raw_query, started)
-        chain: PluginChain | None = None
+        return ProxyContext(match.api, match, incoming, client_ip, path, raw_query, started)
+
+    async def _serve(
+        self,
+        ctx: ProxyContext,
+        down: Downstream,
+        chain: PluginChain | None = None,
+        accessed: bool = False,
+        pending: Awaitable[None] | None = None,
+    ) -> None:
+        """The request from its plugin chain on (the general path).
+
+        With ``accessed`` the access phase already ran on ``chain`` (the express path
+        stopped after it) and ``pending`` is what it left to wait for.
+        """
         try:
-            if self.plugins is not None:
-                chain = self.plugins.cached_chain(match.api)
+            if not accessed and self.plugins is not None:
+                chain = self.plugins.cached_chain(ctx.api)
                 if chain is None:
-                    chain = await self.plugins.chain_for(match.api)
-                if getattr(chain, "idle", False):
+                    chain = await self.plugins.chain_for(ctx.api)
+                if chain.idle:
                     chain = None  # no plugin for this API: no phase would do anything
-            if chain is not None:
-                pending = chain.access(ctx)  # None when every plugin answered synchronously
-                if pending is not None:
-                    await pending
+                if chain is not None:
+                    pending = chain.access(ctx)  # None when every plugin answered synchronously
+            if pending is not None:
+                await pending
             if ctx.responded:
                 await self.respond.send_generated(ctx, chain, down)
             else:
                 await self._proxy(ctx, chain, down)
         finally:
-            ctx.request_latency = self._ms_since(started)
-            if chain is not None and ctx.status:
-                self._queue_log(chain, ctx)
-            for observe in self.observers:
-                observe(ctx)
+            self.end_request(ctx, chain)
+
+    def end_request(
+        self, ctx: ProxyContext, chain: PluginChain | None, now: float | None = None
+    ) -> None:
+        """The request is over: its total latency, its log phase queued, the observers."""
+        if now is None:
+            now = self.clock.seconds()
+        ctx.request_latency = max(0, int((now - ctx.started_at) * 1000))
+        if chain is not None and ctx.status:
+            self._queue_log(chain, ctx)
+        for observe in self.observers:
+            observe(ctx)
 
     # ----------------------------------------------------------------- helpers
-
-    def _ms_since(self, t: float) -> int:
-        return max(0, int((self.clock.seconds() - t) * 1000))
 
     def _queue_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
         """Run the log phase on a later reactor turn, never before the response is out.
@@ -184,31 +258,65 @@ class ProxyPipeline:
 
             Deferred.fromCoroutine(run())
 
+    # ----------------------------------------------------------------- express
+
+    def _proxy_express(
+        self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
+    ) -> ExpressRequest | _General | None:
+        """:meth:`_proxy` without a coroutine, on a pooled connection of a plain API.
+
+        ``_GENERAL`` when it does not apply (nothing done but ``ctx.upstream_url`` and
+        the proxy latency, which :meth:`_proxy` sets again); ``None`` once an error page
+        was sent; else the request waiting for its response (the exchange's listener).
+        """
+        if ctx._stream is not None:
+            return _GENERAL  # a body still arriving from the client
+        balancing = self._balancing
+        if balancing is not None and balancing.peek(ctx.api) is not None:
+            return _GENERAL  # balanced (or not known yet)
+        if ctx.method == "GET" and _is_upgrade(ctx.headers):
+            return _GENERAL
+        req = _upstream_request(ctx, False)
+        access_done = self.clock.seconds()
+        ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
+        body, length = ctx.body_stream
+        express = ExpressRequest(self, ctx, chain, down, access_done, req, body, length)
+        try:
+            exchange = self.client.pooled_exchange(
+                req.method, req.url, req.headers, body, length, express
+            )
+        except UpstreamError as e:
+            self.upstream_failed(ctx, down, e)
+            self.end_request(ctx, chain)
+            return None
+        if exchange is None:
+            return _GENERAL  # no pooled connection at hand: connect on the general path
+        express.exchange = exchange
+        exchange.begin()
+        return express
+
+    def upstream_failed(self, ctx: ProxyContext, down: Downstream, e: UpstreamError) -> None:
+        log.info(
+            "upstream error {status} for {url}: {reason}",
+            status=e.status,
+            url=ctx.upstream_url,
+            reason=e.reason,
+        )
+        self.respond.send_error(ctx, down, e.status, ctx._incoming.headers.get("accept"))
+
     # ----------------------------------------------------------------- proxying
 
     async def _proxy(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
         incoming = ctx._incoming
-        upgrade = _is_upgrade(ctx.headers) and incoming.method == "GET"
-        req = build_upstream_request(
-            api=ctx.api,
-            match=ctx.match,
-            method=ctx.method,
-            uri=ctx.path,
-            query=ctx.query,
-            headers=strip_hop_by_hop(ctx.headers, keep_upgrade=upgrade),
-            peer_ip=ctx.peer_ip,
-            client_ip=ctx.client_ip,
-            scheme=ctx.scheme,
-            host_override=ctx.upstream_host,
-        )
-        ctx.upstream_url = req.url
+        upgrade = incoming.method == "GET" and _is_upgrade(ctx.headers)
+        req = _upstream_request(ctx, upgrade)
         balancer: Balancer | None = None
         balancing = self._balancing
         if balancing is not None:
             found = balancing.peek(ctx.api)
             balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
         access_done = self.clock.seconds()
-        ctx.proxy_latency = self._ms_since(ctx.started_at)
+        ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
 
         if upgrade:
             accept = incoming.headers.get("accept")
@@ -221,10 +329,9 @@ class ProxyPipeline:
         pick: Pick | None = None
         try:
             if balancer is None:
-                start_pooled = getattr(self.client, "start_pooled", None)  # test doubles lack it
                 started = (
-                    start_pooled(req.method, req.url, req.headers, body, length)
-                    if start_pooled is not None and ctx._stream is None
+                    self.client.start_pooled(req.method, req.url, req.headers, body, length)
+                    if ctx._stream is None
                     else None
                 )
                 response = await (
@@ -242,13 +349,7 @@ class ProxyPipeline:
                     return
                 pick, response = picked
         except UpstreamError as e:
-            log.info(
-                "upstream error {status} for {url}: {reason}",
-                status=e.status,
-                url=req.url,
-                reason=e.reason,
-            )
-            self.respond.send_error(ctx, down, e.status, incoming.headers.get("accept"))
+            self.upstream_failed(ctx, down, e)
             return
         try:
             ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
@@ -327,6 +428,31 @@ def split_absolute_form(target: str) -> tuple[str, str]:
     if not origin.startswith("/"):
         origin = "/" + origin
     return authority, origin
+
+
+class _General:
+    """The express path does not apply: go on with the general one."""
+
+
+_GENERAL = _General()
+
+
+def _upstream_request(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamRequest:
+    """What goes upstream for ``ctx`` as the access phase left it (SPEC §3.2)."""
+    req = build_upstream_request(
+        api=ctx.api,
+        match=ctx.match,
+        method=ctx.method,
+        uri=ctx.path,
+        query=ctx.query,
+        headers=strip_hop_by_hop(ctx.headers, keep_upgrade=keep_upgrade),
+        peer_ip=ctx.peer_ip,
+        client_ip=ctx.client_ip,
+        scheme=ctx.scheme,
+        host_override=ctx.upstream_host,
+    )
+    ctx.upstream_url = req.url
+    return req
 
 
 def _is_upgrade(headers: HeaderList) -> bool:

@@ -117,6 +117,22 @@ class HeaderList:
         return f"HeaderList({self.items()!r})"
 
 
+#: header names as received -> (name, lower-case name): a client or upstream sends the
+#: same dozen names again and again; decoded and lower-cased once (bounded)
+HEADER_NAMES: dict[bytes, tuple[str, str]] = {}
+
+
+def header_name(raw: bytes) -> tuple[str, str]:
+    """``(name, name.lower())`` of a header name as parsed (latin-1), remembered."""
+    known = HEADER_NAMES.get(raw)
+    if known is None:
+        name = raw.decode("latin-1")
+        known = (name, name.lower())
+        if len(HEADER_NAMES) < 2048:
+            HEADER_NAMES[raw] = known
+    return known
+
+
 # ----------------------------------------------------------------------- client IP
 
 
@@ -362,18 +378,18 @@ def build_upstream_request(
     replaced = _REPLACED_WITH_FORWARDED_HOST if match.kind != "path" else _REPLACED
     if stripped and api.get("request_path"):
         replaced = replaced | {"x-forwarded-prefix"}
-    out = HeaderList.from_lowered([e for e in headers._items if e[0] not in replaced])
-    add = out.add_lowered
-    add("host", "Host", host)
+    items = [e for e in headers._items if e[0] not in replaced]
+    add = items.append  # (lower-case name, name, value) triples, as HeaderList keeps them
+    add(("host", "Host", host))
     if match.kind == "host-exact" and match.matched_host is not None:
-        add("x-forwarded-host", "X-Forwarded-Host", match.matched_host)
+        add(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
     if stripped and api.get("request_path"):
-        add("x-forwarded-prefix", "X-Forwarded-Prefix", api["request_path"])
-    add("x-real-ip", "X-Real-IP", client_ip)
+        add(("x-forwarded-prefix", "X-Forwarded-Prefix", api["request_path"]))
+    add(("x-real-ip", "X-Real-IP", client_ip))
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    add("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
-    add("x-forwarded-proto", "X-Forwarded-Proto", scheme)
-    return UpstreamRequest(method, url, out, stripped)
+    add(("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip))
+    add(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
+    return UpstreamRequest(method, url, HeaderList.from_lowered(items), stripped)
 
 
 # ----------------------------------------------------------------------- hop-by-hop

@@ -180,18 +180,15 @@ class Responder:
         headers = response.headers
         # One pass drops what we replace, then appends (not one scan per ``set``).
         headers.remove_all(_OURS_ON_RESPONSES)
+        add = headers._items.append  # (lower-case name, name, value), as HeaderList keeps them
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            headers.add_lowered("content-length", "Content-Length", str(response.length))
+            add(("content-length", "Content-Length", str(response.length)))
         if headers.get("date") is None:
-            headers.add_lowered("date", "Date", self.http_date())
-        headers.add_lowered("via", "Via", SERVER_NAME)
-        headers.add_lowered(
-            "x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)
-        )
-        headers.add_lowered(
-            "x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)
-        )
+            add(("date", "Date", self.http_date()))
+        add(("via", "Via", SERVER_NAME))
+        add(("x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)))
+        add(("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)))
         ctx.response_headers = headers
         if chain is not None:
             try:

@@ -56,9 +56,9 @@ from zope.interface import implementer
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
-from kongtx.proxy.direct_write import TurnSender
+from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
+from kongtx.proxy.exchange import Exchange, ResponseListener, StaleConnection, UpstreamResponse
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
 
@@ -134,7 +134,7 @@ class UpstreamClient:
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
         self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
         #: bodyless requests' heads, sent together at the end of the reactor turn
-        self.send_at_turn_end = TurnSender(clock).send
+        self.send_at_turn_end = turn_sender(clock).send
 
     # ------------------------------------------------------------ endpoints
 
@@ -273,7 +273,10 @@ class UpstreamClient:
             pooled = self._take(key) if attempt == 0 else None
             conn = pooled if pooled is not None else await self._connect(key)
             try:
-                return await self._start(conn, method, head, body if has_body else None, length)
+                exchange = self._exchange(
+                    conn, method, head, body if has_body else None, length, None
+                )
+                return await exchange.start()
             except StaleConnection:
                 log.debug(
                     "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
@@ -291,6 +294,30 @@ class UpstreamClient:
         connection found stale is retried once on a new one, as :meth:`request`
         does.  Raises ``UpstreamError`` for a header that must not go upstream.
         """
+        exchange = self.pooled_exchange(method, url, headers, body, length)
+        if exchange is None:
+            return None
+        result = exchange.start()
+        result.addErrback(self._retry_stale, (method, url, headers, body, length))
+        return result
+
+    def pooled_exchange(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: IO[bytes] | None,
+        length: int,
+        listener: ResponseListener | None = None,
+    ) -> Exchange | None:
+        """The exchange of a request on a pooled connection, not begun (hot path).
+
+        ``None`` when no pooled connection is at hand (or the URL is no upstream URL).
+        With a ``listener`` (told of the response or the failure directly, no
+        Deferred), a ``StaleConnection`` failure is the listener's to retry
+        (:meth:`retry_on_new_connection`).  Raises ``UpstreamError`` for a header
+        that must not go upstream.
+        """
         try:
             scheme, host, port, target = split_url(url)
         except ValueError:
@@ -300,35 +327,40 @@ class UpstreamClient:
         conn = self._take((scheme, host, port, ""))
         if conn is None:
             return None
-        result = self._start(conn, method, head, body if has_body else None, length)
-        result.addErrback(self._retry_stale, (method, url, headers, body, length))
-        return result
+        return self._exchange(conn, method, head, body if has_body else None, length, listener)
 
-    def _start(
+    def _exchange(
         self,
         conn: UpstreamConnection,
         method: str,
         head: bytes,
         body: IO[bytes] | None,
         length: int,
-    ) -> Deferred[UpstreamResponse]:
-        """One exchange on ``conn``: the head, then ``body`` (replayable) if any."""
+        listener: ResponseListener | None,
+    ) -> Exchange:
+        """One exchange on ``conn``, not begun: the head, then ``body`` (replayable) if any."""
         producer: FileBodyProducer | None = None
         if body is not None:
             body.seek(0)
             producer = FileBodyProducer(body, length, _no_progress)
-        exchange = Exchange(self, conn, method, head, producer)
+        exchange = Exchange(self, conn, method, head, producer, listener=listener)
         if producer is not None:
             producer._on_progress = exchange.progress
-        return exchange.start()
+        return exchange
+
+    def retry_on_new_connection(
+        self, method: str, url: str, headers: HeaderList, body: IO[bytes] | None, length: int
+    ) -> Deferred[UpstreamResponse]:
+        """:meth:`request` on a new connection (after a stale pooled one)."""
+        log.debug("pooled connection for {url} was closed; retrying", url=url)
+        return Deferred.fromCoroutine(self.request(method, url, headers, body, length, pool=False))
 
     def _retry_stale(
         self, failure: Failure, request: tuple[str, str, HeaderList, IO[bytes] | None, int]
     ) -> Deferred[UpstreamResponse]:
         """After a stale pooled connection: ``request`` again, on a new connection."""
         failure.trap(StaleConnection)
-        log.debug("pooled connection for {url} was closed; retrying", url=request[1])
-        return Deferred.fromCoroutine(self.request(*request, pool=False))
+        return self.retry_on_new_connection(*request)
 
     def close(self) -> Deferred[None]:
         """Close every idle pooled connection (node stopping)."""

@@ -63,6 +63,9 @@ class ScriptedClient:
             return fail(step)
         return succeed(step)
 
+    def start_pooled(self, *args: Any) -> None:
+        return None  # never called for a balanced API; as UpstreamClient's, for the pipeline
+
 
 class BalancedPipelineTests(PipelineBase):
     def setUp(self) -> None:

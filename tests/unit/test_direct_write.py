@@ -26,7 +26,8 @@ from kongtx.proxy.direct_write import TurnSender, write_now
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[tcp.Server, socket.socket, MemoryReactor]]:
+def sockets() -> Iterator[tuple[socket.socket, socket.socket, Any]]:
+    """``(ours, peer, peer address)``: a connected pair on 127.0.0.1, ours non-blocking."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -34,13 +35,19 @@ def pair() -> Iterator[tuple[tcp.Server, socket.socket, MemoryReactor]]:
     ours, addr = listener.accept()
     listener.close()
     ours.setblocking(False)
+    yield ours, peer, addr
+    peer.close()
+    ours.close()
+
+
+@pytest.fixture
+def pair(sockets: Any) -> Iterator[tuple[tcp.Server, socket.socket, MemoryReactor]]:
+    ours, peer, addr = sockets
     reactor = MemoryReactor()
     proto = Protocol()
     transport = tcp.Server(ours, proto, addr, None, 1, reactor)  # type: ignore[arg-type]
     proto.makeConnection(transport)
     yield transport, peer, reactor
-    peer.close()
-    ours.close()
 
 
 def _recv_exactly(peer: socket.socket, n: int) -> bytes:
@@ -208,3 +215,50 @@ def test_turn_sender_drops_bytes_for_a_connection_lost_meanwhile(
     transport.connectionLost(Failure(ConnectionLost()))
     clock_reactor.advance(0)  # no error: the closed transport ignores the write
     assert transport.dataBuffer == b"" and not transport._tempDataBuffer
+
+
+class _Answering:
+    """Stands for the pipeline behind a front-end connection: answers ``ok`` at once."""
+
+    def start(self, incoming: Any, down: Any) -> None:
+        down.send_head(200, [("Content-Length", "2")])
+        down.write(b"ok")
+        down.finish()
+
+
+def _front_end(ours: socket.socket, addr: Any) -> tuple[Any, tcp.Server, MemoryReactorClock]:
+    from kongtx.proxy.fast import FastProxyFactory
+
+    clock_reactor = MemoryReactorClock()
+    factory = FastProxyFactory(_Answering(), clock=Clock(clock_reactor), idle_timeout=0)  # type: ignore[arg-type]
+    proto = factory.buildProtocol(addr)
+    transport = tcp.Server(ours, proto, addr, None, 1, clock_reactor)  # type: ignore[arg-type]
+    proto.makeConnection(transport)
+    return proto, transport, clock_reactor
+
+
+def test_front_end_responses_leave_at_the_end_of_the_turn_in_order(sockets: Any) -> None:
+    """The fast front-end on plain TCP: a turn's responses leave together, in order."""
+    ours, peer, addr = sockets
+    proto, transport, clock_reactor = _front_end(ours, addr)
+    proto.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)  # answered, not sent yet
+    assert len(clock_reactor.getDelayedCalls()) == 1  # one timer for the turn
+    clock_reactor.advance(0)
+    peer.settimeout(5)
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert _recv_exactly(peer, 2 * len(one)) == one + one
+    assert transport not in clock_reactor.getWriters()  # sent by one send, nothing buffered
+
+
+def test_front_end_close_sends_the_queued_response_first(sockets: Any) -> None:
+    """``Connection: close``: the queued response is sent before the connection closes."""
+    ours, peer, addr = sockets
+    proto, transport, clock_reactor = _front_end(ours, addr)
+    proto.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert transport.disconnecting
+    peer.settimeout(5)
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    assert _recv_exactly(peer, len(one)) == one  # sent before loseConnection, not at turn end

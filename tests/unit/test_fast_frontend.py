@@ -12,12 +12,37 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock as TaskClock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol
 from kongtx.proxy.fast_connection import status_line
 from kongtx.proxy.pipeline import IncomingRequest
 from kongtx.proxy.tunnel import Tunnel
+
+
+class GateRequest(ExpressRequest):
+    """Stands for the pipeline's express request: ends when its gate fires."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: Deferred[None]) -> None:  # no pipeline behind it
+        self.gate = gate
+        self.done = False
+        self.error = None
+        self._on_end = None
+        self.tag = None
+
+    def cancel(self) -> None:
+        self.gate.cancel()
+
+    def ended(self, error: BaseException | None) -> None:
+        self.done = True
+        self.error = error
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self, error)
 
 
 class Recorder:
@@ -32,6 +57,36 @@ class Recorder:
         self.fail = False
         self.cancelled = 0
         self.action: Any = None
+
+    #: ``start`` answers as the pipeline's express path (a Deferred, no coroutine)
+    express = False
+
+    def start(self, incoming: IncomingRequest, down: Any) -> Any:
+        """As ``ProxyPipeline.start``: the coroutine serving the request (general path),
+        or with :attr:`express` the Deferred it waits on, answering when it fires."""
+        if not self.express:
+            return self.handle(incoming, down)
+        self.incoming.append(incoming)
+        self.seen.append((incoming.method, incoming.uri, b""))
+
+        def cancelled(_: object) -> None:
+            self.cancelled += 1
+
+        gate: Deferred[None] = Deferred(cancelled)
+        self.gates.append(gate)
+        waiting = GateRequest(gate)
+
+        def answer(_: object) -> None:
+            if self.fail:
+                raise RuntimeError("boom")
+            down.send_head(200, [("Content-Length", "2")])
+            down.write(b"ok")
+            down.finish()
+
+        gate.addCallback(answer).addBoth(
+            lambda r: waiting.ended(r.value if isinstance(r, Failure) else None)
+        )
+        return waiting
 
     async def handle(self, incoming: IncomingRequest, down: Any) -> None:
         self.incoming.append(incoming)
@@ -214,6 +269,33 @@ def test_client_gone_cancels_the_pipeline() -> None:
     """A client that disconnects mid-request cancels the pipeline (and so the upstream)."""
     proto, _, rec, factory = connect()
     rec.gated = True
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    proto.connectionLost()
+    assert rec.cancelled == 1
+    assert factory.channels == {}
+
+
+def test_express_requests_served_in_order() -> None:
+    """A pipeline that waits on an express request: pipelined answers in order."""
+    proto, transport, rec, _ = connect()
+    rec.express = True
+    proto.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [s[1] for s in rec.seen] == ["/a"]
+    rec.gates[0].callback(None)
+    assert [s[1] for s in rec.seen] == ["/a", "/b"]
+    assert transport.value().count(b"HTTP/1.1 200") == 1
+    rec.gates[1].callback(None)
+    assert transport.value().count(b"HTTP/1.1 200") == 2
+    assert not closing(transport)
+
+
+def test_express_failure_is_500_and_client_gone_cancels() -> None:
+    """The express request: a failure is the 500 page, a lost client cancels it."""
+    proto, transport, rec, factory = connect()
+    rec.express = rec.fail = True
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    rec.gates[0].callback(None)
+    assert transport.value().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     proto.connectionLost()
     assert rec.cancelled == 1

@@ -6,7 +6,7 @@ import io
 import json
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock as TaskClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
 from kongtx.proxy.request import HeaderList, TrustedIps
 from kongtx.router import CACHE_KEY
@@ -92,6 +93,37 @@ class FakeClient:
         self.pending = Deferred()
         return await self.pending
 
+    def start_pooled(self, *args: Any) -> None:
+        return None  # no pooled connection: the pipeline calls request()
+
+    #: whether a pooled connection is at hand (the pipeline's express path then)
+    pooled = False
+
+    def pooled_exchange(
+        self, method: str, url: str, headers: HeaderList, body: Any, length: int, listener: Any
+    ) -> FakeExchange | None:
+        if not self.pooled:
+            return None
+        self.streams.append(None)
+        self.requests.append((method, url, headers, body.read(length) if body else None))
+        pending = self.pending = Deferred()
+        pending.addCallbacks(listener.response, listener.failed)
+        return FakeExchange(pending)
+
+
+class FakeExchange:
+    """The pooled exchange: the test fires ``FakeClient.pending`` for its outcome."""
+
+    def __init__(self, pending: Deferred[Any]) -> None:
+        self.pending = pending
+        self.begun = False
+
+    def begin(self) -> None:
+        self.begun = True
+
+    def cancel(self) -> None:
+        self.pending.cancel()
+
 
 class FakeDown:
     def __init__(self) -> None:
@@ -135,6 +167,8 @@ class FakeDown:
 class FakeChain:
     """A plugin chain recording the phases it ran."""
 
+    idle = False
+
     def __init__(self, reject: int | None = None) -> None:
         self.reject = reject
         self.calls: list[str] = []
@@ -159,11 +193,12 @@ class FakeChain:
 
 
 class FakeRuntime:
-    def __init__(self, chain: FakeChain) -> None:
+    def __init__(self, chain: FakeChain, cached: bool = False) -> None:
         self.chain = chain
+        self.cached = cached
 
     def cached_chain(self, api: Any) -> Any:
-        return None
+        return self.chain if self.cached else None
 
     async def chain_for(self, api: Any) -> Any:
         return self.chain
@@ -189,8 +224,11 @@ class PipelineBase(SynchronousTestCase):
             self.client,  # type: ignore[arg-type]
             self.clock,
             trusted_ips=TrustedIps(trusted or []),
-            plugins=FakeRuntime(chain) if chain else None,
+            plugins=FakeRuntime(chain, self.cached_chains) if chain else None,
         )
+
+    #: the plugin runtime has the chain cached (the express path runs the access phase)
+    cached_chains = False
 
     def start(
         self,
@@ -210,8 +248,12 @@ class PipelineBase(SynchronousTestCase):
             len(body or b""),
         )
         down = FakeDown()
-        d = Deferred.fromCoroutine(pipeline.handle(incoming, down))
+        d = self.serve(pipeline, incoming, down)
         return d, down
+
+    def serve(self, pipeline: ProxyPipeline, incoming: IncomingRequest, down: Any) -> Any:
+        """Run the request on the general path (``handle``)."""
+        return Deferred.fromCoroutine(pipeline.handle(incoming, down))
 
 
 class PipelineTests(PipelineBase):
@@ -426,6 +468,79 @@ class PipelineTests(PipelineBase):
         assert ctx.started_at == 12.5 and not ctx.responded
         ctx.respond(403)
         assert ctx.responded and ctx.status == 403
+
+
+class ExpressPipelineTests(PipelineTests):
+    """The same tests through ``ProxyPipeline.start`` as the fast front-end calls it:
+    the router and chains cached and a pooled connection at hand (the express path)."""
+
+    cached_chains = True
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client.pooled = True
+
+    def serve(self, pipeline: ProxyPipeline, incoming: IncomingRequest, down: Any) -> Any:
+        if pipeline.routers.peek() is None:
+            self.successResultOf(Deferred.fromCoroutine(pipeline.routers.get()))
+        started = pipeline.start(incoming, down)
+        if started is None:
+            return succeed(None)
+        if not isinstance(started, ExpressRequest):
+            return Deferred.fromCoroutine(started)
+        express = started
+        d: Deferred[None] = Deferred(lambda _: express.cancel())
+
+        def ended(_: ExpressRequest, error: BaseException | None) -> None:
+            if error is None:
+                d.callback(None)
+            else:
+                d.errback(Failure(error))
+
+        express.watch(ended, None)
+        return d
+
+    def test_express_path_taken(self) -> None:
+        """No coroutine: ``start`` returns the request waiting for its exchange."""
+        pipeline = self.pipeline(FakeChain())
+        self.start(pipeline, "/p")
+        incoming = IncomingRequest("GET", "/p", HeaderList([("Host", "a")]), "10.0.0.1")
+        started = pipeline.start(incoming, FakeDown())
+        assert isinstance(started, ExpressRequest)
+        assert isinstance(started.exchange, FakeExchange) and started.exchange.begun
+
+    def test_general_path_without_a_pooled_connection(self) -> None:
+        """No pooled connection: the rest is a coroutine (connect on the general path)."""
+        self.client.pooled = False
+        pipeline = self.pipeline()
+        self.start(pipeline, "/p")
+        incoming = IncomingRequest("GET", "/p", HeaderList([("Host", "a")]), "10.0.0.1")
+        started = pipeline.start(incoming, FakeDown())
+        assert started is not None and not isinstance(started, ExpressRequest)
+        Deferred.fromCoroutine(started)
+        assert len(self.client.requests) == 2
+
+    def test_observers_see_every_end(self) -> None:
+        """Observers (metrics) run once per routed request on every way it ends."""
+        pipeline = self.pipeline()
+        seen: list[int] = []
+        pipeline.observers.append(lambda ctx: seen.append(ctx.status))
+        d, down = self.start(pipeline, "/p")
+        assert self.client.pending is not None
+        self.client.pending.errback(UpstreamError(502, "refused"))
+        self.successResultOf(d)
+        d, down = self.start(pipeline, "/p")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        d, down = self.start(pipeline, "/p")
+        response = FakeResponse()
+        assert self.client.pending is not None
+        self.client.pending.callback(response)
+        assert seen == [502, 0]  # the body is still coming
+        response.sink.write(b"hello")
+        response.sink.finish()
+        self.successResultOf(d)
+        assert seen == [502, 0, 200] and down.finished
 
 
 class WebFrontEndTests(SynchronousTestCase):

@@ -1,0 +1,182 @@
+# -*- test-case-name: tests.unit.test_pipeline -*-
+"""A request on the pipeline's express path, waiting for its upstream response.
+
+:meth:`kongtx.proxy.pipeline.ProxyPipeline.start` serves a request whose every step
+is at hand (router and plugin chain cached, an access phase that did not wait, a
+plain API, a pooled upstream connection) without a coroutine: it begins the
+upstream exchange with an :class:`ExpressRequest` as the exchange's listener
+(:class:`kongtx.proxy.exchange.ResponseListener`), which the exchange tells of the
+response or the failure directly, with no Deferred in between.  The front-end
+keeps it to cancel it (the client went away) and is told how it ended
+(:meth:`ExpressRequest.watch`).
+
+Behaviour is the general path's (``ProxyPipeline._proxy``): the same relay, error
+pages, latencies, log phase and observers; a stale pooled connection is retried
+once on a new one; a relay that must wait (a header_filter that waits, a body
+still coming) goes on in a coroutine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from kongtx.proxy.context import Downstream, PluginChain, ProxyContext
+from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
+from kongtx.proxy.request import UpstreamRequest
+
+if TYPE_CHECKING:
+    from kongtx.proxy.pipeline import ProxyPipeline
+
+#: told once the request ended: ``(request, None)`` or the error (``CancelledError``:
+#: the client went away; anything else: a bug, the front-end's 500)
+OnEnd = Callable[["ExpressRequest", BaseException | None], None]
+
+
+class ExpressRequest:
+    """One request waiting for its upstream response (the exchange's listener)."""
+
+    __slots__ = (
+        "_on_end",
+        "_pipeline",
+        "access_done",
+        "body",
+        "chain",
+        "ctx",
+        "done",
+        "down",
+        "error",
+        "exchange",
+        "length",
+        "request",
+        "tag",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        pipeline: ProxyPipeline,
+        ctx: ProxyContext,
+        chain: PluginChain | None,
+        down: Downstream,
+        access_done: float,
+        request: UpstreamRequest,
+        body: IO[bytes] | None,
+        length: int,
+    ) -> None:
+        self._pipeline = pipeline
+        self.ctx = ctx
+        self.chain = chain
+        self.down = down
+        #: when the access phase ended (the upstream latency counts from here)
+        self.access_done = access_done
+        self.request = request
+        self.body = body
+        self.length = length
+        #: the exchange until it answered (cancelled when the client goes away)
+        self.exchange: Exchange | None = None
+        #: what the request waits on after that: a retry, or a relay still going on
+        self.waiting: Deferred[Any] | None = None
+        self.done = False
+        self.error: BaseException | None = None
+        self._on_end: OnEnd | None = None
+        #: the front-end's own reference (its parsed request)
+        self.tag: object = None
+
+    def watch(self, on_end: OnEnd, tag: object) -> None:
+        """Call ``on_end`` once the request ended (at once if it already has)."""
+        self.tag = tag
+        if self.done:
+            on_end(self, self.error)
+        else:
+            self._on_end = on_end
+
+    # ------------------------------------------------------------ the exchange's listener
+
+    def response(self, response: UpstreamResponse) -> None:
+        self.exchange = None
+        if self.done:
+            response.stopProducing()
+            return
+        pipeline, ctx = self._pipeline, self.ctx
+        now = pipeline.clock.seconds()
+        ctx.upstream_latency = max(0, int((now - self.access_done) * 1000))
+        try:
+            rest = pipeline.respond.relay(ctx, self.chain, self.down, response)
+        except BaseException as e:
+            self._end(e)
+            return
+        if rest is None:
+            self._end(None, now)  # relayed whole in the same instant: one clock read
+            return
+        waiting = self.waiting = Deferred.fromCoroutine(_wait(rest))
+        waiting.addBoth(self._rest_ended)
+
+    def failed(self, failure: Failure) -> None:
+        self.exchange = None
+        self.waiting = None
+        if self.done:
+            return
+        error = failure.value
+        if isinstance(error, StaleConnection):
+            req = self.request
+            waiting = self.waiting = self._pipeline.client.retry_on_new_connection(
+                req.method, req.url, req.headers, self.body, self.length
+            )
+            waiting.addCallbacks(self._retried, self.failed)
+            return
+        if isinstance(error, UpstreamError):
+            try:
+                self._pipeline.upstream_failed(self.ctx, self.down, error)
+            except BaseException as e:
+                self._end(e)
+                return
+            self._end(None)
+            return
+        self._end(error)
+
+    # ------------------------------------------------------------ the front-end's side
+
+    def cancel(self) -> None:
+        """The client went away: abandon the upstream request (or the relay)."""
+        if self.done:
+            return
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.cancel()
+            self._end(CancelledError())
+            return
+        waiting = self.waiting
+        if waiting is not None:
+            waiting.cancel()  # its errback ends the request
+
+    # ------------------------------------------------------------ internals
+
+    def _retried(self, response: UpstreamResponse) -> None:
+        self.waiting = None
+        self.response(response)
+
+    def _rest_ended(self, result: object) -> None:
+        self.waiting = None
+        self._end(result.value if isinstance(result, Failure) else None)
+
+    def _end(self, error: BaseException | None, now: float | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._pipeline.end_request(self.ctx, self.chain, now)
+        except BaseException as e:
+            error = error or e
+        self.error = error
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self, error)
+
+
+async def _wait(rest: Awaitable[None]) -> None:
+    await rest
