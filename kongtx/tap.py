@@ -32,8 +32,11 @@ def makeService(options: Options) -> IService:
     """Build the node's service tree on the global reactor (the only place that may)."""
     from twisted.internet import reactor
 
+    from kongtx.build_info import describe
+    from kongtx.log import logger
     from kongtx.node import KongNode
 
+    logger("kongtx.build_info").info(describe())
     node: Any = KongNode(options["config"], reactor, conf_path=options["conf"])
     node.started.addCallback(_serving)
     return node  # type: ignore[no-any-return]

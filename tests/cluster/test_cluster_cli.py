@@ -50,6 +50,7 @@ def kong(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=node.env,
+        cwd=os.path.dirname(node.prefix),
         timeout=60,
     )
 

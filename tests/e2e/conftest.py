@@ -1,7 +1,9 @@
 """Fixtures for end-to-end proxy tests (helpers in proxy_support.py).
 
-``kong_node`` is a real ``twistd -n --pidfile= kong`` process with ``PYTHONPATH``
-at this checkout, ``KONG_PREFIX`` in a temporary directory, ``KONG_DATABASE=sqlite``
+``kong_node`` is a real ``twistd -n --pidfile= kong`` process of the build
+``proxy_support.kongtx_build`` chose (the installed, compiled package when it is this
+checkout's code, else the checkout; the header of the run says which),
+``KONG_PREFIX`` in a temporary directory, ``KONG_DATABASE=sqlite``
 and free 127.0.0.1 ports for every listener; ``upstream`` is the echo upstream of
 ``echo_upstream.py`` in its own process.
 """
@@ -14,7 +16,14 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, start_node, start_upstream
+from proxy_support import Node, Upstream, kongtx_build, start_node, start_upstream
+
+
+def pytest_report_header() -> str:
+    build = kongtx_build()
+    hot_path = f" ({build.hot_path})" if build.installed else ""
+    return f"kongtx processes run {build.reason}{hot_path}"
+
 
 #: The proxy front-ends every ``kong_node`` test runs against (``proxy_frontend``);
 #: ``KONG_TEST_FRONTENDS=fast`` narrows a run to one.

@@ -1,7 +1,8 @@
 """Helpers for end-to-end proxy tests: a real node process and a real upstream.
 
-``kong_node`` starts ``twistd -n --pidfile= kong`` with ``PYTHONPATH`` pointing at
-this checkout, a temporary ``KONG_PREFIX``, ``KONG_DATABASE=sqlite`` and free
+``kong_node`` starts ``twistd -n --pidfile= kong`` (the build ``kongtx_build`` chose:
+the installed package, compiled, when it is this checkout's code, else the checkout
+on ``PYTHONPATH``), a temporary ``KONG_PREFIX``, ``KONG_DATABASE=sqlite`` and free
 127.0.0.1 ports for every listener (never the defaults: other things may run on
 this machine), and waits for the Admin API.  ``upstream`` runs
 ``tests/e2e/echo_upstream.py`` (HTTP, HTTPS with SNI recording, WebSocket echo).
@@ -10,8 +11,10 @@ APIs and plugins are created through the node's Admin API, as an operator would.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -21,11 +24,52 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from functools import cache
 from typing import Any
+
+from kongtx import build_info
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TWISTD = "from twisted.scripts.twistd import run; run()"
 START_TIMEOUT = 60.0
+
+
+@cache
+def kongtx_build() -> build_info.Build:
+    """Which kongtx the test processes run, chosen once per session.
+
+    The package installed in this interpreter's site-packages (``make install``:
+    the hot path compiled) when its sources are this checkout's, byte for byte;
+    else the checkout, pure Python, saying so once (a file edited since the last
+    ``make install``).  ``KONG_TEST_BUILD=installed|checkout`` forces one.
+    """
+    build = build_info.installed_build(REPO, sys.executable, os.environ.get("KONG_TEST_BUILD", ""))
+    if not build.installed:
+        print(f"kongtx test processes run {build.reason}", file=sys.stderr)
+    return build
+
+
+@cache
+def test_packages() -> str:
+    """A directory holding only a link to the checkout's ``tests`` (``tests.fixtures``'
+    custom plugins), for processes that must not import the checkout's ``kongtx``."""
+    path = tempfile.mkdtemp(prefix="kongtx-test-packages-")
+    os.symlink(os.path.join(REPO, "tests"), os.path.join(path, "tests"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def kongtx_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a kongtx process (node, CLI, workers master) of the chosen build:
+    the checkout first on ``PYTHONPATH``, or not on it at all (``tests`` still
+    importable).  Start such a process from a directory outside the checkout
+    (``python -m``/``-c`` put the current one first on ``sys.path``)."""
+    installed = kongtx_build().installed
+    env = build_info.process_env(installed, REPO, env)
+    path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if installed and test_packages() not in path:
+        env["PYTHONPATH"] = os.pathsep.join([*path, test_packages()])
+    return env
 
 
 def free_port(udp_too: bool = False) -> int:
@@ -107,6 +151,7 @@ class Node:
         return self.process.pid
 
     def start(self) -> None:
+        self.env = kongtx_env(self.env)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"]
@@ -207,7 +252,6 @@ def start_node(
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
     env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")])),
         KONG_PREFIX=prefix,
         KONG_DATABASE="sqlite",
         KONG_PROXY_LISTEN=f"127.0.0.1:{ports['proxy']}",
@@ -220,7 +264,7 @@ def start_node(
         KONG_NGINX_WORKER_PROCESSES="1",
     )
     env.update(extra_env or {})
-    node = Node(prefix, env, ports)
+    node = Node(prefix, kongtx_env(env), ports)
     if conf is not None:
         node.write_conf(conf)
     node.start()

@@ -18,9 +18,9 @@ import tempfile
 import time
 import urllib.request
 
+from proxy_support import kongtx_env
 from twisted.trial.unittest import SynchronousTestCase
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 COMMAND_TIMEOUT = 120
 
 
@@ -48,14 +48,13 @@ class LifecycleTests(SynchronousTestCase):
         self.admin_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
         env.update(
-            PYTHONPATH=os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")])),
             KONG_PROXY_LISTEN=f"127.0.0.1:{free_port()}",
             KONG_PROXY_LISTEN_SSL=f"127.0.0.1:{free_port()}",
             KONG_ADMIN_LISTEN=f"127.0.0.1:{self.admin_port}",
             KONG_CLUSTER_LISTEN=f"127.0.0.1:{free_port(udp_too=True)}",
             KONG_CLUSTER_LISTEN_RPC=f"127.0.0.1:{free_port()}",
         )
-        self.env = env
+        self.env = kongtx_env(env)
         self.addCleanup(self.kill_leftover)
 
     @property

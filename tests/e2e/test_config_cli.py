@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from proxy_support import REPO, Node, Upstream, http, start_node
+from proxy_support import Node, Upstream, http, kongtx_env, start_node
 
 COMMAND_TIMEOUT = 120
 
@@ -29,8 +29,7 @@ class Workspace:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, self.env.get("PYTHONPATH")]))
+        self.env = kongtx_env({k: v for k, v in os.environ.items() if not k.startswith("KONG_")})
         for name in ("a", "b", "off"):
             database = "off" if name == "off" else "sqlite"
             with open(self.path(f"{name}.conf"), "w") as f:

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.support import pg_env, wait_for
-from tests.e2e.proxy_support import REPO, HTTPResult, Node, Upstream, http, start_node
+from tests.e2e.proxy_support import HTTPResult, Node, Upstream, http, kongtx_env, start_node
 
 UNAVAILABLE = {"message": "The datastore is unavailable"}
 #: what each backend's store times out after (seconds), see the module docstring.
@@ -91,10 +92,10 @@ def _cassandra() -> Backend:
     # with a generous one, as an operator would (`kong migrations up`).
     migrate_env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
     migrate_env.update(env, KONG_CASSANDRA_TIMEOUT="30000")
-    migrate_env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-m", "kongtx.cli", "migrations", "up"],
-        env=migrate_env,
+        env=kongtx_env(migrate_env),
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=600,

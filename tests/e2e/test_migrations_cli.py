@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.proxy_support import REPO
+from tests.e2e.proxy_support import kongtx_env
 
 BACKENDS = ["sqlite", "postgres", "cassandra"]
 
@@ -65,8 +65,7 @@ class Cli:
         self.kind = kind
         self.name = name
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-        self.env = env
+        self.env = kongtx_env(env)
 
     def run(self, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(

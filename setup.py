@@ -1,0 +1,120 @@
+"""Build kongtx with its proxy hot path compiled by mypyc (issue 8); metadata is in setup.cfg.
+
+The modules of ``kongtx.build_info.HOT_PATH`` become C extensions (mypyc type-checks
+them with pyproject.toml's [tool.mypy] first, so twisted, httptools, mypy-zope and
+the type stubs must be importable: ``make install`` installs them, then builds with
+``pip install --no-build-isolation``).  A pure Python build instead, saying why, when
+``KONGTX_PURE=1``, when mypyc is not importable, or when mypyc fails.  Every extension
+is optional: a C compile that fails (no gcc, no Python.h) leaves its module pure
+rather than failing the install, and a module whose shared library did not build is
+not built either (it would import a library that is not there).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import sys
+import sysconfig
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+from setuptools.errors import CompileError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _hot_path() -> list[str]:
+    """kongtx/build_info.py's HOT_PATH as source files, read without importing kongtx."""
+    spec = importlib.util.spec_from_file_location(
+        "kongtx_build_info", os.path.join(HERE, "kongtx", "build_info.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return [module.source_file(name) for name in module.HOT_PATH]
+
+
+def _say(message: str) -> None:
+    print(f"kongtx setup.py: {message}", file=sys.stderr)
+
+
+#: setup.py commands that build extensions (pip also runs it for egg_info/dist_info, twice:
+#: no compile there)
+BUILDING = {"build", "build_ext", "bdist_wheel", "install", "develop", "editable_wheel"}
+
+
+def ext_modules() -> list[Any]:
+    if not BUILDING.intersection(sys.argv[1:]):
+        return []
+    if os.environ.get("KONGTX_PURE") == "1":
+        _say("KONGTX_PURE=1: a pure Python build")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as e:
+        _say(f"mypyc is not importable ({e}): a pure Python build")
+        return []
+    files = _hot_path()
+    _say(f"compiling {len(files)} hot-path modules with mypyc (KONGTX_PURE=1: pure Python)")
+    try:
+        extensions: list[Any] = mypycify(files, opt_level="3")
+    except SystemExit as e:  # mypyc reports type errors by exiting
+        _say(f"mypyc failed ({e}): a pure Python build")
+        return []
+    for extension in extensions:
+        extension.optional = True
+    return extensions
+
+
+EXT_MODULES = ext_modules()
+
+
+def _shared_libraries() -> list[str]:
+    """mypyc's shared library (``<hash>__mypyc``), which every compiled module imports."""
+    return [e.name for e in EXT_MODULES if e.name.endswith("__mypyc")]
+
+
+class BuildExt(build_ext):
+    """Leaves a module pure when its shared library did not build."""
+
+    def build_extension(self, ext: Any) -> None:
+        if ext.name not in _shared_libraries():
+            missing = [
+                name
+                for name in _shared_libraries()
+                if not os.path.exists(self.get_ext_fullpath(name))
+            ]
+            if missing:
+                raise CompileError(f"{ext.name} stays pure: {', '.join(missing)} did not build")
+        super().build_extension(ext)
+
+
+class BuildPy(build_py):
+    """Drops compiled modules a previous build left in build/lib that this build does not make.
+
+    A pure build after a compiled one would otherwise ship the old ``.so`` files, which
+    Python imports in preference to the ``.py`` files.
+    """
+
+    def run(self) -> None:
+        suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+        wanted = {
+            os.path.normpath(os.path.join(self.build_lib, *e.name.split("."))) + suffix
+            for e in EXT_MODULES
+        }
+        found = glob.glob(
+            os.path.join(self.build_lib, "kongtx", "**", "*" + suffix), recursive=True
+        )
+        found += glob.glob(os.path.join(self.build_lib, "*__mypyc" + suffix))
+        for path in found:
+            if os.path.normpath(path) not in wanted:
+                os.remove(path)
+        super().run()
+
+
+setup(ext_modules=EXT_MODULES, cmdclass={"build_ext": BuildExt, "build_py": BuildPy})

@@ -1,0 +1,96 @@
+"""kongtx.build_info: which build runs, and whether an installed package is the checkout's code."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from kongtx import build_info
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_checkout_holds_no_compiled_module() -> None:
+    """No .so in the checkout: it would shadow its .py (edits would do nothing); the
+    compiled build lives in site-packages (`make install`), never in place."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    found = glob.glob("kongtx/**/*.so", root_dir=REPO, recursive=True)
+    found += glob.glob(f"kongtx/**/*{suffix}", root_dir=REPO, recursive=True)
+    found += glob.glob("*__mypyc*.so", root_dir=REPO)
+    assert found == [], "remove them (bench/mypyc-try --clean)"
+
+
+def test_unit_tests_run_the_pure_checkout() -> None:
+    assert build_info.compiled_modules() == []
+    assert build_info.describe() == "hot path: pure Python"
+
+
+def test_the_hot_path_names_real_modules_and_leaves_the_cache_out() -> None:
+    for name in build_info.HOT_PATH:
+        assert (REPO / build_info.source_file(name)).is_file(), name
+    assert "kongtx.cache" not in build_info.HOT_PATH
+    assert len(set(build_info.HOT_PATH)) == len(build_info.HOT_PATH)
+
+
+def copy_sources(to: Path) -> Path:
+    shutil.copytree(REPO / "kongtx", to / "kongtx", ignore=shutil.ignore_patterns("__pycache__"))
+    (to / "twisted" / "plugins").mkdir(parents=True)
+    shutil.copy(REPO / build_info.PLUGIN_FILE, to / build_info.PLUGIN_FILE)
+    return to
+
+
+def test_digest_matches_a_copy_and_changes_with_any_source(tmp_path: Path) -> None:
+    copy = copy_sources(tmp_path / "site")
+    expected = build_info.source_digest(str(REPO))
+    assert build_info.source_digest(str(copy)) == expected
+    # a compiled module and package data next to the sources do not count
+    (copy / "kongtx" / "router.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    assert build_info.source_digest(str(copy)) == expected
+
+    router = copy / "kongtx" / "router.py"
+    router.write_bytes(router.read_bytes() + b"\n")
+    assert build_info.source_digest(str(copy)) != expected
+    shutil.copy(REPO / "kongtx" / "router.py", router)
+
+    (copy / "kongtx" / "new.py").write_text("")
+    assert build_info.source_digest(str(copy)) != expected
+    (copy / "kongtx" / "new.py").unlink()
+
+    (copy / build_info.PLUGIN_FILE).unlink()
+    assert build_info.source_digest(str(copy)) != expected
+
+
+def test_process_env_puts_the_checkout_first_or_nowhere(tmp_path: Path) -> None:
+    checkout = str(tmp_path / "checkout")
+    os.mkdir(checkout)
+    other = str(tmp_path / "other")
+    env = {"PYTHONPATH": os.pathsep.join([checkout, other, os.path.join(checkout, "tests")])}
+    pure = build_info.process_env(False, checkout, env)
+    assert pure["PYTHONPATH"] == os.pathsep.join([checkout, other])
+    installed = build_info.process_env(True, checkout, env)
+    assert installed["PYTHONPATH"] == other
+    assert "PYTHONPATH" not in build_info.process_env(True, checkout, {"PYTHONPATH": checkout})
+    assert build_info.process_env(True, checkout, pure) == installed
+
+
+def test_a_checkout_that_is_not_installed_runs_itself(tmp_path: Path) -> None:
+    """A checkout whose sources are not the installed package's runs itself, pure."""
+    copy = copy_sources(tmp_path / "checkout")
+    (copy / "kongtx" / "edited.py").write_text("")
+    build = build_info.installed_build(str(copy), sys.executable)
+    assert not build.installed
+    assert build.reason.startswith("the checkout, pure Python: ")
+    assert build_info.installed_build(str(copy), sys.executable, "checkout").kind == "checkout"
+    if "is not this checkout's code" in build.reason:  # a stale install: forcing takes it
+        assert build_info.installed_build(str(copy), sys.executable, "installed").installed
+    else:
+        with pytest.raises(RuntimeError, match="KONG_TEST_BUILD=installed"):
+            build_info.installed_build(str(copy), sys.executable, "installed")
+    with pytest.raises(ValueError):
+        build_info.installed_build(str(copy), sys.executable, "compiled")
