@@ -134,7 +134,7 @@ async def _run_workers(
 async def _to_workers(node: KongNode, new: Config, count: int) -> None:
     """1 -> N: the workers adopt the node's proxy sockets, then the node's proxy drains."""
     held = node.listeners.sockets(PROXY_ROLES)
-    adopt = {role: (address, sock.dup()) for role, (address, sock) in held.items()}
+    adopt = {role: (address, _duplicate(sock)) for role, (address, sock) in held.items()}
     try:
         await _run_workers(node, new, count, adopt)
     except Exception as e:
@@ -175,6 +175,21 @@ async def _to_node(node: KongNode, new: Config) -> list[str]:
     workers.graceful = True
     await maybe_await(workers.disownServiceParent())  # closes its sockets: ours are duplicates
     return await node.listeners.apply(new)
+
+
+def _duplicate(sock: socket.socket) -> socket.socket:
+    """Another descriptor of ``sock``'s listening socket, left non-blocking.
+
+    Not ``sock.dup()``: it copies Python's idea of the timeout, which for a socket
+    Twisted adopted is "blocking" and would clear ``O_NONBLOCK`` on the socket every
+    descriptor shares (the node's next adopted port would then block in ``accept``).
+    """
+    import os
+    import socket
+
+    copy = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    copy.setblocking(False)
+    return copy
 
 
 def _follow_declarative(node: KongNode) -> None:

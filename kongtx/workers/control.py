@@ -51,9 +51,19 @@ def socket_roles(spec: str) -> list[str]:
 COUNTERS_FILE = "local_counters.shm"
 
 
+#: the counter files this process created: a node that starts workers again (a reload
+#: from 1 to more) keeps its table rather than leaving the old one mapped
+_CREATED: set[str] = set()
+
+
 def share_local_counters(prefix: str, create: bool) -> None:
     """Put the ``local`` rate-limiting counters in ``<prefix>/local_counters.shm``, shared
-    by the master (``create``) and its workers, so a limit holds node-wide."""
+    by the master (``create``, once per process) and its workers, so a limit holds node-wide."""
     from kongtx.plugins.ratelimit_local import share_local_counters as share
 
-    share(os.path.join(prefix, COUNTERS_FILE), create=create)
+    path = os.path.join(prefix, COUNTERS_FILE)
+    if create and path in _CREATED:
+        return
+    share(path, create=create)
+    if create:
+        _CREATED.add(path)

@@ -9,6 +9,7 @@ tracker id (test_node_workers); the workers are the node's children.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -128,6 +129,24 @@ def test_one_to_two_and_back_under_load(one: Node, upstream: Upstream) -> None:
     # the workers' counts stay; the node's own count on
     assert total_requests(one) >= middle + made + 24
     assert "Traceback" not in whole_log(one)
+
+
+def test_switching_again_and_again(one: Node, upstream: Upstream) -> None:
+    """Three round trips 1 -> 2 -> 1 (the sockets the node adopted back are handed over
+    again): every step serves, and the node's descriptors do not grow."""
+    _, path = tracked_api(one, upstream)
+    url = one.proxy + path + "/x"
+    wait_until(lambda: http("GET", url).status == 200, what="API served")
+    descriptors = []
+    for _ in range(3):
+        reload(one, {"nginx_worker_processes": "2"}, "proxy served by 2 worker processes")
+        assert set(servers(one, url, 8)) <= wait_for_workers(one)
+        reload(one, {"nginx_worker_processes": "1"}, "proxy served by the node process")
+        assert set(servers(one, url, 8)) == {one.pid}
+        assert served_over_tls(one, path) == one.pid
+        wait_until(lambda: children(one.pid) == set(), 30.0, "the workers gone")
+        descriptors.append(len(os.listdir(f"/proc/{one.pid}/fd")))
+    assert descriptors[2] <= descriptors[0], descriptors
 
 
 def test_one_to_two_with_a_new_proxy_port_and_back(one: Node, upstream: Upstream) -> None:
