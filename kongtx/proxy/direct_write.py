@@ -29,13 +29,18 @@ client's delayed ACK.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakValueDictionary
 
 from twisted.internet import tcp
 
+from kongtx.log import logger
+
 if TYPE_CHECKING:
     from kongtx.clock import Clock
+
+log = logger("kongtx.proxy")
 
 #: Transport classes whose socket may be written directly (exact types: a subclass
 #: may override ``write``).
@@ -88,13 +93,15 @@ class TurnSender:
     write of a connection goes through its own queue, so that a close or an abort
     never overtakes them) and ask to be flushed at the end of the turn
     (:meth:`flush_later`): the client (wrk, a keep-alive client) is woken once per
-    turn too.  One sender per clock (:func:`turn_sender`): one timer per turn for both.
+    turn too.  The pipeline's log phase runs after them (:meth:`after_sends`).  One
+    sender per clock (:func:`turn_sender`): one timer per turn for all of these.
     """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._queue: list[tuple[Any, bytes]] = []
         self._targets: list[Flushable] = []
+        self._calls: list[Callable[[], None]] = []
         self._armed = False
 
     def send(self, transport: Any, data: bytes) -> None:
@@ -112,6 +119,12 @@ class TurnSender:
             self._arm()
         self._targets.append(target)
 
+    def after_sends(self, call: Callable[[], None]) -> None:
+        """``call()`` at the end of this reactor turn, once the turn's bytes are sent."""
+        if not self._armed:
+            self._arm()
+        self._calls.append(call)
+
     def _arm(self) -> None:
         self._armed = True
         self._clock.call_later(0, self._flush)
@@ -120,10 +133,19 @@ class TurnSender:
         self._armed = False
         queue, self._queue = self._queue, []
         targets, self._targets = self._targets, []
+        calls, self._calls = self._calls, []
         for transport, data in queue:
             write_now(transport, data)  # a connection lost meanwhile drops its bytes
         for target in targets:
-            target.flush()
+            try:
+                target.flush()
+            except Exception:
+                log.failure("flushing a connection failed")
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.failure("a call at the end of the turn failed")
 
 
 class Flushable(Protocol):

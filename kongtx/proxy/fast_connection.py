@@ -2,9 +2,13 @@
 """One client connection of the fast front-end: its requests served in order.
 
 :class:`FastProxyProtocol` reads through :class:`kongtx.proxy.fast_parsing.RequestReader`,
-runs each request's pipeline coroutine (:class:`_Task`) and is itself the
-pipeline's :class:`kongtx.proxy.context.Downstream`, writing each response head
-in one piece.  Built by :class:`kongtx.proxy.fast.FastProxyFactory`.
+starts each request in the pipeline (``ProxyPipeline.start``: served at once, an
+:class:`kongtx.proxy.express.ExpressRequest` waiting for its upstream response, or a
+coroutine it runs with :class:`_Task`) and is itself the pipeline's
+:class:`kongtx.proxy.context.Downstream`, writing each response head in one piece.
+On plain TCP every write goes through the connection's queue, sent at the end of the
+reactor turn (``direct_write.TurnSender``).  Built by
+:class:`kongtx.proxy.fast.FastProxyFactory`.
 """
 
 from __future__ import annotations

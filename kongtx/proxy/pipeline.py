@@ -48,6 +48,7 @@ from kongtx.proxy.context import (
     ProxyContext,
     RouterSource,
 )
+from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.request import (
@@ -88,6 +89,7 @@ class ProxyPipeline:
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
         self._log_queue: list[tuple[PluginChain, ProxyContext]] = []
+        self._turn = turn_sender(clock)
         #: called with each routed request's context once it is answered (metrics);
         #: an empty list costs one loop test per request
         self.observers: list[Callable[[ProxyContext], None]] = []
@@ -235,7 +237,8 @@ class ProxyPipeline:
         """
         self._log_queue.append((chain, ctx))
         if len(self._log_queue) == 1:
-            self.clock.call_later(0, self._run_logs)
+            # after the turn's responses are sent (their timer: one for both)
+            self._turn.after_sends(self._run_logs)
 
     def _run_logs(self) -> None:
         queue, self._log_queue = self._log_queue, []

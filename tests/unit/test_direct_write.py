@@ -262,3 +262,25 @@ def test_front_end_close_sends_the_queued_response_first(sockets: Any) -> None:
     peer.settimeout(5)
     one = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
     assert _recv_exactly(peer, len(one)) == one  # sent before loseConnection, not at turn end
+
+
+def test_calls_after_sends_share_the_turn_and_survive_a_failure(pair: Any) -> None:
+    """``after_sends``: run once the turn's bytes are sent, on the same timer; one
+    call that raises does not keep the others from running."""
+    transport, peer, _ = pair
+    clock_reactor, sender = _turn_sender()
+    ran: list[bytes] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    def read_what_was_sent() -> None:
+        peer.settimeout(5)
+        ran.append(_recv_exactly(peer, 4))
+
+    sender.send(transport, b"head")
+    sender.after_sends(boom)
+    sender.after_sends(read_what_was_sent)
+    assert len(clock_reactor.getDelayedCalls()) == 1
+    clock_reactor.advance(0)
+    assert ran == [b"head"]

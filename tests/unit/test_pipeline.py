@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.exchange import StaleConnection
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
 from kongtx.proxy.request import HeaderList, TrustedIps
@@ -109,6 +110,13 @@ class FakeClient:
         pending = self.pending = Deferred()
         pending.addCallbacks(listener.response, listener.failed)
         return FakeExchange(pending)
+
+    def retry_on_new_connection(
+        self, method: str, url: str, headers: HeaderList, body: Any, length: int
+    ) -> Deferred[Any]:
+        self.requests.append((method, url, headers, body.read(length) if body else None))
+        self.pending = Deferred()
+        return self.pending
 
 
 class FakeExchange:
@@ -519,6 +527,30 @@ class ExpressPipelineTests(PipelineTests):
         assert started is not None and not isinstance(started, ExpressRequest)
         Deferred.fromCoroutine(started)
         assert len(self.client.requests) == 2
+
+    def test_stale_pooled_connection_retried_on_a_new_one(self) -> None:
+        """A pooled connection found stale: the request again on a new one, once."""
+        d, down = self.start(self.pipeline(), "/p")
+        assert self.client.pending is not None
+        self.client.pending.errback(StaleConnection())
+        assert len(self.client.requests) == 2
+        assert self.client.requests[0][:2] == self.client.requests[1][:2]
+        response = FakeResponse()
+        self.client.pending.callback(response)
+        response.sink.write(b"hello")
+        response.sink.finish()
+        self.successResultOf(d)
+        assert down.status == 200 and down.body == b"hello" and down.finished
+
+    def test_client_gone_during_the_retry_cancels_it(self) -> None:
+        """The client going away while the retry connects cancels the retry."""
+        d, down = self.start(self.pipeline(), "/p")
+        assert self.client.pending is not None
+        self.client.pending.errback(StaleConnection())
+        retry = self.client.pending
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        assert retry.called and down.status is None
 
     def test_observers_see_every_end(self) -> None:
         """Observers (metrics) run once per routed request on every way it ends."""

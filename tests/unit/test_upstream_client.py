@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.exchange import StaleConnection
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.upstream import FileBodyProducer, UpstreamClient, UpstreamResponse
 
@@ -304,6 +305,51 @@ class LeanClientTests(_Base):
         assert len(self.connections) == 2
         self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
         assert self.successResultOf(stale).status == 204
+
+    def test_pooled_exchange_tells_its_listener(self) -> None:
+        """pooled_exchange with a listener: no Deferred; the response, a stale connection
+        (for the listener to retry on a new one) and a cancel, told directly or not at all."""
+
+        class Listener:
+            def __init__(self) -> None:
+                self.got: list[Any] = []
+
+            def response(self, response: Any) -> None:
+                self.got.append(response.status)
+
+            def failed(self, failure: Failure) -> None:
+                self.got.append(failure.type)
+
+        client = MemoryClient(self)
+        url = "http://10.0.0.2/path"
+        headers = HeaderList([("Host", "up.com")])
+        listener = Listener()
+        assert client.pooled_exchange("GET", url, headers, None, 0, listener) is None
+        d = self.request(client)
+        self.respond(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d).deliver(Sink())
+        exchange = client.pooled_exchange("GET", url, headers, None, 0, listener)
+        assert exchange is not None and exchange.result is None
+        exchange.begin()
+        self.respond(0, b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert listener.got == [204]
+        exchange.response.deliver(Sink())  # type: ignore[union-attr]
+        stale = client.pooled_exchange("GET", url, headers, None, 0, listener)
+        assert stale is not None
+        stale.begin()
+        proto, _ = self.connections[0]
+        proto.connectionLost(Failure(ConnectionRefusedError()))  # upstream closed it idle
+        assert listener.got == [204, StaleConnection]
+        retried = client.retry_on_new_connection("GET", url, headers, None, 0)
+        self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.successResultOf(retried).deliver(Sink())
+        cancelled = client.pooled_exchange("GET", url, headers, None, 0, listener)
+        assert cancelled is not None
+        cancelled.begin()
+        cancelled.cancel()
+        assert listener.got == [204, StaleConnection]  # nothing told after a cancel
+        _, transport = self.connections[1]
+        assert transport.disconnecting or transport.disconnected  # abandoned: never reused
 
     def test_fresh_connection_not_retried(self) -> None:
         """A new connection closed before a response is a 502, not a retry."""
