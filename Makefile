@@ -27,8 +27,8 @@ install: $(VENV)/bin/activate
 	$(call requirements,options,install_requires) > $(VENV)/kongtx-requirements.txt
 	$(PIP) install -q -r $(VENV)/kongtx-requirements.txt $(BUILD_REQUIREMENTS)
 	$(PIP) install -q --no-build-isolation --no-deps --force-reinstall .
-	cd / && $(CURDIR)/$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
-	cd / && $(CURDIR)/$(PY) -c "from kongtx.build_info import describe; print(describe())"
+	cd / && $(abspath $(PY)) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	cd / && $(abspath $(PY)) -c "from kongtx.build_info import describe; print(describe())"
 
 # The test tools, without rebuilding the package.
 install-test: install
@@ -37,7 +37,7 @@ install-test: install
 
 # One node in the foreground on the embedded store: proxy :8000/:8443, admin 127.0.0.1:8001.
 run: install
-	cd / && $(CURDIR)/$(VENV)/bin/twistd -n --pidfile= kong
+	cd / && $(abspath $(VENV))/bin/twistd -n --pidfile= kong
 
 test: install-test
 	$(PY) -m pytest
