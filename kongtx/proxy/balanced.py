@@ -16,8 +16,8 @@ from kongtx.balancer.registry import Balancers, _Missing, lookup_host
 from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.exchange import UpstreamResponse
 from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream_response import UpstreamResponse
 from kongtx.store.interface import RowView
 
 log = logger("kongtx.proxy")

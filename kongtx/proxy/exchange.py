@@ -2,137 +2,40 @@
 
 Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`): an
 :class:`Exchange` writes the request head, streams the body, parses the response
-(llhttp) and hands the body on chunk by chunk (:class:`UpstreamResponse` is the
-push producer the client side registers); the connection's timer enforces the
-send and read timeouts.
+(llhttp) and hands the body on chunk by chunk (the
+:class:`kongtx.proxy.upstream_response.UpstreamResponse` it builds is the push
+producer the client side registers); the connection's timer enforces the send and
+read timeouts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from kongtx.proxy.connection import usable
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.request import HEADER_NAMES, HeaderList, header_name
+from kongtx.proxy.request import HeaderList
+from kongtx.proxy.upstream_parsing import BODY, COMPLETE, ERROR, HEADERS, ResponseReader
+from kongtx.proxy.upstream_request import ChunkedWriter
+from kongtx.proxy.upstream_response import (
+    ResponseListener,
+    ResponseSink,
+    StaleConnection,
+    UpstreamResponse,
+)
 
 if TYPE_CHECKING:
     from kongtx.proxy.connection import UpstreamConnection
     from kongtx.proxy.upstream import UpstreamClient
 
-#: Response headers never passed to the client (hop-by-hop, RFC 7230 §6.1), and the
-#: framing the client side recomputes (Content-Length is re-added from ``length``).
-_RESPONSE_DROP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "content-length",
-    }
-)
 
-
-class ResponseSink(Protocol):
-    """Where an upstream response body goes (the pipeline's downstream side)."""
-
-    def write(self, data: bytes) -> None:
-        """One chunk of the body."""
-
-    def finish(self) -> None:
-        """The body is complete."""
-
-    def fail(self, reason: Failure) -> None:
-        """The upstream broke (or timed out) mid-body: the client must not see a clean end."""
-
-
-class ResponseListener(Protocol):
-    """Told of an exchange's outcome directly, instead of through a Deferred (hot path)."""
-
-    def response(self, response: UpstreamResponse) -> None:
-        """The response headers arrived (and whatever of the body came with them)."""
-
-    def failed(self, failure: Failure) -> None:
-        """No response: ``UpstreamError``, or ``StaleConnection`` (retry on a new one)."""
-
-
-class _ChunkedWriter:
-    """Frames each write as one HTTP/1.1 chunk (a streamed body of unknown length)."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        if data:
-            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-
-
-class StaleConnection(Exception):
-    """A pooled connection died before any response byte: retry on a fresh one."""
-
-
-@implementer(IPushProducer)
-class UpstreamResponse:
-    """Status and headers of an upstream response; its body is delivered on demand.
-
-    It is also the push producer the client side registers, so a slow client
-    pauses the upstream socket instead of buffering the body in memory.
-    """
-
-    def __init__(
-        self,
-        exchange: Exchange,
-        status: int,
-        reason: bytes,
-        headers: HeaderList,
-        length: int | None,
-    ) -> None:
-        #: None once the exchange finished (every call below is then a no-op; dropping
-        #: the reference breaks the exchange <-> response cycle)
-        self._exchange: Exchange | None = exchange
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        #: the upstream's Content-Length (also for HEAD), ``None`` when not given
-        self.length = length
-
-    def deliver(self, sink: ResponseSink) -> None:
-        """Stream the body into ``sink``; the read timeout applies between chunks."""
-        exchange = self._exchange
-        if exchange is not None:
-            exchange.attach(sink)
-
-    def pauseProducing(self) -> None:
-        exchange = self._exchange
-        if exchange is not None:
-            exchange.pause()
-
-    def resumeProducing(self) -> None:
-        exchange = self._exchange
-        if exchange is not None:
-            exchange.resume()
-
-    def stopProducing(self) -> None:
-        """Abandon the body (client gone): the connection is closed, never reused."""
-        exchange = self._exchange
-        if exchange is not None:
-            exchange.abandon()
-
-
-class Exchange:
-    """One request and its response on one connection (httptools callbacks land here)."""
+class Exchange(ResponseReader):
+    """One request and its response on one connection (httptools callbacks: the base's)."""
 
     def __init__(
         self,
@@ -154,7 +57,7 @@ class Exchange:
         #: exchange <-> parser (bound callbacks) reference cycle, so that the exchange,
         #: its response and the request context it reaches are freed by reference
         #: counting instead of waiting for the cycle collector
-        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.parser = httptools.HttpResponseParser(self)
         # The connection's one timer: send/read deadline now, idle timeout in the pool.
         self.deadline = conn.timer_for(client._clock)
         #: told of the outcome: ``listener`` if given, else the Deferred ``result``
@@ -175,13 +78,13 @@ class Exchange:
         self.keep_alive = False
         self.sending = False
         self.read_until_close = False
-        # parser state of the current message
+        # the parser callbacks' state (declared by ResponseReader)
         self._reason = b""
-        self._headers: list[tuple[str, str, str]] = []
-        self._length: int | None = None
+        self._headers = []
+        self._length = None
         self._chunked = False
         self._status = 0
-        self._events: list[tuple[int, bytes]] = []
+        self._events = []
         #: a body failure met before a sink was attached (delivered on attach)
         self._body_failure: Failure | None = None
 
@@ -210,7 +113,7 @@ class Exchange:
             self.sending = True
             self.deadline.start("send", self.client.send_timeout)
             transport.registerProducer(producer, True)
-            consumer = _ChunkedWriter(transport) if self.chunked else transport
+            consumer = ChunkedWriter(transport) if self.chunked else transport
             producer.startProducing(consumer).addCallbacks(self._sent, self._send_failed)
 
     def progress(self) -> None:
@@ -243,61 +146,15 @@ class Exchange:
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._events.append((_COMPLETE, b""))
+            self._events.append((COMPLETE, b""))
         except httptools.HttpParserError as e:
             if self.response is None:
                 self._fail_before_response(UpstreamError(502, f"invalid upstream response: {e}"))
                 self.conn.abort()
                 return
             if not self.complete:
-                self._events.append((_ERROR, str(e).encode()))
+                self._events.append((ERROR, str(e).encode()))
         self._process()
-
-    # httptools callbacks (the parser calls them during feed_data)
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-        self._length = None
-        self._chunked = False
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        known = HEADER_NAMES.get(name)
-        sname, low = known if known is not None else header_name(name)
-        svalue = value.decode("latin-1")
-        if low not in _RESPONSE_DROP:
-            self._headers.append((low, sname, svalue))
-        elif low == "content-length":
-            try:
-                self._length = int(svalue)
-            except ValueError:
-                self._length = None
-        elif low == "transfer-encoding" and "chunked" in svalue.lower():
-            self._chunked = True
-
-    def on_headers_complete(self) -> None:
-        parser: Any = self.parser  # feeding: not None
-        status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            return  # 100 Continue and friends: the real response follows
-        self._status = status
-        # llhttp forgets the connection flags once the message completes: read them now.
-        self.keep_alive = parser.should_keep_alive()
-        self._events.append((_HEADERS, b""))
-        if self.method == "HEAD":
-            self._events.append((_COMPLETE, b""))
-
-    def on_body(self, body: bytes) -> None:
-        self._events.append((_BODY, body))
-
-    def on_message_complete(self) -> None:
-        parser: Any = self.parser  # feeding: not None
-        status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            return
-        self._events.append((_COMPLETE, b""))
 
     def _process(self) -> None:
         events, self._events = self._events, []
@@ -309,20 +166,20 @@ class Exchange:
         for kind, data in events:
             if self.finished or self.abandoned:
                 break
-            if kind == _HEADERS:
+            if kind == HEADERS:
                 announce = self._headers_done()
-            elif kind == _BODY:
+            elif kind == BODY:
                 if self.complete:
                     continue  # bytes after a HEAD response's headers: ignored
                 if self.sink is None:
                     self.pending.append(data)
                 else:
                     self.sink.write(data)
-            elif kind == _COMPLETE:
+            elif kind == COMPLETE:
                 if not self.complete:
                     self.complete = True
                     self._maybe_finish()
-            elif kind == _ERROR:
+            elif kind == ERROR:
                 self._fail_body(Failure(UpstreamError(502, data.decode())))
         response = self.response
         if announce and response is not None and self._unsettled():
@@ -491,6 +348,3 @@ class Exchange:
             return
         if not self.complete:
             self._fail_body(reason)
-
-
-_HEADERS, _BODY, _COMPLETE, _ERROR = range(4)

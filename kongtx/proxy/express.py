@@ -5,7 +5,7 @@
 is at hand (router and plugin chain cached, an access phase that did not wait, a
 plain API, a pooled upstream connection) without a coroutine: it begins the
 upstream exchange with an :class:`ExpressRequest` as the exchange's listener
-(:class:`kongtx.proxy.exchange.ResponseListener`), which the exchange tells of the
+(:class:`kongtx.proxy.upstream_response.ResponseListener`), which the exchange tells of the
 response or the failure directly, with no Deferred in between.  The front-end
 keeps it to cancel it (the client went away) and is told how it ended
 (:meth:`ExpressRequest.watch`).
@@ -26,8 +26,9 @@ from twisted.python.failure import Failure
 
 from kongtx.proxy.context import Downstream, PluginChain, ProxyContext
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.exchange import Exchange, StaleConnection, UpstreamResponse
+from kongtx.proxy.exchange import Exchange
 from kongtx.proxy.request import UpstreamRequest
+from kongtx.proxy.upstream_response import StaleConnection, UpstreamResponse
 
 if TYPE_CHECKING:
     from kongtx.proxy.pipeline import ProxyPipeline

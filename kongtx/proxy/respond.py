@@ -28,7 +28,7 @@ from kongtx.log import logger
 from kongtx.proxy.balanced import NO_PEER_MESSAGE
 from kongtx.proxy.context import Downstream, PluginChain, ProxyContext
 from kongtx.proxy.errors import JSON_TYPE, error_page, json_body
-from kongtx.proxy.exchange import UpstreamResponse
+from kongtx.proxy.upstream_response import UpstreamResponse
 
 log = logger("kongtx.proxy")
 

@@ -25,6 +25,7 @@ connection writes the request head in one call and parses the response with
 
 The parts: :mod:`kongtx.proxy.upstream_request` (URL, request head, body producer),
 :mod:`kongtx.proxy.exchange` (one request and its response on a connection),
+:mod:`kongtx.proxy.upstream_response` (the response, its listener and sink),
 :mod:`kongtx.proxy.connection` (a pooled connection and its timer) and
 :mod:`kongtx.proxy.tunnel` (upgraded requests); this module holds the pool.
 """
@@ -58,9 +59,10 @@ from kongtx.log import logger
 from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
 from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.exchange import Exchange, ResponseListener, StaleConnection, UpstreamResponse
+from kongtx.proxy.exchange import Exchange
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
+from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, UpstreamResponse
 
 log = logger("kongtx.proxy.upstream")
 

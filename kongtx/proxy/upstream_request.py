@@ -2,14 +2,15 @@
 
 Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`).  The head is
 built in one piece with the client's own framing (``Content-Length`` or chunked);
-a spooled request body is streamed from its file with backpressure.
+a spooled request body is streamed from its file with backpressure, a body of
+unknown length framed chunk by chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import IO
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
@@ -82,6 +83,17 @@ class FileBodyProducer:
 
     def stopProducing(self) -> None:
         self._stopped = True
+
+
+class ChunkedWriter:
+    """Frames each write as one HTTP/1.1 chunk (a streamed body of unknown length)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
 
 
 # ------------------------------------------------------------------------- URLs

@@ -14,10 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.exchange import StaleConnection
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
 from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.proxy.upstream_response import StaleConnection
 from kongtx.router import CACHE_KEY
 
 
