@@ -140,3 +140,9 @@ class Balancing:
                 raise
             balancers.report(upstream, pick, "http", response.status)
             return pick, response
+
+
+def release_pick(balancer: Balancer | None, pick: Pick | None) -> None:
+    """Give ``pick`` back to ``balancer`` (its connection count), when both are there."""
+    if balancer is not None and pick is not None:
+        balancer.release(pick)

@@ -1,7 +1,8 @@
 """What the proxy pipeline works with: the request a front-end hands in, the
 client side it writes to, the plugin chain, and :class:`ProxyContext`, one proxied
 request as plugins see it (``kongtx.plugins.base.RequestContext``), and
-:class:`RouterSource`, where the router comes from.
+:class:`RouterSource`, where the router comes from; then the request's targets: an
+absolute-form target split, and what goes upstream for a context (SPEC §3.2).
 
 Front-ends (``kongtx.proxy.fast``, ``kongtx.proxy.resource``) build an
 :class:`IncomingRequest` and are a :class:`Downstream`; :mod:`kongtx.proxy.pipeline`
@@ -19,7 +20,13 @@ from twisted.internet.interfaces import IPushProducer
 
 from kongtx import SERVER_NAME
 from kongtx.proxy.errors import JSON_TYPE, json_body
-from kongtx.proxy.request import HeaderList, parse_query
+from kongtx.proxy.request import (
+    HeaderList,
+    UpstreamRequest,
+    build_upstream_request,
+    parse_query,
+    strip_hop_by_hop,
+)
 from kongtx.router import CACHE_KEY, Match, Router
 from kongtx.store.interface import RowView
 
@@ -302,3 +309,49 @@ class ProxyContext:
     def body_stream(self) -> tuple[IO[bytes] | None, int]:
         """The (possibly replaced) request body and its length."""
         return self._body, self._body_length
+
+
+# ------------------------------------------------------------------ the request's target
+
+
+def split_absolute_form(target: str) -> tuple[str, str]:
+    """``(host[:port], origin-form)`` of an absolute-form request target."""
+    scheme_end = target.find("://")
+    if scheme_end < 0:
+        return "", target if target.startswith("/") else "/" + target
+    rest = target[scheme_end + 3 :]
+    cut = len(rest)
+    for sep in ("/", "?"):
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    authority, origin = rest[:cut], rest[cut:]
+    authority = authority.rsplit("@", 1)[-1]
+    if not origin.startswith("/"):
+        origin = "/" + origin
+    return authority, origin
+
+
+def upstream_request_of(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamRequest:
+    """What goes upstream for ``ctx`` as the access phase left it (SPEC §3.2)."""
+    req = build_upstream_request(
+        api=ctx.api,
+        match=ctx.match,
+        method=ctx.method,
+        uri=ctx.path,
+        query=ctx.query,
+        headers=strip_hop_by_hop(ctx.headers, keep_upgrade=keep_upgrade),
+        peer_ip=ctx.peer_ip,
+        client_ip=ctx.client_ip,
+        scheme=ctx.scheme,
+        host_override=ctx.upstream_host,
+    )
+    ctx.upstream_url = req.url
+    return req
+
+
+def is_upgrade(headers: HeaderList) -> bool:
+    """An upgrade request's headers: ``Upgrade`` and ``Connection: upgrade``."""
+    if headers.get("upgrade") is None:
+        return False
+    return any("upgrade" in v.lower() for v in headers.get_all("connection"))

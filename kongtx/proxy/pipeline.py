@@ -20,26 +20,25 @@ Order of events, as in Kong 0.9:
    never delays the client, and it runs for every request that matched an API,
    rejected ones included (our deliberate difference from Kong 0.9).
 
-The request, the client side and the plugin chain the pipeline works with are in
-:mod:`kongtx.proxy.context`; balanced upstreams in :mod:`kongtx.proxy.balanced`;
-what the client is sent (the relayed response, generated and error responses) in
-:mod:`kongtx.proxy.respond`.
+The request, the client side and the plugin chain the pipeline works with (and what
+goes upstream for a request) are in :mod:`kongtx.proxy.context`; balanced upstreams
+in :mod:`kongtx.proxy.balanced`; what the client is sent (the relayed response,
+generated and error responses) in :mod:`kongtx.proxy.respond`; the log phase's queue
+in :mod:`kongtx.proxy.log_phase`; upgraded requests (WebSocket) in
+:mod:`kongtx.proxy.upgrade`.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-
-from twisted.internet.defer import Deferred
 
 from kongtx import SERVER_NAME
 from kongtx.balancer.balancer import Balancer, Pick
 from kongtx.balancer.registry import Balancers, _Missing
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.balanced import Balancing
+from kongtx.proxy.balanced import Balancing, release_pick
 from kongtx.proxy.context import (
     ChainSource,
     Downstream,
@@ -47,21 +46,17 @@ from kongtx.proxy.context import (
     PluginChain,
     ProxyContext,
     RouterSource,
+    is_upgrade,
+    split_absolute_form,
+    upstream_request_of,
 )
-from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
 from kongtx.proxy.express import ExpressRequest
-from kongtx.proxy.request import (
-    HeaderList,
-    TrustedIps,
-    UpstreamRequest,
-    build_upstream_request,
-    strip_hop_by_hop,
-)
+from kongtx.proxy.log_phase import LogQueue
+from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.respond import Responder
-from kongtx.proxy.tunnel import open_tunnel
+from kongtx.proxy.upgrade import UpgradeProxy
 from kongtx.proxy.upstream import UpstreamClient
-from kongtx.proxy.upstream_request import build_head, split_url
 from kongtx.router import Router, not_found_body
 
 log = logger("kongtx.proxy")
@@ -88,13 +83,15 @@ class ProxyPipeline:
         self.clock = clock
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
-        self._log_queue: list[tuple[PluginChain, ProxyContext]] = []
-        self._turn = turn_sender(clock)
+        #: the log phase of finished requests, run after their responses are out
+        self._logs = LogQueue(clock)
         #: called with each routed request's context once it is answered (metrics);
         #: an empty list costs one loop test per request
         self.observers: list[Callable[[ProxyContext], None]] = []
         #: what the client is sent: relayed responses, generated ones, error pages
         self.respond = Responder(clock)
+        #: upgraded requests (WebSocket): the handshake, then a tunnel
+        self._upgrades = UpgradeProxy(client, self.respond, balancers)
 
     # ----------------------------------------------------------------- entry
 
@@ -224,42 +221,9 @@ class ProxyPipeline:
             now = self.clock.seconds()
         ctx.request_latency = max(0, int((now - ctx.started_at) * 1000))
         if chain is not None and ctx.status:
-            self._queue_log(chain, ctx)
+            self._logs.add(chain, ctx)
         for observe in self.observers:
             observe(ctx)
-
-    # ----------------------------------------------------------------- helpers
-
-    def _queue_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
-        """Run the log phase on a later reactor turn, never before the response is out.
-
-        One timer serves every request that finished in the same turn.
-        """
-        self._log_queue.append((chain, ctx))
-        if len(self._log_queue) == 1:
-            # after the turn's responses are sent (their timer: one for both)
-            self._turn.after_sends(self._run_logs)
-
-    def _run_logs(self) -> None:
-        queue, self._log_queue = self._log_queue, []
-        for chain, ctx in queue:
-            self._run_log(chain, ctx)
-
-    def _run_log(self, chain: PluginChain, ctx: ProxyContext) -> None:
-        try:
-            pending = chain.log(ctx)
-        except Exception:
-            log.failure("log phase failed for {uri}", uri=ctx.request_uri)
-            return
-        if pending is not None and inspect.isawaitable(pending):
-
-            async def run() -> None:
-                try:
-                    await pending
-                except Exception:
-                    log.failure("log phase failed for {uri}", uri=ctx.request_uri)
-
-            Deferred.fromCoroutine(run())
 
     # ----------------------------------------------------------------- express
 
@@ -277,9 +241,9 @@ class ProxyPipeline:
         balancing = self._balancing
         if balancing is not None and balancing.peek(ctx.api) is not None:
             return _GENERAL  # balanced (or not known yet)
-        if ctx.method == "GET" and _is_upgrade(ctx.headers):
+        if ctx.method == "GET" and is_upgrade(ctx.headers):
             return _GENERAL
-        req = _upstream_request(ctx, False)
+        req = upstream_request_of(ctx, False)
         access_done = self.clock.seconds()
         ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
         body, length = ctx.body_stream
@@ -311,8 +275,8 @@ class ProxyPipeline:
 
     async def _proxy(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
         incoming = ctx._incoming
-        upgrade = incoming.method == "GET" and _is_upgrade(ctx.headers)
-        req = _upstream_request(ctx, upgrade)
+        upgrade = incoming.method == "GET" and is_upgrade(ctx.headers)
+        req = upstream_request_of(ctx, upgrade)
         balancer: Balancer | None = None
         balancing = self._balancing
         if balancing is not None:
@@ -323,7 +287,7 @@ class ProxyPipeline:
 
         if upgrade:
             accept = incoming.headers.get("accept")
-            await self._tunnel(ctx, req.url, req.method, req.headers, down, accept, balancer)
+            await self._upgrades.serve(ctx, req, down, accept, balancer)
             return
 
         body, length = ctx.body_stream
@@ -360,77 +324,7 @@ class ProxyPipeline:
             if rest is not None:
                 await rest
         finally:
-            self._release(balancer, pick)
-
-    async def _tunnel(
-        self,
-        ctx: ProxyContext,
-        url: str,
-        method: str,
-        headers: HeaderList,
-        down: Downstream,
-        accept: str | None,
-        balancer: Balancer | None = None,
-    ) -> None:
-        """WebSocket (any Upgrade): send the handshake, then splice raw bytes.
-
-        A balanced upgrade goes to one pick (no retry: the handshake is the request).
-        """
-        pick: Pick | None = None
-        try:
-            scheme, host, port, target = split_url(url)
-            head = build_head(method, target, headers, None)
-            if balancer is not None:
-                pick = balancer.pick(ctx)
-                if pick is None:
-                    self.respond.send_no_peer(ctx, down)
-                    return
-            address = (pick.host, pick.port) if pick is not None else None
-            tunnel = await open_tunnel(self.client, scheme, host, port, address)
-        except ValueError:
-            self._release(balancer, pick)
-            self.respond.send_error(ctx, down, 502, accept)
-            return
-        except UpstreamError as e:
-            if pick is not None and balancer is not None and self.balancers is not None:
-                kind = "timeout" if e.status == 504 else "tcp_failure"
-                self.balancers.report(balancer.upstream, pick, kind)
-            self._release(balancer, pick)
-            self.respond.send_error(ctx, down, e.status, accept)
-            return
-        except BaseException:
-            self._release(balancer, pick)
-            raise
-        ctx.status = 101
-        tunnel.write(head)
-        down.splice(tunnel)
-        try:
-            await tunnel.closed
-        finally:
-            self._release(balancer, pick)
-
-    @staticmethod
-    def _release(balancer: Balancer | None, pick: Pick | None) -> None:
-        if balancer is not None and pick is not None:
-            balancer.release(pick)
-
-
-def split_absolute_form(target: str) -> tuple[str, str]:
-    """``(host[:port], origin-form)`` of an absolute-form request target."""
-    scheme_end = target.find("://")
-    if scheme_end < 0:
-        return "", target if target.startswith("/") else "/" + target
-    rest = target[scheme_end + 3 :]
-    cut = len(rest)
-    for sep in ("/", "?"):
-        i = rest.find(sep)
-        if 0 <= i < cut:
-            cut = i
-    authority, origin = rest[:cut], rest[cut:]
-    authority = authority.rsplit("@", 1)[-1]
-    if not origin.startswith("/"):
-        origin = "/" + origin
-    return authority, origin
+            release_pick(balancer, pick)
 
 
 class _General:
@@ -438,27 +332,3 @@ class _General:
 
 
 _GENERAL = _General()
-
-
-def _upstream_request(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamRequest:
-    """What goes upstream for ``ctx`` as the access phase left it (SPEC §3.2)."""
-    req = build_upstream_request(
-        api=ctx.api,
-        match=ctx.match,
-        method=ctx.method,
-        uri=ctx.path,
-        query=ctx.query,
-        headers=strip_hop_by_hop(ctx.headers, keep_upgrade=keep_upgrade),
-        peer_ip=ctx.peer_ip,
-        client_ip=ctx.client_ip,
-        scheme=ctx.scheme,
-        host_override=ctx.upstream_host,
-    )
-    ctx.upstream_url = req.url
-    return req
-
-
-def _is_upgrade(headers: HeaderList) -> bool:
-    if headers.get("upgrade") is None:
-        return False
-    return any("upgrade" in v.lower() for v in headers.get_all("connection"))

@@ -637,7 +637,7 @@ class WebFrontEndTests(SynchronousTestCase):
 
 def test_split_absolute_form() -> None:
     """An absolute-form target splits into its authority and origin-form."""
-    from kongtx.proxy.pipeline import split_absolute_form
+    from kongtx.proxy.context import split_absolute_form
 
     assert split_absolute_form("http://h.com:81/a/b?x=1") == ("h.com:81", "/a/b?x=1")
     assert split_absolute_form("https://u@h.com?x") == ("h.com", "/?x")
