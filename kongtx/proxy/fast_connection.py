@@ -5,56 +5,35 @@
 starts each request in the pipeline (``ProxyPipeline.start``: served at once, an
 :class:`kongtx.proxy.express.ExpressRequest` waiting for its upstream response, or a
 coroutine it runs with :class:`_Task`) and is itself the pipeline's
-:class:`kongtx.proxy.context.Downstream`, writing each response head in one piece.
-On plain TCP every write goes through the connection's queue, sent at the end of the
-reactor turn (``direct_write.TurnSender``).  Built by
-:class:`kongtx.proxy.fast.FastProxyFactory`.
+:class:`kongtx.proxy.context.Downstream` through its base
+:class:`kongtx.proxy.fast_writing.ResponseWriter` (the response heads, framing and the
+write queue).  Built by :class:`kongtx.proxy.fast.FastProxyFactory`.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Coroutine
-from http import HTTPStatus
 from typing import Any
 
 import httptools
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
 from kongtx.log import logger
 from kongtx.proxy.context import IncomingRequest
-from kongtx.proxy.direct_write import batchable, write_now
+from kongtx.proxy.direct_write import batchable
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.express import ExpressRequest
-from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest, RequestReader
+from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest
+from kongtx.proxy.fast_writing import ResponseWriter
 from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
 
 log = logger("kongtx.proxy.fast")
-
-_NO_BODY_STATUSES = frozenset({204, 304})
-
-
-def _status_lines() -> dict[int, bytes]:
-    lines = {}
-    for status in HTTPStatus:
-        lines[status.value] = b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
-    return lines
-
-
-_STATUS_LINES = _status_lines()
-
-
-def status_line(status: int) -> bytes:
-    """``HTTP/1.1 <status> <reason>\\r\\n``, precomputed for every known status."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = b"HTTP/1.1 %d Unknown\r\n" % status
-    return line
 
 
 class _Task:
@@ -109,7 +88,7 @@ class _Task:
             waiting.cancel()
 
 
-class FastProxyProtocol(RequestReader):
+class FastProxyProtocol(ResponseWriter):
     """One client connection of the fast front-end (and the pipeline's ``Downstream``)."""
 
     def __init__(self) -> None:
@@ -117,15 +96,6 @@ class FastProxyProtocol(RequestReader):
         #: what the request being served waits on (cancelled when the client goes away)
         self._task: _Task | ExpressRequest | None = None
         self._tunnel: Tunnel | None = None
-        # response state of the request being served
-        self._head: bytes | None = None
-        self._chunked = False
-        self._no_body = False
-        self._responded = False
-        self._producer: IPushProducer | None = None
-        #: bytes for the client not sent yet, in order (plain TCP: sent at the end of
-        #: the reactor turn, with every other connection's); ``None``: written at once
-        self._out: list[bytes] | None = None
         self.connection_id = 0
         self.requests_served = 0
         self._idle_call: Any = None
@@ -308,65 +278,6 @@ class FastProxyProtocol(RequestReader):
         else:
             self.abort()
 
-    # ------------------------------------------------------------ Downstream
-
-    @property
-    def gone(self) -> bool:
-        return self._lost or self._serving is None
-
-    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
-        req = self._serving
-        if req is None or self._lost:
-            return
-        self._responded = True
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
-        framed = False
-        for name, _ in headers:
-            if len(name) == 14 and name.lower() == "content-length":
-                framed = True
-                break
-        if status in _NO_BODY_STATUSES or status < 200:
-            self._no_body = True
-        close = (
-            not req.keep_alive or self.owner.draining or (req.pipe is not None and not req.complete)
-        )
-        if not framed and not self._no_body:
-            if req.http10:
-                close = True
-            else:
-                self._chunked = True
-                lines.append("Transfer-Encoding: chunked\r\n")
-        if close:
-            self._closing = True
-            lines.append("Connection: close\r\n")
-            if req.pipe is not None and not req.complete:
-                req.pipe.abandon()
-        elif req.http10:
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        # One encode for the whole head (names and values are latin-1 by contract).
-        self._head = status_line(status) + "".join(lines).encode("latin-1")
-
-    def write(self, data: bytes) -> None:
-        if self._lost or self._serving is None or not data or self._no_body:
-            return
-        head, self._head = self._head, b""
-        if self._chunked:
-            data = b"".join((head or b"", b"%x\r\n" % len(data), data, b"\r\n"))
-        elif head:
-            data = head + data
-        self._send(data)
-
-    def finish(self) -> None:
-        req = self._serving
-        if req is None or self._lost:
-            return
-        tail = b"0\r\n\r\n" if self._chunked and not self._no_body else b""
-        head, self._head = self._head, None
-        if head or tail:
-            self._send((head or b"") + tail)
-        self._request_done(req)
-
     def _request_done(self, req: ParsedRequest) -> None:
         self._serving = None
         self._task = None
@@ -387,44 +298,6 @@ class FastProxyProtocol(RequestReader):
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._serve_next()
-
-    def _send(self, data: bytes) -> None:
-        """Write ``data`` to the client after whatever is queued (every write goes here)."""
-        out = self._out
-        if out is None:
-            write_now(self.transport, data)
-            return
-        if not out:
-            turn: Any = self.owner.turn
-            turn.flush_later(self)
-        out.append(data)
-
-    def flush(self) -> None:
-        """Send what is queued, in one piece (the end of the turn, or before a close)."""
-        out = self._out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            write_now(self.transport, data)
-
-    def abort(self) -> None:
-        self._closing = True
-        self._serving = None
-        transport: Any = self.transport
-        if transport is not None:
-            self.flush()  # what was written before goes first, as if written at once
-            transport.abortConnection()
-
-    def register_producer(self, producer: IPushProducer) -> None:
-        if not self._lost and self._producer is None:
-            self._producer = producer
-            self.transport.registerProducer(producer, True)  # type: ignore[union-attr]
-
-    def unregister_producer(self) -> None:
-        if self._producer is not None:
-            self._producer = None
-            if not self._lost:
-                self.transport.unregisterProducer()  # type: ignore[union-attr]
 
     def splice(self, tunnel: Any) -> None:
         """Hand the connection to ``tunnel``: raw bytes both ways from now on."""

@@ -11,7 +11,8 @@ answered (after the responses owed to earlier pipelined requests) with
 ``Connection: close`` and the connection is closed.
 
 :class:`RequestReader` is the base of the connection
-(:class:`kongtx.proxy.fast_connection.FastProxyProtocol`): it feeds the parser,
+(:class:`kongtx.proxy.fast_connection.FastProxyProtocol`, through
+:class:`kongtx.proxy.fast_writing.ResponseWriter`): it feeds the parser,
 collects each request (:class:`ParsedRequest`) and its body (whole, or streaming
 through a :class:`kongtx.proxy.http.BodyPipe`) into the queue the connection
 serves, and refuses what it must not pass on.
@@ -119,12 +120,12 @@ class RequestReader(Protocol):
         raise NotImplementedError
 
     def _send(self, data: bytes) -> None:
-        """Write to the client after what is queued (the connection's part:
-        ``FastProxyProtocol._send``); a method for mypyc, as :meth:`_serve_next`."""
+        """Write to the client after what is queued (the writing side's part:
+        ``ResponseWriter._send``); a method for mypyc, as :meth:`_serve_next`."""
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Send the queued writes now (the connection's part: ``FastProxyProtocol.flush``)."""
+        """Send the queued writes now (the writing side's part: ``ResponseWriter.flush``)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ reading

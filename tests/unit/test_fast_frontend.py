@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from kongtx.clock import Clock
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast import FastProxyFactory, FastProxyProtocol
-from kongtx.proxy.fast_connection import status_line
+from kongtx.proxy.fast_writing import status_line
 from kongtx.proxy.pipeline import IncomingRequest
 from kongtx.proxy.tunnel import Tunnel
 
