@@ -33,17 +33,36 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.router",
     "kongtx.proxy.request",
     "kongtx.proxy.upstream_request",
+    "kongtx.proxy.upstream_parsing",
+    "kongtx.proxy.upstream_response",
     "kongtx.proxy.context",
     "kongtx.proxy.connection",
     "kongtx.proxy.exchange",
     "kongtx.proxy.upstream",
     "kongtx.proxy.balanced",
     "kongtx.proxy.respond",
+    "kongtx.proxy.log_phase",
+    "kongtx.proxy.upgrade",
     "kongtx.proxy.express",
     "kongtx.proxy.pipeline",
     "kongtx.proxy.fast_parsing",
+    "kongtx.proxy.fast_writing",
     "kongtx.proxy.fast_connection",
     "kongtx.plugins.runtime",
+)
+
+#: The kongtx/proxy/ modules left pure on purpose (set up once, or not per request, or
+#: direct_write above); a new proxy module must be in one list or the other.
+PURE_PROXY: tuple[str, ...] = (
+    "kongtx.proxy",
+    "kongtx.proxy.direct_write",
+    "kongtx.proxy.errors",
+    "kongtx.proxy.fast",
+    "kongtx.proxy.http",
+    "kongtx.proxy.resource",
+    "kongtx.proxy.service",
+    "kongtx.proxy.tls",
+    "kongtx.proxy.tunnel",
 )
 
 #: What the installed package is compared on, relative to the directory holding ``kongtx``

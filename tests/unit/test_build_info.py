@@ -38,6 +38,18 @@ def test_the_hot_path_names_real_modules_and_leaves_the_cache_out() -> None:
     assert len(set(build_info.HOT_PATH)) == len(build_info.HOT_PATH)
 
 
+def test_every_proxy_module_is_compiled_or_left_pure_on_purpose() -> None:
+    """A module split out of a compiled one would silently run pure: list it in HOT_PATH
+    (or, if it is not on the per-request path, in PURE_PROXY)."""
+    found = {
+        "kongtx.proxy" if p.name == "__init__.py" else f"kongtx.proxy.{p.stem}"
+        for p in (REPO / "kongtx" / "proxy").glob("*.py")
+    }
+    listed = {m for m in build_info.HOT_PATH if m.startswith("kongtx.proxy")}
+    assert found - listed - set(build_info.PURE_PROXY) == set()
+    assert listed & set(build_info.PURE_PROXY) == set()
+
+
 def copy_sources(to: Path) -> Path:
     shutil.copytree(REPO / "kongtx", to / "kongtx", ignore=shutil.ignore_patterns("__pycache__"))
     (to / "twisted" / "plugins").mkdir(parents=True)
