@@ -95,10 +95,11 @@ class BuildExt(build_ext):
 
 
 class BuildPy(build_py):
-    """Drops compiled modules a previous build left in build/lib that this build does not make.
+    """Drops what earlier builds left in build/lib that this one does not make.
 
-    A pure build after a compiled one would otherwise ship the old ``.so`` files, which
-    Python imports in preference to the ``.py`` files.
+    build/lib outlives a build: a pure build after a compiled one would ship the old
+    ``.so`` files (which Python imports in preference to the ``.py`` files), and a module
+    since removed or turned into a package would be installed again.
     """
 
     def run(self) -> None:
@@ -107,12 +108,19 @@ class BuildPy(build_py):
             os.path.normpath(os.path.join(self.build_lib, *e.name.split("."))) + suffix
             for e in EXT_MODULES
         }
-        found = glob.glob(
-            os.path.join(self.build_lib, "kongtx", "**", "*" + suffix), recursive=True
-        )
-        found += glob.glob(os.path.join(self.build_lib, "*__mypyc" + suffix))
+        found = glob.glob(os.path.join(self.build_lib, "*__mypyc" + suffix))
+        for top in ("kongtx", "twisted"):
+            found += glob.glob(os.path.join(self.build_lib, top, "**", "*"), recursive=True)
         for path in found:
-            if os.path.normpath(path) not in wanted:
+            if not os.path.isfile(path) or "__pycache__" in path:
+                continue
+            if path.endswith(suffix):
+                stale = os.path.normpath(path) not in wanted
+            else:
+                stale = not os.path.exists(
+                    os.path.join(HERE, os.path.relpath(path, self.build_lib))
+                )
+            if stale:
                 os.remove(path)
         super().run()
 
