@@ -8,6 +8,11 @@ head is built in one piece and goes out with the first body bytes (framed by
 Content-Length, else chunked on HTTP/1.1, else closed on HTTP/1.0); on plain TCP every
 write goes through the connection's queue, sent at the end of the reactor turn
 (``direct_write.TurnSender``), else at once.
+
+Compiled with :mod:`kongtx.proxy.fast_parsing` or not at all (``build_info.HOT_PATH``):
+a pure ``ResponseWriter`` under a compiled ``RequestReader`` would leave the reader's
+native calls of ``_send``/``flush``/``_serve_next`` on its ``NotImplementedError`` stubs
+(seen with mypyc 2.4.1: every request fails).
 """
 
 from __future__ import annotations
