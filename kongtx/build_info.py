@@ -26,10 +26,14 @@ from pathlib import Path
 
 #: The modules a proxied request runs through, compiled by setup.py, leaves first.
 #: kongtx.cache stays pure: workers/master.fan_out assigns to a node cache's methods,
-#: which a compiled Cache refuses; so does kongtx.proxy.direct_write: its TurnSenders
-#: live in a WeakValueDictionary, and mypyc 2.4.1's native classes take no weak reference.
+#: which a compiled Cache refuses.
+#: Of the plugin layer, the chain and the benchmark's plugins (key-auth, rate-limiting,
+#: udp-log) and the log serializer are compiled; the bases other code subclasses
+#: (plugins.base, auth_common, ratelimit_*, log_transports.common) stay pure: interpreted
+#: code cannot subclass a compiled class, and a compiled base would call their overrides.
 HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.body_pipe",
+    "kongtx.proxy.direct_write",
     "kongtx.router",
     "kongtx.proxy.request",
     "kongtx.proxy.upstream_request",
@@ -48,14 +52,18 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.fast_parsing",
     "kongtx.proxy.fast_writing",
     "kongtx.proxy.fast_connection",
+    "kongtx.plugins.log_serializer",
+    "kongtx.plugins.key_auth.handler",
+    "kongtx.plugins.rate_limiting.handler",
+    "kongtx.plugins.udp_log.handler",
+    "kongtx.plugins.chain",
     "kongtx.plugins.runtime",
 )
 
-#: The kongtx/proxy/ modules left pure on purpose (set up once, or not per request, or
-#: direct_write above); a new proxy module must be in one list or the other.
+#: The kongtx/proxy/ modules left pure on purpose (set up once, or not per request); a
+#: new proxy module must be in one list or the other.
 PURE_PROXY: tuple[str, ...] = (
     "kongtx.proxy",
-    "kongtx.proxy.direct_write",
     "kongtx.proxy.errors",
     "kongtx.proxy.fast",
     "kongtx.proxy.http",

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 from kongtx.store.schemas import Field, is_uuid
 
 __all__ = [
@@ -110,7 +110,7 @@ def set_or_clear(ctx: RequestContext, name: str, value: Any) -> None:
         ctx.headers.set(name, str(value))
 
 
-def set_consumer(ctx: RequestContext, consumer: Row | None, credential: Row | None) -> None:
+def set_consumer(ctx: RequestContext, consumer: RowView | None, credential: RowView | None) -> None:
     """Record who the request is from and tell the upstream (SPEC §4.1 common headers).
 
     ``credential`` is None for the anonymous consumer (``X-Anonymous-Consumer: true``);
@@ -262,13 +262,13 @@ class Lookups:
         hit, value = self.cache.peek(key)
         return hit, value
 
-    async def row(self, key: str, collection: str, filters: Mapping[str, Any]) -> Row | None:
+    async def row(self, key: str, collection: str, filters: Mapping[str, Any]) -> RowView | None:
         """The row of ``collection`` matching the unique ``filters``, cached under ``key``."""
         dao = self.dao
         value = await self.cache.get_or_load(key, lambda: dao.find(collection, dict(filters)))
         return value  # type: ignore[no-any-return]
 
-    async def consumer(self, consumer_id: str) -> Row | None:
+    async def consumer(self, consumer_id: str) -> RowView | None:
         """The consumer row with this id (``consumers:<id>``).
 
         The cached row's ``id`` is ``consumer_id`` itself (the credential's string),
@@ -287,7 +287,7 @@ class Lookups:
         value = await self.cache.get_or_load(consumer_key(consumer_id), load)
         return value  # type: ignore[no-any-return]
 
-    def peek_consumer(self, consumer_id: str) -> tuple[bool, Row | None]:
+    def peek_consumer(self, consumer_id: str) -> tuple[bool, RowView | None]:
         """:meth:`consumer` from the cache only."""
         hit, value = self.peek(consumer_key(consumer_id))
         return hit, value
@@ -330,7 +330,7 @@ class AuthPlugin(BasePlugin, metaclass=ABCMeta):
     def authenticate(self, ctx: RequestContext) -> PhaseResult:
         """Check the request's credentials; respond, or set the consumer."""
 
-    def success(self, ctx: RequestContext, consumer: Row | None, credential: Row) -> None:
+    def success(self, ctx: RequestContext, consumer: RowView | None, credential: RowView) -> None:
         """The request is authenticated as ``consumer`` with ``credential``."""
         set_consumer(ctx, consumer, credential)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from kongtx.store.interface import Row, RowView
+from kongtx.store.interface import RowView
 
 #: A phase's result: nothing, or something to await before the next plugin runs.
 PhaseResult = Awaitable[None] | None
@@ -53,7 +53,7 @@ class RequestContext(Protocol):
     """
 
     #: The matched API row (SPEC §2.1).
-    api: Row
+    api: RowView
     #: Client request.
     method: str
     scheme: str  # "http" or "https"
@@ -77,8 +77,8 @@ class RequestContext(Protocol):
     #: Per-request scratch space shared by plugins (Kong's ``ngx.ctx``).
     shared: dict[str, Any]
     #: Set by auth plugins (SPEC §4.1): the consumer row and the credential row.
-    consumer: Row | None
-    credential: Row | None
+    consumer: RowView | None
+    credential: RowView | None
     #: Response side, valid from header_filter on.
     status: int
     response_headers: Headers

@@ -27,7 +27,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gat
 from kongtx.log import logger
 from kongtx.plugins.base import BasePlugin, RequestContext
 from kongtx.plugins.spec import PluginSpec
-from kongtx.store.interface import Row, RowView
+from kongtx.store.interface import RowView
 
 if TYPE_CHECKING:
     from kongtx.plugins.runtime import PluginRuntime
@@ -239,7 +239,7 @@ class Chain:
         self,
         ctx: RequestContext,
         state: _RequestState,
-        consumer: Row | None,
+        consumer: RowView | None,
         plan: tuple[tuple[int, PluginEntry], ...],
     ) -> Awaitable[None] | None:
         """:meth:`_access_from` with the entries for ``consumer`` known (``None``: the

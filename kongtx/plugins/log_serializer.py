@@ -25,10 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
-
 __all__ = [
-    "BodyLoggingPlugin",
     "basic_serialize",
     "capture_request_body",
     "capture_response_chunk",
@@ -201,21 +198,3 @@ def capture_response_chunk(ctx: Any, chunk: bytes) -> None:
         shared[RESPONSE_BODY_KEY] = None
         return
     kept.extend(chunk)
-
-
-class BodyLoggingPlugin(BasePlugin):
-    """A logging handler that may log bodies (galileo, runscope): with
-    :attr:`capture_bodies` the request body is read in access and the response's
-    first MB kept in body_filter; without it the body streams untouched."""
-
-    capture_bodies = False
-
-    def access(self, ctx: RequestContext) -> PhaseResult:
-        if self.capture_bodies:
-            return capture_request_body(ctx)
-        return None
-
-    def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
-        if self.capture_bodies and chunk:
-            capture_response_chunk(ctx, chunk)
-        return chunk

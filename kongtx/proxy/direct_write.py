@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
-from weakref import WeakValueDictionary
 
 from twisted.internet import tcp
 
@@ -155,15 +154,18 @@ class Flushable(Protocol):
         """Send what was queued."""
 
 
-#: the sender of each clock (by ``id``: a sender keeps its clock alive)
-_SENDERS: WeakValueDictionary[int, TurnSender] = WeakValueDictionary()
+#: the attribute of a Clock holding its sender: one per clock, living as long as the
+#: clock (a WeakValueDictionary could not hold a compiled TurnSender: mypyc's native
+#: classes take no weak reference)
+_SENDER_ATTR = "_kongtx_turn_sender"
 
 
 def turn_sender(clock: Clock) -> TurnSender:
     """The :class:`TurnSender` of ``clock``, shared by whoever asks (one timer per turn)."""
-    sender = _SENDERS.get(id(clock))
-    if sender is None or sender._clock is not clock:
-        sender = _SENDERS[id(clock)] = TurnSender(clock)
+    sender = getattr(clock, _SENDER_ATTR, None)
+    if not isinstance(sender, TurnSender):
+        sender = TurnSender(clock)
+        setattr(clock, _SENDER_ATTR, sender)
     return sender
 
 

@@ -24,7 +24,7 @@ from kongtx.plugins.auth_common import (
 )
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.basic_auth.crypto import is_legacy_hash, verify_basicauth_password
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 REALM = 'Basic realm="kong"'
 INVALID = {"message": "Invalid authentication credentials"}
@@ -63,13 +63,13 @@ class Handler(AuthPlugin):
             return self.reject(ctx, 401, None, {"WWW-Authenticate": REALM})
         return self._authenticate(ctx)
 
-    async def _load(self, username: str) -> Row | None:
+    async def _load(self, username: str) -> RowView | None:
         return await self.lookups.row(
             credential_key(username), "basicauth_credentials", {"username": username}
         )
 
     async def _authenticate(self, ctx: RequestContext) -> None:
-        credential: Row | None = None
+        credential: RowView | None = None
         given = self._read(ctx, "proxy-authorization")
         if given is not None:
             credential = await self._load(given[0])
@@ -87,7 +87,7 @@ class Handler(AuthPlugin):
         self.success(ctx, consumer, credential)
         ctx.headers.set(CREDENTIAL_USERNAME, str(credential["username"]))
 
-    async def _verify(self, credential: Row, password: str) -> bool:
+    async def _verify(self, credential: RowView, password: str) -> bool:
         stored = credential.get("password")
         if not isinstance(stored, str) or not stored:
             return False

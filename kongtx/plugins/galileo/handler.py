@@ -24,8 +24,9 @@ from twisted.internet.interfaces import IDelayedCall
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.body_logging import BodyLoggingPlugin
 from kongtx.plugins.galileo.alf import alf_document, alf_entry
-from kongtx.plugins.log_serializer import BodyLoggingPlugin, encode
+from kongtx.plugins.log_serializer import encode
 from kongtx.plugins.log_transports import HttpSender, LogDropped, senders
 
 __all__ = ["BUFFER_LIMIT", "Handler", "MAX_RETRY_DELAY"]

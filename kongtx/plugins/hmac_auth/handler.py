@@ -23,7 +23,7 @@ from typing import Any
 
 from kongtx.plugins.auth_common import CREDENTIAL_USERNAME, AuthPlugin
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 NO_DATE = {
     "message": "HMAC signature cannot be verified, a valid date or x-date header is required "
@@ -170,7 +170,7 @@ class Handler(AuthPlugin):
         ctx.headers.set(CREDENTIAL_USERNAME, str(credential["username"]))
 
     @staticmethod
-    def _signature_ok(params: HmacParams, credential: Row, text: str) -> bool:
+    def _signature_ok(params: HmacParams, credential: RowView, text: str) -> bool:
         secret = credential.get("secret")
         if not isinstance(secret, str):
             return False  # no secret set: nothing can match

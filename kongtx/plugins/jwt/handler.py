@@ -24,7 +24,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from kongtx.plugins.auth_common import AuthPlugin
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 ALGORITHMS = ("HS256", "RS256")
 _BEARER = re.compile(r"\s*[Bb]earer\s+(.+)")
@@ -183,7 +183,7 @@ class Handler(AuthPlugin):
             return
         self.success(ctx, consumer, secret)
 
-    def _verify(self, token: DecodedToken, secret: Row) -> Mapping[str, str] | None:
+    def _verify(self, token: DecodedToken, secret: RowView) -> Mapping[str, str] | None:
         """The 403 body when the token does not verify with ``secret``, else None."""
         algorithm = secret.get("algorithm") or "HS256"
         if token.header.get("alg") != algorithm:

@@ -13,7 +13,7 @@ from typing import Any
 
 from kongtx.plugins.auth_common import AuthPlugin, consumer_key
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 REALM = 'Key realm="kong"'
 DUPLICATE = {"message": "Duplicate API key found"}
@@ -99,7 +99,9 @@ class Handler(AuthPlugin):
         if pending is not None:
             await pending
 
-    def _finish(self, ctx: RequestContext, credential: Row, consumer: Row | None) -> PhaseResult:
+    def _finish(
+        self, ctx: RequestContext, credential: RowView, consumer: RowView | None
+    ) -> PhaseResult:
         if consumer is None:
             # the credential outlived its consumer (a delete in flight): not valid
             return self.reject(ctx, 403, INVALID)

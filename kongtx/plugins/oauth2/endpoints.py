@@ -30,7 +30,7 @@ from kongtx.plugins.request_transformer.handler import (
     multipart_boundary,
     parse_multipart,
 )
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 
 NO_CACHE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 ERROR = "error"
@@ -188,7 +188,7 @@ class Endpoints:
             return [], _error("invalid_scope", "You must specify a scope")
         return [], None
 
-    async def client(self, client_id: str | None) -> Row | None:
+    async def client(self, client_id: str | None) -> RowView | None:
         """The application with this client_id (``oauth2_credentials:<client_id>``)."""
         if not client_id:
             return None
@@ -198,7 +198,7 @@ class Endpoints:
 
     async def _issue(
         self,
-        client: Row,
+        client: RowView,
         userid: str | None,
         scope: str | None,
         state: str | None,
@@ -367,7 +367,11 @@ class Endpoints:
         ctx.respond(status, response, headers)
 
     async def _grant(
-        self, grant: str | None, client: Row | None, params: Mapping[str, str], state: str | None
+        self,
+        grant: str | None,
+        client: RowView | None,
+        params: Mapping[str, str],
+        state: str | None,
     ) -> dict[str, Any]:
         if client is None:
             return invalid_client()

@@ -25,7 +25,7 @@ from kongtx.plugins.oauth2.endpoints import (
     token_key,
 )
 from kongtx.plugins.request_transformer.handler import decode_args, encode_args
-from kongtx.store.interface import Row
+from kongtx.store.interface import RowView
 
 MISSING = {"error": "invalid_request", "error_description": "The access token is missing"}
 INVALID_DESCRIPTION = "The access token is invalid or has expired"
@@ -144,7 +144,7 @@ class Handler(AuthPlugin):
         set_or_clear(ctx, SCOPE_HEADER, token.get("scope"))
         set_or_clear(ctx, USERID_HEADER, token.get("authenticated_userid"))
 
-    def _expired(self, token: Row) -> bool:
+    def _expired(self, token: RowView) -> bool:
         expires_in = token.get("expires_in") or 0
         if expires_in <= 0:
             return False

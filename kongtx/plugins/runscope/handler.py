@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.body_logging import BodyLoggingPlugin
 from kongtx.plugins.log_serializer import (
     REQUEST_BODY_KEY,
     RESPONSE_BODY_KEY,
-    BodyLoggingPlugin,
     encode,
     headers_table,
     request_host,
