@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import importlib
+import inspect
 import os
+import pkgutil
 import shutil
 import sys
 import sysconfig
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import kongtx
 from kongtx import build_info
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +52,35 @@ def test_every_proxy_module_is_compiled_or_left_pure_on_purpose() -> None:
     listed = {m for m in build_info.HOT_PATH if m.startswith("kongtx.proxy")}
     assert found - listed - set(build_info.PURE_PROXY) == set()
     assert listed & set(build_info.PURE_PROXY) == set()
+
+
+def pure_subclasses_of_compiled(hot_path: set[str]) -> list[tuple[str, str]]:
+    """(pure class, compiled base) pairs among kongtx's classes, were ``hot_path`` compiled."""
+    found = []
+    for info in pkgutil.walk_packages(kongtx.__path__, "kongtx."):
+        if info.name.endswith("__main__") or info.name in hot_path:
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != info.name:
+                continue
+            for base in cls.__mro__[1:]:
+                if base.__module__ in hot_path:
+                    found.append((f"{info.name}.{cls.__qualname__}", base.__qualname__))
+    return found
+
+
+def test_no_pure_class_inherits_from_a_compiled_one() -> None:
+    """Compiled code calls its own methods natively: a pure subclass's overrides are
+    never reached (a pure fast_writing under a compiled fast_parsing failed every
+    request on its NotImplementedError hooks; a compiled BodyLoggingPlugin broke the
+    pure runscope handler).  A class whose subclasses stay pure must stay pure too."""
+    assert pure_subclasses_of_compiled(set(build_info.HOT_PATH)) == []
+    # the check sees the case it guards against
+    without_writing = set(build_info.HOT_PATH) - {"kongtx.proxy.fast_writing"}
+    assert ("kongtx.proxy.fast_writing.ResponseWriter", "RequestReader") in (
+        pure_subclasses_of_compiled(without_writing)
+    )
 
 
 def copy_sources(to: Path) -> Path:
