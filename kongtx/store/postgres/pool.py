@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.store.test_postgres_specific -*-
-"""Our small txpostgres connection pool: timeouts, retries, and constraint errors.
+"""Our small txpostgres connection pool: TLS settings, timeouts, retries, and constraint errors.
 
 Why our own pool instead of ``txpostgres.ConnectionPool``: that class takes its
 reactor as a class attribute (STYLE.md rule 16), and its cancellation calls
@@ -41,6 +41,24 @@ T = TypeVar("T")
 _KEY_DETAIL = re.compile(r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\)")
 #: SQLSTATEs that mean the connection (or the server) is gone, not that the query is wrong.
 _CONNECTION_CLASSES = ("08", "57", "53")
+
+
+def ssl_settings(ssl: bool, ssl_verify: bool, ssl_ca: str | None) -> dict[str, str]:
+    """libpq's ``sslmode`` (and ``sslrootcert``) for pg_ssl / pg_ssl_verify.
+
+    Verification is Kong 0.9's (pgmoon's ``sslhandshake(false, nil, ssl_verify)``):
+    the certificate chain against the CA file, not the server's name, so
+    ``verify-ca``; the CA is ``lua_ssl_trusted_certificate`` only, never libpq's
+    ``~/.postgresql/root.crt``.  Without verification no ``sslrootcert`` is given,
+    since libpq turns ``require`` into ``verify-ca`` when it finds one.
+    """
+    if not ssl:
+        return {"sslmode": "disable"}
+    if not ssl_verify:
+        return {"sslmode": "require"}
+    if not ssl_ca:
+        raise ValueError("pg_ssl_verify needs a CA file (lua_ssl_trusted_certificate)")
+    return {"sslmode": "verify-ca", "sslrootcert": ssl_ca}
 
 
 class _Gone(Exception):

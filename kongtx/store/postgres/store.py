@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.store.common import children_of, counter_keys
+from kongtx.store.common import children_of
 from kongtx.store.common import quote as _quote
 from kongtx.store.interface import (
     ChangeEvent,
@@ -27,9 +27,9 @@ from kongtx.store.interface import (
     StoreUnavailable,
     Table,
 )
-from kongtx.store.postgres import events, ttls
+from kongtx.store.postgres import counters, events, ttls
 from kongtx.store.postgres.migrations import drop_all, executed, run_migrations
-from kongtx.store.postgres.pool import PgPool, Txn
+from kongtx.store.postgres.pool import PgPool, Txn, ssl_settings
 from kongtx.store.postgres.queries import (
     after,
     load,
@@ -53,30 +53,12 @@ from kongtx.store.tables import TABLES
 T = TypeVar("T")
 
 
-def ssl_settings(ssl: bool, ssl_verify: bool, ssl_ca: str | None) -> dict[str, str]:
-    """libpq's ``sslmode`` (and ``sslrootcert``) for pg_ssl / pg_ssl_verify.
-
-    Verification is Kong 0.9's (pgmoon's ``sslhandshake(false, nil, ssl_verify)``):
-    the certificate chain against the CA file, not the server's name, so
-    ``verify-ca``; the CA is ``lua_ssl_trusted_certificate`` only, never libpq's
-    ``~/.postgresql/root.crt``.  Without verification no ``sslrootcert`` is given,
-    since libpq turns ``require`` into ``verify-ca`` when it finds one.
-    """
-    if not ssl:
-        return {"sslmode": "disable"}
-    if not ssl_verify:
-        return {"sslmode": "require"}
-    if not ssl_ca:
-        raise ValueError("pg_ssl_verify needs a CA file (lua_ssl_trusted_certificate)")
-    return {"sslmode": "verify-ca", "sslrootcert": ssl_ca}
-
-
 @implementer(IStore)
 class PostgresStore:
     """An :class:`IStore` on PostgreSQL (9.5+; tested on Debian's 15).
 
     ``ssl``/``ssl_verify``/``ssl_ca``: TLS, verified against the CA file ``ssl_ca``
-    (see :func:`ssl_settings`).
+    (see :func:`.pool.ssl_settings`).
     """
 
     name = "postgres"
@@ -391,48 +373,19 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ counters
 
-    def _counter_params(self, table: Table, keys: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-        return counter_keys(table, keys, lambda c, v: param(table, c, v))
-
     async def increment_counters(
         self, table: str, keys: Sequence[Mapping[str, Any]], amount: int
     ) -> None:
-        """``INSERT ... ON CONFLICT DO UPDATE SET value = value + n`` per key, one transaction.
-
-        Keys are taken in a fixed order so that two nodes incrementing the same set of
-        counters lock their rows in the same order and cannot deadlock.
-        """
+        """Add ``amount`` to each named counter, one transaction (see :mod:`.counters`)."""
         tb = self._table(table)
-        params = sorted(self._counter_params(tb, keys), key=repr)
-        pk = ", ".join(_quote(c) for c in tb.primary_key)
-        sql = (
-            f"INSERT INTO {_quote(table)} AS t ({pk}, value)"
-            f" VALUES ({', '.join(['%s'] * len(tb.primary_key))}, %s)"
-            f" ON CONFLICT ({pk}) DO UPDATE SET value = coalesce(t.value, 0) + EXCLUDED.value"
-        )
-
-        async def txn(t: Txn) -> None:
-            for p in params:
-                await t.execute(sql, [*p, amount])
-
+        params = counters.key_params(tb, keys)
         if params:
-            await self._run(txn)
+            await self._run(lambda t: counters.increment(t, tb, params, amount))
 
     async def read_counters(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
         """Each named counter's value (0 for a missing row), read in one snapshot."""
         tb = self._table(table)
-        params = self._counter_params(tb, keys)
-        cond = " AND ".join(f"{_quote(c)} = %s" for c in tb.primary_key)
-        sql = f"SELECT value FROM {_quote(table)} WHERE {cond}"
-
-        async def txn(t: Txn) -> list[int]:
-            await t.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            out: list[int] = []
-            for p in params:
-                found = await t.execute(sql, p)
-                out.append(int(found[0][0] or 0) if found else 0)
-            return out
-
+        params = counters.key_params(tb, keys)
         if not params:
             return []
-        return await self._run(txn)
+        return await self._run(lambda t: counters.read(t, tb, params))
