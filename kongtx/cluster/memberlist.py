@@ -25,6 +25,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from kongtx import log
 from kongtx.clock import Clock
 from kongtx.cluster import codec, handlers
+from kongtx.cluster.broadcasts import MAX_QUEUE, BroadcastQueue
 from kongtx.cluster.codec import DecodeError
 from kongtx.cluster.members import (
     ALIVE,
@@ -42,13 +43,11 @@ from kongtx.cluster.members import (
     suspicion_timeout,
 )
 
-#: at most this many queued broadcasts (serf's MaxQueueDepth)
-MAX_QUEUE = 4096
-
 __all__ = [
     "ALIVE",
     "DEAD",
     "LEFT",
+    "MAX_QUEUE",
     "PROFILES",
     "SUSPECT",
     "Delegate",
@@ -86,8 +85,7 @@ class Memberlist:
         self.members[name] = self.me
         self._seq = random.randrange(1 << 16)
         self.pending: dict[int, tuple[Deferred[bytes], Any]] = {}
-        #: [message, sends left, key]: a newer broadcast with the same key replaces it
-        self.broadcasts: list[list[Any]] = []
+        self._broadcasts = BroadcastQueue()
         self._probe_order: list[str] = []
         self.leaving = False
         self.dropped = 0
@@ -144,36 +142,19 @@ class Memberlist:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
+    @property
+    def broadcasts(self) -> list[list[Any]]:
+        """The queued broadcasts: ``[message, sends left, key]``."""
+        return self._broadcasts.items
+
     def queue(self, msg: bytes, key: str | None = None) -> None:
         """Queue ``msg`` for piggybacking, replacing an older one about the same ``key``."""
-        if key is not None:
-            self.broadcasts = [b for b in self.broadcasts if b[2] != key]
         limit = retransmit_limit(self.profile.retransmit_mult, len(self.members))
-        self.broadcasts.append([msg, limit, key])
-        if len(self.broadcasts) > MAX_QUEUE:
-            # Serf's MaxQueueDepth: with nobody to gossip to, forget the oldest
-            del self.broadcasts[: len(self.broadcasts) - MAX_QUEUE]
-
-    def _take_broadcasts(self, room: int) -> list[bytes]:
-        taken: list[bytes] = []
-        whole = room >= codec.UDP_BUFFER
-        for b in sorted(self.broadcasts, key=lambda b: -b[1]):
-            if len(b[0]) + 2 > room:
-                if whole and not taken and len(b[0]) + 2 > codec.UDP_BUFFER:
-                    # bigger than any compound: it travels alone, in its own datagram
-                    taken.append(b[0])
-                    b[1] -= 1
-                    break
-                continue
-            taken.append(b[0])
-            room -= len(b[0]) + 2
-            b[1] -= 1
-        self.broadcasts = [b for b in self.broadcasts if b[1] > 0]
-        return taken
+        self._broadcasts.push(msg, limit, key)
 
     def send_packet(self, msg: bytes, addr: tuple[str, int], piggyback: bool = True) -> None:
         """Send ``msg`` with as many queued broadcasts as fit one UDP buffer."""
-        extra = self._take_broadcasts(codec.UDP_BUFFER - len(msg) - 16) if piggyback else []
+        extra = self._broadcasts.take(codec.UDP_BUFFER - len(msg) - 16) if piggyback else []
         parts = [msg, *extra]
         self.send_raw(parts[0] if len(parts) == 1 else codec.compound(parts), addr)
 
@@ -200,7 +181,7 @@ class Memberlist:
         ]
         random.shuffle(targets)
         for m in targets[: self.profile.gossip_nodes]:
-            parts = self._take_broadcasts(codec.UDP_BUFFER)
+            parts = self._broadcasts.take(codec.UDP_BUFFER)
             if not parts:
                 return
             for packet in codec.batch(parts):
