@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from kongtx.plugins import log_serializer
 from kongtx.plugins.log_serializer import (
     MAX_LOGGED_BODY,
+    MAX_ROW_JSON,
     RESPONSE_BODY_KEY,
+    basic_json,
     basic_serialize,
     capture_response_chunk,
     encode,
     headers_table,
     query_table,
 )
+from kongtx.store.rows import freeze
 from tests.fakes import FakeContext, FakeHeaders
 
 API = {"id": "api-1", "name": "example", "upstream_url": "http://up", "request_host": "ex.com"}
@@ -43,6 +49,13 @@ def proxied_context(**extra: Any) -> FakeContext:
     for k, v in extra.items():
         setattr(ctx, k, v)
     return ctx
+
+
+def frozen_row(row: dict[str, Any]) -> Any:
+    """``row`` as the router holds it: a FrozenRow."""
+    frozen = freeze(dict(row))
+    assert not isinstance(frozen, dict)
+    return frozen
 
 
 class SerializerTests(SynchronousTestCase):
@@ -121,3 +134,123 @@ class SerializerTests(SynchronousTestCase):
         self.assertIsNone(ctx.shared[RESPONSE_BODY_KEY])
         capture_response_chunk(ctx, b"more")
         self.assertIsNone(ctx.shared[RESPONSE_BODY_KEY])
+
+
+def reference_head_size(first_line: str, headers: list[tuple[str, str]]) -> int:
+    """The head size as first written: every name and value encoded."""
+    size = len(first_line.encode("latin-1", "replace")) + 2
+    for name, value in headers:
+        size += len(name.encode("latin-1", "replace")) + len(value.encode("utf-8")) + 4
+    return size + 2
+
+
+class BasicJsonTests(SynchronousTestCase):
+    """basic_json: the bytes of encode(basic_serialize(ctx)), written with less work."""
+
+    def assertSameBytes(self, ctx: Any) -> None:
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+
+    def test_same_bytes_as_encoding_the_message(self) -> None:
+        """Proxied, authenticated, rejected and plain requests give the message's exact bytes."""
+        ctx = proxied_context()
+        self.assertSameBytes(ctx)
+        ctx.credential = {"id": "cred-1", "consumer_id": "cons-1", "key": "secret"}
+        self.assertSameBytes(ctx)
+        self.assertSameBytes(proxied_context(upstream_url=None, upstream_latency=None))
+        self.assertSameBytes(FakeContext(api=API, path="/p"))
+
+    def test_escaping_and_utf8(self) -> None:
+        """Quotes, control characters and non-ASCII are escaped exactly as json does, kept UTF-8."""
+        ctx = proxied_context(client_ip='1"\\2\n')
+        ctx.headers.add("X-Ünï", 'vé "q" \x01 \u2028 😀')
+        ctx.response_headers.add("X-Tab", "a\tb")
+        ctx.query.append(("ké\u00ff", "v\\"))
+        ctx.api = frozen_row({**API, "name": 'ex\u00e9"mple'})
+        ctx.credential = {"id": "c\u00e9", "consumer_id": None}
+        self.assertSameBytes(ctx)
+        self.assertIn("é".encode(), basic_json(ctx))
+        json.loads(basic_json(ctx))
+
+    def test_default_str_kept(self) -> None:
+        """A value json cannot encode is written as its str(), as default=str did."""
+        ctx = proxied_context(client_ip=Decimal("1.5"))
+        ctx.credential = {"id": Decimal("2"), "consumer_id": ["x", 1]}
+        ctx.api = {**API, "created_at": Decimal("3")}
+        self.assertSameBytes(ctx)
+        self.assertEqual(json.loads(basic_json(ctx))["client_ip"], "1.5")
+
+    def test_repeated_names_are_lists(self) -> None:
+        """A repeated header or query key becomes a list in first-seen order, as ngx's tables."""
+        ctx = proxied_context()
+        ctx.response_headers.add("VIA", "again")
+        msg = json.loads(basic_json(ctx))
+        self.assertEqual(msg["response"]["headers"]["via"], ["kong", "again"])
+        self.assertEqual(msg["request"]["querystring"], {"q": ["x", "y"], "flag": True})
+        self.assertSameBytes(ctx)
+
+    def test_head_size_counts_encoded_bytes(self) -> None:
+        """Head sizes count latin-1 names (one byte a character) and UTF-8 values."""
+        from kongtx.plugins.log_serializer import _head_size
+
+        for line, headers in [
+            ("GET / HTTP/1.1", []),
+            ("GET /é HTTP/1.1", [("Host", "a"), ("X-é", "é"), ("X-€", "€😀")]),
+            ("HTTP/1.1 200 OK", [("A", "b" * 300), ("c", "")]),
+        ]:
+            self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
+
+
+class ApiJsonCacheTests(SynchronousTestCase):
+    """The api row's JSON is encoded once per immutable row and forgotten with the row."""
+
+    def setUp(self) -> None:
+        log_serializer._ROW_JSON.clear()
+
+    def test_frozen_row_encoded_once(self) -> None:
+        """A FrozenRow's JSON is kept by identity; an equal new row is encoded again."""
+        row = frozen_row(API_ROW)
+        ctx = proxied_context(api=row)
+        first = basic_json(ctx)
+        self.assertEqual(list(log_serializer._ROW_JSON), [id(row)])
+        self.assertEqual(basic_json(ctx), first)
+        self.assertSameContent(first, ctx)
+        changed = frozen_row({**API_ROW, "name": "renamed"})
+        ctx.api = changed
+        self.assertEqual(json.loads(basic_json(ctx))["api"]["name"], "renamed")
+
+    def assertSameContent(self, data: bytes, ctx: Any) -> None:
+        self.assertEqual(json.loads(data), basic_serialize(ctx))
+
+    def test_entry_dies_with_its_row(self) -> None:
+        """Once nothing else holds a row (an API changed: the router made new rows), the
+        next new row sweeps its entry out."""
+        old = frozen_row(API_ROW)
+        ctx = proxied_context(api=old)
+        basic_json(ctx)
+        old_id = id(old)
+        new = frozen_row({**API_ROW, "name": "new"})
+        ctx.api = new
+        basic_json(ctx)
+        self.assertIn(old_id, log_serializer._ROW_JSON)  # still held here: kept
+        del old
+        newer = frozen_row({**API_ROW, "name": "newer"})
+        ctx.api = newer
+        basic_json(ctx)
+        self.assertNotIn(old_id, log_serializer._ROW_JSON)
+        self.assertEqual(set(log_serializer._ROW_JSON), {id(new), id(newer)})
+
+    def test_bounded(self) -> None:
+        """The table never holds more than MAX_ROW_JSON rows."""
+        rows = [frozen_row({**API_ROW, "name": f"a{i}"}) for i in range(MAX_ROW_JSON + 5)]
+        for row in rows:
+            basic_json(proxied_context(api=row))
+            self.assertLessEqual(len(log_serializer._ROW_JSON), MAX_ROW_JSON)
+
+    def test_mutable_rows_not_cached(self) -> None:
+        """A dict row (mutable) is encoded every time: a change shows at once."""
+        row = dict(API_ROW)
+        ctx = proxied_context(api=row)
+        basic_json(ctx)
+        row["name"] = "changed"
+        self.assertEqual(json.loads(basic_json(ctx))["api"]["name"], "changed")
+        self.assertEqual(log_serializer._ROW_JSON, {})

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
 
 __all__ = ["Handler"]
@@ -25,5 +25,5 @@ class Handler(BasePlugin):
         self.sender = senders(services).udp
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        self.sender.send(self.host, self.port, encode(basic_serialize(ctx)))
+        self.sender.send(self.host, self.port, basic_json(ctx))
         return None
