@@ -203,9 +203,23 @@ def basic_serialize(ctx: Any) -> dict[str, Any]:
 _ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, default=str, check_circular=False
 )
-_dumps = _ENCODER.encode
 #: json's own string escaping when ensure_ascii is off (C): what _dumps does to a str
 _quote = json.encoder.encode_basestring
+#: the C encoder _ENCODER.encode makes on every call (json.encoder.JSONEncoder.iterencode),
+#: made once with the same arguments; None where json has no C accelerator
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_ITERENCODE: Any = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(None, str, _quote, None, ":", ",", False, False, True)
+)
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)``."""
+    if _ITERENCODE is not None:
+        return "".join(_ITERENCODE(value, 0))
+    return _ENCODER.encode(value)
 
 
 def _json_value(value: Any) -> str:
@@ -275,8 +289,10 @@ def basic_json(ctx: Any) -> bytes:
         else f',"authenticated_entity":{{"id":{_json_value(credential.get("id"))},'
         f'"consumer_id":{_json_value(credential.get("consumer_id"))}}}'
     )
+    # '{"request":{...},"response":{...}}' without its closing brace, then the rest
+    head = _dumps({"request": f.request, "response": f.response})
     text = (
-        f'{{"request":{_dumps(f.request)},"response":{_dumps(f.response)},'
+        f"{head[:-1]},"
         f'"latencies":{{"kong":{f.kong},"proxy":{f.waiting},"request":{f.request_ms}}},'
         f'"api":{_api_json(ctx.api)},"client_ip":{_json_value(ctx.client_ip)},'
         f'"started_at":{int(ctx.started_at * 1000)}{entity}}}'

@@ -254,3 +254,27 @@ class ApiJsonCacheTests(SynchronousTestCase):
         row["name"] = "changed"
         self.assertEqual(json.loads(basic_json(ctx))["api"]["name"], "changed")
         self.assertEqual(log_serializer._ROW_JSON, {})
+
+
+class EncodeTests(SynchronousTestCase):
+    """encode: json.dumps(compact, ensure_ascii=False, default=str) with the encoder built once."""
+
+    VALUES: list[Any] = [
+        {"a": [1, 2.5, float("nan"), float("inf"), None, True, False], "é": '\u2028\x00"\\'},
+        {1: "int key", 2.5: "float key", None: "null key", False: "bool key"},
+        [Decimal("1.10"), {"nested": {"deep": [set()]}}],
+        "just a string",
+        12,
+    ]
+
+    def test_same_as_json_dumps(self) -> None:
+        """Every kind of value encodes as json.dumps with the serializer's options did."""
+        for value in self.VALUES:
+            expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+            self.assertEqual(encode(value), expected.encode("utf-8"))
+
+    def test_without_the_c_encoder(self) -> None:
+        """Where json has no C accelerator, the pure encoder gives the same bytes."""
+        with_c = [encode(value) for value in self.VALUES]
+        self.patch(log_serializer, "_ITERENCODE", None)
+        self.assertEqual([encode(value) for value in self.VALUES], with_c)
