@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kongtx.store.rows import FrozenRow
@@ -231,14 +231,19 @@ def encode(message: Any) -> bytes:
     return _dumps(message).encode("utf-8")
 
 
-#: JSON of immutable API rows (FrozenRow), by identity: row id -> (row, its JSON).
-#: Holding the row keeps its id from being reused while the entry lives.  Rows come
-#: from the router, rebuilt after every ``apis`` change, so an API's new row is a new
-#: object; each miss (the first request seeing a row) sweeps out the entries whose row
-#: nothing but this table holds any more, so an entry dies with its row.
-_ROW_JSON: dict[int, tuple[Any, str]] = {}
-#: entries kept at most (cleared when full: a node with more hot APIs re-encodes)
-MAX_ROW_JSON = 512
+#: FrozenRow's own classes (one per shape) and the other row types seen: is it one
+_FROZEN_TYPES: dict[type[Any], bool] = {}
+
+
+def _is_frozen(row: Any) -> bool:
+    """Whether ``row`` is a FrozenRow (without the ABC's isinstance on every request)."""
+    cls = type(row)
+    known = _FROZEN_TYPES.get(cls)
+    if known is None:
+        known = issubclass(cls, FrozenRow)
+        if len(_FROZEN_TYPES) < 1024:
+            _FROZEN_TYPES[cls] = known
+    return known
 
 
 def _counts(table: dict[int, tuple[Any, str]]) -> dict[int, int]:
@@ -250,51 +255,83 @@ def _counts(table: dict[int, tuple[Any, str]]) -> dict[int, int]:
 _ALONE = _counts({0: (object(), "")})[0]
 
 
+class RowJson:
+    """A field's JSON for immutable rows (FrozenRow), kept by the row's identity.
+
+    Cached rows are never changed in place (kongtx.store.rows): a changed API or
+    credential is a new row object (the router is rebuilt after an ``apis`` change,
+    the node cache reloads an invalidated credential), so an entry is valid as long as
+    its row is the same object.  An entry holds its row, so its id cannot be reused
+    while the entry lives; sweeps (on misses, every miss while the table is small,
+    every ``len / 16`` misses when it is large) drop the entries whose row nothing but
+    the table holds any more: an entry dies with its row.  Other rows (a dict: a test's,
+    a row holding a list) are encoded every time.
+    """
+
+    def __init__(self, make: Callable[[Any], str], limit: int = 512) -> None:
+        self._make = make
+        #: entries kept at most (all dropped when full: more hot rows are re-encoded)
+        self.limit = limit
+        #: id(row) -> (row, its JSON)
+        self.entries: dict[int, tuple[Any, str]] = {}
+        self._misses = 0
+
+    def json(self, row: Any) -> str:
+        """``make(row)``, from the table when this very row was seen before."""
+        if not _is_frozen(row):
+            return self._make(row)
+        key = id(row)
+        entries = self.entries
+        entry = entries.get(key)
+        if entry is not None and entry[0] is row:
+            return entry[1]
+        text = self._make(row)
+        self._misses += 1
+        if self._misses * 16 >= len(entries) or len(entries) >= self.limit:
+            self._sweep()
+        self.entries[key] = (row, text)
+        return text
+
+    def _sweep(self) -> None:
+        self._misses = 0
+        for key, count in _counts(self.entries).items():
+            if count <= _ALONE:
+                del self.entries[key]
+        if len(self.entries) >= self.limit:
+            self.entries.clear()
+
+
 def _api_json(api: Any) -> str:
-    """The ``api`` field's JSON, once per immutable row."""
-    if not isinstance(api, FrozenRow):
-        # a mutable row (a test's dict, a row holding a list): never cached
-        return _dumps(_api_fields(api))
-    key = id(api)
-    entry = _ROW_JSON.get(key)
-    if entry is not None and entry[0] is api:
-        return entry[1]
-    text = _dumps(_api_fields(api))
-    _sweep()
-    _ROW_JSON[key] = (api, text)
-    return text
+    return _dumps(_api_fields(api))
 
 
-def _sweep() -> None:
-    """Drop the entries of rows nothing else holds (all of them when the table is full)."""
-    if len(_ROW_JSON) >= MAX_ROW_JSON:
-        _ROW_JSON.clear()
-        return
-    for key, count in _counts(_ROW_JSON).items():
-        if count <= _ALONE:
-            del _ROW_JSON[key]
+def _entity_json(credential: Any) -> str:
+    return (
+        f'{{"id":{_json_value(credential.get("id"))},'
+        f'"consumer_id":{_json_value(credential.get("consumer_id"))}}}'
+    )
+
+
+#: the ``api`` field of each API row, the ``authenticated_entity`` of each credential
+API_JSON = RowJson(_api_json)
+ENTITY_JSON = RowJson(_entity_json)
 
 
 def basic_json(ctx: Any) -> bytes:
     """``encode(basic_serialize(ctx))``, the same bytes with less work per request.
 
     The message is written field by field in basic_serialize's order; the ``api``
-    row's JSON is encoded once per row.
+    and ``authenticated_entity`` JSON once per row (:class:`RowJson`).
     """
     f = _Fields(ctx)
     credential = ctx.credential
-    entity = (
-        ""
-        if credential is None
-        else f',"authenticated_entity":{{"id":{_json_value(credential.get("id"))},'
-        f'"consumer_id":{_json_value(credential.get("consumer_id"))}}}'
-    )
+    entity = "" if credential is None else f',"authenticated_entity":{ENTITY_JSON.json(credential)}'
     # '{"request":{...},"response":{...}}' without its closing brace, then the rest
     head = _dumps({"request": f.request, "response": f.response})
     text = (
         f"{head[:-1]},"
         f'"latencies":{{"kong":{f.kong},"proxy":{f.waiting},"request":{f.request_ms}}},'
-        f'"api":{_api_json(ctx.api)},"client_ip":{_json_value(ctx.client_ip)},'
+        f'"api":{API_JSON.json(ctx.api)},"client_ip":{_json_value(ctx.client_ip)},'
         f'"started_at":{int(ctx.started_at * 1000)}{entity}}}'
     )
     return text.encode("utf-8")

@@ -10,9 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.plugins import log_serializer
 from kongtx.plugins.log_serializer import (
+    API_JSON,
+    ENTITY_JSON,
     MAX_LOGGED_BODY,
-    MAX_ROW_JSON,
     RESPONSE_BODY_KEY,
+    RowJson,
     basic_json,
     basic_serialize,
     capture_response_chunk,
@@ -200,26 +202,30 @@ class BasicJsonTests(SynchronousTestCase):
             self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
 
 
-class ApiJsonCacheTests(SynchronousTestCase):
-    """The api row's JSON is encoded once per immutable row and forgotten with the row."""
+class RowJsonTests(SynchronousTestCase):
+    """The api row's and the credential's JSON: encoded once per immutable row, forgotten
+    with the row."""
 
     def setUp(self) -> None:
-        log_serializer._ROW_JSON.clear()
+        API_JSON.entries.clear()
+        ENTITY_JSON.entries.clear()
 
     def test_frozen_row_encoded_once(self) -> None:
         """A FrozenRow's JSON is kept by identity; an equal new row is encoded again."""
         row = frozen_row(API_ROW)
+        credential = frozen_row({"id": "cred-1", "consumer_id": "cons-1", "key": "k"})
         ctx = proxied_context(api=row)
+        ctx.credential = credential
         first = basic_json(ctx)
-        self.assertEqual(list(log_serializer._ROW_JSON), [id(row)])
+        self.assertEqual(list(API_JSON.entries), [id(row)])
+        self.assertEqual(list(ENTITY_JSON.entries), [id(credential)])
         self.assertEqual(basic_json(ctx), first)
-        self.assertSameContent(first, ctx)
-        changed = frozen_row({**API_ROW, "name": "renamed"})
-        ctx.api = changed
-        self.assertEqual(json.loads(basic_json(ctx))["api"]["name"], "renamed")
-
-    def assertSameContent(self, data: bytes, ctx: Any) -> None:
-        self.assertEqual(json.loads(data), basic_serialize(ctx))
+        self.assertEqual(json.loads(first), basic_serialize(ctx))
+        ctx.api = frozen_row({**API_ROW, "name": "renamed"})
+        ctx.credential = frozen_row({"id": "cred-2", "consumer_id": "cons-1", "key": "k"})
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(message["api"]["name"], "renamed")
+        self.assertEqual(message["authenticated_entity"]["id"], "cred-2")
 
     def test_entry_dies_with_its_row(self) -> None:
         """Once nothing else holds a row (an API changed: the router made new rows), the
@@ -231,29 +237,56 @@ class ApiJsonCacheTests(SynchronousTestCase):
         new = frozen_row({**API_ROW, "name": "new"})
         ctx.api = new
         basic_json(ctx)
-        self.assertIn(old_id, log_serializer._ROW_JSON)  # still held here: kept
+        self.assertIn(old_id, API_JSON.entries)  # still held here: kept
         del old
         newer = frozen_row({**API_ROW, "name": "newer"})
         ctx.api = newer
         basic_json(ctx)
-        self.assertNotIn(old_id, log_serializer._ROW_JSON)
-        self.assertEqual(set(log_serializer._ROW_JSON), {id(new), id(newer)})
+        self.assertNotIn(old_id, API_JSON.entries)
+        self.assertEqual(set(API_JSON.entries), {id(new), id(newer)})
+
+    def test_large_table_swept_every_sixteenth(self) -> None:
+        """With many rows, a sweep runs once per len/16 misses, and still drops the dead."""
+        sweeps: list[int] = []
+        counts = log_serializer._counts
+
+        def counting(table: Any) -> dict[int, int]:
+            sweeps.append(len(table))
+            return counts(table)
+
+        self.patch(log_serializer, "_counts", counting)
+        table = RowJson(str, limit=1000)
+        live = [frozen_row({"id": str(i)}) for i in range(160)]
+        for row in live:
+            table.json(row)
+        del live[:10], row
+        sweeps.clear()
+        for i in range(20):
+            table.json(frozen_row({"id": f"new{i}"}))  # held by nothing: dead at once
+        self.assertIn(len(sweeps), (2, 3))  # every 10 misses or so, not 20 times
+        kept = {row["id"] for row, _ in table.entries.values()}
+        self.assertFalse(kept & {str(i) for i in range(10)})
+        self.assertTrue({row["id"] for row in live} <= kept)
 
     def test_bounded(self) -> None:
-        """The table never holds more than MAX_ROW_JSON rows."""
-        rows = [frozen_row({**API_ROW, "name": f"a{i}"}) for i in range(MAX_ROW_JSON + 5)]
+        """The table never holds more than its limit."""
+        rows = [frozen_row({**API_ROW, "name": f"a{i}"}) for i in range(API_JSON.limit + 5)]
         for row in rows:
             basic_json(proxied_context(api=row))
-            self.assertLessEqual(len(log_serializer._ROW_JSON), MAX_ROW_JSON)
+            self.assertLessEqual(len(API_JSON.entries), API_JSON.limit)
 
     def test_mutable_rows_not_cached(self) -> None:
         """A dict row (mutable) is encoded every time: a change shows at once."""
         row = dict(API_ROW)
         ctx = proxied_context(api=row)
+        ctx.credential = {"id": "cred-1", "consumer_id": "cons-1"}
         basic_json(ctx)
         row["name"] = "changed"
-        self.assertEqual(json.loads(basic_json(ctx))["api"]["name"], "changed")
-        self.assertEqual(log_serializer._ROW_JSON, {})
+        ctx.credential["id"] = "cred-9"
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(message["api"]["name"], "changed")
+        self.assertEqual(message["authenticated_entity"]["id"], "cred-9")
+        self.assertEqual((API_JSON.entries, ENTITY_JSON.entries), ({}, {}))
 
 
 class EncodeTests(SynchronousTestCase):
