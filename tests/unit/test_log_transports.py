@@ -102,6 +102,18 @@ class UdpTests(SynchronousTestCase):
         self.assertEqual(new.sent, [(b"b", ("127.0.0.1", 9999)), (b"c", ("127.0.0.1", 9999))])
         self.assertEqual((sender.sent, sender.dropped), (3, 0))
 
+    def test_destination_socket_failure_is_a_drop(self) -> None:
+        """A socket that cannot be made (no IPv6) is a counted drop, never raised."""
+        reactor = MemoryReactorClock()
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+
+        def no_socket(family: int) -> Any:
+            raise OSError(97, "Address family not supported by protocol")
+
+        sender._socket = no_socket  # type: ignore[method-assign]
+        sender.destination("::1", 514).send(b"a")
+        self.assertEqual((sender.sent, sender.dropped), (0, 1))
+
     def test_destination_of_a_host_name_resolves(self) -> None:
         """A host name is resolved through the reactor (cached for DNS_TTL), never by the socket."""
         reactor = MemoryReactorClock()

@@ -100,11 +100,9 @@ class UdpSender(Counted):
         """Where a plugin configuration sends: its datagrams with fewer steps each."""
         return UdpDestination(self, host, int(port))
 
-    def _literal_target(self, host: str, port: int) -> tuple[socket.socket, tuple[str, int]] | None:
-        """The socket and address for an IP literal ``host``; None for a host name."""
-        if not self.resolver.is_literal(host):
-            return None
-        return self._socket(socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+    def _socket_for(self, ip: str) -> socket.socket:
+        """The socket of an IP address's family."""
+        return self._socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
 
     def _send_to(self, ip: str, port: int, data: bytes) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -126,12 +124,14 @@ class UdpDestination:
     found once and each datagram is one ``sendto``; a host name goes through
     :meth:`UdpSender.send` every time (its address is cached for :data:`DNS_TTL`)."""
 
-    __slots__ = ("_sender", "_sock", "_target", "host", "port")
+    __slots__ = ("_is_name", "_sender", "_sock", "_target", "host", "port")
 
     def __init__(self, sender: UdpSender, host: str, port: int) -> None:
         self._sender = sender
         self.host = host
         self.port = port
+        #: a host name (resolved, its address cached for DNS_TTL), not an IP address
+        self._is_name = not sender.resolver.is_literal(host)
         self._sock: socket.socket | None = None
         self._target: tuple[str, int] = (host, port)
 
@@ -141,17 +141,15 @@ class UdpDestination:
     def send(self, data: bytes) -> None:
         """Send one datagram now (or once the host name is resolved); never raises."""
         sock = self._sock
-        if sock is None:
-            found = self._sender._literal_target(self.host, self.port)
-            if found is None:
-                self._sender.send(self.host, self.port, data)
-                return
-            sock, self._target = found
-            self._sock = sock
+        if sock is None and self._is_name:
+            self._sender.send(self.host, self.port, data)
+            return
         try:
+            if sock is None:
+                sock = self._sock = self._sender._socket_for(self.host)
             sock.sendto(data, self._target)
         except OSError as e:
-            if sock.fileno() < 0:
+            if sock is not None and sock.fileno() < 0:
                 # the sender closed its sockets: the next datagram takes its new one
                 self._sock = None
                 self._sender.send(self.host, self.port, data)
