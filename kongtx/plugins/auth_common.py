@@ -110,25 +110,51 @@ def set_or_clear(ctx: RequestContext, name: str, value: Any) -> None:
         ctx.headers.set(name, str(value))
 
 
+#: lower-cased, for the one removal pass of :func:`set_consumer`
+_CLIENT_CANNOT_SEND_LOWER = frozenset(name.lower() for name in CLIENT_CANNOT_SEND)
+_CONSUMER_HEADERS = (
+    (CONSUMER_ID, CONSUMER_ID.lower(), "id"),
+    (CONSUMER_CUSTOM_ID, CONSUMER_CUSTOM_ID.lower(), "custom_id"),
+    (CONSUMER_USERNAME, CONSUMER_USERNAME.lower(), "username"),
+)
+_ANONYMOUS_LOWER = ANONYMOUS_HEADER.lower()
+
+
 def set_consumer(ctx: RequestContext, consumer: RowView | None, credential: RowView | None) -> None:
     """Record who the request is from and tell the upstream (SPEC §4.1 common headers).
 
     ``credential`` is None for the anonymous consumer (``X-Anonymous-Consumer: true``);
     ``consumer`` is None for ldap-auth, whose credentials belong to no consumer.
+
+    The headers end as if each were set or removed in turn; what is removed goes in
+    one pass when the headers can (the proxy's ``HeaderList.remove_all``).
     """
+    headers = ctx.headers
+    drop: set[str] = set()
     if ctx.consumer is None and ctx.credential is None:
         # the first plugin to identify this request: identity headers the client sent
         # itself must not reach the upstream (a later plugin keeps an earlier one's)
-        for name in CLIENT_CANNOT_SEND:
-            ctx.headers.remove(name)
-    consumer = consumer or {}
-    set_or_clear(ctx, CONSUMER_ID, consumer.get("id"))
-    set_or_clear(ctx, CONSUMER_CUSTOM_ID, consumer.get("custom_id"))
-    set_or_clear(ctx, CONSUMER_USERNAME, consumer.get("username"))
+        drop.update(_CLIENT_CANNOT_SEND_LOWER)
+    found = consumer or {}
+    values: list[tuple[str, str]] = []
+    for name, lname, column in _CONSUMER_HEADERS:
+        value = found.get(column)
+        if value is None or value == "":
+            drop.add(lname)  # Kong's set_header(nil)
+        else:
+            values.append((name, str(value)))
     if credential is None:
-        ctx.headers.set(ANONYMOUS_HEADER, "true")
+        values.append((ANONYMOUS_HEADER, "true"))
     else:
-        ctx.headers.remove(ANONYMOUS_HEADER)
+        drop.add(_ANONYMOUS_LOWER)
+    remove_all = getattr(headers, "remove_all", None)
+    if remove_all is not None:
+        remove_all(drop)
+    else:
+        for lname in drop:
+            headers.remove(lname)
+    for name, value in values:
+        headers.set(name, value)
     ctx.consumer = consumer or None
     ctx.credential = credential
 

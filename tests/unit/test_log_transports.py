@@ -6,6 +6,7 @@ import os
 import tempfile
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,12 +28,21 @@ class FakeSocket:
     def __init__(self, error: OSError | None = None) -> None:
         self.sent: list[tuple[bytes, Any]] = []
         self.error = error
+        self.closed = False
 
     def sendto(self, data: bytes, address: Any) -> int:
+        if self.closed:
+            raise OSError(9, "Bad file descriptor")
         if self.error is not None:
             raise self.error
         self.sent.append((data, address))
         return len(data)
+
+    def fileno(self) -> int:
+        return -1 if self.closed else 5
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def connect_tcp(
@@ -58,6 +68,70 @@ class UdpTests(SynchronousTestCase):
         sock.error = BlockingIOError(11, "would block")
         sender.send("127.0.0.1", 9999, b"again")
         self.assertEqual((sender.sent, sender.dropped), (1, 1))
+
+    def test_destination_of_an_ip_literal(self) -> None:
+        """A destination sends each datagram with one sendto; errors are counted drops."""
+        reactor = MemoryReactorClock()
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+        v4, v6 = FakeSocket(), FakeSocket()
+        sender._sockets.update({2: v4, 10: v6})  # type: ignore[dict-item]
+        four = sender.destination("127.0.0.1", 9999)
+        six = sender.destination("::1", 514)
+        four.send(b"a")
+        four.send(b"b")
+        six.send(b"c")
+        self.assertEqual(v4.sent, [(b"a", ("127.0.0.1", 9999)), (b"b", ("127.0.0.1", 9999))])
+        self.assertEqual(v6.sent, [(b"c", ("::1", 514))])
+        v4.error = BlockingIOError(11, "would block")
+        four.send(b"d")
+        self.assertEqual((sender.sent, sender.dropped), (3, 1))
+
+    def test_destination_after_close_takes_the_new_socket(self) -> None:
+        """Once the sender closed its sockets, a destination sends on the sender's next one."""
+        reactor = MemoryReactorClock()
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+        old, new = FakeSocket(), FakeSocket()
+        sender._sockets[2] = old  # type: ignore[assignment]
+        dest = sender.destination("127.0.0.1", 9999)
+        dest.send(b"a")
+        sender.close()
+        sender._sockets[2] = new  # type: ignore[assignment]
+        dest.send(b"b")
+        dest.send(b"c")
+        self.assertEqual(old.sent, [(b"a", ("127.0.0.1", 9999))])
+        self.assertEqual(new.sent, [(b"b", ("127.0.0.1", 9999)), (b"c", ("127.0.0.1", 9999))])
+        self.assertEqual((sender.sent, sender.dropped), (3, 0))
+
+    def test_destination_socket_failure_is_a_drop(self) -> None:
+        """A socket that cannot be made (no IPv6) is a counted drop, never raised."""
+        reactor = MemoryReactorClock()
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+
+        def no_socket(family: int) -> Any:
+            raise OSError(97, "Address family not supported by protocol")
+
+        sender._socket = no_socket  # type: ignore[method-assign]
+        sender.destination("::1", 514).send(b"a")
+        self.assertEqual((sender.sent, sender.dropped), (0, 1))
+
+    def test_destination_of_a_host_name_resolves(self) -> None:
+        """A host name is resolved through the reactor (cached for DNS_TTL), never by the socket."""
+        reactor = MemoryReactorClock()
+        resolved: list[str] = []
+
+        def resolve(host: str) -> Deferred[str]:
+            resolved.append(host)
+            return succeed("127.0.0.2")
+
+        reactor.resolve = resolve  # type: ignore[method-assign,assignment]
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+        sock = FakeSocket()
+        sender._sockets[2] = sock  # type: ignore[assignment]
+        dest = sender.destination("logs.example", 9999)
+        dest.send(b"a")
+        dest.send(b"b")
+        self.assertEqual(sock.sent, [(b"a", ("127.0.0.2", 9999)), (b"b", ("127.0.0.2", 9999))])
+        self.assertEqual(resolved, ["logs.example"])
 
 
 class TcpTests(SynchronousTestCase):

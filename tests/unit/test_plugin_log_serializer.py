@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from kongtx.plugins import log_serializer
 from kongtx.plugins.log_serializer import (
+    API_JSON,
+    ENTITY_JSON,
     MAX_LOGGED_BODY,
     RESPONSE_BODY_KEY,
+    RowJson,
+    basic_json,
     basic_serialize,
     capture_response_chunk,
     encode,
     headers_table,
     query_table,
 )
+from kongtx.store.rows import freeze
 from tests.fakes import FakeContext, FakeHeaders
 
 API = {"id": "api-1", "name": "example", "upstream_url": "http://up", "request_host": "ex.com"}
@@ -43,6 +51,13 @@ def proxied_context(**extra: Any) -> FakeContext:
     for k, v in extra.items():
         setattr(ctx, k, v)
     return ctx
+
+
+def frozen_row(row: dict[str, Any]) -> Any:
+    """``row`` as the router holds it: a FrozenRow."""
+    frozen = freeze(dict(row))
+    assert not isinstance(frozen, dict)
+    return frozen
 
 
 class SerializerTests(SynchronousTestCase):
@@ -121,3 +136,178 @@ class SerializerTests(SynchronousTestCase):
         self.assertIsNone(ctx.shared[RESPONSE_BODY_KEY])
         capture_response_chunk(ctx, b"more")
         self.assertIsNone(ctx.shared[RESPONSE_BODY_KEY])
+
+
+def reference_head_size(first_line: str, headers: list[tuple[str, str]]) -> int:
+    """The head size as first written: every name and value encoded."""
+    size = len(first_line.encode("latin-1", "replace")) + 2
+    for name, value in headers:
+        size += len(name.encode("latin-1", "replace")) + len(value.encode("utf-8")) + 4
+    return size + 2
+
+
+class BasicJsonTests(SynchronousTestCase):
+    """basic_json: the bytes of encode(basic_serialize(ctx)), written with less work."""
+
+    def assertSameBytes(self, ctx: Any) -> None:
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+
+    def test_same_bytes_as_encoding_the_message(self) -> None:
+        """Proxied, authenticated, rejected and plain requests give the message's exact bytes."""
+        ctx = proxied_context()
+        self.assertSameBytes(ctx)
+        ctx.credential = {"id": "cred-1", "consumer_id": "cons-1", "key": "secret"}
+        self.assertSameBytes(ctx)
+        self.assertSameBytes(proxied_context(upstream_url=None, upstream_latency=None))
+        self.assertSameBytes(FakeContext(api=API, path="/p"))
+
+    def test_escaping_and_utf8(self) -> None:
+        """Quotes, control characters and non-ASCII are escaped exactly as json does, kept UTF-8."""
+        ctx = proxied_context(client_ip='1"\\2\n')
+        ctx.headers.add("X-Ünï", 'vé "q" \x01 \u2028 😀')
+        ctx.response_headers.add("X-Tab", "a\tb")
+        ctx.query.append(("ké\u00ff", "v\\"))
+        ctx.api = frozen_row({**API, "name": 'ex\u00e9"mple'})
+        ctx.credential = {"id": "c\u00e9", "consumer_id": None}
+        self.assertSameBytes(ctx)
+        self.assertIn("é".encode(), basic_json(ctx))
+        json.loads(basic_json(ctx))
+
+    def test_default_str_kept(self) -> None:
+        """A value json cannot encode is written as its str(), as default=str did."""
+        ctx = proxied_context(client_ip=Decimal("1.5"))
+        ctx.credential = {"id": Decimal("2"), "consumer_id": ["x", 1]}
+        ctx.api = {**API, "created_at": Decimal("3")}
+        self.assertSameBytes(ctx)
+        self.assertEqual(json.loads(basic_json(ctx))["client_ip"], "1.5")
+
+    def test_repeated_names_are_lists(self) -> None:
+        """A repeated header or query key becomes a list in first-seen order, as ngx's tables."""
+        ctx = proxied_context()
+        ctx.response_headers.add("VIA", "again")
+        msg = json.loads(basic_json(ctx))
+        self.assertEqual(msg["response"]["headers"]["via"], ["kong", "again"])
+        self.assertEqual(msg["request"]["querystring"], {"q": ["x", "y"], "flag": True})
+        self.assertSameBytes(ctx)
+
+    def test_head_size_counts_encoded_bytes(self) -> None:
+        """Head sizes count latin-1 names (one byte a character) and UTF-8 values."""
+        from kongtx.plugins.log_serializer import _head_size
+
+        for line, headers in [
+            ("GET / HTTP/1.1", []),
+            ("GET /é HTTP/1.1", [("Host", "a"), ("X-é", "é"), ("X-€", "€😀")]),
+            ("HTTP/1.1 200 OK", [("A", "b" * 300), ("c", "")]),
+        ]:
+            self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
+
+
+class RowJsonTests(SynchronousTestCase):
+    """The api row's and the credential's JSON: encoded once per immutable row, forgotten
+    with the row."""
+
+    def setUp(self) -> None:
+        API_JSON.entries.clear()
+        ENTITY_JSON.entries.clear()
+
+    def test_frozen_row_encoded_once(self) -> None:
+        """A FrozenRow's JSON is kept by identity; an equal new row is encoded again."""
+        row = frozen_row(API_ROW)
+        credential = frozen_row({"id": "cred-1", "consumer_id": "cons-1", "key": "k"})
+        ctx = proxied_context(api=row)
+        ctx.credential = credential
+        first = basic_json(ctx)
+        self.assertEqual(list(API_JSON.entries), [id(row)])
+        self.assertEqual(list(ENTITY_JSON.entries), [id(credential)])
+        self.assertEqual(basic_json(ctx), first)
+        self.assertEqual(json.loads(first), basic_serialize(ctx))
+        ctx.api = frozen_row({**API_ROW, "name": "renamed"})
+        ctx.credential = frozen_row({"id": "cred-2", "consumer_id": "cons-1", "key": "k"})
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(message["api"]["name"], "renamed")
+        self.assertEqual(message["authenticated_entity"]["id"], "cred-2")
+
+    def test_entry_dies_with_its_row(self) -> None:
+        """Once nothing else holds a row (an API changed: the router made new rows), the
+        next new row sweeps its entry out."""
+        old = frozen_row(API_ROW)
+        ctx = proxied_context(api=old)
+        basic_json(ctx)
+        old_id = id(old)
+        new = frozen_row({**API_ROW, "name": "new"})
+        ctx.api = new
+        basic_json(ctx)
+        self.assertIn(old_id, API_JSON.entries)  # still held here: kept
+        del old
+        newer = frozen_row({**API_ROW, "name": "newer"})
+        ctx.api = newer
+        basic_json(ctx)
+        self.assertNotIn(old_id, API_JSON.entries)
+        self.assertEqual(set(API_JSON.entries), {id(new), id(newer)})
+
+    def test_large_table_swept_every_sixteenth(self) -> None:
+        """With many rows, a sweep runs once per len/16 misses, and still drops the dead."""
+        sweeps: list[int] = []
+        counts = log_serializer._counts
+
+        def counting(table: Any) -> dict[int, int]:
+            sweeps.append(len(table))
+            return counts(table)
+
+        self.patch(log_serializer, "_counts", counting)
+        table = RowJson(str, limit=1000)
+        live = [frozen_row({"id": str(i)}) for i in range(160)]
+        for row in live:
+            table.json(row)
+        del live[:10], row
+        sweeps.clear()
+        for i in range(20):
+            table.json(frozen_row({"id": f"new{i}"}))  # held by nothing: dead at once
+        self.assertIn(len(sweeps), (2, 3))  # every 10 misses or so, not 20 times
+        kept = {row["id"] for row, _ in table.entries.values()}
+        self.assertFalse(kept & {str(i) for i in range(10)})
+        self.assertTrue({row["id"] for row in live} <= kept)
+
+    def test_bounded(self) -> None:
+        """The table never holds more than its limit."""
+        rows = [frozen_row({**API_ROW, "name": f"a{i}"}) for i in range(API_JSON.limit + 5)]
+        for row in rows:
+            basic_json(proxied_context(api=row))
+            self.assertLessEqual(len(API_JSON.entries), API_JSON.limit)
+
+    def test_mutable_rows_not_cached(self) -> None:
+        """A dict row (mutable) is encoded every time: a change shows at once."""
+        row = dict(API_ROW)
+        ctx = proxied_context(api=row)
+        ctx.credential = {"id": "cred-1", "consumer_id": "cons-1"}
+        basic_json(ctx)
+        row["name"] = "changed"
+        ctx.credential["id"] = "cred-9"
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(message["api"]["name"], "changed")
+        self.assertEqual(message["authenticated_entity"]["id"], "cred-9")
+        self.assertEqual((API_JSON.entries, ENTITY_JSON.entries), ({}, {}))
+
+
+class EncodeTests(SynchronousTestCase):
+    """encode: json.dumps(compact, ensure_ascii=False, default=str) with the encoder built once."""
+
+    VALUES: list[Any] = [
+        {"a": [1, 2.5, float("nan"), float("inf"), None, True, False], "é": '\u2028\x00"\\'},
+        {1: "int key", 2.5: "float key", None: "null key", False: "bool key"},
+        [Decimal("1.10"), {"nested": {"deep": [set()]}}],
+        "just a string",
+        12,
+    ]
+
+    def test_same_as_json_dumps(self) -> None:
+        """Every kind of value encodes as json.dumps with the serializer's options did."""
+        for value in self.VALUES:
+            expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+            self.assertEqual(encode(value), expected.encode("utf-8"))
+
+    def test_without_the_c_encoder(self) -> None:
+        """Where json has no C accelerator, the pure encoder gives the same bytes."""
+        with_c = [encode(value) for value in self.VALUES]
+        self.patch(log_serializer, "_ITERENCODE", None)
+        self.assertEqual([encode(value) for value in self.VALUES], with_c)

@@ -16,9 +16,9 @@ class UdpLogTests(SynchronousTestCase):
         """The log phase sends one datagram of the basic serializer's JSON to host:port."""
         services, _ = make_services()
         h = Handler({"host": "127.0.0.1", "port": 9999, "timeout": 10000}, services)
-        h.sender = RecordingSender()  # type: ignore[assignment]
+        self.assertEqual((h.destination.host, h.destination.port), ("127.0.0.1", 9999))
+        h.destination = RecordingSender()  # type: ignore[assignment]
         ctx = proxied_context()
         self.assertIsNone(h.log(ctx))
-        ((host, port, data),) = h.sender.sent  # type: ignore[attr-defined]
-        self.assertEqual((host, port), ("127.0.0.1", 9999))
+        (data,) = h.destination.sent  # type: ignore[attr-defined]
         self.assertEqual(json.loads(data), basic_serialize(ctx))

@@ -8,7 +8,7 @@ allocates no Deferred; only a cache miss switches to a coroutine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kongtx.plugins.auth_common import AuthPlugin, consumer_key
@@ -43,6 +43,8 @@ class Handler(AuthPlugin):
             (str(n), (str(n), str(n).replace("_", "-")) if "_" in str(n) else (str(n),))
             for n in names
         )
+        #: the node cache's synchronous read (the hot path: no Lookups call in between)
+        self._peek: Callable[[str], tuple[bool, Any]] = self.lookups.cache.peek
 
     def _find_key(self, ctx: RequestContext) -> str | None:
         """The first key among ``key_names`` (header first, then query), or None."""
@@ -56,14 +58,18 @@ class Handler(AuthPlugin):
                         ctx.headers.remove(spelling)
                         self._drop_query(ctx, name)
                     return values[0]
-            args = [v for k, v in ctx.query if k == name]
-            strings = [v for v in args if v is not None]
-            if len(args) > 1:
-                raise _Duplicate()
-            if strings:
+            found: str | None = None
+            seen = False
+            for k, v in ctx.query:
+                if k == name:
+                    if seen:
+                        raise _Duplicate()
+                    seen = True
+                    found = v
+            if found is not None:
                 if self.hide_credentials:
                     self._drop_query(ctx, name)
-                return strings[0]
+                return found
         return None
 
     @staticmethod
@@ -78,11 +84,11 @@ class Handler(AuthPlugin):
             return self.reject(ctx, 401, DUPLICATE)
         if key is None:
             return self.reject(ctx, 401, NO_KEY, {"WWW-Authenticate": REALM})
-        hit, credential = self.lookups.peek(credential_key(key))
+        hit, credential = self._peek(credential_key(key))
         if hit:
             if credential is None:
                 return self.reject(ctx, 403, INVALID)
-            found, consumer = self.lookups.peek(consumer_key(credential["consumer_id"]))
+            found, consumer = self._peek(consumer_key(credential["consumer_id"]))
             if found:
                 return self._finish(ctx, credential, consumer)
         return self._authenticate_async(ctx, key)

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from kongtx.clock import Clock
 from kongtx.plugins.log_transports.common import Counted
 
-__all__ = ["DNS_TTL", "UdpSender"]
+__all__ = ["DNS_TTL", "UdpDestination", "UdpSender"]
 
 #: how long a resolved host name is used before resolving it again
 DNS_TTL = 60.0
@@ -36,14 +36,20 @@ class _Resolver:
         found = self._cache.get(host)
         if found is not None:
             return found[0] if found[1] > self.clock.seconds() else None
+        return host if self.is_literal(host) else None
+
+    def is_literal(self, host: str) -> bool:
+        """Whether ``host`` is an IP address (each parsed once, then remembered)."""
+        if host in self._literals:
+            return True
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return None
+            return False
         if len(self._literals) >= MAX_LITERALS:
             self._literals.clear()  # the hosts of log plugin configurations: few, bounded
         self._literals.add(host)
-        return host
+        return True
 
     async def resolve(self, host: str) -> str:
         ip = self.cached(host)
@@ -90,6 +96,14 @@ class UdpSender(Counted):
 
         Deferred.fromCoroutine(later())
 
+    def destination(self, host: str, port: int) -> UdpDestination:
+        """Where a plugin configuration sends: its datagrams with fewer steps each."""
+        return UdpDestination(self, host, int(port))
+
+    def _socket_for(self, ip: str) -> socket.socket:
+        """The socket of an IP address's family."""
+        return self._socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+
     def _send_to(self, ip: str, port: int, data: bytes) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         try:
@@ -103,3 +117,43 @@ class UdpSender(Counted):
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
+
+
+class UdpDestination:
+    """One configuration's (host, port): for an IP literal, the socket and address are
+    found once and each datagram is one ``sendto``; a host name goes through
+    :meth:`UdpSender.send` every time (its address is cached for :data:`DNS_TTL`)."""
+
+    __slots__ = ("_is_name", "_sender", "_sock", "_target", "host", "port")
+
+    def __init__(self, sender: UdpSender, host: str, port: int) -> None:
+        self._sender = sender
+        self.host = host
+        self.port = port
+        #: a host name (resolved, its address cached for DNS_TTL), not an IP address
+        self._is_name = not sender.resolver.is_literal(host)
+        self._sock: socket.socket | None = None
+        self._target: tuple[str, int] = (host, port)
+
+    def __repr__(self) -> str:
+        return f"<UdpDestination {self.host}:{self.port}>"
+
+    def send(self, data: bytes) -> None:
+        """Send one datagram now (or once the host name is resolved); never raises."""
+        sock = self._sock
+        if sock is None and self._is_name:
+            self._sender.send(self.host, self.port, data)
+            return
+        try:
+            if sock is None:
+                sock = self._sock = self._sender._socket_for(self.host)
+            sock.sendto(data, self._target)
+        except OSError as e:
+            if sock is not None and sock.fileno() < 0:
+                # the sender closed its sockets: the next datagram takes its new one
+                self._sock = None
+                self._sender.send(self.host, self.port, data)
+                return
+            self._sender._drop(f"udp {self.host}:{self.port}: {e}")
+            return
+        self._sender.sent += 1

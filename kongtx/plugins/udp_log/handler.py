@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
 
 __all__ = ["Handler"]
@@ -22,8 +22,9 @@ class Handler(BasePlugin):
         super().__init__(config, services)
         self.host = str(config["host"])
         self.port = int(config["port"])
-        self.sender = senders(services).udp
+        #: where every datagram of this configuration goes (socket and address found once)
+        self.destination = senders(services).udp.destination(self.host, self.port)
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        self.sender.send(self.host, self.port, encode(basic_serialize(ctx)))
+        self.destination.send(basic_json(ctx))
         return None
