@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["PERIODS", "PERIOD_SECONDS", "Counters", "period_starts"]
+__all__ = ["LIFETIMES", "PERIODS", "PERIOD_INDEX", "PERIOD_SECONDS", "Counters", "period_starts"]
 
 #: every period, shortest first
 PERIODS = ("second", "minute", "hour", "day", "month", "year")
@@ -31,12 +31,34 @@ PERIOD_SECONDS: Mapping[str, int] = {
     "month": 2592000,
     "year": 31536000,
 }
+#: each period's lifetime, in PERIODS order (seconds)
+LIFETIMES = tuple(float(PERIOD_SECONDS[p]) for p in PERIODS)
+#: each period's place in PERIODS
+PERIOD_INDEX: Mapping[str, int] = {p: i for i, p in enumerate(PERIODS)}
+
+# the windows of the last second asked for: every request of that second shares them
+_last_second = -1
+_last_starts: dict[str, int] = {}
 
 
-def period_starts(now: float) -> dict[str, int]:
-    """The start of the current window of every period, epoch ms, aligned in UTC."""
-    t = time.gmtime(int(now))
+def period_starts(now: float) -> Mapping[str, int]:
+    """The start of the current window of every period, epoch ms, aligned in UTC.
+
+    Computed once a second: the requests of one second get the same (read-only)
+    mapping, which the ``local`` counters also use to remember their keys
+    (:meth:`kongtx.plugins.ratelimit_local.LocalCounters.row`).
+    """
+    global _last_second, _last_starts
     second = int(now)
+    if second == _last_second:
+        return _last_starts
+    starts = _period_starts(second)
+    _last_second, _last_starts = second, starts
+    return starts
+
+
+def _period_starts(second: int) -> dict[str, int]:
+    t = time.gmtime(second)
     minute = second - t.tm_sec
     hour = minute - 60 * t.tm_min
     day = hour - 3600 * t.tm_hour

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kongtx.clock import Clock
-from kongtx.plugins.ratelimit_counters import PERIOD_SECONDS, PERIODS, Counters
+from kongtx.plugins.ratelimit_counters import LIFETIMES, PERIOD_INDEX, PERIODS, Counters
 
 if TYPE_CHECKING:
     from kongtx.plugins.shared_counters import CounterTable
@@ -34,7 +34,11 @@ __all__ = [
     "local_counters",
     "share_local_counters",
     "unshare_local_counters",
+    "within",
 ]
+
+#: client rows a LocalCounters remembers the keys of (forgotten all at once beyond this)
+ROW_CACHE = 4096
 
 
 class LocalCounters(Counters):
@@ -45,11 +49,37 @@ class LocalCounters(Counters):
     :class:`~kongtx.plugins.shared_counters.SharedCounters` (a table in a
     memory-mapped file that every worker process of the node shares, after
     :func:`share_local_counters`).  The handlers take the synchronous path for
-    both (:meth:`usage_now`, :meth:`increment_now`).
+    both (:meth:`usage_now`, :meth:`increment_now`, :meth:`count_within`).
+
+    A store holds a counter under its *stored key* (:meth:`stored`: the key itself,
+    or its digest), and remembers the six stored keys of a client's counters for the
+    current second (:meth:`row`): the requests of one second build no key.
     """
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        #: (api_id, identifier, name) -> (the starts its row is for, the row)
+        self._rows: dict[tuple[str, str, str | None], tuple[Mapping[str, int], list[Any]]] = {}
+
+    def row(
+        self, api_id: str, identifier: str, starts: Mapping[str, int], name: str | None = None
+    ) -> list[Any]:
+        """The stored keys of the six counters of one client, in :data:`PERIODS` order.
+
+        Remembered while ``starts`` is the same mapping (:func:`period_starts` gives
+        the same one for a whole second), at most :data:`ROW_CACHE` rows (then all are
+        forgotten at once).
+        """
+        rows = self._rows
+        found = rows.get((api_id, identifier, name))
+        if found is not None and found[0] is starts:
+            return found[1]
+        if len(rows) >= ROW_CACHE:
+            rows.clear()
+        key, stored = self.key, self.stored
+        keys = [stored(key(api_id, identifier, starts[p], p, name)) for p in PERIODS]
+        rows[(api_id, identifier, name)] = (starts, keys)
+        return keys
 
     def usage_now(
         self,
@@ -60,7 +90,8 @@ class LocalCounters(Counters):
         name: str | None = None,
     ) -> dict[str, int]:
         """:meth:`usage` without a Deferred (the hot path)."""
-        values = self.read_now(self.keys(api_id, identifier, starts, periods, name))
+        row = self.row(api_id, identifier, starts, name)
+        values = self.read_stored([row[PERIOD_INDEX[p]] for p in periods], self.clock.seconds())
         return dict(zip(periods, values, strict=True))
 
     def increment_now(
@@ -72,18 +103,60 @@ class LocalCounters(Counters):
         name: str | None = None,
     ) -> None:
         """:meth:`increment` without a Deferred."""
-        self.add_now(self.keys(api_id, identifier, starts, PERIODS, name), amount)
+        self.add_stored(self.row(api_id, identifier, starts, name), amount, self.clock.seconds())
 
-    @abstractmethod
+    def count_within(
+        self,
+        api_id: str,
+        identifier: str,
+        starts: Mapping[str, int],
+        limits: Sequence[tuple[int, float]],
+        amount: int,
+    ) -> list[int]:
+        """rate-limiting's access phase in one step: the usage of each limited period
+        (``limits``: ``(index in PERIODS, limit)``), in that order; when every one is
+        under its limit (``limit - usage > 0``), ``amount`` is added to all six.
+
+        The same as :meth:`usage_now` then, if allowed, :meth:`increment_now`, but done
+        at once (one lock of the shared table), so that no other process counts between.
+        """
+        row = self.row(api_id, identifier, starts, None)
+        return self.read_add_stored(row, limits, amount, self.clock.seconds())
+
     def read_now(self, keys: list[str]) -> list[int]:
         """:meth:`read` without a Deferred: an expired counter reads 0."""
+        stored = self.stored
+        return self.read_stored([stored(k) for k in keys], self.clock.seconds())
 
-    @abstractmethod
     def add_now(self, keys: list[str], amount: int) -> None:
         """:meth:`add` without a Deferred: an expired counter starts again at ``amount``.
 
         ``keys`` are one a period, in :data:`PERIODS` order (each lives that period).
         """
+        stored = self.stored
+        self.add_stored([stored(k) for k in keys], amount, self.clock.seconds())
+
+    @abstractmethod
+    def stored(self, key: str) -> Any:
+        """What the counter of ``key`` is stored under."""
+
+    @abstractmethod
+    def read_stored(self, stored: list[Any], now: float) -> list[int]:
+        """The live count of each stored key at ``now`` (0 when none or expired)."""
+
+    @abstractmethod
+    def add_stored(self, stored: list[Any], amount: int, now: float) -> None:
+        """Add ``amount`` to the counter of each stored key (one a period, in
+        :data:`PERIODS` order): an expired one starts again at ``amount``, living its period."""
+
+    def read_add_stored(
+        self, stored: list[Any], limits: Sequence[tuple[int, float]], amount: int, now: float
+    ) -> list[int]:
+        """:meth:`count_within` on a row of stored keys (atomic in one process)."""
+        values = self.read_stored([stored[i] for i, _ in limits], now)
+        if within(limits, values):
+            self.add_stored(stored, amount, now)
+        return values
 
     @abstractmethod
     def __len__(self) -> int:
@@ -96,6 +169,14 @@ class LocalCounters(Counters):
         self.add_now(keys, amount)
 
 
+def within(limits: Sequence[tuple[int, float]], values: Sequence[int]) -> bool:
+    """Whether every limited period has room left (Kong: stop when ``limit - usage <= 0``)."""
+    for (_, limit), value in zip(limits, values, strict=True):
+        if limit - value <= 0:
+            return False
+    return True
+
+
 class ProcessCounters(LocalCounters):
     """The ``local`` counters in a dict of this process (a node with one process)."""
 
@@ -105,26 +186,44 @@ class ProcessCounters(LocalCounters):
         self._counts: dict[str, list[float]] = {}
         self._next_sweep = 0.0
 
-    def read_now(self, keys: list[str]) -> list[int]:
-        now = self.clock.seconds()
+    def stored(self, key: str) -> str:
+        return key
+
+    def read_stored(self, stored: list[Any], now: float) -> list[int]:
         counts = self._counts
         out: list[int] = []
-        for key in keys:
+        for key in stored:
             entry = counts.get(key)
             out.append(int(entry[0]) if entry is not None and entry[1] > now else 0)
         return out
 
-    def add_now(self, keys: list[str], amount: int) -> None:
-        now = self.clock.seconds()
+    def add_stored(self, stored: list[Any], amount: int, now: float) -> None:
         if now >= self._next_sweep:
             self._sweep(now)
         counts = self._counts
-        for key, period in zip(keys, PERIODS, strict=True):
+        for key, lifetime in zip(stored, LIFETIMES, strict=True):
             entry = counts.get(key)
             if entry is None or entry[1] <= now:
-                counts[key] = [amount, now + PERIOD_SECONDS[period]]
+                counts[key] = [amount, now + lifetime]
             else:
                 entry[0] += amount
+
+    def read_add_stored(
+        self, stored: list[Any], limits: Sequence[tuple[int, float]], amount: int, now: float
+    ) -> list[int]:
+        # LocalCounters.read_add_stored, inlined: the hot path of a node with one process
+        counts = self._counts
+        values: list[int] = []
+        room = True
+        for index, limit in limits:
+            entry = counts.get(stored[index])
+            value = int(entry[0]) if entry is not None and entry[1] > now else 0
+            values.append(value)
+            if limit - value <= 0:
+                room = False
+        if room:
+            self.add_stored(stored, amount, now)
+        return values
 
     def _sweep(self, now: float) -> None:
         """Forget expired counters, at most once a second (memory stays bounded by traffic)."""

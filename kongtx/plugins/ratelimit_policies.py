@@ -174,7 +174,7 @@ class CountingPlugin(BasePlugin):
         self.fault_tolerant = config.get("fault_tolerant", True) is not False
         self.counters: Counters = counters_for(config, services, self.METRICS_TABLE)
 
-    def counted(self, ctx: RequestContext) -> tuple[str, str, dict[str, int]]:
+    def counted(self, ctx: RequestContext) -> tuple[str, str, Mapping[str, int]]:
         """This request's ``(api_id, identifier, period starts)``."""
         return (
             str(ctx.api["id"]),

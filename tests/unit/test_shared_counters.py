@@ -20,8 +20,9 @@ from twisted.logger import globalLogPublisher
 from kongtx.clock import Clock
 from kongtx.plugins.base import PluginServices
 from kongtx.plugins.rate_limiting.handler import Handler
-from kongtx.plugins.ratelimit_counters import PERIODS, period_starts
+from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_starts
 from kongtx.plugins.ratelimit_local import (
+    ROW_CACHE,
     LocalCounters,
     ProcessCounters,
     local_counters,
@@ -157,6 +158,63 @@ def test_async_interface_matches(make: Callable[[Clock], LocalCounters]) -> None
     assert results == [{"day": 7}]
 
 
+def test_count_within_counts_only_under_every_limit(
+    make: Callable[[Clock], LocalCounters],
+) -> None:
+    """count_within reads the limited periods (in the order given) and adds to all six only
+    while each has room: Kong's access phase, in one step."""
+    counters = make(fake_clock()[0])
+    starts = period_starts(NOW)
+    hour, second = PERIOD_INDEX["hour"], PERIOD_INDEX["second"]
+    seen = [
+        counters.count_within("api", "me", starts, [(hour, 3), (second, 10)], 1) for _ in range(5)
+    ]
+    assert seen == [[0, 0], [1, 1], [2, 2], [3, 3], [3, 3]]
+    assert counters.usage_now("api", "me", starts, list(PERIODS)) == dict.fromkeys(PERIODS, 3)
+    # a fractional limit has room while limit - usage > 0
+    assert counters.count_within("api", "you", starts, [(hour, 0.5)], 1) == [0]
+    assert counters.count_within("api", "you", starts, [(hour, 0.5)], 1) == [1]
+    assert counters.usage_now("api", "you", starts, ["year"]) == {"year": 1}
+
+
+def test_counters_of_a_new_second_are_new_keys(make: Callable[[Clock], LocalCounters]) -> None:
+    """The keys remembered for a second are not reused in the next: its second counter
+    starts at 0 while the longer periods keep counting."""
+    clock, time = fake_clock()
+    counters = make(clock)
+    counters.increment_now("api", "me", period_starts(time.seconds()), 1)
+    counters.increment_now("api", "me", period_starts(time.seconds()), 1)
+    time.advance(1)
+    starts = period_starts(time.seconds())
+    counters.increment_now("api", "me", starts, 1)
+    usage = counters.usage_now("api", "me", starts, ["second", "minute", "year"])
+    assert usage == {"second": 1, "minute": 3, "year": 3}
+
+
+def test_remembered_rows_are_bounded(make: Callable[[Clock], LocalCounters]) -> None:
+    """At most ROW_CACHE clients' keys are remembered; a forgotten row is built again the same."""
+    counters = make(fake_clock()[0])
+    starts = period_starts(NOW)
+    first = counters.row("api", "client-0", starts)
+    assert counters.row("api", "client-0", starts) is first
+    for i in range(ROW_CACHE + 10):
+        counters.row("api", f"client-{i}", starts)
+    assert len(counters._rows) <= ROW_CACHE
+    again = counters.row("api", "client-0", starts)
+    assert again is not first and again == first
+    assert again == [
+        counters.stored(counters.key("api", "client-0", starts[p], p, None)) for p in PERIODS
+    ]
+
+
+def test_period_starts_are_shared_within_a_second() -> None:
+    """The requests of one second get the same windows mapping; the next second a new one."""
+    a, b = period_starts(NOW), period_starts(NOW + 0.5)
+    assert a is b
+    c = period_starts(NOW + 1)
+    assert c is not a and c["second"] == a["second"] + 1000 and c["minute"] == a["minute"]
+
+
 # ------------------------------------------------------------ the shared table itself
 
 
@@ -246,6 +304,43 @@ def test_count_saturates_at_64_bits(table: CounterTable) -> None:
     table.add([digest], [60.0], 2**63 - 1, NOW)
     table.add([digest], [60.0], 10, NOW)
     assert table.read([digest], NOW) == [2**63 - 1]
+
+
+def test_read_add_passes_expired_slots_and_places_new_keys_last(tmp_path: Path) -> None:
+    """read_add finds a key behind an expired slot of its window, adds to it in place, and
+    gives the missing keys free slots only after the found ones were added to."""
+    t = CounterTable(str(tmp_path / "c"), create=True, slots=8, window=8)
+    try:
+        a, b, c = (key_digest(k) for k in colliding_keys(8, 3, 3))
+        t.add([a], [1.0], 1, NOW)
+        t.add([b], [60.0], 4, NOW)
+        later = NOW + 1  # a expired, b one slot further
+        keys = [t.slot_key(d) for d in (a, b, c)]
+        assert t.read_add(keys, [(1, 10.0)], [1.0, 60.0, 60.0], 2, later) == [4]
+        assert t.read([a, b, c], later) == [2, 6, 2]
+        assert t.live(later) == 3
+        # one limit used up: nothing is added
+        assert t.read_add(keys, [(0, 5.0), (1, 6.0)], [1.0, 60.0, 60.0], 1, later) == [2, 6]
+        assert t.read([a, b, c], later) == [2, 6, 2]
+    finally:
+        t.close()
+
+
+def test_read_add_evicts_as_add_does(tmp_path: Path) -> None:
+    """With the window full, a missing key of read_add evicts the slot expiring soonest,
+    as add does (the keys found are added to first, then the missing ones placed)."""
+    t = CounterTable(str(tmp_path / "c"), create=True, slots=4, window=4)
+    try:
+        keys = [key_digest(k) for k in colliding_keys(4, 0, 5)]
+        for digest, life in zip(keys[:4], [5.0, 60.0, 3600.0, 86400.0], strict=True):
+            t.add([digest], [life], 1, NOW)
+        # keys[0] is counted, then keys[4] evicts the soonest expiring: keys[0] (5 s)
+        both = [t.slot_key(keys[0]), t.slot_key(keys[4])]
+        assert t.read_add(both, [(0, 100.0)], [5.0, 600.0], 1, NOW) == [1]
+        assert t.read(keys, NOW) == [0, 1, 1, 1, 1]
+        assert t.live(NOW) == 4
+    finally:
+        t.close()
 
 
 def write_header(path: Path, magic: bytes, version: int, slots: int, window: int) -> None:
@@ -351,12 +446,14 @@ def test_worker_opens_the_masters_table(shared: str) -> None:
 
 # ------------------------------------------------------------ several real processes
 
+#: a child process: opens the table of argv[1] at time argv[2], says ready, waits for
+#: "go", then runs its body argv[3] times (``rounds``) and prints what it says
 CHILD = textwrap.dedent(
     """
     import sys
     from twisted.internet.task import Clock as FakeTime
     from kongtx.clock import Clock
-    from kongtx.plugins.ratelimit_counters import period_starts
+    from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, period_starts
     from kongtx.plugins.ratelimit_local import local_counters, share_local_counters
 
     path, now, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
@@ -368,27 +465,37 @@ CHILD = textwrap.dedent(
     sys.stdout.write("ready\\n")
     sys.stdout.flush()
     sys.stdin.readline()
-    for _ in range(rounds):
-        counters.usage_now("api", "me", starts, ["second", "minute"])
-        counters.increment_now("api", "me", starts, 1)
-        counters.increment_now("api", "me", starts, 1, "videos")
     """
 )
 
+COUNT_EVERYTHING = """
+for _ in range(rounds):
+    counters.usage_now("api", "me", starts, ["second", "minute"])
+    counters.increment_now("api", "me", starts, 1)
+    counters.increment_now("api", "me", starts, 1, "videos")
+"""
 
-def test_four_processes_lose_no_increment(tmp_path: Path) -> None:
-    """4 processes each counting the same keys 2,000 times leave exactly 8,000 in every period."""
-    path = str(tmp_path / "local_counters.shm")
-    master = CounterTable(path, create=True)
+COUNT_WITHIN_5000 = """
+limits = [(PERIOD_INDEX["hour"], 5000.0)]
+allowed = 0
+for _ in range(rounds):
+    if counters.count_within("api", "me", starts, limits, 1)[0] < 5000:
+        allowed += 1
+sys.stdout.write(f"{allowed}\\n")
+"""
+
+
+def race(path: str, body: str, processes: int = 4, rounds: int = 2000) -> list[bytes]:
+    """Run ``body`` in ``processes`` children on the table of ``path``, all at once; their outputs."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, path, repr(NOW), "2000"],
+            [sys.executable, "-c", CHILD + body, path, repr(NOW), str(rounds)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
         )
-        for _ in range(4)
+        for _ in range(processes)
     ]
     try:
         for p in procs:  # all started and mapped: then let them race
@@ -397,13 +504,24 @@ def test_four_processes_lose_no_increment(tmp_path: Path) -> None:
             assert p.stdin is not None
             p.stdin.write(b"go\n")
             p.stdin.flush()
+        outputs = []
         for p in procs:
-            assert p.wait(timeout=120) == 0
+            out, _ = p.communicate(timeout=120)
+            assert p.returncode == 0
+            outputs.append(out)
+        return outputs
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_four_processes_lose_no_increment(tmp_path: Path) -> None:
+    """4 processes each counting the same keys 2,000 times leave exactly 8,000 in every period."""
+    path = str(tmp_path / "local_counters.shm")
+    master = CounterTable(path, create=True)
+    race(path, COUNT_EVERYTHING)
     counters = SharedCounters(fake_clock()[0], master)
     starts = period_starts(NOW)
     try:
@@ -413,6 +531,21 @@ def test_four_processes_lose_no_increment(tmp_path: Path) -> None:
         assert counters.usage_now("api", "me", starts, list(PERIODS), "videos") == dict.fromkeys(
             PERIODS, 8000
         )
+    finally:
+        master.close()
+
+
+def test_four_processes_let_exactly_the_limit_through(tmp_path: Path) -> None:
+    """4 processes each asking count_within 2,000 times under an hour limit of 5,000: exactly
+    5,000 are let through in all, and every period counted 5,000 (read and add are one step)."""
+    path = str(tmp_path / "local_counters.shm")
+    master = CounterTable(path, create=True)
+    outputs = race(path, COUNT_WITHIN_5000)
+    counters = SharedCounters(fake_clock()[0], master)
+    try:
+        assert sum(int(out) for out in outputs) == 5000
+        usage = counters.usage_now("api", "me", period_starts(NOW), list(PERIODS))
+        assert usage == dict.fromkeys(PERIODS, 5000)
     finally:
         master.close()
 

@@ -31,7 +31,7 @@ from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.ratelimit_counters import PERIODS
+from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS
 from kongtx.plugins.ratelimit_local import LocalCounters
 from kongtx.plugins.ratelimit_policies import CountingPlugin
 
@@ -66,19 +66,26 @@ class Handler(CountingPlugin):
             (p, config[p]) for p in PERIODS if config.get(p) is not None
         ]
         self.periods = [p for p, _ in self.limits]
+        #: the limits by place in PERIODS (LocalCounters.count_within)
+        self.checks: list[tuple[int, float]] = [(PERIOD_INDEX[p], lim) for p, lim in self.limits]
+        #: each limit's header names and the limit as printed, computed once
+        self.header_texts: list[tuple[str, str, str]] = [
+            (f"{LIMIT_HEADER}-{p}", f"{REMAINING_HEADER}-{p}", lua_int(lim))
+            for p, lim in self.limits
+        ]
 
     def access(self, ctx: RequestContext) -> PhaseResult:
         api_id, identifier, starts = self.counted(ctx)
         counters = self.counters
         if isinstance(counters, LocalCounters):
-            usage = counters.usage_now(api_id, identifier, starts, self.periods)
-            if self._decide(ctx, usage):
-                counters.increment_now(api_id, identifier, starts, 1)
+            # read and count at once: exact even across the node's worker processes
+            usage = counters.count_within(api_id, identifier, starts, self.checks, 1)
+            self._decide(ctx, usage)
             return None
         return self._access(ctx, api_id, identifier, starts)
 
     async def _access(
-        self, ctx: RequestContext, api_id: str, identifier: str, starts: dict[str, int]
+        self, ctx: RequestContext, api_id: str, identifier: str, starts: Mapping[str, int]
     ) -> None:
         try:
             usage = await self.counters.usage(api_id, identifier, starts, self.periods)
@@ -87,10 +94,10 @@ class Handler(CountingPlugin):
         except Exception as e:
             self.unreadable(ctx, e)
             return
-        if self._decide(ctx, usage):
+        if self._decide(ctx, [usage.get(p, 0) for p in self.periods]):
             await self._increment(api_id, identifier, starts)
 
-    async def _increment(self, api_id: str, identifier: str, starts: dict[str, int]) -> None:
+    async def _increment(self, api_id: str, identifier: str, starts: Mapping[str, int]) -> None:
         try:
             await self.counters.increment(api_id, identifier, starts, 1)
         except CancelledError:
@@ -99,24 +106,27 @@ class Handler(CountingPlugin):
             # the request was allowed on the usage read: a lost count is logged, not fatal
             log.warn("rate-limiting: could not increment counters: {error}", error=e)
 
-    def _decide(self, ctx: RequestContext, usage: Mapping[str, int]) -> bool:
-        """Set the headers; answer 429 when a period is used up.  True: let it through."""
-        stop: str | None = None
-        remaining: dict[str, float] = {}
-        for period, limit in self.limits:
-            left = limit - usage.get(period, 0)
-            remaining[period] = left
-            if left <= 0:
-                stop = period
+    def _decide(self, ctx: RequestContext, usage: list[int]) -> bool:
+        """Set the headers; answer 429 when a period is used up.  True: let it through.
+
+        ``usage``: the count of each configured period, in :attr:`limits` order.
+        """
+        stop = -1
+        limits = self.limits
+        for i in range(len(limits)):
+            if limits[i][1] - usage[i] <= 0:
+                stop = i
         headers: dict[str, str] = {}
-        for period, limit in self.limits:
-            left = remaining[period]
-            if stop is None or stop == period:
+        texts = self.header_texts
+        for i in range(len(limits)):
+            left = limits[i][1] - usage[i]
+            if stop < 0 or stop == i:
                 left -= 1
-            headers[f"{LIMIT_HEADER}-{period}"] = lua_int(limit)
-            headers[f"{REMAINING_HEADER}-{period}"] = lua_int(max(0, left))
+            limit_name, remaining_name, limit_text = texts[i]
+            headers[limit_name] = limit_text
+            headers[remaining_name] = lua_int(max(0, left))
         ctx.shared[HEADERS_KEY] = headers
-        if stop is not None:
+        if stop >= 0:
             ctx.respond(429, EXCEEDED, headers)
             return False
         return True

@@ -57,7 +57,9 @@ def parse_costs(values: list[str]) -> dict[str, int]:
 class _State:
     __slots__ = ("costs", "identifier", "starts", "stopped", "usage")
 
-    def __init__(self, identifier: str, starts: dict[str, int], usage: dict[str, dict[str, int]]):
+    def __init__(
+        self, identifier: str, starts: Mapping[str, int], usage: dict[str, dict[str, int]]
+    ):
         self.identifier = identifier
         self.starts = starts
         #: name -> period -> remaining (limit - usage)
@@ -98,7 +100,7 @@ class Handler(CountingPlugin):
         return self._access(ctx, api_id, identifier, starts)
 
     async def _access(
-        self, ctx: RequestContext, api_id: str, identifier: str, starts: dict[str, int]
+        self, ctx: RequestContext, api_id: str, identifier: str, starts: Mapping[str, int]
     ) -> None:
         used: dict[str, dict[str, int]] = {}
         try:
@@ -117,7 +119,7 @@ class Handler(CountingPlugin):
         self,
         ctx: RequestContext,
         identifier: str,
-        starts: dict[str, int],
+        starts: Mapping[str, int],
         used: Mapping[str, Mapping[str, int]],
     ) -> None:
         remaining: dict[str, dict[str, int]] = {}
