@@ -6,6 +6,7 @@ import ctypes
 import gc
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -158,6 +159,8 @@ def test_the_shared_library_exports_only_its_init(tmp_path: Path) -> None:
 
     compiler: Any = new_compiler()
     customize_compiler(compiler)
+    if shutil.which(compiler.compiler_so[0]) is None or shutil.which("nm") is None:
+        pytest.skip("no C compiler or nm here (the build is pure Python then)")
     args = _setup_py().shared_library_link_args(compiler, str(tmp_path))
     assert any(a.startswith("-Wl,--version-script=") for a in args)
     lib = tmp_path / "lib.c"
