@@ -23,6 +23,14 @@ mapping, a third of a dict's size; mutating a cached row raises ``TypeError``),
 and a row or a negative entry without TTL is stored as is, without an entry
 object: its size is recomputed (deterministically: it is immutable) when it
 leaves the cache.
+
+The C heap (issue 8 again): a dict that grows past its table allocates a table
+twice as large and frees the old one, and glibc keeps those freed pages (megabytes
+at 100,000s of entries; a replaced router too).  A moment (:data:`RELEASE_DELAY`)
+after the cache grew by a quarter from :data:`RELEASE_FROM` entries, stored a value
+estimated at :data:`RELEASE_LARGE` bytes or more, or was flushed with that many
+entries, :func:`kongtx.gc_tuning.release_free_memory` gives them back: on the clock,
+once for all that happened meanwhile, never inside :meth:`Cache.peek` or a request.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.gc_tuning import release_free_memory
 from kongtx.store.rows import FrozenRow, freeze
 
 #: The value :meth:`Cache.peek` reports for a cached miss is ``None``; this marker
@@ -42,6 +51,13 @@ from kongtx.store.rows import FrozenRow, freeze
 NEGATIVE: Any = object()
 
 _NO_EXPIRY = float("inf")
+
+#: entries from which growth by a quarter gives the C heap's free pages back
+RELEASE_FROM = 16_384
+#: an estimated size (bytes) from which storing one value does so too (a router)
+RELEASE_LARGE = 2**20
+#: seconds between what asked for that and the release (one release for all of it)
+RELEASE_DELAY = 1.0
 
 
 class _Entry:
@@ -102,6 +118,9 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        #: the entry count that next asks for a release (kongtx.gc_tuning), and that call
+        self._release_at = RELEASE_FROM
+        self._release: Any = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -204,6 +223,8 @@ class Cache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
             self.evictions += 1
+        if len(entries) >= self._release_at or size >= RELEASE_LARGE:
+            self._release_soon()
 
     def invalidate(self, key: str) -> None:
         """Forget ``key`` and any load of it already in flight."""
@@ -221,8 +242,22 @@ class Cache:
     def flush(self) -> None:
         """Forget everything (``DELETE /cache``, a full purge)."""
         self._inflight.clear()
+        if len(self._entries) >= RELEASE_FROM:
+            self._release_soon()
         self._entries.clear()
         self.size = 0
+        self._release_at = RELEASE_FROM
+
+    def _release_soon(self) -> None:
+        """Give the C heap's free pages back in :data:`RELEASE_DELAY` (once for all asks)."""
+        count = len(self._entries)
+        self._release_at = max(RELEASE_FROM, count + count // 4)
+        if self._release is None:
+            self._release = self._clock.call_later(RELEASE_DELAY, self._released)
+
+    def _released(self) -> None:
+        self._release = None
+        release_free_memory()
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)
