@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import quiet, senders
 
 __all__ = ["Handler"]
@@ -45,6 +45,6 @@ class Handler(BasePlugin):
             self.headers["Authorization"] = f"Basic {token}"
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        body = encode(basic_serialize(ctx))
+        body = basic_json(ctx)
         quiet(self.sender.send(self.sender.request_bytes(self.method, body, self.headers)))
         return None

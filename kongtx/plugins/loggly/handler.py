@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
 from kongtx.plugins.syslog.handler import priority_for
 
@@ -43,5 +43,5 @@ class Handler(BasePlugin):
             return None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.seconds()))
         head = f"<{pri}>1 {stamp} {self.hostname} kong - - {self.structured} "
-        self.sender.send(self.host, self.port, head.encode("utf-8") + encode(basic_serialize(ctx)))
+        self.sender.send(self.host, self.port, head.encode("utf-8") + basic_json(ctx))
         return None

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
 
 __all__ = ["FACILITY_USER", "LEVELS", "Handler", "priority_for", "severity_for", "socket_path"]
@@ -86,5 +86,5 @@ class Handler(BasePlugin):
         if stamp[4] == "0":
             stamp = stamp[:4] + " " + stamp[5:]
         head = f"<{pri}>{stamp} kong: ".encode("ascii")
-        self.sender.send(head + encode(basic_serialize(ctx)))
+        self.sender.send(head + basic_json(ctx))
         return None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import basic_serialize, encode
+from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
 
 __all__ = ["Handler"]
@@ -34,5 +34,5 @@ class Handler(BasePlugin):
         )
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        self.sender.send(encode(basic_serialize(ctx)) + b"\r\n")
+        self.sender.send(basic_json(ctx) + b"\r\n")
         return None
