@@ -31,20 +31,31 @@ after the cache grew by a quarter from :data:`RELEASE_FROM` entries, stored a va
 estimated at :data:`RELEASE_LARGE` bytes or more, or was flushed with that many
 entries, :func:`kongtx.gc_tuning.release_free_memory` gives them back: on the clock,
 once for all that happened meanwhile, never inside :meth:`Cache.peek` or a request.
+
+Invalidation listeners (:meth:`Cache.add_invalidation_listener`) are told, after the
+cache did its own work, of every :meth:`~Cache.invalidate`,
+:meth:`~Cache.invalidate_prefix` and :meth:`~Cache.flush`, whoever called it (the DAO
+listener, the cluster stream, ``DELETE /cache``): that is how a node's workers follow
+its cache (:func:`kongtx.workers.master.fan_out`).  The module is compiled with mypyc
+(:data:`kongtx.build_info.HOT_PATH`): a compiled :class:`Cache` cannot be subclassed
+by interpreted code, nor its methods replaced on an instance.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.gc_tuning import release_free_memory
+from kongtx.log import logger
 from kongtx.store.rows import FrozenRow, freeze
+
+log = logger("kongtx.cache")
 
 #: The value :meth:`Cache.peek` reports for a cached miss is ``None``; this marker
 #: is how the entry is stored internally.
@@ -58,6 +69,16 @@ RELEASE_FROM = 16_384
 RELEASE_LARGE = 2**20
 #: seconds between what asked for that and the release (one release for all of it)
 RELEASE_DELAY = 1.0
+
+
+class InvalidationListener(Protocol):
+    """Told of a cache's invalidations, each after the cache did its own (same arguments)."""
+
+    def invalidate(self, key: str) -> None: ...
+
+    def invalidate_prefix(self, prefix: str) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class _Entry:
@@ -121,6 +142,7 @@ class Cache:
         #: the entry count that next asks for a release (kongtx.gc_tuning), and that call
         self._release_at = RELEASE_FROM
         self._release: Any = None
+        self._listeners: tuple[InvalidationListener, ...] = ()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -227,26 +249,60 @@ class Cache:
             self._release_soon()
 
     def invalidate(self, key: str) -> None:
-        """Forget ``key`` and any load of it already in flight."""
+        """Forget ``key`` and any load of it already in flight; then tell the listeners."""
         self._inflight.pop(key, None)
         if key in self._entries:
             self._drop(key)
+        self._tell("invalidate", key)
 
     def invalidate_prefix(self, prefix: str) -> None:
-        """Forget every key starting with ``prefix`` (and their in-flight loads)."""
+        """Forget every key starting with ``prefix`` (and their in-flight loads); tell the listeners."""
         for key in [k for k in self._inflight if k.startswith(prefix)]:
             del self._inflight[key]
         for key in [k for k in self._entries if k.startswith(prefix)]:
             self._drop(key)
+        self._tell("invalidate_prefix", prefix)
 
     def flush(self) -> None:
-        """Forget everything (``DELETE /cache``, a full purge)."""
+        """Forget everything (``DELETE /cache``, a full purge); then tell the listeners."""
         self._inflight.clear()
         if len(self._entries) >= RELEASE_FROM:
             self._release_soon()
         self._entries.clear()
         self.size = 0
         self._release_at = RELEASE_FROM
+        self._tell("flush", "")
+
+    # -------------------------------------------------------------- listeners
+
+    def add_invalidation_listener(self, listener: InvalidationListener) -> None:
+        """Tell ``listener`` of every later invalidation and flush (once per add)."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_invalidation_listener(self, listener: InvalidationListener) -> None:
+        """Stop telling ``listener`` (a listener never added: nothing happens)."""
+        listeners = list(self._listeners)
+        if listener in listeners:
+            listeners.remove(listener)
+            self._listeners = tuple(listeners)
+
+    def _tell(self, what: str, arg: str) -> None:
+        """Call ``what`` (a listener method's name) on every listener; an error is logged."""
+        for listener in self._listeners:
+            try:
+                if what == "flush":
+                    listener.flush()
+                elif what == "invalidate_prefix":
+                    listener.invalidate_prefix(arg)
+                else:
+                    listener.invalidate(arg)
+            except Exception:
+                log.failure(
+                    "cache listener {listener!r} failed on {what}({arg!r})",
+                    listener=listener,
+                    what=what,
+                    arg=arg,
+                )
 
     def _release_soon(self) -> None:
         """Give the C heap's free pages back in :data:`RELEASE_DELAY` (once for all asks)."""

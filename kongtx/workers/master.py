@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorProcess
@@ -29,6 +29,9 @@ from kongtx.workers.control import (
     share_local_counters,
     worker_command,
 )
+
+if TYPE_CHECKING:
+    from kongtx.cache import Cache
 
 log = logger("kongtx.workers")
 
@@ -311,40 +314,34 @@ class WorkerPool:
                 self._spawn(generation)
 
 
-def fan_out(cache: Any, pool: WorkerPool) -> Callable[[], None]:
+class _WorkerFanOut:
+    """A cache invalidation listener that sends each invalidation on to a pool's workers."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    def invalidate(self, key: str) -> None:
+        self.pool.invalidate([key])
+
+    def invalidate_prefix(self, prefix: str) -> None:
+        self.pool.invalidate([prefix + "*"])
+
+    def flush(self) -> None:
+        self.pool.broadcast({"op": "flush"})
+
+
+def fan_out(cache: Cache, pool: WorkerPool) -> Callable[[], None]:
     """Make every invalidation of the master's ``cache`` reach the workers too.
 
     The master's cache is invalidated from three places (its DAO listener, the
     cluster stream, ``DELETE /cache``), all through ``invalidate``,
-    ``invalidate_prefix`` and ``flush``; wrapping those three on this one
-    instance covers them all without each caller knowing about workers.
-    Returns what unwraps them (the node serves the proxy itself again).
+    ``invalidate_prefix`` and ``flush``, which tell the cache's invalidation
+    listeners: one listener covers them all without each caller knowing about
+    workers.  Returns what removes it (the node serves the proxy itself again).
     """
-    invalidate, invalidate_prefix, flush = cache.invalidate, cache.invalidate_prefix, cache.flush
-
-    def invalidate_everywhere(key: str) -> None:
-        invalidate(key)
-        pool.invalidate([key])
-
-    def invalidate_prefix_everywhere(prefix: str) -> None:
-        invalidate_prefix(prefix)
-        pool.invalidate([prefix + "*"])
-
-    def flush_everywhere() -> None:
-        flush()
-        pool.broadcast({"op": "flush"})
-
-    cache.invalidate = invalidate_everywhere
-    cache.invalidate_prefix = invalidate_prefix_everywhere
-    cache.flush = flush_everywhere
-
-    def unwrap() -> None:
-        if cache.invalidate is invalidate_everywhere:
-            cache.invalidate = invalidate
-            cache.invalidate_prefix = invalidate_prefix
-            cache.flush = flush
-
-    return unwrap
+    listener = _WorkerFanOut(pool)
+    cache.add_invalidation_listener(listener)
+    return lambda: cache.remove_invalidation_listener(listener)
 
 
 def bind_listener(host: str, port: int, backlog: int = 511) -> socket.socket:

@@ -156,3 +156,75 @@ class CacheTests(SynchronousTestCase):
 
         self.assertLess(estimate_size({"a": "b"}), estimate_size({"a": "b" * 1000}))
         self.assertEqual(estimate_size(Big()), 5_000_000)
+
+
+class Recorder:
+    """An invalidation listener noting what it is told, and what the cache held by then."""
+
+    def __init__(self, cache: Cache, fail: bool = False) -> None:
+        self.cache = cache
+        self.fail = fail
+        self.told: list[tuple[str, str, int]] = []
+
+    def note(self, what: str, arg: str) -> None:
+        self.told.append((what, arg, len(self.cache)))
+        if self.fail:
+            raise RuntimeError("listener broke")
+
+    def invalidate(self, key: str) -> None:
+        self.note("invalidate", key)
+
+    def invalidate_prefix(self, prefix: str) -> None:
+        self.note("invalidate_prefix", prefix)
+
+    def flush(self) -> None:
+        self.note("flush", "")
+
+
+class InvalidationListenerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cache = Cache(Clock(task.Clock()))
+        for key in ("apis:1", "apis:2", "plugins:a", "plugins:b"):
+            self.cache.set(key, {"id": key})
+
+    def test_listeners_are_told_after_the_cache_did_its_own_work(self) -> None:
+        """invalidate, invalidate_prefix and flush reach every listener, the entries already gone."""
+        first, second = Recorder(self.cache), Recorder(self.cache)
+        self.cache.add_invalidation_listener(first)
+        self.cache.add_invalidation_listener(second)
+        self.cache.invalidate("apis:1")
+        self.cache.invalidate("unknown")  # told too: a worker may hold what the master does not
+        self.cache.invalidate_prefix("plugins:")
+        self.cache.flush()
+        expected = [
+            ("invalidate", "apis:1", 3),
+            ("invalidate", "unknown", 3),
+            ("invalidate_prefix", "plugins:", 1),
+            ("flush", "", 0),
+        ]
+        self.assertEqual(first.told, expected)
+        self.assertEqual(second.told, expected)
+
+    def test_a_removed_listener_is_told_nothing_more(self) -> None:
+        """After removal (twice is harmless) the cache invalidates only itself again."""
+        recorder = Recorder(self.cache)
+        self.cache.add_invalidation_listener(recorder)
+        self.cache.invalidate("apis:1")
+        self.cache.remove_invalidation_listener(recorder)
+        self.cache.remove_invalidation_listener(recorder)
+        self.cache.invalidate("apis:2")
+        self.cache.flush()
+        self.assertEqual(recorder.told, [("invalidate", "apis:1", 3)])
+        self.assertEqual(len(self.cache), 0)
+
+    def test_a_failing_listener_is_logged_and_the_others_still_told(self) -> None:
+        """A listener's error neither reaches the caller nor keeps the next listener uninformed."""
+        broken, fine = Recorder(self.cache, fail=True), Recorder(self.cache)
+        self.cache.add_invalidation_listener(broken)
+        self.cache.add_invalidation_listener(fine)
+        self.cache.invalidate("apis:1")
+        self.cache.invalidate_prefix("plugins:")
+        self.cache.flush()
+        self.assertEqual([t[0] for t in fine.told], ["invalidate", "invalidate_prefix", "flush"])
+        self.assertEqual(len(broken.told), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
