@@ -87,7 +87,15 @@ class LeanReactor(EPollReactor):
         call_each(calls, log)
 
     def doPoll(self, timeout: float | None) -> None:
-        """Poll for events and dispatch them (``_doReadOrWrite``'s rules, no log context)."""
+        """Twisted's name for :meth:`doIteration` in its poll reactors."""
+        self.doIteration(timeout)
+
+    def doIteration(self, timeout: float | None) -> None:
+        """Poll for events and dispatch them (``_doReadOrWrite``'s rules, no log context).
+
+        (A method of its own, not ``doIteration = doPoll`` as Twisted writes it: a class
+        compiled by mypyc would take that line for an attribute declaration.)
+        """
         if self._turn_end or self._justStopped:
             # callables are waiting, or one called stop() after runUntilCurrent looked
             # (its shutdown fires in the next one): do not sleep first
@@ -138,8 +146,6 @@ class LeanReactor(EPollReactor):
                 self._disconnectSelectable(selectable, why, in_read)
         if self._turn_end:
             self._run_turn_end()
-
-    doIteration = doPoll
 
 
 def _log_prefix(selectable: Any) -> str:
