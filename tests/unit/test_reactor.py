@@ -7,8 +7,10 @@ same outcome on both is the point.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ if sys.platform != "linux":  # pragma: no cover
 from twisted.internet.epollreactor import EPollReactor
 
 from kongtx.reactor import LeanReactor, install_unless_chosen
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: seconds a reactor may run before a test gives up on it
 LIMIT = 5.0
@@ -332,6 +336,54 @@ def test_clock_cancel_all_drops_waiting_turn_end_calls(lean: LeanReactor) -> Non
     clock.at_turn_end(lambda: seen.append("after"))
     lean.doIteration(0)
     assert seen == ["after"]
+
+
+# -- how it is chosen (a fresh interpreter each: installing is once per process)
+
+
+def python(code: str) -> str:
+    """What ``code`` prints in a new interpreter on this checkout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_installed_when_no_reactor_was_chosen() -> None:
+    """What tap.makeService and the workers call first."""
+    assert (
+        python(
+            "from kongtx.reactor import install_unless_chosen; install_unless_chosen(); "
+            "from twisted.internet import reactor; print(type(reactor).__name__)"
+        )
+        == "LeanReactor"
+    )
+
+
+def test_an_explicit_choice_wins() -> None:
+    """``twistd -r poll``: installed while twistd parses its options, before makeService."""
+    assert (
+        python(
+            "from twisted.internet import pollreactor; pollreactor.install(); "
+            "from kongtx.reactor import install_unless_chosen; install_unless_chosen(); "
+            "from twisted.internet import reactor; print(type(reactor).__name__)"
+        )
+        == "PollReactor"
+    )
+
+
+def test_twistd_knows_it_by_name() -> None:
+    """``twistd -r kongtx`` (twisted/plugins/kongtx_reactor.py) installs it."""
+    assert (
+        python(
+            "from twisted.application.reactors import installReactor; "
+            "installReactor('kongtx'); "
+            "from twisted.internet import reactor; print(type(reactor).__name__)"
+        )
+        == "LeanReactor"
+    )
 
 
 def test_install_unless_chosen_keeps_an_installed_reactor() -> None:
