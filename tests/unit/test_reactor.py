@@ -175,6 +175,40 @@ def test_exception_in_data_received_drops_that_connection_only(reactor: Any) -> 
     port.stopListening()
 
 
+class AbortsTheOther(Recorder):
+    """On its first bytes, aborts the other connection (read in the same poll)."""
+
+    other: AbortsTheOther | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.abortConnection()  # type: ignore[attr-defined]
+            self.other.other = None
+
+
+def test_no_read_after_an_abort_earlier_in_the_same_poll(reactor: Any) -> None:
+    """``abortConnection`` from an earlier event of the poll: the other reads nothing more."""
+    port, servers = serve(reactor, AbortsTheOther)
+    peers = [
+        socket.create_connection(("127.0.0.1", port.getHost().port), timeout=LIMIT)
+        for _ in range(2)
+    ]
+    spin(reactor, lambda: len(servers) == 2 and all(s.made for s in servers))
+    servers[0].other, servers[1].other = servers[1], servers[0]
+    for peer in peers:
+        peer.sendall(b"ping")
+    time.sleep(0.05)  # both readable before the one poll below
+    reactor.doIteration(1.0)
+    assert sorted(s.data for s in servers) == [b"", b"ping"]
+    aborted = next(s for s in servers if not s.data)
+    spin(reactor, lambda: aborted.reason is not None)
+    assert aborted.reason.check(error.ConnectionAborted)
+    for peer in peers:
+        peer.close()
+    port.stopListening()
+
+
 class WriteOnly(FileDescriptor):
     """A socket registered for writing only, recording why it was disconnected."""
 
