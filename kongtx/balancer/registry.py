@@ -15,11 +15,12 @@ health checker listens there).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from kongtx.balancer.balancer import Balancer, Pick, cached_addresses, target_specs
 from kongtx.balancer.dns import TargetResolver, expand, is_ip
 from kongtx.balancer.health_state import HealthState, address
+from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.store.interface import Row
@@ -39,13 +40,6 @@ class _Missing:
 
 
 MISSING: Final = _Missing()
-
-
-class CacheLike(Protocol):
-    def peek(self, key: str) -> tuple[bool, Any]: ...
-    async def get_or_load(
-        self, key: str, loader: Any, ttl: float | None = None, negative: bool = True
-    ) -> Any: ...
 
 
 def upstream_key(name: str) -> str:
@@ -71,7 +65,7 @@ class Balancers:
 
     def __init__(
         self,
-        cache: CacheLike,
+        cache: Cache,
         dao: Any,
         health: HealthState,
         resolver: TargetResolver,
@@ -209,9 +203,7 @@ class Balancers:
                 log.failure("balancer outcome listener failed for {address}", address=pick.address)
 
 
-def make_balancers(
-    config: Any, cache: CacheLike, dao: Any, clock: Clock, reactor: Any
-) -> Balancers:
+def make_balancers(config: Any, cache: Cache, dao: Any, clock: Clock, reactor: Any) -> Balancers:
     """A node's :class:`Balancers` with its own health table, configured from ``dns_resolver``."""
     servers = tuple((str(a.host), int(a.port)) for a in getattr(config, "dns_resolver", ()) or ())
     resolver = TargetResolver(reactor, clock, servers)

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
 from kongtx import SERVER_NAME
+from kongtx.cache import Cache
 from kongtx.proxy.errors import JSON_TYPE, json_body
 from kongtx.proxy.request import (
     HeaderList,
@@ -151,13 +152,6 @@ class ApiSource(Protocol):
     def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[RowView]]: ...
 
 
-class CacheLike(Protocol):
-    def peek(self, key: str) -> tuple[bool, Any]: ...
-    def get_or_load(
-        self, key: str, loader: Any, ttl: float | None = None, negative: bool = True
-    ) -> Awaitable[Any]: ...
-
-
 class RouterSource:
     """The router, kept in the node cache under ``ALL_APIS_BY_DIC``.
 
@@ -166,7 +160,7 @@ class RouterSource:
     shared by every request that arrives meanwhile).
     """
 
-    def __init__(self, cache: CacheLike, dao: ApiSource) -> None:
+    def __init__(self, cache: Cache, dao: ApiSource) -> None:
         self._cache = cache
         self._dao = dao
 
