@@ -35,6 +35,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.body_pipe",
     "kongtx.proxy.direct_write",
     "kongtx.router",
+    "kongtx.proxy.headers",
     "kongtx.proxy.request",
     "kongtx.proxy.upstream_request",
     "kongtx.proxy.upstream_parsing",

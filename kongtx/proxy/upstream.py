@@ -60,7 +60,7 @@ from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnect
 from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
 from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, UpstreamResponse
 

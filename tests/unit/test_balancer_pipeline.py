@@ -13,12 +13,13 @@ from kongtx.balancer.health_state import HealthState
 from kongtx.balancer.registry import Balancers
 from kongtx.proxy.balanced import BALANCER_RETRIES
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import (
     IncomingRequest,
     ProxyPipeline,
     RouterSource,
 )
-from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.upstream import ConnectError
 from tests.unit.test_balancer_dns import FakeNames
 from tests.unit.test_balancer_registry import target_row, upstream_row

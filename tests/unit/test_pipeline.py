@@ -15,8 +15,9 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.express import ExpressRequest
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
-from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.upstream_response import StaleConnection
 from kongtx.router import CACHE_KEY
 
