@@ -57,6 +57,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.plugins.key_auth.handler",
     "kongtx.plugins.rate_limiting.handler",
     "kongtx.plugins.udp_log.handler",
+    "kongtx.plugins.entries",
     "kongtx.plugins.chain",
     "kongtx.plugins.runtime",
 )
