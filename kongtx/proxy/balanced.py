@@ -86,6 +86,8 @@ class Balancing:
         req: Any,
         body: IO[bytes] | None,
         length: int,
+        pick: Pick | None = None,
+        pool: bool = True,
     ) -> tuple[Pick, UpstreamResponse] | None:
         """Send to a peer of ``balancer``; a failed connect is retried on another.
 
@@ -93,15 +95,18 @@ class Balancing:
         body is retried, at most :data:`BALANCER_RETRIES` times, never on the same
         address twice in a row when another is healthy.  Every attempt's outcome
         goes to the outcome listeners.  ``None``: no healthy peer.
+
+        ``pick``: the first attempt's peer, already picked (the express path stopped
+        there); ``pool=False``: that attempt on a new connection (its pooled one was
+        stale).
         """
-        balancers = self.balancers
-        upstream = balancer.upstream
         avoid: str | None = None
         attempt = 0
         while True:
-            pick = balancer.pick(ctx, avoid)
             if pick is None:
-                return None
+                pick = balancer.pick(ctx, avoid)
+                if pick is None:
+                    return None
             if body is not None:
                 body.seek(0)
             try:
@@ -113,10 +118,10 @@ class Balancing:
                     length,
                     stream=ctx._stream,
                     address=(pick.host, pick.port),
+                    pool=pool,
                 )
             except UpstreamError as e:
-                balancer.release(pick)
-                balancers.report(upstream, pick, "timeout" if e.status == 504 else "tcp_failure")
+                self.attempt_failed(balancer, pick, e)
                 if (
                     isinstance(e, ConnectError)
                     and ctx._stream is None
@@ -133,13 +138,21 @@ class Balancing:
                         reason=e.reason,
                         attempt=attempt,
                     )
+                    pick, pool = None, True
                     continue
                 raise
             except BaseException:
                 balancer.release(pick)
                 raise
-            balancers.report(upstream, pick, "http", response.status)
+            self.balancers.report(balancer.upstream, pick, "http", response.status)
             return pick, response
+
+    def attempt_failed(self, balancer: Balancer, pick: Pick, e: UpstreamError) -> None:
+        """An attempt on ``pick`` failed: its connection count given back, the outcome told."""
+        balancer.release(pick)
+        self.balancers.report(
+            balancer.upstream, pick, "timeout" if e.status == 504 else "tcp_failure"
+        )
 
 
 def release_pick(balancer: Balancer | None, pick: Pick | None) -> None:
