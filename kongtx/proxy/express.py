@@ -120,9 +120,6 @@ class ExpressRequest:
             balancing, balancer = self._pipeline.balancing, self.balancer
             assert balancing is not None and balancer is not None
             balancing.balancers.report(balancer.upstream, pick, "http", response.status)
-        self._relay(response)
-
-    def _relay(self, response: UpstreamResponse) -> None:
         pipeline, ctx = self._pipeline, self.ctx
         now = pipeline.clock.seconds()
         ctx.upstream_latency = max(0, int((now - self.access_done) * 1000))
@@ -208,12 +205,14 @@ class ExpressRequest:
                 self._pipeline.respond.send_no_peer(self.ctx, self.down)
                 self._end(None)
             return
-        self.pick, response = picked
+        pick, response = picked  # its outcome told: the relay alone, then the pick held
+        balancer = self.balancer
+        assert balancer is not None
+        self.response(response)
         if self.done:
-            response.stopProducing()
-            self._release()
-            return
-        self._relay(response)
+            balancer.release(pick)
+        else:
+            self.pick = pick
 
     def _release(self) -> None:
         pick, self.pick = self.pick, None

@@ -141,10 +141,8 @@ class ProxyPipeline:
         except BaseException:
             self.end_request(ctx, chain)
             raise
-        if isinstance(waiting, _Resume):
-            return self._serve(ctx, down, chain, True, None, waiting)
         if isinstance(waiting, _General):
-            return self._serve(ctx, down, chain, True)
+            return self._serve(ctx, down, chain, True, None, waiting)
         return waiting
 
     async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
@@ -194,7 +192,7 @@ class ProxyPipeline:
         chain: PluginChain | None = None,
         accessed: bool = False,
         pending: Awaitable[None] | None = None,
-        resume: _Resume | None = None,
+        resume: _General | None = None,
     ) -> None:
         """The request from its plugin chain on (the general path).
 
@@ -236,14 +234,14 @@ class ProxyPipeline:
 
     def _proxy_express(
         self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
-    ) -> ExpressRequest | _General | _Resume | None:
+    ) -> ExpressRequest | _General | None:
         """:meth:`_proxy` without a coroutine, on a pooled connection.
 
-        ``_GENERAL`` when it does not apply (nothing done); a :class:`_Resume` when no
-        pooled connection is at hand (the request built, the proxy latency measured,
-        a balanced peer picked: :meth:`_proxy` goes on from there); ``None`` once a
-        response was sent (an error page, no peer); else the request waiting for its
-        response (the exchange's listener).
+        ``_GENERAL`` when it does not apply (nothing done); a :class:`_Resume` (a
+        ``_General`` too) when no pooled connection is at hand (the request built, the
+        proxy latency measured, a balanced peer picked: :meth:`_proxy` goes on from
+        there); ``None`` once a response was sent (an error page, no peer); else the
+        request waiting for its response (the exchange's listener).
         """
         if ctx._stream is not None:
             return _GENERAL  # a body still arriving from the client
@@ -306,12 +304,12 @@ class ProxyPipeline:
         ctx: ProxyContext,
         chain: PluginChain | None,
         down: Downstream,
-        resume: _Resume | None = None,
+        resume: _General | None = None,
     ) -> None:
         incoming = ctx._incoming
         balancing = self.balancing
         pick: Pick | None = None
-        if resume is not None:
+        if isinstance(resume, _Resume):
             # the express path built the request and picked the peer
             upgrade = False
             req, access_done = resume.request, resume.access_done
@@ -370,11 +368,13 @@ class ProxyPipeline:
 class _General:
     """The express path does not apply: go on with the general one."""
 
+    __slots__ = ()
+
 
 _GENERAL = _General()
 
 
-class _Resume:
+class _Resume(_General):
     """The express path stopped for want of a pooled connection: what it did."""
 
     __slots__ = ("access_done", "balancer", "pick", "request")
