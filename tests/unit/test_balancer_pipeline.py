@@ -280,8 +280,11 @@ class ExpressBalancedPipelineTests(BalancedPipelineTests):
 
     def warm(self, pipeline: ProxyPipeline) -> None:
         """A first request, so the router and the upstream's rows are cached."""
-        self.scripted.script = [FakeResponse()]
-        self.finish(pipeline)
+        response = FakeResponse()
+        self.scripted.script = [response]
+        _, d = self.finish(pipeline)
+        response.sink.finish()
+        self.successResultOf(d)
         self.scripted.calls.clear()
         self.scripted.on_pooled.clear()
         self.outcomes.clear()
@@ -354,16 +357,24 @@ class ExpressBalancedPipelineTests(BalancedPipelineTests):
         assert self.outcomes == [("10.0.0.2:80", "tcp_failure", 0)]
 
     def test_client_gone_gives_the_pick_back(self) -> None:
-        """Least-connections: the client going away before the response releases the peer."""
+        """Least-connections: a request holds its peer until it ends, however it ends
+        (the response relayed, or the client gone before it came)."""
         self.dao.rows["upstreams"] = [upstream_row(algorithm="least-connections")]  # type: ignore[attr-defined]
         pipeline = self.balanced()
         self.warm(pipeline)
+        counts = self.balancers._by_id["u-1"]._lc
+        assert counts is not None and counts.active == [0, 0]
         pending: Deferred[Any] = Deferred()
         self.scripted.script = [pending]
         down, d = self.finish(pipeline)
-        first = self.scripted.calls[-1][1]
+        assert self.scripted.on_pooled == [True] and sum(counts.active) == 1
         d.cancel()
         self.failureResultOf(d, CancelledError)
-        assert down.status is None and self.outcomes == []
-        self.finish(pipeline)  # the released peer is picked again: it has no connection
-        assert self.scripted.calls[-1][1] == first
+        assert down.status is None and self.outcomes == [] and counts.active == [0, 0]
+        response = FakeResponse()
+        self.scripted.script = [response]
+        down, d = self.finish(pipeline)
+        assert sum(counts.active) == 1  # the body still coming
+        response.sink.finish()
+        self.successResultOf(d)
+        assert counts.active == [0, 0] and self.scripted.on_pooled == [True, True]
