@@ -17,6 +17,8 @@ from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream import log as client_log
+from kongtx.proxy.upstream_request import split_url
 from kongtx.proxy.upstream_response import UpstreamResponse
 from kongtx.store.interface import RowView
 
@@ -100,6 +102,12 @@ class Balancing:
         there); ``pool=False``: that attempt on a new connection (its pooled one was
         stale).
         """
+        if not pool:
+            # what the client logs when it retries a stale pooled connection itself
+            _, host, port, _ = split_url(req.url)
+            client_log.debug(
+                "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
+            )
         avoid: str | None = None
         attempt = 0
         while True:
