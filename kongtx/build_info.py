@@ -60,6 +60,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.plugins.entries",
     "kongtx.plugins.chain",
     "kongtx.plugins.runtime",
+    "kongtx.reactor",
 )
 
 #: The kongtx/proxy/ modules left pure on purpose (set up once, or not per request); a

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from kongtx.log import logger
 
@@ -32,6 +33,11 @@ class Clock:
         self.reactor = reactor
         self._delayed: set[IDelayedCall] = set()
         self._loops: set[task.LoopingCall] = set()
+        #: the reactor's end-of-turn hook (kongtx.reactor.LeanReactor), or None
+        self._turn_end_hook: Callable[[Callable[[], None]], None] | None = getattr(
+            reactor, "at_turn_end", None
+        )
+        self._turn_end: list[Callable[[], None]] = []
 
     def seconds(self) -> float:
         """Now, in seconds since the epoch, on the injected clock."""
@@ -58,6 +64,26 @@ class Clock:
         holder.append(call)
         self._delayed.add(call)
         return call
+
+    def at_turn_end(self, fn: Callable[[], None]) -> None:
+        """``fn()`` once the current reactor turn's events are handled, before the next poll.
+
+        On kongtx's reactor (kongtx/reactor.py) this is its end-of-turn hook: no timer.
+        Elsewhere (``MemoryReactorClock``, another reactor) a zero-delay call.  Calls
+        queued while these run still run (at the end of that turn); :meth:`cancel_all`
+        drops the waiting ones.
+        """
+        hook = self._turn_end_hook
+        if hook is None:
+            self.call_later(0, fn)
+            return
+        if not self._turn_end:
+            hook(self._run_turn_end)
+        self._turn_end.append(fn)
+
+    def _run_turn_end(self) -> None:
+        calls, self._turn_end = self._turn_end, []
+        call_each(calls, self.log)
 
     def looping_call(
         self, interval: float, fn: Callable[[], Any], now: bool = False
@@ -90,6 +116,7 @@ class Clock:
             if call.active():
                 call.cancel()
         self._delayed.clear()
+        self._turn_end.clear()
         for loop in list(self._loops):
             if loop.running:
                 loop.stop()
@@ -98,9 +125,20 @@ class Clock:
     @property
     def pending(self) -> int:
         """How many calls and loops are still scheduled (tests assert it is 0)."""
-        return sum(1 for c in self._delayed if c.active()) + sum(
-            1 for lp in self._loops if lp.running
+        return (
+            sum(1 for c in self._delayed if c.active())
+            + sum(1 for lp in self._loops if lp.running)
+            + len(self._turn_end)
         )
+
+
+def call_each(calls: list[Callable[[], None]], log: Logger) -> None:
+    """Call each of ``calls`` in order; one that raises is logged, the others still run."""
+    for fn in calls:
+        try:
+            fn()
+        except Exception:
+            log.failure("a call at the end of the reactor turn ({fn!r}) failed", fn=fn)
 
 
 def wall_clock_millis() -> int:

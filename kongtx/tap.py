@@ -29,14 +29,23 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Build the node's service tree on the global reactor (the only place that may)."""
+    """Build the node's service tree on the global reactor (the only place that may).
+
+    The reactor is kongtx's (kongtx/reactor.py) unless ``twistd -r <name>`` installed
+    another while parsing options, or there is no epoll.
+    """
+    from kongtx.reactor import install_unless_chosen
+
+    install_unless_chosen()
     from twisted.internet import reactor
 
     from kongtx.build_info import describe
     from kongtx.log import logger
     from kongtx.node import KongNode
 
-    logger("kongtx.build_info").info(describe())
+    logger("kongtx.build_info").info(
+        "{build}; reactor {reactor}", build=describe(), reactor=type(reactor).__name__
+    )
     node: Any = KongNode(options["config"], reactor, conf_path=options["conf"])
     node.started.addCallback(_serving)
     return node  # type: ignore[no-any-return]

@@ -80,8 +80,9 @@ class TurnSender:
     ``epoll_wait`` between requests is woken once per request, an inter-processor
     interrupt on a virtual machine.  The requests read in one reactor turn (several
     under load) have their upstream heads queued here and sent one after the other
-    once the turn's events are handled (a zero-delay timer, run before the reactor
-    polls again), so the upstream wakes once for all of them.  A lone request waits
+    once the turn's events are handled (:meth:`Clock.at_turn_end`: on kongtx's reactor
+    right after the poll's events are dispatched, elsewhere a zero-delay timer; either
+    way before the reactor polls again), so the upstream wakes once for all of them.  A lone request waits
     for nothing: the turn ends as soon as its handler returns.
 
     Only heads of requests without a body go through here (nothing else is written
@@ -93,7 +94,7 @@ class TurnSender:
     never overtakes them) and ask to be flushed at the end of the turn
     (:meth:`flush_later`): the client (wrk, a keep-alive client) is woken once per
     turn too.  The pipeline's log phase runs after them (:meth:`after_sends`).  One
-    sender per clock (:func:`turn_sender`): one timer per turn for all of these.
+    sender per clock (:func:`turn_sender`): one end-of-turn call for all of these.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -126,7 +127,7 @@ class TurnSender:
 
     def _arm(self) -> None:
         self._armed = True
-        self._clock.call_later(0, self._flush)
+        self._clock.at_turn_end(self._flush)
 
     def _flush(self) -> None:
         self._armed = False
@@ -161,7 +162,7 @@ _SENDER_ATTR = "_kongtx_turn_sender"
 
 
 def turn_sender(clock: Clock) -> TurnSender:
-    """The :class:`TurnSender` of ``clock``, shared by whoever asks (one timer per turn)."""
+    """The :class:`TurnSender` of ``clock``, shared by whoever asks (one call per turn)."""
     sender = getattr(clock, _SENDER_ATTR, None)
     if not isinstance(sender, TurnSender):
         sender = TurnSender(clock)

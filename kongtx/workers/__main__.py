@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     worker, as the master spawns it; ``master``: a
     proxy-only master with its workers (:func:`serve_master`).
     """
+    from kongtx.reactor import install_unless_chosen
+
+    install_unless_chosen()  # kongtx's reactor (Twisted's default without epoll)
     from twisted.internet import reactor as global_reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 

@@ -102,7 +102,14 @@ class FakeClient:
     pooled = False
 
     def pooled_exchange(
-        self, method: str, url: str, headers: HeaderList, body: Any, length: int, listener: Any
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any,
+        length: int,
+        listener: Any,
+        address: tuple[str, int] | None = None,
     ) -> FakeExchange | None:
         if not self.pooled:
             return None

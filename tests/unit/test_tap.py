@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from twisted.python import usage
@@ -48,3 +50,37 @@ def test_endpoint_descriptions() -> None:
     """Listen addresses become strports descriptions; IPv6 colons are escaped."""
     assert endpoint(Address("127.0.0.1", 8001)) == "tcp:port=8001:interface=127.0.0.1"
     assert endpoint(Address("::1", 8001)) == "tcp:port=8001:interface=\\:\\:1"
+
+
+MAKE_SERVICE = """
+import sys
+from twisted.logger import formatEvent, globalLogPublisher
+from kongtx import tap
+events = []
+globalLogPublisher.addObserver(events.append)
+options = tap.Options()
+options.parseOptions(["-p", sys.argv[1]])
+tap.makeService(options)
+from twisted.internet import reactor
+print(type(reactor).__name__)
+print([formatEvent(e) for e in events if e.get("log_namespace") == "kongtx.build_info"][0])
+"""
+
+
+def test_make_service_runs_the_node_on_kongtx_reactor(tmp_path: object) -> None:
+    """With no ``-r``, makeService installs kongtx's reactor and says so in the start line."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
+    env["PYTHONPATH"] = repo
+    out = subprocess.run(
+        [sys.executable, "-c", MAKE_SERVICE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=repo,
+    )
+    assert out.returncode == 0, out.stderr
+    installed, start_line = out.stdout.splitlines()
+    assert installed == "LeanReactor"
+    assert start_line == "hot path: pure Python; reactor LeanReactor"
