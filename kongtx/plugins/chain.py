@@ -2,7 +2,9 @@
 """A compiled chain: the plugins of one API in priority order, and the phases run over them.
 
 Built by :meth:`kongtx.plugins.runtime.PluginRuntime.chain_for` (which resolves
-the configurations); shared by every request to the API.
+the configurations); shared by every request to the API.  What it runs, slot by
+slot and per consumer, is its :class:`~kongtx.plugins.entries.Lineup`
+(:mod:`kongtx.plugins.entries`); this module runs the phases over it.
 
 Why phases may return ``None``: when every lookup hits the cache and no plugin
 needs to wait, a request runs through the chain with plain calls, without
@@ -25,70 +27,17 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
 
 from kongtx.log import logger
-from kongtx.plugins.base import BasePlugin, RequestContext
-from kongtx.plugins.spec import PluginSpec
+from kongtx.plugins.base import RequestContext
+from kongtx.plugins.entries import Lineup, Plan, PluginEntry, Slot
 from kongtx.store.interface import RowView
 
 if TYPE_CHECKING:
     from kongtx.plugins.runtime import PluginRuntime
 
-__all__ = ["STATE_KEY", "Chain", "PluginEntry", "Slot"]
+__all__ = ["STATE_KEY", "Chain"]
 
 #: ``ctx.shared`` key holding the chain's per-request bookkeeping.
 STATE_KEY = "kongtx.plugins.runtime"
-
-#: Consumers whose resolved entries a chain keeps (then it starts over): bounds the
-#: memory an API with many active consumers adds (~200 bytes each).
-MAX_PLANS = 1024
-
-
-def _implements(handler: BasePlugin, phase: str) -> bool:
-    """Whether ``handler`` has its own ``phase`` (``BasePlugin``'s do nothing)."""
-    return getattr(type(handler), phase, None) is not getattr(
-        BasePlugin, phase
-    ) or phase in getattr(handler, "__dict__", ())
-
-
-class PluginEntry:
-    """One resolved configuration: the plugin row that won and its handler.
-
-    The ``has_*`` flags say which request phases the handler implements: a phase
-    it leaves to ``BasePlugin`` (which does nothing) is not called at all.
-    """
-
-    __slots__ = (
-        "handler",
-        "has_access",
-        "has_body_filter",
-        "has_header_filter",
-        "has_log",
-        "row",
-        "spec",
-    )
-
-    def __init__(self, spec: PluginSpec, row: RowView, handler: BasePlugin) -> None:
-        self.spec = spec
-        self.row = row
-        self.handler = handler
-        self.has_access = _implements(handler, "access")
-        self.has_header_filter = _implements(handler, "header_filter")
-        self.has_body_filter = _implements(handler, "body_filter")
-        self.has_log = _implements(handler, "log")
-
-    def __repr__(self) -> str:
-        return f"<PluginEntry {self.spec.name} id={self.row.get('id')}>"
-
-
-class Slot:
-    """A plugin's place in a chain: its API-or-global entry, and whether it may
-    have consumer-specific configurations."""
-
-    __slots__ = ("base", "by_consumer", "spec")
-
-    def __init__(self, spec: PluginSpec, base: PluginEntry | None) -> None:
-        self.spec = spec
-        self.base = base
-        self.by_consumer = not spec.no_consumer
 
 
 class _RequestState:
@@ -123,23 +72,14 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_base_plan", "_plans", "_runtime", "_slots", "api", "cache_size", "idle")
+    __slots__ = ("_lineup", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: RowView, slots: Sequence[Slot]) -> None:
-        self._runtime = runtime
-        self._slots = tuple(slots)
-        #: ``(slot index, entry)`` of the slots with an API-or-global entry: all that
-        #: can run while the request has no consumer (most slots only wait for a
-        #: consumer's config)
-        self._base_plan = tuple(
-            (i, slot.base) for i, slot in enumerate(self._slots) if slot.base is not None
-        )
+        self._lineup = lineup = Lineup(runtime, api["id"], slots)
+        self._slots = lineup.slots
         #: no plugin configured for the API or globally: no phase can ever do anything
         #: (nothing runs access, so no consumer is set, so no consumer's config applies)
-        self.idle = not self._base_plan
-        #: (consumer id, first slot) -> the entries that run from that slot on for the
-        #: consumer: resolved once from the cache, then reused (see :meth:`_plan`)
-        self._plans: dict[tuple[str, int], tuple[tuple[int, PluginEntry], ...]] = {}
+        self.idle = not lineup.base_plan
         self.api = api
         #: weight for the cache's size bound (rows are shared with plugins:* entries)
         self.cache_size = 256 + 64 * len(self._slots)
@@ -162,7 +102,7 @@ class Chain:
         if consumer is None:
             # Without a consumer only the slots with an API-or-global entry run (the
             # others wait for a consumer's config), until a plugin sets one.
-            return self._access_planned(ctx, state, None, self._base_plan)
+            return self._access_planned(ctx, state, None, self._lineup.base_plan)
         return self._access_from(ctx, state, 0)
 
     def _access_from(
@@ -170,24 +110,18 @@ class Chain:
     ) -> Awaitable[None] | None:
         """Access phases from slot ``i`` on, each with the consumer's config if it has one."""
         consumer = ctx.consumer
+        lineup = self._lineup
         if consumer is not None:
-            plan = self._plan(consumer["id"], i)
+            plan = lineup.plan(consumer["id"], i)
             if plan is not None:
                 return self._access_planned(ctx, state, consumer, plan)
+        # No plan (no consumer, or a lookup not cached yet): slot by slot, until one waits.
         slots = self._slots
-        runtime = self._runtime
-        api_id = self.api["id"]
         count = len(slots)
         while i < count:
-            slot = slots[i]
-            entry = slot.base
-            consumer = ctx.consumer
-            if consumer is not None and slot.by_consumer:
-                found, specific = runtime.resolve_cached(slot.spec, api_id, consumer["id"])
-                if not found:
-                    return self._access_async(ctx, state, None)
-                if specific is not None:
-                    entry = specific
+            found, entry = lineup.entry_cached(ctx, slots[i])
+            if not found:
+                return self._access_async(ctx, state, None)
             i += 1
             state.reached = i
             if entry is None:
@@ -200,47 +134,12 @@ class Chain:
                 return None
         return None
 
-    def _plan(self, consumer_id: str, start: int) -> tuple[tuple[int, PluginEntry], ...] | None:
-        """``(slot index, entry)`` of every slot from ``start`` that runs for the consumer.
-
-        Resolving a consumer's configurations costs two cache lookups per slot (most
-        slots are plugins not configured for the API, waiting for a consumer's config
-        that seldom exists); the answer is kept in the chain.  That is safe because
-        every plugin row change that could alter it drops this chain: a row naming
-        this API clears ``plugins_chain:<api_id>``, a row without an API clears every
-        chain (``kongtx.invalidation``), and so does a cache flush.  ``None`` when a
-        lookup is not cached yet (the caller loads it, slot by slot).
-        """
-        key = (consumer_id, start)
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        runtime = self._runtime
-        api_id = self.api["id"]
-        steps: list[tuple[int, PluginEntry]] = []
-        slots = self._slots
-        for i in range(start, len(slots)):
-            slot = slots[i]
-            entry = slot.base
-            if slot.by_consumer:
-                found, specific = runtime.resolve_cached(slot.spec, api_id, consumer_id)
-                if not found:
-                    return None
-                if specific is not None:
-                    entry = specific
-            if entry is not None:
-                steps.append((i, entry))
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.clear()
-        plan = self._plans[key] = tuple(steps)
-        return plan
-
     def _access_planned(
         self,
         ctx: RequestContext,
         state: _RequestState,
         consumer: RowView | None,
-        plan: tuple[tuple[int, PluginEntry], ...],
+        plan: Plan,
     ) -> Awaitable[None] | None:
         """:meth:`_access_from` with the entries for ``consumer`` known (``None``: the
         API's and global ones); a plugin that sets or changes the consumer sends the
@@ -269,7 +168,7 @@ class Chain:
         slots = self._slots
         while state.reached < len(slots):
             slot = slots[state.reached]
-            entry = await self._entry_for(ctx, slot)
+            entry = await self._lineup.entry_for(ctx, slot)
             state.reached += 1
             if entry is None:
                 continue
@@ -279,27 +178,6 @@ class Chain:
                 await result
             if ctx.responded:
                 return
-
-    async def _entry_for(self, ctx: RequestContext, slot: Slot) -> PluginEntry | None:
-        """The consumer-specific entry when there is one, else the API/global one."""
-        consumer = ctx.consumer
-        if consumer is not None and slot.by_consumer:
-            specific = await self._runtime.resolve_entry(slot.spec, self.api["id"], consumer["id"])
-            if specific is not None:
-                return specific
-        return slot.base
-
-    def _entry_cached(self, ctx: RequestContext, slot: Slot) -> tuple[bool, PluginEntry | None]:
-        consumer = ctx.consumer
-        if consumer is not None and slot.by_consumer:
-            found, specific = self._runtime.resolve_cached(
-                slot.spec, self.api["id"], consumer["id"]
-            )
-            if not found:
-                return False, None
-            if specific is not None:
-                return True, specific
-        return True, slot.base
 
     # ------------------------------------------------------ response phases
 
@@ -357,9 +235,10 @@ class Chain:
         for entry in state.ran:
             self._log_one(ctx, entry, waiting)
         slots = self._slots
+        lineup = self._lineup
         for i in range(state.reached, len(slots)):
             try:
-                found, late = self._entry_cached(ctx, slots[i])
+                found, late = lineup.entry_cached(ctx, slots[i])
             except Exception:
                 self._logger.failure(
                     "resolving plugin {name} for the log phase failed", name=slots[i].spec.name
@@ -382,7 +261,7 @@ class Chain:
         waiting: list[Deferred[None]] = []
         for slot in self._slots[start:]:
             try:
-                entry = await self._entry_for(ctx, slot)
+                entry = await self._lineup.entry_for(ctx, slot)
             except CancelledError:
                 raise
             except Exception:

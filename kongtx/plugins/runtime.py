@@ -41,7 +41,8 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.invalidation import CHAIN_PREFIX, plugin_key
 from kongtx.plugins.base import PluginServices
-from kongtx.plugins.chain import STATE_KEY, Chain, PluginEntry, Slot
+from kongtx.plugins.chain import STATE_KEY, Chain
+from kongtx.plugins.entries import PluginEntry, Slot
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.interface import RowView
 

@@ -17,6 +17,8 @@ from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream import log as client_log
+from kongtx.proxy.upstream_request import split_url
 from kongtx.proxy.upstream_response import UpstreamResponse
 from kongtx.store.interface import RowView
 
@@ -86,6 +88,8 @@ class Balancing:
         req: Any,
         body: IO[bytes] | None,
         length: int,
+        pick: Pick | None = None,
+        pool: bool = True,
     ) -> tuple[Pick, UpstreamResponse] | None:
         """Send to a peer of ``balancer``; a failed connect is retried on another.
 
@@ -93,15 +97,24 @@ class Balancing:
         body is retried, at most :data:`BALANCER_RETRIES` times, never on the same
         address twice in a row when another is healthy.  Every attempt's outcome
         goes to the outcome listeners.  ``None``: no healthy peer.
+
+        ``pick``: the first attempt's peer, already picked (the express path stopped
+        there); ``pool=False``: that attempt on a new connection (its pooled one was
+        stale).
         """
-        balancers = self.balancers
-        upstream = balancer.upstream
+        if not pool:
+            # what the client logs when it retries a stale pooled connection itself
+            _, host, port, _ = split_url(req.url)
+            client_log.debug(
+                "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
+            )
         avoid: str | None = None
         attempt = 0
         while True:
-            pick = balancer.pick(ctx, avoid)
             if pick is None:
-                return None
+                pick = balancer.pick(ctx, avoid)
+                if pick is None:
+                    return None
             if body is not None:
                 body.seek(0)
             try:
@@ -113,10 +126,10 @@ class Balancing:
                     length,
                     stream=ctx._stream,
                     address=(pick.host, pick.port),
+                    pool=pool,
                 )
             except UpstreamError as e:
-                balancer.release(pick)
-                balancers.report(upstream, pick, "timeout" if e.status == 504 else "tcp_failure")
+                self.attempt_failed(balancer, pick, e)
                 if (
                     isinstance(e, ConnectError)
                     and ctx._stream is None
@@ -133,13 +146,21 @@ class Balancing:
                         reason=e.reason,
                         attempt=attempt,
                     )
+                    pick, pool = None, True
                     continue
                 raise
             except BaseException:
                 balancer.release(pick)
                 raise
-            balancers.report(upstream, pick, "http", response.status)
+            self.balancers.report(balancer.upstream, pick, "http", response.status)
             return pick, response
+
+    def attempt_failed(self, balancer: Balancer, pick: Pick, e: UpstreamError) -> None:
+        """An attempt on ``pick`` failed: its connection count given back, the outcome told."""
+        balancer.release(pick)
+        self.balancers.report(
+            balancer.upstream, pick, "timeout" if e.status == 504 else "tcp_failure"
+        )
 
 
 def release_pick(balancer: Balancer | None, pick: Pick | None) -> None:

@@ -21,8 +21,8 @@ from twisted.internet.interfaces import IPushProducer
 from kongtx import SERVER_NAME
 from kongtx.cache import Cache
 from kongtx.proxy.errors import JSON_TYPE, json_body
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.request import (
-    HeaderList,
     UpstreamRequest,
     build_upstream_request,
     parse_query,

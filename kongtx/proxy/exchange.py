@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from kongtx.proxy.connection import usable
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream_parsing import BODY, COMPLETE, ERROR, HEADERS, ResponseReader
 from kongtx.proxy.upstream_request import ChunkedWriter
 from kongtx.proxy.upstream_response import (

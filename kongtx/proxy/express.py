@@ -14,6 +14,12 @@ Behaviour is the general path's (``ProxyPipeline._proxy``): the same relay, erro
 pages, latencies, log phase and observers; a stale pooled connection is retried
 once on a new one; a relay that must wait (a header_filter that waits, a body
 still coming) goes on in a coroutine.
+
+A balanced API's request comes here with the peer its balancer picked
+(:attr:`ExpressRequest.pick`, on that peer's pooled connection): the attempt's
+outcome goes to the balancer's outcome listeners as on the general path
+(:meth:`kongtx.proxy.balanced.Balancing.request`), and a stale connection goes on
+there (a new connection to the same peer, then the balancer's retries).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
+from kongtx.balancer.balancer import Balancer, Pick
 from kongtx.proxy.context import Downstream, PluginChain, ProxyContext
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange
@@ -45,6 +52,7 @@ class ExpressRequest:
         "_on_end",
         "_pipeline",
         "access_done",
+        "balancer",
         "body",
         "chain",
         "ctx",
@@ -53,6 +61,7 @@ class ExpressRequest:
         "error",
         "exchange",
         "length",
+        "pick",
         "request",
         "tag",
         "waiting",
@@ -87,6 +96,9 @@ class ExpressRequest:
         self._on_end: OnEnd | None = None
         #: the front-end's own reference (its parsed request)
         self.tag: object = None
+        #: a balanced API's balancer, and the peer the request holds until it ends
+        self.balancer: Balancer | None = None
+        self.pick: Pick | None = None
 
     def watch(self, on_end: OnEnd, tag: object) -> None:
         """Call ``on_end`` once the request ended (at once if it already has)."""
@@ -103,6 +115,11 @@ class ExpressRequest:
         if self.done:
             response.stopProducing()
             return
+        pick = self.pick
+        if pick is not None:
+            balancing, balancer = self._pipeline.balancing, self.balancer
+            assert balancing is not None and balancer is not None
+            balancing.balancers.report(balancer.upstream, pick, "http", response.status)
         pipeline, ctx = self._pipeline, self.ctx
         now = pipeline.clock.seconds()
         ctx.upstream_latency = max(0, int((now - self.access_done) * 1000))
@@ -123,6 +140,19 @@ class ExpressRequest:
         if self.done:
             return
         error = failure.value
+        balancer = self.balancer
+        if isinstance(error, StaleConnection) and balancer is not None:
+            # a new connection to the same peer, then the balancer's retries, as on
+            # the general path; the attempt owns the pick until it answers
+            pick, self.pick = self.pick, None
+            req = self.request
+            balancing = self._pipeline.balancing
+            assert balancing is not None
+            waiting = self.waiting = Deferred.fromCoroutine(
+                balancing.request(self.ctx, balancer, req, self.body, self.length, pick, pool=False)
+            )
+            waiting.addCallbacks(self._picked, self.failed)
+            return
         if isinstance(error, StaleConnection):
             req = self.request
             waiting = self.waiting = self._pipeline.client.retry_on_new_connection(
@@ -131,6 +161,12 @@ class ExpressRequest:
             waiting.addCallbacks(self._retried, self.failed)
             return
         if isinstance(error, UpstreamError):
+            pick = self.pick
+            if pick is not None:
+                # this attempt's failure (a retry's are told by Balancing.request)
+                self.pick = None
+                assert balancer is not None and self._pipeline.balancing is not None
+                self._pipeline.balancing.attempt_failed(balancer, pick, error)
             try:
                 self._pipeline.upstream_failed(self.ctx, self.down, error)
             except BaseException as e:
@@ -161,6 +197,28 @@ class ExpressRequest:
         self.waiting = None
         self.response(response)
 
+    def _picked(self, picked: tuple[Pick, UpstreamResponse] | None) -> None:
+        """The balanced attempts after a stale connection answered (outcomes told)."""
+        self.waiting = None
+        if picked is None:
+            if not self.done:
+                self._pipeline.respond.send_no_peer(self.ctx, self.down)
+                self._end(None)
+            return
+        pick, response = picked  # its outcome told: the relay alone, then the pick held
+        balancer = self.balancer
+        assert balancer is not None
+        self.response(response)
+        if self.done:
+            balancer.release(pick)
+        else:
+            self.pick = pick
+
+    def _release(self) -> None:
+        pick, self.pick = self.pick, None
+        if pick is not None and self.balancer is not None:
+            self.balancer.release(pick)
+
     def _rest_ended(self, result: object) -> None:
         self.waiting = None
         self._end(result.value if isinstance(result, Failure) else None)
@@ -170,6 +228,8 @@ class ExpressRequest:
             return
         self.done = True
         try:
+            if self.pick is not None:
+                self._release()
             self._pipeline.end_request(self.ctx, self.chain, now)
         except BaseException as e:
             error = error or e

@@ -30,7 +30,7 @@ from kongtx.proxy.errors import error_page
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest
 from kongtx.proxy.fast_writing import ResponseWriter
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.tunnel import Tunnel
 
 log = logger("kongtx.proxy.fast")

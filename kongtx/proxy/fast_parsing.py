@@ -29,7 +29,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kongtx.proxy.body_pipe import BodyPipe, error_bytes
-from kongtx.proxy.request import HEADER_NAMES, header_name
+from kongtx.proxy.headers import HEADER_NAMES, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory

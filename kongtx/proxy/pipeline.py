@@ -53,7 +53,7 @@ from kongtx.proxy.context import (
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.log_phase import LogQueue
-from kongtx.proxy.request import TrustedIps
+from kongtx.proxy.request import TrustedIps, UpstreamRequest
 from kongtx.proxy.respond import Responder
 from kongtx.proxy.upgrade import UpgradeProxy
 from kongtx.proxy.upstream import UpstreamClient
@@ -78,7 +78,8 @@ class ProxyPipeline:
         self.routers = routers
         #: upstreams by name (an API whose upstream_url host names one is balanced)
         self.balancers = balancers
-        self._balancing = Balancing(balancers, client) if balancers is not None else None
+        #: the balanced path (the express one's too); ``None`` without balancers
+        self.balancing = Balancing(balancers, client) if balancers is not None else None
         self.client = client
         self.clock = clock
         self.trusted_ips = trusted_ips or TrustedIps()
@@ -102,11 +103,13 @@ class ProxyPipeline:
 
         The front-end's entry.  The *express* path is taken when the router and the
         API's plugin chain are cached, the access phase (if any plugin runs) did not
-        wait nor answer, the API is not balanced, the request is no upgrade and has no
-        body still arriving, and a pooled upstream connection is at hand: then the
-        upstream response continues the request in the exchange's listener, with no
-        Deferred.  Anything else is the general path (:meth:`handle`'s steps), taken
-        over from where the express one stopped.
+        wait nor answer, a balanced API's upstream and targets are cached (names
+        resolved) so its balancer picks at once, the request is no upgrade and has no
+        body still arriving, and a pooled upstream connection (to the picked peer) is
+        at hand: then the upstream response continues the request in the exchange's
+        listener, with no Deferred.  Anything else is the general path
+        (:meth:`handle`'s steps), taken over from where the express one stopped (with
+        no pooled connection: the request built and the peer picked).
 
         Returns:
             ``None`` when the request is already served (the 404, an error page);
@@ -139,7 +142,7 @@ class ProxyPipeline:
             self.end_request(ctx, chain)
             raise
         if isinstance(waiting, _General):
-            return self._serve(ctx, down, chain, True)
+            return self._serve(ctx, down, chain, True, None, waiting)
         return waiting
 
     async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
@@ -189,11 +192,13 @@ class ProxyPipeline:
         chain: PluginChain | None = None,
         accessed: bool = False,
         pending: Awaitable[None] | None = None,
+        resume: _General | None = None,
     ) -> None:
         """The request from its plugin chain on (the general path).
 
         With ``accessed`` the access phase already ran on ``chain`` (the express path
-        stopped after it) and ``pending`` is what it left to wait for.
+        stopped after it) and ``pending`` is what it left to wait for; ``resume``: the
+        express path stopped later, with no pooled connection at hand (what it did).
         """
         try:
             if not accessed and self.plugins is not None:
@@ -209,7 +214,7 @@ class ProxyPipeline:
             if ctx.responded:
                 await self.respond.send_generated(ctx, chain, down)
             else:
-                await self._proxy(ctx, chain, down)
+                await self._proxy(ctx, chain, down, resume)
         finally:
             self.end_request(ctx, chain)
 
@@ -230,17 +235,24 @@ class ProxyPipeline:
     def _proxy_express(
         self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
     ) -> ExpressRequest | _General | None:
-        """:meth:`_proxy` without a coroutine, on a pooled connection of a plain API.
+        """:meth:`_proxy` without a coroutine, on a pooled connection.
 
-        ``_GENERAL`` when it does not apply (nothing done but ``ctx.upstream_url`` and
-        the proxy latency, which :meth:`_proxy` sets again); ``None`` once an error page
-        was sent; else the request waiting for its response (the exchange's listener).
+        ``_GENERAL`` when it does not apply (nothing done); a :class:`_Resume` (a
+        ``_General`` too) when no pooled connection is at hand (the request built, the
+        proxy latency measured, a balanced peer picked: :meth:`_proxy` goes on from
+        there); ``None`` once a response was sent (an error page, no peer); else the
+        request waiting for its response (the exchange's listener).
         """
         if ctx._stream is not None:
             return _GENERAL  # a body still arriving from the client
-        balancing = self._balancing
-        if balancing is not None and balancing.peek(ctx.api) is not None:
-            return _GENERAL  # balanced (or not known yet)
+        balancer: Balancer | None = None
+        balancing = self.balancing
+        if balancing is not None:
+            found = balancing.peek(ctx.api)
+            if found is not None:
+                if isinstance(found, _Missing):
+                    return _GENERAL  # not known yet: loaded on the general path
+                balancer = found
         if ctx.method == "GET" and is_upgrade(ctx.headers):
             return _GENERAL
         req = upstream_request_of(ctx, False)
@@ -248,16 +260,30 @@ class ProxyPipeline:
         ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
         body, length = ctx.body_stream
         express = ExpressRequest(self, ctx, chain, down, access_done, req, body, length)
+        address: tuple[str, int] | None = None
+        pick: Pick | None = None
+        if balancer is not None:
+            pick = balancer.pick(ctx)
+            if pick is None:
+                self.respond.send_no_peer(ctx, down)
+                self.end_request(ctx, chain)
+                return None
+            express.balancer, express.pick = balancer, pick
+            address = (pick.host, pick.port)
         try:
             exchange = self.client.pooled_exchange(
-                req.method, req.url, req.headers, body, length, express
+                req.method, req.url, req.headers, body, length, express, address
             )
         except UpstreamError as e:
+            if pick is not None:
+                assert balancer is not None and balancing is not None
+                balancing.attempt_failed(balancer, pick, e)
             self.upstream_failed(ctx, down, e)
             self.end_request(ctx, chain)
             return None
         if exchange is None:
-            return _GENERAL  # no pooled connection at hand: connect on the general path
+            # no pooled connection at hand: connect on the general path
+            return _Resume(req, access_done, balancer, pick)
         express.exchange = exchange
         exchange.begin()
         return express
@@ -273,17 +299,30 @@ class ProxyPipeline:
 
     # ----------------------------------------------------------------- proxying
 
-    async def _proxy(self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream) -> None:
+    async def _proxy(
+        self,
+        ctx: ProxyContext,
+        chain: PluginChain | None,
+        down: Downstream,
+        resume: _General | None = None,
+    ) -> None:
         incoming = ctx._incoming
-        upgrade = incoming.method == "GET" and is_upgrade(ctx.headers)
-        req = upstream_request_of(ctx, upgrade)
-        balancer: Balancer | None = None
-        balancing = self._balancing
-        if balancing is not None:
-            found = balancing.peek(ctx.api)
-            balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
-        access_done = self.clock.seconds()
-        ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
+        balancing = self.balancing
+        pick: Pick | None = None
+        if isinstance(resume, _Resume):
+            # the express path built the request and picked the peer
+            upgrade = False
+            req, access_done = resume.request, resume.access_done
+            balancer, pick = resume.balancer, resume.pick
+        else:
+            upgrade = incoming.method == "GET" and is_upgrade(ctx.headers)
+            req = upstream_request_of(ctx, upgrade)
+            balancer = None
+            if balancing is not None:
+                found = balancing.peek(ctx.api)
+                balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
+            access_done = self.clock.seconds()
+            ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
 
         if upgrade:
             accept = incoming.headers.get("accept")
@@ -293,7 +332,6 @@ class ProxyPipeline:
         body, length = ctx.body_stream
         if body is not None:
             body.seek(0)
-        pick: Pick | None = None
         try:
             if balancer is None:
                 started = (
@@ -310,7 +348,7 @@ class ProxyPipeline:
                 )
             else:
                 assert balancing is not None
-                picked = await balancing.request(ctx, balancer, req, body, length)
+                picked = await balancing.request(ctx, balancer, req, body, length, pick)
                 if picked is None:
                     self.respond.send_no_peer(ctx, down)
                     return
@@ -330,5 +368,26 @@ class ProxyPipeline:
 class _General:
     """The express path does not apply: go on with the general one."""
 
+    __slots__ = ()
+
 
 _GENERAL = _General()
+
+
+class _Resume(_General):
+    """The express path stopped for want of a pooled connection: what it did."""
+
+    __slots__ = ("access_done", "balancer", "pick", "request")
+
+    def __init__(
+        self,
+        request: UpstreamRequest,
+        access_done: float,
+        balancer: Balancer | None,
+        pick: Pick | None,
+    ) -> None:
+        self.request = request
+        self.access_done = access_done
+        #: the balanced API's balancer and the peer picked for the first attempt
+        self.balancer = balancer
+        self.pick = pick

@@ -25,8 +25,8 @@ from twisted.web.http_headers import Headers
 from kongtx.http.resource import AsyncResource, HTTPRequest
 from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.errors import error_page
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import ProxyPipeline
-from kongtx.proxy.request import HeaderList
 from kongtx.proxy.tunnel import Tunnel
 
 

@@ -60,7 +60,7 @@ from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnect
 from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
 from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, UpstreamResponse
 
@@ -311,14 +311,16 @@ class UpstreamClient:
         body: IO[bytes] | None,
         length: int,
         listener: ResponseListener | None = None,
+        address: tuple[str, int] | None = None,
     ) -> Exchange | None:
         """The exchange of a request on a pooled connection, not begun (hot path).
 
         ``None`` when no pooled connection is at hand (or the URL is no upstream URL).
         With a ``listener`` (told of the response or the failure directly, no
         Deferred), a ``StaleConnection`` failure is the listener's to retry
-        (:meth:`retry_on_new_connection`).  Raises ``UpstreamError`` for a header
-        that must not go upstream.
+        (:meth:`retry_on_new_connection`).  ``address``: a balanced peer's, pooled
+        as :meth:`request` pools it.  Raises ``UpstreamError`` for a header that
+        must not go upstream.
         """
         try:
             scheme, host, port, target = split_url(url)
@@ -326,7 +328,9 @@ class UpstreamClient:
             return None
         has_body = body is not None and length > 0
         head = build_head(method, target, headers, length if has_body else None)
-        conn = self._take((scheme, host, port, ""))
+        conn = self._take(
+            (scheme, host, port, "") if address is None else (scheme, address[0], address[1], host)
+        )
         if conn is None:
             return None
         return self._exchange(conn, method, head, body if has_body else None, length, listener)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httptools
 
-from kongtx.proxy.request import HEADER_NAMES, header_name
+from kongtx.proxy.headers import HEADER_NAMES, header_name
 from kongtx.proxy.upstream_response import RESPONSE_DROP
 
 #: the kinds of the events queued for the exchange: ``(kind, data)``

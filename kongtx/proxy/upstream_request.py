@@ -19,7 +19,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 
 #: Request headers the client never forwards itself: it frames the body it sends.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 
 if TYPE_CHECKING:
     from kongtx.proxy.exchange import Exchange

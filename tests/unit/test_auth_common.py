@@ -14,7 +14,7 @@ from kongtx.plugins.auth_common import (
     CONSUMER_USERNAME,
     set_consumer,
 )
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from tests.fakes import FakeContext, FakeHeaders
 
 CLIENT_HEADERS = [

@@ -15,7 +15,7 @@ from kongtx.balancer.health_state import HealthState
 from kongtx.balancer.registry import MISSING, Balancers, lookup_host
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from tests.unit.test_balancer_dns import FakeNames, a_rr, srv_rr
 
 

@@ -15,8 +15,9 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.express import ExpressRequest
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import IncomingRequest, ProxyContext, ProxyPipeline, RouterSource
-from kongtx.proxy.request import HeaderList, TrustedIps
+from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.upstream_response import StaleConnection
 from kongtx.router import CACHE_KEY
 
@@ -101,7 +102,14 @@ class FakeClient:
     pooled = False
 
     def pooled_exchange(
-        self, method: str, url: str, headers: HeaderList, body: Any, length: int, listener: Any
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any,
+        length: int,
+        listener: Any,
+        address: tuple[str, int] | None = None,
     ) -> FakeExchange | None:
         if not self.pooled:
             return None

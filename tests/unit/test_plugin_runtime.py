@@ -14,7 +14,7 @@ from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
-from kongtx.plugins.chain import PluginEntry
+from kongtx.plugins.entries import PluginEntry
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.schemas import Schema

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from kongtx import gc_tuning
 from kongtx.clock import Clock
 from kongtx.plugins.log_transports.udp import MAX_LITERALS, _Resolver
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream import UpstreamClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

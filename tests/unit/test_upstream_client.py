@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
-from kongtx.proxy.request import HeaderList
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream import FileBodyProducer, UpstreamClient, UpstreamResponse
 from kongtx.proxy.upstream_response import StaleConnection
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.request import (
-    HeaderList,
     TrustedIps,
     build_upstream_request,
     encode_query,
@@ -356,15 +356,3 @@ def test_websocket_keeps_upgrade() -> None:
     assert out.get("connection") == "upgrade"
     assert out.get("upgrade") == "websocket"
     assert out.get("x") == "1"
-
-
-def test_header_list_operations() -> None:
-    """HeaderList is case-insensitive, multi-valued and keeps order."""
-    h = HeaderList([("A", "1"), ("b", "2"), ("a", "3")])
-    assert h.get("a") == "1" and h.get_all("A") == ["1", "3"]
-    h.set("A", "9")
-    assert h.items() == [("A", "9"), ("b", "2")]
-    h.add("c", "4")
-    h.remove("B")
-    assert h.items() == [("A", "9"), ("c", "4")]
-    assert "C" in h and len(h) == 2
