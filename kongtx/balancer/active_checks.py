@@ -28,6 +28,7 @@ from kongtx.balancer.health_rules import Counters, Row, active_on, healthchecks,
 from kongtx.balancer.health_state import HealthState, Source, address
 from kongtx.balancer.probe import Prober, rules_prober, target_host
 from kongtx.clock import Clock
+from kongtx.store.interface import RowView
 
 #: resolved targets, as ``Balancers.resolve_upstream`` gives them: target -> [(ip, port, weight)]
 Resolved = dict[str, list[tuple[str, int, int]]]
@@ -39,7 +40,7 @@ Resolved = dict[str, list[tuple[str, int, int]]]
 class BalancerSource(Protocol):
     """The part of ``kongtx.balancer.registry.Balancers`` health checking uses."""
 
-    outcome_listeners: list[Callable[[Row, Any, str, int], None]]
+    outcome_listeners: list[Callable[[RowView, Any, str, int], None]]
 
     async def resolve_upstream(self, upstream: Row) -> Resolved: ...
 

@@ -116,7 +116,7 @@ class Balancer:
 
     def __init__(
         self,
-        upstream: Row,
+        upstream: RowView,
         targets: list[Row],
         resolver: TargetResolver,
         health: HealthState,

@@ -78,7 +78,7 @@ def _merge(defaults: Mapping[str, Any], given: Any) -> dict[str, Any]:
     return merged
 
 
-def healthchecks(row: Row) -> dict[str, Any]:
+def healthchecks(row: Mapping[str, Any]) -> dict[str, Any]:
     """The upstream's ``healthchecks`` merged over the defaults (rows written by the
     DAO are complete already; this keeps hand-made or older rows working)."""
     return _merge(DEFAULTS, row.get("healthchecks"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from kongtx.balancer.health_rules import Counters, Row, healthchecks, passive_on
+from kongtx.balancer.health_rules import Counters, healthchecks, passive_on
 from kongtx.balancer.health_state import HealthState
+from kongtx.store.interface import RowView
 
 #: upstream rows whose merged ``healthchecks`` the passive checker keeps before starting over
 MAX_CACHED_RULES = 10000
@@ -31,7 +32,7 @@ class PassiveChecker:
         self.health = health
         self.counters = Counters(health)
         # upstream id -> (the row seen last, its merged healthchecks): one merge per row version
-        self._rules: dict[str, tuple[Row, dict[str, Any]]] = {}
+        self._rules: dict[str, tuple[RowView, dict[str, Any]]] = {}
 
     def start(self) -> None:
         """Restart an address's counts whenever its health changes."""
@@ -40,7 +41,7 @@ class PassiveChecker:
     def stop(self) -> None:
         self.health.remove_listener(self.counters.changed)
 
-    def on_outcome(self, upstream: Row, pick: PickLike, kind: str, status: int) -> None:
+    def on_outcome(self, upstream: RowView, pick: PickLike, kind: str, status: int) -> None:
         """``Balancers.outcome_listeners`` entry: one proxied attempt's outcome."""
         upstream_id = str(upstream["id"])
         cached = self._rules.get(upstream_id)

@@ -23,13 +23,13 @@ from kongtx.balancer.health_state import HealthState, address
 from kongtx.cache import Cache
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.store.interface import Row
+from kongtx.store.interface import Row, RowView
 
 log = logger("kongtx.balancer")
 
 #: called as listener(upstream_row, pick, kind, status) after every proxied attempt;
 #: kind is "tcp_failure", "timeout" or "http" (status: the upstream's status, else 0)
-OutcomeListener = Callable[[Row, Pick, str, int], None]
+OutcomeListener = Callable[[RowView, Pick, str, int], None]
 
 
 class _Missing:
@@ -133,8 +133,12 @@ class Balancers:
         if upstream_id is not None:
             self._by_id.pop(upstream_id, None)
 
-    async def upstream(self, name: str) -> Row | None:
-        """The upstream row named ``name`` (cached, negative entries included)."""
+    async def upstream(self, name: str) -> RowView | None:
+        """The upstream row named ``name`` (cached, negative entries included).
+
+        A read-only view: the cache keeps a flat row (no ``healthchecks`` table) as a
+        ``FrozenRow``, which a compiled ``dict`` annotation would refuse at run time.
+        """
 
         async def load() -> Row | None:
             schemas = getattr(self.dao, "schemas", None)
@@ -143,10 +147,10 @@ class Balancers:
             rows: list[Row] = await self.dao.find_all("upstreams", {"name": name})
             return rows[0] if rows else None
 
-        row: Row | None = await self.cache.get_or_load(upstream_key(name), load, None, True)
+        row: RowView | None = await self.cache.get_or_load(upstream_key(name), load, None, True)
         return row
 
-    async def targets(self, upstream: Row) -> list[Row]:
+    async def targets(self, upstream: RowView) -> list[Row]:
         """The target rows of ``upstream``, created_at order (cached)."""
         upstream_id = upstream["id"]
 
@@ -194,7 +198,7 @@ class Balancers:
 
     # ------------------------------------------------------------ outcomes
 
-    def report(self, upstream: Row, pick: Pick, kind: str, status: int = 0) -> None:
+    def report(self, upstream: RowView, pick: Pick, kind: str, status: int = 0) -> None:
         """Tell every outcome listener how one attempt ended (a listener's error is logged)."""
         for listener in self.outcome_listeners:
             try:
