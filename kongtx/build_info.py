@@ -46,6 +46,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.connection",
     "kongtx.proxy.exchange",
     "kongtx.proxy.upstream",
+    "kongtx.proxy.upstream_tls",
     "kongtx.proxy.balanced",
     "kongtx.proxy.respond",
     "kongtx.proxy.log_phase",

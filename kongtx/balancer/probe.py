@@ -124,7 +124,7 @@ def _probe_endpoint(
     if kind == "https":
         # The proxy's TLS client: SNI = the target's host, certificate not verified;
         # imported here, not at the top, so the admin side does not load the proxy.
-        from kongtx.proxy.upstream import UnverifiedTLSCreator, client_tls_context
+        from kongtx.proxy.upstream_tls import UnverifiedTLSCreator, client_tls_context
 
         endpoint = wrapClientTLS(
             UnverifiedTLSCreator(client_tls_context(), host.strip("[]")), endpoint

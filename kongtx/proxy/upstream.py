@@ -26,33 +26,24 @@ connection writes the request head in one call and parses the response with
 The parts: :mod:`kongtx.proxy.upstream_request` (URL, request head, body producer),
 :mod:`kongtx.proxy.exchange` (one request and its response on a connection),
 :mod:`kongtx.proxy.upstream_response` (the response, its listener and sink),
-:mod:`kongtx.proxy.connection` (a pooled connection and its timer) and
+:mod:`kongtx.proxy.connection` (a pooled connection and its timer),
+:mod:`kongtx.proxy.upstream_tls` (endpoints, TLS without verification) and
 :mod:`kongtx.proxy.tunnel` (upgraded requests); this module holds the pool.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import IO, Any
 
-from OpenSSL import SSL
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
 from twisted.internet.interfaces import (
-    IOpenSSLClientConnectionCreator,
     IReactorCore,
     IReactorTCP,
     IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
@@ -63,38 +54,9 @@ from kongtx.proxy.exchange import Exchange
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
 from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, UpstreamResponse
+from kongtx.proxy.upstream_tls import client_tls_context, upstream_endpoint
 
 log = logger("kongtx.proxy.upstream")
-
-
-# ------------------------------------------------------------------------- TLS
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class UnverifiedTLSCreator:
-    """TLS to an upstream: SNI sent, certificate not verified (Kong 0.9 behaviour)."""
-
-    def __init__(self, context: SSL.Context, hostname: str) -> None:
-        self._context = context
-        self._sni: bytes | None = None
-        try:
-            ipaddress.ip_address(hostname)
-        except ValueError:
-            self._sni = hostname.encode("idna")
-
-    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        conn = SSL.Connection(self._context, None)
-        if self._sni:
-            conn.set_tlsext_host_name(self._sni)
-        conn.set_connect_state()
-        return conn
-
-
-def client_tls_context() -> SSL.Context:
-    """The client context for https upstreams and probes: no verification, as Kong 0.9."""
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
-    return ctx
 
 
 class ConnectError(UpstreamError):
@@ -160,22 +122,9 @@ class UpstreamClient:
         return endpoint
 
     def _make_endpoint(self, key: PoolKey) -> IStreamClientEndpoint:
-        scheme, host, port, name = key
-        timeout = self.connect_timeout or 30.0
-        endpoint: IStreamClientEndpoint
-        if name:
-            # a balanced peer: connect to its IP (no name resolution at all); TLS
-            # still names the upstream
-            if ":" in host:
-                endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
-            else:
-                endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
-        else:
-            name = host
-            endpoint = HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=timeout)
-        if scheme == "https":
-            endpoint = wrapClientTLS(UnverifiedTLSCreator(self._tls_context, name), endpoint)
-        return endpoint
+        return upstream_endpoint(
+            self._reactor, key, self.connect_timeout or 30.0, self._tls_context
+        )
 
     # ------------------------------------------------------------ pool
 
