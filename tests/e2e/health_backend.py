@@ -3,7 +3,9 @@
 A :class:`Backend` is a threaded ``http.server`` on a free 127.0.0.1 port, in the
 test process: it answers its own name; the probe path answers ``probe_status``;
 a request with ``X-Fail: <its name>`` gets a 500.  It can stop (connections
-refused) and start again on the same port.
+refused) and start again on the same port.  ``keepalive=True`` serves HTTP/1.1
+keep-alive (the node then pools its connections); every proxied request is counted,
+with the client port (the node-side connection) it came on.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ class _QuietServer(ThreadingHTTPServer):
 class Backend:
     """One target server (see the module docstring)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keepalive: bool = False) -> None:
         self.name = name
+        self.keepalive = keepalive
         self.port = 0
         self.probe_status = 200
         self.probes = 0
+        #: proxied (non-probe) requests served, and the client ports they came from
+        self.requests = 0
+        self.ports: set[int] = set()
+        self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.start()
 
@@ -45,11 +52,17 @@ class Backend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if backend.keepalive else "HTTP/1.0"
+            disable_nagle_algorithm = backend.keepalive
+
             def do_GET(self) -> None:
                 if self.path == PROBE_PATH:
                     backend.probes += 1
                     status = backend.probe_status
                 else:
+                    with backend.lock:
+                        backend.requests += 1
+                        backend.ports.add(self.client_address[1])
                     status = 500 if self.headers.get("X-Fail") == backend.name else 200
                 body = backend.name.encode()
                 self.send_response(status)

@@ -1,9 +1,9 @@
 """Balanced APIs on pooled upstream connections (the pipeline's express path, issue 8).
 
 One real node on sqlite; the targets are real keep-alive HTTP/1.1 servers on free
-127.0.0.1 ports (threads of this test process) that answer their own name, or 500 to
-a request with ``X-Fail: <its name>``, and remember which client ports (node-side
-connections) they served.  Once the node holds a pooled connection to each target a
+127.0.0.1 ports (``health_backend.Backend(keepalive=True)``, threads of this test
+process) that answer their own name, or 500 to a request with ``X-Fail: <its name>``,
+and remember which client ports (node-side connections) they served.  Once the node holds a pooled connection to each target a
 balanced request takes the express path: these tests check that what the general
 path does still happens there (round-robin, passive health verdicts, latency headers).
 """
@@ -11,57 +11,13 @@ path does still happens there (round-robin, passive health verdicts, latency hea
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from health_backend import balanced_api, health
+from health_backend import Backend, balanced_api, health
 from proxy_support import Node, http, start_node
-
-
-class KeepAliveBackend:
-    """An HTTP/1.1 keep-alive target (see the module docstring)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.requests = 0
-        self.ports: set[int] = set()
-        self.lock = threading.Lock()
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                with backend.lock:
-                    backend.requests += 1
-                    backend.ports.add(self.client_address[1])
-                status = 500 if self.headers.get("X-Fail") == backend.name else 200
-                body = backend.name.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +31,8 @@ def node() -> Iterator[Node]:
 
 
 @pytest.fixture
-def backends() -> Iterator[tuple[KeepAliveBackend, KeepAliveBackend]]:
-    one, two = KeepAliveBackend("one"), KeepAliveBackend("two")
+def backends() -> Iterator[tuple[Backend, Backend]]:
+    one, two = Backend("one", keepalive=True), Backend("two", keepalive=True)
     try:
         yield one, two
     finally:
@@ -90,7 +46,7 @@ def ask(node: Node, path: str, headers: dict[str, str] | None = None) -> tuple[i
 
 
 def test_round_robin_on_pooled_connections_with_latency_headers(
-    node: Node, backends: tuple[KeepAliveBackend, KeepAliveBackend]
+    node: Node, backends: tuple[Backend, Backend]
 ) -> None:
     """Sequential requests alternate between the two targets and reuse the node's
     connections to them (the express path), with the latency headers as before."""
@@ -108,7 +64,7 @@ def test_round_robin_on_pooled_connections_with_latency_headers(
 
 
 def test_passive_verdict_on_pooled_connections(
-    node: Node, backends: tuple[KeepAliveBackend, KeepAliveBackend]
+    node: Node, backends: tuple[Backend, Backend]
 ) -> None:
     """Passive checks count the 500s a target answers on pooled connections: after the
     threshold it is UNHEALTHY and gets no more traffic."""
