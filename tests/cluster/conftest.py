@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.support import start_upstream
-from tests.e2e.proxy_support import Upstream
+from tests.e2e.proxy_support import Upstream, start_upstream
 from tests.servers.postgres import PostgresServer, drop_database, fresh_database, server
 
 

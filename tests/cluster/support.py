@@ -7,21 +7,16 @@ seconds, and a short ``db_update_frequency`` so catch-up tests stay short.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.proxy_support import REPO, Node, Upstream, free_port, http
+from tests.e2e.proxy_support import Node, http, new_node
 from tests.servers.postgres import PostgresServer
-
-ECHO = os.path.join(REPO, "tests", "e2e", "echo_upstream.py")
 
 
 def pg_env(pg: PostgresServer) -> dict[str, str]:
@@ -52,36 +47,14 @@ class Cluster:
 
     def add(self, start: bool = True, **env: str) -> Node:
         """A new node (own prefix and ports) on the shared database."""
-        index = len(self.nodes)
-        prefix = os.path.join(self.tmp, f"n{index}", "prefix")
-        os.makedirs(os.path.dirname(prefix))
-        ports = {
-            "proxy": free_port(),
-            "proxy_ssl": free_port(),
-            "admin": free_port(),
-            "cluster": free_port(udp_too=True),
-            "cluster_rpc": free_port(),
+        directory = os.path.join(self.tmp, f"n{len(self.nodes)}")
+        os.makedirs(directory)
+        extra = {
+            "KONG_CLUSTER_PROFILE": "local",
+            "KONG_CLUSTER_TTL_ON_FAILURE": "60",
+            "KONG_DB_UPDATE_FREQUENCY": "1",
         }
-        base = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
-        base.update(
-            PYTHONPATH=os.pathsep.join(filter(None, [REPO, base.get("PYTHONPATH")])),
-            KONG_PREFIX=prefix,
-            KONG_PROXY_LISTEN=f"127.0.0.1:{ports['proxy']}",
-            KONG_PROXY_LISTEN_SSL=f"127.0.0.1:{ports['proxy_ssl']}",
-            KONG_ADMIN_LISTEN=f"127.0.0.1:{ports['admin']}",
-            KONG_CLUSTER_LISTEN=f"127.0.0.1:{ports['cluster']}",
-            KONG_CLUSTER_LISTEN_RPC=f"127.0.0.1:{ports['cluster_rpc']}",
-            KONG_CLUSTER_PROFILE="local",
-            KONG_CLUSTER_TTL_ON_FAILURE="60",
-            KONG_DB_UPDATE_FREQUENCY="1",
-            KONG_ANONYMOUS_REPORTS="off",
-            # the node serves the proxy itself unless a test asks for worker processes
-            KONG_NGINX_WORKER_PROCESSES="1",
-        )
-        base.update(self.db_env)
-        base.update(self.extra_env)
-        base.update(env)
-        node = Node(prefix, base, ports)
+        node = new_node(directory, {**extra, **self.db_env, **self.extra_env, **env})
         self.nodes.append(node)
         if start:
             node.start()
@@ -119,19 +92,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             pass
         time.sleep(interval)
     return predicate()
-
-
-def start_upstream() -> Upstream:
-    """The e2e echo upstream in its own process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    process = subprocess.Popen([sys.executable, ECHO], stdout=subprocess.PIPE, env=env)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.kill()
-        raise RuntimeError("echo upstream did not start")
-    return Upstream(process, json.loads(line))
 
 
 def proxy_status(node: Node, path: str) -> int:

@@ -29,6 +29,10 @@ from typing import Any
 
 from kongtx import build_info
 
+# free_port is re-exported: every test process shares the one port book
+from tests.harness import free_port as free_port
+from tests.harness import node_started, node_stopped
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TWISTD = "from twisted.scripts.twistd import run; run()"
 START_TIMEOUT = 60.0
@@ -70,22 +74,6 @@ def kongtx_env(env: dict[str, str]) -> dict[str, str]:
     if installed and test_packages() not in path:
         env["PYTHONPATH"] = os.pathsep.join([*path, test_packages()])
     return env
-
-
-def free_port(udp_too: bool = False) -> int:
-    """A port nothing listens on now (TCP, and UDP when asked), on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-        if not udp_too:
-            return port
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
 
 
 class HTTPResult:
@@ -151,6 +139,11 @@ class Node:
         return self.process.pid
 
     def start(self) -> None:
+        """Start the node and wait until ITS Admin API answers (its prefix in ``GET /``).
+
+        Another process answering on the admin port (a port clash) or the node exiting
+        right after its first answer fails here, with the node's log, not in a test.
+        """
         self.env = kongtx_env(self.env)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -162,20 +155,47 @@ class Node:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        node_started(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                node_stopped(self)
                 raise RuntimeError(f"node exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if http("GET", self.admin + "/", timeout=2).status == 200:
-                    return
+                answer = http("GET", self.admin + "/", timeout=2)
             except OSError:
-                pass
+                answer = None
+            if answer is not None and answer.status == 200:
+                self._check_answer(answer)
+                return
             time.sleep(0.1)
         self.stop()  # never leave a node (and its workers) running after a failed start
         raise RuntimeError(f"node did not start in {START_TIMEOUT}s:\n{self.log()}")
 
+    def _check_answer(self, answer: HTTPResult) -> None:
+        """The first 200 on the admin port came from this node, which is still running."""
+        try:
+            prefix = answer.json()["configuration"]["prefix"]
+        except (ValueError, KeyError, TypeError):
+            prefix = None
+        if prefix is None or os.path.realpath(prefix) != os.path.realpath(self.prefix):
+            self.stop()
+            raise RuntimeError(
+                f"{self.admin} answered for prefix {prefix!r}, not this node's {self.prefix}: "
+                f"another process holds the port\n{self.log()}"
+            )
+        if self.exit_code() is not None:
+            node_stopped(self)
+            raise RuntimeError(
+                f"node exited with {self.exit_code()} right after it answered:\n{self.log()}"
+            )
+
+    def exit_code(self) -> int | None:
+        """The process's exit status, None while it runs (or before it started)."""
+        return None if self.process is None else self.process.poll()
+
     def stop(self) -> None:
+        node_stopped(self)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -237,12 +257,11 @@ class Node:
         self.admin_call("DELETE", f"/apis/{api['id']}")
 
 
-def start_node(
-    extra_env: dict[str, str] | None = None, conf: dict[str, str] | None = None
-) -> tuple[Node, str]:
-    """A node started in a new temporary directory (returned); ``conf``: its kong.conf."""
-    tmp = tempfile.mkdtemp(prefix="kongtx-e2e-proxy-")
-    prefix = os.path.join(tmp, "prefix")
+def new_node(directory: str, extra_env: dict[str, str] | None = None) -> Node:
+    """A node (not started) with its prefix in ``directory`` and every listener on a
+    port of its own; ``extra_env`` (``KONG_*``) over the defaults: sqlite, no reports,
+    no worker processes."""
+    prefix = os.path.join(directory, "prefix")
     ports = {
         "proxy": free_port(),
         "proxy_ssl": free_port(),
@@ -264,10 +283,22 @@ def start_node(
         KONG_NGINX_WORKER_PROCESSES="1",
     )
     env.update(extra_env or {})
-    node = Node(prefix, kongtx_env(env), ports)
+    return Node(prefix, kongtx_env(env), ports)
+
+
+def start_node(
+    extra_env: dict[str, str] | None = None, conf: dict[str, str] | None = None
+) -> tuple[Node, str]:
+    """A node started in a new temporary directory (returned); ``conf``: its kong.conf."""
+    tmp = tempfile.mkdtemp(prefix="kongtx-e2e-proxy-")
+    node = new_node(tmp, extra_env)
     if conf is not None:
         node.write_conf(conf)
-    node.start()
+    try:
+        node.start()
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)  # the error carries the node's log
+        raise
     return node, tmp
 
 
@@ -328,6 +359,7 @@ def start_upstream() -> Upstream:
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line:
+        process.kill()
         raise RuntimeError("echo upstream did not start")
     return Upstream(process, json.loads(line))
 

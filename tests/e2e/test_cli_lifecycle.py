@@ -18,26 +18,10 @@ import tempfile
 import time
 import urllib.request
 
-from proxy_support import kongtx_env
+from proxy_support import free_port, kongtx_env
 from twisted.trial.unittest import SynchronousTestCase
 
 COMMAND_TIMEOUT = 120
-
-
-def free_port(udp_too: bool = False) -> int:
-    """A port nothing listens on now (TCP, and UDP when asked), on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            if not udp_too:
-                return port
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 class LifecycleTests(SynchronousTestCase):

@@ -82,56 +82,23 @@ def test_sighup_reload_rebinds_a_changed_admin_port(node: Node) -> None:
     """SIGHUP re-reads the configuration: a new admin_listen is bound, the proxy keeps serving."""
     from proxy_support import free_port
 
-    conf = os.path.join(os.path.dirname(node.prefix), "reload.conf")
     new_port = free_port()
     # KONG_* variables win over the file, so move the admin address into the file
-    env = dict(node.env)
-    del env["KONG_ADMIN_LISTEN"]
-    with open(conf, "w") as f:
-        f.write(f"admin_listen = 127.0.0.1:{node.ports['admin']}\n")
     node.stop()
-    node.env = dict(env, KONG_TEST_CONF=conf)
-    # start with -c through twistd's plugin options
-    log = open(node.log_path, "ab")
-    node.process = subprocess.Popen(
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong", "-c", conf],
-        env=node.env,
-        cwd=os.path.dirname(node.prefix),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    wait_for(lambda: ok(node.admin + "/"))
-    with open(conf, "w") as f:
-        f.write(f"admin_listen = 127.0.0.1:{new_port}\nlog_level = debug\n")
+    node.write_conf({"admin_listen": f"127.0.0.1:{node.ports['admin']}"})
+    node.start()
+    node.write_conf({"admin_listen": f"127.0.0.1:{new_port}", "log_level": "debug"})
+    assert node.process is not None
     node.process.send_signal(signal.SIGHUP)
     wait_for(lambda: ok(f"http://127.0.0.1:{new_port}/"))
     wait_for(lambda: not ok(node.admin + "/"))
     # a broken file is refused and the node keeps running on what it had
-    with open(conf, "w") as f:
-        f.write("admin_listen = nonsense\n")
+    node.write_conf({"admin_listen": "nonsense"})
     node.process.send_signal(signal.SIGHUP)
     time.sleep(1)
     assert ok(f"http://127.0.0.1:{new_port}/")
     assert "reload refused" in node.log()
     node.ports["admin"] = new_port
-
-
-def _run_with_conf(node: Node, conf: str) -> None:
-    """Restart ``node`` as ``twistd kong -c conf`` with the file's keys out of its env."""
-    node.stop()
-    env = {k: v for k, v in node.env.items() if k not in ("KONG_ADMIN_LISTEN",)}
-    node.env = env
-    log = open(node.log_path, "ab")
-    node.process = subprocess.Popen(
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong", "-c", conf],
-        env=node.env,
-        cwd=os.path.dirname(node.prefix),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    wait_for(lambda: ok(node.admin + "/"))
 
 
 def test_reload_moves_only_what_changed(node: Node, upstream: Upstream) -> None:
@@ -140,10 +107,9 @@ def test_reload_moves_only_what_changed(node: Node, upstream: Upstream) -> None:
     own port and the proxy was gone); trusted_ips applies in place, without a new socket."""
     from proxy_support import free_port
 
-    conf = os.path.join(os.path.dirname(node.prefix), "reload.conf")
-    with open(conf, "w") as f:
-        f.write(f"admin_listen = 127.0.0.1:{node.ports['admin']}\n")
-    _run_with_conf(node, conf)
+    node.stop()
+    node.write_conf({"admin_listen": f"127.0.0.1:{node.ports['admin']}"})
+    node.start()
     node.add_api(request_host="reload.test", upstream_url=upstream.url)
 
     def real_ip() -> str | None:
@@ -158,12 +124,13 @@ def test_reload_moves_only_what_changed(node: Node, upstream: Upstream) -> None:
 
     assert real_ip() == "127.0.0.1"  # trusted_ips empty: the peer is the client
     new_admin, status_port = free_port(), free_port()
-    with open(conf, "w") as f:
-        f.write(
-            f"admin_listen = 127.0.0.1:{new_admin}\n"
-            f"status_listen = 127.0.0.1:{status_port}\n"
-            "trusted_ips = 127.0.0.1\n"
-        )
+    node.write_conf(
+        {
+            "admin_listen": f"127.0.0.1:{new_admin}",
+            "status_listen": f"127.0.0.1:{status_port}",
+            "trusted_ips": "127.0.0.1",
+        }
+    )
     assert node.process is not None
     node.process.send_signal(signal.SIGHUP)
     wait_for(lambda: ok(f"http://127.0.0.1:{new_admin}/"))
@@ -172,8 +139,7 @@ def test_reload_moves_only_what_changed(node: Node, upstream: Upstream) -> None:
     assert "listeners moved: admin, status" in node.log()
     assert real_ip() == "203.0.113.9"  # same proxy socket, new trusted_ips
     # and back: status closed, the proxy still there
-    with open(conf, "w") as f:
-        f.write(f"admin_listen = 127.0.0.1:{new_admin}\n")
+    node.write_conf({"admin_listen": f"127.0.0.1:{new_admin}"})
     node.process.send_signal(signal.SIGHUP)
     wait_for(lambda: not ok(f"http://127.0.0.1:{status_port}/metrics"))
     assert real_ip() == "127.0.0.1"

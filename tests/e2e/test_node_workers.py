@@ -386,35 +386,17 @@ def test_passive_verdict_of_one_worker_reaches_the_others(node: Node) -> None:
 def test_reload_moves_the_workers_to_a_new_proxy_port(upstream: Upstream) -> None:
     """proxy_listen changed in the file + SIGHUP: the new generation serves the new port
     (bound by the master before it starts), the old port is closed once the old one left."""
-    import subprocess
-    import sys
-
-    from proxy_support import TWISTD
-
     n, tmp = start_node(dict(WORKERS))
     try:
         _, path = tracked_api(n, upstream)
-        conf = os.path.join(tmp, "workers.conf")
         new_port = free_port()
-        with open(conf, "w") as f:
-            f.write(f"proxy_listen = 127.0.0.1:{n.ports['proxy']}\n")
         n.stop()
-        n.env = {k: v for k, v in n.env.items() if k != "KONG_PROXY_LISTEN"}
-        with open(n.log_path, "ab") as log:
-            n.process = subprocess.Popen(
-                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", "-", "kong"]
-                + ["-c", conf],
-                env=n.env,
-                cwd=tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        n.write_conf({"proxy_listen": f"127.0.0.1:{n.ports['proxy']}"})
+        n.start()  # the Admin API listens once every worker accepts (and SIGHUP is handled)
+        assert n.process is not None
         old_url = n.proxy + path + "/x"
-        # the Admin API listens once every worker accepts (and SIGHUP is handled from then on)
-        wait_until(lambda: _status(n.admin + "/") == 200, 60.0, "node started")
         assert _status(old_url) == 200
-        with open(conf, "w") as f:
-            f.write(f"proxy_listen = 127.0.0.1:{new_port}\n")
+        n.write_conf({"proxy_listen": f"127.0.0.1:{new_port}"})
         n.process.send_signal(signal.SIGHUP)
         wait_for_log(n, "proxy workers reloaded (generation 2)")
         new_url = f"http://127.0.0.1:{new_port}{path}/x"

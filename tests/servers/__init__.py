@@ -22,6 +22,9 @@ from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
+# one port book for every server and node of the run (re-exported)
+from tests.harness import free_port as free_port
+
 
 def required(backend: str) -> bool:
     """Whether ``KONG_TEST_REQUIRE`` makes ``backend`` mandatory."""
@@ -36,14 +39,6 @@ def unavailable(backend: str, reason: str) -> NoReturn:
     if required(backend):
         pytest.fail(f"{message} (KONG_TEST_REQUIRE={os.environ.get('KONG_TEST_REQUIRE')})")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(host: str, port: int) -> bool:
