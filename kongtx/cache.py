@@ -81,6 +81,17 @@ class InvalidationListener(Protocol):
     def flush(self) -> None: ...
 
 
+def _listener_failed(listener: InvalidationListener, what: str, arg: str) -> None:
+    """Log the error a listener raised (called in its ``except``): the cache and the
+    other listeners carry on."""
+    log.failure(
+        "cache listener {listener!r} failed on {what}({arg!r})",
+        listener=listener,
+        what=what,
+        arg=arg,
+    )
+
+
 class _Entry:
     __slots__ = ("expires", "size", "value")
 
@@ -253,7 +264,11 @@ class Cache:
         self._inflight.pop(key, None)
         if key in self._entries:
             self._drop(key)
-        self._tell("invalidate", key)
+        for listener in self._listeners:
+            try:
+                listener.invalidate(key)
+            except Exception:
+                _listener_failed(listener, "invalidate", key)
 
     def invalidate_prefix(self, prefix: str) -> None:
         """Forget every key starting with ``prefix`` (and their in-flight loads); tell the listeners."""
@@ -261,7 +276,11 @@ class Cache:
             del self._inflight[key]
         for key in [k for k in self._entries if k.startswith(prefix)]:
             self._drop(key)
-        self._tell("invalidate_prefix", prefix)
+        for listener in self._listeners:
+            try:
+                listener.invalidate_prefix(prefix)
+            except Exception:
+                _listener_failed(listener, "invalidate_prefix", prefix)
 
     def flush(self) -> None:
         """Forget everything (``DELETE /cache``, a full purge); then tell the listeners."""
@@ -271,7 +290,11 @@ class Cache:
         self._entries.clear()
         self.size = 0
         self._release_at = RELEASE_FROM
-        self._tell("flush", "")
+        for listener in self._listeners:
+            try:
+                listener.flush()
+            except Exception:
+                _listener_failed(listener, "flush", "")
 
     # -------------------------------------------------------------- listeners
 
@@ -285,24 +308,6 @@ class Cache:
         if listener in listeners:
             listeners.remove(listener)
             self._listeners = tuple(listeners)
-
-    def _tell(self, what: str, arg: str) -> None:
-        """Call ``what`` (a listener method's name) on every listener; an error is logged."""
-        for listener in self._listeners:
-            try:
-                if what == "flush":
-                    listener.flush()
-                elif what == "invalidate_prefix":
-                    listener.invalidate_prefix(arg)
-                else:
-                    listener.invalidate(arg)
-            except Exception:
-                log.failure(
-                    "cache listener {listener!r} failed on {what}({arg!r})",
-                    listener=listener,
-                    what=what,
-                    arg=arg,
-                )
 
     def _release_soon(self) -> None:
         """Give the C heap's free pages back in :data:`RELEASE_DELAY` (once for all asks)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.cache import Cache, estimate_size
@@ -222,9 +223,21 @@ class InvalidationListenerTests(SynchronousTestCase):
         broken, fine = Recorder(self.cache, fail=True), Recorder(self.cache)
         self.cache.add_invalidation_listener(broken)
         self.cache.add_invalidation_listener(fine)
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.cache.invalidate("apis:1")
         self.cache.invalidate_prefix("plugins:")
         self.cache.flush()
         self.assertEqual([t[0] for t in fine.told], ["invalidate", "invalidate_prefix", "flush"])
         self.assertEqual(len(broken.told), 3)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(
+            [(e["what"], e["arg"], e["listener"]) for e in failures],
+            [
+                ("invalidate", "apis:1", broken),
+                ("invalidate_prefix", "plugins:", broken),
+                ("flush", "", broken),
+            ],
+        )
