@@ -88,7 +88,11 @@ class ScriptedClient:
         return succeed(step)
 
     def start_pooled(self, *args: Any) -> None:
-        return None  # never called for a balanced API; as UpstreamClient's, for the pipeline
+        # UpstreamClient.start_pooled's "no pooled connection at hand": the pipeline's
+        # general path then calls request().  Only an API without a balancer gets here
+        # (the plain-API tests below); a balanced one goes through the balancer's
+        # request() or, on the express path, pooled_exchange.
+        return None
 
     def pooled_exchange(
         self,
