@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,19 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.support import members, name_of, wait_for
-from tests.e2e.proxy_support import Node, http, start_node
+from tests.e2e.proxy_support import Node, http, running_nodes
 
 
 @pytest.fixture(scope="module")
 def joined() -> Iterator[tuple[Node, Node]]:
     """Two sqlite nodes, the second joined to the first through POST /cluster."""
-    nodes, tmps = [], []
-    try:
-        for _ in range(2):
-            node, tmp = start_node({"KONG_CLUSTER_PROFILE": "local"})
-            nodes.append(node)
-            tmps.append(tmp)
-        a, b = nodes
+    with running_nodes(2, {"KONG_CLUSTER_PROFILE": "local"}) as (a, b):
         reply = http(
             "POST",
             b.admin + "/cluster",
@@ -37,11 +30,6 @@ def joined() -> Iterator[tuple[Node, Node]]:
         with open(os.path.join(a.prefix, "pids", "kong.pid"), "w") as f:
             f.write(str(a.pid))
         yield a, b
-    finally:
-        for node in nodes:
-            node.stop()
-        for tmp in tmps:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kong(node: Node, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ import pytest
 
 from kongtx.cluster import codec
 from tests.cluster.support import cached, kill, name_of, proxy_status, wait_for
-from tests.e2e.proxy_support import Node, Upstream, free_port, http, start_node
+from tests.e2e.proxy_support import Node, Upstream, free_port, http, running_nodes
 from tests.servers import required
 
 SERF = shutil.which("serf")
@@ -119,19 +119,10 @@ def setup(request: pytest.FixtureRequest) -> Iterator[tuple[Agent, list[Node]]]:
     env = {"KONG_CLUSTER_PROFILE": "local"}
     if key:
         env["KONG_CLUSTER_ENCRYPT_KEY"] = key
-    nodes: list[Node] = []
-    tmps: list[str] = []
     try:
-        for _ in range(2):
-            node, tmp = start_node(env)
-            nodes.append(node)
-            tmps.append(tmp)
-        yield agent, nodes
+        with running_nodes(2, env) as nodes:
+            yield agent, nodes
     finally:
-        for node in nodes:
-            node.stop()
-        for tmp in tmps:
-            shutil.rmtree(tmp, ignore_errors=True)
         agent.stop()
 
 

@@ -11,12 +11,11 @@ and free 127.0.0.1 ports for every listener; ``upstream`` is the echo upstream o
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, kongtx_build, start_node, start_upstream
+from proxy_support import Node, Upstream, kongtx_build, running_node, start_upstream
 
 
 def pytest_report_header() -> str:
@@ -33,19 +32,15 @@ FRONTENDS = [f for f in os.environ.get("KONG_TEST_FRONTENDS", "fast,web").split(
 @pytest.fixture(scope="module", params=FRONTENDS)
 def kong_node(request: pytest.FixtureRequest) -> Iterator[Node]:
     """One node per test module and front-end (upstream timeouts short enough for timeout tests)."""
-    node, tmp = start_node(
+    with running_node(
         {
             "KONG_UPSTREAM_READ_TIMEOUT": "1500",
             "KONG_UPSTREAM_SEND_TIMEOUT": "1500",
             "KONG_UPSTREAM_CONNECT_TIMEOUT": "1500",
             "KONG_PROXY_FRONTEND": request.param,
         }
-    )
-    try:
+    ) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import cache
 from typing import Any
 
@@ -300,6 +302,27 @@ def start_node(
         shutil.rmtree(tmp, ignore_errors=True)  # the error carries the node's log
         raise
     return node, tmp
+
+
+@contextmanager
+def running_node(
+    extra_env: dict[str, str] | None = None, conf: dict[str, str] | None = None
+) -> Iterator[Node]:
+    """``start_node`` for a ``with`` block (a fixture's body): at its end the node is
+    stopped and its directory removed, whatever happened."""
+    node, tmp = start_node(extra_env, conf)
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def running_nodes(count: int, extra_env: dict[str, str] | None = None) -> Iterator[list[Node]]:
+    """``count`` nodes of the same settings for a ``with`` block (``running_node`` each)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(running_node(extra_env)) for _ in range(count)]
 
 
 def children(pid: int) -> set[int]:

@@ -8,23 +8,18 @@ dotted healthcheck keys, all over real HTTP to a started node.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from proxy_support import Node, free_port, http, start_node
+from proxy_support import Node, free_port, http, running_node
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    started, tmp = start_node()
-    try:
+    with running_node() as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def call(node: Node, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from proxy_support import Node, Upstream, http, kongtx_env, start_node
+from proxy_support import Node, Upstream, http, kongtx_env, running_node
 
 COMMAND_TIMEOUT = 120
 
@@ -198,12 +198,8 @@ def test_nodes_serve_the_imported_and_exported_configuration(work: Workspace) ->
         {"KONG_SQLITE_PATH": work.db("a")},
         {"KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": work.path("a.yml")},
     ):
-        node, tmp = start_node(env)
-        try:
+        with running_node(env) as node:
             authenticated(node)
             served = http("GET", node.admin + "/config").json()
             with open(work.path("a.yml")) as f:
                 assert served == yaml.safe_load(f.read())
-        finally:
-            node.stop()
-            shutil.rmtree(tmp, ignore_errors=True)

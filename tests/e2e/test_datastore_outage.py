@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.support import pg_env, wait_for
-from tests.e2e.proxy_support import HTTPResult, Node, Upstream, http, kongtx_env, start_node
+from tests.e2e.proxy_support import HTTPResult, Node, Upstream, http, kongtx_env, running_node
 
 UNAVAILABLE = {"message": "The datastore is unavailable"}
 #: what each backend's store times out after (seconds), see the module docstring.
@@ -123,12 +122,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 @pytest.fixture
 def node(backend: Backend) -> Iterator[Node]:
     """A node on the backend (catch-up every second, so it keeps polling the store)."""
-    n, tmp = start_node({**backend.env, "KONG_DB_UPDATE_FREQUENCY": "1"})
-    try:
+    with running_node({**backend.env, "KONG_DB_UPDATE_FREQUENCY": "1"}) as n:
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _post(node: Node, path: str, fields: dict[str, Any], timeout: float = 60) -> HTTPResult:

@@ -8,7 +8,6 @@ another CA, or none, it refuses to start with a line that says why.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.support import pg_env
-from tests.e2e.proxy_support import Node, http, start_node
+from tests.e2e.proxy_support import Node, http, running_node
 from tests.servers import postgres as pg
 from tests.servers.certs import TestCA
 
@@ -41,12 +40,8 @@ def _tls_env(db: pg.PostgresServer, ca_file: str | None) -> dict[str, str]:
 def node(database: pg.PostgresServer) -> Iterator[Node]:
     """A node on the TLS database, verifying it against the CA that signed its certificate."""
     assert database.ca_file is not None
-    n, tmp = start_node(_tls_env(database, database.ca_file))
-    try:
+    with running_node(_tls_env(database, database.ca_file)) as n:
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _refused_start(node: Node, env: dict[str, str]) -> str:

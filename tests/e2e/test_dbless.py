@@ -16,10 +16,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import proxy_support
 import pytest
 import yaml
-from proxy_support import Node, Upstream, http, start_node
+from proxy_support import Node, Upstream, http, running_node
 
 
 def document(upstream: Upstream, path: str = "/a", key: str = "alice-key") -> dict[str, Any]:
@@ -54,12 +53,8 @@ def dbless(upstream: Upstream, files: str) -> Iterator[Node]:
     path = os.path.join(files, "kong.yml")
     with open(path, "w") as f:
         yaml.safe_dump(document(upstream), f)
-    node, tmp = start_node({"KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": path})
-    try:
+    with running_node({"KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": path}) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def proxy(node: Node, key: str | None = "alice-key", host: str = "echo.dbless.test") -> Any:
@@ -152,25 +147,17 @@ def test_replacement_is_atomic_under_traffic(dbless: Node, upstream: Upstream) -
     post_config(dbless, document(upstream))
 
 
-def test_bad_file_stops_the_node(
-    upstream: Upstream, files: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_file_stops_the_node(upstream: Upstream, files: str) -> None:
     """A file with mistakes: the node exits non-zero, one log line per error."""
-    # the failed node's prefix goes under ``files``, removed with it
-    mkdtemp = tempfile.mkdtemp
-    monkeypatch.setattr(
-        proxy_support.tempfile, "mkdtemp", lambda prefix: mkdtemp(prefix=prefix, dir=files)
-    )
     doc = document(upstream)
     doc["apis"][0]["upstream_url"] = "ftp://x"
     doc["consumers"].append({"custom_id": ""})
     path = os.path.join(files, "bad.yml")
     with open(path, "w") as f:
         yaml.safe_dump(doc, f)
-    with pytest.raises(RuntimeError) as e:
-        node, tmp = start_node({"KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": path})
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with pytest.raises(RuntimeError) as e:  # start_node removes the failed node's directory
+        with running_node({"KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": path}):
+            pass
     message = str(e.value)
     assert "node exited with 1" in message
     assert f"{path}: apis[0].upstream_url: Supported protocols are HTTP and HTTPS" in message

@@ -8,7 +8,6 @@ to an API whose ``upstream_url`` names an upstream.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 import uuid
@@ -16,18 +15,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from health_backend import PROBE_PATH, Backend, admin, balanced_api, health, running
-from proxy_support import Node, http, start_node
+from proxy_support import Node, http, running_node
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
     """One node on sqlite; upstreams re-read every second by the active checker."""
-    started, tmp = start_node({"KONG_DB_UPDATE_FREQUENCY": "1"})
-    try:
+    with running_node({"KONG_DB_UPDATE_FREQUENCY": "1"}) as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

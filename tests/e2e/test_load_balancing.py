@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from proxy_support import REPO, Node, Upstream, free_port, http, start_node
+from proxy_support import REPO, Node, Upstream, free_port, http, running_node, running_nodes
 from websockets.sync.client import connect
 
 
@@ -88,12 +88,8 @@ def backends() -> Iterator[list[Backend]]:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    started, tmp = start_node({"KONG_UPSTREAM_CONNECT_TIMEOUT": "2000"})
-    try:
+    with running_node({"KONG_UPSTREAM_CONNECT_TIMEOUT": "2000"}) as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def admin(node: Node, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -240,15 +236,10 @@ def two_nodes() -> Iterator[list[Node]]:
     """Two nodes on one sqlite file, trusting X-Forwarded-For (so the client IP can vary)."""
     shared = tempfile.mkdtemp(prefix="kongtx-e2e-lb-")
     env = {"KONG_SQLITE_PATH": os.path.join(shared, "kong.db"), "KONG_TRUSTED_IPS": "0.0.0.0/0"}
-    started: list[tuple[Node, str]] = []
     try:
-        started.append(start_node(env))
-        started.append(start_node(env))
-        yield [n for n, _ in started]
+        with running_nodes(2, env) as nodes:
+            yield nodes
     finally:
-        for n, tmp in started:
-            n.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(shared, ignore_errors=True)
 
 
@@ -326,16 +317,14 @@ def dns_node(backends: list[Backend]) -> Iterator[tuple[Node, list[Backend]]]:
         stdout=subprocess.PIPE,
         env=env,
     )
-    started: tuple[Node, str] | None = None
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == b"ready"
-        started = start_node({"KONG_DNSMASQ": "off", "KONG_DNS_RESOLVER": f"127.0.0.1:{port}"})
-        yield started[0], backends
+        with running_node(
+            {"KONG_DNSMASQ": "off", "KONG_DNS_RESOLVER": f"127.0.0.1:{port}"}
+        ) as started:
+            yield started, backends
     finally:
-        if started is not None:
-            started[0].stop()
-            shutil.rmtree(started[1], ignore_errors=True)
         server.kill()
         server.wait(5)
 

@@ -10,24 +10,19 @@ path does still happens there (round-robin, passive health verdicts, latency hea
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from health_backend import Backend, balanced_api, health
-from proxy_support import Node, http, start_node
+from proxy_support import Node, http, running_node
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    started, tmp = start_node({})
-    try:
+    with running_node({}) as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

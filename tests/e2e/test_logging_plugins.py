@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from proxy_support import Node, Upstream, free_port, http, start_node
+from proxy_support import Node, Upstream, free_port, http, running_node
 
 # ------------------------------------------------------------------ receivers
 
@@ -109,12 +109,8 @@ def syslog_dir() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def node(syslog_dir: str) -> Iterator[Node]:
     """A node whose syslog plugin writes to a socket in syslog_dir."""
-    n, tmp = start_node({"KONGTX_SYSLOG_SOCKET": os.path.join(syslog_dir, "log.sock")})
-    try:
+    with running_node({"KONGTX_SYSLOG_SOCKET": os.path.join(syslog_dir, "log.sock")}) as n:
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import FRONTENDS
 from prometheus_client.parser import text_string_to_metric_families
-from proxy_support import Node, Upstream, free_port, http, start_node
+from proxy_support import Node, Upstream, free_port, http, running_node
 
 
 class StatusNode:
@@ -35,14 +34,10 @@ class StatusNode:
 def status_node(request: pytest.FixtureRequest) -> Iterator[StatusNode]:
     """One node per front-end with status_listen on a free port."""
     port = free_port()
-    node, tmp = start_node(
+    with running_node(
         {"KONG_STATUS_LISTEN": f"127.0.0.1:{port}", "KONG_PROXY_FRONTEND": request.param}
-    )
-    try:
+    ) as node:
         yield StatusNode(node, f"http://127.0.0.1:{port}")
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _get(samples: dict[Any, float], name: str, **labels: str) -> float:

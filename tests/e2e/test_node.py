@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,18 +11,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import TWISTD, Node, Upstream, http, start_node
+from proxy_support import TWISTD, Node, Upstream, http, running_node
 
 
 @pytest.fixture
 def node() -> Iterator[Node]:
     """A fresh node on its own prefix, stopped at the end."""
-    n, tmp = start_node()
-    try:
+    with running_node() as n:
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_twistd(env: dict[str, str], cwd: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
-from proxy_support import free_port, new_node, start_node
+from proxy_support import free_port, new_node, running_node
 
 from tests import harness
 
@@ -74,8 +74,7 @@ def test_a_dead_nodes_log_is_kept_and_reported(
 ) -> None:
     """A node that died before it was stopped is reported as such, its log tail and a kept copy."""
     monkeypatch.setenv("KONG_TEST_LOG_DIR", str(tmp_path))
-    node, tmp = start_node()
-    try:
+    with running_node() as node:
         os.kill(node.pid, signal.SIGKILL)
         assert node.process is not None
         node.process.wait(10)
@@ -87,7 +86,4 @@ def test_a_dead_nodes_log_is_kept_and_reported(
         kept = title.split("logs kept in ", 1)[1].rstrip(")")
         with open(os.path.join(kept, "node.log")) as f:
             assert "started on sqlite" in f.read()
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     assert node not in harness.running_nodes()

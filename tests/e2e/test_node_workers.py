@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -32,7 +31,7 @@ from proxy_support import (
     children,
     free_port,
     http,
-    start_node,
+    running_node,
     start_upstream,
 )
 
@@ -45,13 +44,9 @@ TRACKER = {"generator": "tracker", "header_name": "X-Tracker", "echo_downstream"
 def node() -> Iterator[Node]:
     """A node with two proxy workers and status_listen on."""
     status = free_port()
-    n, tmp = start_node({**WORKERS, "KONG_STATUS_LISTEN": f"127.0.0.1:{status}"})
-    n.ports["status"] = status
-    try:
+    with running_node({**WORKERS, "KONG_STATUS_LISTEN": f"127.0.0.1:{status}"}) as n:
+        n.ports["status"] = status
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
@@ -279,8 +274,7 @@ def wait_for_log(node: Node, text: str, timeout: float = 60.0) -> None:
 
 def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
     """Four keep-alive clients send without pause while SIGHUP replaces the workers twice."""
-    n, tmp = start_node(dict(WORKERS))
-    try:
+    with running_node(dict(WORKERS)) as n:
         _, path = tracked_api(n, upstream)
         wait_until(lambda: http("GET", n.proxy + path + "/x").status == 200)
         with KeepAliveLoad(n.ports["proxy"], path + "/x") as load:
@@ -296,9 +290,6 @@ def test_sighup_under_load_fails_nothing(upstream: Upstream) -> None:
         assert sum(load.statuses.values()) > 50
         after = wait_for_workers(n)
         assert not (after & before)  # a whole new generation
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
@@ -324,8 +315,7 @@ def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
             ],
         }
 
-    n, tmp = start_node({**WORKERS, "KONG_DATABASE": "off"})
-    try:
+    with running_node({**WORKERS, "KONG_DATABASE": "off"}) as n:
         workers = wait_for_workers(n)
         assert http("GET", n.proxy + "/posted/x").status == 404
         posted = http(
@@ -345,9 +335,6 @@ def test_dbless_config_reaches_every_worker(upstream: Upstream) -> None:
         wait_for_log(n, "starting another")
         time.sleep(1.0)
         assert until_both_workers(n, "/posted", replaced) == replaced
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_passive_verdict_of_one_worker_reaches_the_others(node: Node) -> None:
@@ -386,8 +373,7 @@ def test_passive_verdict_of_one_worker_reaches_the_others(node: Node) -> None:
 def test_reload_moves_the_workers_to_a_new_proxy_port(upstream: Upstream) -> None:
     """proxy_listen changed in the file + SIGHUP: the new generation serves the new port
     (bound by the master before it starts), the old port is closed once the old one left."""
-    n, tmp = start_node(dict(WORKERS))
-    try:
+    with running_node(dict(WORKERS)) as n:
         _, path = tracked_api(n, upstream)
         new_port = free_port()
         n.stop()
@@ -406,9 +392,6 @@ def test_reload_moves_the_workers_to_a_new_proxy_port(upstream: Upstream) -> Non
         assert {served_by(r) for r in results} <= workers
         wait_until(lambda: _status(old_url) is None, 10.0, "the first port closed")
         assert "listeners moved: proxy" in n.log()
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _status(url: str) -> int | None:
@@ -440,8 +423,7 @@ def test_a_workers_write_reaches_the_other_worker_and_the_master_at_once(
     that worker's DAO) is refused at once by the other worker, which had it cached, and is
     gone from the master's cache, with ``db_update_frequency`` = 60 s: the worker told its
     master, which invalidated everywhere (the periodic catch-up is far away)."""
-    n, tmp = start_node({**WORKERS, "KONG_DB_UPDATE_FREQUENCY": "60"})
-    try:
+    with running_node({**WORKERS, "KONG_DB_UPDATE_FREQUENCY": "60"}) as n:
         workers = wait_for_workers(n)
         path = "/oa-" + uuid.uuid4().hex[:8]
         api = n.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
@@ -501,6 +483,3 @@ def test_a_workers_write_reaches_the_other_worker_and_the_master_at_once(
         assert other.call("GET", path + "/x", **new)[0] == 200
         cached = http("GET", f"{n.admin}/cache/oauth2_token:{first['access_token']}")
         assert cached.status == 404, cached.body
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import ssl
 import time
@@ -26,7 +25,7 @@ from proxy_support import (
     children,
     free_port,
     http,
-    start_node,
+    running_node,
     start_upstream,
 )
 from test_node_workers import (
@@ -44,13 +43,11 @@ from test_node_workers import (
 def one() -> Iterator[Node]:
     """A node serving the proxy itself, configured by its kong.conf (proxy_listen included)."""
     port = free_port()
-    n, tmp = start_node(conf={"nginx_worker_processes": "1", "proxy_listen": f"127.0.0.1:{port}"})
-    n.ports["proxy"] = port
-    try:
+    with running_node(
+        conf={"nginx_worker_processes": "1", "proxy_listen": f"127.0.0.1:{port}"}
+    ) as n:
+        n.ports["proxy"] = port
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def reload(node: Node, conf: dict[str, str], done: str) -> None:
@@ -277,8 +274,7 @@ def test_dbless_configuration_posted_before_the_switch_reaches_the_workers(
         posted = http("POST", n.admin + "/config", body, {"Content-Type": "application/json"})
         assert posted.status == 201, posted.body
 
-    n, tmp = start_node({"KONG_DATABASE": "off"}, conf={"nginx_worker_processes": "1"})
-    try:
+    with running_node({"KONG_DATABASE": "off"}, conf={"nginx_worker_processes": "1"}) as n:
         post("/first")
         assert set(servers(n, n.proxy + "/first/x")) == {n.pid}
         reload(n, {"nginx_worker_processes": "2"}, "proxy served by 2 worker processes")
@@ -290,9 +286,6 @@ def test_dbless_configuration_posted_before_the_switch_reaches_the_workers(
         reload(n, {"nginx_worker_processes": "1"}, "proxy served by the node process")
         assert set(servers(n, n.proxy + "/second/x")) == {n.pid}
         assert http("GET", n.proxy + "/first/x").status == 404
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def served_over_tls(node: Node, path: str) -> int:

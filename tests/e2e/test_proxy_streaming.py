@@ -10,14 +10,13 @@ import hashlib
 import http.client as httplib
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, start_node
+from proxy_support import Node, Upstream, running_node
 
 MB = 1024 * 1024
 SIZE = int(os.environ.get("KONG_TEST_STREAM_MB", "256")) * MB
@@ -28,12 +27,8 @@ RSS_BUDGET_KB = 16 * 1024
 @pytest.fixture(scope="module")
 def kong_node() -> Iterator[Node]:
     """A node whose upstream may take its time digesting a large upload (read timeout 30 s)."""
-    node, tmp = start_node({"KONG_UPSTREAM_READ_TIMEOUT": "30000"})
-    try:
+    with running_node({"KONG_UPSTREAM_READ_TIMEOUT": "30000"}) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stream_api(node: Node, upstream: Upstream) -> str:

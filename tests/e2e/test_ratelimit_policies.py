@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from proxy_support import Node, Upstream, http, start_node
+from proxy_support import Node, Upstream, http, running_nodes
 
 from tests.servers import redis as redis_server
 
@@ -250,31 +250,15 @@ def _hammer(nodes: list[Node], host: str, total: int, workers: int) -> list[int]
     return statuses
 
 
-def _start_pair(env: dict[str, str]) -> tuple[list[Node], list[str]]:
-    started: list[tuple[Node, str]] = []
-    try:
-        started.append(start_node(env))
-        started.append(start_node(env))
-    except BaseException:
-        for node, tmp in started:
-            node.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [n for n, _ in started], [t for _, t in started]
-
-
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[list[Node]]:
     """Two nodes sharing one sqlite file (the cluster policy's datastore)."""
     shared = tempfile.mkdtemp(prefix="kongtx-e2e-shared-")
-    nodes, tmps = _start_pair({"KONG_SQLITE_PATH": os.path.join(shared, "kong.db")})
     try:
-        yield nodes
+        with running_nodes(2, {"KONG_SQLITE_PATH": os.path.join(shared, "kong.db")}) as nodes:
+            yield nodes
     finally:
-        for node in nodes:
-            node.stop()
-        for tmp in [*tmps, shared]:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -291,14 +275,10 @@ def two_pg_nodes() -> Iterator[list[Node]]:
         "KONG_PG_PASSWORD": srv.password or "",
         "KONG_PG_DATABASE": srv.database,
     }
-    nodes, tmps = _start_pair(env)
     try:
-        yield nodes
+        with running_nodes(2, env) as nodes:
+            yield nodes
     finally:
-        for node in nodes:
-            node.stop()
-        for tmp in tmps:
-            shutil.rmtree(tmp, ignore_errors=True)
         postgres.drop_database(srv)
 
 
@@ -315,14 +295,10 @@ def two_cassandra_nodes() -> Iterator[list[Node]]:
         "KONG_CASSANDRA_PORT": str(srv.port),
         "KONG_CASSANDRA_KEYSPACE": keyspace,
     }
-    nodes, tmps = _start_pair(env)
     try:
-        yield nodes
+        with running_nodes(2, env) as nodes:
+            yield nodes
     finally:
-        for node in nodes:
-            node.stop()
-        for tmp in tmps:
-            shutil.rmtree(tmp, ignore_errors=True)
         cassandra.drop_keyspace(srv, keyspace)
 
 

@@ -21,20 +21,21 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import KeepAliveLoad, Node, Upstream, children, free_port, start_node
+from proxy_support import (
+    KeepAliveLoad,
+    Node,
+    Upstream,
+    children,
+    free_port,
+    running_node,
+)
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
     """One node for the datastore and Admin API (its own proxy is not used here)."""
-    import shutil
-
-    n, tmp = start_node({})
-    try:
+    with running_node({}) as n:
         yield n
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wait_for(path: str, text: str, timeout: float = 60.0) -> None:
@@ -134,10 +135,10 @@ def test_quit_drains_in_flight_proxy_requests(
 ) -> None:
     """``kong quit`` (SIGQUIT) lets a proxied request in flight finish before the node exits
     (in the node, or in one of its proxy workers, which all exit too)."""
-    import shutil
 
-    n, tmp = start_node({"KONG_PROXY_FRONTEND": frontend, "KONG_NGINX_WORKER_PROCESSES": workers})
-    try:
+    with running_node(
+        {"KONG_PROXY_FRONTEND": frontend, "KONG_NGINX_WORKER_PROCESSES": workers}
+    ) as n:
         path = "/quit-" + uuid.uuid4().hex[:8]
         n.add_api(request_path=path, strip_request_path=True, upstream_url=upstream.url)
         result: list[object] = []
@@ -167,6 +168,3 @@ def test_quit_drains_in_flight_proxy_requests(
         assert result[0][0] == 200
         assert n.process.wait(30) == 0
         assert not [pid for pid in spawned if os.path.exists(f"/proc/{pid}")]  # workers left first
-    finally:
-        n.stop()
-        shutil.rmtree(tmp, ignore_errors=True)

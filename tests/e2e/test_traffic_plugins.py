@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import Node, Upstream, http, raw_exchange, start_node
+from proxy_support import Node, Upstream, http, raw_exchange, running_node
 
 
 def uniq() -> str:
@@ -136,12 +135,8 @@ def test_bot_detection_blacklist(kong_node: Node, upstream: Upstream) -> None:
 @pytest.fixture(scope="module")
 def trusting_node() -> Iterator[Node]:
     """A node that believes X-Forwarded-For from 127.0.0.1 (trusted_ips)."""
-    node, tmp = start_node({"KONG_TRUSTED_IPS": "127.0.0.1"})
-    try:
+    with running_node({"KONG_TRUSTED_IPS": "127.0.0.1"}) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_trusted_proxy_forwarded_for_is_the_client(trusting_node: Node, upstream: Upstream) -> None:
