@@ -20,6 +20,14 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 
 from kongtx.clock import Clock
+from kongtx.dao_checks import (
+    check_key_uuids,
+    check_pk_unchanged,
+    is_id,
+    list_filters,
+    lower_ids,
+    normalise,
+)
 from kongtx.errors import (
     ConflictError,
     DatabaseError,
@@ -27,7 +35,6 @@ from kongtx.errors import (
     ForeignKeyError,
     NotFoundError,
     PluginExistsError,
-    SchemaError,
 )
 from kongtx.log import logger
 from kongtx.plugins.registry import PluginRegistry
@@ -41,20 +48,14 @@ from kongtx.store.interface import (
     Table,
     UniqueViolation,
 )
-from kongtx.store.rules import TAGS_COLUMN, TagFilter
 from kongtx.store.schemas import (
-    INVALID,
-    MAX_FILTER_TAGS,
     EntitySchema,
-    Errors,
     Field,
     RunInThread,
     Schema,
-    coerce,
     core_schemas,
     is_uuid,
     merge_patch,
-    tag_problem,
     validate,
 )
 from kongtx.store.tables import TABLES
@@ -134,7 +135,7 @@ class DAO:
         for name, f in schema.fields.items():
             if f.dao_insert_value:
                 values[name] = self._generate(f)
-        row = self._normalise(schema, validate(schema, values, "insert"))
+        row = normalise(schema, validate(schema, values, "insert"))
         await self._check_together(collection, schema, row, None)
         if schema.before_write is not None:
             await schema.before_write(row, None, self._run)
@@ -157,7 +158,7 @@ class DAO:
         (our deliberate difference from Kong's empty 200).
         """
         schema = self._schema(collection)
-        self._check_key_uuids(schema, key)
+        check_key_uuids(schema, key)
         if not full and not params:
             raise EntityError("empty body")
         old = await self._get(collection, schema, key)
@@ -166,14 +167,14 @@ class DAO:
                 raise NotFoundError()
             return None
         pk = {c: old[c] for c in schema.primary_key}
-        self._check_pk_unchanged(schema, old, params)
+        check_pk_unchanged(schema, old, params)
         if full:
             values = {**params, **pk}
             row = validate(schema, values, "full", old=old)
         else:
             merged = merge_patch(schema, old, params)
             row = validate(schema, merged, "patch", patch=params, old=old)
-        row = self._normalise(schema, row)
+        row = normalise(schema, row)
         await self._check_together(collection, schema, row, old)
         if schema.before_write is not None:
             await schema.before_write(row, old, self._run)
@@ -189,9 +190,9 @@ class DAO:
     async def delete(self, collection: str, key: Mapping[str, Any]) -> bool:
         """Delete one row and, by cascade, its dependants; notify each.  False when absent."""
         schema = self._schema(collection)
-        self._check_key_uuids(schema, key)
+        check_key_uuids(schema, key)
         if set(key) == set(schema.primary_key):
-            pk = self._lower_ids(schema, key)
+            pk = lower_ids(schema, key)
         else:
             old = await self._get(collection, schema, key)
             if old is None:
@@ -207,27 +208,27 @@ class DAO:
     async def find(self, collection: str, key: Mapping[str, Any]) -> Row | None:
         """The row matching ``key`` (its primary key, or a unique/natural key), or None."""
         schema = self._schema(collection)
-        if any(self._is_id(schema, c) and v is not None and not is_uuid(v) for c, v in key.items()):
+        if any(is_id(schema, c) and v is not None and not is_uuid(v) for c, v in key.items()):
             return None
         return await self._get(collection, schema, key)
 
     async def find_all(self, collection: str, filters: Mapping[str, Any]) -> list[Row]:
         """Every row matching the equality ``filters`` (validated like list filters)."""
         schema = self._schema(collection)
-        return await self._call(self.store.select(collection, self._filters(schema, filters)))
+        return await self._call(self.store.select(collection, list_filters(schema, filters)))
 
     async def find_page(
         self, collection: str, filters: Mapping[str, Any], size: int, offset: str | None
     ) -> Page:
         """One page of rows matching ``filters`` (SPEC §1.3); store paging tokens are opaque."""
         schema = self._schema(collection)
-        clean = self._filters(schema, filters)
+        clean = list_filters(schema, filters)
         return await self._call(self.store.page(collection, clean, size, offset))
 
     async def count(self, collection: str, filters: Mapping[str, Any]) -> int:
         """How many rows match ``filters``."""
         schema = self._schema(collection)
-        return await self._call(self.store.count(collection, self._filters(schema, filters)))
+        return await self._call(self.store.count(collection, list_filters(schema, filters)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -244,67 +245,6 @@ class DAO:
             return str(uuid.uuid4())
         raise ValueError(f"cannot generate a {f.type} value")
 
-    @staticmethod
-    def _is_id(schema: Schema, column: str) -> bool:
-        f = schema.fields.get(column)
-        return f is not None and f.type == "id"
-
-    def _lower_ids(self, schema: Schema, key: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            c: v.lower() if self._is_id(schema, c) and isinstance(v, str) else v
-            for c, v in key.items()
-        }
-
-    def _check_key_uuids(self, schema: Schema, key: Mapping[str, Any]) -> None:
-        """A uuid key that is not a uuid: 400 ``{"message": "<value> is not a valid uuid"}``."""
-        for column, value in key.items():
-            if self._is_id(schema, column) and value is not None and not is_uuid(value):
-                raise EntityError(f"{value} is not a valid uuid")
-
-    def _check_pk_unchanged(
-        self, schema: EntitySchema, old: Mapping[str, Any], params: Mapping[str, Any]
-    ) -> None:
-        """Keys and required immutable fields (plugin ``name``, ``created_at``) never change.
-
-        Checked before merging so that, say, a plugin's new name does not first
-        get its config validated against the wrong plugin's schema.
-        """
-        errors: Errors = {}
-        for column, f in schema.fields.items():
-            given = params.get(column)
-            if f.primary_key or not (f.immutable and f.required) or given is None:
-                continue
-            if coerce(f.type, given) != old.get(column):
-                errors[column] = f"{column} cannot be updated"
-        pk = {c: old[c] for c in schema.primary_key}
-        for column, value in pk.items():
-            given = params.get(column)
-            if given is None:
-                continue
-            same = (
-                isinstance(given, str) and given.strip().lower() == str(value).lower()
-                if self._is_id(schema, column)
-                else given == value
-            )
-            if not same:
-                errors[column] = f"{column} cannot be updated"
-        if errors:
-            raise SchemaError(errors)
-
-    def _normalise(self, schema: Schema, row: dict[str, Any]) -> dict[str, Any]:
-        """Lower-case uuids; a foreign key that is no uuid can name no row (404)."""
-        for name, f in schema.fields.items():
-            value = row.get(name)
-            if f.type != "id" or value is None:
-                continue
-            if is_uuid(value):
-                row[name] = value.lower()
-            elif f.foreign is not None:
-                raise ForeignKeyError(name, value)
-            elif f.primary_key:
-                raise EntityError(f"{value} is not a valid uuid")
-        return row
-
     def _table(self, collection: str) -> Table | None:
         """The store's shape of ``collection`` (its own map, else the bundled one)."""
         tables: Mapping[str, Table] = getattr(self.store, "tables", None) or TABLES
@@ -320,7 +260,7 @@ class DAO:
         self, collection: str, schema: EntitySchema, key: Mapping[str, Any]
     ) -> Row | None:
         """The row named by ``key``: a primary or unique key through ``get``, else the first match."""
-        key = self._lower_ids(schema, key)
+        key = lower_ids(schema, key)
         table = self._table(collection)
         keyed = all(key.get(c) is not None for c in schema.primary_key) or (
             table is not None and any(key.get(c) is not None for c in table.unique)
@@ -342,45 +282,6 @@ class DAO:
                 if old is None or any(other.get(c) != old.get(c) for c in schema.primary_key):
                     raise rule.refuse(row)
 
-    def _filters(self, schema: Schema, filters: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate list filters (SPEC §1.2): known columns, uuids, values coerced to the type."""
-        errors: Errors = {}
-        clean: dict[str, Any] = {}
-        for column, value in filters.items():
-            f = schema.fields.get(column)
-            if f is None:
-                errors[column] = "unknown field"
-                continue
-            if column == TAGS_COLUMN and f.type == "array":
-                try:
-                    tag_filter = parse_tag_filter(value)
-                except ValueError as e:
-                    errors[column] = str(e)
-                    continue
-                if tag_filter is not None:
-                    clean[column] = tag_filter
-                continue
-            if value is None:
-                clean[column] = None
-                continue
-            if f.type == "id":
-                if not is_uuid(value):
-                    errors[column] = f"{value} is not a valid uuid"
-                    continue
-                clean[column] = value.lower()
-                continue
-            if f.type in ("boolean", "number", "timestamp", "string", "url"):
-                coerced = coerce(f.type, value)
-                if coerced is INVALID:
-                    errors[column] = f"{column} is not a {f.type}"
-                    continue
-                clean[column] = coerced
-                continue
-            clean[column] = value
-        if errors:
-            raise SchemaError(errors)
-        return clean
-
     async def _call(self, work: Awaitable[T]) -> T:
         """Await a store call, turning its errors into the DAO's (SPEC §1.2)."""
         try:
@@ -391,30 +292,3 @@ class DAO:
             raise ForeignKeyError(e.field, e.value) from e
         except StoreUnavailable as e:
             raise DatabaseError() from e
-
-
-def parse_tag_filter(value: Any) -> TagFilter | None:
-    """A ``?tags=`` query value as Kong 1.1 reads it; ``None`` for an empty one.
-
-    ``a,b`` wants every listed tag, ``a/b`` any of them, ``a`` that one (a
-    repeated argument counts by its first value, as in Kong).  Raises
-    ``ValueError`` with Kong's reason: more than five tags, or a tag that breaks
-    the tag rule (which is also what mixing ``,`` and ``/`` gives).
-    """
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError("invalid filter syntax")
-    if "," in value:
-        tags, mode = value.split(","), "all"
-    elif "/" in value:
-        tags, mode = value.split("/"), "any"
-    else:
-        tags, mode = [value], "all"
-    if len(tags) > MAX_FILTER_TAGS:
-        raise ValueError(f"cannot query more than {MAX_FILTER_TAGS} tags")
-    if any(tag_problem(t) is not None for t in tags):
-        raise ValueError("must only contain printable ascii (except `,` and `/`)")
-    return TagFilter(tuple(tags), "all" if mode == "all" else "any")

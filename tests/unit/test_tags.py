@@ -7,7 +7,7 @@ from typing import Any
 from test_admin_support import AdminHarness
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx.dao import parse_tag_filter
+from kongtx.dao_checks import parse_tag_filter
 from kongtx.store.rules import TagFilter, matches_filter
 from kongtx.store.schemas import check_tags, tag_problem
 from kongtx.store.tables import TAGGED
