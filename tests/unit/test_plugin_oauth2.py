@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx.plugins.oauth2.endpoints import add_params, body_params
 from kongtx.plugins.oauth2.handler import Handler
+from kongtx.plugins.oauth2.params import add_params, body_params
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_key_auth import AuthWorld, kong_response
 

@@ -13,23 +13,16 @@ issued, so two concurrent exchanges of one code cannot both succeed.
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
 
 from kongtx.plugins.auth_common import Lookups, b64decode_loose
 from kongtx.plugins.base import RequestContext
+from kongtx.plugins.oauth2.params import add_params, https_error, request_params
 from kongtx.plugins.oauth2.schema import without_refresh_token
-from kongtx.plugins.request_transformer.handler import (
-    decode_args,
-    encode_args,
-    multipart_boundary,
-    parse_multipart,
-)
 from kongtx.store.interface import Row, RowView
 
 NO_CACHE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -67,91 +60,6 @@ def secrets_equal(stored: Any, given: Any) -> bool:
     if not isinstance(stored, str) or not isinstance(given, str):
         return False
     return hmac.compare_digest(stored.encode("utf-8"), given.encode("utf-8"))
-
-
-def _first(values: list[str | None]) -> str | None:
-    for value in values:
-        if value is not None:
-            return value
-    return None
-
-
-def body_params(content_type: str | None, body: bytes) -> dict[str, str]:
-    """Parameters of a form-urlencoded, multipart or JSON body (bad JSON gives none)."""
-    ct = (content_type or "").lower()
-    out: dict[str, str] = {}
-    if "multipart/form-data" in ct:
-        boundary = multipart_boundary(content_type or "")
-        parts = parse_multipart(body, boundary) if boundary else None
-        for part in parts or []:
-            if part.name is not None and part.name not in out:
-                out[part.name] = part.value.decode("utf-8", "replace")
-        return out
-    if "application/json" in ct:
-        try:
-            parsed = json.loads(body) if body else {}
-        except (ValueError, UnicodeDecodeError):
-            return out
-        if isinstance(parsed, dict):
-            for key, value in parsed.items():
-                if isinstance(value, str):
-                    out[key] = value
-                elif isinstance(value, int | float) and not isinstance(value, bool):
-                    out[key] = json.dumps(value)
-        return out
-    grouped: dict[str, list[str | None]] = {}
-    for key, value in decode_args(body):
-        grouped.setdefault(key, []).append(value)
-    for key, values in grouped.items():
-        first = _first(values)
-        if first is not None:
-            out[key] = first
-    return out
-
-
-def query_params(ctx: RequestContext) -> dict[str, str]:
-    """The query string's parameters (first value of each; bare flags ignored)."""
-    out: dict[str, str] = {}
-    for key, value in ctx.query:
-        if value is not None and key not in out:
-            out[key] = value
-    return out
-
-
-async def request_params(ctx: RequestContext) -> dict[str, str]:
-    """Query string and body parameters merged, the body winning (Kong's table_merge)."""
-    params = query_params(ctx)
-    body = await ctx.read_body()
-    if body:
-        params.update(body_params(ctx.headers.get("content-type"), body))
-    return params
-
-
-def https_error(ctx: RequestContext, accept_terminated: bool) -> str | None:
-    """Why the endpoint refuses this request's transport, or None when it is HTTPS."""
-    if ctx.scheme.lower() == "https":
-        return None
-    if accept_terminated:
-        forwarded = ctx.headers.get_all("x-forwarded-proto")
-        if len(forwarded) > 1:
-            return "Only one X-Forwarded-Proto header allowed"
-        if forwarded and forwarded[0].strip().lower() == "https":
-            return None
-    return "You must use HTTPS"
-
-
-def add_params(uri: str, params: Mapping[str, Any], fragment: bool) -> str:
-    """``uri`` with ``params`` merged into its query (or its fragment for implicit grants)."""
-    parts = urlsplit(uri)
-    existing = parts.fragment if fragment else parts.query
-    args = [
-        (k, v) for k, v in decode_args(existing.encode("latin-1", "replace")) if k not in params
-    ]
-    args += [(k, str(v)) for k, v in params.items() if v is not None]
-    encoded = encode_args(args).decode("ascii")
-    if fragment:
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, encoded))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, encoded, parts.fragment))
 
 
 class Endpoints:

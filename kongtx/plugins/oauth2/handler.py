@@ -18,12 +18,8 @@ from typing import Any
 
 from kongtx.plugins.auth_common import AuthPlugin, set_or_clear
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.oauth2.endpoints import (
-    Endpoints,
-    body_params,
-    credential_key,
-    token_key,
-)
+from kongtx.plugins.oauth2.endpoints import Endpoints, credential_key, token_key
+from kongtx.plugins.oauth2.params import body_params
 from kongtx.plugins.request_transformer.handler import decode_args, encode_args
 from kongtx.store.interface import RowView
 
