@@ -42,10 +42,11 @@ finish their in-flight requests and exit.
 
 The modules: ``control`` (what master and worker agree on: the worker's argv,
 the inherited descriptors, the control lines), ``master`` (the listening socket,
-spawning, restarts, reload generations, invalidation fan-out, the proxy-only
-master), ``worker`` (a worker process's life), ``service`` (``ProxyWorkers``,
-the workers as a service of a node: health verdicts, DB-less configurations) and
-``stats`` (the workers' counters summed for ``/status`` and ``/metrics``).
+spawning, restarts, reload generations, invalidation fan-out), ``proxy_master``
+(the proxy-only master process), ``worker`` (a worker process's life),
+``service`` (``ProxyWorkers``, the workers as a service of a node: health
+verdicts, DB-less configurations) and ``stats`` (the workers' counters summed
+for ``/status`` and ``/metrics``).
 ``python -m kongtx.workers`` runs ``__main__``.
 """
 
@@ -57,9 +58,9 @@ from kongtx.workers.master import (
     WorkerProcess,
     bind_listener,
     fan_out,
-    serve_master,
     worker_count,
 )
+from kongtx.workers.proxy_master import serve_master
 from kongtx.workers.service import ProxyWorkers
 from kongtx.workers.worker import WorkerControl, accept_one_at_a_time, serve_worker
 

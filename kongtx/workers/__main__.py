@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 
 from kongtx.log import logger
 from kongtx.workers.control import socket_roles
-from kongtx.workers.master import serve_master
+from kongtx.workers.proxy_master import serve_master
 from kongtx.workers.worker import serve_worker
 
 log = logger("kongtx.workers")

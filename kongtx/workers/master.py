@@ -3,16 +3,14 @@
 
 :class:`WorkerPool` is used both by a node (through
 :class:`~kongtx.workers.service.ProxyWorkers`) and by the proxy-only master
-(:func:`serve_master`, ``python -m kongtx.workers master``).
+(:func:`kongtx.workers.proxy_master.serve_master`, ``python -m kongtx.workers master``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +24,6 @@ from kongtx.log import logger
 from kongtx.workers.control import (
     FIRST_SOCKET_FD,
     encode,
-    share_local_counters,
-    worker_command,
 )
 
 if TYPE_CHECKING:
@@ -354,59 +350,3 @@ def bind_listener(host: str, port: int, backlog: int = 511) -> socket.socket:
     sock.setblocking(False)
     os.set_inheritable(sock.fileno(), True)
     return sock
-
-
-async def serve_master(reactor: Any, conf_path: str | None, prefix: str | None) -> None:
-    """A proxy-only master: bind ``proxy_listen``, run the workers, reload on SIGHUP.
-
-    SIGHUP re-reads the configuration (a bad one is refused and logged) and rolls
-    a new generation of workers; SIGQUIT drains the workers and exits; SIGTERM
-    and SIGINT stop them at once.  Prints ``{"op": "ready"}`` once every worker
-    accepts (for whoever started it).
-
-    This master runs no DAO and no cluster agent, so nothing invalidates its
-    workers' caches: changes made through a node's Admin API reach them only
-    after a reload.  Inside a node, :class:`~kongtx.workers.service.ProxyWorkers` with :func:`fan_out`
-    is what keeps workers current.
-    """
-    from kongtx.config import ConfigError
-    from kongtx.config_loading import load_config
-
-    config = load_config(conf_path, os.environ, prefix)
-    clock = Clock(reactor)
-    listen = config.proxy_listen
-    sock = bind_listener(listen.host, listen.port)
-    count = worker_count(config.nginx_worker_processes)
-    share_local_counters(config.prefix, create=True)
-    pool = WorkerPool(
-        reactor, clock, worker_command(1, conf_path, config.prefix), [sock.fileno()], count
-    )
-    await pool.start()
-    sys.stdout.write(encode({"op": "ready", "workers": count}).decode())
-    sys.stdout.flush()
-    done: Deferred[None] = Deferred()
-
-    async def reload() -> None:
-        try:
-            load_config(conf_path, os.environ, prefix)
-        except ConfigError as e:
-            for line in e.errors:
-                log.error("reload refused: {error}", error=line)
-            return
-        await pool.reload()
-        log.info("workers reloaded (generation {generation})", generation=pool.generation)
-
-    async def stop(graceful: bool) -> None:
-        await pool.stop(graceful=graceful)
-        if not done.called:
-            done.callback(None)
-
-    def on(signum: int, fn: Callable[[], object]) -> None:
-        signal.signal(signum, lambda *_: reactor.callFromThread(fn))
-
-    on(signal.SIGHUP, lambda: Deferred.fromCoroutine(reload()))
-    on(signal.SIGQUIT, lambda: Deferred.fromCoroutine(stop(True)))
-    on(signal.SIGTERM, lambda: Deferred.fromCoroutine(stop(False)))
-    on(signal.SIGINT, lambda: Deferred.fromCoroutine(stop(False)))
-    await done
-    sock.close()

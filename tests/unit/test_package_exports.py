@@ -15,7 +15,7 @@ import pytest
     "package, submodules",
     [
         ("kongtx.declarative", ("document", "load", "transfer", "state")),
-        ("kongtx.workers", ("control", "master", "worker", "service")),
+        ("kongtx.workers", ("control", "master", "proxy_master", "worker", "service")),
     ],
 )
 def test_every_export_is_the_submodules_object(package: str, submodules: tuple[str, ...]) -> None:
