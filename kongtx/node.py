@@ -19,10 +19,11 @@ new generation, ``kong quit`` drains and ``kong stop`` stops.  A reload that
 changes the count between 1 and more hands the proxy sockets over between the
 node and its workers without closing them (kongtx.node_workers).
 
-By concern, beside this module: ``node_balancing`` (balancers, health checks, health
-shared with the cluster), ``node_workers`` (the proxy served by worker processes,
-their writes published to the cluster) and ``node_view`` (``NodeView``, the node as
-the Admin API sees it).
+By concern, beside this module: ``node_sites`` (what the listeners serve: the Admin
+site, the proxy pipeline, the service of each listening role), ``node_balancing``
+(balancers, health checks, health shared with the cluster), ``node_workers`` (the
+proxy served by worker processes, their writes published to the cluster) and
+``node_view`` (``NodeView``, the node as the Admin API sees it).
 """
 
 from __future__ import annotations
@@ -31,26 +32,25 @@ import os
 import signal
 import socket
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from kongtx import invalidation, log
-from kongtx.admin.resource import AdminResource
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.config import Address, Config, ConfigError
+from kongtx.config import Config, ConfigError
 from kongtx.config_loading import load_config
 from kongtx.dao import DAO
 from kongtx.http.site import TrackingSite
-from kongtx.listeners import Adopting, NodeListeners, maybe_await
+from kongtx.listeners import NodeListeners, maybe_await
 from kongtx.node_balancing import share_health, start_balancing
-from kongtx.node_view import NodeView
+from kongtx.node_sites import build_sites, listener_service
 from kongtx.node_workers import reload_workers, start_workers
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.prefix import node_name, prepare_prefix
@@ -69,12 +69,6 @@ if TYPE_CHECKING:
     from kongtx.proxy.pipeline import ProxyPipeline
     from kongtx.proxy.tls import ProxyTLSContextFactory
     from kongtx.workers.service import ProxyWorkers
-
-
-def endpoint(address: Address) -> str:
-    """A strports description for a listen address (IPv6 hosts escaped)."""
-    host = address.host.replace(":", "\\:")
-    return f"tcp:port={address.port}:interface={host}"
 
 
 class StartupError(Exception):
@@ -105,12 +99,13 @@ class KongNode(MultiService):
         self.health_gossip: HealthGossip | None = None
         self.sites: list[TrackingSite] = []
         #: the listening sockets by role (admin, proxy, proxy_ssl, status)
-        self.listeners = NodeListeners(self, self._listener)
+        self.listeners = NodeListeners(self, partial(listener_service, self))
         #: the proxy's request path, built once and kept across reloads
         self.pipeline: ProxyPipeline | None = None
-        self._routers: RouterSource | None = None
-        self._runtime: PluginRuntime | None = None
-        self._tls: ProxyTLSContextFactory | None = None
+        self.routers: RouterSource | None = None
+        self.plugin_runtime: PluginRuntime | None = None
+        #: proxy_ssl's TLS context, made with the first proxy_ssl listener
+        self.proxy_tls: ProxyTLSContextFactory | None = None
         #: the counters of the proxy's worker processes, those gone included (kept
         #: across reloads that change their number, 0 included)
         self.worker_stats = WorkerStats()
@@ -161,7 +156,7 @@ class KongNode(MultiService):
         start_balancing(self)
         if not dbless:
             await self._start_cluster()
-        self._build_sites()
+        build_sites(self)
         await start_workers(self)
         await self.listeners.start(self.config)
         self._install_signals()
@@ -234,74 +229,6 @@ class KongNode(MultiService):
         if self._threads.started:
             self._threads.stop()
 
-    # ------------------------------------------------------------- listeners
-
-    def _build_sites(self) -> None:
-        """What the listeners serve, built once: reloads only move sockets."""
-        from kongtx.proxy.service import build_pipeline
-
-        assert self.dao is not None and self.registry is not None
-        admin = AdminResource(
-            self.dao, self.cache, self.config, self.registry, NodeView(self), self.clock
-        )
-        site = TrackingSite(admin)
-        site.displayTracebacks = False
-        self.sites = [site]
-        self.pipeline, self._routers, self._runtime = build_pipeline(
-            self.config,
-            self.dao,
-            self.cache,
-            self.registry,
-            self.clock,
-            self.reactor,
-            self.balancers,
-        )
-
-    def _listener(self, role: str, config: Config, sock: socket.socket | None = None) -> IService:
-        """A role's listening service for ``config`` (kongtx.listeners).
-
-        ``sock``: a proxy role's socket, already listening, to serve instead of binding.
-        """
-        from kongtx.proxy import service as proxy
-
-        assert self.pipeline is not None
-        reactor = self.reactor if sock is None else Adopting(self.reactor, sock)
-        if role == "admin":
-            return strports.service(
-                endpoint(config.admin_listen), self.sites[0], reactor=self.reactor
-            )
-        if role == "proxy":
-            return proxy.proxy_service(config, self.pipeline, self.clock, reactor)
-        if role == "proxy_ssl":
-            assert self._routers is not None and self._runtime is not None
-            if self._tls is None:
-                self._tls = proxy.make_tls_context(config, self._routers, self._runtime)
-            warmer = proxy.sni_warmer(self._routers, self._runtime)
-            return proxy.proxy_ssl_service(
-                config, self.pipeline, self._tls, warmer, self.clock, reactor
-            )
-        assert role == "status" and config.status_listen is not None
-        return self._status_service(config.status_listen)
-
-    def _status_service(self, address: Address) -> IService:
-        """``status_listen``: Prometheus ``/metrics`` (kongtx.status), fed by the proxy pipeline."""
-        from kongtx.status import NodeProbes, StatusResource
-
-        assert self.store is not None and self.pipeline is not None
-        observe: Any = self.metrics.observe  # reads the ProxyContext fields it knows
-        if observe not in self.pipeline.observers:
-            self.pipeline.observers.append(observe)
-        checks = self.health_checks
-        probes = NodeProbes(
-            self.store,
-            self.clock,
-            lambda: self.cluster,
-            target_health=checks.states if checks is not None else None,
-        )
-        site = TrackingSite(StatusResource(self.metrics, probes))
-        site.displayTracebacks = False
-        return strports.service(endpoint(address), site, reactor=self.reactor)
-
     # ------------------------------------------------------------- signals
 
     def _install_signals(self) -> None:
@@ -349,9 +276,9 @@ class KongNode(MultiService):
                 resource.config = new
         if self.pipeline is not None:
             apply_proxy_settings(self.pipeline, self._proxy_sites(), new)
-        if self._tls is not None and new.ssl:
+        if self.proxy_tls is not None and new.ssl:
             try:
-                self._tls.load_certificate(*default_certificate(new))
+                self.proxy_tls.load_certificate(*default_certificate(new))
             except Exception as e:
                 self.log.error("reload: the ssl certificate did not load: {error}", error=e)
         if old.proxy_frontend != new.proxy_frontend:

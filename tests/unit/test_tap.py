@@ -11,7 +11,8 @@ from twisted.python import usage
 
 from kongtx import tap
 from kongtx.config import Address
-from kongtx.node import KongNode, endpoint
+from kongtx.node import KongNode
+from kongtx.node_sites import endpoint
 
 
 def test_options_read_kong_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
