@@ -10,6 +10,8 @@ and exchange full state over TCP on join and periodically.
 The class is transport-agnostic: it sends with ``send(bytes, addr)`` and pulls
 state with ``push_pull(addr, join)``; :mod:`kongtx.cluster.service` plugs in the
 real sockets and tests a fake.  Every timer goes through the node's Clock.
+Beside it: kongtx.cluster.handlers (each message's reflex) and
+kongtx.cluster.probing (the failure detector's probe round).
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from kongtx import log
 from kongtx.clock import Clock
-from kongtx.cluster import codec, handlers
+from kongtx.cluster import codec, handlers, probing
 from kongtx.cluster.broadcasts import MAX_QUEUE, BroadcastQueue
 from kongtx.cluster.codec import DecodeError
 from kongtx.cluster.members import (
     ALIVE,
-    AWARENESS_MAX,
     DEAD,
     LEFT,
     PROFILES,
@@ -86,10 +86,11 @@ class Memberlist:
         self._seq = random.randrange(1 << 16)
         self.pending: dict[int, tuple[Deferred[bytes], Any]] = {}
         self._broadcasts = BroadcastQueue()
-        self._probe_order: list[str] = []
+        #: the members still to probe in this round (shuffled; probing.probe)
+        self.probe_order: list[str] = []
         self.leaving = False
         self.dropped = 0
-        #: Lifeguard local health (see _aware) and nacks received per probe
+        #: Lifeguard local health (probing.aware) and nacks received per probe
         self.awareness = 0
         self.nacks: dict[int, int] = {}
 
@@ -199,56 +200,11 @@ class Memberlist:
             self.log.debug("push/pull with {name} failed: {error}", name=target.name, error=e)
 
     async def probe(self) -> None:
-        """Probe the next member: ping, then indirect pings, else suspect it."""
-        if not self._probe_order:
-            self._probe_order = [m.name for m in self.alive_members()]
-            random.shuffle(self._probe_order)
-        while self._probe_order:
-            target = self.members.get(self._probe_order.pop())
-            if target is not None and target is not self.me and target.state in (ALIVE, SUSPECT):
-                break
-        else:
-            return
-        p = self.profile
-        scale = self.awareness + 1
-        seq = self.next_seq()
-        ping = {"SeqNo": seq, "Node": target.name, **self.source_fields()}
-        waiting = self.expect(seq, p.probe_interval * scale)
-        self.send_packet(codec.encode(codec.PING, ping), target.address)
-        asked: list[int] = []
-        early = self.clock.call_later(p.probe_timeout * scale, self._indirect, target, seq, asked)
-        try:
-            await waiting
-            self._aware(-1)
-        except DeferredTimeout:
-            # Lifeguard: helpers that did not even nack suggest *we* are the slow one
-            self._aware(sum(asked) - self.nacks.pop(seq, 0))
-            if target.state != DEAD and self.members.get(target.name) is target:
-                self.suspect(target.name, target.incarnation, self.name)
-        finally:
-            self.nacks.pop(seq, None)
-            if early.active():
-                early.cancel()
+        """Probe the next member: ping, indirect pings, else suspect it (cluster.probing)."""
+        await probing.probe(self)
 
     def _aware(self, delta: int) -> None:
-        """Lifeguard's local health: 0 (healthy) .. 7; timeouts scale by it plus one."""
-        self.awareness = max(0, min(AWARENESS_MAX - 1, self.awareness + delta))
-
-    def _indirect(self, target: Member, seq: int, asked: list[int]) -> None:
-        helpers = [m for m in self.alive_members() if m is not target and m.state == ALIVE]
-        random.shuffle(helpers)
-        for m in helpers[: self.profile.indirect_checks]:
-            nack = len(m.vsn) >= 2 and m.vsn[1] >= 4  # protocol 4+ understands nacks
-            req = {
-                "SeqNo": seq,
-                "Target": socket.inet_aton(target.addr),
-                "Port": target.port,
-                "Node": target.name,
-                "Nack": nack,
-                **self.source_fields(),
-            }
-            asked.append(1 if nack else 0)
-            self.send_packet(codec.encode(codec.INDIRECT_PING, req), m.address, piggyback=False)
+        probing.aware(self, delta)
 
     def source_fields(self) -> dict[str, Any]:
         return {
@@ -259,17 +215,7 @@ class Memberlist:
 
     def expect(self, seq: int, timeout: float) -> Deferred[bytes]:
         """A Deferred fired by the ack numbered ``seq``, or failed after ``timeout``."""
-
-        def expire() -> None:
-            entry = self.pending.pop(seq, None)
-            if entry is not None:
-                entry[0].errback(DeferredTimeout(f"no ack for {seq}"))
-
-        d: Deferred[bytes] = Deferred()
-        self.pending[seq] = (d, self.clock.call_later(timeout, expire))
-        return d
-
-    # ----------------------------------------------------------------- receiving
+        return probing.expect(self, seq, timeout)
 
     # ----------------------------------------------------------------- receiving
 

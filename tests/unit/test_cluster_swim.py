@@ -104,7 +104,7 @@ class SwimTests(SynchronousTestCase):
 
     def test_probe_without_ack_goes_indirect_then_suspect_then_dead(self) -> None:
         """No ack: indirect ping after the probe timeout, suspect after the interval, failed later."""
-        self.ml._probe_order = ["b"]
+        self.ml.probe_order = ["b"]
         d = Deferred.fromCoroutine(self.ml.probe())
         self.assertEqual(self.net.kinds(("127.0.0.1", 7001))[0], codec.PING)
         self.clock.advance(LOCAL.probe_timeout)
@@ -118,7 +118,7 @@ class SwimTests(SynchronousTestCase):
 
     def test_ack_keeps_the_member_alive(self) -> None:
         """An ack for the probe's SeqNo ends the probe with the member still alive."""
-        self.ml._probe_order = ["b"]
+        self.ml.probe_order = ["b"]
         d = Deferred.fromCoroutine(self.ml.probe())
         ping = codec.fields(codec.unpack(self.net.messages(("127.0.0.1", 7001))[0][1:]))
         self.ml.handle_message(
@@ -233,7 +233,7 @@ class AwarenessTests(SynchronousTestCase):
             self.ml.handle_message(alive_msg(name, 1, port), ("127.0.0.1", port))
 
     def _failed_probe(self, nack: bool) -> None:
-        self.ml._probe_order = ["b"]
+        self.ml.probe_order = ["b"]
         d = Deferred.fromCoroutine(self.ml.probe())
         scale = self.ml.awareness + 1
         self.clock.advance(LOCAL.probe_timeout * scale)
@@ -257,7 +257,7 @@ class AwarenessTests(SynchronousTestCase):
         """Having to refute an accusation raises awareness; a successful probe lowers it again."""
         self.ml.suspect("a", 1, "b")
         self.assertEqual(self.ml.awareness, 1)
-        self.ml._probe_order = ["c"]
+        self.ml.probe_order = ["c"]
         d = Deferred.fromCoroutine(self.ml.probe())
         seq = max(self.ml.pending)
         self.ml.handle_message(codec.encode(codec.ACK, {"SeqNo": seq}), ("127.0.0.1", 7002))
@@ -267,7 +267,7 @@ class AwarenessTests(SynchronousTestCase):
     def test_awareness_scales_the_probe_deadline(self) -> None:
         """With awareness 2 the probe waits three times the interval before suspecting."""
         self.ml.awareness = 2
-        self.ml._probe_order = ["b"]
+        self.ml.probe_order = ["b"]
         d = Deferred.fromCoroutine(self.ml.probe())
         self.clock.advance(LOCAL.probe_interval * 2.5)
         self.assertNoResult(d)
