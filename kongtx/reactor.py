@@ -55,17 +55,17 @@ from kongtx.clock import call_each
 from kongtx.log import logger
 
 if sys.platform == "linux":
-    from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-
     from twisted.internet.epollreactor import EPollReactor
-
-    _DISCONNECTED = EPOLLHUP | EPOLLERR
-    _IN = EPOLLIN
-    _OUT = EPOLLOUT
 else:  # pragma: no cover - no epoll: the class is never installed (install refuses)
     from twisted.internet.posixbase import PosixReactorBase as EPollReactor
 
 log = logger("kongtx.reactor")
+
+#: epoll's event bits (Linux's values of ``select.EPOLLIN`` ... as constants the compiled
+#: dispatch tests natively; tests/unit/test_reactor.py checks them)
+_IN: Final = 0x001
+_OUT: Final = 0x004
+_DISCONNECTED: Final = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
 
 #: what ``_PollLikeMixin`` reports for a descriptor whose ``fileno()`` is -1
 _NO_FILEDESC = error.ConnectionFdescWentAway("File descriptor lost")
@@ -115,15 +115,17 @@ class LeanReactor(EPollReactor):
             timeout = 0
         elif timeout is None:
             timeout = -1  # wait indefinitely
-        selectables = self._selectables
+        # (typed: the compiled loop tests the event bits natively and looks the
+        # descriptor up in the dict directly)
+        selectables: dict[Any, Any] = self._selectables
         try:
             # as Twisted: at most as many events as descriptors we track
-            events = self._poller.poll(timeout, len(selectables))
+            events: list[tuple[Any, int]] = self._poller.poll(timeout, len(selectables))
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
-        reads = self._reads
+        reads: set[Any] = self._reads
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:

@@ -245,6 +245,16 @@ def test_hang_up_without_input_when_not_reading_is_connection_lost(reactor: Any)
     ours.close()
 
 
+def test_the_event_bits_are_epolls() -> None:
+    import select
+
+    from kongtx import reactor as module
+
+    assert module._IN == select.EPOLLIN
+    assert module._OUT == select.EPOLLOUT
+    assert module._DISCONNECTED == select.EPOLLHUP | select.EPOLLERR
+
+
 # -- reads done in the dispatch (kongtx.reactor._read_tcp)
 
 
