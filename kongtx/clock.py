@@ -31,6 +31,10 @@ class Clock:
 
     def __init__(self, reactor: IReactorTime) -> None:
         self.reactor = reactor
+        #: now, in seconds since the epoch, on the injected clock: the reactor's own
+        #: ``seconds`` (``time.time`` on a real reactor), called without a method frame of
+        #: ours in between -- the proxy reads the time several times per request
+        self.seconds: Callable[[], float] = reactor.seconds
         self._delayed: set[IDelayedCall] = set()
         self._loops: set[task.LoopingCall] = set()
         #: the reactor's end-of-turn hook (kongtx.reactor.LeanReactor), or None
@@ -38,10 +42,6 @@ class Clock:
             reactor, "at_turn_end", None
         )
         self._turn_end: list[Callable[[], None]] = []
-
-    def seconds(self) -> float:
-        """Now, in seconds since the epoch, on the injected clock."""
-        return self.reactor.seconds()
 
     def millis(self) -> int:
         """Now, in epoch milliseconds (Kong's ``created_at`` unit)."""

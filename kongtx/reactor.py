@@ -27,6 +27,12 @@ does not block, so none waits for I/O that may never come.  Nor does it block af
 an end-of-turn callable called ``stop()`` (Twisted fires the shutdown in the next
 ``runUntilCurrent``).
 
+A read on a connected plain TCP socket (``tcp.Server``/``tcp.Client``, the event
+``EPOLLIN`` alone) is done here (:func:`_read_tcp`, ``tcp.Connection.doRead``'s rules)
+and handed straight to the protocol, unwrapping an endpoint's ``_WrappingProtocol``:
+no interpreted Twisted frame (``doRead``, ``_dataReceived``, the wrapper's
+``dataReceived``) between the poll and kongtx's compiled ``dataReceived``.
+
 How it is chosen (:func:`install_unless_chosen`): ``twistd kong`` (kongtx/tap.py) and
 the worker processes install it when no reactor was installed yet; ``twistd -r kongtx``
 names it (twisted/plugins/kongtx_reactor.py); an explicit ``-r <other>`` wins.
@@ -38,29 +44,36 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Callable
-from typing import Any
+from errno import EWOULDBLOCK
+from typing import Any, Final
 
-from twisted.internet import error
+from twisted.internet import error, tcp
+from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
 from kongtx.clock import call_each
 from kongtx.log import logger
 
 if sys.platform == "linux":
-    from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-
     from twisted.internet.epollreactor import EPollReactor
-
-    _DISCONNECTED = EPOLLHUP | EPOLLERR
-    _IN = EPOLLIN
-    _OUT = EPOLLOUT
 else:  # pragma: no cover - no epoll: the class is never installed (install refuses)
     from twisted.internet.posixbase import PosixReactorBase as EPollReactor
 
 log = logger("kongtx.reactor")
 
+#: epoll's event bits (Linux's values of ``select.EPOLLIN`` ... as constants the compiled
+#: dispatch tests natively; tests/unit/test_reactor.py checks them)
+_IN: Final = 0x001
+_OUT: Final = 0x004
+_DISCONNECTED: Final = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
+
 #: what ``_PollLikeMixin`` reports for a descriptor whose ``fileno()`` is -1
 _NO_FILEDESC = error.ConnectionFdescWentAway("File descriptor lost")
+
+#: the transports whose reads :func:`_read_tcp` does (exact types: a subclass may
+#: override ``doRead``)
+_SERVER: Final = tcp.Server
+_CLIENT: Final = tcp.Client
 
 #: the short name of the reactor plugin (``twistd -r kongtx``)
 NAME = "kongtx"
@@ -102,15 +115,17 @@ class LeanReactor(EPollReactor):
             timeout = 0
         elif timeout is None:
             timeout = -1  # wait indefinitely
-        selectables = self._selectables
+        # (typed: the compiled loop tests the event bits natively and looks the
+        # descriptor up in the dict directly)
+        selectables: dict[Any, Any] = self._selectables
         try:
             # as Twisted: at most as many events as descriptors we track
-            events = self._poller.poll(timeout, len(selectables))
+            events: list[tuple[Any, int]] = self._poller.poll(timeout, len(selectables))
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
-        reads = self._reads
+        reads: set[Any] = self._reads
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -127,7 +142,17 @@ class LeanReactor(EPollReactor):
                     why = CONNECTION_LOST
             else:
                 try:
-                    if selectable.fileno() == -1:
+                    kind = type(selectable)
+                    if (
+                        event == _IN
+                        and (kind is _SERVER or kind is _CLIENT)
+                        and selectable.connected
+                    ):
+                        # the common case, a read on a connected plain TCP socket: its doRead
+                        # here (_read_tcp), without Twisted's interpreted frames
+                        why = _read_tcp(selectable)
+                        in_read = True
+                    elif selectable.fileno() == -1:
                         why = _NO_FILEDESC
                     else:
                         if event & _IN:
@@ -146,6 +171,35 @@ class LeanReactor(EPollReactor):
                 self._disconnectSelectable(selectable, why, in_read)
         if self._turn_end:
             self._run_turn_end()
+
+
+def _read_tcp(connection: Any) -> Any:
+    """``tcp.Connection.doRead`` (Twisted's rules), for a connected ``tcp.Server``/``tcp.Client``.
+
+    Up to ``bufferSize`` bytes from the socket: none ready (``EWOULDBLOCK``) is nothing,
+    end of file is ``CONNECTION_DONE``, another error ``CONNECTION_LOST`` (as the
+    dispatch's ``fileno() == -1`` check, a socket closed behind Twisted's back is
+    ``ConnectionFdescWentAway``); data goes to the protocol's ``dataReceived``, whose
+    result Twisted ignores.  An endpoint's ``_WrappingProtocol`` (upstream connections)
+    only forwards ``dataReceived`` to the protocol it wraps: that protocol is called
+    directly.  ``connected`` is checked first: a connecting ``tcp.Client`` reads with its
+    ``doConnect``, and a connection lost earlier in the poll has no socket.
+    """
+    try:
+        data = connection.socket.recv(connection.bufferSize)
+    except OSError as e:
+        if e.errno == EWOULDBLOCK:
+            return None
+        if connection.fileno() == -1:
+            return _NO_FILEDESC
+        return CONNECTION_LOST
+    if not data:
+        return CONNECTION_DONE
+    protocol = connection.protocol
+    if type(protocol) is _WrappingProtocol:
+        protocol = protocol._wrappedProtocol
+    protocol.dataReceived(data)
+    return None
 
 
 def _log_prefix(selectable: Any) -> str:

@@ -30,7 +30,7 @@ client's delayed ACK.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from twisted.internet import tcp
 
@@ -41,22 +41,31 @@ if TYPE_CHECKING:
 
 log = logger("kongtx.proxy")
 
-#: Transport classes whose socket may be written directly (exact types: a subclass
-#: may override ``write``).
-_PLAIN_TCP: frozenset[type] = frozenset({tcp.Server, tcp.Client})
+#: Transport classes whose socket may be written directly (exact types: a subclass may
+#: override ``write``).
+_SERVER: Final = tcp.Server
+_CLIENT: Final = tcp.Client
 
 
 def write_now(transport: Any, data: bytes) -> None:
-    """``transport.write(data)``, sending at once when nothing is buffered on plain TCP."""
+    """``transport.write(data)``, sending at once when nothing is buffered on plain TCP.
+
+    "Nothing buffered" is ``dataBuffer`` empty and ``_tempDataLen`` 0: Twisted's
+    ``doWrite`` resets ``dataBuffer`` to ``b""`` (and ``offset`` to 0) whenever it sent
+    all of it with nothing waiting, so with nothing waiting ``offset == len(dataBuffer)``
+    only for an empty buffer.  (The transport is read through its generic attributes:
+    the cheapest tests first, each read costing a dictionary lookup.)
+    """
+    kind = type(transport)
     if (
-        data
-        and type(transport) in _PLAIN_TCP
-        and not transport.TLS
+        (kind is _SERVER or kind is _CLIENT)
+        and data
         and transport.connected
+        and not transport._tempDataLen
+        and not transport.dataBuffer
         and not transport.disconnecting
         and not transport._writeDisconnected
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
+        and not transport.TLS
         and (transport.producer is None or transport.streamingProducer)
     ):
         try:
@@ -106,7 +115,8 @@ class TurnSender:
 
     def send(self, transport: Any, data: bytes) -> None:
         """``write_now(transport, data)`` at the end of this reactor turn."""
-        if type(transport) not in _PLAIN_TCP:
+        kind = type(transport)
+        if kind is not _SERVER and kind is not _CLIENT:
             write_now(transport, data)
             return
         if not self._armed:
@@ -131,21 +141,29 @@ class TurnSender:
 
     def _flush(self) -> None:
         self._armed = False
-        queue, self._queue = self._queue, []
-        targets, self._targets = self._targets, []
-        calls, self._calls = self._calls, []
-        for transport, data in queue:
-            write_now(transport, data)  # a connection lost meanwhile drops its bytes
-        for target in targets:
-            try:
-                target.flush()
-            except Exception:
-                log.failure("flushing a connection failed")
-        for call in calls:
-            try:
-                call()
-            except Exception:
-                log.failure("a call at the end of the turn failed")
+        # (a list is replaced only when something was queued in it: no allocation for
+        # the empty ones)
+        queue = self._queue
+        if queue:
+            self._queue = []
+            for transport, data in queue:
+                write_now(transport, data)  # a connection lost meanwhile drops its bytes
+        targets = self._targets
+        if targets:
+            self._targets = []
+            for target in targets:
+                try:
+                    target.flush()
+                except Exception:
+                    log.failure("flushing a connection failed")
+        calls = self._calls
+        if calls:
+            self._calls = []
+            for call in calls:
+                try:
+                    call()
+                except Exception:
+                    log.failure("a call at the end of the turn failed")
 
 
 class Flushable(Protocol):
@@ -172,4 +190,5 @@ def turn_sender(clock: Clock) -> TurnSender:
 
 def batchable(transport: Any) -> bool:
     """Whether ``transport`` is plain TCP, whose writes may wait for the end of the turn."""
-    return type(transport) in _PLAIN_TCP
+    kind = type(transport)
+    return kind is _SERVER or kind is _CLIENT

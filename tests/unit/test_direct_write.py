@@ -100,6 +100,23 @@ def test_partial_send_buffers_the_rest_in_order(pair: Any) -> None:
     assert transport not in reactor.getWriters()
 
 
+def test_bytes_left_in_the_send_buffer_are_not_overtaken(pair: Any) -> None:
+    """After a partial ``doWrite`` the rest sits in ``dataBuffer`` (``_tempDataLen`` 0)."""
+    transport, peer, reactor = pair
+    data = bytes(range(256)) * 65536
+    transport.write(data)
+    assert transport.doWrite() is None  # moved into dataBuffer, the kernel took a part
+    assert transport._tempDataLen == 0
+    assert 0 < transport.offset < len(transport.dataBuffer)
+    write_now(transport, b"tail")
+    assert transport._tempDataLen == 4  # buffered behind the rest
+    assert _flush(transport, peer, len(data) + 4) == data + b"tail"
+    assert transport.dataBuffer == b"" and transport.offset == 0  # what write_now relies on
+    write_now(transport, b"now")
+    assert transport._tempDataLen == 0 and transport.dataBuffer == b""
+    assert _recv_exactly(peer, 3) == b"now"
+
+
 def test_full_socket_buffer_falls_back_to_the_transport(pair: Any) -> None:
     transport, peer, reactor = pair
     big = b"x" * (4 << 20)

@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 from twisted.internet import error
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from kongtx.clock import Clock
 
@@ -240,6 +243,89 @@ def test_hang_up_without_input_when_not_reading_is_connection_lost(reactor: Any)
     spin(reactor, lambda: w.reason is not None)
     assert w.reason.check(error.ConnectionLost)
     ours.close()
+
+
+def test_the_event_bits_are_epolls() -> None:
+    import select
+
+    from kongtx import reactor as module
+
+    assert module._IN == select.EPOLLIN
+    assert module._OUT == select.EPOLLOUT
+    assert module._DISCONNECTED == select.EPOLLHUP | select.EPOLLERR
+
+
+# -- reads done in the dispatch (kongtx.reactor._read_tcp)
+
+
+def test_an_endpoint_connection_reads_into_the_wrapped_protocol(reactor: Any) -> None:
+    """An endpoint's ``_WrappingProtocol`` is skipped on reads: same bytes, same end."""
+    port, servers = serve(reactor, Echo)
+    client = Recorder()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=LIMIT)
+    connected: list[Any] = []
+    endpoint.connect(Factory.forProtocol(lambda: client)).addCallback(connected.append)
+    spin(reactor, lambda: bool(connected))
+    assert connected == [client]
+    assert client.transport is not None
+    assert type(client.transport.protocol).__name__ == "_WrappingProtocol"  # type: ignore[attr-defined]
+    client.transport.write(b"through the wrapper")
+    spin(reactor, lambda: client.data == b"through the wrapper")
+    servers[0].transport.loseConnection()
+    spin(reactor, lambda: client.reason is not None)
+    assert client.reason.check(error.ConnectionDone)
+    port.stopListening()
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloser(Recorder):
+    """Keeps writing after the peer's half-close."""
+
+    read_lost = False
+
+    def readConnectionLost(self) -> None:
+        self.read_lost = True
+        assert self.transport is not None
+        self.transport.write(b"after your FIN")
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def test_a_half_close_reaches_read_connection_lost(reactor: Any) -> None:
+    """End of file on a half-closeable protocol: ``readConnectionLost``, the writes go on."""
+    port, servers = serve(reactor, HalfCloser)
+    peer = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=LIMIT)
+    peer.sendall(b"request")
+    peer.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: bool(servers) and servers[0].reason is not None)
+    assert servers[0].data == b"request"
+    assert servers[0].read_lost
+    assert peer.recv(100) == b"after your FIN"
+    peer.close()
+    port.stopListening()
+
+
+def test_read_tcp_follows_do_read(lean: LeanReactor) -> None:
+    """Nothing to read is nothing; a socket closed behind Twisted's back has no descriptor."""
+    from kongtx.reactor import _read_tcp
+
+    port, servers = serve(lean, Recorder)
+    peer = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=LIMIT)
+    spin(lean, lambda: bool(servers) and servers[0].made)
+    transport: Any = servers[0].transport
+    assert _read_tcp(transport) is None  # EWOULDBLOCK
+    assert servers[0].reason is None and servers[0].data == b""
+    peer.sendall(b"abc")
+    time.sleep(0.05)
+    assert _read_tcp(transport) is None
+    assert servers[0].data == b"abc"
+    lean.removeReader(transport)
+    transport.socket.close()
+    assert isinstance(_read_tcp(transport), error.ConnectionFdescWentAway)
+    peer.close()
+    port.stopListening()
 
 
 # -- the end-of-turn hook
