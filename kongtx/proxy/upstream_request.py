@@ -121,21 +121,56 @@ def _split_origin(origin: str) -> tuple[str, str, int]:
     return scheme, host.lower(), port
 
 
+class _Origin:
+    """The origin :func:`split_url` split last (one API's upstream, request after request)."""
+
+    __slots__ = ("host", "port", "prefix", "scheme")
+
+    def __init__(self, prefix: str, scheme: str, host: str, port: int) -> None:
+        self.prefix = prefix
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+
+
+_last_origin = _Origin("", "", "", 0)
+
+
 def split_url(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
+    global _last_origin
     start = url.find("://")
     if start < 0:
         raise ValueError(f"not an upstream URL: {url!r}")
-    cut = len(url)
-    for sep in ("/", "?"):
-        i = url.find(sep, start + 3)
-        if 0 <= i < cut:
-            cut = i
-    scheme, host, port = _split_origin(url[:cut])
+    cut = url.find("/", start + 3)
+    query = url.find("?", start + 3)
+    if cut < 0 or 0 <= query < cut:
+        cut = query if query >= 0 else len(url)
+    last = _last_origin
+    if cut == len(last.prefix) and url.startswith(last.prefix):
+        # the same upstream as last time (no slice, no hashing, no cache call)
+        scheme, host, port = last.scheme, last.host, last.port
+    else:
+        origin = url[:cut]
+        scheme, host, port = _split_origin(origin)
+        _last_origin = _Origin(origin, scheme, host, port)
     target = url[cut:]
     if not target.startswith("/"):
         target = "/" + target
     return scheme, host, port, target
+
+
+#: header names found fit to send upstream (no space, tab, CR, LF or colon), so that
+#: each is checked once, not per request (bounded: cleared when full)
+_GOOD_NAMES: dict[str, bool] = {}
+
+
+def _check_name(name: str) -> None:
+    if not name or not _NAME_FORBIDDEN.isdisjoint(name):
+        raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
+    if len(_GOOD_NAMES) >= 4096:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES[name] = True
 
 
 def build_head(
@@ -147,18 +182,38 @@ def build_head(
         UpstreamError: a CR or LF in a header (a plugin must not be able to
             smuggle a second request upstream).
     """
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    parts = [method, " ", target, " HTTP/1.1\r\n"]
+    lines = 2  # the request line and the empty line
     for low, name, value in headers._items:
         if low in _FRAMING:
             continue
-        if "\r" in value or "\n" in value or not name or not _NAME_FORBIDDEN.isdisjoint(name):
-            raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
-        lines.append(f"{name}: {value}\r\n")
+        if name not in _GOOD_NAMES:
+            _check_name(name)
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
+        lines += 1
     if chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
+        parts.append("Transfer-Encoding: chunked\r\n")
+        lines += 1
     elif length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
+        parts.append(f"Content-Length: {length}\r\n")
+        lines += 1
     elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+        parts.append("Content-Length: 0\r\n")
+        lines += 1
+    parts.append("\r\n")
+    head = "".join(parts)
+    # One count of CRs and LFs over the head instead of two searches per value: any
+    # more than the line ends is a CR or LF inside a field (or the request line).
+    if head.count("\n") != lines or head.count("\r") != lines:
+        _check_values(headers)
+    return head.encode("latin-1")
+
+
+def _check_values(headers: HeaderList) -> None:
+    """Raise for the header whose value holds a CR or LF (see :func:`build_head`)."""
+    for low, name, value in headers._items:
+        if low not in _FRAMING and ("\r" in value or "\n" in value):
+            raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
