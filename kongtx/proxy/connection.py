@@ -17,6 +17,7 @@ from twisted.internet.protocol import Protocol as TxProtocol
 from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
+from kongtx.proxy.upstream_parsing import ResponseReader
 
 if TYPE_CHECKING:
     from kongtx.proxy.exchange import Exchange
@@ -107,6 +108,8 @@ class UpstreamConnection(TxProtocol):
         self.reused = False
         self.timer: Deadline | None = None
         self.client: UpstreamClient | None = None
+        #: reads the responses, its parser kept from one to the next (made by the first exchange)
+        self.reader: ResponseReader | None = None
 
     def timer_for(self, clock: Clock) -> Deadline:
         """This connection's one timer, kept for its life: re-arming it is a cheap reset.
@@ -144,6 +147,9 @@ class UpstreamConnection(TxProtocol):
         if self.client is not None:
             self.client._forget(self)
         exchange, self.exchange = self.exchange, None
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.parser = None  # breaks the reader <-> parser (bound callbacks) cycle
         if exchange is not None:
             exchange.connection_lost(reason)
 

@@ -1,11 +1,13 @@
-"""The reading side of an upstream exchange: llhttp's callbacks, turned into events.
+"""The reading side of an upstream connection: llhttp's callbacks, turned into events.
 
-:class:`ResponseReader` is the base of :class:`kongtx.proxy.exchange.Exchange` (as
-:class:`kongtx.proxy.fast_parsing.RequestReader` is the front-end connection's): while
-the exchange feeds the response parser (``httptools``), these callbacks keep what of
-the head reaches the client, read its framing and queue events (:data:`HEADERS`,
-:data:`BODY`, :data:`COMPLETE`, :data:`ERROR`), which the exchange handles once the
-read is parsed.
+A :class:`ResponseReader` is kept per upstream connection with its response parser
+(``httptools``), which a keep-alive connection reuses from response to response
+(creating one costs more than parsing a small response).  While the connection's
+current :class:`kongtx.proxy.exchange.Exchange` feeds the parser, these callbacks
+keep what of the head reaches the client, read its framing and queue events
+(:data:`HEADERS`, :data:`BODY`, :data:`COMPLETE`, :data:`ERROR`), which the
+exchange handles once the read is parsed.  (As
+:class:`kongtx.proxy.fast_parsing.RequestReader` is the front-end connection's.)
 """
 
 from __future__ import annotations
@@ -22,28 +24,45 @@ HEADERS, BODY, COMPLETE, ERROR = range(4)
 
 
 class ResponseReader:
-    """httptools' callbacks for one exchange's response (the parser calls them in ``feed_data``).
+    """httptools' callbacks for one connection's responses (the parser calls them in ``feed_data``).
 
-    The state is declared here and initialized by the exchange's ``__init__`` (one
-    constructor per request, no ``super().__init__()`` call on the hot path).
+    One response at a time: :meth:`start` readies it for the next exchange.  The
+    parser is kept while it stands between two messages (the last one complete,
+    nothing of another begun): a HEAD response (whose body llhttp still awaits), a
+    parse error or an upgrade leave it dirty, and the next exchange gets a new one.
     """
 
-    #: the request's method (a HEAD response has no body whatever its head says)
-    method: str
-    #: the response parser; ``None`` once the exchange finished
-    parser: httptools.HttpResponseParser | None
-    #: the upstream keeps the connection open (read when the head is complete)
-    keep_alive: bool
-    # the current message: its reason phrase, the headers passed on, the framing
-    _reason: bytes
-    _headers: list[tuple[str, str, str]]
-    _length: int | None
-    _chunked: bool
-    _status: int
-    #: what the current read produced, handled by the exchange after ``feed_data``
-    _events: list[tuple[int, bytes]]
+    def __init__(self) -> None:
+        #: ``None`` once the connection is lost (breaks the reader <-> parser cycle)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        #: the parser is between two messages: the next exchange may reuse it
+        self.clean = True
+        #: the current request's method (a HEAD response has no body whatever its head says)
+        self.method = ""
+        #: the upstream keeps the connection open (read when the head is complete)
+        self.keep_alive = False
+        # the current message: its reason phrase, the headers passed on, the framing
+        self._reason = b""
+        self._headers: list[tuple[str, str, str]] = []
+        self._length: int | None = None
+        self._chunked = False
+        self._status = 0
+        #: what the current read produced, handled by the exchange after ``feed_data``
+        self._events: list[tuple[int, bytes]] = []
+
+    def start(self, method: str) -> httptools.HttpResponseParser:
+        """Ready for the response to a ``method`` request; the parser to feed."""
+        self.method = method
+        self._status = 0
+        self._events = []
+        parser = self.parser
+        if parser is None or not self.clean:
+            parser = self.parser = httptools.HttpResponseParser(self)
+            self.clean = True
+        return parser
 
     def on_message_begin(self) -> None:
+        self.clean = False
         self._headers = []
         self._reason = b""
         self._length = None
@@ -76,12 +95,13 @@ class ResponseReader:
         self.keep_alive = parser.should_keep_alive()
         self._events.append((HEADERS, b""))
         if self.method == "HEAD":
-            self._events.append((COMPLETE, b""))
+            self._events.append((COMPLETE, b""))  # llhttp still awaits a body: not clean
 
     def on_body(self, body: bytes) -> None:
         self._events.append((BODY, body))
 
     def on_message_complete(self) -> None:
+        self.clean = True
         parser: Any = self.parser  # feeding: not None
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:

@@ -1,0 +1,92 @@
+"""A keep-alive upstream connection reads its responses with one parser while it can.
+
+(kongtx.proxy.upstream_parsing.ResponseReader, per connection: its parser is kept
+from response to response, and replaced after a response that leaves it mid-message:
+a HEAD response, a parse error, bytes of another message.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from kongtx.proxy.upstream import UpstreamClient
+from tests.unit.test_upstream_client import MemoryClient, Sink, _Base
+
+
+class ReaderTests(_Base):
+    def exchange(
+        self, client: UpstreamClient, response: bytes, method: str = "GET"
+    ) -> tuple[Any, Sink]:
+        """One request on the (first) connection answered with ``response``: its parser, the body."""
+        d = self.request(client, method=method)
+        proto, _ = self.connections[0]
+        parser = proto.reader.parser
+        proto.dataReceived(response)
+        sink = Sink()
+        self.successResultOf(d).deliver(sink)
+        return parser, sink
+
+    def test_parser_kept_from_response_to_response(self) -> None:
+        client = MemoryClient(self)
+        first, sink = self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert sink.data == b"ok" and sink.finished
+        second, sink = self.exchange(client, b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+        assert sink.finished and second is first
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        third, sink = self.exchange(client, chunked)
+        assert sink.data == b"ab" and sink.finished and third is first
+        assert len(self.connections) == 1
+
+    def test_after_a_head_response_a_new_parser_reads_the_next(self) -> None:
+        """llhttp still awaits the HEAD response's body: the next response needs a new parser."""
+        client = MemoryClient(self)
+        first, sink = self.exchange(
+            client, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", method="HEAD"
+        )
+        assert sink.finished and sink.data == b""
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        assert proto.reader.parser is not first
+        proto.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew")
+        response = self.successResultOf(d)
+        assert response.status == 201 and response.length == 3
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.data == b"new" and sink.finished
+        assert len(self.connections) == 1
+
+    def test_after_bytes_of_another_message_a_new_parser(self) -> None:
+        client = MemoryClient(self)
+        first, sink = self.exchange(
+            client, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 2"
+        )
+        assert sink.data == b"ok" and sink.finished
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        assert proto.reader.parser is not first
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        assert self.successResultOf(d).status == 200
+
+    def test_interim_response_then_the_next_on_the_same_parser(self) -> None:
+        client = MemoryClient(self)
+        first, sink = self.exchange(
+            client, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+        )
+        assert sink.data == b"a" and sink.finished
+        second, sink = self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+        assert sink.data == b"b" and second is first
+
+    def test_connection_lost_breaks_the_reader_parser_cycle(self) -> None:
+        client = MemoryClient(self)
+        self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        proto, _ = self.connections[0]
+        reader = proto.reader
+        proto.connectionLost(Failure(ConnectionDone()))
+        assert proto.reader is None and reader.parser is None
+        d = self.request(client)  # the pool forgot it: a new connection
+        assert len(self.connections) == 2
+        self.connections[1][0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert self.successResultOf(d).status == 200
