@@ -180,7 +180,7 @@ class Exchange:
                 self._fail_body(Failure(UpstreamError(502, data.decode())))
         response = self.response
         if announce and response is not None and self._unsettled():
-            self._settle(response)
+            self._announce(response)
 
     def _headers_done(self, reader: ResponseReader) -> bool:
         """Build the response; ``True`` when it is new (``result`` is to fire)."""
@@ -284,7 +284,7 @@ class Exchange:
         self.deadline.cancel()
         if self._unsettled():
             self.finished = True
-            self._settle(Failure(error))
+            self._settle_failure(Failure(error))
 
     def _unsettled(self) -> bool:
         """Nobody was told of a response or a failure yet (nor was the Deferred cancelled)."""
@@ -293,20 +293,25 @@ class Exchange:
         result = self.result
         return result is None or not result.called
 
-    def _settle(self, outcome: UpstreamResponse | Failure) -> None:
-        """Tell the listener (else fire ``result``) the response or the failure, once."""
+    def _announce(self, response: UpstreamResponse) -> None:
+        """Tell the listener (else fire ``result``) the response, once (no failure before)."""
         self.announced = True
         listener = self.listener
-        if listener is None:
-            assert self.result is not None
-            if isinstance(outcome, Failure):
-                self.result.errback(outcome)
-            else:
-                self.result.callback(outcome)
-        elif isinstance(outcome, Failure):
-            listener.failed(outcome)
+        if listener is not None:
+            listener.response(response)
         else:
-            listener.response(outcome)
+            assert self.result is not None
+            self.result.callback(response)
+
+    def _settle_failure(self, failure: Failure) -> None:
+        """Tell the listener (else fire ``result``) the failure, once (no response before)."""
+        self.announced = True
+        listener = self.listener
+        if listener is not None:
+            listener.failed(failure)
+        else:
+            assert self.result is not None
+            self.result.errback(failure)
 
     def cancel(self) -> None:
         """The listener's client went away: abandon, and tell the listener nothing more."""
@@ -333,7 +338,7 @@ class Exchange:
         if self.response is None:
             if not self.got_bytes and self.conn.reused:
                 self.finished = True
-                self._settle(Failure(StaleConnection()))
+                self._settle_failure(Failure(StaleConnection()))
             else:
                 self._fail_before_response(
                     UpstreamError(502, f"upstream closed the connection: {reason.value!r}")

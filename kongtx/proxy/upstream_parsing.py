@@ -12,15 +12,22 @@ exchange handles once the read is parsed.  (As
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 from kongtx.proxy.headers import HEADER_NAMES, header_name
 from kongtx.proxy.upstream_response import RESPONSE_DROP
 
-#: the kinds of the events queued for the exchange: ``(kind, data)``
-HEADERS, BODY, COMPLETE, ERROR = range(4)
+#: the kinds of the events queued for the exchange: ``(kind, data)`` (``Final``: the
+#: compiled code uses them as C constants, not module dictionary lookups)
+HEADERS: Final = 0
+BODY: Final = 1
+COMPLETE: Final = 2
+ERROR: Final = 3
+#: (``Final`` aliases: C statics for the compiled code, not module dictionary lookups)
+_HEADER_NAMES: Final = HEADER_NAMES
+_RESPONSE_DROP: Final = RESPONSE_DROP
 
 
 class ResponseReader:
@@ -72,10 +79,10 @@ class ResponseReader:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        known = HEADER_NAMES.get(name)
+        known = _HEADER_NAMES.get(name)
         sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
-        if low not in RESPONSE_DROP:
+        if low not in _RESPONSE_DROP:
             self._headers.append((low, sname, svalue))
         elif low == "content-length":
             try:

@@ -10,7 +10,7 @@ died before any response byte is a :class:`StaleConnection`, retried on a fresh 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: Response headers never passed to the client (hop-by-hop, RFC 7230 §6.1), and the
 #: framing the client side recomputes (Content-Length is re-added from ``length``).
-RESPONSE_DROP = frozenset(
+RESPONSE_DROP: Final = frozenset(
     {
         "connection",
         "keep-alive",
