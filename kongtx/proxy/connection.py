@@ -110,6 +110,12 @@ class UpstreamConnection(TxProtocol):
         self.client: UpstreamClient | None = None
         #: reads the responses, its parser kept from one to the next (made by the first exchange)
         self.reader: ResponseReader | None = None
+        #: the idle list of its pool (set when first released into it)
+        self.idle: list[UpstreamConnection] | None = None
+        #: closed or closing (by us: close, abort; or lost): never pooled or taken again
+        #: (a native flag: the transport's ``connected``/``disconnecting`` are two
+        #: generic attribute lookups on each take and release)
+        self.closing = False
 
     def timer_for(self, clock: Clock) -> Deadline:
         """This connection's one timer, kept for its life: re-arming it is a cheap reset.
@@ -146,6 +152,7 @@ class UpstreamConnection(TxProtocol):
     def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
         if self.client is not None:
             self.client._forget(self)
+        self.closing = True
         exchange, self.exchange = self.exchange, None
         reader, self.reader = self.reader, None
         if reader is not None:
@@ -154,11 +161,13 @@ class UpstreamConnection(TxProtocol):
             exchange.connection_lost(reason)
 
     def close(self) -> None:
+        self.closing = True
         self.exchange = None
         if self.transport is not None:
             self.transport.loseConnection()
 
     def abort(self) -> None:
+        self.closing = True
         transport: Any = self.transport
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)

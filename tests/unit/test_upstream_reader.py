@@ -90,3 +90,40 @@ class ReaderTests(_Base):
         assert len(self.connections) == 2
         self.connections[1][0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         assert self.successResultOf(d).status == 200
+
+
+class PoolTests(_Base):
+    """The pool never hands out a connection it closed (or is closing)."""
+
+    def pooled_once(self, client: UpstreamClient) -> Any:
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d).deliver(Sink())
+        assert client._idle[proto.key] == [proto]
+        return proto
+
+    def test_idle_timeout_closes_and_the_next_request_connects(self) -> None:
+        client = MemoryClient(self, read_timeout=1000)
+        client.idle_timeout = 5.0
+        proto = self.pooled_once(client)
+        self.reactor.advance(5.0)  # idle too long: closed (still listed until it is lost)
+        assert proto.closing and self.connections[0][1].disconnecting
+        d = self.request(client)
+        assert len(self.connections) == 2
+        self.connections[1][0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert self.successResultOf(d).status == 200
+
+    def test_bytes_on_an_idle_connection_abort_it(self) -> None:
+        client = MemoryClient(self)
+        proto = self.pooled_once(client)
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\n")  # nobody asked: never reused
+        assert proto.closing
+        self.request(client)
+        assert len(self.connections) == 2
+
+    def test_lost_connection_leaves_the_pool(self) -> None:
+        client = MemoryClient(self)
+        proto = self.pooled_once(client)
+        proto.connectionLost(Failure(ConnectionDone()))
+        assert client._idle[proto.key] == [] and proto.closing
