@@ -20,7 +20,7 @@ from kongtx.proxy.connection import usable
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.upstream_parsing import BODY, COMPLETE, ERROR, HEADERS, ResponseReader
+from kongtx.proxy.upstream_parsing import ResponseReader
 from kongtx.proxy.upstream_request import ChunkedWriter
 from kongtx.proxy.upstream_response import (
     ResponseListener,
@@ -142,7 +142,7 @@ class Exchange:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             reader.clean = False
-            reader._events.append((COMPLETE, b""))
+            reader.completed = True
         except httptools.HttpParserError as e:
             reader.clean = False
             if self.response is None:
@@ -150,34 +150,37 @@ class Exchange:
                 self.conn.abort()
                 return
             if not self.complete:
-                reader._events.append((ERROR, str(e).encode()))
+                reader.error = str(e)
         self._process(reader)
 
     def _process(self, reader: ResponseReader) -> None:
-        events, reader._events = reader._events, []
-        # The response is announced (``result`` fires) after every event of this read
-        # is taken in: a small response's body and end, read with its headers, are
-        # then already there when the pipeline attaches its sink, which finishes
-        # without waiting for another callback.
+        # What the read brought, taken first: once finished, the connection may be
+        # back in the pool, and its reader another exchange's.
+        head_done, completed, error = reader.head_done, reader.completed, reader.error
+        reader.head_done = reader.completed = False
+        reader.error = None
+        chunks = reader.chunks
+        if chunks:
+            reader.chunks = []
+        # The response is announced (``result`` fires) after all the read brought is
+        # taken in: a small response's body and end, read with its headers, are then
+        # already there when the pipeline attaches its sink, which finishes without
+        # waiting for another callback.
         announce = False
-        for kind, data in events:
-            if self.finished or self.abandoned:
-                break
-            if kind == HEADERS:
-                announce = self._headers_done(reader)
-            elif kind == BODY:
-                if self.complete:
-                    continue  # bytes after a HEAD response's headers: ignored
-                if self.sink is None:
-                    self.pending.append(data)
-                else:
-                    self.sink.write(data)
-            elif kind == COMPLETE:
-                if not self.complete:
-                    self.complete = True
-                    self._maybe_finish()
-            elif kind == ERROR:
-                self._fail_body(Failure(UpstreamError(502, data.decode())))
+        if head_done and not self.finished and not self.abandoned:
+            announce = self._headers_done(reader)
+        for data in chunks:
+            if self.finished or self.abandoned or self.complete:
+                break  # (bytes after a HEAD response's headers: ignored)
+            if self.sink is None:
+                self.pending.append(data)
+            else:
+                self.sink.write(data)
+        if completed and not self.complete and not self.finished and not self.abandoned:
+            self.complete = True
+            self._maybe_finish()
+        if error is not None and not self.finished and not self.abandoned:
+            self._fail_body(Failure(UpstreamError(502, error)))
         response = self.response
         if announce and response is not None and self._unsettled():
             self._announce(response)
@@ -193,8 +196,7 @@ class Exchange:
         status = reader._status
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
-        headers = HeaderList.from_lowered(reader._headers)
-        reader._headers = []  # a chunked body's trailer fields must not land in it
+        headers = HeaderList.from_lowered(reader._headers)  # its own: the next head gets a new list
         response = UpstreamResponse(self, status, reader._reason, headers, length)
         self.response = response
         if self.sending and self.producer is not None:

@@ -1,12 +1,12 @@
-"""The reading side of an upstream connection: llhttp's callbacks, turned into events.
+"""The reading side of an upstream connection: llhttp's callbacks, turned into flags.
 
 A :class:`ResponseReader` is kept per upstream connection with its response parser
 (``httptools``), which a keep-alive connection reuses from response to response
 (creating one costs more than parsing a small response).  While the connection's
 current :class:`kongtx.proxy.exchange.Exchange` feeds the parser, these callbacks
-keep what of the head reaches the client, read its framing and queue events
-(:data:`HEADERS`, :data:`BODY`, :data:`COMPLETE`, :data:`ERROR`), which the
-exchange handles once the read is parsed.  (As
+keep what of the head reaches the client, read its framing and note what the read
+brought: the head complete, body chunks, the end (a parse error is the exchange's
+to note), which the exchange handles once the read is parsed.  (As
 :class:`kongtx.proxy.fast_parsing.RequestReader` is the front-end connection's.)
 """
 
@@ -19,12 +19,6 @@ import httptools
 from kongtx.proxy.headers import HEADER_NAMES, header_name
 from kongtx.proxy.upstream_response import RESPONSE_DROP
 
-#: the kinds of the events queued for the exchange: ``(kind, data)`` (``Final``: the
-#: compiled code uses them as C constants, not module dictionary lookups)
-HEADERS: Final = 0
-BODY: Final = 1
-COMPLETE: Final = 2
-ERROR: Final = 3
 #: (``Final`` aliases: C statics for the compiled code, not module dictionary lookups)
 _HEADER_NAMES: Final = HEADER_NAMES
 _RESPONSE_DROP: Final = RESPONSE_DROP
@@ -37,6 +31,12 @@ class ResponseReader:
     parser is kept while it stands between two messages (the last one complete,
     nothing of another begun): a HEAD response (whose body llhttp still awaits), a
     parse error or an upgrade leave it dirty, and the next exchange gets a new one.
+
+    What a read brought is noted in flags and a list of chunks (no event tuples),
+    which the exchange takes in order: the head, the chunks, the end, an error.
+    Once the response is complete, nothing more of that read is noted (the bytes
+    of another message: the connection is then not reused); header fields are
+    kept only while in the head (not a chunked body's trailer fields).
     """
 
     def __init__(self) -> None:
@@ -54,14 +54,28 @@ class ResponseReader:
         self._length: int | None = None
         self._chunked = False
         self._status = 0
-        #: what the current read produced, handled by the exchange after ``feed_data``
-        self._events: list[tuple[int, bytes]] = []
+        #: reading a head (its header fields are kept)
+        self._in_head = False
+        # what the current read brought, taken by the exchange after ``feed_data``:
+        #: the final response's head is complete
+        self.head_done = False
+        #: body chunks
+        self.chunks: list[bytes] = []
+        #: the response is complete
+        self.completed = False
+        #: the parse error (set by the exchange), ``None`` if none
+        self.error: str | None = None
 
     def start(self, method: str) -> httptools.HttpResponseParser:
         """Ready for the response to a ``method`` request; the parser to feed."""
         self.method = method
         self._status = 0
-        self._events = []
+        self._in_head = False
+        self.head_done = False
+        self.completed = False
+        self.error = None
+        if self.chunks:
+            self.chunks = []
         parser = self.parser
         if parser is None or not self.clean:
             parser = self.parser = httptools.HttpResponseParser(self)
@@ -70,15 +84,21 @@ class ResponseReader:
 
     def on_message_begin(self) -> None:
         self.clean = False
+        if self.completed:
+            return  # another message after the response, in the same read: ignored
+        self._in_head = True
         self._headers = []
         self._reason = b""
         self._length = None
         self._chunked = False
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        if self._in_head:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer field, or another message's
         known = _HEADER_NAMES.get(name)
         sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
@@ -93,6 +113,9 @@ class ResponseReader:
             self._chunked = True
 
     def on_headers_complete(self) -> None:
+        if not self._in_head:
+            return
+        self._in_head = False
         parser: Any = self.parser  # feeding: not None
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -100,12 +123,13 @@ class ResponseReader:
         self._status = status
         # llhttp forgets the connection flags once the message completes: read them now.
         self.keep_alive = parser.should_keep_alive()
-        self._events.append((HEADERS, b""))
+        self.head_done = True
         if self.method == "HEAD":
-            self._events.append((COMPLETE, b""))  # llhttp still awaits a body: not clean
+            self.completed = True  # llhttp still awaits a body: not clean
 
     def on_body(self, body: bytes) -> None:
-        self._events.append((BODY, body))
+        if not self.completed:
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         self.clean = True
@@ -113,4 +137,4 @@ class ResponseReader:
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return
-        self._events.append((COMPLETE, b""))
+        self.completed = True

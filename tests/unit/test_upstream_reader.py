@@ -70,6 +70,47 @@ class ReaderTests(_Base):
         proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
         assert self.successResultOf(d).status == 200
 
+    def test_bytes_of_another_message_in_the_same_read_change_nothing(self) -> None:
+        """The response's head stays its own (not the next message's), and its end counts."""
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        proto.dataReceived(
+            b"HTTP/1.1 200 OK\r\nX-First: 1\r\nContent-Length: 1\r\n\r\na"
+            b"HTTP/1.1 500 Oops\r\nX-Second: 2\r\nContent-Length: 1\r\n\r\nb"
+        )
+        response = self.successResultOf(d)
+        assert response.status == 200 and response.reason == b"OK"
+        assert response.headers.get("x-first") == "1" and response.headers.get("x-second") is None
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.data == b"a" and sink.finished
+
+    def test_trailer_fields_never_join_the_head(self) -> None:
+        client = MemoryClient(self)
+        d = self.request(client)
+        proto, _ = self.connections[0]
+        proto.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n"
+            b"2\r\nab\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        )
+        response = self.successResultOf(d)
+        assert response.headers.get("x-head") == "1" and response.headers.get("x-trailer") is None
+        sink = Sink()
+        response.deliver(sink)
+        assert sink.data == b"ab" and sink.finished
+        second, sink = self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc")
+        assert sink.data == b"c" and second is proto.reader.parser
+
+    def test_body_bytes_after_a_head_response_ignored(self) -> None:
+        client = MemoryClient(self)
+        d = self.request(client, method="HEAD")
+        proto, _ = self.connections[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        sink = Sink()
+        self.successResultOf(d).deliver(sink)
+        assert sink.finished and sink.data == b""
+
     def test_interim_response_then_the_next_on_the_same_parser(self) -> None:
         client = MemoryClient(self)
         first, sink = self.exchange(
