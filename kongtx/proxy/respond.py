@@ -181,13 +181,22 @@ class Responder:
         await for the rest."""
         ctx.status = response.status
         headers = response.headers
-        # One pass drops what we replace, then appends (not one scan per ``set``).
-        headers.remove_all(_OURS_ON_RESPONSES)
+        # One scan finds what we replace (seldom sent: the list is then kept as it is)
+        # and the upstream's Date, then we append (not one scan per ``set``).
         items = headers._items  # (lower-case name, name, value), as HeaderList keeps them
+        ours = dated = False
+        for item in items:
+            low = item[0]
+            if low in _OURS_ON_RESPONSES:
+                ours = True
+            elif low == "date":
+                dated = True
+        if ours:
+            items = headers._items = [e for e in items if e[0] not in _OURS_ON_RESPONSES]
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
             items.append(("content-length", "Content-Length", str(response.length)))
-        if headers.get("date") is None:
+        if not dated:
             items.append(("date", "Date", self.http_date()))
         items.append(("via", "Via", _VIA))
         upstream_latency = str(ctx.upstream_latency or 0)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from kongtx.proxy.headers import HeaderList
 
@@ -67,12 +67,13 @@ class StaleConnection(Exception):
     """A pooled connection died before any response byte: retry on a fresh one."""
 
 
-@implementer(IPushProducer)
 class UpstreamResponse:
     """Status and headers of an upstream response; its body is delivered on demand.
 
     It is also the push producer the client side registers, so a slow client
     pauses the upstream socket instead of buffering the body in memory.
+    (``IPushProducer`` is declared after the class: with a class decorator mypyc
+    would compile it as a non-native class, each attribute read a dictionary lookup.)
     """
 
     def __init__(
@@ -113,3 +114,6 @@ class UpstreamResponse:
         exchange = self._exchange
         if exchange is not None:
             exchange.abandon()
+
+
+classImplements(UpstreamResponse, IPushProducer)

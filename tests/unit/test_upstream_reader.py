@@ -17,16 +17,25 @@ from tests.unit.test_upstream_client import MemoryClient, Sink, _Base
 
 
 class ReaderTests(_Base):
-    def exchange(
+    def answered(
         self, client: UpstreamClient, response: bytes, method: str = "GET"
-    ) -> tuple[Any, Sink]:
-        """One request on the (first) connection answered with ``response``: its parser, the body."""
+    ) -> tuple[Any, Any, Sink]:
+        """One request on the (first) connection answered with ``response`` (one read):
+        the parser that read it, the response, its body."""
         d = self.request(client, method=method)
         proto, _ = self.connections[0]
         parser = proto.reader.parser
         proto.dataReceived(response)
         sink = Sink()
-        self.successResultOf(d).deliver(sink)
+        result = self.successResultOf(d)
+        result.deliver(sink)
+        return parser, result, sink
+
+    def exchange(
+        self, client: UpstreamClient, response: bytes, method: str = "GET"
+    ) -> tuple[Any, Sink]:
+        """:meth:`answered`: the parser and the body."""
+        parser, _, sink = self.answered(client, response, method)
         return parser, sink
 
     def test_parser_kept_from_response_to_response(self) -> None:
@@ -72,43 +81,31 @@ class ReaderTests(_Base):
 
     def test_bytes_of_another_message_in_the_same_read_change_nothing(self) -> None:
         """The response's head stays its own (not the next message's), and its end counts."""
-        client = MemoryClient(self)
-        d = self.request(client)
-        proto, _ = self.connections[0]
-        proto.dataReceived(
+        _, response, sink = self.answered(
+            MemoryClient(self),
             b"HTTP/1.1 200 OK\r\nX-First: 1\r\nContent-Length: 1\r\n\r\na"
-            b"HTTP/1.1 500 Oops\r\nX-Second: 2\r\nContent-Length: 1\r\n\r\nb"
+            b"HTTP/1.1 500 Oops\r\nX-Second: 2\r\nContent-Length: 1\r\n\r\nb",
         )
-        response = self.successResultOf(d)
         assert response.status == 200 and response.reason == b"OK"
         assert response.headers.get("x-first") == "1" and response.headers.get("x-second") is None
-        sink = Sink()
-        response.deliver(sink)
         assert sink.data == b"a" and sink.finished
 
     def test_trailer_fields_never_join_the_head(self) -> None:
         client = MemoryClient(self)
-        d = self.request(client)
-        proto, _ = self.connections[0]
-        proto.dataReceived(
+        first, response, sink = self.answered(
+            client,
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n"
-            b"2\r\nab\r\n0\r\nX-Trailer: 1\r\n\r\n"
+            b"2\r\nab\r\n0\r\nX-Trailer: 1\r\n\r\n",
         )
-        response = self.successResultOf(d)
         assert response.headers.get("x-head") == "1" and response.headers.get("x-trailer") is None
-        sink = Sink()
-        response.deliver(sink)
         assert sink.data == b"ab" and sink.finished
         second, sink = self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc")
-        assert sink.data == b"c" and second is proto.reader.parser
+        assert sink.data == b"c" and second is first
 
     def test_body_bytes_after_a_head_response_ignored(self) -> None:
-        client = MemoryClient(self)
-        d = self.request(client, method="HEAD")
-        proto, _ = self.connections[0]
-        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
-        sink = Sink()
-        self.successResultOf(d).deliver(sink)
+        _, sink = self.exchange(
+            MemoryClient(self), b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", "HEAD"
+        )
         assert sink.finished and sink.data == b""
 
     def test_interim_response_then_the_next_on_the_same_parser(self) -> None:
