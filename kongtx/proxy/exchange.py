@@ -2,10 +2,11 @@
 
 Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`): an
 :class:`Exchange` writes the request head, streams the body, parses the response
-(llhttp, through its connection's :class:`ResponseReader`) and hands the body on chunk by chunk (the
-:class:`kongtx.proxy.upstream_response.UpstreamResponse` it builds is the push
-producer the client side registers); the connection's timer enforces the send and
-read timeouts.
+(llhttp, through its connection's
+:class:`kongtx.proxy.upstream_parsing.ResponseReader`) and hands the body on chunk by
+chunk (the :class:`kongtx.proxy.upstream_response.UpstreamResponse` it builds is the
+push producer the client side registers); the connection's timer enforces the send
+and read timeouts.
 """
 
 from __future__ import annotations
