@@ -2,10 +2,11 @@
 
 Part of the pooled upstream client (:mod:`kongtx.proxy.upstream`): an
 :class:`Exchange` writes the request head, streams the body, parses the response
-(llhttp) and hands the body on chunk by chunk (the
-:class:`kongtx.proxy.upstream_response.UpstreamResponse` it builds is the push
-producer the client side registers); the connection's timer enforces the send and
-read timeouts.
+(llhttp, through its connection's
+:class:`kongtx.proxy.upstream_parsing.ResponseReader`) and hands the body on chunk by
+chunk (the :class:`kongtx.proxy.upstream_response.UpstreamResponse` it builds is the
+push producer the client side registers); the connection's timer enforces the send
+and read timeouts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kongtx.proxy.connection import usable
 from kongtx.proxy.direct_write import write_now
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.upstream_parsing import BODY, COMPLETE, ERROR, HEADERS, ResponseReader
+from kongtx.proxy.upstream_parsing import ResponseReader
 from kongtx.proxy.upstream_request import ChunkedWriter
 from kongtx.proxy.upstream_response import (
     ResponseListener,
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from kongtx.proxy.upstream import UpstreamClient
 
 
-class Exchange(ResponseReader):
-    """One request and its response on one connection (httptools callbacks: the base's)."""
+class Exchange:
+    """One request and its response on one connection (read by the connection's reader)."""
 
     def __init__(
         self,
@@ -53,11 +54,13 @@ class Exchange(ResponseReader):
         self.head = head
         self.producer = producer
         self.chunked = chunked
-        #: the response parser; dropped once the exchange is finished, which breaks the
-        #: exchange <-> parser (bound callbacks) reference cycle, so that the exchange,
-        #: its response and the request context it reaches are freed by reference
-        #: counting instead of waiting for the cycle collector
-        self.parser = httptools.HttpResponseParser(self)
+        #: the connection's reader (its parser kept from response to response);
+        #: ``None`` once the exchange is finished: nothing more is read
+        reader = conn.reader
+        if reader is None:
+            reader = conn.reader = ResponseReader()
+        self.reader: ResponseReader | None = reader
+        self.parser = reader.start(method)
         # The connection's one timer: send/read deadline now, idle timeout in the pool.
         self.deadline = conn.timer_for(client._clock)
         #: told of the outcome: ``listener`` if given, else the Deferred ``result``
@@ -78,13 +81,6 @@ class Exchange(ResponseReader):
         self.keep_alive = False
         self.sending = False
         self.read_until_close = False
-        # the parser callbacks' state (declared by ResponseReader)
-        self._reason = b""
-        self._headers = []
-        self._length = None
-        self._chunked = False
-        self._status = 0
-        self._events = []
         #: a body failure met before a sink was attached (delivered on attach)
         self._body_failure: Failure | None = None
 
@@ -137,67 +133,72 @@ class Exchange(ResponseReader):
     # ------------------------------------------------------------ receiving
 
     def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        if parser is None:
+        reader = self.reader
+        if reader is None:
             return  # finished (its connection is being closed): nothing more is read
         self.got_bytes = True
         if self.response is not None and not self.paused:
             self.deadline.touch(self.client.read_timeout)
         try:
-            parser.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._events.append((COMPLETE, b""))
+            reader.clean = False
+            reader.completed = True
         except httptools.HttpParserError as e:
+            reader.clean = False
             if self.response is None:
                 self._fail_before_response(UpstreamError(502, f"invalid upstream response: {e}"))
                 self.conn.abort()
                 return
             if not self.complete:
-                self._events.append((ERROR, str(e).encode()))
-        self._process()
+                reader.error = str(e)
+        self._process(reader)
 
-    def _process(self) -> None:
-        events, self._events = self._events, []
-        # The response is announced (``result`` fires) after every event of this read
-        # is taken in: a small response's body and end, read with its headers, are
-        # then already there when the pipeline attaches its sink, which finishes
-        # without waiting for another callback.
+    def _process(self, reader: ResponseReader) -> None:
+        # What the read brought, taken first: once finished, the connection may be
+        # back in the pool, and its reader another exchange's.
+        head_done, completed, error = reader.head_done, reader.completed, reader.error
+        reader.head_done = reader.completed = False
+        reader.error = None
+        chunks = reader.chunks
+        if chunks:
+            reader.chunks = []
+        # The response is announced (``result`` fires) after all the read brought is
+        # taken in: a small response's body and end, read with its headers, are then
+        # already there when the pipeline attaches its sink, which finishes without
+        # waiting for another callback.
         announce = False
-        for kind, data in events:
-            if self.finished or self.abandoned:
-                break
-            if kind == HEADERS:
-                announce = self._headers_done()
-            elif kind == BODY:
-                if self.complete:
-                    continue  # bytes after a HEAD response's headers: ignored
-                if self.sink is None:
-                    self.pending.append(data)
-                else:
-                    self.sink.write(data)
-            elif kind == COMPLETE:
-                if not self.complete:
-                    self.complete = True
-                    self._maybe_finish()
-            elif kind == ERROR:
-                self._fail_body(Failure(UpstreamError(502, data.decode())))
+        if head_done and not self.finished and not self.abandoned:
+            announce = self._headers_done(reader)
+        for data in chunks:
+            if self.finished or self.abandoned or self.complete:
+                break  # (bytes after a HEAD response's headers: ignored)
+            if self.sink is None:
+                self.pending.append(data)
+            else:
+                self.sink.write(data)
+        if completed and not self.complete and not self.finished and not self.abandoned:
+            self.complete = True
+            self._maybe_finish()
+        if error is not None and not self.finished and not self.abandoned:
+            self._fail_body(Failure(UpstreamError(502, error)))
         response = self.response
         if announce and response is not None and self._unsettled():
-            self._settle(response)
+            self._announce(response)
 
-    def _headers_done(self) -> bool:
+    def _headers_done(self, reader: ResponseReader) -> bool:
         """Build the response; ``True`` when it is new (``result`` is to fire)."""
         if self.response is not None:
             return False
+        self.keep_alive = reader.keep_alive
         # on_header kept what reaches the client and read the framing
-        chunked = self._chunked
-        length = None if chunked else self._length
-        status = self._status
+        chunked = reader._chunked
+        length = None if chunked else reader._length
+        status = reader._status
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
-        headers = HeaderList.from_lowered(self._headers)
-        self._headers = []  # a chunked body's trailer fields must not land in it
-        response = UpstreamResponse(self, status, self._reason, headers, length)
+        headers = HeaderList.from_lowered(reader._headers)  # its own: the next head gets a new list
+        response = UpstreamResponse(self, status, reader._reason, headers, length)
         self.response = response
         if self.sending and self.producer is not None:
             # The upstream answered before taking the whole body (413...): stop sending;
@@ -211,8 +212,8 @@ class Exchange(ResponseReader):
         if not self.complete or self.sink is None or self.finished:
             return
         self.finished = True
-        # Reference cycles broken: finished, the exchange needs neither (see __init__).
-        self.parser = None
+        # Finished: nothing more is read; the exchange <-> response cycle is broken.
+        self.reader = None
         if self.response is not None:
             self.response._exchange = None
         if self.paused:
@@ -286,7 +287,7 @@ class Exchange(ResponseReader):
         self.deadline.cancel()
         if self._unsettled():
             self.finished = True
-            self._settle(Failure(error))
+            self._settle_failure(Failure(error))
 
     def _unsettled(self) -> bool:
         """Nobody was told of a response or a failure yet (nor was the Deferred cancelled)."""
@@ -295,20 +296,25 @@ class Exchange(ResponseReader):
         result = self.result
         return result is None or not result.called
 
-    def _settle(self, outcome: UpstreamResponse | Failure) -> None:
-        """Tell the listener (else fire ``result``) the response or the failure, once."""
+    def _announce(self, response: UpstreamResponse) -> None:
+        """Tell the listener (else fire ``result``) the response, once (no failure before)."""
         self.announced = True
         listener = self.listener
-        if listener is None:
-            assert self.result is not None
-            if isinstance(outcome, Failure):
-                self.result.errback(outcome)
-            else:
-                self.result.callback(outcome)
-        elif isinstance(outcome, Failure):
-            listener.failed(outcome)
+        if listener is not None:
+            listener.response(response)
         else:
-            listener.response(outcome)
+            assert self.result is not None
+            self.result.callback(response)
+
+    def _settle_failure(self, failure: Failure) -> None:
+        """Tell the listener (else fire ``result``) the failure, once (no response before)."""
+        self.announced = True
+        listener = self.listener
+        if listener is not None:
+            listener.failed(failure)
+        else:
+            assert self.result is not None
+            self.result.errback(failure)
 
     def cancel(self) -> None:
         """The listener's client went away: abandon, and tell the listener nothing more."""
@@ -335,7 +341,7 @@ class Exchange(ResponseReader):
         if self.response is None:
             if not self.got_bytes and self.conn.reused:
                 self.finished = True
-                self._settle(Failure(StaleConnection()))
+                self._settle_failure(Failure(StaleConnection()))
             else:
                 self._fail_before_response(
                     UpstreamError(502, f"upstream closed the connection: {reason.value!r}")

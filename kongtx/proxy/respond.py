@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
+from typing import Final
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -33,9 +34,11 @@ from kongtx.proxy.upstream_response import UpstreamResponse
 log = logger("kongtx.proxy")
 
 #: Response headers the proxy sets itself (whatever the upstream sent under these names).
-_OURS_ON_RESPONSES = frozenset(
+_OURS_ON_RESPONSES: Final = frozenset(
     {"content-length", "via", "x-kong-upstream-latency", "x-kong-proxy-latency"}
 )
+#: (``Final``: a C static for the compiled code, not a module dictionary lookup)
+_VIA: Final = SERVER_NAME
 
 
 async def _maybe_await(result: object) -> None:
@@ -178,17 +181,27 @@ class Responder:
         await for the rest."""
         ctx.status = response.status
         headers = response.headers
-        # One pass drops what we replace, then appends (not one scan per ``set``).
-        headers.remove_all(_OURS_ON_RESPONSES)
-        add = headers._items.append  # (lower-case name, name, value), as HeaderList keeps them
+        # One scan finds what we replace (seldom sent: the list is then kept as it is)
+        # and the upstream's Date, then we append (not one scan per ``set``).
+        items = headers._items  # (lower-case name, name, value), as HeaderList keeps them
+        ours = dated = False
+        for item in items:
+            low = item[0]
+            if low in _OURS_ON_RESPONSES:
+                ours = True
+            elif low == "date":
+                dated = True
+        if ours:
+            items = headers._items = [e for e in items if e[0] not in _OURS_ON_RESPONSES]
         if response.length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            add(("content-length", "Content-Length", str(response.length)))
-        if headers.get("date") is None:
-            add(("date", "Date", self.http_date()))
-        add(("via", "Via", SERVER_NAME))
-        add(("x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ctx.upstream_latency or 0)))
-        add(("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)))
+            items.append(("content-length", "Content-Length", str(response.length)))
+        if not dated:
+            items.append(("date", "Date", self.http_date()))
+        items.append(("via", "Via", _VIA))
+        upstream_latency = str(ctx.upstream_latency or 0)
+        items.append(("x-kong-upstream-latency", "X-Kong-Upstream-Latency", upstream_latency))
+        items.append(("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)))
         ctx.response_headers = headers
         if chain is not None:
             try:

@@ -47,7 +47,7 @@ from twisted.python.failure import Failure
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory, usable
+from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory
 from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.exchange import Exchange
@@ -97,6 +97,13 @@ class UpstreamClient:
         # Endpoints are stateless and reusable; building one costs an IDNA round trip.
         self._endpoints: dict[PoolKey, IStreamClientEndpoint] = {}
         self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
+        # The pool of the last key taken from (one API's upstream, request after
+        # request): found without building and hashing a key tuple.
+        self._last_scheme = ""
+        self._last_host = ""
+        self._last_port = 0
+        self._last_name = ""
+        self._last_idle: list[UpstreamConnection] | None = None
         #: bodyless requests' heads, sent together at the end of the reactor turn
         self.send_at_turn_end = turn_sender(clock).send
 
@@ -128,12 +135,29 @@ class UpstreamClient:
 
     # ------------------------------------------------------------ pool
 
-    def _take(self, key: PoolKey) -> UpstreamConnection | None:
+    def _idle_for(self, key: PoolKey) -> list[UpstreamConnection]:
+        """The idle list of ``key``'s pool (kept for the client's life: connections
+        remember theirs)."""
         idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
+        return idle
+
+    def _take(self, key: PoolKey) -> UpstreamConnection | None:
+        scheme, host, port, name = key
+        idle = self._last_idle
+        if (
+            idle is None
+            or port != self._last_port
+            or host != self._last_host
+            or scheme != self._last_scheme
+            or name != self._last_name
+        ):
+            idle = self._last_idle = self._idle_for(key)
+            self._last_scheme, self._last_host, self._last_port, self._last_name = key
         while idle:
             conn = idle.pop()
-            transport: Any = conn.transport
-            if usable(transport):
+            if not conn.closing:
                 conn.reused = True
                 return conn
         return None
@@ -141,10 +165,12 @@ class UpstreamClient:
     def _release(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         timer = conn.timer_for(self._clock)
-        if not usable(conn.transport):
+        if conn.closing:
             timer.cancel()
             return
-        idle = self._idle.setdefault(conn.key, [])
+        idle = conn.idle
+        if idle is None:
+            idle = conn.idle = self._idle_for(conn.key)
         if len(idle) >= self.keepalive:
             timer.cancel()
             conn.close()
@@ -153,7 +179,7 @@ class UpstreamClient:
         timer.start("idle", self.idle_timeout)
 
     def _forget(self, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(conn.key)
+        idle = conn.idle
         if idle and conn in idle:
             idle.remove(conn)
         if conn.timer is not None:
@@ -319,10 +345,11 @@ class UpstreamClient:
 
     def close(self) -> Deferred[None]:
         """Close every idle pooled connection (node stopping)."""
-        for idle in list(self._idle.values()):
-            for conn in list(idle):
+        for idle in self._idle.values():
+            conns = list(idle)
+            idle.clear()  # the lists stay: connections and _take remember theirs
+            for conn in conns:
                 conn.close()
-        self._idle.clear()
         return Deferred.fromCoroutine(_done())
 
 

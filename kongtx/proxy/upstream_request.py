@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
@@ -22,13 +22,13 @@ from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.headers import HeaderList
 
 #: Request headers the client never forwards itself: it frames the body it sends.
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
+_FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Characters a header name sent upstream must not contain (checked in C, per name).
-_NAME_FORBIDDEN = frozenset(" \t\r\n:")
+_NAME_FORBIDDEN: Final = frozenset(" \t\r\n:")
 
-BODY_CHUNK = 64 * 1024
+BODY_CHUNK: Final = 64 * 1024
 
 
 @implementer(IBodyProducer)
@@ -121,21 +121,59 @@ def _split_origin(origin: str) -> tuple[str, str, int]:
     return scheme, host.lower(), port
 
 
+class _Origin:
+    """The origin :func:`split_url` split last (one API's upstream, request after request)."""
+
+    __slots__ = ("host", "port", "prefix", "scheme")
+
+    def __init__(self, prefix: str, scheme: str, host: str, port: int) -> None:
+        self.prefix = prefix
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+
+
+#: (``Final``, as the constants above: a C static for the compiled code)
+_LAST_ORIGIN: Final = _Origin("", "", "", 0)
+
+
 def split_url(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
     start = url.find("://")
     if start < 0:
         raise ValueError(f"not an upstream URL: {url!r}")
-    cut = len(url)
-    for sep in ("/", "?"):
-        i = url.find(sep, start + 3)
-        if 0 <= i < cut:
-            cut = i
-    scheme, host, port = _split_origin(url[:cut])
+    cut = url.find("/", start + 3)
+    query = url.find("?", start + 3)
+    if cut < 0 or 0 <= query < cut:
+        cut = query if query >= 0 else len(url)
+    last = _LAST_ORIGIN
+    if cut == len(last.prefix) and url.startswith(last.prefix):
+        # the same upstream as last time (no slice, no hashing, no cache call)
+        scheme, host, port = last.scheme, last.host, last.port
+    else:
+        origin = url[:cut]
+        scheme, host, port = _split_origin(origin)
+        last.prefix, last.scheme, last.host, last.port = origin, scheme, host, port
     target = url[cut:]
     if not target.startswith("/"):
         target = "/" + target
     return scheme, host, port, target
+
+
+#: header name -> whether it is sent (``False``: framing the client sets itself), for
+#: the names found fit to send upstream (no space, tab, CR, LF or colon): one lookup
+#: per header instead of a check of each character (bounded: cleared when full)
+_SENT_NAMES: Final[dict[str, bool]] = {}
+
+
+def _check_name(low: str, name: str) -> bool:
+    """Whether a header ``name`` (lower-case ``low``) is sent; raises if it must not be."""
+    if not name or not _NAME_FORBIDDEN.isdisjoint(name):
+        raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
+    if len(_SENT_NAMES) >= 4096:
+        _SENT_NAMES.clear()
+    sent = _SENT_NAMES[name] = low not in _FRAMING
+    return sent
 
 
 def build_head(
@@ -147,18 +185,26 @@ def build_head(
         UpstreamError: a CR or LF in a header (a plugin must not be able to
             smuggle a second request upstream).
     """
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    for low, name, value in headers._items:
-        if low in _FRAMING:
+    parts = [method, " ", target, " HTTP/1.1\r\n"]
+    for item in headers._items:
+        name = item[1]
+        sent = _SENT_NAMES.get(name)
+        if sent is None:
+            sent = _check_name(item[0], name)
+        if not sent:
             continue
-        if "\r" in value or "\n" in value or not name or not _NAME_FORBIDDEN.isdisjoint(name):
+        value = item[2]
+        if "\r" in value or "\n" in value:
             raise UpstreamError(502, f"invalid header for the upstream: {name!r}")
-        lines.append(f"{name}: {value}\r\n")
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
     if chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
+        parts.append("Transfer-Encoding: chunked\r\n")
     elif length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
+        parts.append(f"Content-Length: {length}\r\n")
     elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+        parts.append("Content-Length: 0\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")

@@ -10,11 +10,11 @@ died before any response byte is a :class:`StaleConnection`, retried on a fresh 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from kongtx.proxy.headers import HeaderList
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: Response headers never passed to the client (hop-by-hop, RFC 7230 §6.1), and the
 #: framing the client side recomputes (Content-Length is re-added from ``length``).
-RESPONSE_DROP = frozenset(
+RESPONSE_DROP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -67,12 +67,13 @@ class StaleConnection(Exception):
     """A pooled connection died before any response byte: retry on a fresh one."""
 
 
-@implementer(IPushProducer)
 class UpstreamResponse:
     """Status and headers of an upstream response; its body is delivered on demand.
 
     It is also the push producer the client side registers, so a slow client
     pauses the upstream socket instead of buffering the body in memory.
+    (``IPushProducer`` is declared after the class: with a class decorator mypyc
+    would compile it as a non-native class, each attribute read a dictionary lookup.)
     """
 
     def __init__(
@@ -113,3 +114,6 @@ class UpstreamResponse:
         exchange = self._exchange
         if exchange is not None:
             exchange.abandon()
+
+
+classImplements(UpstreamResponse, IPushProducer)
