@@ -36,6 +36,7 @@ __all__ = [
     "capture_response_chunk",
     "encode",
     "headers_table",
+    "is_frozen",
     "query_table",
     "request_host",
 ]
@@ -241,7 +242,7 @@ def encode(message: Any) -> bytes:
 _FROZEN_TYPES: dict[type[Any], bool] = {}
 
 
-def _is_frozen(row: Any) -> bool:
+def is_frozen(row: Any) -> bool:
     """Whether ``row`` is a FrozenRow (without the ABC's isinstance on every request)."""
     cls = type(row)
     known = _FROZEN_TYPES.get(cls)
@@ -284,7 +285,7 @@ class RowJson:
 
     def json(self, row: Any) -> str:
         """``make(row)``, from the table when this very row was seen before."""
-        if not _is_frozen(row):
+        if not is_frozen(row):
             return self._make(row)
         key = id(row)
         entries = self.entries
