@@ -32,8 +32,9 @@ from twisted.internet.defer import CancelledError
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_starts
-from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters
+from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters, ProcessCounters
 from kongtx.plugins.ratelimit_policies import CountingPlugin, identifier_for
+from kongtx.plugins.ratelimit_table import CountTable
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
@@ -78,6 +79,11 @@ class Handler(CountingPlugin):
         counters = self.counters
         #: the ``local`` policy's counters (synchronous), else None
         self.local: LocalCounters | None = counters if isinstance(counters, LocalCounters) else None
+        #: this process's table when the local counters are one (compiled: counted in
+        #: with one native call), else None (the node's shared table: its own lock)
+        self.table: CountTable | None = (
+            counters.table if isinstance(counters, ProcessCounters) else None
+        )
         self.by_consumer = self.limit_by == "consumer"
         #: the second the windows below are for, and the windows (period_starts')
         self._second = -1
@@ -113,7 +119,11 @@ class Handler(CountingPlugin):
             if len(rows) >= ROW_CACHE:
                 rows.clear()
             row = rows[key] = local.row(api_id, identifier, self._starts)
-        self._decide(ctx, local.read_add_stored(row, self.checks, 1, now))
+        table = self.table
+        if table is not None:
+            self._decide(ctx, table.read_add(row, self.checks, 1, now))
+        else:
+            self._decide(ctx, local.read_add_stored(row, self.checks, 1, now))
         return None
 
     async def _access(
