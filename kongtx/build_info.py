@@ -57,6 +57,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.fast_writing",
     "kongtx.proxy.fast_connection",
     "kongtx.plugins.log_serializer",
+    "kongtx.plugins.ratelimit_table",
     "kongtx.plugins.key_auth.handler",
     "kongtx.plugins.rate_limiting.handler",
     "kongtx.plugins.udp_log.handler",

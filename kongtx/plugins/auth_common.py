@@ -42,6 +42,8 @@ from kongtx.store.schemas import Field, is_uuid
 
 __all__ = [
     "ANONYMOUS_HEADER",
+    "ANONYMOUS_LOWER",
+    "CLIENT_CANNOT_SEND_LOWER",
     "CONSUMER_CUSTOM_ID",
     "CONSUMER_ID",
     "CONSUMER_USERNAME",
@@ -53,6 +55,7 @@ __all__ = [
     "anonymous_field",
     "b64decode_loose",
     "check_anonymous",
+    "consumer_headers",
     "consumer_key",
     "run_in_thread",
     "set_consumer",
@@ -111,13 +114,28 @@ def set_or_clear(ctx: RequestContext, name: str, value: Any) -> None:
 
 
 #: lower-cased, for the one removal pass of :func:`set_consumer`
-_CLIENT_CANNOT_SEND_LOWER = frozenset(name.lower() for name in CLIENT_CANNOT_SEND)
+CLIENT_CANNOT_SEND_LOWER = frozenset(name.lower() for name in CLIENT_CANNOT_SEND)
 _CONSUMER_HEADERS = (
     (CONSUMER_ID, CONSUMER_ID.lower(), "id"),
     (CONSUMER_CUSTOM_ID, CONSUMER_CUSTOM_ID.lower(), "custom_id"),
     (CONSUMER_USERNAME, CONSUMER_USERNAME.lower(), "username"),
 )
-_ANONYMOUS_LOWER = ANONYMOUS_HEADER.lower()
+ANONYMOUS_LOWER = ANONYMOUS_HEADER.lower()
+
+
+def consumer_headers(consumer: RowView | None) -> tuple[set[str], list[tuple[str, str]]]:
+    """The consumer's ``X-Consumer-*`` headers: the lower-case names dropped (its null
+    columns: Kong's ``set_header(nil)``) and the ``(name, value)`` pairs set."""
+    found = consumer or {}
+    drop: set[str] = set()
+    values: list[tuple[str, str]] = []
+    for name, lname, column in _CONSUMER_HEADERS:
+        value = found.get(column)
+        if value is None or value == "":
+            drop.add(lname)
+        else:
+            values.append((name, str(value)))
+    return drop, values
 
 
 def set_consumer(ctx: RequestContext, consumer: RowView | None, credential: RowView | None) -> None:
@@ -129,24 +147,16 @@ def set_consumer(ctx: RequestContext, consumer: RowView | None, credential: RowV
     The headers end as if each were set or removed in turn; what is removed goes in
     one pass when the headers can (the proxy's ``HeaderList.remove_all``).
     """
-    headers = ctx.headers
-    drop: set[str] = set()
+    drop, values = consumer_headers(consumer)
     if ctx.consumer is None and ctx.credential is None:
         # the first plugin to identify this request: identity headers the client sent
         # itself must not reach the upstream (a later plugin keeps an earlier one's)
-        drop.update(_CLIENT_CANNOT_SEND_LOWER)
-    found = consumer or {}
-    values: list[tuple[str, str]] = []
-    for name, lname, column in _CONSUMER_HEADERS:
-        value = found.get(column)
-        if value is None or value == "":
-            drop.add(lname)  # Kong's set_header(nil)
-        else:
-            values.append((name, str(value)))
+        drop.update(CLIENT_CANNOT_SEND_LOWER)
     if credential is None:
         values.append((ANONYMOUS_HEADER, "true"))
     else:
-        drop.add(_ANONYMOUS_LOWER)
+        drop.add(ANONYMOUS_LOWER)
+    headers = ctx.headers
     remove_all = getattr(headers, "remove_all", None)
     if remove_all is not None:
         remove_all(drop)

@@ -25,7 +25,7 @@ import json
 import json.encoder
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from kongtx.store.rows import FrozenRow
 
@@ -36,6 +36,7 @@ __all__ = [
     "capture_response_chunk",
     "encode",
     "headers_table",
+    "is_frozen",
     "query_table",
     "request_host",
 ]
@@ -134,6 +135,20 @@ def _int_or(value: Any, default: int) -> int:
     return int(value) if isinstance(value, int | float) else default
 
 
+def _latencies(ctx: Any) -> tuple[int, int, int]:
+    """``(kong, proxy, request)`` in ms: proxy (the upstream's wait) is -1 when never proxied."""
+    request_ms = _int_or(getattr(ctx, "request_latency", None), 0)
+    upstream_ms = getattr(ctx, "upstream_latency", None)
+    if isinstance(upstream_ms, int | float) and getattr(ctx, "upstream_url", None):
+        waiting = int(upstream_ms)
+        return max(0, request_ms - waiting), waiting, request_ms
+    return _int_or(getattr(ctx, "proxy_latency", None), request_ms), -1, request_ms
+
+
+def _status_line(status: int) -> str:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, '')}"
+
+
 class _Fields:
     """What the basic serializer reports for one request, before any shaping."""
 
@@ -144,15 +159,7 @@ class _Fields:
         self.resp_headers: list[tuple[str, str]] = ctx.response_headers.items()
         status = int(ctx.status or 0)
         self.status = status
-        request_ms = _int_or(getattr(ctx, "request_latency", None), 0)
-        self.request_ms = request_ms
-        upstream_ms = getattr(ctx, "upstream_latency", None)
-        if isinstance(upstream_ms, int | float) and getattr(ctx, "upstream_url", None):
-            self.waiting = int(upstream_ms)
-            self.kong = max(0, request_ms - self.waiting)
-        else:
-            self.waiting = -1
-            self.kong = _int_or(getattr(ctx, "proxy_latency", None), request_ms)
+        self.kong, self.waiting, self.request_ms = _latencies(ctx)
         method = ctx.method
         self.method = method
         self.request: dict[str, Any] = {
@@ -167,7 +174,7 @@ class _Fields:
         self.response: dict[str, Any] = {
             "status": status,
             "headers": _headers_table(self.resp_headers),
-            "size": _head_size(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", self.resp_headers)
+            "size": _head_size(_status_line(status), self.resp_headers)
             + _int_or(getattr(ctx, "response_size", None), 0),
         }
 
@@ -204,7 +211,7 @@ _ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, default=str, check_circular=False
 )
 #: json's own string escaping when ensure_ascii is off (C): what _dumps does to a str
-_quote = json.encoder.encode_basestring
+_quote: Final = json.encoder.encode_basestring
 #: the C encoder _ENCODER.encode makes on every call (json.encoder.JSONEncoder.iterencode),
 #: made once with the same arguments; None where json has no C accelerator
 _C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
@@ -235,7 +242,7 @@ def encode(message: Any) -> bytes:
 _FROZEN_TYPES: dict[type[Any], bool] = {}
 
 
-def _is_frozen(row: Any) -> bool:
+def is_frozen(row: Any) -> bool:
     """Whether ``row`` is a FrozenRow (without the ABC's isinstance on every request)."""
     cls = type(row)
     known = _FROZEN_TYPES.get(cls)
@@ -278,7 +285,7 @@ class RowJson:
 
     def json(self, row: Any) -> str:
         """``make(row)``, from the table when this very row was seen before."""
-        if not _is_frozen(row):
+        if not is_frozen(row):
             return self._make(row)
         key = id(row)
         entries = self.entries
@@ -317,20 +324,98 @@ API_JSON = RowJson(_api_json)
 ENTITY_JSON = RowJson(_entity_json)
 
 
+#: a header's ``(name, value)`` pair -> ``(lower-case name, '"name":"value"', bytes in a
+#: head)``: most headers of a node's traffic repeat (Host, Content-Type, Server, Via...),
+#: so each is lowered, escaped and measured once; bounded (cleared when full), and only
+#: for short values
+_PAIRS: Final[dict[Any, tuple[str, str, int]]] = {}
+_PAIRS_LIMIT: Final = 2048
+_PAIR_VALUE_MAX: Final = 200
+
+
+def _header_pair(pair: Any) -> tuple[str, str, int]:
+    name: str = pair[0]
+    value: str = pair[1]
+    lname = name.lower()
+    entry = (
+        lname,
+        f"{_quote(lname)}:{_quote(value)}",
+        len(name) + 4 + (len(value) if value.isascii() else len(value.encode("utf-8"))),
+    )
+    if len(value) <= _PAIR_VALUE_MAX:
+        if len(_PAIRS) >= _PAIRS_LIMIT:
+            _PAIRS.clear()
+        _PAIRS[pair] = entry
+    return entry
+
+
+def _headers_json(items: list[Any]) -> tuple[str, int]:
+    """``_dumps(_headers_table(items))``, and the bytes the headers take in a head
+    (:func:`_head_size` without the first line's)."""
+    size = 0
+    parts: list[str] = []
+    names: set[str] = set()
+    pairs = _PAIRS
+    for pair in items:
+        entry = pairs.get(pair)
+        if entry is None:
+            entry = _header_pair(pair)
+        lname, piece, length = entry
+        names.add(lname)
+        parts.append(piece)
+        size += length
+    if len(names) < len(items):
+        # a repeated header: its values become a list (rare)
+        return _dumps(_headers_table(items)), size
+    return "{" + ",".join(parts) + "}", size
+
+
+def _query_json(args: list[tuple[str, str | None]]) -> str:
+    """``_dumps(_query_table(args))``."""
+    parts: list[str] = []
+    keys: set[str] = set()
+    for key, value in args:
+        keys.add(key)
+        parts.append(f"{_quote(key)}:{'true' if value is None else _quote(value)}")
+    if len(keys) < len(args):
+        return _dumps(_query_table(args))
+    return "{" + ",".join(parts) + "}"
+
+
 def basic_json(ctx: Any) -> bytes:
     """``encode(basic_serialize(ctx))``, the same bytes with less work per request.
 
-    The message is written field by field in basic_serialize's order; the ``api``
-    and ``authenticated_entity`` JSON once per row (:class:`RowJson`).
+    The message is written field by field in basic_serialize's order, strings escaped
+    by json's own function, without building the message's dicts; the ``api`` and
+    ``authenticated_entity`` JSON once per row (:class:`RowJson`).
     """
-    f = _Fields(ctx)
+    uri = _request_uri(ctx)
+    method = ctx.method
+    request_headers, request_head = _headers_json(ctx.headers.items())
+    status = int(ctx.status or 0)
+    response_headers, response_head = _headers_json(ctx.response_headers.items())
+    kong, waiting, request_ms = _latencies(ctx)
+    request_size = (
+        len(f"{method} {uri} HTTP/1.1")
+        + 4
+        + request_head
+        + _int_or(getattr(ctx, "request_size", None), 0)
+    )
+    response_size = (
+        len(_status_line(status))
+        + 4
+        + response_head
+        + _int_or(getattr(ctx, "response_size", None), 0)
+    )
+    request_uri = f"{ctx.scheme}://{request_host(ctx)}:{ctx.server_port}{uri}"
     credential = ctx.credential
     entity = "" if credential is None else f',"authenticated_entity":{ENTITY_JSON.json(credential)}'
-    # '{"request":{...},"response":{...}}' without its closing brace, then the rest
-    head = _dumps({"request": f.request, "response": f.response})
     text = (
-        f"{head[:-1]},"
-        f'"latencies":{{"kong":{f.kong},"proxy":{f.waiting},"request":{f.request_ms}}},'
+        f'{{"request":{{"uri":{_quote(uri)},"request_uri":{_quote(request_uri)},'
+        f'"querystring":{_query_json(ctx.query)},"method":{_json_value(method)},'
+        f'"headers":{request_headers},"size":{request_size}}},'
+        f'"response":{{"status":{status},"headers":{response_headers},"size":{response_size}}},'
+        f'"latencies":{{"kong":{kong},"proxy":{waiting},"request":{request_ms}}},'
         f'"api":{API_JSON.json(ctx.api)},"client_ip":{_json_value(ctx.client_ip)},'
         f'"started_at":{int(ctx.started_at * 1000)}{entity}}}'
     )

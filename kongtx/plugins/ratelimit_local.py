@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kongtx.clock import Clock
-from kongtx.plugins.ratelimit_counters import LIFETIMES, PERIOD_INDEX, PERIODS, Counters
+from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, Counters
+from kongtx.plugins.ratelimit_table import CountTable
 
 if TYPE_CHECKING:
     from kongtx.plugins.shared_counters import CounterTable
@@ -178,63 +179,30 @@ def within(limits: Sequence[tuple[int, float]], values: Sequence[int]) -> bool:
 
 
 class ProcessCounters(LocalCounters):
-    """The ``local`` counters in a dict of this process (a node with one process)."""
+    """The ``local`` counters in a dict of this process (a node with one process), kept
+    in a compiled :class:`~kongtx.plugins.ratelimit_table.CountTable` (:attr:`table`)."""
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
-        #: key -> [value, expires_at (epoch seconds)]
-        self._counts: dict[str, list[float]] = {}
-        self._next_sweep = 0.0
+        self.table = CountTable()
 
     def stored(self, key: str) -> str:
         return key
 
     def read_stored(self, stored: list[Any], now: float) -> list[int]:
-        counts = self._counts
-        out: list[int] = []
-        for key in stored:
-            entry = counts.get(key)
-            out.append(int(entry[0]) if entry is not None and entry[1] > now else 0)
-        return out
+        return self.table.read(stored, now)
 
     def add_stored(self, stored: list[Any], amount: int, now: float) -> None:
-        if now >= self._next_sweep:
-            self._sweep(now)
-        counts = self._counts
-        for key, lifetime in zip(stored, LIFETIMES, strict=True):
-            entry = counts.get(key)
-            if entry is None or entry[1] <= now:
-                counts[key] = [amount, now + lifetime]
-            else:
-                entry[0] += amount
+        self.table.add(stored, amount, now)
 
     def read_add_stored(
         self, stored: list[Any], limits: Sequence[tuple[int, float]], amount: int, now: float
     ) -> list[int]:
-        # LocalCounters.read_add_stored, inlined: the hot path of a node with one process
-        counts = self._counts
-        values: list[int] = []
-        room = True
-        for index, limit in limits:
-            entry = counts.get(stored[index])
-            value = int(entry[0]) if entry is not None and entry[1] > now else 0
-            values.append(value)
-            if limit - value <= 0:
-                room = False
-        if room:
-            self.add_stored(stored, amount, now)
-        return values
-
-    def _sweep(self, now: float) -> None:
-        """Forget expired counters, at most once a second (memory stays bounded by traffic)."""
-        self._next_sweep = now + 1.0
-        expired = [k for k, (_, expires) in self._counts.items() if expires <= now]
-        for key in expired:
-            del self._counts[key]
+        return self.table.read_add(stored, limits, amount, now)
 
     def __len__(self) -> int:
         """Counters held, including expired ones not yet swept (at most a second old)."""
-        return len(self._counts)
+        return len(self.table.counts)
 
 
 # node-wide state, keyed by the node's Clock (see the module docstring)

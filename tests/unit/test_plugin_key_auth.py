@@ -21,6 +21,7 @@ from kongtx.plugins.auth_common import check_anonymous
 from kongtx.plugins.base import BasePlugin, PluginServices
 from kongtx.plugins.key_auth.handler import Handler
 from kongtx.plugins.registry import PluginRegistry
+from kongtx.proxy.headers import HeaderList
 from kongtx.store.memory import MemoryStore
 from kongtx.store.schemas import validate
 from kongtx.store.tables import TABLES
@@ -210,6 +211,41 @@ class KeyAuthTests(SynchronousTestCase):
         self.world.run(self.handler(), ctx)
         self.assertIsNone(ctx.response)
         self.assertEqual(ctx.headers.get("X-Credential-Username"), "from-basic-auth")
+
+    def test_consumer_headers_worked_out_once_per_row(self) -> None:
+        """The consumer's headers are kept per consumer row: every request gets them (and loses
+        what it spoofed), a later plugin keeps an earlier one's, a changed row is worked out anew."""
+        h = self.handler()
+        for _ in range(3):
+            ctx = FakeContext()
+            # the proxy's headers (one-pass removal): what the kept headers serve
+            ctx.headers = HeaderList(
+                [("apikey", "k1"), ("X-Consumer-Custom-ID", "x"), ("X-Credential-Username", "y")]
+            )
+            self.world.run(h, ctx)
+            self.assertEqual(
+                sorted((k.lower(), v) for k, v in ctx.headers.items()),
+                [
+                    ("apikey", "k1"),
+                    ("x-consumer-custom-id", "b-1"),
+                    ("x-consumer-id", self.bob["id"]),
+                    ("x-consumer-username", "bob"),
+                ],
+            )
+        self.assertEqual(list(h._consumers), [self.bob["id"]])
+        ctx = FakeContext()
+        ctx.headers = HeaderList([("apikey", "k1"), ("X-Credential-Username", "from-basic-auth")])
+        ctx.consumer, ctx.credential = self.bob, {"id": "c", "consumer_id": self.bob["id"]}
+        self.world.run(h, ctx)
+        self.assertEqual(ctx.headers.get("X-Credential-Username"), "from-basic-auth")
+        self.world.wait(
+            self.world.dao.update("consumers", {"id": self.bob["id"]}, {"custom_id": None})
+        )
+        ctx = FakeContext()
+        ctx.headers = HeaderList([("apikey", "k1"), ("X-Consumer-Custom-ID", "x")])
+        self.world.run(h, ctx)
+        self.assertIsNone(ctx.headers.get("X-Consumer-Custom-ID"))
+        self.assertEqual(ctx.headers.get("X-Consumer-Username"), "bob")
 
     def test_cached_lookups_are_synchronous(self) -> None:
         """Once credential and consumer are cached, access runs without waiting or reading."""

@@ -202,6 +202,36 @@ class BasicJsonTests(SynchronousTestCase):
             self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
 
 
+class HeaderPairTests(SynchronousTestCase):
+    """Each header pair's JSON piece and head bytes, kept in a bounded table."""
+
+    def setUp(self) -> None:
+        log_serializer._PAIRS.clear()
+
+    def test_kept_pairs_give_the_same_bytes(self) -> None:
+        """A second request with the same headers (from the table) and one with a changed
+        value (a new pair) still give the message's exact bytes."""
+        ctx = proxied_context()
+        first = basic_json(ctx)
+        self.assertIn(("Via", "kong"), log_serializer._PAIRS)
+        self.assertEqual(basic_json(ctx), first)
+        self.assertEqual(first, encode(basic_serialize(ctx)))
+        ctx.response_headers.set("Via", "kong é")
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["via"], "kong é")
+
+    def test_bounded_and_long_values_not_kept(self) -> None:
+        """The table is cleared when full; a long value is never kept."""
+        ctx = proxied_context()
+        for i in range(log_serializer._PAIRS_LIMIT + 10):
+            ctx.response_headers.set("X-N", str(i))
+            basic_json(ctx)
+            self.assertLessEqual(len(log_serializer._PAIRS), log_serializer._PAIRS_LIMIT)
+        ctx.response_headers.set("X-Long", "v" * (log_serializer._PAIR_VALUE_MAX + 1))
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertFalse(any(name == "X-Long" for name, _ in log_serializer._PAIRS))
+
+
 class RowJsonTests(SynchronousTestCase):
     """The api row's and the credential's JSON: encoded once per immutable row, forgotten
     with the row."""

@@ -158,6 +158,32 @@ class LocalPolicyTests(SynchronousTestCase):
         counters.increment_now("x", "y", period_starts(self.time.seconds()), 1)
         self.assertEqual(len(counters), 6)
 
+    def test_fractional_limit_printed_as_kong_did(self) -> None:
+        """A limit that is not a whole number prints as Lua did (2.5), and so does what is left."""
+        h = self.handler(minute=2.5, hour=10)
+        ctx = FakeContext(api=API)
+        run_access(h, ctx)
+        self.assertEqual(ctx.response_headers.get("X-RateLimit-Limit-minute"), "2.5")
+        self.assertEqual(ctx.response_headers.get("X-RateLimit-Remaining-minute"), "1.5")
+        self.assertEqual(ctx.response_headers.get("X-RateLimit-Remaining-hour"), "9")
+
+    def test_consumers_counted_apart_across_seconds(self) -> None:
+        """limit_by consumer: each consumer has its own counters (their keys found once a
+        second per client), and a new second's keys still count in the same minute."""
+        h = self.handler(limit_by="consumer", minute=2)
+        remaining = []
+        for consumer_id, advance in (("c-1", 0), ("c-2", 0), ("c-1", 1), ("c-1", 1)):
+            self.time.advance(advance)
+            ctx = FakeContext(api=API)
+            ctx.consumer = {"id": consumer_id}
+            run_access(h, ctx)
+            remaining.append(
+                ctx.status
+                if ctx.response
+                else ctx.response_headers.get("X-RateLimit-Remaining-minute")
+            )
+        self.assertEqual(remaining, ["1", "1", "0", 429])
+
     def test_local_access_is_synchronous(self) -> None:
         """The local policy's access phase returns None (no Deferred on the hot path)."""
         self.assertIsNone(self.handler(second=5).access(FakeContext(api=API)))

@@ -11,8 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kongtx.plugins.auth_common import AuthPlugin, consumer_key
+from kongtx.plugins.auth_common import (
+    ANONYMOUS_LOWER,
+    CLIENT_CANNOT_SEND_LOWER,
+    AuthPlugin,
+    consumer_headers,
+)
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
+from kongtx.plugins.log_serializer import is_frozen
 from kongtx.store.interface import RowView
 
 REALM = 'Key realm="kong"'
@@ -24,6 +30,26 @@ INVALID = {"message": "Invalid authentication credentials"}
 def credential_key(key: str) -> str:
     """``keyauth_credentials:<key>`` (SPEC §7.4)."""
     return f"keyauth_credentials:{key}"
+
+
+#: consumers whose headers a handler keeps (then it starts over)
+MAX_CONSUMERS = 1024
+
+
+class _ConsumerHeaders:
+    """What :func:`~kongtx.plugins.auth_common.set_consumer` does for one consumer row
+    authenticated with a credential, worked out once: an immutable row's columns
+    cannot change (a changed consumer is a new row)."""
+
+    def __init__(self, consumer: RowView) -> None:
+        self.consumer = consumer
+        nulls, values = consumer_headers(consumer)
+        nulls.add(ANONYMOUS_LOWER)
+        #: dropped when this plugin is the first to identify the request
+        self.first: frozenset[str] = frozenset(nulls | CLIENT_CANNOT_SEND_LOWER)
+        #: dropped when an earlier plugin did
+        self.later: frozenset[str] = frozenset(nulls)
+        self.values = values
 
 
 class _Duplicate(Exception):
@@ -45,6 +71,14 @@ class Handler(AuthPlugin):
         )
         #: the node cache's synchronous read (the hot path: no Lookups call in between)
         self._peek: Callable[[str], tuple[bool, Any]] = self.lookups.cache.peek
+        #: consumer id -> its headers (see :class:`_ConsumerHeaders`)
+        self._consumers: dict[str, _ConsumerHeaders] = {}
+
+    def access(self, ctx: RequestContext) -> PhaseResult:
+        # AuthPlugin.access, here compiled (the hot path)
+        if self.anonymous and ctx.credential is not None:
+            return None
+        return self.authenticate(ctx)
 
     def _find_key(self, ctx: RequestContext) -> str | None:
         """The first key among ``key_names`` (header first, then query), or None."""
@@ -88,7 +122,7 @@ class Handler(AuthPlugin):
         if hit:
             if credential is None:
                 return self.reject(ctx, 403, INVALID)
-            found, consumer = self._peek(consumer_key(credential["consumer_id"]))
+            found, consumer = self._peek(f"consumers:{credential['consumer_id']}")
             if found:
                 return self._finish(ctx, credential, consumer)
         return self._authenticate_async(ctx, key)
@@ -111,5 +145,25 @@ class Handler(AuthPlugin):
         if consumer is None:
             # the credential outlived its consumer (a delete in flight): not valid
             return self.reject(ctx, 403, INVALID)
-        self.success(ctx, consumer, credential)
+        if not is_frozen(consumer):
+            self.success(ctx, consumer, credential)
+            return None
+        consumers = self._consumers
+        consumer_id = str(consumer["id"])
+        known = consumers.get(consumer_id)
+        if known is None or known.consumer is not consumer:
+            if len(consumers) >= MAX_CONSUMERS:
+                consumers.clear()
+            known = consumers[consumer_id] = _ConsumerHeaders(consumer)
+        # the end of auth_common.set_consumer, compiled, for the proxy's headers
+        headers = ctx.headers
+        remove_all = getattr(headers, "remove_all", None)
+        if remove_all is None:
+            self.success(ctx, consumer, credential)
+            return None
+        remove_all(known.first if ctx.consumer is None and ctx.credential is None else known.later)
+        for name, value in known.values:
+            headers.set(name, value)
+        ctx.consumer = consumer
+        ctx.credential = credential
         return None

@@ -31,9 +31,10 @@ from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS
-from kongtx.plugins.ratelimit_local import LocalCounters
-from kongtx.plugins.ratelimit_policies import CountingPlugin
+from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_starts
+from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters, ProcessCounters
+from kongtx.plugins.ratelimit_policies import CountingPlugin, identifier_for
+from kongtx.plugins.ratelimit_table import CountTable
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
@@ -73,16 +74,57 @@ class Handler(CountingPlugin):
             (f"{LIMIT_HEADER}-{p}", f"{REMAINING_HEADER}-{p}", lua_int(lim))
             for p, lim in self.limits
         ]
+        #: every limit a whole number (the usual): what is left printed as an int
+        self.whole = all(float(lim).is_integer() for _, lim in self.limits)
+        counters = self.counters
+        #: the ``local`` policy's counters (synchronous), else None
+        self.local: LocalCounters | None = counters if isinstance(counters, LocalCounters) else None
+        #: this process's table when the local counters are one (compiled: counted in
+        #: with one native call), else None (the node's shared table: its own lock)
+        self.table: CountTable | None = (
+            counters.table if isinstance(counters, ProcessCounters) else None
+        )
+        self.by_consumer = self.limit_by == "consumer"
+        #: the second the windows below are for, and the windows (period_starts')
+        self._second = -1
+        self._starts: Mapping[str, int] = {}
+        #: (api_id, identifier) -> the stored keys of its counters in this second's windows
+        self._rows: dict[tuple[str, str], list[Any]] = {}
 
     def access(self, ctx: RequestContext) -> PhaseResult:
-        api_id, identifier, starts = self.counted(ctx)
-        counters = self.counters
-        if isinstance(counters, LocalCounters):
-            # read and count at once: exact even across the node's worker processes
-            usage = counters.count_within(api_id, identifier, starts, self.checks, 1)
-            self._decide(ctx, usage)
-            return None
-        return self._access(ctx, api_id, identifier, starts)
+        local = self.local
+        if local is None:
+            api_id, identifier, starts = self.counted(ctx)
+            return self._access(ctx, api_id, identifier, starts)
+        # the local policy, all at once: read and count under one lock of the node's
+        # table (exact even across the node's worker processes), the counters' keys
+        # found once a second per client
+        consumer = ctx.consumer
+        identifier = ""
+        if self.by_consumer and consumer is not None:
+            identifier = str(consumer.get("id") or "")
+        if not identifier:
+            identifier = identifier_for(self.limit_by, ctx)
+        api_id = str(ctx.api["id"])
+        now = self.clock.seconds()
+        second = int(now)
+        rows = self._rows
+        if second != self._second:
+            self._starts = period_starts(now)
+            self._second = second
+            rows.clear()
+        key = (api_id, identifier)
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= ROW_CACHE:
+                rows.clear()
+            row = rows[key] = local.row(api_id, identifier, self._starts)
+        table = self.table
+        if table is not None:
+            self._decide(ctx, table.read_add(row, self.checks, 1, now))
+        else:
+            self._decide(ctx, local.read_add_stored(row, self.checks, 1, now))
+        return None
 
     async def _access(
         self, ctx: RequestContext, api_id: str, identifier: str, starts: Mapping[str, int]
@@ -113,28 +155,31 @@ class Handler(CountingPlugin):
         """
         stop = -1
         limits = self.limits
-        for i in range(len(limits)):
+        count = len(limits)
+        for i in range(count):
             if limits[i][1] - usage[i] <= 0:
                 stop = i
-        headers: dict[str, str] = {}
+        headers: list[tuple[str, str]] = []
         texts = self.header_texts
-        for i in range(len(limits)):
+        whole = self.whole
+        for i in range(count):
             left = limits[i][1] - usage[i]
             if stop < 0 or stop == i:
                 left -= 1
             limit_name, remaining_name, limit_text = texts[i]
-            headers[limit_name] = limit_text
-            headers[remaining_name] = lua_int(max(0, left))
+            headers.append((limit_name, limit_text))
+            remaining = max(0, left)
+            headers.append((remaining_name, str(int(remaining)) if whole else lua_int(remaining)))
         ctx.shared[HEADERS_KEY] = headers
         if stop >= 0:
-            ctx.respond(429, EXCEEDED, headers)
+            ctx.respond(429, EXCEEDED, dict(headers))
             return False
         return True
 
     def header_filter(self, ctx: RequestContext) -> PhaseResult:
-        headers: dict[str, str] | None = ctx.shared.get(HEADERS_KEY)
+        headers: list[tuple[str, str]] | None = ctx.shared.get(HEADERS_KEY)
         if headers:
             response = ctx.response_headers
-            for name, value in headers.items():
+            for name, value in headers:
                 response.set(name, value)
         return None
