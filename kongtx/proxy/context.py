@@ -26,7 +26,6 @@ from kongtx.proxy.request import (
     UpstreamRequest,
     build_upstream_request,
     parse_query,
-    strip_hop_by_hop,
 )
 from kongtx.router import CACHE_KEY, Match, Router
 from kongtx.store.interface import RowView
@@ -334,11 +333,13 @@ def upstream_request_of(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamReques
         method=ctx.method,
         uri=ctx.path,
         query=ctx.query,
-        headers=strip_hop_by_hop(ctx.headers, keep_upgrade=keep_upgrade),
+        headers=ctx.headers,
         peer_ip=ctx.peer_ip,
         client_ip=ctx.client_ip,
         scheme=ctx.scheme,
         host_override=ctx.upstream_host,
+        hop_by_hop=True,
+        keep_upgrade=keep_upgrade,
     )
     ctx.upstream_url = req.url
     return req

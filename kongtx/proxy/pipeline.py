@@ -248,7 +248,7 @@ class ProxyPipeline:
         balancer: Balancer | None = None
         balancing = self.balancing
         if balancing is not None:
-            found = balancing.peek(ctx.api)
+            found = balancing.peek_target(ctx.match.target)
             if found is not None:
                 if isinstance(found, _Missing):
                     return _GENERAL  # not known yet: loaded on the general path
@@ -319,7 +319,7 @@ class ProxyPipeline:
             req = upstream_request_of(ctx, upgrade)
             balancer = None
             if balancing is not None:
-                found = balancing.peek(ctx.api)
+                found = balancing.peek_target(ctx.match.target)
                 balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
             access_done = self.clock.seconds()
             ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
