@@ -53,6 +53,7 @@ class ParsedRequest:
 
     __slots__ = (
         "body",
+        "chunked",
         "chunks",
         "complete",
         "content_length",
@@ -77,6 +78,8 @@ class ParsedRequest:
         self.pipe: BodyPipe | None = None
         self.complete = False
         self.content_length: int | None = None
+        #: a Transfer-Encoding (``chunked``: any other is refused) was received
+        self.chunked = False
         self.keep_alive = True
         self.http10 = False
         self.upgrade = False
@@ -193,10 +196,9 @@ class RequestReader(Protocol):
         sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
         if low == "transfer-encoding":
-            if svalue.strip(" \t").lower() != "chunked" or any(
-                h[0] == "transfer-encoding" for h in req.headers
-            ):
+            if svalue.strip(" \t").lower() != "chunked" or req.chunked:
                 raise _Refused(400)
+            req.chunked = True
         elif low == "content-length":
             if not svalue.strip(" \t").isdigit() or req.content_length is not None:
                 raise _Refused(400)
@@ -216,7 +218,7 @@ class RequestReader(Protocol):
         req.head_size = -1
         version = parser.get_http_version()
         req.http10 = version == "1.0"
-        chunked = any(h[0] == "transfer-encoding" for h in req.headers)
+        chunked = req.chunked
         if chunked and version != "1.1":
             raise _Refused(400)
         req.keep_alive = bool(parser.should_keep_alive())

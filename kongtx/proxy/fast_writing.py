@@ -36,6 +36,8 @@ def _status_lines() -> dict[int, bytes]:
 
 
 _STATUS_LINES = _status_lines()
+#: the same lines as text: a head is joined as text and encoded once
+_STATUS_TEXT: dict[int, str] = {k: v.decode("latin-1") for k, v in _STATUS_LINES.items()}
 
 
 def status_line(status: int) -> bytes:
@@ -80,12 +82,19 @@ class ResponseWriter(RequestReader):
         if req is None or self._lost:
             return
         self._responded = True
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        start = _STATUS_TEXT.get(status)
+        if start is None:
+            start = status_line(status).decode("latin-1")
+        lines = [start]
+        add = lines.append
         framed = False
-        for name, _ in headers:
-            if len(name) == 14 and name.lower() == "content-length":
+        for name, value in headers:
+            add(name)
+            add(": ")
+            add(value)
+            add("\r\n")
+            if len(name) == 14 and not framed and name.lower() == "content-length":
                 framed = True
-                break
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
         close = (
@@ -105,8 +114,9 @@ class ResponseWriter(RequestReader):
         elif req.http10:
             lines.append("Connection: keep-alive\r\n")
         lines.append("\r\n")
-        # One encode for the whole head (names and values are latin-1 by contract).
-        self._head = status_line(status) + "".join(lines).encode("latin-1")
+        # One join and one encode for the whole head (names and values are latin-1
+        # by contract).
+        self._head = "".join(lines).encode("latin-1")
 
     def write(self, data: bytes) -> None:
         if self._lost or self._serving is None or not data or self._no_body:

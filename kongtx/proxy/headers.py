@@ -31,28 +31,35 @@ class HeaderList:
             [(k.lower(), k, v) for k, v in items] if items else []
         )
 
-    @classmethod
-    def from_lowered(cls, items: list[tuple[str, str, str]]) -> HeaderList:
+    @staticmethod
+    def from_lowered(items: list[tuple[str, str, str]]) -> HeaderList:
         """Adopt ``(lower-case name, name, value)`` triples as they are (no copy).
 
-        The fast front-end lower-cases each name once while parsing.
+        The fast front-end lower-cases each name once while parsing.  (A static
+        method: compiled, ``HeaderList()`` is a direct call, ``cls()`` a generic one.)
         """
-        headers = cls()
+        headers = HeaderList()
         headers._items = items
         return headers
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
-        lname = name.lower()
-        for low, _, v in self._items:
-            if low == lname:
-                return v
+        return self.get_lowered(name.lower())
+
+    def get_lowered(self, lname: str) -> str | None:
+        """:meth:`get` with ``lname`` lower-case already (a constant on the hot path)."""
+        for entry in self._items:
+            if entry[0] == lname:
+                return entry[2]
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order."""
-        lname = name.lower()
-        return [v for low, _, v in self._items if low == lname]
+        return self.get_all_lowered(name.lower())
+
+    def get_all_lowered(self, lname: str) -> list[str]:
+        """:meth:`get_all` with ``lname`` lower-case already."""
+        return [entry[2] for entry in self._items if entry[0] == lname]
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by ``value`` (kept at the first one's place)."""

@@ -160,7 +160,19 @@ class ProxyPipeline:
     ) -> ProxyContext | None:
         """The request's context, or ``None`` once no API matched (the 404 is sent)."""
         headers = incoming.headers
-        host_values = headers.get_all("host") + headers.get_all("x-host-override")
+        # every Host value, then every X-Host-Override one (one pass, no lower-casing)
+        host_values: list[str] = []
+        overrides: list[str] | None = None
+        for entry in headers._items:
+            lname = entry[0]
+            if lname == "host":
+                host_values.append(entry[2])
+            elif lname == "x-host-override":
+                if overrides is None:
+                    overrides = []
+                overrides.append(entry[2])
+        if overrides is not None:
+            host_values.extend(overrides)
         uri = incoming.uri
         if not uri.startswith("/"):
             # absolute-form (GET http://host/path): its host comes first (RFC 7230 §5.4)
@@ -179,7 +191,7 @@ class ProxyPipeline:
             return None
         trusted = self.trusted_ips
         client_ip = (
-            trusted.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+            trusted.client_ip(incoming.peer_ip, headers.get_all_lowered("x-forwarded-for"))
             if trusted
             else incoming.peer_ip  # nobody's X-Forwarded-For is believed: no lookup
         )
@@ -253,7 +265,7 @@ class ProxyPipeline:
                 if isinstance(found, _Missing):
                     return _GENERAL  # not known yet: loaded on the general path
                 balancer = found
-        if ctx.method == "GET" and is_upgrade(ctx.headers):
+        if ctx.method == "GET" and is_upgrade(ctx._headers):
             return _GENERAL
         req = upstream_request_of(ctx, False)
         access_done = self.clock.seconds()
@@ -315,7 +327,7 @@ class ProxyPipeline:
             req, access_done = resume.request, resume.access_done
             balancer, pick = resume.balancer, resume.pick
         else:
-            upgrade = incoming.method == "GET" and is_upgrade(ctx.headers)
+            upgrade = incoming.method == "GET" and is_upgrade(ctx._headers)
             req = upstream_request_of(ctx, upgrade)
             balancer = None
             if balancing is not None:

@@ -162,6 +162,66 @@ def encode_query(args: list[tuple[str, str | None]]) -> str:
     return "&".join(parts)
 
 
+class _Query:
+    """A raw query string's args (never handed out: callers get a copy) and their
+    upstream encoding, made once."""
+
+    __slots__ = ("args", "encoded")
+
+    def __init__(self, args: list[tuple[str, str | None]]) -> None:
+        self.args = args
+        self.encoded: str | None = None
+
+
+#: raw query strings seen lately -> their args (clients repeat the same few queries)
+_QUERIES: dict[str, _Query] = {}
+#: raw queries at most remembered, and the longest one remembered (bounds the memory)
+_MAX_QUERIES: Final = 1024
+_MAX_QUERY_LENGTH: Final = 512
+
+
+def _query_of(raw: str) -> _Query:
+    query = _QUERIES.get(raw)
+    if query is None:
+        query = _Query(parse_query(raw))
+        if len(raw) <= _MAX_QUERY_LENGTH:
+            if len(_QUERIES) >= _MAX_QUERIES:
+                _QUERIES.clear()
+            _QUERIES[raw] = query
+    return query
+
+
+def query_args(raw: str) -> list[tuple[str, str | None]]:
+    """:func:`parse_query` of ``raw`` (a new list: the caller may change it), remembered."""
+    if not raw:
+        return []
+    return list(_query_of(raw).args)
+
+
+def encoded_query(raw: str) -> str:
+    """``encode_query(parse_query(raw))``, remembered: the query string sent upstream
+    for a raw one whose args nobody changed."""
+    if not raw:
+        return ""
+    query = _query_of(raw)
+    encoded = query.encoded
+    if encoded is None:
+        encoded = query.encoded = encode_query(query.args)
+    return encoded
+
+
+def encode_args(raw: str, args: list[tuple[str, str | None]]) -> str:
+    """:func:`encode_query` of ``args``, the args of the raw query ``raw`` as plugins
+    left them: remembered when they are still the raw query's own."""
+    if not args:
+        return ""
+    if raw:
+        query = _QUERIES.get(raw)
+        if query is not None and query.args == args:
+            return encoded_query(raw)
+    return encode_query(args)
+
+
 # ----------------------------------------------------------------------- URL and Host
 
 
@@ -300,6 +360,7 @@ def build_upstream_request(
     host_override: str | None = None,
     hop_by_hop: bool = False,
     keep_upgrade: bool = False,
+    query_string: str | None = None,
 ) -> UpstreamRequest:
     """Apply SPEC §3.2 to the (plugin-modified) request.
 
@@ -307,15 +368,15 @@ def build_upstream_request(
     ``peer_ip`` is the TCP peer, ``client_ip`` the address after ``trusted_ips``.
     ``host_override`` is a Host set by a plugin (request-transformer) and wins.
     With ``hop_by_hop`` the hop-by-hop headers are left out as well, in the same
-    pass (:func:`strip_hop_by_hop`, with ``keep_upgrade``).
+    pass (:func:`strip_hop_by_hop`, with ``keep_upgrade``).  ``query_string``, when
+    given, is ``query`` encoded already (:func:`encoded_query`, :func:`encode_args`).
     """
     target = match.target
     kind = match.kind
     url, stripped = upstream_path(api, match, uri)
-    if query:
-        encoded = encode_query(query)
-        if encoded:
-            url = f"{url}?{encoded}"
+    encoded = encode_query(query) if query_string is None else query_string
+    if encoded:
+        url = f"{url}?{encoded}"
 
     host_entry: tuple[str, str, str] | None = None
     if host_override is not None:
@@ -325,7 +386,7 @@ def build_upstream_request(
         if kind == "host-exact" and matched_host is not None:
             host = matched_host
         else:
-            host = headers.get("host") or target.host_header
+            host = headers.get_lowered("host") or target.host_header
     else:
         host = target.host_header
         host_entry = target.host_entry
@@ -359,7 +420,7 @@ def build_upstream_request(
         add(entry)
     if keep_upgrade and listed is not None:
         add(("connection", "Connection", "upgrade"))
-        upgrade = headers.get("upgrade")
+        upgrade = headers.get_lowered("upgrade")
         if upgrade is not None:
             add(("upgrade", "Upgrade", upgrade))
     add(host_entry if host_entry is not None else ("host", "Host", host))
