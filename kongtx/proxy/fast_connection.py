@@ -23,6 +23,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
+from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.direct_write import batchable
@@ -31,6 +32,7 @@ from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest
 from kongtx.proxy.fast_writing import ResponseWriter
 from kongtx.proxy.headers import HeaderList
+from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.tunnel import Tunnel
 
 log = logger("kongtx.proxy.fast")
@@ -105,10 +107,20 @@ class FastProxyProtocol(ResponseWriter):
         self.server_addr = ""
         self.server_port = 0
         self.scheme = "http"
+        #: the factory's clock and pipeline (copied when the connection is made)
+        self._clock: Clock | None = None
+        self._pipeline: ProxyPipeline | None = None
 
     # ------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
+        owner = self.owner
+        self.max_header_size = owner.max_header_size
+        self.stream_threshold = owner.stream_threshold
+        self._turn = owner.turn
+        self._clock = owner.clock
+        self._pipeline = owner.pipeline
+        self.draining = owner.draining
         transport: Any = self.transport
         peer = transport.getPeer()
         host = transport.getHost()
@@ -122,7 +134,7 @@ class FastProxyProtocol(ResponseWriter):
             set_nodelay = getattr(transport, "setTcpNoDelay", None)
             if set_nodelay is not None:
                 set_nodelay(True)
-            if self.owner.turn is not None and batchable(transport):
+            if self._turn is not None and batchable(transport):
                 self._out = []
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
@@ -206,7 +218,6 @@ class FastProxyProtocol(ResponseWriter):
 
     def _start(self, req: ParsedRequest) -> None:
         self.requests_served += 1
-        self.owner.request_started(self)
         self._head = None
         self._chunked = False
         self._responded = False
@@ -229,8 +240,10 @@ class FastProxyProtocol(ResponseWriter):
             pipe,
             "HTTP/1.0" if req.http10 else "HTTP/1.1",
         )
+        pipeline = self._pipeline
+        assert pipeline is not None
         try:
-            started = self.owner.pipeline.start(incoming, self)
+            started = pipeline.start(incoming, self)
         except BaseException as e:
             self._ended(None, e, req)
             return
@@ -281,10 +294,9 @@ class FastProxyProtocol(ResponseWriter):
     def _request_done(self, req: ParsedRequest) -> None:
         self._serving = None
         self._task = None
-        clock = self.owner.clock
+        clock = self._clock
         if clock is not None:
             self._active_at = clock.seconds()
-        self.owner.request_finished(self)
         if self._closing or (req.pipe is not None and not req.complete):
             self._closing = True
             self._queue.clear()
@@ -292,7 +304,7 @@ class FastProxyProtocol(ResponseWriter):
             self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if self.owner.draining and not self._queue:
+        if self.draining and not self._queue:
             self._closing = True
             self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -302,13 +314,10 @@ class FastProxyProtocol(ResponseWriter):
     def splice(self, tunnel: Any) -> None:
         """Hand the connection to ``tunnel``: raw bytes both ways from now on."""
         assert isinstance(tunnel, Tunnel)
-        req = self._serving
         self._tunnel = tunnel
         self._serving = None
         self._task = None
         self._queue.clear()
-        if req is not None:
-            self.owner.request_finished(self)
         self.flush()  # the responses before the tunnel's bytes
         transport: Any = self.transport
 
@@ -325,6 +334,11 @@ class FastProxyProtocol(ResponseWriter):
         tunnel.attach(transport.write, close_client)
         if pending:
             tunnel.write(pending)
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight (``FastProxyFactory.channels``)."""
+        return self._serving is None
 
     def close_if_idle(self) -> bool:
         """Close now when no request is in flight (draining); ``True`` if closed."""

@@ -112,6 +112,10 @@ class RequestReader(Protocol):
         self._read_paused = False
         self._upgraded = False
         self._raw: bytes = b""
+        #: the factory's settings, copied when the connection is made (a native read
+        #: per request instead of an attribute lookup on the interpreted factory)
+        self.max_header_size = 8192
+        self.stream_threshold = 1024 * 1024
 
     def _serve_next(self) -> None:
         """Serve the queued requests in order, then a refusal: the connection's part
@@ -156,11 +160,7 @@ class RequestReader(Protocol):
             self._refuse(400)
             return
         req = self._parsing
-        if (
-            req is not None
-            and req.head_size > self.owner.max_header_size
-            and parser is self._parser
-        ):
+        if req is not None and req.head_size > self.max_header_size and parser is self._parser:
             # a head still incomplete and already too long (a slow or endless one)
             self._refuse(431 if req.method else 414)
             return
@@ -179,7 +179,7 @@ class RequestReader(Protocol):
         req = self._parsing
         assert req is not None
         req.url += url
-        if len(req.url) + 14 > self.owner.max_header_size:
+        if len(req.url) + 14 > self.max_header_size:
             raise _Refused(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -190,7 +190,7 @@ class RequestReader(Protocol):
             req.method = self._parser.get_method().decode("ascii")
             req.head_exact = len(req.method) + len(req.url) + 12
         req.head_exact += len(name) + len(value) + 4
-        if req.head_exact > self.owner.max_header_size:
+        if req.head_exact > self.max_header_size:
             raise _Refused(431)
         known = HEADER_NAMES.get(name)
         sname, low = known if known is not None else header_name(name)
@@ -213,7 +213,7 @@ class RequestReader(Protocol):
         parser = self._parser
         if not req.method:
             req.method = parser.get_method().decode("ascii")
-            if len(req.method) + len(req.url) + 12 > self.owner.max_header_size:
+            if len(req.method) + len(req.url) + 12 > self.max_header_size:
                 raise _Refused(414)
         req.head_size = -1
         version = parser.get_http_version()
@@ -234,7 +234,7 @@ class RequestReader(Protocol):
             req.expect_continue = False
         if has_body and (
             chunked
-            or (length is not None and length > self.owner.stream_threshold)
+            or (length is not None and length > self.stream_threshold)
             or req.expect_continue
         ):
             req.pipe = BodyPipe(None if chunked else length, self)

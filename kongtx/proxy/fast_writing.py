@@ -66,6 +66,11 @@ class ResponseWriter(RequestReader):
         #: bytes for the client not sent yet, in order (plain TCP: sent at the end of
         #: the reactor turn, with every other connection's); ``None``: written at once
         self._out: list[bytes] | None = None
+        #: the factory's end-of-turn sender (copied when the connection is made)
+        self._turn: Any = None
+        #: the node is draining: the next response closes the connection (the factory
+        #: sets it on every connection, ``FastProxyFactory.drain``)
+        self.draining = False
 
     def _request_done(self, req: ParsedRequest) -> None:
         """The response to ``req`` is complete: the connection's part
@@ -97,9 +102,7 @@ class ResponseWriter(RequestReader):
                 framed = True
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
-        close = (
-            not req.keep_alive or self.owner.draining or (req.pipe is not None and not req.complete)
-        )
+        close = not req.keep_alive or self.draining or (req.pipe is not None and not req.complete)
         if not framed and not self._no_body:
             if req.http10:
                 close = True
@@ -145,8 +148,7 @@ class ResponseWriter(RequestReader):
             write_now(self.transport, data)
             return
         if not out:
-            turn: Any = self.owner.turn
-            turn.flush_later(self)
+            self._turn.flush_later(self)
         out.append(data)
 
     def flush(self) -> None:
