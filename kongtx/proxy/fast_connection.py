@@ -25,13 +25,11 @@ from twisted.python.failure import Failure
 from kongtx import SERVER_NAME
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.direct_write import batchable
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest
 from kongtx.proxy.fast_writing import ResponseWriter
-from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.tunnel import Tunnel
 
@@ -109,6 +107,8 @@ class FastProxyProtocol(ResponseWriter):
         self.scheme = "http"
         #: the factory's clock and pipeline (copied when the connection is made)
         self._clock: Clock | None = None
+        #: the clock's reactor's time (``Clock.seconds`` is an interpreted call)
+        self._now: Callable[[], float] | None = None
         self._pipeline: ProxyPipeline | None = None
 
     # ------------------------------------------------------------ connection
@@ -119,6 +119,8 @@ class FastProxyProtocol(ResponseWriter):
         self.stream_threshold = owner.stream_threshold
         self._turn = owner.turn
         self._clock = owner.clock
+        if owner.clock is not None:
+            self._now = owner.clock.reactor.seconds
         self._pipeline = owner.pipeline
         self.draining = owner.draining
         transport: Any = self.transport
@@ -224,26 +226,22 @@ class FastProxyProtocol(ResponseWriter):
         self._no_body = req.method == "HEAD"
         if req.expect_continue and req.pipe is not None and req.pipe.received == 0:
             self._send(CONTINUE_RESPONSE)
-        pipe = req.pipe
-        incoming = IncomingRequest(
-            req.method,
-            req.url.decode("latin-1"),
-            HeaderList.from_lowered(req.headers),
-            self.peer_ip,
-            self.scheme,
-            req.body,
-            (req.content_length or 0) if req.body is not None else 0,
-            self.server_addr,
-            self.server_port,
-            self.connection_id,
-            self.requests_served,
-            pipe,
-            "HTTP/1.0" if req.http10 else "HTTP/1.1",
-        )
+        # the parsed request is the pipeline's IncomingRequest: what it lacks
+        req.uri = req.url.decode("latin-1")
+        req.peer_ip = self.peer_ip
+        req.scheme = self.scheme
+        req.body_length = (req.content_length or 0) if req.body is not None else 0
+        req.server_addr = self.server_addr
+        req.server_port = self.server_port
+        req.connection_id = self.connection_id
+        req.connection_requests = self.requests_served
+        req.stream = req.pipe
+        if req.http10:
+            req.http_version = "HTTP/1.0"
         pipeline = self._pipeline
         assert pipeline is not None
         try:
-            started = pipeline.start(incoming, self)
+            started = pipeline.start(req, self)
         except BaseException as e:
             self._ended(None, e, req)
             return
@@ -276,7 +274,7 @@ class FastProxyProtocol(ResponseWriter):
         failure = Failure(error, type(error), error.__traceback__)
         log.failure("proxy request failed: {uri}", failure, uri=req.url)
         if self._head is None and not self._responded:
-            accept = next((h[2] for h in req.headers if h[0] == "accept"), None)
+            accept = req.headers.get_lowered("accept")
             content_type, body = error_page(500, accept)
             self.send_head(
                 500,
@@ -294,9 +292,9 @@ class FastProxyProtocol(ResponseWriter):
     def _request_done(self, req: ParsedRequest) -> None:
         self._serving = None
         self._task = None
-        clock = self._clock
-        if clock is not None:
-            self._active_at = clock.seconds()
+        now = self._now
+        if now is not None:
+            self._active_at = now()
         if self._closing or (req.pipe is not None and not req.complete):
             self._closing = True
             self._queue.clear()

@@ -29,7 +29,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kongtx.proxy.body_pipe import BodyPipe, error_bytes
-from kongtx.proxy.headers import HEADER_NAMES, header_name
+from kongtx.proxy.context import IncomingRequest
+from kongtx.proxy.headers import HEADER_NAMES, HeaderList, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory
@@ -48,11 +49,12 @@ class _Refused(Exception):
         self.status = status
 
 
-class ParsedRequest:
-    """One request as it is parsed, then served."""
+class ParsedRequest(IncomingRequest):
+    """One request as it is parsed, then served: the pipeline's
+    :class:`~kongtx.proxy.context.IncomingRequest` itself (one object per request; the
+    connection fills in the rest when it starts it)."""
 
     __slots__ = (
-        "body",
         "chunked",
         "chunks",
         "complete",
@@ -60,21 +62,19 @@ class ParsedRequest:
         "expect_continue",
         "head_exact",
         "head_size",
-        "headers",
         "http10",
         "keep_alive",
-        "method",
         "pipe",
         "upgrade",
         "url",
     )
 
     def __init__(self) -> None:
+        # the method, the headers (as parsed: lower-case name, name, value) and the
+        # body are filled in here; the rest of IncomingRequest when it is served
+        super().__init__("", "", HeaderList(), "")
         self.url = b""
-        self.method = ""
-        self.headers: list[tuple[str, str, str]] = []
         self.chunks: list[bytes] = []
-        self.body: BytesIO | None = None
         self.pipe: BodyPipe | None = None
         self.complete = False
         self.content_length: int | None = None
@@ -205,7 +205,7 @@ class RequestReader(Protocol):
             req.content_length = int(svalue)
         elif low == "expect" and svalue.strip(" \t").lower() == "100-continue":
             req.expect_continue = True
-        req.headers.append((low, sname, svalue))
+        req.headers._items.append((low, sname, svalue))
 
     def on_headers_complete(self) -> None:
         req = self._parsing
