@@ -58,6 +58,7 @@ class ParsedRequest(IncomingRequest):
         "chunked",
         "chunks",
         "complete",
+        "connection_headers",
         "content_length",
         "expect_continue",
         "head_exact",
@@ -80,6 +81,9 @@ class ParsedRequest(IncomingRequest):
         self.content_length: int | None = None
         #: a Transfer-Encoding (``chunked``: any other is refused) was received
         self.chunked = False
+        #: a Connection, Proxy-Connection or Upgrade header was received (without one,
+        #: an HTTP/1.1 request is kept alive and no upgrade: llhttp need not be asked)
+        self.connection_headers = False
         self.keep_alive = True
         self.http10 = False
         self.upgrade = False
@@ -205,6 +209,8 @@ class RequestReader(Protocol):
             req.content_length = int(svalue)
         elif low == "expect" and svalue.strip(" \t").lower() == "100-continue":
             req.expect_continue = True
+        elif low == "connection" or low == "upgrade" or low == "proxy-connection":
+            req.connection_headers = True
         req.headers._items.append((low, sname, svalue))
 
     def on_headers_complete(self) -> None:
@@ -221,8 +227,11 @@ class RequestReader(Protocol):
         chunked = req.chunked
         if chunked and version != "1.1":
             raise _Refused(400)
-        req.keep_alive = bool(parser.should_keep_alive())
-        req.upgrade = bool(parser.should_upgrade())
+        if req.connection_headers or version != "1.1" or req.method == "CONNECT":
+            req.keep_alive = bool(parser.should_keep_alive())
+            req.upgrade = bool(parser.should_upgrade())
+        # else llhttp's answers are known: kept alive (HTTP/1.1, no "close"), no upgrade
+        # (neither an Upgrade header nor CONNECT); ParsedRequest's defaults
         length = req.content_length
         has_body = chunked or (length is not None and length > 0)
         idle = self._serving is None and not self._queue

@@ -26,9 +26,9 @@ class HeaderList:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str, str]] = (
-            [(k.lower(), k, v) for k, v in items] if items else []
+            [] if items is None else [(k.lower(), k, v) for k, v in items]
         )
 
     @staticmethod
@@ -65,13 +65,20 @@ class HeaderList:
         """Replace every value of ``name`` by ``value`` (kept at the first one's place)."""
         lname = name.lower()
         items = self._items
-        for i, entry in enumerate(items):
-            if entry[0] == lname:
+        n = len(items)
+        i = 0
+        while i < n:
+            if items[i][0] == lname:
                 items[i] = (lname, name, value)
-                rest = [e for e in items[i + 1 :] if e[0] != lname]
-                del items[i + 1 :]
-                items.extend(rest)
+                # later values of the name go (rare: most names come once)
+                j = i + 1
+                while j < len(items):
+                    if items[j][0] == lname:
+                        del items[j]
+                    else:
+                        j += 1
                 return
+            i += 1
         items.append((lname, name, value))
 
     def add(self, name: str, value: str) -> None:
@@ -93,12 +100,12 @@ class HeaderList:
 
     def items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair in order."""
-        return [(k, v) for _, k, v in self._items]
+        return [(entry[1], entry[2]) for entry in self._items]
 
     def copy(self) -> HeaderList:
         """An independent copy."""
         other = HeaderList()
-        other._items = list(self._items)
+        other._items = self._items.copy()
         return other
 
     def __contains__(self, name: object) -> bool:
