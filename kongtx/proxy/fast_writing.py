@@ -91,13 +91,12 @@ class ResponseWriter(RequestReader):
         if start is None:
             start = status_line(status).decode("latin-1")
         lines = [start]
-        add = lines.append
         framed = False
         for name, value in headers:
-            add(name)
-            add(": ")
-            add(value)
-            add("\r\n")
+            lines.append(name)
+            lines.append(": ")
+            lines.append(value)
+            lines.append("\r\n")
             if len(name) == 14 and not framed and name.lower() == "content-length":
                 framed = True
         if status in _NO_BODY_STATUSES or status < 200:

@@ -401,8 +401,9 @@ def build_upstream_request(
         replaced = _REPLACED_WITH_BOTH if prefixed else _REPLACED_WITH_FORWARDED_HOST
     else:
         replaced = _REPLACED_WITH_PREFIX if prefixed else _REPLACED
+    # (lower-case name, name, value) triples, as HeaderList keeps them; items.append,
+    # not a bound ``add``: compiled, that is the list primitive, not a generic call
     items: list[tuple[str, str, str]] = []
-    add = items.append  # (lower-case name, name, value) triples, as HeaderList keeps them
     incoming = ""
     for entry in source:
         lname = entry[0]
@@ -417,26 +418,28 @@ def build_upstream_request(
             if lname == "x-forwarded-for":
                 incoming = entry[2] if not incoming else f"{incoming}, {entry[2]}"
             continue
-        add(entry)
+        items.append(entry)
     if keep_upgrade and listed is not None:
-        add(("connection", "Connection", "upgrade"))
+        items.append(("connection", "Connection", "upgrade"))
         upgrade = headers.get_lowered("upgrade")
         if upgrade is not None:
-            add(("upgrade", "Upgrade", upgrade))
-    add(host_entry if host_entry is not None else ("host", "Host", host))
+            items.append(("upgrade", "Upgrade", upgrade))
+    items.append(host_entry if host_entry is not None else ("host", "Host", host))
     if kind == "host-exact" and match.matched_host is not None:
-        add(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
+        items.append(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
     if prefixed:
-        add(target.prefix_entry)
-    add(("x-real-ip", "X-Real-IP", client_ip))
+        items.append(target.prefix_entry)
+    items.append(("x-real-ip", "X-Real-IP", client_ip))
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    add(("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip))
+    items.append(
+        ("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
+    )
     if scheme == "http":
-        add(_PROTO_HTTP)
+        items.append(_PROTO_HTTP)
     elif scheme == "https":
-        add(_PROTO_HTTPS)
+        items.append(_PROTO_HTTPS)
     else:
-        add(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
+        items.append(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
     return UpstreamRequest(method, url, HeaderList.from_lowered(items), stripped)
 
 
