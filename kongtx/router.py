@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
 
+from kongtx.proxy.request import ApiTarget
 from kongtx.store.interface import RowView
 from kongtx.store.rows import freeze
 
@@ -41,17 +41,44 @@ MatchKind = Literal["host-exact", "host-wildcard", "path"]
 CACHE_KEY = "ALL_APIS_BY_DIC"
 
 
-@dataclass(frozen=True, slots=True)
 class Match:
-    """The API a request resolved to, and how.
+    """The API a request resolved to, and how (never changed once built).
 
     ``matched_host`` is the Host (or X-Host-Override) value that matched, port cut,
-    as the client wrote it; ``None`` for path matches.
+    as the client wrote it; ``None`` for path matches.  ``target`` is what SPEC §3.2
+    needs of the API, read from its row once: the router builds it with the index,
+    and a path match (or a host one written as the API's own request_host) is the same
+    object for every request.
     """
 
-    api: RowView
-    kind: MatchKind
-    matched_host: str | None
+    __slots__ = ("api", "kind", "matched_host", "target")
+
+    def __init__(
+        self,
+        api: RowView,
+        kind: MatchKind,
+        matched_host: str | None,
+        target: ApiTarget | None = None,
+    ) -> None:
+        self.api = api
+        self.kind: MatchKind = kind
+        self.matched_host = matched_host
+        self.target: ApiTarget = ApiTarget(api) if target is None else target
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        return (
+            self.api == other.api
+            and self.kind == other.kind
+            and self.matched_host == other.matched_host
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.api), self.kind, self.matched_host))
+
+    def __repr__(self) -> str:
+        return f"Match(api={self.api!r}, kind={self.kind!r}, matched_host={self.matched_host!r})"
 
 
 def cut_port(value: str) -> str:
@@ -74,13 +101,14 @@ class Router:
     )
 
     def __init__(self) -> None:
-        self._exact: dict[str, RowView] = {}
+        # Each API's matches are built with the index (its ApiTarget read once).
+        self._exact: dict[str, Match] = {}
         # "*.example.org" -> suffix "example.org"; "example.*" -> prefix "example".
-        self._suffix_wild: dict[str, tuple[int, RowView]] = {}
-        self._prefix_wild: dict[str, tuple[int, RowView]] = {}
-        self._paths: dict[str, RowView] = {}
-        # literal text before the first "." -> [(compiled regex, request_path, api)]
-        self._dotted: dict[str, list[tuple[re.Pattern[str], str, RowView]]] = {}
+        self._suffix_wild: dict[str, tuple[int, Match]] = {}
+        self._prefix_wild: dict[str, tuple[int, Match]] = {}
+        self._paths: dict[str, Match] = {}
+        # literal text before the first "." -> [(compiled regex, request_path, match)]
+        self._dotted: dict[str, list[tuple[re.Pattern[str], str, Match]]] = {}
         self._dotted_lengths: tuple[int, ...] = ()
         #: weight for the node cache's memory bound (kongtx.cache.estimate_size)
         self.cache_size = 0
@@ -91,37 +119,42 @@ class Router:
         router = cls()
         size = 256
         for order, row in enumerate(apis):
-            size += 512
+            size += 768
             # read-only and compact, as the node cache keeps rows (kongtx.store.rows)
             api = freeze(row)
+            target = ApiTarget(api)
             host = api.get("request_host")
             if isinstance(host, str) and host.strip():
                 key = host.strip().lower()
                 # the row's own string when already lower-case: one string, not two
-                router._add_host(host if key == host else key, order, api)
+                router._add_host(host if key == host else key, order, api, target)
             path = api.get("request_path")
             if isinstance(path, str) and path.strip():
-                router._add_path(path.strip(), api)
+                router._add_path(path.strip(), Match(api, "path", None, target))
         router._dotted_lengths = tuple(sorted({len(k) for k in router._dotted}))
         router.cache_size = size
         return router
 
-    def _add_host(self, host: str, order: int, api: RowView) -> None:
+    def _add_host(self, host: str, order: int, api: RowView, target: ApiTarget) -> None:
         if host.startswith("*."):
-            self._suffix_wild.setdefault(host[2:], (order, api))
+            self._suffix_wild.setdefault(
+                host[2:], (order, Match(api, "host-wildcard", None, target))
+            )
         elif host.endswith(".*"):
-            self._prefix_wild.setdefault(host[:-2], (order, api))
+            self._prefix_wild.setdefault(
+                host[:-2], (order, Match(api, "host-wildcard", None, target))
+            )
         elif "*" not in host:
-            self._exact.setdefault(host, api)
+            self._exact.setdefault(host, Match(api, "host-exact", host, target))
 
-    def _add_path(self, path: str, api: RowView) -> None:
+    def _add_path(self, path: str, match: Match) -> None:
         if "." not in path:
-            self._paths.setdefault(path, api)
+            self._paths.setdefault(path, match)
             return
         literal = path[: path.index(".")]
         # Kong: ngx.re.find(uri .. "/", "^" .. request_path .. "/"); "." stays magic.
         pattern = re.compile(re.escape(path).replace(r"\.", ".") + "/")
-        self._dotted.setdefault(literal, []).append((pattern, path, api))
+        self._dotted.setdefault(literal, []).append((pattern, path, match))
 
     # ------------------------------------------------------------------ matching
 
@@ -134,24 +167,28 @@ class Router:
         """
         for raw in host_values:
             host = cut_port(raw)
-            found = self.match_host(host)
+            found = self._match_host(host)
             if found is not None:
-                api, kind = found
-                return Match(api, kind, host)
-        by_path = self.match_path(path)
-        if by_path is not None:
-            return Match(by_path, "path", None)
-        return None
+                if found.matched_host == host:
+                    return found  # written as the API's own request_host: no new object
+                return Match(found.api, found.kind, host, found.target)
+        return self._match_path(path)
 
     def match_host(self, host: str) -> tuple[RowView, MatchKind] | None:
         """The API whose request_host is ``host`` (exact first, then wildcards)."""
+        found = self._match_host(host)
+        return None if found is None else (found.api, found.kind)
+
+    def _match_host(self, host: str) -> Match | None:
+        """:meth:`match_host`'s API as its match (``matched_host``: the API's own
+        request_host for an exact one, ``None`` for a wildcard)."""
         key = host.lower()
-        api = self._exact.get(key)
-        if api is not None:
-            return api, "host-exact"
+        exact = self._exact.get(key)
+        if exact is not None:
+            return exact
         if not self._suffix_wild and not self._prefix_wild:
             return None
-        best: tuple[int, RowView] | None = None
+        best: tuple[int, Match] | None = None
         i = key.find(".")
         while i >= 0:
             # "*.<suffix>": at least one char before the dot.
@@ -165,21 +202,26 @@ class Router:
                 if hit is not None and (best is None or hit[0] < best[0]):
                     best = hit
             i = key.find(".", i + 1)
-        return None if best is None else (best[1], "host-wildcard")
+        return None if best is None else best[1]
 
     def match_path(self, path: str) -> RowView | None:
         """The API with the greatest request_path that is a segment prefix of ``path``."""
+        found = self._match_path(path)
+        return None if found is None else found.api
+
+    def _match_path(self, path: str) -> Match | None:
+        """:meth:`match_path`'s API as its (shared) path match."""
         uri = path if path.endswith("/") else path + "/"
         best_path: str | None = None
-        best: RowView | None = None
+        best: Match | None = None
         paths = self._paths
         if paths:
             i = uri.find("/", 1)
             while i > 0:
                 candidate = uri[:i]
-                api = paths.get(candidate)
-                if api is not None and (best_path is None or candidate > best_path):
-                    best_path, best = candidate, api
+                found = paths.get(candidate)
+                if found is not None and (best_path is None or candidate > best_path):
+                    best_path, best = candidate, found
                 i = uri.find("/", i + 1)
             if best is None:
                 best = paths.get("/")
@@ -188,9 +230,9 @@ class Router:
         for length in self._dotted_lengths:
             if length > len(uri):
                 break
-            for pattern, rp, api in self._dotted.get(uri[:length], ()):
+            for pattern, rp, found in self._dotted.get(uri[:length], ()):
                 if pattern.match(uri) and (best_path is None or rp > best_path):
-                    best_path, best = rp, api
+                    best_path, best = rp, found
         return best
 
     def __len__(self) -> int:

@@ -16,6 +16,7 @@ from kongtx.balancer.registry import Balancers, _Missing, lookup_host
 from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
 from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.request import ApiTarget
 from kongtx.proxy.upstream import ConnectError, UpstreamClient
 from kongtx.proxy.upstream import log as client_log
 from kongtx.proxy.upstream_request import split_url
@@ -61,6 +62,14 @@ class Balancing:
         negative ``upstreams:<host>`` entry when the host is no upstream).
         """
         return self.balancers.peek(self.upstream_name(api))
+
+    def peek_target(self, target: ApiTarget) -> Balancer | None | _Missing:
+        """:meth:`peek` for the API whose compiled form (``Match.target``) is ``target``:
+        the upstream's name is kept on it (no row read, no dict lookup)."""
+        name = target.upstream_name
+        if name is None:
+            name = target.upstream_name = lookup_host(target.upstream_url)
+        return self.balancers.peek(name)
 
     async def load(self, api: RowView) -> Balancer | None:
         """:meth:`peek` on a cache miss: load the rows, resolve the targets."""

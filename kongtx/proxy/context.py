@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Mapping
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -25,8 +25,9 @@ from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.request import (
     UpstreamRequest,
     build_upstream_request,
-    parse_query,
-    strip_hop_by_hop,
+    encode_args,
+    encoded_query,
+    query_args,
 )
 from kongtx.router import CACHE_KEY, Match, Router
 from kongtx.store.interface import RowView
@@ -210,19 +211,24 @@ class ProxyContext:
         self.raw_query = raw_query
         self.request_uri = incoming.uri
         self.http_version = incoming.http_version
-        self.query: list[tuple[str, str | None]] = parse_query(raw_query)
-        self.headers: HeaderList = incoming.headers.copy()
+        # The query args, the headers, ``shared`` and the response headers are made
+        # when first asked for: a request no plugin looks at allocates none of them.
+        self._query: list[tuple[str, str | None]] | None = None
+        #: the client's headers (``incoming.headers``) until :attr:`headers` is asked
+        #: for, which copies them: what plugins change is never the client's request
+        self._headers: HeaderList = incoming.headers
+        self._headers_copied = False
+        self._shared: dict[str, Any] | None = None
+        self._response_headers: HeaderList | None = None
         self.client_ip = client_ip
         self.peer_ip = incoming.peer_ip
         self.server_addr = incoming.server_addr
         self.server_port = incoming.server_port
         self.connection_id = incoming.connection_id
         self.connection_requests = incoming.connection_requests
-        self.shared: dict[str, Any] = {}
         self.consumer: RowView | None = None
         self.credential: RowView | None = None
         self.status = 0
-        self.response_headers = HeaderList()
         self.upstream_url: str | None = None
         self.upstream_host: str | None = None
         #: epoch seconds when the request arrived
@@ -241,6 +247,62 @@ class ProxyContext:
             self.request_size = incoming.stream.declared_length
         self._responded = False
         self._response_body: bytes = b""
+
+    @property
+    def headers(self) -> HeaderList:
+        """The request's headers as plugins change them (a copy of the client's)."""
+        if not self._headers_copied:
+            self._headers = self._headers.copy()
+            self._headers_copied = True
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: HeaderList) -> None:
+        self._headers = headers
+        self._headers_copied = True
+
+    @property
+    def query(self) -> list[tuple[str, str | None]]:
+        """The query args (decoded, ``ngx.req.get_uri_args``), as plugins change them."""
+        query = self._query
+        if query is None:
+            query = self._query = query_args(self.raw_query)
+        return query
+
+    @query.setter
+    def query(self, query: list[tuple[str, str | None]]) -> None:
+        self._query = query
+
+    def upstream_query(self) -> str:
+        """The query string sent upstream (SPEC §3.2), re-encoded from the args."""
+        query = self._query
+        if query is None:
+            return encoded_query(self.raw_query)  # untouched: the raw query's, remembered
+        return encode_args(self.raw_query, query)
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """Plugins' per-request values (``ngx.ctx``)."""
+        shared = self._shared
+        if shared is None:
+            shared = self._shared = {}
+        return shared
+
+    @shared.setter
+    def shared(self, shared: dict[str, Any]) -> None:
+        self._shared = shared
+
+    @property
+    def response_headers(self) -> HeaderList:
+        """The response's headers (the upstream's as relayed, or a generated answer's)."""
+        headers = self._response_headers
+        if headers is None:
+            headers = self._response_headers = HeaderList()
+        return headers
+
+    @response_headers.setter
+    def response_headers(self, headers: HeaderList) -> None:
+        self._response_headers = headers
 
     async def read_body(self) -> bytes:
         """The whole request body (read from its spool; position restored).
@@ -326,6 +388,10 @@ def split_absolute_form(target: str) -> tuple[str, str]:
     return authority, origin
 
 
+#: no query args (``upstream_request_of`` gives the query string encoded)
+_NO_ARGS: Final[list[tuple[str, str | None]]] = []
+
+
 def upstream_request_of(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamRequest:
     """What goes upstream for ``ctx`` as the access phase left it (SPEC §3.2)."""
     req = build_upstream_request(
@@ -333,12 +399,15 @@ def upstream_request_of(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamReques
         match=ctx.match,
         method=ctx.method,
         uri=ctx.path,
-        query=ctx.query,
-        headers=strip_hop_by_hop(ctx.headers, keep_upgrade=keep_upgrade),
+        query=_NO_ARGS,
+        query_string=ctx.upstream_query(),
+        headers=ctx._headers,
         peer_ip=ctx.peer_ip,
         client_ip=ctx.client_ip,
         scheme=ctx.scheme,
         host_override=ctx.upstream_host,
+        hop_by_hop=True,
+        keep_upgrade=keep_upgrade,
     )
     ctx.upstream_url = req.url
     return req
@@ -346,6 +415,6 @@ def upstream_request_of(ctx: ProxyContext, keep_upgrade: bool) -> UpstreamReques
 
 def is_upgrade(headers: HeaderList) -> bool:
     """An upgrade request's headers: ``Upgrade`` and ``Connection: upgrade``."""
-    if headers.get("upgrade") is None:
+    if headers.get_lowered("upgrade") is None:
         return False
-    return any("upgrade" in v.lower() for v in headers.get_all("connection"))
+    return any("upgrade" in v.lower() for v in headers.get_all_lowered("connection"))

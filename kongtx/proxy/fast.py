@@ -66,11 +66,13 @@ class FastProxyFactory(Factory):
         #: with a clock, responses to plain TCP clients leave at the end of the reactor
         #: turn, together (``kongtx.proxy.direct_write.TurnSender``)
         self.turn = turn_sender(clock) if clock is not None else None
-        #: connection -> requests in flight (0 or 1: one at a time per connection)
-        self.channels: dict[FastProxyProtocol, int] = {}
+        #: the open connections; each counts its requests and knows whether one is in
+        #: flight, so that a request costs the factory nothing (``channels``, ``stats``)
+        self._connections: set[FastProxyProtocol] = set()
+        #: requests served on connections closed since
+        self._closed_requests = 0
         self.accepted = 0
         self.handled = 0
-        self.total_requests = 0
         self.draining = False
 
     def buildProtocol(self, addr: Any) -> FastProxyProtocol:
@@ -84,20 +86,23 @@ class FastProxyFactory(Factory):
     def connection_opened(self, proto: FastProxyProtocol) -> int:
         self.accepted += 1
         self.handled += 1
-        self.channels[proto] = 0
+        self._connections.add(proto)
         return self.accepted
 
     def connection_closed(self, proto: FastProxyProtocol) -> None:
-        self.channels.pop(proto, None)
+        if proto in self._connections:
+            self._connections.remove(proto)
+            self._closed_requests += proto.requests_served
 
-    def request_started(self, proto: FastProxyProtocol) -> None:
-        self.total_requests += 1
-        if proto in self.channels:
-            self.channels[proto] = 1
+    @property
+    def channels(self) -> dict[FastProxyProtocol, int]:
+        """Open connection -> requests in flight (0 or 1: one at a time per connection)."""
+        return {proto: 0 if proto.idle else 1 for proto in self._connections}
 
-    def request_finished(self, proto: FastProxyProtocol) -> None:
-        if proto in self.channels:
-            self.channels[proto] = 0
+    @property
+    def total_requests(self) -> int:
+        """Requests started since the listener opened."""
+        return self._closed_requests + sum(p.requests_served for p in self._connections)
 
     def stats(self) -> dict[str, int]:
         """nginx stub_status counters, as ``TrackingSite.stats()``."""
@@ -113,6 +118,8 @@ class FastProxyFactory(Factory):
         fail requests).  After ``timeout`` seconds the rest are aborted.
         """
         self.draining = True
+        for proto in self._connections:
+            proto.draining = True  # its next response closes it
         result: Deferred[None] = Deferred()
         now = clock.seconds()
         deadline = now + timeout

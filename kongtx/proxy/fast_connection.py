@@ -23,14 +23,14 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from kongtx import SERVER_NAME
+from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.proxy.context import IncomingRequest
 from kongtx.proxy.direct_write import batchable
 from kongtx.proxy.errors import error_page
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.fast_parsing import CONTINUE_RESPONSE, MAX_QUEUED, ParsedRequest
 from kongtx.proxy.fast_writing import ResponseWriter
-from kongtx.proxy.headers import HeaderList
+from kongtx.proxy.pipeline import ProxyPipeline
 from kongtx.proxy.tunnel import Tunnel
 
 log = logger("kongtx.proxy.fast")
@@ -105,10 +105,24 @@ class FastProxyProtocol(ResponseWriter):
         self.server_addr = ""
         self.server_port = 0
         self.scheme = "http"
+        #: the factory's clock and pipeline (copied when the connection is made)
+        self._clock: Clock | None = None
+        #: the clock's reactor's time (``Clock.seconds`` is an interpreted call)
+        self._now: Callable[[], float] | None = None
+        self._pipeline: ProxyPipeline | None = None
 
     # ------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
+        owner = self.owner
+        self.max_header_size = owner.max_header_size
+        self.stream_threshold = owner.stream_threshold
+        self._turn = owner.turn
+        self._clock = owner.clock
+        if owner.clock is not None:
+            self._now = owner.clock.reactor.seconds
+        self._pipeline = owner.pipeline
+        self.draining = owner.draining
         transport: Any = self.transport
         peer = transport.getPeer()
         host = transport.getHost()
@@ -122,7 +136,7 @@ class FastProxyProtocol(ResponseWriter):
             set_nodelay = getattr(transport, "setTcpNoDelay", None)
             if set_nodelay is not None:
                 set_nodelay(True)
-            if self.owner.turn is not None and batchable(transport):
+            if self._turn is not None and batchable(transport):
                 self._out = []
         self._parser = httptools.HttpRequestParser(self)
         self.connection_id = self.owner.connection_opened(self)
@@ -206,31 +220,28 @@ class FastProxyProtocol(ResponseWriter):
 
     def _start(self, req: ParsedRequest) -> None:
         self.requests_served += 1
-        self.owner.request_started(self)
         self._head = None
         self._chunked = False
         self._responded = False
         self._no_body = req.method == "HEAD"
         if req.expect_continue and req.pipe is not None and req.pipe.received == 0:
             self._send(CONTINUE_RESPONSE)
-        pipe = req.pipe
-        incoming = IncomingRequest(
-            req.method,
-            req.url.decode("latin-1"),
-            HeaderList.from_lowered(req.headers),
-            self.peer_ip,
-            self.scheme,
-            req.body,
-            (req.content_length or 0) if req.body is not None else 0,
-            self.server_addr,
-            self.server_port,
-            self.connection_id,
-            self.requests_served,
-            pipe,
-            "HTTP/1.0" if req.http10 else "HTTP/1.1",
-        )
+        # the parsed request is the pipeline's IncomingRequest: what it lacks
+        req.uri = req.url.decode("latin-1")
+        req.peer_ip = self.peer_ip
+        req.scheme = self.scheme
+        req.body_length = (req.content_length or 0) if req.body is not None else 0
+        req.server_addr = self.server_addr
+        req.server_port = self.server_port
+        req.connection_id = self.connection_id
+        req.connection_requests = self.requests_served
+        req.stream = req.pipe
+        if req.http10:
+            req.http_version = "HTTP/1.0"
+        pipeline = self._pipeline
+        assert pipeline is not None
         try:
-            started = self.owner.pipeline.start(incoming, self)
+            started = pipeline.start(req, self)
         except BaseException as e:
             self._ended(None, e, req)
             return
@@ -263,7 +274,7 @@ class FastProxyProtocol(ResponseWriter):
         failure = Failure(error, type(error), error.__traceback__)
         log.failure("proxy request failed: {uri}", failure, uri=req.url)
         if self._head is None and not self._responded:
-            accept = next((h[2] for h in req.headers if h[0] == "accept"), None)
+            accept = req.headers.get_lowered("accept")
             content_type, body = error_page(500, accept)
             self.send_head(
                 500,
@@ -281,10 +292,9 @@ class FastProxyProtocol(ResponseWriter):
     def _request_done(self, req: ParsedRequest) -> None:
         self._serving = None
         self._task = None
-        clock = self.owner.clock
-        if clock is not None:
-            self._active_at = clock.seconds()
-        self.owner.request_finished(self)
+        now = self._now
+        if now is not None:
+            self._active_at = now()
         if self._closing or (req.pipe is not None and not req.complete):
             self._closing = True
             self._queue.clear()
@@ -292,7 +302,7 @@ class FastProxyProtocol(ResponseWriter):
             self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if self.owner.draining and not self._queue:
+        if self.draining and not self._queue:
             self._closing = True
             self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -302,13 +312,10 @@ class FastProxyProtocol(ResponseWriter):
     def splice(self, tunnel: Any) -> None:
         """Hand the connection to ``tunnel``: raw bytes both ways from now on."""
         assert isinstance(tunnel, Tunnel)
-        req = self._serving
         self._tunnel = tunnel
         self._serving = None
         self._task = None
         self._queue.clear()
-        if req is not None:
-            self.owner.request_finished(self)
         self.flush()  # the responses before the tunnel's bytes
         transport: Any = self.transport
 
@@ -325,6 +332,11 @@ class FastProxyProtocol(ResponseWriter):
         tunnel.attach(transport.write, close_client)
         if pending:
             tunnel.write(pending)
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight (``FastProxyFactory.channels``)."""
+        return self._serving is None
 
     def close_if_idle(self) -> bool:
         """Close now when no request is in flight (draining); ``True`` if closed."""

@@ -29,7 +29,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kongtx.proxy.body_pipe import BodyPipe, error_bytes
-from kongtx.proxy.headers import HEADER_NAMES, header_name
+from kongtx.proxy.context import IncomingRequest
+from kongtx.proxy.headers import HEADER_NAMES, HeaderList, header_name
 
 if TYPE_CHECKING:
     from kongtx.proxy.fast import FastProxyFactory
@@ -48,35 +49,41 @@ class _Refused(Exception):
         self.status = status
 
 
-class ParsedRequest:
-    """One request as it is parsed, then served."""
+class ParsedRequest(IncomingRequest):
+    """One request as it is parsed, then served: the pipeline's
+    :class:`~kongtx.proxy.context.IncomingRequest` itself (one object per request; the
+    connection fills in the rest when it starts it)."""
 
     __slots__ = (
-        "body",
+        "chunked",
         "chunks",
         "complete",
+        "connection_headers",
         "content_length",
         "expect_continue",
         "head_exact",
         "head_size",
-        "headers",
         "http10",
         "keep_alive",
-        "method",
         "pipe",
         "upgrade",
         "url",
     )
 
     def __init__(self) -> None:
+        # the method, the headers (as parsed: lower-case name, name, value) and the
+        # body are filled in here; the rest of IncomingRequest when it is served
+        super().__init__("", "", HeaderList(), "")
         self.url = b""
-        self.method = ""
-        self.headers: list[tuple[str, str, str]] = []
         self.chunks: list[bytes] = []
-        self.body: BytesIO | None = None
         self.pipe: BodyPipe | None = None
         self.complete = False
         self.content_length: int | None = None
+        #: a Transfer-Encoding (``chunked``: any other is refused) was received
+        self.chunked = False
+        #: a Connection, Proxy-Connection or Upgrade header was received (without one,
+        #: an HTTP/1.1 request is kept alive and no upgrade: llhttp need not be asked)
+        self.connection_headers = False
         self.keep_alive = True
         self.http10 = False
         self.upgrade = False
@@ -109,6 +116,10 @@ class RequestReader(Protocol):
         self._read_paused = False
         self._upgraded = False
         self._raw: bytes = b""
+        #: the factory's settings, copied when the connection is made (a native read
+        #: per request instead of an attribute lookup on the interpreted factory)
+        self.max_header_size = 8192
+        self.stream_threshold = 1024 * 1024
 
     def _serve_next(self) -> None:
         """Serve the queued requests in order, then a refusal: the connection's part
@@ -153,11 +164,7 @@ class RequestReader(Protocol):
             self._refuse(400)
             return
         req = self._parsing
-        if (
-            req is not None
-            and req.head_size > self.owner.max_header_size
-            and parser is self._parser
-        ):
+        if req is not None and req.head_size > self.max_header_size and parser is self._parser:
             # a head still incomplete and already too long (a slow or endless one)
             self._refuse(431 if req.method else 414)
             return
@@ -176,7 +183,7 @@ class RequestReader(Protocol):
         req = self._parsing
         assert req is not None
         req.url += url
-        if len(req.url) + 14 > self.owner.max_header_size:
+        if len(req.url) + 14 > self.max_header_size:
             raise _Refused(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -187,23 +194,24 @@ class RequestReader(Protocol):
             req.method = self._parser.get_method().decode("ascii")
             req.head_exact = len(req.method) + len(req.url) + 12
         req.head_exact += len(name) + len(value) + 4
-        if req.head_exact > self.owner.max_header_size:
+        if req.head_exact > self.max_header_size:
             raise _Refused(431)
         known = HEADER_NAMES.get(name)
         sname, low = known if known is not None else header_name(name)
         svalue = value.decode("latin-1")
         if low == "transfer-encoding":
-            if svalue.strip(" \t").lower() != "chunked" or any(
-                h[0] == "transfer-encoding" for h in req.headers
-            ):
+            if svalue.strip(" \t").lower() != "chunked" or req.chunked:
                 raise _Refused(400)
+            req.chunked = True
         elif low == "content-length":
             if not svalue.strip(" \t").isdigit() or req.content_length is not None:
                 raise _Refused(400)
             req.content_length = int(svalue)
         elif low == "expect" and svalue.strip(" \t").lower() == "100-continue":
             req.expect_continue = True
-        req.headers.append((low, sname, svalue))
+        elif low == "connection" or low == "upgrade" or low == "proxy-connection":
+            req.connection_headers = True
+        req.headers._items.append((low, sname, svalue))
 
     def on_headers_complete(self) -> None:
         req = self._parsing
@@ -211,16 +219,19 @@ class RequestReader(Protocol):
         parser = self._parser
         if not req.method:
             req.method = parser.get_method().decode("ascii")
-            if len(req.method) + len(req.url) + 12 > self.owner.max_header_size:
+            if len(req.method) + len(req.url) + 12 > self.max_header_size:
                 raise _Refused(414)
         req.head_size = -1
         version = parser.get_http_version()
         req.http10 = version == "1.0"
-        chunked = any(h[0] == "transfer-encoding" for h in req.headers)
+        chunked = req.chunked
         if chunked and version != "1.1":
             raise _Refused(400)
-        req.keep_alive = bool(parser.should_keep_alive())
-        req.upgrade = bool(parser.should_upgrade())
+        if req.connection_headers or version != "1.1" or req.method == "CONNECT":
+            req.keep_alive = bool(parser.should_keep_alive())
+            req.upgrade = bool(parser.should_upgrade())
+        # else llhttp's answers are known: kept alive (HTTP/1.1, no "close"), no upgrade
+        # (neither an Upgrade header nor CONNECT); ParsedRequest's defaults
         length = req.content_length
         has_body = chunked or (length is not None and length > 0)
         idle = self._serving is None and not self._queue
@@ -232,7 +243,7 @@ class RequestReader(Protocol):
             req.expect_continue = False
         if has_body and (
             chunked
-            or (length is not None and length > self.owner.stream_threshold)
+            or (length is not None and length > self.stream_threshold)
             or req.expect_continue
         ):
             req.pipe = BodyPipe(None if chunked else length, self)

@@ -36,6 +36,8 @@ def _status_lines() -> dict[int, bytes]:
 
 
 _STATUS_LINES = _status_lines()
+#: the same lines as text: a head is joined as text and encoded once
+_STATUS_TEXT: dict[int, str] = {k: v.decode("latin-1") for k, v in _STATUS_LINES.items()}
 
 
 def status_line(status: int) -> bytes:
@@ -64,6 +66,11 @@ class ResponseWriter(RequestReader):
         #: bytes for the client not sent yet, in order (plain TCP: sent at the end of
         #: the reactor turn, with every other connection's); ``None``: written at once
         self._out: list[bytes] | None = None
+        #: the factory's end-of-turn sender (copied when the connection is made)
+        self._turn: Any = None
+        #: the node is draining: the next response closes the connection (the factory
+        #: sets it on every connection, ``FastProxyFactory.drain``)
+        self.draining = False
 
     def _request_done(self, req: ParsedRequest) -> None:
         """The response to ``req`` is complete: the connection's part
@@ -80,17 +87,21 @@ class ResponseWriter(RequestReader):
         if req is None or self._lost:
             return
         self._responded = True
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        start = _STATUS_TEXT.get(status)
+        if start is None:
+            start = status_line(status).decode("latin-1")
+        lines = [start]
         framed = False
-        for name, _ in headers:
-            if len(name) == 14 and name.lower() == "content-length":
+        for name, value in headers:
+            lines.append(name)
+            lines.append(": ")
+            lines.append(value)
+            lines.append("\r\n")
+            if len(name) == 14 and not framed and name.lower() == "content-length":
                 framed = True
-                break
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
-        close = (
-            not req.keep_alive or self.owner.draining or (req.pipe is not None and not req.complete)
-        )
+        close = not req.keep_alive or self.draining or (req.pipe is not None and not req.complete)
         if not framed and not self._no_body:
             if req.http10:
                 close = True
@@ -105,8 +116,9 @@ class ResponseWriter(RequestReader):
         elif req.http10:
             lines.append("Connection: keep-alive\r\n")
         lines.append("\r\n")
-        # One encode for the whole head (names and values are latin-1 by contract).
-        self._head = status_line(status) + "".join(lines).encode("latin-1")
+        # One join and one encode for the whole head (names and values are latin-1
+        # by contract).
+        self._head = "".join(lines).encode("latin-1")
 
     def write(self, data: bytes) -> None:
         if self._lost or self._serving is None or not data or self._no_body:
@@ -135,8 +147,7 @@ class ResponseWriter(RequestReader):
             write_now(self.transport, data)
             return
         if not out:
-            turn: Any = self.owner.turn
-            turn.flush_later(self)
+            self._turn.flush_later(self)
         out.append(data)
 
     def flush(self) -> None:

@@ -26,45 +26,59 @@ class HeaderList:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str, str]] = (
-            [(k.lower(), k, v) for k, v in items] if items else []
+            [] if items is None else [(k.lower(), k, v) for k, v in items]
         )
 
-    @classmethod
-    def from_lowered(cls, items: list[tuple[str, str, str]]) -> HeaderList:
+    @staticmethod
+    def from_lowered(items: list[tuple[str, str, str]]) -> HeaderList:
         """Adopt ``(lower-case name, name, value)`` triples as they are (no copy).
 
-        The fast front-end lower-cases each name once while parsing.
+        The fast front-end lower-cases each name once while parsing.  (A static
+        method: compiled, ``HeaderList()`` is a direct call, ``cls()`` a generic one.)
         """
-        headers = cls()
+        headers = HeaderList()
         headers._items = items
         return headers
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
-        lname = name.lower()
-        for low, _, v in self._items:
-            if low == lname:
-                return v
+        return self.get_lowered(name.lower())
+
+    def get_lowered(self, lname: str) -> str | None:
+        """:meth:`get` with ``lname`` lower-case already (a constant on the hot path)."""
+        for entry in self._items:
+            if entry[0] == lname:
+                return entry[2]
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order."""
-        lname = name.lower()
-        return [v for low, _, v in self._items if low == lname]
+        return self.get_all_lowered(name.lower())
+
+    def get_all_lowered(self, lname: str) -> list[str]:
+        """:meth:`get_all` with ``lname`` lower-case already."""
+        return [entry[2] for entry in self._items if entry[0] == lname]
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by ``value`` (kept at the first one's place)."""
         lname = name.lower()
         items = self._items
-        for i, entry in enumerate(items):
-            if entry[0] == lname:
+        n = len(items)
+        i = 0
+        while i < n:
+            if items[i][0] == lname:
                 items[i] = (lname, name, value)
-                rest = [e for e in items[i + 1 :] if e[0] != lname]
-                del items[i + 1 :]
-                items.extend(rest)
+                # later values of the name go (rare: most names come once)
+                j = i + 1
+                while j < len(items):
+                    if items[j][0] == lname:
+                        del items[j]
+                    else:
+                        j += 1
                 return
+            i += 1
         items.append((lname, name, value))
 
     def add(self, name: str, value: str) -> None:
@@ -86,12 +100,12 @@ class HeaderList:
 
     def items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair in order."""
-        return [(k, v) for _, k, v in self._items]
+        return [(entry[1], entry[2]) for entry in self._items]
 
     def copy(self) -> HeaderList:
         """An independent copy."""
         other = HeaderList()
-        other._items = list(self._items)
+        other._items = self._items.copy()
         return other
 
     def __contains__(self, name: object) -> bool:

@@ -82,6 +82,9 @@ class ProxyPipeline:
         self.balancing = Balancing(balancers, client) if balancers is not None else None
         self.client = client
         self.clock = clock
+        #: now, read from the reactor directly (``Clock.seconds`` is an interpreted call,
+        #: made several times per request)
+        self._now: Callable[[], float] = clock.reactor.seconds
         self.trusted_ips = trusted_ips or TrustedIps()
         self.plugins = plugins
         #: the log phase of finished requests, run after their responses are out
@@ -118,7 +121,7 @@ class ProxyPipeline:
             ended: what :meth:`handle` would raise, or ``None``); or the coroutine
             that serves the rest, for the caller to run.
         """
-        started = self.clock.seconds()
+        started = self._now()
         router = self.routers.peek()
         if router is None:
             return self.handle(incoming, down)
@@ -147,7 +150,7 @@ class ProxyPipeline:
 
     async def handle(self, incoming: IncomingRequest, down: Downstream) -> None:
         """Serve one request to completion (or until the client goes away)."""
-        started = self.clock.seconds()
+        started = self._now()
         router = self.routers.peek()
         if router is None:
             router = await self.routers.get()
@@ -160,7 +163,19 @@ class ProxyPipeline:
     ) -> ProxyContext | None:
         """The request's context, or ``None`` once no API matched (the 404 is sent)."""
         headers = incoming.headers
-        host_values = headers.get_all("host") + headers.get_all("x-host-override")
+        # every Host value, then every X-Host-Override one (one pass, no lower-casing)
+        host_values: list[str] = []
+        overrides: list[str] | None = None
+        for entry in headers._items:
+            lname = entry[0]
+            if lname == "host":
+                host_values.append(entry[2])
+            elif lname == "x-host-override":
+                if overrides is None:
+                    overrides = []
+                overrides.append(entry[2])
+        if overrides is not None:
+            host_values.extend(overrides)
         uri = incoming.uri
         if not uri.startswith("/"):
             # absolute-form (GET http://host/path): its host comes first (RFC 7230 §5.4)
@@ -179,7 +194,7 @@ class ProxyPipeline:
             return None
         trusted = self.trusted_ips
         client_ip = (
-            trusted.client_ip(incoming.peer_ip, headers.get_all("x-forwarded-for"))
+            trusted.client_ip(incoming.peer_ip, headers.get_all_lowered("x-forwarded-for"))
             if trusted
             else incoming.peer_ip  # nobody's X-Forwarded-For is believed: no lookup
         )
@@ -223,7 +238,7 @@ class ProxyPipeline:
     ) -> None:
         """The request is over: its total latency, its log phase queued, the observers."""
         if now is None:
-            now = self.clock.seconds()
+            now = self._now()
         ctx.request_latency = max(0, int((now - ctx.started_at) * 1000))
         if chain is not None and ctx.status:
             self._logs.add(chain, ctx)
@@ -248,15 +263,15 @@ class ProxyPipeline:
         balancer: Balancer | None = None
         balancing = self.balancing
         if balancing is not None:
-            found = balancing.peek(ctx.api)
+            found = balancing.peek_target(ctx.match.target)
             if found is not None:
                 if isinstance(found, _Missing):
                     return _GENERAL  # not known yet: loaded on the general path
                 balancer = found
-        if ctx.method == "GET" and is_upgrade(ctx.headers):
+        if ctx.method == "GET" and is_upgrade(ctx._headers):
             return _GENERAL
         req = upstream_request_of(ctx, False)
-        access_done = self.clock.seconds()
+        access_done = self._now()
         ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
         body, length = ctx.body_stream
         express = ExpressRequest(self, ctx, chain, down, access_done, req, body, length)
@@ -315,13 +330,13 @@ class ProxyPipeline:
             req, access_done = resume.request, resume.access_done
             balancer, pick = resume.balancer, resume.pick
         else:
-            upgrade = incoming.method == "GET" and is_upgrade(ctx.headers)
+            upgrade = incoming.method == "GET" and is_upgrade(ctx._headers)
             req = upstream_request_of(ctx, upgrade)
             balancer = None
             if balancing is not None:
-                found = balancing.peek(ctx.api)
+                found = balancing.peek_target(ctx.match.target)
                 balancer = await balancing.load(ctx.api) if isinstance(found, _Missing) else found
-            access_done = self.clock.seconds()
+            access_done = self._now()
             ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
 
         if upgrade:
@@ -357,7 +372,7 @@ class ProxyPipeline:
             self.upstream_failed(ctx, down, e)
             return
         try:
-            ctx.upstream_latency = max(0, int((self.clock.seconds() - access_done) * 1000))
+            ctx.upstream_latency = max(0, int((self._now() - access_done) * 1000))
             rest = self.respond.relay(ctx, chain, down, response)
             if rest is not None:
                 await rest

@@ -15,11 +15,15 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from kongtx.proxy.headers import HeaderList
-from kongtx.router import Match
 from kongtx.store.interface import RowView
+
+if TYPE_CHECKING:
+    # kongtx.router builds each API's ApiTarget: only the type is needed here
+    from kongtx.router import Match
 
 #: OpenResty's default for ngx.req.get_uri_args(): later args are dropped.
 MAX_ARGS = 100
@@ -158,6 +162,66 @@ def encode_query(args: list[tuple[str, str | None]]) -> str:
     return "&".join(parts)
 
 
+class _Query:
+    """A raw query string's args (never handed out: callers get a copy) and their
+    upstream encoding, made once."""
+
+    __slots__ = ("args", "encoded")
+
+    def __init__(self, args: list[tuple[str, str | None]]) -> None:
+        self.args = args
+        self.encoded: str | None = None
+
+
+#: raw query strings seen lately -> their args (clients repeat the same few queries)
+_QUERIES: dict[str, _Query] = {}
+#: raw queries at most remembered, and the longest one remembered (bounds the memory)
+_MAX_QUERIES: Final = 1024
+_MAX_QUERY_LENGTH: Final = 512
+
+
+def _query_of(raw: str) -> _Query:
+    query = _QUERIES.get(raw)
+    if query is None:
+        query = _Query(parse_query(raw))
+        if len(raw) <= _MAX_QUERY_LENGTH:
+            if len(_QUERIES) >= _MAX_QUERIES:
+                _QUERIES.clear()
+            _QUERIES[raw] = query
+    return query
+
+
+def query_args(raw: str) -> list[tuple[str, str | None]]:
+    """:func:`parse_query` of ``raw`` (a new list: the caller may change it), remembered."""
+    if not raw:
+        return []
+    return list(_query_of(raw).args)
+
+
+def encoded_query(raw: str) -> str:
+    """``encode_query(parse_query(raw))``, remembered: the query string sent upstream
+    for a raw one whose args nobody changed."""
+    if not raw:
+        return ""
+    query = _query_of(raw)
+    encoded = query.encoded
+    if encoded is None:
+        encoded = query.encoded = encode_query(query.args)
+    return encoded
+
+
+def encode_args(raw: str, args: list[tuple[str, str | None]]) -> str:
+    """:func:`encode_query` of ``args``, the args of the raw query ``raw`` as plugins
+    left them: remembered when they are still the raw query's own."""
+    if not args:
+        return ""
+    if raw:
+        query = _QUERIES.get(raw)
+        if query is not None and query.args == args:
+            return encoded_query(raw)
+    return encode_query(args)
+
+
 # ----------------------------------------------------------------------- URL and Host
 
 
@@ -172,20 +236,18 @@ def upstream_path(api: RowView, match: Match, uri: str) -> tuple[str, bool]:
     """The full upstream URL without query, and whether the path was stripped.
 
     ``uri`` is the raw request path (no query string).  strip_request_path applies
-    to path matches only (SPEC §3.1.4).
+    to path matches only (SPEC §3.1.4).  What it needs of the API was read once, when
+    the router was built (``match.target``, the :class:`ApiTarget` of ``api``).
     """
-    upstream_url: str = api["upstream_url"]
-    base = upstream_url[:-1] if upstream_url.endswith("/") else upstream_url
-    request_path = api.get("request_path")
-    if match.kind == "path" and api.get("strip_request_path") and request_path:
+    target = match.target
+    if target.strip and match.kind == "path":
+        request_path = target.request_path
         at = uri.find(request_path)
         rest = uri if at < 0 else uri[:at] + uri[at + len(request_path) :]
-        if not rest.startswith("/"):
-            _, _, own_path = _split_upstream(upstream_url)
-            if own_path in ("", "/"):
-                rest = "/" + rest
-        return base + rest, at >= 0
-    return base + uri, False
+        if target.root_upstream and not rest.startswith("/"):
+            rest = "/" + rest
+        return target.base + rest, at >= 0
+    return target.base + uri, False
 
 
 @lru_cache(maxsize=4096)
@@ -205,6 +267,52 @@ def upstream_host_header(upstream_url: str) -> str:
     return hostport
 
 
+class ApiTarget:
+    """What SPEC §3.2 needs of one API, read from its row once (when the router is built).
+
+    An API's cached row is a read-only mapping whose every ``get`` is an interpreted
+    call; the router keeps one of these per API (``Match.target``) so that a proxied
+    request reads plain attributes instead.
+    """
+
+    __slots__ = (
+        "base",
+        "host_entry",
+        "host_header",
+        "preserve_host",
+        "prefix_entry",
+        "request_path",
+        "root_upstream",
+        "strip",
+        "upstream_name",
+        "upstream_url",
+    )
+
+    def __init__(self, api: RowView) -> None:
+        upstream_url = api.get("upstream_url") or ""
+        self.upstream_url: str = upstream_url
+        #: upstream_url without its trailing ``/`` (the request path is appended)
+        self.base: str = upstream_url[:-1] if upstream_url.endswith("/") else upstream_url
+        request_path = api.get("request_path")
+        self.request_path: str = request_path if isinstance(request_path, str) else ""
+        #: strip_request_path with a request_path (path matches only strip)
+        self.strip: bool = bool(api.get("strip_request_path")) and bool(self.request_path)
+        _, _, own_path = _split_upstream(upstream_url)
+        #: the upstream_url has no path of its own: a stripped rest gets a leading ``/``
+        self.root_upstream: bool = own_path in ("", "/")
+        self.preserve_host: bool = bool(api.get("preserve_host"))
+        self.host_header: str = upstream_host_header(upstream_url)
+        #: the Host line sent when preserve_host is off, as HeaderList keeps it
+        self.host_entry: tuple[str, str, str] = ("host", "Host", self.host_header)
+        self.prefix_entry: tuple[str, str, str] = (
+            "x-forwarded-prefix",
+            "X-Forwarded-Prefix",
+            self.request_path,
+        )
+        #: the host of upstream_url as the balancers name it (kongtx.proxy.balanced)
+        self.upstream_name: str | None = None
+
+
 def host_and_port(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` to connect to for an upstream URL."""
     parts = urlsplit(url)
@@ -214,9 +322,13 @@ def host_and_port(url: str) -> tuple[str, str, int]:
     return scheme, host, port
 
 
-_REPLACED = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"})
+_REPLACED: Final = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"})
 #: host matches: X-Forwarded-Host is set (exact) or removed (wildcard)
-_REPLACED_WITH_FORWARDED_HOST = _REPLACED | {"x-forwarded-host"}
+_REPLACED_WITH_FORWARDED_HOST: Final = _REPLACED | {"x-forwarded-host"}
+_REPLACED_WITH_PREFIX: Final = _REPLACED | {"x-forwarded-prefix"}
+_REPLACED_WITH_BOTH: Final = _REPLACED_WITH_FORWARDED_HOST | {"x-forwarded-prefix"}
+_PROTO_HTTP: Final = ("x-forwarded-proto", "X-Forwarded-Proto", "http")
+_PROTO_HTTPS: Final = ("x-forwarded-proto", "X-Forwarded-Proto", "https")
 
 
 class UpstreamRequest:
@@ -246,44 +358,88 @@ def build_upstream_request(
     client_ip: str,
     scheme: str,
     host_override: str | None = None,
+    hop_by_hop: bool = False,
+    keep_upgrade: bool = False,
+    query_string: str | None = None,
 ) -> UpstreamRequest:
     """Apply SPEC §3.2 to the (plugin-modified) request.
 
     ``headers`` are the headers as the access phase left them; a copy is returned.
     ``peer_ip`` is the TCP peer, ``client_ip`` the address after ``trusted_ips``.
     ``host_override`` is a Host set by a plugin (request-transformer) and wins.
+    With ``hop_by_hop`` the hop-by-hop headers are left out as well, in the same
+    pass (:func:`strip_hop_by_hop`, with ``keep_upgrade``).  ``query_string``, when
+    given, is ``query`` encoded already (:func:`encoded_query`, :func:`encode_args`).
     """
+    target = match.target
+    kind = match.kind
     url, stripped = upstream_path(api, match, uri)
-    encoded = encode_query(query)
+    encoded = encode_query(query) if query_string is None else query_string
     if encoded:
         url = f"{url}?{encoded}"
 
+    host_entry: tuple[str, str, str] | None = None
     if host_override is not None:
         host = host_override
-    elif api.get("preserve_host"):
-        if match.kind == "host-exact" and match.matched_host is not None:
-            host = match.matched_host
+    elif target.preserve_host:
+        matched_host = match.matched_host
+        if kind == "host-exact" and matched_host is not None:
+            host = matched_host
         else:
-            host = headers.get("host") or upstream_host_header(api["upstream_url"])
+            host = headers.get_lowered("host") or target.host_header
     else:
-        host = upstream_host_header(api["upstream_url"])
-    incoming = ", ".join(headers.get_all("x-forwarded-for"))
+        host = target.host_header
+        host_entry = target.host_entry
 
-    # One pass drops what is replaced below; then the new values are appended.
-    replaced = _REPLACED_WITH_FORWARDED_HOST if match.kind != "path" else _REPLACED
-    if stripped and api.get("request_path"):
-        replaced = replaced | {"x-forwarded-prefix"}
-    items = [e for e in headers._items if e[0] not in replaced]
-    add = items.append  # (lower-case name, name, value) triples, as HeaderList keeps them
-    add(("host", "Host", host))
-    if match.kind == "host-exact" and match.matched_host is not None:
-        add(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
-    if stripped and api.get("request_path"):
-        add(("x-forwarded-prefix", "X-Forwarded-Prefix", api["request_path"]))
-    add(("x-real-ip", "X-Real-IP", client_ip))
+    source = headers._items
+    listed: set[str] | None = None
+    if hop_by_hop:
+        listed = _connection_listed(source)
+    # What is replaced below is dropped; X-Forwarded-For values kept to append to.
+    prefixed = stripped and target.request_path
+    if kind != "path":
+        replaced = _REPLACED_WITH_BOTH if prefixed else _REPLACED_WITH_FORWARDED_HOST
+    else:
+        replaced = _REPLACED_WITH_PREFIX if prefixed else _REPLACED
+    # (lower-case name, name, value) triples, as HeaderList keeps them; items.append,
+    # not a bound ``add``: compiled, that is the list primitive, not a generic call
+    items: list[tuple[str, str, str]] = []
+    incoming = ""
+    for entry in source:
+        lname = entry[0]
+        if listed is not None and (
+            lname in HOP_BY_HOP
+            or lname.startswith("proxy-")
+            or lname in listed
+            or (keep_upgrade and (lname == "connection" or lname == "upgrade"))
+        ):
+            continue
+        if lname in replaced:
+            if lname == "x-forwarded-for":
+                incoming = entry[2] if not incoming else f"{incoming}, {entry[2]}"
+            continue
+        items.append(entry)
+    if keep_upgrade and listed is not None:
+        items.append(("connection", "Connection", "upgrade"))
+        upgrade = headers.get_lowered("upgrade")
+        if upgrade is not None:
+            items.append(("upgrade", "Upgrade", upgrade))
+    items.append(host_entry if host_entry is not None else ("host", "Host", host))
+    if kind == "host-exact" and match.matched_host is not None:
+        items.append(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
+    if prefixed:
+        items.append(target.prefix_entry)
+    items.append(("x-real-ip", "X-Real-IP", client_ip))
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
-    add(("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip))
-    add(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
+    items.append(
+        ("x-forwarded-for", "X-Forwarded-For", f"{incoming}, {peer_ip}" if incoming else peer_ip)
+    )
+    if scheme == "http":
+        items.append(_PROTO_HTTP)
+    elif scheme == "https":
+        items.append(_PROTO_HTTPS)
+    else:
+        items.append(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
     return UpstreamRequest(method, url, HeaderList.from_lowered(items), stripped)
 
 
@@ -292,23 +448,40 @@ def build_upstream_request(
 #: Headers that describe one connection, never forwarded (RFC 7230 §6.1).  The
 #: framing headers Content-Length and Transfer-Encoding are not here: the upstream
 #: client frames the body it sends itself, and must never lose the length.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "te", "trailer", "trailers", "upgrade", "proxy-connection"}
 )
+
+
+def _connection_listed(items: list[tuple[str, str, str]]) -> set[str]:
+    """The names the Connection headers list (lower-case), or an empty set; the
+    framing headers and Host are never dropped for being listed."""
+    listed: set[str] | None = None
+    for entry in items:
+        if entry[0] == "connection":
+            for token in entry[2].split(","):
+                token = token.strip().lower()
+                if token and token not in _NEVER_LISTED:
+                    if listed is None:
+                        listed = set()
+                    listed.add(token)
+    return _NOTHING_LISTED if listed is None else listed
+
+
+#: names a Connection header cannot make hop-by-hop
+_NEVER_LISTED: Final = frozenset({"content-length", "transfer-encoding", "host"})
+#: no name listed (shared, never changed)
+_NOTHING_LISTED: Final[set[str]] = set()
 
 
 def strip_hop_by_hop(headers: HeaderList, keep_upgrade: bool = False) -> HeaderList:
     """Remove hop-by-hop headers: Connection and the names it lists, Keep-Alive,
     Proxy-*, TE, Trailer, Upgrade.  With ``keep_upgrade`` (a WebSocket handshake)
     ``Connection: upgrade`` and ``Upgrade`` pass, since the upstream must see them.
+
+    (:func:`build_upstream_request` does the same with ``hop_by_hop``, in its pass.)
     """
-    listed: set[str] = set()
-    for value in headers.get_all("connection"):
-        for token in value.split(","):
-            token = token.strip().lower()
-            if token:
-                listed.add(token)
-    listed -= {"content-length", "transfer-encoding", "host"}
+    listed = _connection_listed(headers._items)
     result = HeaderList()
     kept = result._items
     for entry in headers._items:

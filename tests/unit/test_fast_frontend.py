@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httptools
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
@@ -683,3 +684,43 @@ def test_awaited_value_is_sent_in() -> None:
     gate.callback("value")
     assert got == ["value"]
     assert transport.value() == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nProxy-Connection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+        b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_keep_alive_and_upgrade_are_llhttps(head: bytes) -> None:
+    """Keep-alive and upgrade are what llhttp says, also where the reader does not ask it
+    (an HTTP/1.1 request without Connection, Proxy-Connection or Upgrade headers)."""
+
+    class Asked:
+        def __init__(self) -> None:
+            self.parser = httptools.HttpRequestParser(self)
+            self.answers: tuple[bool, bool] | None = None
+
+        def on_headers_complete(self) -> None:
+            self.answers = (
+                bool(self.parser.should_keep_alive()),
+                bool(self.parser.should_upgrade()),
+            )
+
+    asked = Asked()
+    try:
+        asked.parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass
+    proto, _, recorder, _ = connect()
+    recorder.gated = True
+    proto.dataReceived(head)
+    served = proto._serving
+    assert served is not None and asked.answers == (served.keep_alive, served.upgrade)

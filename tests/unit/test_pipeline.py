@@ -485,6 +485,32 @@ class PipelineTests(PipelineBase):
         ctx.respond(403)
         assert ctx.responded and ctx.status == 403
 
+    def test_context_copies_headers_when_asked(self) -> None:
+        """What plugins change (headers, query args) goes upstream, never into the
+        client's request; untouched, the client's headers are used without a copy."""
+        from kongtx.proxy.context import upstream_request_of
+        from kongtx.router import Match
+
+        def context() -> ProxyContext:
+            headers = HeaderList([("Host", "h"), ("X-A", "1")])
+            incoming = IncomingRequest("GET", "/p/x?b=2&a=1", headers, "1.1.1.1")
+            return ProxyContext(
+                api_row(), Match(api_row(), "path", None), incoming, "1.1.1.1", "/p/x", "b=2&a=1", 0
+            )
+
+        ctx = context()
+        req = upstream_request_of(ctx, False)
+        assert req.url == "http://up.com/base/x?a=1&b=2" and req.headers.get("x-a") == "1"
+        assert ctx.headers is ctx.headers and ctx.headers is not ctx._incoming.headers
+        ctx = context()
+        ctx.headers.set("X-A", "2")
+        ctx.query = [(k, v) for k, v in ctx.query if k != "b"]
+        req = upstream_request_of(ctx, False)
+        assert req.url == "http://up.com/base/x?a=1" and req.headers.get("x-a") == "2"
+        assert ctx._incoming.headers.get("x-a") == "1"
+        assert ctx.shared == {} and ctx.shared is ctx.shared
+        assert len(ctx.response_headers) == 0
+
 
 class ExpressPipelineTests(PipelineTests):
     """The same tests through ``ProxyPipeline.start`` as the fast front-end calls it:

@@ -276,3 +276,18 @@ def test_matches_kong_reference(
         apis.append(api(f"api{i}", host=h, path=p))
     router = Router.build(apis)
     assert names(router.match(host_values, path)) == kong_reference(apis, host_values, path)
+
+
+def test_matches_built_with_the_index() -> None:
+    """A path match, and a host one written as the API's request_host, is one object per
+    API (no allocation per request), with the API's target read once."""
+    r = Router.build([api("a", host="example.com"), api("b", path="/b")])
+    by_path = r.match([], "/b/x")
+    assert by_path is not None and by_path is r.match(["other"], "/b")
+    assert by_path.kind == "path" and by_path.target.base == "http://up"
+    by_host = r.match(["example.com:80"], "/")
+    assert by_host is not None and by_host is r.match(["example.com"], "/b")
+    cased = r.match(["Example.com"], "/")
+    assert cased is not None and cased is not by_host
+    assert cased.matched_host == "Example.com" and cased.target is by_host.target
+    assert cased == Match(by_host.api, "host-exact", "Example.com")

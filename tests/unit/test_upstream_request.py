@@ -6,12 +6,17 @@ from typing import Any
 
 import pytest
 
+from kongtx.proxy import request as request_module
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.request import (
+    ApiTarget,
     TrustedIps,
     build_upstream_request,
+    encode_args,
     encode_query,
+    encoded_query,
     parse_query,
+    query_args,
     strip_hop_by_hop,
     upstream_host_header,
     upstream_path,
@@ -356,3 +361,79 @@ def test_websocket_keeps_upgrade() -> None:
     assert out.get("connection") == "upgrade"
     assert out.get("upgrade") == "websocket"
     assert out.get("x") == "1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Connection", "keep-alive, X-Forwarded-For"), ("X-Forwarded-For", "1.2.3.4")],
+        [("Connection", "close"), ("Proxy-Authorization", "x"), ("X-Keep", "1"), ("TE", "t")],
+        [("Host", "a.com"), ("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "2.2.2.2")],
+        [("Connection", "Host, Content-Length"), ("Content-Length", "3"), ("Host", "h")],
+        [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("X-Real-IP", "evil")],
+    ],
+)
+@pytest.mark.parametrize("keep_upgrade", [False, True])
+def test_hop_by_hop_in_the_same_pass(headers: list[tuple[str, str]], keep_upgrade: bool) -> None:
+    """``hop_by_hop=True`` builds what strip_hop_by_hop then build_upstream_request built."""
+    row = api(request_host="a.com", preserve_host=True)
+    match = Match(row, "host-exact", "a.com")
+    common: dict[str, Any] = dict(
+        api=row,
+        match=match,
+        method="GET",
+        uri="/x",
+        query=[],
+        peer_ip="10.0.0.1",
+        client_ip="10.0.0.1",
+        scheme="https",
+    )
+    two_passes = build_upstream_request(
+        headers=strip_hop_by_hop(HeaderList(headers), keep_upgrade=keep_upgrade), **common
+    )
+    one_pass = build_upstream_request(
+        headers=HeaderList(headers), hop_by_hop=True, keep_upgrade=keep_upgrade, **common
+    )
+    assert one_pass.headers.items() == two_passes.headers.items()
+    assert one_pass.url == two_passes.url == "http://up.com/x"
+
+
+def test_api_target_read_once() -> None:
+    """What SPEC §3.2 needs of an API is read from its row into Match.target."""
+    row = api(
+        upstream_url="https://up.com/base/",
+        request_path="/p",
+        strip_request_path=True,
+        preserve_host=True,
+    )
+    target = ApiTarget(row)
+    assert target.base == "https://up.com/base"
+    assert target.strip and target.request_path == "/p" and not target.root_upstream
+    assert target.preserve_host and target.host_header == "up.com:443"
+    assert target.host_entry == ("host", "Host", "up.com:443")
+    assert ApiTarget(api(request_path="/p", strip_request_path=True)).root_upstream
+    assert not ApiTarget(api(strip_request_path=True)).strip  # no request_path: nothing to strip
+    assert Match(row, "path", None).target.base == "https://up.com/base"
+
+
+@pytest.mark.parametrize("raw", ["", "b=2&a=1", "x=%41+b&flag&e=", "a=1&a=0"])
+def test_remembered_query_encoding(raw: str) -> None:
+    """The remembered encoding of a raw query is what encoding its args gives."""
+    assert encoded_query(raw) == encode_query(parse_query(raw))
+    assert encoded_query(raw) == encoded_query(raw)  # the second time from memory
+    args = query_args(raw)
+    assert args == parse_query(raw)
+    args.append(("z", "1"))  # a plugin's change never reaches the remembered args
+    assert query_args(raw) == parse_query(raw)
+    assert encode_args(raw, args) == encode_query(args)
+    assert encode_args(raw, query_args(raw)) == encode_query(parse_query(raw))
+
+
+def test_remembered_queries_bounded() -> None:
+    """At most _MAX_QUERIES raw queries are remembered, and none longer than the limit."""
+    for i in range(request_module._MAX_QUERIES + 10):
+        encoded_query(f"n={i}")
+    assert len(request_module._QUERIES) <= request_module._MAX_QUERIES
+    long = "a=" + "x" * request_module._MAX_QUERY_LENGTH
+    assert encoded_query(long) == long
+    assert long not in request_module._QUERIES
