@@ -46,9 +46,9 @@ class Match:
 
     ``matched_host`` is the Host (or X-Host-Override) value that matched, port cut,
     as the client wrote it; ``None`` for path matches.  ``target`` is what SPEC §3.2
-    needs of the API, read from its row once: the router builds it with the index,
-    and a path match (or a host one written as the API's own request_host) is the same
-    object for every request.
+    needs of the API, read from its row once: the router's index holds it (one small
+    object per API, no prebuilt matches: the index of 10,000 APIs is in the worker's
+    RSS target), and a match is made per request from it.
     """
 
     __slots__ = ("api", "kind", "matched_host", "target")
@@ -101,14 +101,14 @@ class Router:
     )
 
     def __init__(self) -> None:
-        # Each API's matches are built with the index (its ApiTarget read once).
-        self._exact: dict[str, Match] = {}
+        # Each API's ApiTarget (its row read once) is built with the index.
+        self._exact: dict[str, ApiTarget] = {}
         # "*.example.org" -> suffix "example.org"; "example.*" -> prefix "example".
-        self._suffix_wild: dict[str, tuple[int, Match]] = {}
-        self._prefix_wild: dict[str, tuple[int, Match]] = {}
-        self._paths: dict[str, Match] = {}
-        # literal text before the first "." -> [(compiled regex, request_path, match)]
-        self._dotted: dict[str, list[tuple[re.Pattern[str], str, Match]]] = {}
+        self._suffix_wild: dict[str, tuple[int, ApiTarget]] = {}
+        self._prefix_wild: dict[str, tuple[int, ApiTarget]] = {}
+        self._paths: dict[str, ApiTarget] = {}
+        # literal text before the first "." -> [(compiled regex, request_path, target)]
+        self._dotted: dict[str, list[tuple[re.Pattern[str], str, ApiTarget]]] = {}
         self._dotted_lengths: tuple[int, ...] = ()
         #: weight for the node cache's memory bound (kongtx.cache.estimate_size)
         self.cache_size = 0
@@ -127,34 +127,30 @@ class Router:
             if isinstance(host, str) and host.strip():
                 key = host.strip().lower()
                 # the row's own string when already lower-case: one string, not two
-                router._add_host(host if key == host else key, order, api, target)
+                router._add_host(host if key == host else key, order, target)
             path = api.get("request_path")
             if isinstance(path, str) and path.strip():
-                router._add_path(path.strip(), Match(api, "path", None, target))
+                router._add_path(path.strip(), target)
         router._dotted_lengths = tuple(sorted({len(k) for k in router._dotted}))
         router.cache_size = size
         return router
 
-    def _add_host(self, host: str, order: int, api: RowView, target: ApiTarget) -> None:
+    def _add_host(self, host: str, order: int, target: ApiTarget) -> None:
         if host.startswith("*."):
-            self._suffix_wild.setdefault(
-                host[2:], (order, Match(api, "host-wildcard", None, target))
-            )
+            self._suffix_wild.setdefault(host[2:], (order, target))
         elif host.endswith(".*"):
-            self._prefix_wild.setdefault(
-                host[:-2], (order, Match(api, "host-wildcard", None, target))
-            )
+            self._prefix_wild.setdefault(host[:-2], (order, target))
         elif "*" not in host:
-            self._exact.setdefault(host, Match(api, "host-exact", host, target))
+            self._exact.setdefault(host, target)
 
-    def _add_path(self, path: str, match: Match) -> None:
+    def _add_path(self, path: str, target: ApiTarget) -> None:
         if "." not in path:
-            self._paths.setdefault(path, match)
+            self._paths.setdefault(path, target)
             return
         literal = path[: path.index(".")]
         # Kong: ngx.re.find(uri .. "/", "^" .. request_path .. "/"); "." stays magic.
         pattern = re.compile(re.escape(path).replace(r"\.", ".") + "/")
-        self._dotted.setdefault(literal, []).append((pattern, path, match))
+        self._dotted.setdefault(literal, []).append((pattern, path, target))
 
     # ------------------------------------------------------------------ matching
 
@@ -167,28 +163,31 @@ class Router:
         """
         for raw in host_values:
             host = cut_port(raw)
-            found = self._match_host(host)
-            if found is not None:
-                if found.matched_host == host:
-                    return found  # written as the API's own request_host: no new object
-                return Match(found.api, found.kind, host, found.target)
-        return self._match_path(path)
+            key = host.lower()
+            exact = self._exact.get(key)
+            if exact is not None:
+                return Match(exact.api, "host-exact", host, exact)
+            wild = self._match_wildcard(key)
+            if wild is not None:
+                return Match(wild.api, "host-wildcard", host, wild)
+        found = self._match_path(path)
+        return None if found is None else Match(found.api, "path", None, found)
 
     def match_host(self, host: str) -> tuple[RowView, MatchKind] | None:
         """The API whose request_host is ``host`` (exact first, then wildcards)."""
-        found = self._match_host(host)
-        return None if found is None else (found.api, found.kind)
-
-    def _match_host(self, host: str) -> Match | None:
-        """:meth:`match_host`'s API as its match (``matched_host``: the API's own
-        request_host for an exact one, ``None`` for a wildcard)."""
         key = host.lower()
         exact = self._exact.get(key)
         if exact is not None:
-            return exact
+            return exact.api, "host-exact"
+        wild = self._match_wildcard(key)
+        return None if wild is None else (wild.api, "host-wildcard")
+
+    def _match_wildcard(self, key: str) -> ApiTarget | None:
+        """The API of the wildcard request_host matching ``key`` (lower-case), the
+        first created when several do."""
         if not self._suffix_wild and not self._prefix_wild:
             return None
-        best: tuple[int, Match] | None = None
+        best: tuple[int, ApiTarget] | None = None
         i = key.find(".")
         while i >= 0:
             # "*.<suffix>": at least one char before the dot.
@@ -209,11 +208,11 @@ class Router:
         found = self._match_path(path)
         return None if found is None else found.api
 
-    def _match_path(self, path: str) -> Match | None:
-        """:meth:`match_path`'s API as its (shared) path match."""
+    def _match_path(self, path: str) -> ApiTarget | None:
+        """:meth:`match_path`'s API, as the index holds it."""
         uri = path if path.endswith("/") else path + "/"
         best_path: str | None = None
-        best: Match | None = None
+        best: ApiTarget | None = None
         paths = self._paths
         if paths:
             i = uri.find("/", 1)

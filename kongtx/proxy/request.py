@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -225,9 +224,12 @@ def encode_args(raw: str, args: list[tuple[str, str | None]]) -> str:
 # ----------------------------------------------------------------------- URL and Host
 
 
-@lru_cache(maxsize=4096)
 def _split_upstream(upstream_url: str) -> tuple[str, str, str]:
-    """``(scheme, netloc, path)`` of an upstream_url, as written."""
+    """``(scheme, netloc, path)`` of an upstream_url, as written.
+
+    Not remembered (nor is :func:`upstream_host_header`): both run once per API when
+    the router is built (:class:`ApiTarget`), and a cache of them would hold a second
+    copy of the strings of up to its size in APIs (~2 MB at 10,000 APIs)."""
     parts = urlsplit(upstream_url)
     return parts.scheme.lower(), parts.netloc, parts.path
 
@@ -250,7 +252,6 @@ def upstream_path(api: RowView, match: Match, uri: str) -> tuple[str, bool]:
     return target.base + uri, False
 
 
-@lru_cache(maxsize=4096)
 def upstream_host_header(upstream_url: str) -> str:
     """The Host sent upstream when preserve_host is off (with Kong's ``:443`` quirk)."""
     scheme, netloc, _ = _split_upstream(upstream_url)
@@ -271,16 +272,18 @@ class ApiTarget:
     """What SPEC §3.2 needs of one API, read from its row once (when the router is built).
 
     An API's cached row is a read-only mapping whose every ``get`` is an interpreted
-    call; the router keeps one of these per API (``Match.target``) so that a proxied
-    request reads plain attributes instead.
+    call; the router's index holds one of these per API (``Match.target``) so that a
+    proxied request reads plain attributes instead.  Kept small (the router of 10,000
+    APIs is in the RSS target): the index holds no other per-API object, the request's
+    :class:`kongtx.router.Match` is made per request, and the Host and
+    X-Forwarded-Prefix lines are built per request from the strings kept here.
     """
 
     __slots__ = (
+        "api",
         "base",
-        "host_entry",
         "host_header",
         "preserve_host",
-        "prefix_entry",
         "request_path",
         "root_upstream",
         "strip",
@@ -289,6 +292,9 @@ class ApiTarget:
     )
 
     def __init__(self, api: RowView) -> None:
+        #: the API's cached row (what the router's index holds: :class:`kongtx.router.Match`
+        #: is made from this per request)
+        self.api: RowView = api
         upstream_url = api.get("upstream_url") or ""
         self.upstream_url: str = upstream_url
         #: upstream_url without its trailing ``/`` (the request path is appended)
@@ -302,13 +308,6 @@ class ApiTarget:
         self.root_upstream: bool = own_path in ("", "/")
         self.preserve_host: bool = bool(api.get("preserve_host"))
         self.host_header: str = upstream_host_header(upstream_url)
-        #: the Host line sent when preserve_host is off, as HeaderList keeps it
-        self.host_entry: tuple[str, str, str] = ("host", "Host", self.host_header)
-        self.prefix_entry: tuple[str, str, str] = (
-            "x-forwarded-prefix",
-            "X-Forwarded-Prefix",
-            self.request_path,
-        )
         #: the host of upstream_url as the balancers name it (kongtx.proxy.balanced)
         self.upstream_name: str | None = None
 
@@ -378,7 +377,6 @@ def build_upstream_request(
     if encoded:
         url = f"{url}?{encoded}"
 
-    host_entry: tuple[str, str, str] | None = None
     if host_override is not None:
         host = host_override
     elif target.preserve_host:
@@ -389,7 +387,6 @@ def build_upstream_request(
             host = headers.get_lowered("host") or target.host_header
     else:
         host = target.host_header
-        host_entry = target.host_entry
 
     source = headers._items
     listed: set[str] | None = None
@@ -424,11 +421,11 @@ def build_upstream_request(
         upgrade = headers.get_lowered("upgrade")
         if upgrade is not None:
             items.append(("upgrade", "Upgrade", upgrade))
-    items.append(host_entry if host_entry is not None else ("host", "Host", host))
+    items.append(("host", "Host", host))
     if kind == "host-exact" and match.matched_host is not None:
         items.append(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
     if prefixed:
-        items.append(target.prefix_entry)
+        items.append(("x-forwarded-prefix", "X-Forwarded-Prefix", target.request_path))
     items.append(("x-real-ip", "X-Real-IP", client_ip))
     # The TCP peer is this hop: it is appended whether or not its XFF was believed.
     items.append(

@@ -278,16 +278,18 @@ def test_matches_kong_reference(
     assert names(router.match(host_values, path)) == kong_reference(apis, host_values, path)
 
 
-def test_matches_built_with_the_index() -> None:
-    """A path match, and a host one written as the API's request_host, is one object per
-    API (no allocation per request), with the API's target read once."""
+def test_targets_built_with_the_index() -> None:
+    """Each API's target is read from its row once, when the index is built: every
+    match of the API (by path, by host however written) carries that one object."""
     r = Router.build([api("a", host="example.com"), api("b", path="/b")])
     by_path = r.match([], "/b/x")
-    assert by_path is not None and by_path is r.match(["other"], "/b")
+    again = r.match(["other"], "/b")
+    assert by_path is not None and again is not None and by_path == again
+    assert by_path.target is again.target
     assert by_path.kind == "path" and by_path.target.base == "http://up"
     by_host = r.match(["example.com:80"], "/")
-    assert by_host is not None and by_host is r.match(["example.com"], "/b")
+    assert by_host is not None and by_host.matched_host == "example.com"
     cased = r.match(["Example.com"], "/")
-    assert cased is not None and cased is not by_host
-    assert cased.matched_host == "Example.com" and cased.target is by_host.target
+    assert cased is not None and cased.matched_host == "Example.com"
+    assert cased.target is by_host.target and cased.api is by_host.target.api
     assert cased == Match(by_host.api, "host-exact", "Example.com")

@@ -410,7 +410,7 @@ def test_api_target_read_once() -> None:
     assert target.base == "https://up.com/base"
     assert target.strip and target.request_path == "/p" and not target.root_upstream
     assert target.preserve_host and target.host_header == "up.com:443"
-    assert target.host_entry == ("host", "Host", "up.com:443")
+    assert target.api is row
     assert ApiTarget(api(request_path="/p", strip_request_path=True)).root_upstream
     assert not ApiTarget(api(strip_request_path=True)).strip  # no request_path: nothing to strip
     assert Match(row, "path", None).target.base == "https://up.com/base"
