@@ -38,6 +38,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.direct_write",
     "kongtx.router",
     "kongtx.proxy.headers",
+    "kongtx.proxy.query",
     "kongtx.proxy.request",
     "kongtx.proxy.upstream_request",
     "kongtx.proxy.upstream_parsing",

@@ -22,13 +22,8 @@ from kongtx import SERVER_NAME
 from kongtx.cache import Cache
 from kongtx.proxy.errors import JSON_TYPE, json_body
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.request import (
-    UpstreamRequest,
-    build_upstream_request,
-    encode_args,
-    encoded_query,
-    query_args,
-)
+from kongtx.proxy.query import encode_args, encoded_query, query_args
+from kongtx.proxy.request import UpstreamRequest, build_upstream_request
 from kongtx.router import CACHE_KEY, Match, Router
 from kongtx.store.interface import RowView
 

@@ -6,17 +6,13 @@ from typing import Any
 
 import pytest
 
-from kongtx.proxy import request as request_module
+from kongtx.proxy import query as query_module
 from kongtx.proxy.headers import HeaderList
+from kongtx.proxy.query import encode_args, encode_query, encoded_query, parse_query, query_args
 from kongtx.proxy.request import (
     ApiTarget,
     TrustedIps,
     build_upstream_request,
-    encode_args,
-    encode_query,
-    encoded_query,
-    parse_query,
-    query_args,
     strip_hop_by_hop,
     upstream_host_header,
     upstream_path,
@@ -431,9 +427,9 @@ def test_remembered_query_encoding(raw: str) -> None:
 
 def test_remembered_queries_bounded() -> None:
     """At most _MAX_QUERIES raw queries are remembered, and none longer than the limit."""
-    for i in range(request_module._MAX_QUERIES + 10):
+    for i in range(query_module._MAX_QUERIES + 10):
         encoded_query(f"n={i}")
-    assert len(request_module._QUERIES) <= request_module._MAX_QUERIES
-    long = "a=" + "x" * request_module._MAX_QUERY_LENGTH
+    assert len(query_module._QUERIES) <= query_module._MAX_QUERIES
+    long = "a=" + "x" * query_module._MAX_QUERY_LENGTH
     assert encoded_query(long) == long
-    assert long not in request_module._QUERIES
+    assert long not in query_module._QUERIES
