@@ -181,15 +181,6 @@ class ApiTarget:
         self.upstream_name: str | None = None
 
 
-def host_and_port(url: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` to connect to for an upstream URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, host, port
-
-
 _REPLACED: Final = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"})
 #: host matches: X-Forwarded-Host is set (exact) or removed (wildcard)
 _REPLACED_WITH_FORWARDED_HOST: Final = _REPLACED | {"x-forwarded-host"}

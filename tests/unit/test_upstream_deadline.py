@@ -26,13 +26,19 @@ def _deadline() -> tuple[MemoryReactorClock, Clock, Deadline, list[str]]:
     return reactor, clock, deadline, fired
 
 
+def _fires_after(reactor: MemoryReactorClock, fired: list[str], seconds: float, phase: str) -> None:
+    """Nothing fires until a millisecond before ``seconds`` from now; ``phase`` fires then."""
+    reactor.advance(seconds - 0.001)
+    assert fired == []
+    reactor.advance(0.001)
+    assert fired == [phase]
+
+
 def test_fires_when_due() -> None:
     reactor, clock, deadline, fired = _deadline()
     deadline.start("read", 2.0)
-    reactor.advance(1.999)
-    assert fired == []
-    reactor.advance(0.001)
-    assert fired == ["read"] and deadline.fired
+    _fires_after(reactor, fired, 2.0, "read")
+    assert deadline.fired
     assert clock.pending == 0
 
 
@@ -44,10 +50,7 @@ def test_moved_later_fires_at_the_new_time_with_one_timer() -> None:
     assert len(reactor.getDelayedCalls()) == 1
     reactor.advance(2.0)  # the pending timer fires at 5: too early, re-armed for 3 more
     assert fired == [] and clock.pending == 1
-    reactor.advance(2.999)
-    assert fired == []
-    reactor.advance(0.001)
-    assert fired == ["read"]
+    _fires_after(reactor, fired, 3.0, "read")
     assert clock.pending == 0
 
 
@@ -57,10 +60,7 @@ def test_moved_earlier_reschedules() -> None:
     reactor.advance(1.0)
     deadline.start("read", 0.5)  # due at 1.5, before the pending 60: rescheduled
     assert len(reactor.getDelayedCalls()) == 1
-    reactor.advance(0.499)
-    assert fired == []
-    reactor.advance(0.001)
-    assert fired == ["read"]
+    _fires_after(reactor, fired, 0.5, "read")
     assert clock.pending == 0
 
 
