@@ -19,6 +19,14 @@ instead grew the interpreter's table of interned strings by an entry per cached
 row, ids no other row shares included: at 200,000 cached rows that table took
 more (~8 MB) than the sharing saved.
 
+Each shape has two classes with the same columns and layout: the row :func:`freeze`
+gives, and its *hit* twin (:data:`HIT_TWIN`, :data:`COLD_TWIN`).  The node cache
+(:class:`kongtx.cache.Cache`, an approximate LRU: CLOCK) switches a cached row's class
+to the twin when a lookup finds it and back when its eviction sweep passes it: the
+"referenced since" mark every cached row needs, without a byte per row (an extra slot
+took 16 bytes a row: 3.2 MB at 200,000).  Nothing else tells the twins apart: same
+columns, same ``FrozenRow`` name, both instances of the shape's class.
+
 Cached rows are shared by every request that finds them: a plugin must never
 change one in place.  Item assignment, deletion and attribute assignment raise
 ``TypeError``; ``row.copy()`` (or ``dict(row)``) gives a mutable copy.
@@ -40,6 +48,10 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _SHAPES: dict[tuple[str, ...], type[FrozenRow]] = {}
 #: Shapes kept at most (a table of columns per collection; bounds odd callers).
 MAX_SHAPES = 512
+#: each shape's class -> its hit twin (the node cache's "found since its sweep passed")
+HIT_TWIN: dict[type[Any], type[Any]] = {}
+#: each hit twin -> its shape's class
+COLD_TWIN: dict[type[Any], type[Any]] = {}
 
 _intern = sys.intern
 
@@ -161,6 +173,9 @@ def _shape(columns: tuple[str, ...]) -> type[FrozenRow] | None:
             },
         )
         _SHAPES[columns] = cls
+        hot = type("FrozenRow", (cls,), {"__slots__": (), "__module__": __name__})
+        HIT_TWIN[cls] = hot
+        COLD_TWIN[hot] = cls
     return cls
 
 
