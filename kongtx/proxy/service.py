@@ -8,10 +8,8 @@ the returned services to its tree; everything the proxy needs at request time
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
@@ -31,6 +29,9 @@ from kongtx.proxy.tls import (
     ensure_default_certificate,
 )
 from kongtx.proxy.upstream import make_upstream_client
+
+if TYPE_CHECKING:  # a worker never imports twisted.application (issue 8: its memory)
+    from twisted.application.service import IService
 
 log = logger("kongtx.proxy")
 
@@ -173,6 +174,8 @@ def make_tls_context(
 
 def proxy_service(config: Any, pipeline: ProxyPipeline, clock: Clock, reactor: Any) -> IService:
     """The ``proxy_listen`` listener (not started)."""
+    from twisted.application.internet import StreamServerEndpointService
+
     listen = config.proxy_listen
     return StreamServerEndpointService(
         _tcp_endpoint(reactor, listen.host, listen.port),
@@ -189,6 +192,8 @@ def proxy_ssl_service(
     reactor: Any,
 ) -> IService:
     """The ``proxy_listen_ssl`` listener (not started)."""
+    from twisted.application.internet import StreamServerEndpointService
+
     listen_ssl = config.proxy_listen_ssl
     endpoint = SNIWarmingTLSEndpoint(
         _tcp_endpoint(reactor, listen_ssl.host, listen_ssl.port), tls, warmer, clock

@@ -50,19 +50,55 @@ for ``/status`` and ``/metrics``).
 ``python -m kongtx.workers`` runs ``__main__``.
 """
 
-from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command
-from kongtx.workers.master import (
-    YOUNG,
-    WorkerFailed,
-    WorkerPool,
-    WorkerProcess,
-    bind_listener,
-    fan_out,
-    worker_count,
-)
-from kongtx.workers.proxy_master import serve_master
-from kongtx.workers.service import ProxyWorkers
-from kongtx.workers.worker import WorkerControl, accept_one_at_a_time, serve_worker
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kongtx.workers.control import FIRST_SOCKET_FD, encode, worker_command
+    from kongtx.workers.master import (
+        YOUNG,
+        WorkerFailed,
+        WorkerPool,
+        WorkerProcess,
+        bind_listener,
+        fan_out,
+        worker_count,
+    )
+    from kongtx.workers.proxy_master import serve_master
+    from kongtx.workers.service import ProxyWorkers
+    from kongtx.workers.worker import WorkerControl, accept_one_at_a_time, serve_worker
+
+#: each name this package exports -> its module, imported by the name's first use
+#: (PEP 562): a worker process (``python -m kongtx.workers N``) imports this package
+#: first, and never needs the masters' modules (twisted.application's Service, the
+#: process spawning, twisted.plugin and what it reads: issue 8, memory per worker)
+_EXPORTS = {
+    "FIRST_SOCKET_FD": "control",
+    "encode": "control",
+    "worker_command": "control",
+    "YOUNG": "master",
+    "WorkerFailed": "master",
+    "WorkerPool": "master",
+    "WorkerProcess": "master",
+    "bind_listener": "master",
+    "fan_out": "master",
+    "worker_count": "master",
+    "serve_master": "proxy_master",
+    "ProxyWorkers": "service",
+    "WorkerControl": "worker",
+    "accept_one_at_a_time": "worker",
+    "serve_worker": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FIRST_SOCKET_FD",

@@ -12,7 +12,6 @@ from twisted.python.failure import Failure
 
 from kongtx.log import logger
 from kongtx.workers.control import socket_roles
-from kongtx.workers.proxy_master import serve_master
 from kongtx.workers.worker import serve_worker
 
 log = logger("kongtx.workers")
@@ -47,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         reactor.stop()
 
     if mode == "master":
+        # only here: a worker never imports the masters' modules (issue 8: its memory)
+        from kongtx.workers.proxy_master import serve_master
+
         job = lambda: serve_master(reactor, conf_path, prefix)  # noqa: E731
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides when we stop
