@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
-from kongtx.cache import HAND_MIN, Cache, estimate_size
+from kongtx.cache import HAND_MIN, SECOND_CHANCES, Cache, estimate_size
 from kongtx.clock import Clock
 from kongtx.store.rows import COLD_TWIN, HIT_TWIN, FrozenRow
 
@@ -100,6 +100,22 @@ def test_every_entry_marked_the_sweep_clears_the_marks_then_evicts_the_oldest() 
     KINDS["bare row"](cache, 10)
     assert _held(cache, 11) == set(range(1, 11))
     assert cache.evictions == 1
+
+
+def test_one_eviction_gives_a_bounded_number_of_second_chances() -> None:
+    """Every entry found lately: one store moves SECOND_CHANCES of them to the end and
+    evicts the next one, marked or not; the next store goes on from there."""
+    count = SECOND_CHANCES * 3
+    cache, _ = _cache_of("bare row", count)
+    for i in range(count):
+        cache.peek(_key(i))
+    KINDS["bare row"](cache, count)
+    assert cache.evictions == 1
+    assert _held(cache, count + 1) == set(range(count + 1)) - {SECOND_CHANCES}
+    order = cache.keys()
+    assert order[-SECOND_CHANCES - 1 :] == [*map(_key, range(SECOND_CHANCES)), _key(count)]
+    KINDS["bare row"](cache, count + 1)
+    assert cache.evictions == 2 and _key(2 * SECOND_CHANCES + 1) not in cache._entries
 
 
 def test_storing_a_key_again_counts_as_recent() -> None:
