@@ -155,6 +155,9 @@ class FakeDown:
         self.status = status
         self.headers = headers
 
+    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+        self.send_head(status, [(entry[1], entry[2]) for entry in items])
+
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
             if k.lower() == name.lower():
