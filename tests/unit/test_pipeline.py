@@ -55,7 +55,6 @@ class FakeResponse:
         length: int | None = 5,
     ) -> None:
         self.status = status
-        self.reason = b"OK"
         self.headers = HeaderList(headers or [("Content-Type", "text/plain")])
         self.length = length
         self.sink: Any = None
