@@ -89,6 +89,19 @@ class LeanReactor(EPollReactor):
         """``fn()`` once this turn's events (or timed calls) are handled; reactor thread only."""
         self._turn_end.append(fn)
 
+    def mainLoop(self) -> None:
+        """Twisted's loop, compiled: its ``with _topHandler`` (a context manager of
+        Twisted's logger) cost two interpreted calls per turn.  As there, an exception
+        escaping a turn is logged and the loop goes on."""
+        while self._started:
+            try:
+                self.runUntilCurrent()
+                timeout = self.timeout()
+                self.doIteration(timeout if self.running else 0.0)
+            except BaseException:
+                log.failure("Unexpected error in main loop.")
+        log.info("Main loop terminated.")
+
     def runUntilCurrent(self) -> None:
         """Twisted's, skipped when it has nothing to do (most turns under load): no
         call from a thread, no timed call new or due, no stop pending.

@@ -496,6 +496,34 @@ def test_stop_still_fires_the_shutdown(lean: LeanReactor) -> None:
     assert seen == ["shutdown"]
 
 
+def test_an_error_in_a_turn_is_logged_and_the_loop_goes_on() -> None:
+    r = LeanReactor()
+    events: list[LogEvent] = []
+    seen: list[str] = []
+    r.callLater(0, lambda: r.at_turn_end(lambda: seen.append("after")))
+    original = r.doIteration
+    failed: list[bool] = []
+
+    def once_failing(timeout: float | None) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("boom")
+        original(timeout)
+
+    r.doIteration = once_failing  # type: ignore[method-assign]
+    r.callLater(0.01, r.stop)
+    limit = r.callLater(LIMIT, r.stop)
+    globalLogPublisher.addObserver(events.append)
+    try:
+        r.run(installSignalHandlers=False)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    limit.cancel()
+    assert failed == [True] and seen == ["after"]
+    assert [e["log_failure"].type for e in events if "log_failure" in e] == [RuntimeError]
+    assert any(e.get("log_format") == "Main loop terminated." for e in events)
+
+
 # -- Clock.at_turn_end on kongtx's reactor
 
 
