@@ -37,8 +37,11 @@ class Clock:
         self.seconds: Callable[[], float] = reactor.seconds
         self._delayed: set[IDelayedCall] = set()
         self._loops: set[task.LoopingCall] = set()
-        #: the reactor's end-of-turn hook (kongtx.reactor.LeanReactor), or None
-        self._turn_end_hook: Callable[[Callable[[], None]], None] | None = getattr(
+        #: the reactor's end-of-turn hook (kongtx.reactor.LeanReactor), or None; the
+        #: proxy's end-of-turn sender (``direct_write.TurnSender``) calls it directly
+        #: (no interpreted frame of ours per turn): such calls are the reactor's alone,
+        #: not dropped by :meth:`cancel_all` (nor counted in :attr:`pending`)
+        self.turn_end_hook: Callable[[Callable[[], None]], None] | None = getattr(
             reactor, "at_turn_end", None
         )
         self._turn_end: list[Callable[[], None]] = []
@@ -73,7 +76,7 @@ class Clock:
         queued while these run still run (at the end of that turn); :meth:`cancel_all`
         drops the waiting ones.
         """
-        hook = self._turn_end_hook
+        hook = self.turn_end_hook
         if hook is None:
             self.call_later(0, fn)
             return

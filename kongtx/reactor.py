@@ -51,7 +51,6 @@ from twisted.internet import error, tcp
 from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
-from kongtx.clock import call_each
 from kongtx.log import logger
 
 if sys.platform == "linux":
@@ -90,14 +89,58 @@ class LeanReactor(EPollReactor):
         """``fn()`` once this turn's events (or timed calls) are handled; reactor thread only."""
         self._turn_end.append(fn)
 
+    def mainLoop(self) -> None:
+        """Twisted's loop, compiled: its ``with _topHandler`` (a context manager of
+        Twisted's logger) cost two interpreted calls per turn.  As there, an exception
+        escaping a turn is logged and the loop goes on."""
+        while self._started:
+            try:
+                self.runUntilCurrent()
+                timeout = self.timeout()
+                self.doIteration(timeout if self.running else 0.0)
+            except BaseException:
+                log.failure("Unexpected error in main loop.")
+        log.info("Main loop terminated.")
+
     def runUntilCurrent(self) -> None:
-        super().runUntilCurrent()
+        """Twisted's, skipped when it has nothing to do (most turns under load): no
+        call from a thread, no timed call new or due, no stop pending.
+
+        (Twisted's is interpreted: two frames and a clock read per turn.)  Its sweep of
+        cancelled calls waits for the next turn that has a call new or due, as they
+        are what adds cancelled calls to the heap.
+        """
+        pending: list[Any] = self._pendingTimedCalls
+        if (
+            self.threadCallQueue
+            or self._newTimedCalls
+            or self._justStopped
+            or (pending and pending[0].time <= self.seconds())
+        ):
+            super().runUntilCurrent()
         if self._turn_end:
             self._run_turn_end()
 
+    def timeout(self) -> float | None:
+        """Twisted's (how long the poll may sleep), compiled: no new timed call to insert
+        is the common case."""
+        if self._newTimedCalls:
+            return super().timeout()
+        pending: list[Any] = self._pendingTimedCalls
+        if not pending:
+            return None
+        delay: float = pending[0].time - self.seconds()
+        # epoll_wait's limit (milliseconds in a C int), as Twisted's
+        return max(0.0, min(2147483.0, delay))
+
     def _run_turn_end(self) -> None:
         calls, self._turn_end = self._turn_end, []
-        call_each(calls, log)
+        # (``kongtx.clock.call_each``'s loop, here compiled: no interpreted frame per turn)
+        for fn in calls:
+            try:
+                fn()
+            except Exception:
+                log.failure("a call at the end of the reactor turn ({fn!r}) failed", fn=fn)
 
     def doPoll(self, timeout: float | None) -> None:
         """Twisted's name for :meth:`doIteration` in its poll reactors."""

@@ -15,9 +15,9 @@ from kongtx.balancer.balancer import Balancer, Pick
 from kongtx.balancer.registry import Balancers, _Missing, lookup_host
 from kongtx.log import logger
 from kongtx.proxy.context import ProxyContext
-from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.errors import ConnectError, UpstreamError
 from kongtx.proxy.request import ApiTarget
-from kongtx.proxy.upstream import ConnectError, UpstreamClient
+from kongtx.proxy.upstream import UpstreamClient
 from kongtx.proxy.upstream import log as client_log
 from kongtx.proxy.upstream_request import split_url
 from kongtx.proxy.upstream_response import UpstreamResponse

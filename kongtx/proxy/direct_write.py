@@ -112,6 +112,9 @@ class TurnSender:
         self._targets: list[Flushable] = []
         self._calls: list[Callable[[], None]] = []
         self._armed = False
+        #: the reactor's end-of-turn hook when it has one (kongtx's reactor): called
+        #: directly, not through the (interpreted) clock's queue
+        self._hook = clock.turn_end_hook
 
     def send(self, transport: Any, data: bytes) -> None:
         """``write_now(transport, data)`` at the end of this reactor turn."""
@@ -137,7 +140,11 @@ class TurnSender:
 
     def _arm(self) -> None:
         self._armed = True
-        self._clock.at_turn_end(self._flush)
+        hook = self._hook
+        if hook is not None:
+            hook(self._flush)
+        else:
+            self._clock.at_turn_end(self._flush)
 
     def _flush(self) -> None:
         self._armed = False

@@ -4,7 +4,8 @@
 nginx-level errors (the upstream refused, timed out, the request was malformed)
 get a body in the format the client's ``Accept`` header asks for; Kong-generated
 responses (no API matched, a plugin said no) are always JSON.  Both carry
-``Server: kong/0.9.9`` and never ``Via``.
+``Server: kong/0.9.9`` and never ``Via``.  A failure to reach the upstream is
+classified into the page it deserves here too (:func:`classify`, :func:`connect_error`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
 
 SERVER = "kong/0.9.9"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -85,3 +90,34 @@ class UpstreamError(Exception):
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
+
+
+class ConnectError(UpstreamError):
+    """The connection to the upstream failed or timed out: nothing was sent."""
+
+
+def connect_error(exc: Exception) -> Exception:
+    """What a failed connect raises: :class:`ConnectError`, but ``CancelledError`` when
+    the client went away (an endpoint cancels with ``ConnectingCancelledError``): that is
+    no failure of the upstream, to be counted against a balanced pick or retried."""
+    if isinstance(exc, CancelledError | ierror.ConnectingCancelledError):
+        return CancelledError()
+    e = classify(Failure(exc))
+    return ConnectError(e.status, e.reason)
+
+
+def classify(failure: Failure) -> UpstreamError:
+    """Map a connect failure to the error page it deserves (SPEC §3.5)."""
+    exc = failure.value
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, ierror.TimeoutError | TimeoutError):
+        return UpstreamError(504, "upstream connect timed out")
+    if isinstance(exc, ierror.DNSLookupError):
+        return UpstreamError(502, f"upstream name not resolved: {exc}")
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        for inner in reasons:
+            if isinstance(inner, Failure) and inner.check(ierror.TimeoutError, TimeoutError):
+                return UpstreamError(504, "upstream timed out")
+    return UpstreamError(502, f"upstream unreachable: {exc!r}")

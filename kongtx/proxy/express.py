@@ -25,7 +25,7 @@ there (a new connection to the same peer, then the balancer's retries).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -241,3 +241,36 @@ class ExpressRequest:
 
 async def _wait(rest: Awaitable[None]) -> None:
     await rest
+
+
+# ------------------------------------------------------- when the express path stops
+
+
+class General:
+    """The express path does not apply: the pipeline goes on with the general one
+    (``ProxyPipeline._proxy``)."""
+
+    __slots__ = ()
+
+
+#: (``Final``: a C static for the compiled code)
+GENERAL: Final = General()
+
+
+class Resume(General):
+    """The express path stopped for want of a pooled connection: what it did."""
+
+    __slots__ = ("access_done", "balancer", "pick", "request")
+
+    def __init__(
+        self,
+        request: UpstreamRequest,
+        access_done: float,
+        balancer: Balancer | None,
+        pick: Pick | None,
+    ) -> None:
+        self.request = request
+        self.access_done = access_done
+        #: the balanced API's balancer and the peer picked for the first attempt
+        self.balancer = balancer
+        self.pick = pick

@@ -222,16 +222,18 @@ class RequestReader(Protocol):
             if len(req.method) + len(req.url) + 12 > self.max_header_size:
                 raise _Refused(414)
         req.head_size = -1
-        version = parser.get_http_version()
-        req.http10 = version == "1.0"
         chunked = req.chunked
-        if chunked and version != "1.1":
-            raise _Refused(400)
-        if req.connection_headers or version != "1.1" or req.method == "CONNECT":
+        if req.connection_headers or req.method == "CONNECT" or not parser.should_keep_alive():
+            # (without a Connection or Proxy-Connection header llhttp keeps only HTTP/1.1
+            # alive: that answer saves the version's text, formatted per call)
+            version = parser.get_http_version()
+            req.http10 = version == "1.0"
+            if chunked and version != "1.1":
+                raise _Refused(400)
             req.keep_alive = bool(parser.should_keep_alive())
             req.upgrade = bool(parser.should_upgrade())
-        # else llhttp's answers are known: kept alive (HTTP/1.1, no "close"), no upgrade
-        # (neither an Upgrade header nor CONNECT); ParsedRequest's defaults
+        # else HTTP/1.1, and llhttp's answers are known: kept alive (no "close"), no
+        # upgrade (neither an Upgrade header nor CONNECT); ParsedRequest's defaults
         length = req.content_length
         has_body = chunked or (length is not None and length > 0)
         idle = self._serving is None and not self._queue

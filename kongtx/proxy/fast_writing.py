@@ -48,6 +48,14 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def _status_text(status: int) -> str:
+    """:func:`status_line` as text."""
+    start = _STATUS_TEXT.get(status)
+    if start is None:
+        start = status_line(status).decode("latin-1")
+    return start
+
+
 class ResponseWriter(RequestReader):
     """The writing side of one fast front-end connection (the pipeline's ``Downstream``).
 
@@ -86,11 +94,7 @@ class ResponseWriter(RequestReader):
         req = self._serving
         if req is None or self._lost:
             return
-        self._responded = True
-        start = _STATUS_TEXT.get(status)
-        if start is None:
-            start = status_line(status).decode("latin-1")
-        lines = [start]
+        lines = [_status_text(status)]
         framed = False
         for name, value in headers:
             lines.append(name)
@@ -99,6 +103,28 @@ class ResponseWriter(RequestReader):
             lines.append("\r\n")
             if len(name) == 14 and not framed and name.lower() == "content-length":
                 framed = True
+        self._end_head(req, status, lines, framed)
+
+    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+        """:meth:`send_head` of ``(lower-case name, name, value)`` triples (a relayed
+        response's headers, as ``HeaderList`` keeps them: no pair list, no ``lower``)."""
+        req = self._serving
+        if req is None or self._lost:
+            return
+        lines = [_status_text(status)]
+        framed = False
+        for entry in items:
+            lines.append(entry[1])
+            lines.append(": ")
+            lines.append(entry[2])
+            lines.append("\r\n")
+            if entry[0] == "content-length":
+                framed = True
+        self._end_head(req, status, lines, framed)
+
+    def _end_head(self, req: ParsedRequest, status: int, lines: list[str], framed: bool) -> None:
+        """The framing and connection lines after the headers; the head, joined."""
+        self._responded = True
         if status in _NO_BODY_STATUSES or status < 200:
             self._no_body = True
         close = not req.keep_alive or self.draining or (req.pipe is not None and not req.complete)

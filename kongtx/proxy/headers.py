@@ -26,21 +26,29 @@ class HeaderList:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str, str]] = (
-            [] if items is None else [(k.lower(), k, v) for k, v in items]
-        )
+    def __init__(
+        self,
+        items: Iterable[tuple[str, str]] | None = None,
+        lowered: list[tuple[str, str, str]] | None = None,
+    ) -> None:
+        """``items``: ``(name, value)`` pairs; or ``lowered``, triples adopted as they
+        are (:meth:`from_lowered`)."""
+        if lowered is not None:
+            self._items: list[tuple[str, str, str]] = lowered
+        elif items is None:
+            self._items = []
+        else:
+            self._items = [(k.lower(), k, v) for k, v in items]
 
     @staticmethod
     def from_lowered(items: list[tuple[str, str, str]]) -> HeaderList:
         """Adopt ``(lower-case name, name, value)`` triples as they are (no copy).
 
         The fast front-end lower-cases each name once while parsing.  (A static
-        method: compiled, ``HeaderList()`` is a direct call, ``cls()`` a generic one.)
+        method: compiled, ``HeaderList()`` is a direct call, ``cls()`` a generic one;
+        no empty list made first, to be dropped at once.)
         """
-        headers = HeaderList()
-        headers._items = items
-        return headers
+        return HeaderList(None, items)
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
@@ -104,9 +112,7 @@ class HeaderList:
 
     def copy(self) -> HeaderList:
         """An independent copy."""
-        other = HeaderList()
-        other._items = self._items.copy()
-        return other
+        return HeaderList(None, self._items.copy())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None

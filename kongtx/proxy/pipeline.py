@@ -51,9 +51,9 @@ from kongtx.proxy.context import (
     upstream_request_of,
 )
 from kongtx.proxy.errors import JSON_TYPE, UpstreamError
-from kongtx.proxy.express import ExpressRequest
+from kongtx.proxy.express import GENERAL, ExpressRequest, General, Resume
 from kongtx.proxy.log_phase import LogQueue
-from kongtx.proxy.request import TrustedIps, UpstreamRequest
+from kongtx.proxy.request import TrustedIps
 from kongtx.proxy.respond import Responder
 from kongtx.proxy.upgrade import UpgradeProxy
 from kongtx.proxy.upstream import UpstreamClient
@@ -144,7 +144,7 @@ class ProxyPipeline:
         except BaseException:
             self.end_request(ctx, chain)
             raise
-        if isinstance(waiting, _General):
+        if isinstance(waiting, General):
             return self._serve(ctx, down, chain, True, None, waiting)
         return waiting
 
@@ -207,7 +207,7 @@ class ProxyPipeline:
         chain: PluginChain | None = None,
         accessed: bool = False,
         pending: Awaitable[None] | None = None,
-        resume: _General | None = None,
+        resume: General | None = None,
     ) -> None:
         """The request from its plugin chain on (the general path).
 
@@ -249,27 +249,27 @@ class ProxyPipeline:
 
     def _proxy_express(
         self, ctx: ProxyContext, chain: PluginChain | None, down: Downstream
-    ) -> ExpressRequest | _General | None:
+    ) -> ExpressRequest | General | None:
         """:meth:`_proxy` without a coroutine, on a pooled connection.
 
-        ``_GENERAL`` when it does not apply (nothing done); a :class:`_Resume` (a
-        ``_General`` too) when no pooled connection is at hand (the request built, the
+        ``GENERAL`` when it does not apply (nothing done); a :class:`Resume` (a
+        ``General`` too) when no pooled connection is at hand (the request built, the
         proxy latency measured, a balanced peer picked: :meth:`_proxy` goes on from
         there); ``None`` once a response was sent (an error page, no peer); else the
         request waiting for its response (the exchange's listener).
         """
         if ctx._stream is not None:
-            return _GENERAL  # a body still arriving from the client
+            return GENERAL  # a body still arriving from the client
         balancer: Balancer | None = None
         balancing = self.balancing
         if balancing is not None:
             found = balancing.peek_target(ctx.match.target)
             if found is not None:
                 if isinstance(found, _Missing):
-                    return _GENERAL  # not known yet: loaded on the general path
+                    return GENERAL  # not known yet: loaded on the general path
                 balancer = found
         if ctx.method == "GET" and is_upgrade(ctx._headers):
-            return _GENERAL
+            return GENERAL
         req = upstream_request_of(ctx, False)
         access_done = self._now()
         ctx.proxy_latency = max(0, int((access_done - ctx.started_at) * 1000))
@@ -298,7 +298,7 @@ class ProxyPipeline:
             return None
         if exchange is None:
             # no pooled connection at hand: connect on the general path
-            return _Resume(req, access_done, balancer, pick)
+            return Resume(req, access_done, balancer, pick)
         express.exchange = exchange
         exchange.begin()
         return express
@@ -319,12 +319,12 @@ class ProxyPipeline:
         ctx: ProxyContext,
         chain: PluginChain | None,
         down: Downstream,
-        resume: _General | None = None,
+        resume: General | None = None,
     ) -> None:
         incoming = ctx._incoming
         balancing = self.balancing
         pick: Pick | None = None
-        if isinstance(resume, _Resume):
+        if isinstance(resume, Resume):
             # the express path built the request and picked the peer
             upgrade = False
             req, access_done = resume.request, resume.access_done
@@ -378,31 +378,3 @@ class ProxyPipeline:
                 await rest
         finally:
             release_pick(balancer, pick)
-
-
-class _General:
-    """The express path does not apply: go on with the general one."""
-
-    __slots__ = ()
-
-
-_GENERAL = _General()
-
-
-class _Resume(_General):
-    """The express path stopped for want of a pooled connection: what it did."""
-
-    __slots__ = ("access_done", "balancer", "pick", "request")
-
-    def __init__(
-        self,
-        request: UpstreamRequest,
-        access_done: float,
-        balancer: Balancer | None,
-        pick: Pick | None,
-    ) -> None:
-        self.request = request
-        self.access_done = access_done
-        #: the balanced API's balancer and the peer picked for the first attempt
-        self.balancer = balancer
-        self.pick = pick

@@ -53,6 +53,9 @@ class WebDownstream:
         request.responseHeaders = fresh
         request.defaultContentType = None
 
+    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+        self.send_head(status, [(entry[1], entry[2]) for entry in items])
+
     def write(self, data: bytes) -> None:
         if not self.gone:
             self.request.write(data)

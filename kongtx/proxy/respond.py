@@ -220,7 +220,7 @@ class Responder:
         if down.gone:
             response.stopProducing()
             return None
-        down.send_head(ctx.status, ctx.response_headers.items())
+        down.send_head_lowered(ctx.status, ctx.response_headers._items)
         # What was read with the headers is delivered at once (already in memory);
         # a body still coming is paced by the client's backpressure.
         response.deliver(relay)

@@ -9,7 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol as TxProtocol
 from twisted.python.failure import Failure
 
-from kongtx.proxy.upstream import UpstreamClient, connect_error
+from kongtx.proxy.errors import connect_error
+from kongtx.proxy.upstream import UpstreamClient
 
 
 class Tunnel(TxProtocol):

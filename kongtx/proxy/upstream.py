@@ -21,7 +21,8 @@ connection writes the request head in one call and parses the response with
 * a pooled connection the upstream closed while idle is detected when the request
   fails before a single response byte, and the request is retried once on a new one;
 * every failure mapped to :class:`kongtx.proxy.errors.UpstreamError`: refused,
-  unreachable, an invalid response -> 502; a timeout -> 504.
+  unreachable, an invalid response -> 502; a timeout -> 504
+  (:func:`kongtx.proxy.errors.connect_error` for a failed connect).
 
 The parts: :mod:`kongtx.proxy.upstream_request` (URL, request head, body producer),
 :mod:`kongtx.proxy.exchange` (one request and its response on a connection),
@@ -35,8 +36,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTCP,
@@ -49,7 +49,7 @@ from kongtx.clock import Clock
 from kongtx.log import logger
 from kongtx.proxy.connection import PoolKey, UpstreamConnection, UpstreamConnectionFactory
 from kongtx.proxy.direct_write import turn_sender
-from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.errors import UpstreamError, connect_error
 from kongtx.proxy.exchange import Exchange
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
@@ -57,10 +57,6 @@ from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, Up
 from kongtx.proxy.upstream_tls import client_tls_context, upstream_endpoint
 
 log = logger("kongtx.proxy.upstream")
-
-
-class ConnectError(UpstreamError):
-    """The connection to the upstream failed or timed out: nothing was sent."""
 
 
 class UpstreamClient:
@@ -359,33 +355,6 @@ def _no_progress() -> None:
 
 async def _done() -> None:
     return None
-
-
-def connect_error(exc: Exception) -> Exception:
-    """What a failed connect raises: :class:`ConnectError`, but ``CancelledError`` when
-    the client went away (an endpoint cancels with ``ConnectingCancelledError``): that is
-    no failure of the upstream, to be counted against a balanced pick or retried."""
-    if isinstance(exc, CancelledError | ierror.ConnectingCancelledError):
-        return CancelledError()
-    e = classify(Failure(exc))
-    return ConnectError(e.status, e.reason)
-
-
-def classify(failure: Failure) -> UpstreamError:
-    """Map a connect failure to the error page it deserves (SPEC §3.5)."""
-    exc = failure.value
-    if isinstance(exc, UpstreamError):
-        return exc
-    if isinstance(exc, ierror.TimeoutError | TimeoutError):
-        return UpstreamError(504, "upstream connect timed out")
-    if isinstance(exc, ierror.DNSLookupError):
-        return UpstreamError(502, f"upstream name not resolved: {exc}")
-    reasons = getattr(exc, "reasons", None)
-    if reasons:
-        for inner in reasons:
-            if isinstance(inner, Failure) and inner.check(ierror.TimeoutError, TimeoutError):
-                return UpstreamError(504, "upstream timed out")
-    return UpstreamError(502, f"upstream unreachable: {exc!r}")
 
 
 def make_upstream_client(

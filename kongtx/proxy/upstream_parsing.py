@@ -48,8 +48,9 @@ class ResponseReader:
         self.method = ""
         #: the upstream keeps the connection open (read when the head is complete)
         self.keep_alive = False
-        # the current message: its reason phrase, the headers passed on, the framing
-        self._reason = b""
+        # the current message: the headers passed on, the framing (no reason phrase:
+        # the client gets the status's standard one, as from nginx; without an
+        # ``on_status`` httptools makes no call for it)
         self._headers: list[tuple[str, str, str]] = []
         self._length: int | None = None
         self._chunked = False
@@ -88,13 +89,8 @@ class ResponseReader:
             return  # another message after the response, in the same read: ignored
         self._in_head = True
         self._headers = []
-        self._reason = b""
         self._length = None
         self._chunked = False
-
-    def on_status(self, reason: bytes) -> None:
-        if self._in_head:
-            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:

@@ -139,6 +139,18 @@ _LAST_ORIGIN: Final = _Origin("", "", "", 0)
 
 def split_url(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
+    last = _LAST_ORIGIN
+    prefix = last.prefix
+    n = len(prefix)
+    if n and url.startswith(prefix):
+        # the same upstream as last time, if its authority ends there: no search at all
+        if n == len(url):
+            return last.scheme, last.host, last.port, "/"
+        after = url[n]
+        if after == "/":
+            return last.scheme, last.host, last.port, url[n:]
+        if after == "?":
+            return last.scheme, last.host, last.port, "/" + url[n:]
     start = url.find("://")
     if start < 0:
         raise ValueError(f"not an upstream URL: {url!r}")
@@ -146,8 +158,7 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     query = url.find("?", start + 3)
     if cut < 0 or 0 <= query < cut:
         cut = query if query >= 0 else len(url)
-    last = _LAST_ORIGIN
-    if cut == len(last.prefix) and url.startswith(last.prefix):
+    if cut == n and url.startswith(prefix):
         # the same upstream as last time (no slice, no hashing, no cache call)
         scheme, host, port = last.scheme, last.host, last.port
     else:

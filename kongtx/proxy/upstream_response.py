@@ -80,7 +80,6 @@ class UpstreamResponse:
         self,
         exchange: Exchange,
         status: int,
-        reason: bytes,
         headers: HeaderList,
         length: int | None,
     ) -> None:
@@ -88,7 +87,6 @@ class UpstreamResponse:
         #: the reference breaks the exchange <-> response cycle)
         self._exchange: Exchange | None = exchange
         self.status = status
-        self.reason = reason
         self.headers = headers
         #: the upstream's Content-Length (also for HEAD), ``None`` when not given
         self.length = length

@@ -13,8 +13,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kongtx.clock import Clock
+from kongtx.proxy.errors import ConnectError
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.upstream import ConnectError, UpstreamClient, UpstreamResponse
+from kongtx.proxy.upstream import UpstreamClient, UpstreamResponse
 
 
 class BalancedClientTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from kongtx.balancer.dns import TargetResolver
 from kongtx.balancer.health_state import HealthState
 from kongtx.balancer.registry import Balancers
 from kongtx.proxy.balanced import BALANCER_RETRIES
-from kongtx.proxy.errors import UpstreamError
+from kongtx.proxy.errors import ConnectError, UpstreamError
 from kongtx.proxy.express import ExpressRequest
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.pipeline import (
@@ -22,7 +22,6 @@ from kongtx.proxy.pipeline import (
     RouterSource,
 )
 from kongtx.proxy.request import TrustedIps
-from kongtx.proxy.upstream import ConnectError
 from kongtx.proxy.upstream_response import StaleConnection
 from tests.unit.test_balancer_dns import FakeNames
 from tests.unit.test_balancer_registry import target_row, upstream_row

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.proxy.direct_write import TurnSender, write_now
+from kongtx.reactor import LeanReactor
 
 
 @pytest.fixture
@@ -213,6 +214,32 @@ def test_turn_sender_sends_at_the_end_of_the_turn_in_order(
     assert clock_reactor.getDelayedCalls() == []
     sender.send(transport, b"x")  # a new turn, a new timer
     assert len(clock_reactor.getDelayedCalls()) == 1
+
+
+def test_turn_sender_on_kongtxs_reactor_uses_its_hook_directly(
+    pair: tuple[tcp.Server, socket.socket, MemoryReactor],
+) -> None:
+    """On kongtx's reactor the sender's flush is the reactor's end-of-turn call itself
+    (not queued on the clock): sent once the poll's events are handled, once per turn."""
+    transport, peer, _ = pair
+    lean = LeanReactor()
+    try:
+        clock = Clock(lean)
+        sender = TurnSender(clock)
+        sender.send(transport, b"GET /a HTTP/1.1\r\n\r\n")
+        sender.send(transport, b"GET /b HTTP/1.1\r\n\r\n")
+        assert clock.pending == 0 and lean.getDelayedCalls() == []
+        assert len(lean._turn_end) == 1  # one end-of-turn call for both
+        lean.doIteration(0)
+        assert lean._turn_end == []
+        assert _recv_exactly(peer, 38) == b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
+        sender.send(transport, b"x")  # a new turn, a new call
+        assert len(lean._turn_end) == 1
+        lean.runUntilCurrent()
+        assert _recv_exactly(peer, 1) == b"x"
+    finally:
+        lean.removeAll()
+        lean._poller.close()
 
 
 def test_turn_sender_writes_other_transports_at_once() -> None:

@@ -244,6 +244,17 @@ def test_http10_keep_alive_kept() -> None:
     assert not transport.disconnecting
 
 
+def test_http10_with_a_length_and_no_connection_header_closes() -> None:
+    """HTTP/1.0 without ``Connection: keep-alive`` is closed after its response, even one
+    with a length (and a Host header); HTTP/1.1 without any is kept."""
+    out, _, transport = send(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    assert transport.disconnecting
+    out, _, transport = send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert not transport.disconnecting
+
+
 def test_connection_close_honoured() -> None:
     """``Connection: close`` from the client: answered, then closed."""
     out, _, transport = send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

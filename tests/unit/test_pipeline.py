@@ -55,7 +55,6 @@ class FakeResponse:
         length: int | None = 5,
     ) -> None:
         self.status = status
-        self.reason = b"OK"
         self.headers = HeaderList(headers or [("Content-Type", "text/plain")])
         self.length = length
         self.sink: Any = None
@@ -154,6 +153,9 @@ class FakeDown:
     def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.headers = headers
+
+    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+        self.send_head(status, [(entry[1], entry[2]) for entry in items])
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:

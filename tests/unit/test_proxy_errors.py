@@ -8,8 +8,7 @@ import pytest
 from twisted.internet import error as ierror
 from twisted.python.failure import Failure
 
-from kongtx.proxy.errors import MESSAGES, error_message, error_page
-from kongtx.proxy.upstream import classify
+from kongtx.proxy.errors import MESSAGES, classify, error_message, error_page
 
 
 @pytest.mark.parametrize(

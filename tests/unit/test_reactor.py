@@ -429,6 +429,101 @@ def test_a_failing_turn_end_call_is_logged_and_the_others_run(lean: LeanReactor)
     assert [e["log_failure"].type for e in events if "log_failure" in e] == [ZeroDivisionError]
 
 
+# -- timed calls: Twisted's runUntilCurrent skipped when nothing is due
+
+
+class Now:
+    """A settable ``seconds()`` for a real :class:`LeanReactor` (its timed calls' clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_timed_call_fires_when_due_not_before(lean: LeanReactor) -> None:
+    now = Now()
+    lean.seconds = now  # type: ignore[method-assign]
+    fired: list[float] = []
+    lean.callLater(1.0, lambda: fired.append(now.now))
+    lean.runUntilCurrent()  # new: inserted, not due
+    assert fired == []
+    now.now = 1000.999
+    lean.runUntilCurrent()  # nothing new, not due yet: skipped
+    assert fired == []
+    assert lean.timeout() == pytest.approx(0.001)
+    now.now = 1001.0
+    lean.runUntilCurrent()
+    assert fired == [1001.0]
+    assert lean.timeout() is None
+
+
+def test_a_reset_or_cancelled_call_is_honoured_on_the_skipping_path(lean: LeanReactor) -> None:
+    now = Now()
+    lean.seconds = now  # type: ignore[method-assign]
+    fired: list[str] = []
+    later = lean.callLater(1.0, lambda: fired.append("later"))
+    gone = lean.callLater(0.5, lambda: fired.append("gone"))
+    lean.runUntilCurrent()
+    later.reset(2.0)  # pushed back: the heap still says 1001, then it waits
+    gone.cancel()
+    now.now = 1001.5
+    lean.runUntilCurrent()
+    assert fired == []
+    assert lean.timeout() == pytest.approx(0.5)
+    sooner = lean.callLater(0.1, lambda: fired.append("sooner"))
+    assert lean.timeout() == pytest.approx(0.1)  # a new call counts at once
+    now.now = 1002.0
+    lean.runUntilCurrent()
+    assert fired == ["sooner", "later"]
+    assert not sooner.active()
+
+
+def test_a_call_from_a_thread_runs_in_the_next_turn(lean: LeanReactor) -> None:
+    seen: list[str] = []
+    lean.callFromThread(seen.append, "queued")
+    lean.runUntilCurrent()
+    assert seen == ["queued"]
+
+
+def test_stop_still_fires_the_shutdown(lean: LeanReactor) -> None:
+    seen: list[str] = []
+    lean.addSystemEventTrigger("during", "shutdown", lambda: seen.append("shutdown"))
+    lean.startRunning(installSignalHandlers=False)
+    lean.stop()
+    lean.runUntilCurrent()
+    assert seen == ["shutdown"]
+
+
+def test_an_error_in_a_turn_is_logged_and_the_loop_goes_on() -> None:
+    r = LeanReactor()
+    events: list[LogEvent] = []
+    seen: list[str] = []
+    r.callLater(0, lambda: r.at_turn_end(lambda: seen.append("after")))
+    original = r.doIteration
+    failed: list[bool] = []
+
+    def once_failing(timeout: float | None) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("boom")
+        original(timeout)
+
+    r.doIteration = once_failing  # type: ignore[method-assign]
+    r.callLater(0.01, r.stop)
+    limit = r.callLater(LIMIT, r.stop)
+    globalLogPublisher.addObserver(events.append)
+    try:
+        r.run(installSignalHandlers=False)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    limit.cancel()
+    assert failed == [True] and seen == ["after"]
+    assert [e["log_failure"].type for e in events if "log_failure" in e] == [RuntimeError]
+    assert any(e.get("log_format") == "Main loop terminated." for e in events)
+
+
 # -- Clock.at_turn_end on kongtx's reactor
 
 

@@ -55,6 +55,15 @@ def test_split_url_remembers_only_the_same_origin() -> None:
         ("https://b.com:8?q", ("https", "b.com", 8, "/?q")),
         ("https://b.com:8/?q", ("https", "b.com", 8, "/?q")),
         ("http://A.com/x", ("http", "a.com", 80, "/x")),
+        # the last origin followed by more of another authority: not the same upstream
+        ("http://a.com/x", ("http", "a.com", 80, "/x")),
+        ("http://a.com.evil/x", ("http", "a.com.evil", 80, "/x")),
+        ("http://a.com.evil:8080?q", ("http", "a.com.evil", 8080, "/?q")),
+        ("http://a.com.evil:8080", ("http", "a.com.evil", 8080, "/")),
+        ("http://a.com.evil:8080", ("http", "a.com.evil", 8080, "/")),
+        ("http://a.com.evil:8080?r", ("http", "a.com.evil", 8080, "/?r")),
+        ("http://a.com.evil:808", ("http", "a.com.evil", 808, "/")),
+        ("http://a.com.evil:8080/", ("http", "a.com.evil", 8080, "/")),
     ]
     for _ in range(2):
         for url, split in urls:
