@@ -102,16 +102,29 @@ def query_table(args: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     return _query_table(list(args))
 
 
+#: Host header values -> their ``$host`` (a node serves few hosts); bounded
+_HOSTS: Final[dict[str, str]] = {}
+_HOSTS_LIMIT: Final = 1024
+
+
 def request_host(ctx: Any) -> str:
     """nginx's ``$host``: the Host header without its port, lower-cased, else the server address."""
-    host: str | None = ctx.headers.get("host")
-    if not host:
+    value: str | None = ctx.headers.get("host")
+    if not value:
         return str(getattr(ctx, "server_addr", "") or "")
-    host = host.strip().lower()
+    known = _HOSTS.get(value)
+    if known is not None:
+        return known
+    host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        return host[: end + 1] if end >= 0 else host
-    return host.split(":", 1)[0]
+        host = host[: end + 1] if end >= 0 else host
+    else:
+        host = host.split(":", 1)[0]
+    if len(_HOSTS) >= _HOSTS_LIMIT:
+        _HOSTS.clear()
+    _HOSTS[value] = host
+    return host
 
 
 def _request_uri(ctx: Any) -> str:
@@ -131,15 +144,23 @@ def _head_size(first_line: str, headers: list[tuple[str, str]]) -> int:
     return size
 
 
+def _is_number(value: Any) -> bool:
+    """``isinstance(value, int | float)``, the usual cases without building the union."""
+    if value is None:
+        return False
+    kind = type(value)
+    return kind is int or kind is float or isinstance(value, int | float)
+
+
 def _int_or(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, int | float) else default
+    return int(value) if _is_number(value) else default
 
 
 def _latencies(ctx: Any) -> tuple[int, int, int]:
     """``(kong, proxy, request)`` in ms: proxy (the upstream's wait) is -1 when never proxied."""
     request_ms = _int_or(getattr(ctx, "request_latency", None), 0)
-    upstream_ms = getattr(ctx, "upstream_latency", None)
-    if isinstance(upstream_ms, int | float) and getattr(ctx, "upstream_url", None):
+    upstream_ms: Any = getattr(ctx, "upstream_latency", None)
+    if _is_number(upstream_ms) and getattr(ctx, "upstream_url", None):
         waiting = int(upstream_ms)
         return max(0, request_ms - waiting), waiting, request_ms
     return _int_or(getattr(ctx, "proxy_latency", None), request_ms), -1, request_ms
@@ -147,6 +168,19 @@ def _latencies(ctx: Any) -> tuple[int, int, int]:
 
 def _status_line(status: int) -> str:
     return f"HTTP/1.1 {status} {_REASONS.get(status, '')}"
+
+
+#: status -> len(_status_line(status)) + 4 (the line's CRLF and the head's end)
+_STATUS_LINE_SIZE: Final[dict[int, int]] = {}
+
+
+def _status_line_size(status: int) -> int:
+    size = _STATUS_LINE_SIZE.get(status)
+    if size is None:
+        size = len(_status_line(status)) + 4
+        if len(_STATUS_LINE_SIZE) < 1024:
+            _STATUS_LINE_SIZE[status] = size
+    return size
 
 
 class _Fields:
@@ -324,50 +358,100 @@ API_JSON = RowJson(_api_json)
 ENTITY_JSON = RowJson(_entity_json)
 
 
-#: a header's ``(name, value)`` pair -> ``(lower-case name, '"name":"value"', bytes in a
-#: head)``: most headers of a node's traffic repeat (Host, Content-Type, Server, Via...),
-#: so each is lowered, escaped and measured once; bounded (cleared when full), and only
-#: for short values
-_PAIRS: Final[dict[Any, tuple[str, str, int]]] = {}
-_PAIRS_LIMIT: Final = 2048
-_PAIR_VALUE_MAX: Final = 200
+class _Key:
+    """One lower-case header name in a headers object's JSON: its members by value
+    (``,"name":"value"`` and the value's bytes, made once for a repeating value), and
+    the call that last saw the name (a name seen twice in one call is a repeated header)."""
+
+    __slots__ = ("key", "members", "seen")
+
+    def __init__(self, lname: str) -> None:
+        #: ``,"name":``
+        self.key = "," + _quote(lname) + ":"
+        #: value -> (``,"name":"value"``, len(value) in UTF-8): bounded, short values only
+        self.members: dict[str, tuple[str, int]] = {}
+        self.seen = 0
+
+    def member(self, value: str) -> tuple[str, int]:
+        """``(',"name":"value"', the value's bytes)``, remembered for a short value."""
+        member = (
+            self.key + _quote(value),
+            len(value) if value.isascii() else len(value.encode("utf-8")),
+        )
+        if len(value) <= _VALUE_MAX:
+            members = self.members
+            if len(members) >= _VALUES_LIMIT:
+                members.clear()  # a value that changes on every request (a counter, a date)
+            members[value] = member
+        return member
 
 
-def _header_pair(pair: Any) -> tuple[str, str, int]:
-    name: str = pair[0]
-    value: str = pair[1]
+class _Calls:
+    """How many headers objects were encoded (a native counter: a module global's
+    writes would be dict operations)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: a header name as received -> the :class:`_Key` of its lower-case name (every spelling
+#: of a name shares one): most headers of a node's traffic repeat (Host, Content-Type,
+#: Server, Via...) and most of their values too, so each name is lowered and escaped
+#: once, each value once per name; bounded (cleared when full)
+_KEYS: Final[dict[str, _Key]] = {}
+#: lower-case name -> its _Key (the spellings' shared one)
+_LOWER_KEYS: Final[dict[str, _Key]] = {}
+_KEYS_LIMIT: Final = 2048
+#: values kept per name at most, and the longest kept
+_VALUES_LIMIT: Final = 64
+_VALUE_MAX: Final = 200
+_CALLS: Final = _Calls()
+
+
+def _key_of(name: str) -> _Key:
+    if len(_KEYS) >= _KEYS_LIMIT or len(_LOWER_KEYS) >= _KEYS_LIMIT:
+        _KEYS.clear()
+        _LOWER_KEYS.clear()
     lname = name.lower()
-    entry = (
-        lname,
-        f"{_quote(lname)}:{_quote(value)}",
-        len(name) + 4 + (len(value) if value.isascii() else len(value.encode("utf-8"))),
-    )
-    if len(value) <= _PAIR_VALUE_MAX:
-        if len(_PAIRS) >= _PAIRS_LIMIT:
-            _PAIRS.clear()
-        _PAIRS[pair] = entry
-    return entry
+    key = _LOWER_KEYS.get(lname)
+    if key is None:
+        key = _LOWER_KEYS[lname] = _Key(lname)
+    _KEYS[name] = key
+    return key
 
 
-def _headers_json(items: list[Any]) -> tuple[str, int]:
+def _headers_json(items: list[tuple[str, str]]) -> tuple[str, int]:
     """``_dumps(_headers_table(items))``, and the bytes the headers take in a head
-    (:func:`_head_size` without the first line's)."""
-    size = 0
-    parts: list[str] = []
-    names: set[str] = set()
-    pairs = _PAIRS
-    for pair in items:
-        entry = pairs.get(pair)
-        if entry is None:
-            entry = _header_pair(pair)
-        lname, piece, length = entry
-        names.add(lname)
-        parts.append(piece)
-        size += length
-    if len(names) < len(items):
+    (:func:`_head_size` without the first line's): one pass, one join."""
+    if not items:
+        return "{}", 0
+    calls = _CALLS
+    stamp = calls.count + 1
+    calls.count = stamp
+    keys = _KEYS
+    size = 4 * len(items)
+    repeated = False
+    parts: list[str] = ["{"]
+    for name, value in items:
+        key = keys.get(name)
+        if key is None:
+            key = _key_of(name)
+        if key.seen == stamp:
+            repeated = True
+        key.seen = stamp
+        member = key.members.get(value)
+        if member is None:
+            member = key.member(value)
+        parts.append(member[0])
+        size += len(name) + member[1]
+    if repeated:
         # a repeated header: its values become a list (rare)
         return _dumps(_headers_table(items)), size
-    return "{" + ",".join(parts) + "}", size
+    parts[1] = parts[1][1:]  # the first member has no comma before it
+    parts.append("}")
+    return "".join(parts), size
 
 
 def _query_json(args: list[tuple[str, str | None]]) -> str:
@@ -396,16 +480,14 @@ def basic_json(ctx: Any) -> bytes:
     response_headers, response_head = _headers_json(ctx.response_headers.items())
     kong, waiting, request_ms = _latencies(ctx)
     request_size = (
-        len(f"{method} {uri} HTTP/1.1")
-        + 4
+        len(method)
+        + len(uri)
+        + 14  # len(f"{method} {uri} HTTP/1.1") + its CRLF and the end's
         + request_head
         + _int_or(getattr(ctx, "request_size", None), 0)
     )
     response_size = (
-        len(_status_line(status))
-        + 4
-        + response_head
-        + _int_or(getattr(ctx, "response_size", None), 0)
+        _status_line_size(status) + response_head + _int_or(getattr(ctx, "response_size", None), 0)
     )
     request_uri = f"{ctx.scheme}://{request_host(ctx)}:{ctx.server_port}{uri}"
     credential = ctx.credential

@@ -202,34 +202,59 @@ class BasicJsonTests(SynchronousTestCase):
             self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
 
 
-class HeaderPairTests(SynchronousTestCase):
-    """Each header pair's JSON piece and head bytes, kept in a bounded table."""
+class HeaderKeyTests(SynchronousTestCase):
+    """Each header name's JSON key, made once and kept in a bounded table; values are
+    escaped on every request; a name repeated in any spelling makes a list."""
 
     def setUp(self) -> None:
-        log_serializer._PAIRS.clear()
+        log_serializer._KEYS.clear()
+        log_serializer._LOWER_KEYS.clear()
 
-    def test_kept_pairs_give_the_same_bytes(self) -> None:
-        """A second request with the same headers (from the table) and one with a changed
-        value (a new pair) still give the message's exact bytes."""
+    def test_kept_names_give_the_same_bytes(self) -> None:
+        """A second request with the same headers (keys from the table) and one with a
+        changed value still give the message's exact bytes."""
         ctx = proxied_context()
         first = basic_json(ctx)
-        self.assertIn(("Via", "kong"), log_serializer._PAIRS)
+        self.assertIn("Via", log_serializer._KEYS)
         self.assertEqual(basic_json(ctx), first)
         self.assertEqual(first, encode(basic_serialize(ctx)))
-        ctx.response_headers.set("Via", "kong é")
+        ctx.response_headers.set("Via", 'kong \u00e9"\n')
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
-        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["via"], "kong é")
+        self.assertEqual(
+            json.loads(basic_json(ctx))["response"]["headers"]["via"], 'kong \u00e9"\n'
+        )
 
-    def test_bounded_and_long_values_not_kept(self) -> None:
-        """The table is cleared when full; a long value is never kept."""
+    def test_spellings_share_a_key_and_repeat_as_a_list(self) -> None:
+        """``X-A`` and ``x-a`` are one name: sent both ways, the value is a list, as
+        json.dumps of ngx's table gives; the next request, without the repeat, is an
+        object again."""
         ctx = proxied_context()
-        for i in range(log_serializer._PAIRS_LIMIT + 10):
-            ctx.response_headers.set("X-N", str(i))
+        ctx.response_headers.add("X-A", "1")
+        basic_json(ctx)
+        ctx.response_headers.add("x-a", "2")
+        repeated = basic_json(ctx)
+        self.assertEqual(repeated, encode(basic_serialize(ctx)))
+        self.assertEqual(json.loads(repeated)["response"]["headers"]["x-a"], ["1", "2"])
+        self.assertIs(log_serializer._KEYS["X-A"], log_serializer._KEYS["x-a"])
+        ctx.response_headers.remove("x-a")
+        ctx.response_headers.add("X-A", "3")
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["x-a"], "3")
+
+    def test_bounded(self) -> None:
+        """The table is cleared when full; every message stays exact."""
+        ctx = proxied_context()
+        for i in range(log_serializer._KEYS_LIMIT + 10):
+            ctx.response_headers = FakeHeaders([(f"X-N{i}", str(i)), ("Via", "kong")])
             basic_json(ctx)
-            self.assertLessEqual(len(log_serializer._PAIRS), log_serializer._PAIRS_LIMIT)
-        ctx.response_headers.set("X-Long", "v" * (log_serializer._PAIR_VALUE_MAX + 1))
+            self.assertLessEqual(len(log_serializer._KEYS), log_serializer._KEYS_LIMIT)
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
-        self.assertFalse(any(name == "X-Long" for name, _ in log_serializer._PAIRS))
+
+    def test_no_headers(self) -> None:
+        """An empty headers object is ``{}`` of zero bytes."""
+        ctx = proxied_context()
+        ctx.response_headers = FakeHeaders([])
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"], {})
 
 
 class RowJsonTests(SynchronousTestCase):
