@@ -19,7 +19,7 @@ from kongtx.clock import Clock
 from kongtx.dao import DAO
 from kongtx.plugins.auth_common import check_anonymous
 from kongtx.plugins.base import BasePlugin, PluginServices
-from kongtx.plugins.key_auth.handler import Handler
+from kongtx.plugins.key_auth.handler import MAX_KEYS, Handler
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.proxy.headers import HeaderList
 from kongtx.store.memory import MemoryStore
@@ -302,6 +302,27 @@ class KeyAuthTests(SynchronousTestCase):
         self.assertEqual(self.world.run(h, FakeContext(headers={"apikey": "k1"})).status, 403)
         ctx = self.world.run(h, FakeContext(headers={"apikey": "k9"}))
         self.assertEqual(ctx.headers.get("X-Consumer-Username"), "robert")
+
+    def test_credential_moved_to_another_consumer(self) -> None:
+        """What a key remembers (its consumer's cache key and headers) follows the
+        credential row: moved to another consumer, the next request is that consumer's;
+        the handler's cache of keys stays bounded."""
+        h = self.handler()
+        self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+        alice = self.world.consumer("alice")
+        self.world.wait(
+            self.world.dao.update(
+                "keyauth_credentials", {"id": self.cred["id"]}, {"consumer_id": alice["id"]}
+            )
+        )
+        ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+        self.assertEqual(ctx.consumer, alice)
+        self.assertEqual(ctx.headers.get("X-Consumer-Username"), "alice")
+        self.assertIsNone(ctx.headers.get("X-Consumer-Custom-ID"))
+        self.assertEqual(list(h._keys), ["k1"])
+        for i in range(MAX_KEYS + 5):
+            self.world.run(h, FakeContext(headers={"apikey": f"unknown-{i}"}))
+        self.assertLessEqual(len(h._keys), MAX_KEYS)
 
 
 class AnonymousTests(SynchronousTestCase):
