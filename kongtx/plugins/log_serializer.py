@@ -30,13 +30,16 @@ from typing import Any, Final
 from kongtx.store.rows import FrozenRow
 
 __all__ = [
+    "CONTEXT_JSON",
     "basic_json",
     "basic_serialize",
     "capture_request_body",
     "capture_response_chunk",
     "encode",
     "headers_table",
+    "host_of",
     "is_frozen",
+    "message_json",
     "query_table",
     "request_host",
 ]
@@ -112,6 +115,11 @@ def request_host(ctx: Any) -> str:
     value: str | None = ctx.headers.get("host")
     if not value:
         return str(getattr(ctx, "server_addr", "") or "")
+    return host_of(value)
+
+
+def host_of(value: str) -> str:
+    """``$host`` of a (non-empty) Host header: its port cut, lower-cased (remembered)."""
     known = _HOSTS.get(value)
     if known is not None:
         return known
@@ -466,6 +474,12 @@ def _query_json(args: list[tuple[str, str | None]]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+#: context types -> their own basic_json (the proxy registers its ProxyContext's, which
+#: reads the fields natively and calls :func:`message_json`); any other context is read
+#: attribute by attribute
+CONTEXT_JSON: Final[dict[type[Any], Callable[[Any], bytes]]] = {}
+
+
 def basic_json(ctx: Any) -> bytes:
     """``encode(basic_serialize(ctx))``, the same bytes with less work per request.
 
@@ -473,33 +487,65 @@ def basic_json(ctx: Any) -> bytes:
     by json's own function, without building the message's dicts; the ``api`` and
     ``authenticated_entity`` JSON once per row (:class:`RowJson`).
     """
-    uri = _request_uri(ctx)
-    method = ctx.method
-    request_headers, request_head = _headers_json(ctx.headers.items())
-    status = int(ctx.status or 0)
-    response_headers, response_head = _headers_json(ctx.response_headers.items())
+    native = CONTEXT_JSON.get(type(ctx))
+    if native is not None:
+        return native(ctx)
     kong, waiting, request_ms = _latencies(ctx)
-    request_size = (
-        len(method)
-        + len(uri)
-        + 14  # len(f"{method} {uri} HTTP/1.1") + its CRLF and the end's
-        + request_head
-        + _int_or(getattr(ctx, "request_size", None), 0)
+    return message_json(
+        _request_uri(ctx),
+        ctx.method,
+        f"{ctx.scheme}://{request_host(ctx)}:{ctx.server_port}",
+        ctx.query,
+        ctx.headers.items(),
+        _int_or(getattr(ctx, "request_size", None), 0),
+        int(ctx.status or 0),
+        ctx.response_headers.items(),
+        _int_or(getattr(ctx, "response_size", None), 0),
+        kong,
+        waiting,
+        request_ms,
+        ctx.api,
+        ctx.client_ip,
+        int(ctx.started_at * 1000),
+        ctx.credential,
     )
-    response_size = (
-        _status_line_size(status) + response_head + _int_or(getattr(ctx, "response_size", None), 0)
-    )
-    request_uri = f"{ctx.scheme}://{request_host(ctx)}:{ctx.server_port}{uri}"
-    credential = ctx.credential
+
+
+def message_json(
+    uri: str,
+    method: Any,
+    origin: str,
+    query: list[tuple[str, str | None]],
+    request_items: list[tuple[str, str]],
+    request_body: int,
+    status: int,
+    response_items: list[tuple[str, str]],
+    response_body: int,
+    kong: int,
+    waiting: int,
+    request_ms: int,
+    api: Any,
+    client_ip: Any,
+    started_ms: int,
+    credential: Any,
+) -> bytes:
+    """:func:`basic_json` of a request's fields: ``origin`` is ``scheme://host:port``
+    (request_uri without the URI), the sizes the bodies', the latencies
+    :func:`_latencies`'."""
+    request_headers, request_head = _headers_json(request_items)
+    response_headers, response_head = _headers_json(response_items)
+    # len(f"{method} {uri} HTTP/1.1") + its CRLF and the end's
+    request_size = len(method) + len(uri) + 14 + request_head + request_body
+    response_size = _status_line_size(status) + response_head + response_body
     entity = "" if credential is None else f',"authenticated_entity":{ENTITY_JSON.json(credential)}'
     text = (
-        f'{{"request":{{"uri":{_quote(uri)},"request_uri":{_quote(request_uri)},'
-        f'"querystring":{_query_json(ctx.query)},"method":{_json_value(method)},'
+        f'{{"request":{{"uri":{_quote(uri)},"request_uri":{_quote(origin + uri)},'
+        f'"querystring":{_query_json(query)},"method":{_json_value(method)},'
         f'"headers":{request_headers},"size":{request_size}}},'
         f'"response":{{"status":{status},"headers":{response_headers},"size":{response_size}}},'
         f'"latencies":{{"kong":{kong},"proxy":{waiting},"request":{request_ms}}},'
-        f'"api":{API_JSON.json(ctx.api)},"client_ip":{_json_value(ctx.client_ip)},'
-        f'"started_at":{int(ctx.started_at * 1000)}{entity}}}'
+        f'"api":{API_JSON.json(api)},"client_ip":{_json_value(client_ip)},'
+        f'"started_at":{started_ms}{entity}}}'
     )
     return text.encode("utf-8")
 

@@ -366,3 +366,47 @@ class EncodeTests(SynchronousTestCase):
         with_c = [encode(value) for value in self.VALUES]
         self.patch(log_serializer, "_ITERENCODE", None)
         self.assertEqual([encode(value) for value in self.VALUES], with_c)
+
+
+class ProxyContextTests(SynchronousTestCase):
+    """The proxy's own context is serialized by its registered function (fields read
+    natively): the same bytes as the generic reading of any context."""
+
+    def context(self, host: str | None, uri: str = "/p?a=1&b") -> Any:
+        from kongtx.proxy.context import IncomingRequest, ProxyContext
+        from kongtx.proxy.headers import HeaderList
+        from kongtx.router import Match
+
+        api = frozen_row(API_ROW)
+        headers = HeaderList([("Host", host)] if host is not None else [])
+        headers.add("Accept", "*/*")
+        incoming = IncomingRequest(
+            "GET", uri, headers, "10.0.0.1", server_addr="10.0.0.2", server_port=8000
+        )
+        path, _, raw = uri.partition("?")
+        ctx = ProxyContext(api, Match(api, "path", None), incoming, "10.0.0.9", path, raw, 1.5)
+        ctx.status = 200
+        ctx.response_headers.add("Content-Type", "text/plain")
+        ctx.response_size = 12
+        ctx.request_latency = 7
+        ctx.proxy_latency = 2
+        return ctx
+
+    def test_same_bytes_as_the_generic_reading(self) -> None:
+        from kongtx.proxy.context import ProxyContext
+
+        self.assertIn(ProxyContext, log_serializer.CONTEXT_JSON)
+        for host in ("Example.COM:8000", "[::1]:80", "", None):
+            ctx = self.context(host)
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        ctx = self.context("example.com", uri="")
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        ctx.upstream_url = "http://up/"
+        ctx.upstream_latency = 3
+        ctx.credential = frozen_row({"id": "cred-1", "consumer_id": "cons-1", "key": "k"})
+        ctx.headers.set("X-Consumer-ID", "cons-1")
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertEqual(message["latencies"], {"kong": 4, "proxy": 3, "request": 7})
+        self.assertEqual(message["request"]["headers"]["x-consumer-id"], "cons-1")
+        self.assertEqual(message["request"]["request_uri"], "http://example.com:8000")
