@@ -57,6 +57,8 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.fast_parsing",
     "kongtx.proxy.fast_writing",
     "kongtx.proxy.fast_connection",
+    "kongtx.plugins.row_json",
+    "kongtx.plugins.log_tables",
     "kongtx.plugins.log_serializer",
     "kongtx.plugins.ratelimit_table",
     "kongtx.plugins.key_auth.handler",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from kongtx.plugins.base import BasePlugin, RequestContext
-from kongtx.plugins.log_serializer import is_frozen
+from kongtx.plugins.row_json import is_frozen
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.interface import RowView
 

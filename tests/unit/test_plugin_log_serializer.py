@@ -8,20 +8,18 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx.plugins import log_serializer
+from kongtx.plugins import log_serializer, log_tables, row_json
+from kongtx.plugins.body_logging import MAX_LOGGED_BODY, RESPONSE_BODY_KEY, capture_response_chunk
 from kongtx.plugins.log_serializer import (
     API_JSON,
     ENTITY_JSON,
-    MAX_LOGGED_BODY,
-    RESPONSE_BODY_KEY,
-    RowJson,
     basic_json,
     basic_serialize,
-    capture_response_chunk,
     encode,
     headers_table,
     query_table,
 )
+from kongtx.plugins.row_json import RowJson
 from kongtx.store.rows import freeze
 from tests.fakes import FakeContext, FakeHeaders
 
@@ -207,15 +205,15 @@ class HeaderKeyTests(SynchronousTestCase):
     escaped on every request; a name repeated in any spelling makes a list."""
 
     def setUp(self) -> None:
-        log_serializer._KEYS.clear()
-        log_serializer._LOWER_KEYS.clear()
+        log_tables._KEYS.clear()
+        log_tables._LOWER_KEYS.clear()
 
     def test_kept_names_give_the_same_bytes(self) -> None:
         """A second request with the same headers (keys from the table) and one with a
         changed value still give the message's exact bytes."""
         ctx = proxied_context()
         first = basic_json(ctx)
-        self.assertIn("Via", log_serializer._KEYS)
+        self.assertIn("Via", log_tables._KEYS)
         self.assertEqual(basic_json(ctx), first)
         self.assertEqual(first, encode(basic_serialize(ctx)))
         ctx.response_headers.set("Via", 'kong \u00e9"\n')
@@ -235,7 +233,7 @@ class HeaderKeyTests(SynchronousTestCase):
         repeated = basic_json(ctx)
         self.assertEqual(repeated, encode(basic_serialize(ctx)))
         self.assertEqual(json.loads(repeated)["response"]["headers"]["x-a"], ["1", "2"])
-        self.assertIs(log_serializer._KEYS["X-A"], log_serializer._KEYS["x-a"])
+        self.assertIs(log_tables._KEYS["X-A"], log_tables._KEYS["x-a"])
         ctx.response_headers.remove("x-a")
         ctx.response_headers.add("X-A", "3")
         self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["x-a"], "3")
@@ -243,10 +241,10 @@ class HeaderKeyTests(SynchronousTestCase):
     def test_bounded(self) -> None:
         """The table is cleared when full; every message stays exact."""
         ctx = proxied_context()
-        for i in range(log_serializer._KEYS_LIMIT + 10):
+        for i in range(log_tables._KEYS_LIMIT + 10):
             ctx.response_headers = FakeHeaders([(f"X-N{i}", str(i)), ("Via", "kong")])
             basic_json(ctx)
-            self.assertLessEqual(len(log_serializer._KEYS), log_serializer._KEYS_LIMIT)
+            self.assertLessEqual(len(log_tables._KEYS), log_tables._KEYS_LIMIT)
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
 
     def test_no_headers(self) -> None:
@@ -303,13 +301,13 @@ class RowJsonTests(SynchronousTestCase):
     def test_large_table_swept_every_sixteenth(self) -> None:
         """With many rows, a sweep runs once per len/16 misses, and still drops the dead."""
         sweeps: list[int] = []
-        counts = log_serializer._counts
+        counts = row_json._counts
 
         def counting(table: Any) -> dict[int, int]:
             sweeps.append(len(table))
             return counts(table)
 
-        self.patch(log_serializer, "_counts", counting)
+        self.patch(row_json, "_counts", counting)
         table = RowJson(str, limit=1000)
         live = [frozen_row({"id": str(i)}) for i in range(160)]
         for row in live:
@@ -364,7 +362,7 @@ class EncodeTests(SynchronousTestCase):
     def test_without_the_c_encoder(self) -> None:
         """Where json has no C accelerator, the pure encoder gives the same bytes."""
         with_c = [encode(value) for value in self.VALUES]
-        self.patch(log_serializer, "_ITERENCODE", None)
+        self.patch(log_tables, "_ITERENCODE", None)
         self.assertEqual([encode(value) for value in self.VALUES], with_c)
 
 

@@ -19,7 +19,7 @@ from kongtx.plugins.auth_common import (
     consumer_headers,
 )
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import is_frozen
+from kongtx.plugins.row_json import is_frozen
 from kongtx.store.interface import RowView
 
 REALM = 'Key realm="kong"'

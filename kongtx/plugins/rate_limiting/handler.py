@@ -31,11 +31,11 @@ from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import is_frozen
 from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_starts
 from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters, ProcessCounters
 from kongtx.plugins.ratelimit_policies import CountingPlugin, identifier_for
 from kongtx.plugins.ratelimit_table import CountTable
+from kongtx.plugins.row_json import is_frozen
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
