@@ -43,6 +43,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.proxy.upstream_request",
     "kongtx.proxy.upstream_parsing",
     "kongtx.proxy.upstream_response",
+    "kongtx.proxy.incoming",
     "kongtx.proxy.context",
     "kongtx.proxy.connection",
     "kongtx.proxy.exchange",
