@@ -125,40 +125,51 @@ class _Key:
         )
         if len(value) <= _VALUE_MAX:
             members = self.members
+            calls = _CALLS
             if len(members) >= _VALUES_LIMIT:
-                members.clear()  # a value that changes on every request (a counter, a date)
+                # a value that changes on every request (a counter, a date)
+                calls.members -= len(members)
+                members.clear()
             members[value] = member
+            calls.members += 1
         return member
 
 
 class _Calls:
-    """How many headers objects were encoded (a native counter: a module global's
-    writes would be dict operations)."""
+    """How many headers objects were encoded, and how many members all keys hold
+    (native counters: a module global's writes would be dict operations)."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "members")
 
     def __init__(self) -> None:
         self.count = 0
+        self.members = 0
 
 
 #: a header name as received -> the :class:`_Key` of its lower-case name (every spelling
 #: of a name shares one): most headers of a node's traffic repeat (Host, Content-Type,
 #: Server, Via...) and most of their values too, so each name is lowered and escaped
-#: once, each value once per name; bounded (cleared when full)
+#: once, each value once per name; bounded (all cleared when full, between two calls)
 _KEYS: Final[dict[str, _Key]] = {}
 #: lower-case name -> its _Key (the spellings' shared one)
 _LOWER_KEYS: Final[dict[str, _Key]] = {}
 _KEYS_LIMIT: Final = 2048
-#: values kept per name at most, and the longest kept
+#: values kept per name at most, the longest kept, and members kept in all
 _VALUES_LIMIT: Final = 64
 _VALUE_MAX: Final = 200
+_MEMBERS_LIMIT: Final = 4096
 _CALLS: Final = _Calls()
 
 
+def _forget() -> None:
+    """Drop every key (only between two calls: within one, a name's key must stay the
+    same object for its repeat to be seen)."""
+    _KEYS.clear()
+    _LOWER_KEYS.clear()
+    _CALLS.members = 0
+
+
 def _key_of(name: str) -> _Key:
-    if len(_KEYS) >= _KEYS_LIMIT or len(_LOWER_KEYS) >= _KEYS_LIMIT:
-        _KEYS.clear()
-        _LOWER_KEYS.clear()
     lname = name.lower()
     key = _LOWER_KEYS.get(lname)
     if key is None:
@@ -173,6 +184,12 @@ def headers_json(items: list[tuple[str, str]]) -> tuple[str, int]:
     if not items:
         return "{}", 0
     calls = _CALLS
+    if (
+        len(_KEYS) >= _KEYS_LIMIT
+        or len(_LOWER_KEYS) >= _KEYS_LIMIT
+        or calls.members >= _MEMBERS_LIMIT
+    ):
+        _forget()
     stamp = calls.count + 1
     calls.count = stamp
     keys = _KEYS

@@ -205,8 +205,7 @@ class HeaderKeyTests(SynchronousTestCase):
     escaped on every request; a name repeated in any spelling makes a list."""
 
     def setUp(self) -> None:
-        log_tables._KEYS.clear()
-        log_tables._LOWER_KEYS.clear()
+        log_tables._forget()
 
     def test_kept_names_give_the_same_bytes(self) -> None:
         """A second request with the same headers (keys from the table) and one with a
@@ -246,6 +245,22 @@ class HeaderKeyTests(SynchronousTestCase):
             basic_json(ctx)
             self.assertLessEqual(len(log_tables._KEYS), log_tables._KEYS_LIMIT)
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+
+    def test_full_table_cleared_between_calls_only(self) -> None:
+        """The table is cleared before a call, never during one: a name repeated after a
+        new name that finds the table full is still seen as repeated (a list); the
+        members kept in all stay bounded too."""
+        self.patch(log_tables, "_KEYS_LIMIT", 3)
+        self.patch(log_tables, "_MEMBERS_LIMIT", 5)
+        ctx = proxied_context()
+        ctx.response_headers = FakeHeaders([("X-A", "1"), ("B", "b"), ("C", "c")])
+        basic_json(ctx)
+        ctx.response_headers = FakeHeaders([("X-A", "1"), ("New", "n"), ("x-a", "2")])
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["x-a"], ["1", "2"])
+        for i in range(20):
+            ctx.response_headers = FakeHeaders([("X-A", str(i)), ("Via", "kong")])
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+            self.assertLessEqual(log_tables._CALLS.members, 5 + 2 + 3)
 
     def test_no_headers(self) -> None:
         """An empty headers object is ``{}`` of zero bytes."""
