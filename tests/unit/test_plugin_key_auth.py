@@ -19,7 +19,8 @@ from kongtx.clock import Clock
 from kongtx.dao import DAO
 from kongtx.plugins.auth_common import check_anonymous
 from kongtx.plugins.base import BasePlugin, PluginServices
-from kongtx.plugins.key_auth.handler import MAX_KEYS, Handler
+from kongtx.plugins.key_auth import handler as handler_module
+from kongtx.plugins.key_auth.handler import Handler
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.proxy.headers import HeaderList
 from kongtx.store.memory import MemoryStore
@@ -319,10 +320,28 @@ class KeyAuthTests(SynchronousTestCase):
         self.assertEqual(ctx.consumer, alice)
         self.assertEqual(ctx.headers.get("X-Consumer-Username"), "alice")
         self.assertIsNone(ctx.headers.get("X-Consumer-Custom-ID"))
+        ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))  # cached: kept
+        self.assertEqual(ctx.headers.get("X-Consumer-Username"), "alice")
         self.assertEqual(list(h._keys), ["k1"])
-        for i in range(MAX_KEYS + 5):
+        # back to bob: the kept entry meets a new credential row and follows it
+        self.world.wait(
+            self.world.dao.update(
+                "keyauth_credentials", {"id": self.cred["id"]}, {"consumer_id": self.bob["id"]}
+            )
+        )
+        for _ in range(2):  # the first reloads the credential, the second is all cached
+            ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+            self.assertEqual(ctx.headers.get("X-Consumer-Username"), "bob")
+            self.assertEqual(ctx.headers.get("X-Consumer-Custom-ID"), "b-1")
+        for i in range(5):
             self.world.run(h, FakeContext(headers={"apikey": f"unknown-{i}"}))
-        self.assertLessEqual(len(h._keys), MAX_KEYS)
+        self.assertEqual(list(h._keys), ["k1"])  # keys naming no credential: not kept
+        self.patch(handler_module, "MAX_KEYS", 3)
+        for i in range(5):
+            self.world.insert("keyauth_credentials", consumer_id=alice["id"], key=f"a{i}")
+            self.world.run(h, FakeContext(headers={"apikey": f"a{i}"}))
+            self.world.run(h, FakeContext(headers={"apikey": f"a{i}"}))
+            self.assertLessEqual(len(h._keys), 3)
 
 
 class AnonymousTests(SynchronousTestCase):

@@ -143,12 +143,15 @@ class Handler(AuthPlugin):
         if key is None:
             return self.reject(ctx, 401, NO_KEY, {"WWW-Authenticate": REALM})
         entry = self._keys.get(key)
-        if entry is None:
-            entry = self._key_entry(key)
-        hit, credential = self._peek_cached(entry.cache_key)
+        hit, credential = self._peek_cached(
+            credential_key(key) if entry is None else entry.cache_key
+        )
         if hit:
             if credential is None:
                 return self.reject(ctx, 403, INVALID)
+            if entry is None:
+                # remembered once it names a credential (not for every key a client tries)
+                entry = self._key_entry(key)
             if entry.credential is not credential:
                 entry.consumer_key = f"consumers:{credential['consumer_id']}"
                 # a mutable row (not FrozenRow) is read again next time
