@@ -112,7 +112,7 @@ class Chain:
         consumer = ctx.consumer
         lineup = self._lineup
         if consumer is not None:
-            plan = lineup.plan(consumer["id"], i)
+            plan = lineup.plan_for(consumer, i)
             if plan is not None:
                 return self._access_planned(ctx, state, consumer, plan)
         # No plan (no consumer, or a lookup not cached yet): slot by slot, until one waits.

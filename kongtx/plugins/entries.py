@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from kongtx.plugins.base import BasePlugin, RequestContext
+from kongtx.plugins.row_json import is_frozen
 from kongtx.plugins.spec import PluginSpec
 from kongtx.store.interface import RowView
 
@@ -88,7 +89,16 @@ class Lineup:
     Shared, like its chain, by every request to the API.
     """
 
-    __slots__ = ("_plans", "_runtime", "api_id", "base_plan", "slots")
+    __slots__ = (
+        "_last_consumer",
+        "_last_plan",
+        "_last_start",
+        "_plans",
+        "_runtime",
+        "api_id",
+        "base_plan",
+        "slots",
+    )
 
     def __init__(self, runtime: PluginRuntime, api_id: str, slots: Sequence[Slot]) -> None:
         self._runtime = runtime
@@ -102,6 +112,22 @@ class Lineup:
         #: (consumer id, first slot) -> the entries that run from that slot on for the
         #: consumer: resolved once from the cache, then reused (see :meth:`plan`)
         self._plans: dict[tuple[str, int], Plan] = {}
+        #: the consumer row (immutable) and first slot of the last :meth:`plan_for`, and
+        #: its plan: a consumer's next request needs no id read, key or lookup
+        self._last_consumer: RowView | None = None
+        self._last_start = -1
+        self._last_plan: Plan = ()
+
+    def plan_for(self, consumer: RowView, start: int) -> Plan | None:
+        """:meth:`plan` of the consumer row ``consumer``, the last one's remembered."""
+        if consumer is self._last_consumer and start == self._last_start:
+            return self._last_plan
+        plan = self.plan(consumer["id"], start)
+        if plan is not None and is_frozen(consumer):
+            self._last_consumer = consumer
+            self._last_start = start
+            self._last_plan = plan
+        return plan
 
     def plan(self, consumer_id: str, start: int) -> Plan | None:
         """``(slot index, entry)`` of every slot from ``start`` that runs for the consumer.
@@ -135,6 +161,7 @@ class Lineup:
                 steps.append((i, entry))
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()
+            self._last_consumer = None
         plan = self._plans[key] = tuple(steps)
         return plan
 

@@ -1,195 +1,42 @@
-"""What the proxy pipeline works with: the request a front-end hands in, the
-client side it writes to, the plugin chain, and :class:`ProxyContext`, one proxied
-request as plugins see it (``kongtx.plugins.base.RequestContext``), and
-:class:`RouterSource`, where the router comes from; then the request's targets: an
-absolute-form target split, and what goes upstream for a context (SPEC §3.2).
+"""What the proxy pipeline works with: :class:`ProxyContext`, one proxied request as
+plugins see it (``kongtx.plugins.base.RequestContext``), and its serialization for the
+log phase; then the request's targets: an absolute-form target split, and what goes
+upstream for a context (SPEC §3.2).
 
-Front-ends (``kongtx.proxy.fast``, ``kongtx.proxy.resource``) build an
-:class:`IncomingRequest` and are a :class:`Downstream`; :mod:`kongtx.proxy.pipeline`
-runs the request.
+What the pipeline is handed (the request a front-end parsed, the client side, the plugin
+chains, the router's source) is :mod:`kongtx.proxy.incoming`, re-exported here.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Mapping
-from typing import IO, Any, Final, Protocol
-
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from collections.abc import Mapping
+from typing import IO, Any, Final
 
 from kongtx import SERVER_NAME
-from kongtx.cache import Cache
+from kongtx.plugins.log_serializer import CONTEXT_JSON, host_of, message_json
 from kongtx.proxy.errors import JSON_TYPE, json_body
 from kongtx.proxy.headers import HeaderList
+from kongtx.proxy.incoming import ApiSource as ApiSource
+from kongtx.proxy.incoming import BodyStream as BodyStream
+from kongtx.proxy.incoming import ChainSource as ChainSource
+from kongtx.proxy.incoming import Downstream as Downstream
+from kongtx.proxy.incoming import IncomingRequest as IncomingRequest
+from kongtx.proxy.incoming import PluginChain as PluginChain
+from kongtx.proxy.incoming import RouterSource as RouterSource
 from kongtx.proxy.query import encode_args, encoded_query, query_args
 from kongtx.proxy.request import UpstreamRequest, build_upstream_request
-from kongtx.router import CACHE_KEY, Match, Router
+from kongtx.router import Match
 from kongtx.store.interface import RowView
-
-
-class Downstream(Protocol):
-    """The client side of one request, as a front-end provides it."""
-
-    def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
-        """Status line and headers (the front-end adds framing if none is given)."""
-
-    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
-        """:meth:`send_head` of ``(lower-case name, name, value)`` triples (a relayed
-        response's ``HeaderList``: no pair list made per response)."""
-
-    def write(self, data: bytes) -> None:
-        """Body bytes."""
-
-    def finish(self) -> None:
-        """The response is complete."""
-
-    def abort(self) -> None:
-        """Cut the connection: the response cannot be completed honestly."""
-
-    def register_producer(self, producer: IPushProducer) -> None:
-        """Let the client's backpressure pause ``producer``."""
-
-    def unregister_producer(self) -> None:
-        """Undo :meth:`register_producer`."""
-
-    def splice(self, tunnel: Any) -> None:
-        """Hand the raw connection to ``tunnel`` (an upgraded WebSocket)."""
-
-    @property
-    def gone(self) -> bool:
-        """The client disconnected."""
-
-
-class IncomingRequest:
-    """A parsed client request, front-end independent."""
-
-    __slots__ = (
-        "body",
-        "body_length",
-        "connection_id",
-        "connection_requests",
-        "headers",
-        "http_version",
-        "method",
-        "peer_ip",
-        "scheme",
-        "server_addr",
-        "server_port",
-        "stream",
-        "uri",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        uri: str,
-        headers: HeaderList,
-        peer_ip: str,
-        scheme: str = "http",
-        body: IO[bytes] | None = None,
-        body_length: int = 0,
-        server_addr: str = "",
-        server_port: int = 0,
-        connection_id: int = 0,
-        connection_requests: int = 1,
-        stream: BodyStream | None = None,
-        http_version: str = "HTTP/1.1",
-    ) -> None:
-        #: a body still arriving from the client (large or chunked), else ``None``
-        self.stream = stream
-        #: the request line's version (``HTTP/1.0`` or ``HTTP/1.1``): hmac-auth signs it
-        self.http_version = http_version
-        self.server_addr = server_addr
-        self.server_port = server_port
-        self.connection_id = connection_id
-        self.connection_requests = connection_requests
-        self.method = method
-        self.uri = uri
-        self.headers = headers
-        self.peer_ip = peer_ip
-        self.scheme = scheme
-        self.body = body
-        self.body_length = body_length
-
-
-class BodyStream(Protocol):
-    """A request body still arriving from the client (``kongtx.proxy.http.BodyPipe``)."""
-
-    #: the client's Content-Length, ``None`` for a chunked body
-    declared_length: int | None
-    received: int
-
-    def startProducing(self, consumer: Any) -> Deferred[None]: ...
-    def pauseProducing(self) -> None: ...
-    def resumeProducing(self) -> None: ...
-    def stopProducing(self) -> None: ...
-    async def read_all(self) -> bytes: ...
-
-
-class PluginChain(Protocol):
-    """The compiled plugins of one API (kongtx.plugins.runtime)."""
-
-    #: no plugin of the API (nor a global one) would run: the pipeline skips the chain
-    idle: bool
-
-    def access(self, ctx: Any) -> Awaitable[None] | None: ...
-    def header_filter(self, ctx: Any) -> Awaitable[None] | None: ...
-    def body_filter(self, ctx: Any, chunk: bytes, last: bool) -> bytes: ...
-    def log(self, ctx: Any) -> Awaitable[None] | None: ...
-
-
-class ChainSource(Protocol):
-    """Gives the plugin chain for an API (kongtx.plugins.runtime)."""
-
-    def cached_chain(self, api: RowView) -> PluginChain | None: ...
-    def chain_for(self, api: RowView) -> Awaitable[PluginChain]: ...
-
-
-class ApiSource(Protocol):
-    """What the router is loaded from (the DAO)."""
-
-    def find_all(self, collection: str, filters: Mapping[str, Any]) -> Awaitable[list[RowView]]: ...
-
-
-class RouterSource:
-    """The router, kept in the node cache under ``ALL_APIS_BY_DIC``.
-
-    Hot path: one synchronous ``peek``.  After an ``apis`` change the invalidation
-    drops the key and the next request rebuilds the router (one datastore query,
-    shared by every request that arrives meanwhile).
-    """
-
-    def __init__(self, cache: Cache, dao: ApiSource) -> None:
-        self._cache = cache
-        self._dao = dao
-
-    def peek(self) -> Router | None:
-        hit, value = self._cache.peek(CACHE_KEY)
-        return value if hit and isinstance(value, Router) else None
-
-    async def get(self) -> Router:
-        router = self.peek()
-        if router is not None:
-            return router
-
-        async def load() -> Router:
-            apis = await self._dao.find_all("apis", {})
-            return Router.build(apis)
-
-        result: Router = await self._cache.get_or_load(CACHE_KEY, load, None, False)
-        return result
-
 
 # --------------------------------------------------------------------- context
 
 
 class ProxyContext:
-    """One proxied request as plugins see it (``kongtx.plugins.base.RequestContext``), and
-    :class:`RouterSource`, where the router comes from.
+    """One proxied request as plugins see it (``kongtx.plugins.base.RequestContext``).
 
-        Also carries what the log phase reports (Kong's basic serializer): sizes,
-        latencies, the upstream URL.
+    Also carries what the log phase reports (Kong's basic serializer): sizes,
+    latencies, the upstream URL.
     """
 
     def __init__(
@@ -364,6 +211,44 @@ class ProxyContext:
     def body_stream(self) -> tuple[IO[bytes] | None, int]:
         """The (possibly replaced) request body and its length."""
         return self._body, self._body_length
+
+
+def _basic_json(ctx: ProxyContext) -> bytes:
+    """The basic log serializer's message of ``ctx`` (``log_serializer.basic_json``), its
+    fields read natively (compiled: no attribute looked up by name) and the headers the
+    client sent read without copying them when no plugin asked for them."""
+    request_ms = 0 if ctx.request_latency is None else ctx.request_latency
+    upstream_ms = ctx.upstream_latency
+    if upstream_ms is not None and ctx.upstream_url:
+        waiting = upstream_ms
+        kong = max(0, request_ms - waiting)
+    else:
+        waiting = -1
+        kong = request_ms if ctx.proxy_latency is None else ctx.proxy_latency
+    headers = ctx._headers
+    host = headers.get_lowered("host")
+    uri = ctx.request_uri or (f"{ctx.path}?{ctx.raw_query}" if ctx.raw_query else ctx.path)
+    return message_json(
+        uri,
+        ctx.method,
+        f"{ctx.scheme}://{host_of(host) if host else ctx.server_addr}:{ctx.server_port}",
+        ctx.query,
+        headers.items(),
+        ctx.request_size,
+        ctx.status,
+        ctx.response_headers.items(),
+        ctx.response_size,
+        kong,
+        waiting,
+        request_ms,
+        ctx.api,
+        ctx.client_ip,
+        int(ctx.started_at * 1000),
+        ctx.credential,
+    )
+
+
+CONTEXT_JSON[ProxyContext] = _basic_json
 
 
 # ------------------------------------------------------------------ the request's target

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from kongtx.plugins import entries
 from kongtx.plugins.base import BasePlugin
 from kongtx.plugins.entries import Lineup, PluginEntry, Slot
+from kongtx.store.rows import freeze
 from tests.fakes import FakeContext
 from tests.unit.test_plugin_runtime import API, CONSUMER, Recorder, RuntimeTestCase
 
@@ -62,6 +63,25 @@ class LineupTests(RuntimeTestCase):
         self.assertIs(lineup.plan(CONSUMER["id"], 1), plan)
         self.assertEqual(self.tags(lineup.plan(CONSUMER["id"], 0))[0], (0, "auth", "global"))
         self.assertEqual(len(self.rows.queries), queries)
+
+    def test_plan_for_remembers_the_last_consumer_row(self) -> None:
+        """plan_for(row, start) is plan(row's id, start); the last immutable consumer
+        row's plan is reused for that row and start only (a mutable row is read anew)."""
+        self.add("limit", API["id"], tag="api")
+        self.add("limit", API["id"], CONSUMER["id"], tag="consumer")
+        lineup = self.lineup()
+        row = freeze(dict(CONSUMER))
+        self.assertIsNone(lineup.plan_for(row, 0))  # not cached yet: nothing remembered
+        self.load_consumer(CONSUMER["id"])
+        plan = lineup.plan_for(row, 0)
+        self.assertIs(lineup._last_consumer, row)
+        self.assertEqual(self.tags(plan), [(1, "limit", "consumer")])
+        self.assertIs(lineup.plan_for(row, 0), plan)
+        self.assertEqual(lineup.plan_for(row, 2), ())
+        self.load_consumer("c-other")
+        other = {"id": "c-other"}
+        self.assertEqual(self.tags(lineup.plan_for(other, 0)), [(1, "limit", "api")])
+        self.assertIs(lineup._last_consumer, row)  # a dict row is not remembered
 
     def test_plans_kept_are_bounded(self) -> None:
         """Past MAX_PLANS consumers the lineup starts over instead of growing."""

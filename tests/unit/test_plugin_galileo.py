@@ -10,9 +10,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from kongtx.plugins.body_logging import REQUEST_BODY_KEY, RESPONSE_BODY_KEY
 from kongtx.plugins.galileo import handler as galileo
 from kongtx.plugins.galileo.handler import Handler
-from kongtx.plugins.log_serializer import REQUEST_BODY_KEY, RESPONSE_BODY_KEY
 from kongtx.plugins.log_transports import LogDropped
 from tests.unit.log_plugin_support import make_services, proxied_context
 

@@ -19,6 +19,7 @@ from kongtx.clock import Clock
 from kongtx.dao import DAO
 from kongtx.plugins.auth_common import check_anonymous
 from kongtx.plugins.base import BasePlugin, PluginServices
+from kongtx.plugins.key_auth import handler as handler_module
 from kongtx.plugins.key_auth.handler import Handler
 from kongtx.plugins.registry import PluginRegistry
 from kongtx.proxy.headers import HeaderList
@@ -302,6 +303,45 @@ class KeyAuthTests(SynchronousTestCase):
         self.assertEqual(self.world.run(h, FakeContext(headers={"apikey": "k1"})).status, 403)
         ctx = self.world.run(h, FakeContext(headers={"apikey": "k9"}))
         self.assertEqual(ctx.headers.get("X-Consumer-Username"), "robert")
+
+    def test_credential_moved_to_another_consumer(self) -> None:
+        """What a key remembers (its consumer's cache key and headers) follows the
+        credential row: moved to another consumer, the next request is that consumer's;
+        the handler's cache of keys stays bounded."""
+        h = self.handler()
+        self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+        alice = self.world.consumer("alice")
+        self.world.wait(
+            self.world.dao.update(
+                "keyauth_credentials", {"id": self.cred["id"]}, {"consumer_id": alice["id"]}
+            )
+        )
+        ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+        self.assertEqual(ctx.consumer, alice)
+        self.assertEqual(ctx.headers.get("X-Consumer-Username"), "alice")
+        self.assertIsNone(ctx.headers.get("X-Consumer-Custom-ID"))
+        ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))  # cached: kept
+        self.assertEqual(ctx.headers.get("X-Consumer-Username"), "alice")
+        self.assertEqual(list(h._keys), ["k1"])
+        # back to bob: the kept entry meets a new credential row and follows it
+        self.world.wait(
+            self.world.dao.update(
+                "keyauth_credentials", {"id": self.cred["id"]}, {"consumer_id": self.bob["id"]}
+            )
+        )
+        for _ in range(2):  # the first reloads the credential, the second is all cached
+            ctx = self.world.run(h, FakeContext(headers={"apikey": "k1"}))
+            self.assertEqual(ctx.headers.get("X-Consumer-Username"), "bob")
+            self.assertEqual(ctx.headers.get("X-Consumer-Custom-ID"), "b-1")
+        for i in range(5):
+            self.world.run(h, FakeContext(headers={"apikey": f"unknown-{i}"}))
+        self.assertEqual(list(h._keys), ["k1"])  # keys naming no credential: not kept
+        self.patch(handler_module, "MAX_KEYS", 3)
+        for i in range(5):
+            self.world.insert("keyauth_credentials", consumer_id=alice["id"], key=f"a{i}")
+            self.world.run(h, FakeContext(headers={"apikey": f"a{i}"}))
+            self.world.run(h, FakeContext(headers={"apikey": f"a{i}"}))
+            self.assertLessEqual(len(h._keys), 3)
 
 
 class AnonymousTests(SynchronousTestCase):

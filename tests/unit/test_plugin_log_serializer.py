@@ -8,20 +8,18 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kongtx.plugins import log_serializer
+from kongtx.plugins import log_serializer, log_tables, row_json
+from kongtx.plugins.body_logging import MAX_LOGGED_BODY, RESPONSE_BODY_KEY, capture_response_chunk
 from kongtx.plugins.log_serializer import (
     API_JSON,
     ENTITY_JSON,
-    MAX_LOGGED_BODY,
-    RESPONSE_BODY_KEY,
-    RowJson,
     basic_json,
     basic_serialize,
-    capture_response_chunk,
     encode,
     headers_table,
     query_table,
 )
+from kongtx.plugins.row_json import RowJson
 from kongtx.store.rows import freeze
 from tests.fakes import FakeContext, FakeHeaders
 
@@ -202,34 +200,74 @@ class BasicJsonTests(SynchronousTestCase):
             self.assertEqual(_head_size(line, headers), reference_head_size(line, headers))
 
 
-class HeaderPairTests(SynchronousTestCase):
-    """Each header pair's JSON piece and head bytes, kept in a bounded table."""
+class HeaderKeyTests(SynchronousTestCase):
+    """Each header name's JSON key, made once and kept in a bounded table; values are
+    escaped on every request; a name repeated in any spelling makes a list."""
 
     def setUp(self) -> None:
-        log_serializer._PAIRS.clear()
+        log_tables._forget()
 
-    def test_kept_pairs_give_the_same_bytes(self) -> None:
-        """A second request with the same headers (from the table) and one with a changed
-        value (a new pair) still give the message's exact bytes."""
+    def test_kept_names_give_the_same_bytes(self) -> None:
+        """A second request with the same headers (keys from the table) and one with a
+        changed value still give the message's exact bytes."""
         ctx = proxied_context()
         first = basic_json(ctx)
-        self.assertIn(("Via", "kong"), log_serializer._PAIRS)
+        self.assertIn("Via", log_tables._KEYS)
         self.assertEqual(basic_json(ctx), first)
         self.assertEqual(first, encode(basic_serialize(ctx)))
-        ctx.response_headers.set("Via", "kong é")
+        ctx.response_headers.set("Via", 'kong \u00e9"\n')
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
-        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["via"], "kong é")
+        self.assertEqual(
+            json.loads(basic_json(ctx))["response"]["headers"]["via"], 'kong \u00e9"\n'
+        )
 
-    def test_bounded_and_long_values_not_kept(self) -> None:
-        """The table is cleared when full; a long value is never kept."""
+    def test_spellings_share_a_key_and_repeat_as_a_list(self) -> None:
+        """``X-A`` and ``x-a`` are one name: sent both ways, the value is a list, as
+        json.dumps of ngx's table gives; the next request, without the repeat, is an
+        object again."""
         ctx = proxied_context()
-        for i in range(log_serializer._PAIRS_LIMIT + 10):
-            ctx.response_headers.set("X-N", str(i))
+        ctx.response_headers.add("X-A", "1")
+        basic_json(ctx)
+        ctx.response_headers.add("x-a", "2")
+        repeated = basic_json(ctx)
+        self.assertEqual(repeated, encode(basic_serialize(ctx)))
+        self.assertEqual(json.loads(repeated)["response"]["headers"]["x-a"], ["1", "2"])
+        self.assertIs(log_tables._KEYS["X-A"], log_tables._KEYS["x-a"])
+        ctx.response_headers.remove("x-a")
+        ctx.response_headers.add("X-A", "3")
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["x-a"], "3")
+
+    def test_bounded(self) -> None:
+        """The table is cleared when full; every message stays exact."""
+        ctx = proxied_context()
+        for i in range(log_tables._KEYS_LIMIT + 10):
+            ctx.response_headers = FakeHeaders([(f"X-N{i}", str(i)), ("Via", "kong")])
             basic_json(ctx)
-            self.assertLessEqual(len(log_serializer._PAIRS), log_serializer._PAIRS_LIMIT)
-        ctx.response_headers.set("X-Long", "v" * (log_serializer._PAIR_VALUE_MAX + 1))
+            self.assertLessEqual(len(log_tables._KEYS), log_tables._KEYS_LIMIT)
         self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
-        self.assertFalse(any(name == "X-Long" for name, _ in log_serializer._PAIRS))
+
+    def test_full_table_cleared_between_calls_only(self) -> None:
+        """The table is cleared before a call, never during one: a name repeated after a
+        new name that finds the table full is still seen as repeated (a list); the
+        members kept in all stay bounded too."""
+        self.patch(log_tables, "_KEYS_LIMIT", 3)
+        self.patch(log_tables, "_MEMBERS_LIMIT", 5)
+        ctx = proxied_context()
+        ctx.response_headers = FakeHeaders([("X-A", "1"), ("B", "b"), ("C", "c")])
+        basic_json(ctx)
+        ctx.response_headers = FakeHeaders([("X-A", "1"), ("New", "n"), ("x-a", "2")])
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"]["x-a"], ["1", "2"])
+        for i in range(20):
+            ctx.response_headers = FakeHeaders([("X-A", str(i)), ("Via", "kong")])
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+            self.assertLessEqual(log_tables._CALLS.members, 5 + 2 + 3)
+
+    def test_no_headers(self) -> None:
+        """An empty headers object is ``{}`` of zero bytes."""
+        ctx = proxied_context()
+        ctx.response_headers = FakeHeaders([])
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertEqual(json.loads(basic_json(ctx))["response"]["headers"], {})
 
 
 class RowJsonTests(SynchronousTestCase):
@@ -278,13 +316,13 @@ class RowJsonTests(SynchronousTestCase):
     def test_large_table_swept_every_sixteenth(self) -> None:
         """With many rows, a sweep runs once per len/16 misses, and still drops the dead."""
         sweeps: list[int] = []
-        counts = log_serializer._counts
+        counts = row_json._counts
 
         def counting(table: Any) -> dict[int, int]:
             sweeps.append(len(table))
             return counts(table)
 
-        self.patch(log_serializer, "_counts", counting)
+        self.patch(row_json, "_counts", counting)
         table = RowJson(str, limit=1000)
         live = [frozen_row({"id": str(i)}) for i in range(160)]
         for row in live:
@@ -339,5 +377,49 @@ class EncodeTests(SynchronousTestCase):
     def test_without_the_c_encoder(self) -> None:
         """Where json has no C accelerator, the pure encoder gives the same bytes."""
         with_c = [encode(value) for value in self.VALUES]
-        self.patch(log_serializer, "_ITERENCODE", None)
+        self.patch(log_tables, "_ITERENCODE", None)
         self.assertEqual([encode(value) for value in self.VALUES], with_c)
+
+
+class ProxyContextTests(SynchronousTestCase):
+    """The proxy's own context is serialized by its registered function (fields read
+    natively): the same bytes as the generic reading of any context."""
+
+    def context(self, host: str | None, uri: str = "/p?a=1&b") -> Any:
+        from kongtx.proxy.context import IncomingRequest, ProxyContext
+        from kongtx.proxy.headers import HeaderList
+        from kongtx.router import Match
+
+        api = frozen_row(API_ROW)
+        headers = HeaderList([("Host", host)] if host is not None else [])
+        headers.add("Accept", "*/*")
+        incoming = IncomingRequest(
+            "GET", uri, headers, "10.0.0.1", server_addr="10.0.0.2", server_port=8000
+        )
+        path, _, raw = uri.partition("?")
+        ctx = ProxyContext(api, Match(api, "path", None), incoming, "10.0.0.9", path, raw, 1.5)
+        ctx.status = 200
+        ctx.response_headers.add("Content-Type", "text/plain")
+        ctx.response_size = 12
+        ctx.request_latency = 7
+        ctx.proxy_latency = 2
+        return ctx
+
+    def test_same_bytes_as_the_generic_reading(self) -> None:
+        from kongtx.proxy.context import ProxyContext
+
+        self.assertIn(ProxyContext, log_serializer.CONTEXT_JSON)
+        for host in ("Example.COM:8000", "[::1]:80", "", None):
+            ctx = self.context(host)
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        ctx = self.context("example.com", uri="")
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        ctx.upstream_url = "http://up/"
+        ctx.upstream_latency = 3
+        ctx.credential = frozen_row({"id": "cred-1", "consumer_id": "cons-1", "key": "k"})
+        ctx.headers.set("X-Consumer-ID", "cons-1")
+        message = json.loads(basic_json(ctx))
+        self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+        self.assertEqual(message["latencies"], {"kong": 4, "proxy": 3, "request": 7})
+        self.assertEqual(message["request"]["headers"]["x-consumer-id"], "cons-1")
+        self.assertEqual(message["request"]["request_uri"], "http://example.com:8000")

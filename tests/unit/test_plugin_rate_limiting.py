@@ -29,6 +29,7 @@ from kongtx.plugins.redis_client import (
     parse_reply,
 )
 from kongtx.store.memory import MemoryStore
+from kongtx.store.rows import freeze
 from kongtx.store.tables import TABLES
 from tests.fakes import FakeContext
 
@@ -183,6 +184,28 @@ class LocalPolicyTests(SynchronousTestCase):
                 else ctx.response_headers.get("X-RateLimit-Remaining-minute")
             )
         self.assertEqual(remaining, ["1", "1", "0", 429])
+
+    def test_same_consumer_row_counted_without_lookup(self) -> None:
+        """Immutable consumer and API rows: a consumer's next request to the same API
+        reuses its counters' keys (kept for the second), other consumers and a new
+        second look theirs up; every count is exact."""
+        h = self.handler(limit_by="consumer", minute=5)
+        api = freeze(dict(API))
+        one, two = freeze({"id": "c-1", "username": "a"}), freeze({"id": "c-2", "username": "b"})
+        remaining = []
+        for consumer, advance in ((one, 0), (one, 0), (two, 0), (one, 0), (one, 1), (two, 0)):
+            self.time.advance(advance)
+            ctx = FakeContext(api=api)
+            ctx.consumer = consumer
+            run_access(h, ctx)
+            remaining.append(ctx.response_headers.get("X-RateLimit-Remaining-minute"))
+        self.assertEqual(remaining, ["4", "3", "4", "2", "1", "3"])
+        self.assertIs(h._last_consumer, two)
+        self.assertIs(h._last_api, api)
+        ctx = FakeContext(api=freeze({**API, "name": "renamed"}))  # a changed API row
+        ctx.consumer = two
+        run_access(h, ctx)
+        self.assertEqual(ctx.response_headers.get("X-RateLimit-Remaining-minute"), "2")
 
     def test_local_access_is_synchronous(self) -> None:
         """The local policy's access phase returns None (no Deferred on the hot path)."""

@@ -7,7 +7,8 @@ import base64
 import time
 from typing import Any
 
-from kongtx.plugins.log_serializer import REQUEST_BODY_KEY, RESPONSE_BODY_KEY, request_host
+from kongtx.plugins.body_logging import REQUEST_BODY_KEY, RESPONSE_BODY_KEY
+from kongtx.plugins.log_serializer import request_host
 
 __all__ = ["CREATOR", "alf_document", "alf_entry"]
 

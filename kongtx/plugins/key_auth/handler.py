@@ -9,8 +9,9 @@ allocates no Deferred; only a cache miss switches to a coroutine.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
+from kongtx.cache import Cache
 from kongtx.plugins.auth_common import (
     ANONYMOUS_LOWER,
     CLIENT_CANNOT_SEND_LOWER,
@@ -18,7 +19,7 @@ from kongtx.plugins.auth_common import (
     consumer_headers,
 )
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.log_serializer import is_frozen
+from kongtx.plugins.row_json import is_frozen
 from kongtx.store.interface import RowView
 
 REALM = 'Key realm="kong"'
@@ -34,6 +35,8 @@ def credential_key(key: str) -> str:
 
 #: consumers whose headers a handler keeps (then it starts over)
 MAX_CONSUMERS = 1024
+#: API keys whose cache keys a handler keeps (then it starts over)
+MAX_KEYS: Final = 4096
 
 
 class _ConsumerHeaders:
@@ -50,6 +53,22 @@ class _ConsumerHeaders:
         #: dropped when an earlier plugin did
         self.later: frozenset[str] = frozenset(nulls)
         self.values = values
+
+
+class _KeyEntry:
+    """One API key as sent: its credential's cache key, and from the credential row last
+    found under it (an immutable row: a changed credential is a new row) its consumer's
+    cache key and headers, so a request with a known key formats and hashes nothing."""
+
+    __slots__ = ("cache_key", "consumer_key", "credential", "headers")
+
+    def __init__(self, key: str) -> None:
+        self.cache_key = credential_key(key)
+        #: the FrozenRow :attr:`consumer_key` was made from (None: none yet)
+        self.credential: Any = None
+        self.consumer_key = ""
+        #: the consumer headers last set for this key's consumer
+        self.headers: _ConsumerHeaders | None = None
 
 
 class _Duplicate(Exception):
@@ -71,8 +90,13 @@ class Handler(AuthPlugin):
         )
         #: the node cache's synchronous read (the hot path: no Lookups call in between)
         self._peek: Callable[[str], tuple[bool, Any]] = self.lookups.cache.peek
+        cache = self.lookups.cache
+        #: the node cache itself when it is one (compiled: a native call, no tuple made)
+        self._cache: Cache | None = cache if isinstance(cache, Cache) else None
         #: consumer id -> its headers (see :class:`_ConsumerHeaders`)
         self._consumers: dict[str, _ConsumerHeaders] = {}
+        #: API key -> what is known of it (see :class:`_KeyEntry`)
+        self._keys: dict[str, _KeyEntry] = {}
 
     def access(self, ctx: RequestContext) -> PhaseResult:
         # AuthPlugin.access, here compiled (the hot path)
@@ -118,14 +142,38 @@ class Handler(AuthPlugin):
             return self.reject(ctx, 401, DUPLICATE)
         if key is None:
             return self.reject(ctx, 401, NO_KEY, {"WWW-Authenticate": REALM})
-        hit, credential = self._peek(credential_key(key))
+        entry = self._keys.get(key)
+        hit, credential = self._peek_cached(
+            credential_key(key) if entry is None else entry.cache_key
+        )
         if hit:
             if credential is None:
                 return self.reject(ctx, 403, INVALID)
-            found, consumer = self._peek(f"consumers:{credential['consumer_id']}")
+            if entry is None:
+                # remembered once it names a credential (not for every key a client tries)
+                entry = self._key_entry(key)
+            if entry.credential is not credential:
+                entry.consumer_key = f"consumers:{credential['consumer_id']}"
+                # a mutable row (not FrozenRow) is read again next time
+                entry.credential = credential if is_frozen(credential) else None
+                entry.headers = None
+            found, consumer = self._peek_cached(entry.consumer_key)
             if found:
-                return self._finish(ctx, credential, consumer)
+                return self._finish(ctx, credential, consumer, entry)
         return self._authenticate_async(ctx, key)
+
+    def _key_entry(self, key: str) -> _KeyEntry:
+        keys = self._keys
+        if len(keys) >= MAX_KEYS:
+            keys.clear()
+        entry = keys[key] = _KeyEntry(key)
+        return entry
+
+    def _peek_cached(self, key: str) -> tuple[bool, Any]:
+        cache = self._cache
+        if cache is not None:
+            return cache.peek(key)
+        return self._peek(key)
 
     async def _authenticate_async(self, ctx: RequestContext, key: str) -> None:
         credential = await self.lookups.row(
@@ -135,12 +183,16 @@ class Handler(AuthPlugin):
             await self.reject_async(ctx, 403, INVALID)
             return
         consumer = await self.lookups.consumer(credential["consumer_id"])
-        pending = self._finish(ctx, credential, consumer)
+        pending = self._finish(ctx, credential, consumer, None)
         if pending is not None:
             await pending
 
     def _finish(
-        self, ctx: RequestContext, credential: RowView, consumer: RowView | None
+        self,
+        ctx: RequestContext,
+        credential: RowView,
+        consumer: RowView | None,
+        entry: _KeyEntry | None,
     ) -> PhaseResult:
         if consumer is None:
             # the credential outlived its consumer (a delete in flight): not valid
@@ -148,13 +200,11 @@ class Handler(AuthPlugin):
         if not is_frozen(consumer):
             self.success(ctx, consumer, credential)
             return None
-        consumers = self._consumers
-        consumer_id = str(consumer["id"])
-        known = consumers.get(consumer_id)
+        known = None if entry is None else entry.headers
         if known is None or known.consumer is not consumer:
-            if len(consumers) >= MAX_CONSUMERS:
-                consumers.clear()
-            known = consumers[consumer_id] = _ConsumerHeaders(consumer)
+            known = self._consumer_headers(consumer)
+            if entry is not None:
+                entry.headers = known
         # the end of auth_common.set_consumer, compiled, for the proxy's headers
         headers = ctx.headers
         remove_all = getattr(headers, "remove_all", None)
@@ -167,3 +217,13 @@ class Handler(AuthPlugin):
         ctx.consumer = consumer
         ctx.credential = credential
         return None
+
+    def _consumer_headers(self, consumer: RowView) -> _ConsumerHeaders:
+        consumers = self._consumers
+        consumer_id = str(consumer["id"])
+        known = consumers.get(consumer_id)
+        if known is None or known.consumer is not consumer:
+            if len(consumers) >= MAX_CONSUMERS:
+                consumers.clear()
+            known = consumers[consumer_id] = _ConsumerHeaders(consumer)
+        return known

@@ -35,6 +35,7 @@ from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_star
 from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters, ProcessCounters
 from kongtx.plugins.ratelimit_policies import CountingPlugin, identifier_for
 from kongtx.plugins.ratelimit_table import CountTable
+from kongtx.plugins.row_json import is_frozen
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
@@ -90,6 +91,12 @@ class Handler(CountingPlugin):
         self._starts: Mapping[str, int] = {}
         #: (api_id, identifier) -> the stored keys of its counters in this second's windows
         self._rows: dict[tuple[str, str], list[Any]] = {}
+        #: the last request's API and consumer rows (immutable: a changed row is a new
+        #: one) and their counters' keys in this second's windows, when counted by
+        #: consumer: the next request of that consumer to that API needs no lookup
+        self._last_api: Any = None
+        self._last_consumer: Any = None
+        self._last_row: list[Any] = []
 
     def access(self, ctx: RequestContext) -> PhaseResult:
         local = self.local
@@ -100,12 +107,7 @@ class Handler(CountingPlugin):
         # table (exact even across the node's worker processes), the counters' keys
         # found once a second per client
         consumer = ctx.consumer
-        identifier = ""
-        if self.by_consumer and consumer is not None:
-            identifier = str(consumer.get("id") or "")
-        if not identifier:
-            identifier = identifier_for(self.limit_by, ctx)
-        api_id = str(ctx.api["id"])
+        api = ctx.api
         now = self.clock.seconds()
         second = int(now)
         rows = self._rows
@@ -113,18 +115,42 @@ class Handler(CountingPlugin):
             self._starts = period_starts(now)
             self._second = second
             rows.clear()
-        key = (api_id, identifier)
-        row = rows.get(key)
-        if row is None:
-            if len(rows) >= ROW_CACHE:
-                rows.clear()
-            row = rows[key] = local.row(api_id, identifier, self._starts)
+            self._last_consumer = None
+        if consumer is not None and consumer is self._last_consumer and api is self._last_api:
+            row = self._last_row
+        else:
+            row = self._row_of(ctx, local, api, consumer)
         table = self.table
         if table is not None:
             self._decide(ctx, table.read_add(row, self.checks, 1, now))
         else:
             self._decide(ctx, local.read_add_stored(row, self.checks, 1, now))
         return None
+
+    def _row_of(
+        self, ctx: RequestContext, local: LocalCounters, api: Any, consumer: Any
+    ) -> list[Any]:
+        """The counters' keys of this request's client in this second's windows."""
+        identifier = ""
+        if self.by_consumer and consumer is not None:
+            identifier = str(consumer.get("id") or "")
+        if not identifier:
+            identifier = identifier_for(self.limit_by, ctx)
+        api_id = str(api["id"])
+        rows = self._rows
+        key = (api_id, identifier)
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= ROW_CACHE:
+                rows.clear()
+            row = rows[key] = local.row(api_id, identifier, self._starts)
+        if self.by_consumer and consumer is not None and identifier == consumer.get("id"):
+            # counted by this consumer row's id: remembered for its next request
+            if is_frozen(consumer) and is_frozen(api):
+                self._last_api = api
+                self._last_consumer = consumer
+                self._last_row = row
+        return row
 
     async def _access(
         self, ctx: RequestContext, api_id: str, identifier: str, starts: Mapping[str, int]

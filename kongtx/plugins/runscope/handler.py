@@ -19,14 +19,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.body_logging import BodyLoggingPlugin
-from kongtx.plugins.log_serializer import (
-    REQUEST_BODY_KEY,
-    RESPONSE_BODY_KEY,
-    encode,
-    headers_table,
-    request_host,
-)
+from kongtx.plugins.body_logging import REQUEST_BODY_KEY, RESPONSE_BODY_KEY, BodyLoggingPlugin
+from kongtx.plugins.log_serializer import encode, headers_table, request_host
 from kongtx.plugins.log_transports import quiet, senders
 
 __all__ = ["Handler", "runscope_message"]
