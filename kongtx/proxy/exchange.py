@@ -198,7 +198,7 @@ class Exchange:
         no_body = self.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         self.read_until_close = length is None and not chunked and not no_body
         headers = HeaderList.from_lowered(reader._headers)  # its own: the next head gets a new list
-        response = UpstreamResponse(self, status, headers, length)
+        response = UpstreamResponse(self, status, headers, length, reader.reason)
         self.response = response
         if self.sending and self.producer is not None:
             # The upstream answered before taking the whole body (413...): stop sending;

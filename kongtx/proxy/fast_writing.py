@@ -105,13 +105,16 @@ class ResponseWriter(RequestReader):
                 framed = True
         self._end_head(req, status, lines, framed)
 
-    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+    def send_head_lowered(
+        self, status: int, items: list[tuple[str, str, str]], reason: str
+    ) -> None:
         """:meth:`send_head` of ``(lower-case name, name, value)`` triples (a relayed
-        response's headers, as ``HeaderList`` keeps them: no pair list, no ``lower``)."""
+        response's headers, as ``HeaderList`` keeps them: no pair list, no ``lower``),
+        under the upstream's own reason phrase if it has one."""
         req = self._serving
         if req is None or self._lost:
             return
-        lines = [_status_text(status)]
+        lines = [f"HTTP/1.1 {status} {reason}\r\n" if reason else _status_text(status)]
         framed = False
         for entry in items:
             lines.append(entry[1])

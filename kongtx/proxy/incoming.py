@@ -38,9 +38,12 @@ class Downstream(Protocol):
     def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Status line and headers (the front-end adds framing if none is given)."""
 
-    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+    def send_head_lowered(
+        self, status: int, items: list[tuple[str, str, str]], reason: str
+    ) -> None:
         """:meth:`send_head` of ``(lower-case name, name, value)`` triples (a relayed
-        response's ``HeaderList``: no pair list made per response)."""
+        response's ``HeaderList``: no pair list made per response), with the
+        upstream's own reason phrase when it has one (else "": the standard one)."""
 
     def write(self, data: bytes) -> None:
         """Body bytes."""

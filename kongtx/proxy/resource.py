@@ -53,8 +53,12 @@ class WebDownstream:
         request.responseHeaders = fresh
         request.defaultContentType = None
 
-    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+    def send_head_lowered(
+        self, status: int, items: list[tuple[str, str, str]], reason: str
+    ) -> None:
         self.send_head(status, [(entry[1], entry[2]) for entry in items])
+        if reason:
+            self.request.setResponseCode(status, reason.encode("latin-1"))
 
     def write(self, data: bytes) -> None:
         if not self.gone:

@@ -220,7 +220,9 @@ class Responder:
         if down.gone:
             response.stopProducing()
             return None
-        down.send_head_lowered(ctx.status, ctx.response_headers._items)
+        # the upstream's status line, as nginx relays it, unless a plugin set another status
+        reason = response.reason if ctx.status == response.status else ""
+        down.send_head_lowered(ctx.status, ctx.response_headers._items, reason)
         # What was read with the headers is delivered at once (already in memory);
         # a body still coming is paced by the client's backpressure.
         response.deliver(relay)

@@ -12,6 +12,7 @@ to note), which the exchange handles once the read is parsed.  (As
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Final
 
 import httptools
@@ -22,6 +23,8 @@ from kongtx.proxy.upstream_response import RESPONSE_DROP
 #: (``Final`` aliases: C statics for the compiled code, not module dictionary lookups)
 _HEADER_NAMES: Final = HEADER_NAMES
 _RESPONSE_DROP: Final = RESPONSE_DROP
+#: each known status's standard reason phrase: an upstream's own phrase is relayed
+_PHRASES: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class ResponseReader:
@@ -48,13 +51,15 @@ class ResponseReader:
         self.method = ""
         #: the upstream keeps the connection open (read when the head is complete)
         self.keep_alive = False
-        # the current message: the headers passed on, the framing (no reason phrase:
-        # the client gets the status's standard one, as from nginx; without an
-        # ``on_status`` httptools makes no call for it)
+        # the current message: its reason phrase, the headers passed on, the framing
+        self._reason = b""
         self._headers: list[tuple[str, str, str]] = []
         self._length: int | None = None
         self._chunked = False
         self._status = 0
+        #: the final response's reason phrase when it is not its status's standard one
+        #: (nginx, so Kong 0.9, relays the upstream's status line), else ""
+        self.reason = ""
         #: reading a head (its header fields are kept)
         self._in_head = False
         # what the current read brought, taken by the exchange after ``feed_data``:
@@ -89,8 +94,13 @@ class ResponseReader:
             return  # another message after the response, in the same read: ignored
         self._in_head = True
         self._headers = []
+        self._reason = b""
         self._length = None
         self._chunked = False
+
+    def on_status(self, reason: bytes) -> None:
+        if self._in_head:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -117,6 +127,10 @@ class ResponseReader:
         if 100 <= status < 200 and status != 101:
             return  # 100 Continue and friends: the real response follows
         self._status = status
+        reason = self._reason
+        self.reason = (
+            "" if not reason or _PHRASES.get(status) == reason else reason.decode("latin-1")
+        )
         # llhttp forgets the connection flags once the message completes: read them now.
         self.keep_alive = parser.should_keep_alive()
         self.head_done = True

@@ -82,6 +82,7 @@ class UpstreamResponse:
         status: int,
         headers: HeaderList,
         length: int | None,
+        reason: str = "",
     ) -> None:
         #: None once the exchange finished (every call below is then a no-op; dropping
         #: the reference breaks the exchange <-> response cycle)
@@ -90,6 +91,8 @@ class UpstreamResponse:
         self.headers = headers
         #: the upstream's Content-Length (also for HEAD), ``None`` when not given
         self.length = length
+        #: the upstream's reason phrase if not the status's standard one, else ""
+        self.reason = reason
 
     def deliver(self, sink: ResponseSink) -> None:
         """Stream the body into ``sink``; the read timeout applies between chunks."""

@@ -14,7 +14,7 @@ Routes (any method):
 * ``/stall?seconds=S``: wait S seconds before answering;
 * ``/stall-body?seconds=S``: headers (Content-Length 10) and 5 bytes, wait S, then the rest;
 * ``/cut``: Content-Length 100, 10 bytes, then the connection is closed;
-* ``/status/<code>``: that status, with an ``X-Upstream`` header;
+* ``/status/<code>[?reason=R]``: that status (and reason phrase), with an ``X-Upstream`` header;
 * ``/stats``: ``{"aborted": n}``: responses whose client went away before they finished;
 * ``/seen``: ``[[method, uri, body length], ...]`` of the last 1000 requests.
 """
@@ -93,7 +93,10 @@ class Echo(resource.Resource):
             reactor.callLater(0.05, request.channel.transport.abortConnection)
             return server.NOT_DONE_YET
         if path.startswith("/status/"):
-            request.setResponseCode(int(path.rsplit("/", 1)[1]))
+            reason = args.get("reason")
+            request.setResponseCode(
+                int(path.rsplit("/", 1)[1]), None if reason is None else reason.encode("latin-1")
+            )
             request.setHeader(b"X-Upstream", b"yes")
             return b"from upstream"
         self._answer(request)

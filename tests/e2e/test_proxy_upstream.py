@@ -149,6 +149,24 @@ def test_response_headers(kong_node: Node, upstream: Upstream) -> None:
     assert ok.header("Server") == "echo-upstream"
 
 
+def test_the_upstreams_reason_phrase_is_relayed(kong_node: Node, upstream: Upstream) -> None:
+    """As nginx relays the upstream's status line (so Kong 0.9): its own reason phrase
+    reaches the client, a standard one too; the next response on the connection has its own."""
+    path = path_api(kong_node, upstream.url, strip_request_path=True)
+    conn = httplib.HTTPConnection("127.0.0.1", kong_node.ports["proxy"], timeout=10)
+    for code, reason, expected in (
+        (200, "Totally%20Fine", "Totally Fine"),
+        (404, None, "Not Found"),
+        (299, "Custom", "Custom"),
+        (200, None, "OK"),
+    ):
+        query = "" if reason is None else f"?reason={reason}"
+        conn.request("GET", f"{path}/status/{code}{query}")
+        resp = conn.getresponse()
+        assert (resp.status, resp.reason, resp.read()) == (code, expected, b"from upstream")
+    conn.close()
+
+
 def test_keepalive_reuses_upstream_connections(kong_node: Node, upstream: Upstream) -> None:
     """Sequential requests reuse one pooled upstream connection (HTTP/1.1 keep-alive)."""
     path = path_api(kong_node, upstream.url)

@@ -53,8 +53,10 @@ class FakeResponse:
         status: int = 200,
         headers: list[tuple[str, str]] | None = None,
         length: int | None = 5,
+        reason: str = "",
     ) -> None:
         self.status = status
+        self.reason = reason
         self.headers = HeaderList(headers or [("Content-Type", "text/plain")])
         self.length = length
         self.sink: Any = None
@@ -149,12 +151,16 @@ class FakeDown:
         self.aborted = False
         self.producer: Any = None
         self.gone = False
+        self.reason = ""
 
     def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.headers = headers
 
-    def send_head_lowered(self, status: int, items: list[tuple[str, str, str]]) -> None:
+    def send_head_lowered(
+        self, status: int, items: list[tuple[str, str, str]], reason: str
+    ) -> None:
+        self.reason = reason
         self.send_head(status, [(entry[1], entry[2]) for entry in items])
 
     def header(self, name: str) -> str | None:
@@ -408,6 +414,22 @@ class PipelineTests(PipelineBase):
         assert chain.calls == ["access", "header_filter", "body_filter:False", "body_filter:True"]
         self.reactor.advance(0)
         assert chain.calls[-1] == "log:200"
+
+    def test_upstream_reason_phrase_relayed_unless_a_plugin_set_the_status(self) -> None:
+        """nginx relays the upstream's status line; a status a plugin set has its standard one."""
+        d, down = self.start(self.pipeline(), "/p")
+        assert self.client.pending is not None
+        self.client.pending.callback(FakeResponse(reason="Totally Fine"))
+        assert (down.status, down.reason) == (200, "Totally Fine")
+
+        class StatusChain(FakeChain):
+            def header_filter(self, ctx: Any) -> None:
+                ctx.status = 299
+
+        d, down = self.start(self.pipeline(StatusChain()), "/p")
+        assert self.client.pending is not None
+        self.client.pending.callback(FakeResponse(reason="Totally Fine"))
+        assert (down.status, down.reason) == (299, "")
 
     def test_plugin_rejection(self) -> None:
         """A plugin's respond() ends the request with a Kong response; no upstream call."""

@@ -86,9 +86,26 @@ class ReaderTests(_Base):
             b"HTTP/1.1 200 OK\r\nX-First: 1\r\nContent-Length: 1\r\n\r\na"
             b"HTTP/1.1 500 Oops\r\nX-Second: 2\r\nContent-Length: 1\r\n\r\nb",
         )
-        assert response.status == 200
+        assert response.status == 200 and response.reason == ""
         assert response.headers.get("x-first") == "1" and response.headers.get("x-second") is None
         assert sink.data == b"a" and sink.finished
+
+    def test_the_upstreams_own_reason_phrase_is_kept(self) -> None:
+        """nginx (so Kong 0.9) relays the upstream's status line: a phrase of its own is
+        kept (latin-1), a standard one is not (the front-end has its line ready)."""
+        client = MemoryClient(self)
+        _, response, _ = self.answered(
+            client, b"HTTP/1.1 200 Totally Fine\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert response.status == 200 and response.reason == "Totally Fine"
+        _, response, _ = self.answered(
+            client, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert response.status == 404 and response.reason == ""
+        _, response, _ = self.answered(
+            client, b"HTTP/1.1 299 \xe9t\xe9\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert response.status == 299 and response.reason == "\xe9t\xe9"
 
     def test_trailer_fields_never_join_the_head(self) -> None:
         client = MemoryClient(self)
