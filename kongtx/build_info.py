@@ -26,12 +26,14 @@ from pathlib import Path
 
 #: The modules a proxied request runs through, compiled by setup.py, leaves first.
 #: kongtx.cache is compiled: its peek runs several times per request (workers/master.fan_out
-#: reaches the workers through its invalidation listeners, not by replacing its methods).
+#: reaches the workers through its invalidation listeners, not by replacing its methods);
+#: so is kongtx.cache_entries, the entry forms that peek reads on every hit.
 #: Of the plugin layer, the chain and the benchmark's plugins (key-auth, rate-limiting,
 #: udp-log) and the log serializer are compiled; the bases other code subclasses
 #: (plugins.base, auth_common, ratelimit_*, log_transports.common) stay pure: interpreted
 #: code cannot subclass a compiled class, and a compiled base would call their overrides.
 HOT_PATH: tuple[str, ...] = (
+    "kongtx.cache_entries",
     "kongtx.cache",
     "kongtx.balancer.registry",
     "kongtx.proxy.body_pipe",

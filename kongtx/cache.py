@@ -19,31 +19,27 @@ beyond the returned tuple.
 
 Eviction is CLOCK (second chance), an approximate LRU: the entries live in one plain
 dict in the order they were stored; a hit only marks its entry ("referenced since the
-sweep last passed it": ``_Entry.hit``, a cached row's class switched to its hit twin,
-:data:`kongtx.store.rows.HIT_TWIN`, or a negative entry's marker switched to
-``_NEGATIVE_HIT``), it moves nothing.  To make room, the sweep takes the oldest
-entries: a marked one loses its mark and moves to the recent end (once), an unmarked
-one is evicted.  So an entry found since the sweep last passed it outlives every
-entry not found since, and each eviction costs O(1) amortised (each move was paid for
-by the hit that set its mark).  One eviction gives at most :data:`SECOND_CHANCES`
-(128): past a run that long of marked entries at the front (every entry found
-lately) the next one goes, marked or not, so that no store stalls the reactor (an
-unbounded sweep moved 100,000 marked entries in one store: 75 ms).  The sweep reads
-the dict's oldest entries a slice at a time (``_hand``, 1/64 of the entries, at least
-:data:`HAND_MIN`): the evicted ones leave holes at the dict's front until it next
-resizes, and a slice skips them once for many evictions.  Nothing moves on a hit, so
-the dict resizes only in :meth:`Cache.set`, as it grows or after evictions and moves.
+sweep last passed it", a mark kept in the entry itself), it moves nothing.  To make
+room, the sweep takes the oldest entries: a marked one loses its mark and moves to the
+recent end (once), an unmarked one is evicted.  So an entry found since the sweep last
+passed it outlives every entry not found since, and each eviction costs O(1) amortised
+(each move was paid for by the hit that set its mark).  One eviction gives at most
+:data:`SECOND_CHANCES` (128): past a run that long of marked entries at the front
+(every entry found lately) the next one goes, marked or not, so that no store stalls
+the reactor (an unbounded sweep moved 100,000 marked entries in one store: 75 ms).  The
+sweep reads the dict's oldest entries a slice at a time (``_hand``, 1/64 of the
+entries, at least :data:`HAND_MIN`): the evicted ones leave holes at the dict's front
+until it next resizes, and a slice skips them once for many evictions.  Nothing moves
+on a hit, so the dict resizes only in :meth:`Cache.set`, as it grows or after
+evictions and moves.
 (The ``OrderedDict`` this replaces cost 18.3 MB at 200,000 entries against 7.7 MB: a
 linked-list node per entry, and a move per hit.)
 
-Memory (issue 8: 100,000 credentials and their consumers per worker): flat row
-dicts are stored as :class:`kongtx.store.rows.FrozenRow` (a slotted read-only
-mapping, a third of a dict's size; mutating a cached row raises ``TypeError``),
-and a row or a negative entry without TTL is stored as is, without an entry
-object: its size is recomputed (deterministically: it is immutable) when it
-leaves the cache.
+What an entry is (an ``Entry`` with TTL, or a read-only row or a negative marker
+stored bare, issue 8's memory), how it carries CLOCK's mark and how its size is
+estimated: :mod:`kongtx.cache_entries`.
 
-The C heap (issue 8 again): a dict that grows past its table allocates a table
+The C heap (issue 8): a dict that grows past its table allocates a table
 twice as large and frees the old one, and glibc keeps those freed pages (megabytes
 at 100,000s of entries; a replaced router too).  A moment (:data:`RELEASE_DELAY`)
 after the cache grew by a quarter from :data:`RELEASE_FROM` entries, stored a value
@@ -69,20 +65,22 @@ from typing import Any, Final, Protocol
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from kongtx.cache_entries import (
+    NEGATIVE,
+    NEGATIVE_HIT,
+    NO_EXPIRY,
+    Entry,
+    bare_size,
+    estimate_size,
+    marked,
+    unmarked,
+)
 from kongtx.clock import Clock
 from kongtx.gc_tuning import release_free_memory
 from kongtx.log import logger
-from kongtx.store.rows import COLD_TWIN, HIT_TWIN, FrozenRow, freeze
+from kongtx.store.rows import HIT_TWIN, FrozenRow, freeze
 
 log = logger("kongtx.cache")
-
-#: The value :meth:`Cache.peek` reports for a cached miss is ``None``; this marker
-#: is how the entry is stored internally.
-NEGATIVE: Any = object()
-#: a negative entry stored bare that was found since the sweep last passed it
-_NEGATIVE_HIT: Any = object()
-
-_NO_EXPIRY = float("inf")
 
 #: entries from which growth by a quarter gives the C heap's free pages back
 RELEASE_FROM = 16_384
@@ -99,10 +97,9 @@ HAND_SHARE = 64
 SECOND_CHANCES = 128
 
 _set_class = object.__setattr__
-#: the rows' twin tables (a compiled module reads a Final as a C static, an imported
+#: the rows' hit twins (a compiled module reads a Final as a C static, an imported
 #: name as a lookup in its globals: a hit reads _HIT_TWIN)
 _HIT_TWIN: Final[dict[type[Any], type[Any]]] = HIT_TWIN
-_COLD_TWIN: Final[dict[type[Any], type[Any]]] = COLD_TWIN
 
 
 class InvalidationListener(Protocol):
@@ -126,17 +123,6 @@ def _listener_failed(listener: InvalidationListener, what: str, arg: str) -> Non
     )
 
 
-class _Entry:
-    __slots__ = ("expires", "hit", "size", "value")
-
-    def __init__(self, value: Any, expires: float, size: int) -> None:
-        self.value = value
-        self.expires = expires
-        self.size = size
-        #: found since the eviction sweep last passed it (CLOCK's reference mark)
-        self.hit = False
-
-
 class _Load:
     """One in-flight load of a key and the callers waiting for it."""
 
@@ -146,40 +132,13 @@ class _Load:
         self.waiters: list[Deferred[Any]] = []
 
 
-def estimate_size(value: Any, _depth: int = 0) -> int:
-    """A cheap, deterministic estimate of the memory an entry holds, in bytes.
-
-    Exactness does not matter; what matters is that a router of 10,000 APIs weighs
-    far more than one consumer row, so that ``mem_cache_size`` bounds memory.
-    Objects may declare their own weight with a ``cache_size`` attribute.
-    """
-    declared = getattr(value, "cache_size", None)
-    if isinstance(declared, int):
-        return declared
-    if isinstance(value, FrozenRow):
-        return 32 + sum(8 + estimate_size(v, _depth + 1) for v in value.values())
-    if isinstance(value, str | bytes):
-        return 49 + len(value)
-    if isinstance(value, dict):
-        if _depth > 8:
-            return 64 * len(value)
-        return 64 + sum(
-            estimate_size(k, _depth + 1) + estimate_size(v, _depth + 1) for k, v in value.items()
-        )
-    if isinstance(value, list | tuple):
-        if _depth > 8:
-            return 56 + 8 * len(value)
-        return 56 + sum(estimate_size(v, _depth + 1) for v in value)
-    return 32
-
-
 class Cache:
     """An approximate-LRU (CLOCK) cache bounded by an estimate of its size in bytes."""
 
     def __init__(self, clock: Clock, max_bytes: int = 128 * 2**20) -> None:
         self._clock = clock
         self.max_bytes = max_bytes
-        self._entries: dict[str, Any] = {}  # _Entry, or a bare row or negative marker
+        self._entries: dict[str, Any] = {}  # Entry, or a bare row or negative marker
         #: the eviction sweep: the oldest (key, entry) pairs read, and the next one's index
         self._hand: list[Any] = []
         self._hand_at = 0
@@ -212,16 +171,16 @@ class Cache:
         if entry is None:
             self.misses += 1
             return False, None
-        if type(entry) is _Entry:
-            if entry.expires != _NO_EXPIRY and entry.expires <= self._clock.seconds():
+        if type(entry) is Entry:
+            if entry.expires != NO_EXPIRY and entry.expires <= self._clock.seconds():
                 self._drop(key)
                 self.misses += 1
                 return False, None
             value = entry.value
             entry.hit = True
-        elif entry is NEGATIVE or entry is _NEGATIVE_HIT:  # stored bare (no TTL)
+        elif entry is NEGATIVE or entry is NEGATIVE_HIT:  # stored bare (no TTL)
             if entry is NEGATIVE:
-                self._entries[key] = _NEGATIVE_HIT  # same place in the dict: nothing moves
+                self._entries[key] = NEGATIVE_HIT  # same place in the dict: nothing moves
             self.hits += 1
             return True, None
         else:
@@ -294,17 +253,17 @@ class Cache:
             self._drop(key)
         entry: Any
         if ttl is None and (value is NEGATIVE or isinstance(value, FrozenRow)):
-            size = _bare_size(key, value)
+            size = bare_size(key, value)
             entry = value
         else:
-            expires = _NO_EXPIRY if ttl is None else self._clock.seconds() + ttl
+            expires = NO_EXPIRY if ttl is None else self._clock.seconds() + ttl
             size = estimate_size(key) + (16 if value is NEGATIVE else estimate_size(value))
-            entry = _Entry(value, expires, size)
+            entry = Entry(value, expires, size)
         # room first (the new entry is never the one evicted: as many others go as needed)
         while self.size + size > self.max_bytes and entries:
             self._evict_one()
         if replaced:
-            entry = _marked(entry)  # stored again: as recent as a hit
+            entry = marked(entry)  # stored again: as recent as a hit
         entries[key] = entry
         self.size += size
         if len(entries) >= self._release_at or size >= RELEASE_LARGE:
@@ -375,7 +334,7 @@ class Cache:
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)
-        self.size -= entry.size if type(entry) is _Entry else _bare_size(key, entry)
+        self.size -= entry.size if type(entry) is Entry else bare_size(key, entry)
 
     def _evict_one(self) -> None:
         """CLOCK's sweep: evict the oldest entry not found since the sweep last passed it.
@@ -403,50 +362,15 @@ class Cache:
             if entries.get(key) is not entry:
                 continue  # removed or stored again since the slice was read
             if chances:
-                unmarked = _unmarked(entry)
-                if unmarked is not None:
+                cleared = unmarked(entry)
+                if cleared is not None:
                     del entries[key]  # the second chance: to the recent end, mark cleared
-                    entries[key] = unmarked
+                    entries[key] = cleared
                     chances -= 1
                     continue
             self._drop(key)
             self.evictions += 1
             return
-
-
-def _marked(entry: Any) -> Any:
-    """``entry`` with its reference mark set (the value to store for a bare entry)."""
-    if type(entry) is _Entry:
-        entry.hit = True
-    elif entry is NEGATIVE:
-        return _NEGATIVE_HIT
-    elif entry is not _NEGATIVE_HIT:
-        hot = _HIT_TWIN.get(type(entry))
-        if hot is not None:
-            _set_class(entry, "__class__", hot)
-    return entry
-
-
-def _unmarked(entry: Any) -> Any:
-    """``entry`` with its mark cleared if it had one (the value to store), else ``None``."""
-    if type(entry) is _Entry:
-        if not entry.hit:
-            return None
-        entry.hit = False
-        return entry
-    if entry is _NEGATIVE_HIT:
-        return NEGATIVE
-    cold = _COLD_TWIN.get(type(entry))
-    if cold is None:
-        return None  # NEGATIVE, or a row not found since the sweep passed it
-    _set_class(entry, "__class__", cold)
-    return entry
-
-
-def _bare_size(key: str, value: Any) -> int:
-    """The size of an entry stored without ``_Entry`` (immutable: the same every time)."""
-    negative = value is NEGATIVE or value is _NEGATIVE_HIT
-    return estimate_size(key) + (16 if negative else estimate_size(value))
 
 
 async def _call(loader: Callable[[], Awaitable[Any]]) -> Any:

@@ -2,7 +2,7 @@
 
 A hit marks its entry and moves nothing; to make room the sweep takes the oldest
 entries, moving a marked one to the recent end once (its mark cleared) and evicting
-an unmarked one.  Bare rows, bare negative entries and ``_Entry`` (TTL) entries are
+an unmarked one.  Bare rows, bare negative entries and ``Entry`` (TTL) entries are
 marked each their own way; these tests hold all three to the same order.
 """
 
@@ -29,7 +29,7 @@ def _row(i: int) -> dict[str, Any]:
 
 
 #: what each kind of entry stores for key i: a bare row, a bare negative entry, a
-#: TTL entry (``_Entry``), a non-row value (``_Entry`` without TTL)
+#: TTL entry (``Entry``), a non-row value (``Entry`` without TTL)
 KINDS: dict[str, Callable[[Cache, int], None]] = {
     "bare row": lambda c, i: c.set(_key(i), _row(i)),
     "negative": lambda c, i: c.set(_key(i), None),

@@ -5,7 +5,7 @@ Our difference from Kong 0.9 (SPEC's top table): passwords are stored with
 scrypt (legacy SHA-1 rows still verify, see :mod:`kongtx.plugins.basic_auth.crypto`),
 every comparison is constant-time, and the slow verification runs in a thread,
 never on the reactor.  A password that verified once is remembered as a keyed
-digest (:class:`kongtx.plugins.auth_common.SecretDigests`) so that later
+digest (:class:`kongtx.plugins.auth_secrets.SecretDigests`) so that later
 requests of the same client do not pay for scrypt again.
 """
 
@@ -15,13 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kongtx.plugins.auth_common import (
-    CREDENTIAL_USERNAME,
-    AuthPlugin,
-    SecretDigests,
-    parse_user_pass,
-    run_in_thread,
-)
+from kongtx.plugins.auth_common import CREDENTIAL_USERNAME, AuthPlugin
+from kongtx.plugins.auth_secrets import SecretDigests, parse_user_pass, run_in_thread
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.basic_auth.crypto import is_legacy_hash, verify_basicauth_password
 from kongtx.store.interface import RowView

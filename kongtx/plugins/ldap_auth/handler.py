@@ -27,10 +27,8 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError
 
-from kongtx.plugins.auth_common import (
-    CREDENTIAL_USERNAME,
-    INTERNAL_ERROR,
-    AuthPlugin,
+from kongtx.plugins.auth_common import CREDENTIAL_USERNAME, INTERNAL_ERROR, AuthPlugin
+from kongtx.plugins.auth_secrets import (
     SecretDigests,
     parse_user_pass,
     run_in_thread,

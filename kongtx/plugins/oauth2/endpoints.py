@@ -19,7 +19,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from kongtx.plugins.auth_common import Lookups, b64decode_loose
+from kongtx.plugins.auth_common import Lookups
+from kongtx.plugins.auth_secrets import b64decode_loose
 from kongtx.plugins.base import RequestContext
 from kongtx.plugins.oauth2.params import add_params, https_error, request_params
 from kongtx.plugins.oauth2.schema import without_refresh_token
