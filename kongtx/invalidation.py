@@ -37,6 +37,11 @@ _CREDENTIAL_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+def chain_key(api_id: str) -> str:
+    """The cache key of an API's compiled plugin chain (``plugins_chain:<api_id>``)."""
+    return f"{CHAIN_PREFIX}{api_id}"
+
+
 def plugin_key(name: str, api_id: str | None, consumer_id: str | None) -> str:
     """``plugins:<name>[:<api_id>][:<consumer_id>]``, Kong's plugin-config cache key."""
     key = f"plugins:{name}"
@@ -58,7 +63,7 @@ def keys_for(collection: str, old: Row | None, new: Row | None) -> list[str]:
     if collection == "apis":
         keys.append(ROUTER_KEY)
         for row in rows:
-            keys += [f"apis:{row['id']}", f"ssl:{row['id']}", f"{CHAIN_PREFIX}{row['id']}"]
+            keys += [f"apis:{row['id']}", f"ssl:{row['id']}", chain_key(row["id"])]
             if row.get("request_host"):
                 keys.append(f"apis:{str(row['request_host']).lower()}")
     elif collection == "consumers":
@@ -69,7 +74,7 @@ def keys_for(collection: str, old: Row | None, new: Row | None) -> list[str]:
             api_id, consumer_id = row.get("api_id"), row.get("consumer_id")
             keys.append(plugin_key(row["name"], api_id, consumer_id))
             # a global plugin belongs to every API's chain
-            keys.append(f"{CHAIN_PREFIX}{api_id}" if api_id else f"{CHAIN_PREFIX}*")
+            keys.append(chain_key(api_id) if api_id else f"{CHAIN_PREFIX}*")
             if row["name"] == "ssl":
                 keys.append(f"ssl:{api_id}" if api_id else "ssl")
             if row["name"] == "bot-detection":

@@ -39,7 +39,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults
 
 from kongtx.cache import Cache
 from kongtx.clock import Clock
-from kongtx.invalidation import CHAIN_PREFIX, plugin_key
+from kongtx.invalidation import chain_key, plugin_key
 from kongtx.plugins.base import PluginServices
 from kongtx.plugins.chain import STATE_KEY, Chain
 from kongtx.plugins.entries import PluginEntry, Slot
@@ -50,11 +50,6 @@ __all__ = ["STATE_KEY", "Chain", "PluginEntry", "PluginRuntime", "chain_key"]
 
 #: How many handler instances are kept for reuse across chain rebuilds.
 MAX_HANDLERS = 4096
-
-
-def chain_key(api_id: str) -> str:
-    """The cache key of an API's compiled chain (``plugins_chain:<api_id>``)."""
-    return f"{CHAIN_PREFIX}{api_id}"
 
 
 class PluginRows(Protocol):
@@ -275,8 +270,13 @@ class PluginRuntime:
     # ---------------------------------------------------------------- chains
 
     def cached_chain(self, api: RowView) -> Chain | None:
-        """The API's compiled chain if the cache holds it (synchronous, hot path)."""
-        hit, chain = self._cache.peek(chain_key(api["id"]))
+        """The API's compiled chain if the cache holds it (synchronous)."""
+        return self.chain_at(chain_key(api["id"]))
+
+    def chain_at(self, key: str) -> Chain | None:
+        """:meth:`cached_chain` by the chain's cache key (the hot path: the router's
+        ``ApiTarget.chain_key``, made once per API, its hash computed once)."""
+        hit, chain = self._cache.peek(key)
         return chain if hit else None
 
     async def chain_for(self, api: RowView) -> Chain:

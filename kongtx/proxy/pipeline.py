@@ -131,7 +131,7 @@ class ProxyPipeline:
         chain: PluginChain | None = None
         try:
             if self.plugins is not None:
-                chain = self.plugins.cached_chain(ctx.api)
+                chain = self.plugins.chain_at(ctx.match.target.chain_key)
                 if chain is None:
                     return self._serve(ctx, down)
                 if chain.idle:
@@ -217,7 +217,7 @@ class ProxyPipeline:
         """
         try:
             if not accessed and self.plugins is not None:
-                chain = self.plugins.cached_chain(ctx.api)
+                chain = self.plugins.chain_at(ctx.match.target.chain_key)
                 if chain is None:
                     chain = await self.plugins.chain_for(ctx.api)
                 if chain.idle:

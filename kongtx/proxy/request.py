@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
+from kongtx.invalidation import chain_key
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.query import encode_query
 from kongtx.store.interface import RowView
@@ -151,6 +152,7 @@ class ApiTarget:
     __slots__ = (
         "api",
         "base",
+        "chain_key",
         "host_header",
         "preserve_host",
         "request_path",
@@ -179,6 +181,8 @@ class ApiTarget:
         self.host_header: str = upstream_host_header(upstream_url)
         #: the host of upstream_url as the balancers name it (kongtx.proxy.balanced)
         self.upstream_name: str | None = None
+        #: the cache key of the API's plugin chain (the pipeline's lookup per request)
+        self.chain_key: str = chain_key(str(api.get("id")))
 
 
 _REPLACED: Final = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto"})

@@ -224,6 +224,10 @@ class FakeRuntime:
     def cached_chain(self, api: Any) -> Any:
         return self.chain if self.cached else None
 
+    def chain_at(self, key: str) -> Any:
+        assert key.startswith("plugins_chain:")
+        return self.cached_chain(None)
+
     async def chain_for(self, api: Any) -> Any:
         return self.chain
 

@@ -12,11 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from kongtx import invalidation
 from kongtx.cache import Cache
 from kongtx.clock import Clock
+from kongtx.invalidation import keys_for
 from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
 from kongtx.plugins.entries import PluginEntry
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
+from kongtx.proxy.request import ApiTarget
 from kongtx.store.schemas import Schema
 from tests.fakes import (
     FakeContext,
@@ -310,6 +312,17 @@ class ChainTests(RuntimeTestCase):
         gate.callback([])
         self.successResultOf(d)
         self.assertIsNone(self.runtime.cached_chain(API))
+
+    def test_the_routers_chain_key_finds_the_compiled_chain(self) -> None:
+        """The pipeline looks a chain up by the key its router's ApiTarget made once: the
+        same key the runtime stores under and an API change invalidates (a different
+        key would send every request down the general path, compiling nothing wrong)."""
+        chain = self.successResultOf(defer.ensureDeferred(self.runtime.chain_for(API)))
+        key = ApiTarget(API).chain_key
+        self.assertIs(self.runtime.chain_at(key), chain)
+        self.assertIn(key, keys_for("apis", None, API))
+        self.cache.invalidate(key)
+        self.assertIsNone(self.runtime.chain_at(key))
 
 
 class AccessTests(RuntimeTestCase):
