@@ -45,6 +45,7 @@ __all__ = [
     "encode",
     "headers_table",
     "host_of",
+    "latencies",
     "message_json",
     "query_table",
     "request_host",
@@ -130,14 +131,26 @@ def _int_or(value: Any, default: int) -> int:
     return int(value) if _is_number(value) else default
 
 
+def latencies(
+    request_ms: int, upstream_ms: int | None, proxied: bool, proxy_ms: int | None
+) -> tuple[int, int, int]:
+    """``(kong, proxy, request)`` in ms: proxy (the upstream's wait) is -1 when never
+    proxied, and kong what the request took besides it (else the proxy latency)."""
+    if upstream_ms is not None and proxied:
+        return max(0, request_ms - upstream_ms), upstream_ms, request_ms
+    return (request_ms if proxy_ms is None else proxy_ms), -1, request_ms
+
+
 def _latencies(ctx: Any) -> tuple[int, int, int]:
-    """``(kong, proxy, request)`` in ms: proxy (the upstream's wait) is -1 when never proxied."""
-    request_ms = _int_or(getattr(ctx, "request_latency", None), 0)
+    """:func:`latencies` of a context read attribute by attribute (a field may be unset)."""
     upstream_ms: Any = getattr(ctx, "upstream_latency", None)
-    if _is_number(upstream_ms) and getattr(ctx, "upstream_url", None):
-        waiting = int(upstream_ms)
-        return max(0, request_ms - waiting), waiting, request_ms
-    return _int_or(getattr(ctx, "proxy_latency", None), request_ms), -1, request_ms
+    proxy_ms: Any = getattr(ctx, "proxy_latency", None)
+    return latencies(
+        _int_or(getattr(ctx, "request_latency", None), 0),
+        int(upstream_ms) if _is_number(upstream_ms) else None,
+        bool(getattr(ctx, "upstream_url", None)),
+        int(proxy_ms) if _is_number(proxy_ms) else None,
+    )
 
 
 def _status_line(status: int) -> str:

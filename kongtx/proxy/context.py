@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import IO, Any, Final
 
 from kongtx import SERVER_NAME
-from kongtx.plugins.log_serializer import CONTEXT_JSON, host_of, message_json
+from kongtx.plugins.log_serializer import CONTEXT_JSON, host_of, latencies, message_json
 from kongtx.proxy.errors import JSON_TYPE, json_body
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.incoming import ApiSource as ApiSource
@@ -217,14 +217,12 @@ def _basic_json(ctx: ProxyContext) -> bytes:
     """The basic log serializer's message of ``ctx`` (``log_serializer.basic_json``), its
     fields read natively (compiled: no attribute looked up by name) and the headers the
     client sent read without copying them when no plugin asked for them."""
-    request_ms = 0 if ctx.request_latency is None else ctx.request_latency
-    upstream_ms = ctx.upstream_latency
-    if upstream_ms is not None and ctx.upstream_url:
-        waiting = upstream_ms
-        kong = max(0, request_ms - waiting)
-    else:
-        waiting = -1
-        kong = request_ms if ctx.proxy_latency is None else ctx.proxy_latency
+    kong, waiting, request_ms = latencies(
+        0 if ctx.request_latency is None else ctx.request_latency,
+        ctx.upstream_latency,
+        bool(ctx.upstream_url),
+        ctx.proxy_latency,
+    )
     headers = ctx._headers
     host = headers.get_lowered("host")
     uri = ctx.request_uri or (f"{ctx.path}?{ctx.raw_query}" if ctx.raw_query else ctx.path)
