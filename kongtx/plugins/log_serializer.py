@@ -263,10 +263,10 @@ def basic_json(ctx: Any) -> bytes:
         ctx.method,
         f"{ctx.scheme}://{request_host(ctx)}:{ctx.server_port}",
         ctx.query,
-        ctx.headers.items(),
+        _triples(ctx.headers.items()),
         _int_or(getattr(ctx, "request_size", None), 0),
         int(ctx.status or 0),
-        ctx.response_headers.items(),
+        _triples(ctx.response_headers.items()),
         _int_or(getattr(ctx, "response_size", None), 0),
         kong,
         waiting,
@@ -278,15 +278,21 @@ def basic_json(ctx: Any) -> bytes:
     )
 
 
+def _triples(pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """``(lower-case name, name, value)`` of each header pair (what :func:`message_json`
+    reads, as the proxy's HeaderList keeps its headers)."""
+    return [(name.lower(), name, value) for name, value in pairs]
+
+
 def message_json(
     uri: str,
     method: Any,
     origin: str,
     query: list[tuple[str, str | None]],
-    request_items: list[tuple[str, str]],
+    request_items: list[tuple[str, str, str]],
     request_body: int,
     status: int,
-    response_items: list[tuple[str, str]],
+    response_items: list[tuple[str, str, str]],
     response_body: int,
     kong: int,
     waiting: int,
@@ -298,7 +304,7 @@ def message_json(
 ) -> bytes:
     """:func:`basic_json` of a request's fields: ``origin`` is ``scheme://host:port``
     (request_uri without the URI), the sizes the bodies', the latencies
-    :func:`_latencies`'."""
+    :func:`latencies`', the headers ``(lower-case name, name, value)`` triples."""
     request_headers, request_head = headers_json(request_items)
     response_headers, response_head = headers_json(response_items)
     # len(f"{method} {uri} HTTP/1.1") + its CRLF and the end's

@@ -178,9 +178,11 @@ def _key_of(name: str) -> _Key:
     return key
 
 
-def headers_json(items: list[tuple[str, str]]) -> tuple[str, int]:
-    """``dumps(ngx_headers(items))``, and the bytes the headers take in a head
-    (:func:`_head_size` without the first line's): one pass, one join."""
+def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
+    """``dumps(ngx_headers(pairs))``, and the bytes the headers take in a head
+    (:func:`_head_size` without the first line's): one pass, one join.  ``items`` are
+    ``(lower-case name, name, value)`` triples as a HeaderList keeps them (the proxy's
+    are passed as they are: no pair list made per request)."""
     if not items:
         return "{}", 0
     calls = _CALLS
@@ -196,7 +198,9 @@ def headers_json(items: list[tuple[str, str]]) -> tuple[str, int]:
     size = 4 * len(items)
     repeated = False
     parts: list[str] = ["{"]
-    for name, value in items:
+    for entry in items:
+        name = entry[1]
+        value = entry[2]
         key = keys.get(name)
         if key is None:
             key = _key_of(name)
@@ -210,7 +214,7 @@ def headers_json(items: list[tuple[str, str]]) -> tuple[str, int]:
         size += len(name) + member[1]
     if repeated:
         # a repeated header: its values become a list (rare)
-        return dumps(ngx_headers(items)), size
+        return dumps(ngx_headers([(entry[1], entry[2]) for entry in items])), size
     parts[1] = parts[1][1:]  # the first member has no comma before it
     parts.append("}")
     return "".join(parts), size
