@@ -8,7 +8,7 @@ allocates no Deferred; only a cache miss switches to a coroutine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from kongtx.cache import Cache
@@ -88,10 +88,9 @@ class Handler(AuthPlugin):
             (str(n), (str(n), str(n).replace("_", "-")) if "_" in str(n) else (str(n),))
             for n in names
         )
-        #: the node cache's synchronous read (the hot path: no Lookups call in between)
-        self._peek: Callable[[str], tuple[bool, Any]] = self.lookups.cache.peek
         cache = self.lookups.cache
-        #: the node cache itself when it is one (compiled: a native call, no tuple made)
+        #: the node cache itself when it is one (compiled: a native call, no Lookups
+        #: call in between); else (a stand-in cache) its ``peek`` is called
         self._cache: Cache | None = cache if isinstance(cache, Cache) else None
         #: consumer id -> its headers (see :class:`_ConsumerHeaders`)
         self._consumers: dict[str, _ConsumerHeaders] = {}
@@ -173,7 +172,7 @@ class Handler(AuthPlugin):
         cache = self._cache
         if cache is not None:
             return cache.peek(key)
-        return self._peek(key)
+        return self.lookups.cache.peek(key)  # type: ignore[no-any-return]
 
     async def _authenticate_async(self, ctx: RequestContext, key: str) -> None:
         credential = await self.lookups.row(
