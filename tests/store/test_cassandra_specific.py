@@ -176,7 +176,13 @@ def test_cluster_events_partitioned_by_origin_clustered_by_seq(store: CassandraS
 
 
 def test_ttl_rows_use_native_ttls(store: CassandraStore, rows: Rows) -> None:
-    """A TTL row is written USING TTL (one second of slack) and an update without TTL keeps it."""
+    """A TTL row is written USING TTL (one second of slack) and an update without TTL keeps it.
+
+    Cassandra reports a cell's TTL in whole seconds from its own truncated "now", and the
+    update writes the time left rounded up (plus the slack), so the re-read may show one
+    second more than the first read when a second ticked between them: what must hold is
+    that the expiry itself is kept.
+    """
     node = run(store.insert("nodes", rows.node(), ttl=60))
     session = cs.admin_session()
     query = (
@@ -187,7 +193,7 @@ def test_ttl_rows_use_native_ttls(store: CassandraStore, rows: Rows) -> None:
     assert 55 <= first.t <= 61 and first.e is not None
     run(store.update("nodes", {"name": node["name"]}, {"cluster_listening_address": "x:1"}))
     second = session.execute(query, [node["name"]]).one()
-    assert second.t is not None and second.t <= first.t
+    assert second.t is not None and second.t <= first.t + 1
     assert second.e == first.e
     plain = run(store.insert("nodes", rows.node()))
     assert session.execute(query, [plain["name"]]).one().t is None
