@@ -1,19 +1,21 @@
 # -*- test-case-name: tests.store.test_contract -*-
 """What the SQL and CQL backends share, written once: identifiers, cascades, events, counters.
 
-The memory store keeps rows as Python objects and needs none of this; sqlite,
+The memory store keeps rows as Python objects and needs little of this; sqlite,
 PostgreSQL and Cassandra each quote identifiers, walk the same foreign keys for a
 cascade, read ``cluster_events`` rows back into :class:`ChangeEvent` and check
 counter keys the same way, so those rules live here and cannot drift apart.  The
-two network backends also bound every wait on the server the same way
-(:func:`within`).
+stores whose reads are awaited (memory, PostgreSQL, Cassandra) collect a deletion's
+dependants with one walk (:func:`cascade_rows`; sqlite's runs synchronously on its
+thread, :func:`kongtx.store.sqlite.sql.collect_cascade`).  The two network backends
+also bound every wait on the server the same way (:func:`within`).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -50,6 +52,38 @@ def children_of(tables: Mapping[str, Table]) -> dict[str, list[tuple[Table, Fore
         for fk in child.foreign_keys:
             children.setdefault(fk.table, []).append((child, fk))
     return children
+
+
+#: ``dependants(table, column, value)``: the live rows of ``table`` whose ``column`` holds
+#: ``value``, in listing order (:func:`~kongtx.store.rules.sort_key`).
+Dependants = Callable[[Table, str, Any], Awaitable[list[Row]]]
+
+
+async def cascade_rows(
+    children: Mapping[str, Sequence[tuple[Table, ForeignKey]]],
+    table: Table,
+    row: Row,
+    dependants: Dependants,
+) -> list[tuple[Table, Row]]:
+    """What deleting ``row`` takes: the row, then depth-first (per referencing table of
+    ``children``, :func:`children_of`, in listing order) its dependants, each row once."""
+    out: list[tuple[Table, Row]] = []
+    seen: set[tuple[str, tuple[Any, ...]]] = set()
+
+    async def visit(table: Table, row: Row) -> None:
+        mark = (table.name, tuple(row[c] for c in table.primary_key))
+        if mark in seen:
+            return
+        seen.add(mark)
+        out.append((table, row))
+        for child, fk in children.get(table.name, []):
+            if row[fk.target] is None:
+                continue
+            for dependant in await dependants(child, fk.column, row[fk.target]):
+                await visit(child, dependant)
+
+    await visit(table, row)
+    return out
 
 
 def event_from_row(values: Sequence[Any]) -> ChangeEvent:
