@@ -6,8 +6,8 @@ PostgreSQL and Cassandra each quote identifiers, walk the same foreign keys for 
 cascade, read ``cluster_events`` rows back into :class:`ChangeEvent` and check
 counter keys the same way, so those rules live here and cannot drift apart.  The
 stores whose reads are awaited (memory, PostgreSQL, Cassandra) collect a deletion's
-dependants with one walk (:func:`cascade_rows`; sqlite's runs synchronously on its
-thread, :func:`kongtx.store.sqlite.sql.collect_cascade`).  The two network backends
+dependants with one walk (:func:`cascade_rows`), and so does sqlite, whose reads run
+synchronously on its own thread (:func:`run_to_end`).  The two network backends
 also bound every wait on the server the same way (:func:`within`).
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -84,6 +84,17 @@ async def cascade_rows(
 
     await visit(table, row)
     return out
+
+
+def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine none of whose awaits suspends (one whose reads are all
+    synchronous, such as sqlite's on its thread), run to its end now."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError(f"{coroutine!r} waited for something: it cannot run to its end now")
 
 
 def event_from_row(values: Sequence[Any]) -> ChangeEvent:
