@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred
@@ -27,6 +28,9 @@ from kongtx.store.rules import check_columns
 
 T = TypeVar("T")
 
+#: The epoch as the naive UTC ``datetime`` PostgreSQL's and Cassandra's drivers take and give.
+EPOCH = datetime(1970, 1, 1)
+
 #: The ``cluster_events`` columns :func:`event_from_row` reads, in its order.
 EVENT_COLUMNS = "origin, seq, at, collection, type, old, new, extra"
 
@@ -34,6 +38,18 @@ EVENT_COLUMNS = "origin, seq, at, collection, type, old, new, extra"
 def quote(name: str) -> str:
     """Quote an identifier (``group`` and ``key`` are keywords in SQL and CQL)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def driver_value(kind: str, value: Any) -> Any:
+    """A row's value of a ``kind`` column as PostgreSQL's and Cassandra's drivers take it:
+    an epoch-ms timestamp as a naive UTC ``datetime``, JSON as its text, the rest as it is."""
+    if value is None:
+        return None
+    if kind == "timestamp":
+        return EPOCH + timedelta(milliseconds=value)
+    if kind == "json":
+        return json.dumps(value)
+    return value
 
 
 def is_uuid_text(value: Any) -> bool:
