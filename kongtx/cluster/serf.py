@@ -193,11 +193,7 @@ class Serf:
         self.member_clock.witness(ltime)
         sm = self.members.get(name)
         if sm is None:
-            old = self._intents.get(name)
-            if old is not None and old[0] >= ltime:
-                return False
-            self._remember_intent(name, ltime, False)
-            return True
+            return self._remember_intent(name, ltime, False)
         if ltime <= sm.status_ltime:
             return False
         sm.status_ltime = ltime
@@ -213,11 +209,7 @@ class Serf:
             return False
         sm = self.members.get(name)
         if sm is None:
-            old = self._intents.get(name)
-            if old is not None and old[0] >= ltime:
-                return False
-            self._remember_intent(name, ltime, True)
-            return True
+            return self._remember_intent(name, ltime, True)
         if ltime <= sm.status_ltime:
             return False
         sm.status_ltime = ltime
@@ -229,13 +221,18 @@ class Serf:
             return True
         return False
 
-    def _remember_intent(self, name: str, ltime: int, leave: bool) -> None:
+    def _remember_intent(self, name: str, ltime: int, leave: bool) -> bool:
         """Intents about nodes memberlist has not seen yet wait here (Serf keeps them
-        5 minutes); bounded so that a flood of made-up names cannot grow it."""
+        5 minutes), the newest per node; bounded so that a flood of made-up names cannot
+        grow it.  True when ``ltime`` is newer than the intent waiting (to re-gossip)."""
+        old = self._intents.get(name)
+        if old is not None and old[0] >= ltime:
+            return False
         self._intents.pop(name, None)
         self._intents[name] = (ltime, leave)
         while len(self._intents) > MAX_INTENTS:
             del self._intents[next(iter(self._intents))]
+        return True
 
     def broadcast_join(self, ltime: int | None = None) -> None:
         """Tell everyone we are (still) in, with a fresh member-clock time."""

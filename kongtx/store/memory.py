@@ -30,6 +30,7 @@ from typing import Any
 from zope.interface import implementer
 
 from kongtx.clock import Clock
+from kongtx.store.common import cascade_rows, children_of
 from kongtx.store.interface import (
     ChangeEvent,
     ChangeType,
@@ -70,6 +71,7 @@ class MemoryStore:
     ) -> None:
         check_tables(tables)
         self.tables = dict(tables)
+        self._children = children_of(self.tables)
         self.origin = origin
         self.clock = clock
         #: set to False to make every call fail with StoreUnavailable (outage tests).
@@ -259,29 +261,14 @@ class MemoryStore:
         row = self._find(t, key)
         if row is None:
             return []
-        doomed: list[tuple[Table, Row]] = []
-        seen: set[tuple[str, Key]] = set()
-        self._collect(t, row, doomed, seen)
+        doomed = await cascade_rows(self._children, t, row, self._dependants)
         for dt, drow in doomed:
             self._state.forget(dt, primary_key(dt, drow))
             self._event(dt.name, "delete", drow, None)
         return [(dt.name, copy.deepcopy(drow)) for dt, drow in doomed]
 
-    def _collect(
-        self, table: Table, row: Row, out: list[tuple[Table, Row]], seen: set[tuple[str, Key]]
-    ) -> None:
-        """Depth-first: the row, then (per referencing table, in listing order) its dependants."""
-        mark = (table.name, primary_key(table, row))
-        if mark in seen:
-            return
-        seen.add(mark)
-        out.append((table, row))
-        for child in self.tables.values():
-            for fk in child.foreign_keys:
-                if fk.table != table.name or row[fk.target] is None:
-                    continue
-                for dependant in self._filtered(child, {fk.column: row[fk.target]}):
-                    self._collect(child, dependant, out, seen)
+    async def _dependants(self, table: Table, column: str, value: Any) -> list[Row]:
+        return self._filtered(table, {column: value})
 
     # ------------------------------------------------------------------ change log
 

@@ -104,7 +104,7 @@ class Route:
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
-def route(template: str, bodyless: Iterable[str] = (), **methods: Handler) -> Route:
+def route(template: str, bodyless: Iterable[str] = (), /, **methods: Handler) -> Route:
     """``route("/apis/{api}", GET=..., PATCH=...)``: ``{x}`` captures one path segment."""
     parts: list[str] = []
     last = 0

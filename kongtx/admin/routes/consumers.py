@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kongtx.admin.routes import crud
-from kongtx.admin.routes.base import Call, Reply, Route, route
+from kongtx.admin.routes.base import Call, Route, route
 from kongtx.store.interface import Row
 
 if TYPE_CHECKING:
@@ -21,32 +21,10 @@ async def find_consumer(admin: AdminResource, segment: str) -> Row:
 def routes(admin: AdminResource) -> list[Route]:
     """The consumer routes (credential routes live in ``credentials``)."""
 
-    async def list_consumers(call: Call) -> Reply:
-        return await crud.paginate(admin, call, "consumers")
-
-    async def create_consumer(call: Call) -> Reply:
-        return await crud.create(admin, "consumers", call.params)
-
-    async def upsert_consumer(call: Call) -> Reply:
-        return await crud.upsert(admin, "consumers", call.params)
-
-    async def get_consumer(call: Call) -> Reply:
-        return Reply(200, crud.render(await find_consumer(admin, call.args["consumer"])))
-
-    async def patch_consumer(call: Call) -> Reply:
-        row = await find_consumer(admin, call.args["consumer"])
-        return await crud.patch(admin, "consumers", row, call.params)
-
-    async def delete_consumer(call: Call) -> Reply:
-        row = await find_consumer(admin, call.args["consumer"])
-        return await crud.delete(admin, "consumers", row)
+    async def find(call: Call) -> Row:
+        return await find_consumer(admin, call.args["consumer"])
 
     return [
-        route("/consumers", GET=list_consumers, POST=create_consumer, PUT=upsert_consumer),
-        route(
-            "/consumers/{consumer}",
-            GET=get_consumer,
-            PATCH=patch_consumer,
-            DELETE=delete_consumer,
-        ),
+        route("/consumers", **crud.collection_methods(admin, "consumers")),
+        route("/consumers/{consumer}", **crud.entity_methods(admin, "consumers", find)),
     ]

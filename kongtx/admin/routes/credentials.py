@@ -36,18 +36,6 @@ def credential_routes(admin: AdminResource, spec: CredentialRoute) -> list[Route
             admin, collection, call.args["credential"], spec.natural_key, scoped
         )
 
-    async def list_credentials(call: Call) -> Reply:
-        return await crud.paginate(admin, call, collection, await scope(call))
-
-    async def create_credential(call: Call) -> Reply:
-        return await crud.create(admin, collection, {**call.params, **await scope(call)})
-
-    async def upsert_credential(call: Call) -> Reply:
-        return await crud.upsert(admin, collection, {**call.params, **await scope(call)})
-
-    async def get_credential(call: Call) -> Reply:
-        return Reply(200, crud.render(await find(call)))
-
     async def patch_credential(call: Call) -> Reply:
         row = await find(call)
         params = call.params
@@ -57,18 +45,12 @@ def credential_routes(admin: AdminResource, spec: CredentialRoute) -> list[Route
             params = {**params, "consumer_id": row["consumer_id"]}
         return await crud.patch(admin, collection, row, params)
 
-    async def delete_credential(call: Call) -> Reply:
-        return await crud.delete(admin, collection, await find(call))
-
+    one = crud.entity_methods(admin, collection, find)
+    one["PATCH"] = patch_credential
     base = f"/consumers/{{consumer}}/{spec.path}"
     return [
-        route(base, GET=list_credentials, POST=create_credential, PUT=upsert_credential),
-        route(
-            base + "/{credential}",
-            GET=get_credential,
-            PATCH=patch_credential,
-            DELETE=delete_credential,
-        ),
+        route(base, **crud.collection_methods(admin, collection, scope)),
+        route(base + "/{credential}", **one),
     ]
 
 
@@ -78,30 +60,12 @@ def oauth2_routes(admin: AdminResource) -> list[Route]:
     async def find_token(call: Call) -> Row:
         return await crud.find_one(admin, "oauth2_tokens", call.args["token"], "access_token")
 
-    async def list_tokens(call: Call) -> Reply:
-        return await crud.paginate(admin, call, "oauth2_tokens")
-
-    async def create_token(call: Call) -> Reply:
-        return await crud.create(admin, "oauth2_tokens", call.params)
-
-    async def upsert_token(call: Call) -> Reply:
-        return await crud.upsert(admin, "oauth2_tokens", call.params)
-
-    async def get_token(call: Call) -> Reply:
-        return Reply(200, crud.render(await find_token(call)))
-
-    async def patch_token(call: Call) -> Reply:
-        return await crud.patch(admin, "oauth2_tokens", await find_token(call), call.params)
-
-    async def delete_token(call: Call) -> Reply:
-        return await crud.delete(admin, "oauth2_tokens", await find_token(call))
-
     async def list_applications(call: Call) -> Reply:
         return await crud.paginate(admin, call, "oauth2_credentials")
 
     return [
-        route("/oauth2_tokens", GET=list_tokens, POST=create_token, PUT=upsert_token),
-        route("/oauth2_tokens/{token}", GET=get_token, PATCH=patch_token, DELETE=delete_token),
+        route("/oauth2_tokens", **crud.collection_methods(admin, "oauth2_tokens")),
+        route("/oauth2_tokens/{token}", **crud.entity_methods(admin, "oauth2_tokens", find_token)),
         route("/oauth2", GET=list_applications),
     ]
 

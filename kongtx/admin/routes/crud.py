@@ -4,19 +4,35 @@
 Kong 0.9 had one ``crud_helpers.lua`` behind every list, create, upsert, patch
 and delete; so do we, so that ``/apis``, ``/consumers/{c}/key-auth`` and
 ``/oauth2_tokens`` cannot drift apart in pagination, rendering or write rules.
+:func:`collection_methods` and :func:`entity_methods` are those helpers as the
+handlers of a collection's path and of one row's path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from kongtx.admin.routes.base import NOT_FOUND, Call, HTTPError, Reply, is_uuid, lua_text
+from kongtx.admin.routes.base import (
+    NOT_FOUND,
+    Call,
+    Handler,
+    HTTPError,
+    Reply,
+    is_uuid,
+    lua_text,
+)
 from kongtx.store.interface import InvalidOffset, Row
 
 if TYPE_CHECKING:
     from kongtx.admin.resource import AdminResource
+
+#: ``scope(call)``: the columns a collection's path forces (a consumer's credentials,
+#: an API's plugins); 404 when the path names no such owner.
+Scope = Callable[[Call], Awaitable[Mapping[str, Any]]]
+#: ``find(call)``: the row a path names; 404 (or 400) when none.
+Finder = Callable[[Call], Awaitable[Row]]
 
 #: ``size`` when the query has none or a non-numeric one.
 DEFAULT_PAGE_SIZE = 100
@@ -147,3 +163,38 @@ async def find_one(
     if not rows:
         raise HTTPError(404, NOT_FOUND)
     return rows[0]
+
+
+def collection_methods(
+    admin: AdminResource, collection: str, scope: Scope | None = None
+) -> dict[str, Handler]:
+    """A collection path's GET (a page), POST (create) and PUT (upsert), within ``scope``."""
+
+    async def forced(call: Call) -> Mapping[str, Any]:
+        return {} if scope is None else await scope(call)
+
+    async def list_rows(call: Call) -> Reply:
+        return await paginate(admin, call, collection, await forced(call))
+
+    async def create_row(call: Call) -> Reply:
+        return await create(admin, collection, {**call.params, **await forced(call)})
+
+    async def upsert_row(call: Call) -> Reply:
+        return await upsert(admin, collection, {**call.params, **await forced(call)})
+
+    return {"GET": list_rows, "POST": create_row, "PUT": upsert_row}
+
+
+def entity_methods(admin: AdminResource, collection: str, find: Finder) -> dict[str, Handler]:
+    """A row path's GET, PATCH and DELETE of the row ``find`` names."""
+
+    async def get_row(call: Call) -> Reply:
+        return Reply(200, render(await find(call)))
+
+    async def patch_row(call: Call) -> Reply:
+        return await patch(admin, collection, await find(call), call.params)
+
+    async def delete_row(call: Call) -> Reply:
+        return await delete(admin, collection, await find(call))
+
+    return {"GET": get_row, "PATCH": patch_row, "DELETE": delete_row}

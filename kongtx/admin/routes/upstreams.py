@@ -44,17 +44,8 @@ async def find_target(admin: AdminResource, upstream: Row, segment: str) -> Row:
 def routes(admin: AdminResource) -> list[Route]:
     """The upstream and target routes."""
 
-    async def list_upstreams(call: Call) -> Reply:
-        return await crud.paginate(admin, call, "upstreams")
-
-    async def create_upstream(call: Call) -> Reply:
-        return await crud.create(admin, "upstreams", call.params)
-
-    async def upsert_upstream(call: Call) -> Reply:
-        return await crud.upsert(admin, "upstreams", call.params)
-
-    async def get_upstream(call: Call) -> Reply:
-        return Reply(200, crud.render(await find_upstream(admin, call.args["upstream"])))
+    async def find(call: Call) -> Row:
+        return await find_upstream(admin, call.args["upstream"])
 
     async def put_upstream(call: Call) -> Reply:
         """PUT /upstreams/{name or id}: replace the one named, or create it by that name."""
@@ -74,26 +65,16 @@ def routes(admin: AdminResource) -> list[Route]:
             raise HTTPError(404, NOT_FOUND)
         return Reply(200, crud.render(updated))
 
-    async def patch_upstream(call: Call) -> Reply:
-        row = await find_upstream(admin, call.args["upstream"])
-        return await crud.patch(admin, "upstreams", row, call.params)
-
-    async def delete_upstream(call: Call) -> Reply:
-        row = await find_upstream(admin, call.args["upstream"])
-        return await crud.delete(admin, "upstreams", row)
-
     async def scoped(call: Call) -> tuple[Row, dict[str, Any]]:
         """The upstream of the path and the params with its id forced in."""
-        upstream = await find_upstream(admin, call.args["upstream"])
+        upstream = await find(call)
         return upstream, {**call.params, "upstream_id": upstream["id"]}
 
-    async def list_targets(call: Call) -> Reply:
-        upstream = await find_upstream(admin, call.args["upstream"])
-        return await crud.paginate(admin, call, "targets", {"upstream_id": upstream["id"]})
+    async def scope(call: Call) -> dict[str, Any]:
+        return {"upstream_id": (await find(call))["id"]}
 
-    async def create_target(call: Call) -> Reply:
-        _, params = await scoped(call)
-        return await crud.create(admin, "targets", params)
+    async def find_one_target(call: Call) -> Row:
+        return await find_target(admin, await find(call), call.args["target"])
 
     async def upsert_target(call: Call) -> Reply:
         upstream, params = await scoped(call)
@@ -103,39 +84,20 @@ def routes(admin: AdminResource) -> list[Route]:
             await find_target(admin, upstream, given)
         return await crud.upsert(admin, "targets", params)
 
-    async def get_target(call: Call) -> Reply:
-        upstream = await find_upstream(admin, call.args["upstream"])
-        return Reply(200, crud.render(await find_target(admin, upstream, call.args["target"])))
-
     async def patch_target(call: Call) -> Reply:
         upstream, params = await scoped(call)
         row = await find_target(admin, upstream, call.args["target"])
         return await crud.patch(admin, "targets", row, params if call.params else {})
 
-    async def delete_target(call: Call) -> Reply:
-        upstream = await find_upstream(admin, call.args["upstream"])
-        row = await find_target(admin, upstream, call.args["target"])
-        return await crud.delete(admin, "targets", row)
-
+    upstream = crud.entity_methods(admin, "upstreams", find)
+    upstream["PUT"] = put_upstream
+    targets = crud.collection_methods(admin, "targets", scope)
+    targets["PUT"] = upsert_target
+    target = crud.entity_methods(admin, "targets", find_one_target)
+    target["PATCH"] = patch_target
     return [
-        route("/upstreams", GET=list_upstreams, POST=create_upstream, PUT=upsert_upstream),
-        route(
-            "/upstreams/{upstream}",
-            GET=get_upstream,
-            PUT=put_upstream,
-            PATCH=patch_upstream,
-            DELETE=delete_upstream,
-        ),
-        route(
-            "/upstreams/{upstream}/targets",
-            GET=list_targets,
-            POST=create_target,
-            PUT=upsert_target,
-        ),
-        route(
-            "/upstreams/{upstream}/targets/{target}",
-            GET=get_target,
-            PATCH=patch_target,
-            DELETE=delete_target,
-        ),
+        route("/upstreams", **crud.collection_methods(admin, "upstreams")),
+        route("/upstreams/{upstream}", **upstream),
+        route("/upstreams/{upstream}/targets", **targets),
+        route("/upstreams/{upstream}/targets/{target}", **target),
     ]

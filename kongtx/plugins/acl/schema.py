@@ -12,9 +12,7 @@ from kongtx.store.schemas import (
     Field,
     Schema,
     UniqueTogether,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
 )
 
 
@@ -40,11 +38,10 @@ def _group_exists() -> Exception:
 
 ACLS = EntitySchema(
     name="acls",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        "group": Field(type="string", required=True),
-    },
+    fields=credential_fields(
+        {
+            "group": Field(type="string", required=True),
+        },
+    ),
     unique_together=(UniqueTogether(("consumer_id", "group"), _group_exists),),
 )

@@ -13,9 +13,7 @@ from kongtx.store.schemas import (
     Field,
     RunInThread,
     Schema,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
 )
 
 SCHEMA = Schema(
@@ -46,13 +44,12 @@ async def hash_before_write(
 
 CREDENTIALS = EntitySchema(
     name="basicauth_credentials",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        "username": Field(type="string", required=True, unique=True),
-        "password": Field(type="string"),
-    },
+    fields=credential_fields(
+        {
+            "username": Field(type="string", required=True, unique=True),
+            "password": Field(type="string"),
+        },
+    ),
     before_write=hash_before_write,
 )
 

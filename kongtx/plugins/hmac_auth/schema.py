@@ -10,9 +10,7 @@ from kongtx.store.schemas import (
     EntitySchema,
     Field,
     Schema,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
 )
 
 
@@ -35,12 +33,11 @@ SCHEMA = Schema(
 
 CREDENTIALS = EntitySchema(
     name="hmacauth_credentials",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        "username": Field(type="string", required=True, unique=True),
-        # not generated in 0.9: an unset secret simply never verifies
-        "secret": Field(type="string"),
-    },
+    fields=credential_fields(
+        {
+            "username": Field(type="string", required=True, unique=True),
+            # not generated in 0.9: an unset secret simply never verifies
+            "secret": Field(type="string"),
+        },
+    ),
 )

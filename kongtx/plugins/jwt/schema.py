@@ -13,9 +13,7 @@ from kongtx.store.schemas import (
     EntitySchema,
     Field,
     Schema,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
     random_hex,
 )
 
@@ -48,14 +46,13 @@ def _check_secret(values: dict[str, Any], ctx: CheckContext) -> str | None:
 
 CREDENTIALS = EntitySchema(
     name="jwt_secrets",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        "key": Field(type="string", unique=True, generate=random_hex),
-        "secret": Field(type="string", unique=True, generate=random_hex),
-        "rsa_public_key": Field(type="string"),
-        "algorithm": Field(type="string", default="HS256", enum=("HS256", "RS256")),
-    },
+    fields=credential_fields(
+        {
+            "key": Field(type="string", unique=True, generate=random_hex),
+            "secret": Field(type="string", unique=True, generate=random_hex),
+            "rsa_public_key": Field(type="string"),
+            "algorithm": Field(type="string", default="HS256", enum=("HS256", "RS256")),
+        },
+    ),
     self_check=_check_secret,
 )

@@ -8,9 +8,7 @@ from kongtx.store.schemas import (
     EntitySchema,
     Field,
     Schema,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
     random_hex,
 )
 
@@ -26,11 +24,10 @@ SCHEMA = Schema(
 
 CREDENTIALS = EntitySchema(
     name="keyauth_credentials",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        # a missing or blank key is replaced by 32 random hex characters
-        "key": Field(type="string", unique=True, generate=random_hex),
-    },
+    fields=credential_fields(
+        {
+            # a missing or blank key is replaced by 32 random hex characters
+            "key": Field(type="string", unique=True, generate=random_hex),
+        },
+    ),
 )

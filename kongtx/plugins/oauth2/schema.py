@@ -15,9 +15,7 @@ from kongtx.store.schemas import (
     EntitySchema,
     Field,
     Schema,
-    consumer_fk,
-    created_at_field,
-    id_field,
+    credential_fields,
     parse_url,
     random_hex,
 )
@@ -81,27 +79,27 @@ def check_redirect_uris(value: Any, values: dict[str, Any]) -> str | None:
 
 CREDENTIALS = EntitySchema(
     name="oauth2_credentials",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "consumer_id": consumer_fk(),
-        "name": Field(type="string", required=True),
-        "client_id": Field(type="string", unique=True, generate=random_hex),
-        "client_secret": Field(type="string", unique=True, generate=random_hex),
-        "redirect_uri": Field(type="array", required=True, func=check_redirect_uris),
-    },
+    fields=credential_fields(
+        {
+            "name": Field(type="string", required=True),
+            "client_id": Field(type="string", unique=True, generate=random_hex),
+            "client_secret": Field(type="string", unique=True, generate=random_hex),
+            "redirect_uri": Field(type="array", required=True, func=check_redirect_uris),
+        },
+    ),
 )
 
 AUTHORIZATION_CODES = EntitySchema(
     name="oauth2_authorization_codes",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "credential_id": Field(type="id", required=True, foreign="oauth2_credentials:id"),
-        "code": Field(type="string", unique=True, immutable=True, generate=random_hex),
-        "authenticated_userid": Field(type="string"),
-        "scope": Field(type="string"),
-    },
+    fields=credential_fields(
+        {
+            "code": Field(type="string", unique=True, immutable=True, generate=random_hex),
+            "authenticated_userid": Field(type="string"),
+            "scope": Field(type="string"),
+        },
+        owner="credential_id",
+        foreign="oauth2_credentials:id",
+    ),
     ttl=lambda row: CODE_TTL,
 )
 
@@ -145,16 +143,17 @@ def _token_ttl(row: Mapping[str, Any]) -> int | None:
 
 TOKENS = EntitySchema(
     name="oauth2_tokens",
-    fields={
-        "id": id_field(),
-        "created_at": created_at_field(),
-        "credential_id": Field(type="id", required=True, foreign="oauth2_credentials:id"),
-        "token_type": Field(type="string", required=True, default="bearer", enum=("bearer",)),
-        "expires_in": Field(type="number", required=True),
-        "access_token": Field(type="string", unique=True, generate=random_hex),
-        "refresh_token": Field(type="string", unique=True, default=_refresh_token),
-        "authenticated_userid": Field(type="string"),
-        "scope": Field(type="string"),
-    },
+    fields=credential_fields(
+        {
+            "token_type": Field(type="string", required=True, default="bearer", enum=("bearer",)),
+            "expires_in": Field(type="number", required=True),
+            "access_token": Field(type="string", unique=True, generate=random_hex),
+            "refresh_token": Field(type="string", unique=True, default=_refresh_token),
+            "authenticated_userid": Field(type="string"),
+            "scope": Field(type="string"),
+        },
+        owner="credential_id",
+        foreign="oauth2_credentials:id",
+    ),
     ttl=_token_ttl,
 )

@@ -25,13 +25,17 @@ def rule_table(parts: tuple[str, ...], with_values: bool) -> Field:
     )
 
 
-_PARTS = ("body", "headers", "querystring")
+def transformer_schema(parts: tuple[str, ...]) -> Schema:
+    """The rules of a transformer (request- and response-transformer) acting on ``parts``:
+    ``remove`` (names), ``replace``, ``add`` and ``append`` (``name:value`` entries)."""
+    return Schema(
+        fields={
+            "remove": rule_table(parts, with_values=False),
+            "replace": rule_table(parts, with_values=True),
+            "add": rule_table(parts, with_values=True),
+            "append": rule_table(parts, with_values=True),
+        },
+    )
 
-SCHEMA = Schema(
-    fields={
-        "remove": rule_table(_PARTS, with_values=False),
-        "replace": rule_table(_PARTS, with_values=True),
-        "add": rule_table(_PARTS, with_values=True),
-        "append": rule_table(_PARTS, with_values=True),
-    },
-)
+
+SCHEMA = transformer_schema(("body", "headers", "querystring"))

@@ -3,16 +3,6 @@
 
 from __future__ import annotations
 
-from kongtx.plugins.request_transformer.schema import rule_table
-from kongtx.store.schemas import Schema
+from kongtx.plugins.request_transformer.schema import transformer_schema
 
-_PARTS = ("headers", "json")
-
-SCHEMA = Schema(
-    fields={
-        "remove": rule_table(_PARTS, with_values=False),
-        "replace": rule_table(_PARTS, with_values=True),
-        "add": rule_table(_PARTS, with_values=True),
-        "append": rule_table(_PARTS, with_values=True),
-    },
-)
+SCHEMA = transformer_schema(("headers", "json"))

@@ -14,15 +14,14 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from kongtx.store.common import is_uuid_text
+from kongtx.store.common import EPOCH, driver_value, is_uuid_text
 from kongtx.store.common import quote as _q
 from kongtx.store.interface import InvalidOffset, Row, Table
 from kongtx.store.rules import matches_filter
 
-_EPOCH = datetime(1970, 1, 1)
 _TOKEN_PREFIX = b"c1:"
 #: Not a secret (the Admin API is trusted): it only makes stray tokens fail the MAC.
 _TOKEN_KEY = b"kongtx cassandra paging state"
@@ -101,17 +100,11 @@ def decode_token(token: str, query: str = "") -> bytes:
 
 
 def param(table: Table, col: str, value: Any) -> Any:
-    """A Python value as the driver wants it for ``col``."""
-    if value is None:
-        return None
+    """A Python value as the driver wants it for ``col`` (a uuid column takes a ``UUID``)."""
     kind = table.column(col).type
-    if kind == "uuid":
+    if kind == "uuid" and value is not None:
         return uuid.UUID(str(value))
-    if kind == "timestamp":
-        return _EPOCH + timedelta(milliseconds=value)
-    if kind == "json":
-        return json.dumps(value)
-    return value
+    return driver_value(kind, value)
 
 
 def load(table: Table, values: Sequence[Any]) -> Row:
@@ -123,7 +116,7 @@ def load(table: Table, values: Sequence[Any]) -> Row:
             if kind == "uuid":
                 value = str(value)
             elif kind == "timestamp":
-                value = (value - _EPOCH) // timedelta(milliseconds=1)
+                value = (value - EPOCH) // timedelta(milliseconds=1)
             elif kind == "json":
                 value = json.loads(value)
         row[col] = value
@@ -132,14 +125,10 @@ def load(table: Table, values: Sequence[Any]) -> Row:
 
 def roundtrip(table: Table, col: str, value: Any) -> Any:
     """``value`` as the driver would return it (so the returned row equals a re-read)."""
-    if value is None:
-        return None
     kind = table.column(col).type
-    if kind == "json":
-        return json.dumps(value)
-    if kind == "timestamp":
-        return _EPOCH + timedelta(milliseconds=int(value))
-    return value
+    if kind == "timestamp" and value is not None:
+        value = int(value)
+    return driver_value(kind, value)
 
 
 def select_list(table: Table) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from kongtx.clock import Clock
 from kongtx.store.cassandra.cql import alive, load, matches, qualified, select_list, where
 from kongtx.store.cassandra.session import CassandraSession
+from kongtx.store.common import cascade_rows
 from kongtx.store.interface import ForeignKey, ForeignKeyViolation, Row, Table, UniqueViolation
 from kongtx.store.rules import check_key, sort_key
 
@@ -97,19 +98,12 @@ class RowReads:
             if not await self.select_rows(target, {fk.target: value}):
                 raise ForeignKeyViolation(fk.column, value)
 
-    async def collect(
-        self, table: Table, row: Row, out: list[tuple[Table, Row]], seen: set[Any]
-    ) -> None:
-        """Depth-first: the row, then (per referencing table, in listing order) its dependants."""
-        mark = (table.name, tuple(row[c] for c in table.primary_key))
-        if mark in seen:
-            return
-        seen.add(mark)
-        out.append((table, row))
-        for child, fk in self._children.get(table.name, []):
-            if row[fk.target] is None:
-                continue
-            dependants = await self.select_rows(child, {fk.column: row[fk.target]})
-            dependants.sort(key=lambda r: sort_key(child, r))
-            for dependant in dependants:
-                await self.collect(child, dependant, out, seen)
+    async def collect(self, table: Table, row: Row) -> list[tuple[Table, Row]]:
+        """The row and every live row a deletion of it takes (:func:`~.common.cascade_rows`)."""
+
+        async def dependants(child: Table, column: str, value: Any) -> list[Row]:
+            rows = await self.select_rows(child, {column: value})
+            rows.sort(key=lambda r: sort_key(child, r))
+            return rows
+
+        return await cascade_rows(self._children, table, row, dependants)

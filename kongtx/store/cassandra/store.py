@@ -284,8 +284,7 @@ class CassandraStore:
         row = await self._reads.find(tb, key)
         if row is None:
             return []
-        doomed: list[tuple[Table, Row]] = []
-        await self._reads.collect(tb, row, doomed, set())
+        doomed = await self._reads.collect(tb, row)
         writes: list[tuple[str, list[Any]]] = []
         for dt, drow in doomed:
             cond = " AND ".join(f"{_q(c)} = %s" for c in dt.primary_key)

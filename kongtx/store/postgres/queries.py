@@ -12,17 +12,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from kongtx.store.common import is_uuid_text
+from kongtx.store.common import EPOCH, driver_value, is_uuid_text
 from kongtx.store.common import quote as _quote
 from kongtx.store.interface import Row, Table
 from kongtx.store.rules import TagFilter, order_columns
 
-_EPOCH = datetime(1970, 1, 1)
-
 
 def timestamp(seconds: float) -> datetime:
     """An epoch time in seconds as the naive UTC ``datetime`` PostgreSQL stores."""
-    return _EPOCH + timedelta(seconds=seconds)
+    return EPOCH + timedelta(seconds=seconds)
 
 
 def expr(table: Table, col: str, alias: str = "t") -> str:
@@ -42,14 +40,7 @@ def select_list(table: Table) -> str:
 
 def param(table: Table, col: str, value: Any) -> Any:
     """A Python value as PostgreSQL wants it for ``col``."""
-    if value is None:
-        return None
-    kind = table.column(col).type
-    if kind == "timestamp":
-        return _EPOCH + timedelta(milliseconds=value)
-    if kind == "json":
-        return json.dumps(value)
-    return value
+    return driver_value(table.column(col).type, value)
 
 
 def load(table: Table, values: Sequence[Any]) -> Row:

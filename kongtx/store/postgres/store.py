@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from kongtx.clock import Clock
 from kongtx.log import logger
-from kongtx.store.common import children_of
+from kongtx.store.common import cascade_rows, children_of
 from kongtx.store.common import quote as _quote
 from kongtx.store.interface import (
     ChangeEvent,
@@ -315,26 +315,16 @@ class PostgresStore:
 
         return await self._run(txn)
 
-    async def _collect(
-        self, t: Txn, table: Table, row: Row, out: list[tuple[Table, Row]], seen: set[Any]
-    ) -> None:
-        """Depth-first, locking: the row, then (per referencing table) its dependants."""
-        mark = (table.name, tuple(row[c] for c in table.primary_key))
-        if mark in seen:
-            return
-        seen.add(mark)
-        out.append((table, row))
-        for child, fk in self._children.get(table.name, []):
-            if row[fk.target] is None:
-                continue
+    async def _collect(self, t: Txn, table: Table, row: Row) -> list[tuple[Table, Row]]:
+        """The row and, locked, every row a deletion of it takes (:func:`~.common.cascade_rows`)."""
+
+        async def dependants(child: Table, column: str, value: Any) -> list[Row]:
             sql, params = query(
-                child,
-                {fk.column: row[fk.target]},
-                self._now(),
-                order_by(child) + " FOR UPDATE OF t",
+                child, {column: value}, self._now(), order_by(child) + " FOR UPDATE OF t"
             )
-            for values in await t.execute(sql, params):
-                await self._collect(t, child, load(child, values), out, seen)
+            return [load(child, values) for values in await t.execute(sql, params)]
+
+        return await cascade_rows(self._children, table, row, dependants)
 
     async def delete(self, table: str, key: Mapping[str, Any]) -> list[tuple[str, Row]]:
         """Delete the row (the database cascades) and return it with every cascaded row."""
@@ -345,8 +335,7 @@ class PostgresStore:
             row = await self._find(t, tb, key, lock=True)
             if row is None:
                 return []
-            doomed: list[tuple[Table, Row]] = []
-            await self._collect(t, tb, row, doomed, set())
+            doomed = await self._collect(t, tb, row)
             cond, params = where_pk(tb, row)
             await t.execute(f"DELETE FROM {_quote(table)} AS t{cond}", params)
             for dt, drow in doomed:

@@ -43,8 +43,8 @@ from kongtx.store.schemas.engine import (
 )
 from kongtx.store.schemas.fields import (
     UUID_RE,
-    consumer_fk,
     created_at_field,
+    credential_fields,
     id_field,
     is_uuid,
     random_hex,
@@ -116,9 +116,9 @@ __all__ = [
     "check_upstream_name",
     "check_upstream_url",
     "coerce",
-    "consumer_fk",
     "core_schemas",
     "created_at_field",
+    "credential_fields",
     "default_api_name",
     "id_field",
     "is_hostname",

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.unit.test_schemas -*-
-"""Pieces every entity schema shares: ids, creation times, consumer references, blanks."""
+"""Pieces every entity schema shares: ids, creation times, credentials' owners, blanks."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from kongtx.store.schemas.model import Field
@@ -34,9 +35,18 @@ def created_at_field() -> Field:
     return Field(type="timestamp", dao_insert_value=True, immutable=True, required=True)
 
 
-def consumer_fk() -> Field:
-    """The consumer a credential belongs to."""
-    return Field(type="id", required=True, foreign="consumers:id")
+def credential_fields(
+    fields: Mapping[str, Field], owner: str = "consumer_id", foreign: str = "consumers:id"
+) -> dict[str, Field]:
+    """A credential's fields: the generated id and creation time, the required ``owner``
+    column naming what it belongs to (``foreign``: a consumer; for oauth2's codes and
+    tokens, an oauth2 credential), then ``fields``."""
+    return {
+        "id": id_field(),
+        "created_at": created_at_field(),
+        owner: Field(type="id", required=True, foreign=foreign),
+        **fields,
+    }
 
 
 def blank_to_none(name: str, value: Any, values: dict[str, Any]) -> bool:

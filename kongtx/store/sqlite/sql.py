@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from kongtx.store.common import cascade_rows, run_to_end
 from kongtx.store.common import quote as _q
 from kongtx.store.interface import (
     ForeignKey,
@@ -255,23 +256,10 @@ def collect_cascade(
     row: Row,
     now: int,
 ) -> list[tuple[Table, Row]]:
-    """The row, then depth-first (per referencing table, in listing order) its dependants."""
-    out: list[tuple[Table, Row]] = []
-    seen: set[tuple[str, tuple[Any, ...]]] = set()
+    """The row and every live row a deletion of it takes (:func:`~.common.cascade_rows`),
+    read here, on the sqlite thread, inside the caller's transaction."""
 
-    def visit(table: Table, row: Row) -> None:
-        mark = (table.name, tuple(row[c] for c in table.primary_key))
-        if mark in seen:
-            return
-        seen.add(mark)
-        out.append((table, row))
-        for child, fk in children.get(table.name, []):
-            if row[fk.target] is None:
-                continue
-            for dependant in select_rows(
-                conn, codecs[child.name], {fk.column: row[fk.target]}, now
-            ):
-                visit(child, dependant)
+    async def dependants(child: Table, column: str, value: Any) -> list[Row]:
+        return select_rows(conn, codecs[child.name], {column: value}, now)
 
-    visit(table, row)
-    return out
+    return run_to_end(cascade_rows(children, table, row, dependants))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kongtx.store.common import quote as _q
-from kongtx.store.interface import ForeignKey, Row, Table, UniqueViolation
+from kongtx.store.interface import ChangeType, ForeignKey, Row, Table, UniqueViolation
 from kongtx.store.sqlite.events import Change, append_events
 from kongtx.store.sqlite.sql import (
     EXPIRE_COLUMN,
@@ -27,6 +27,22 @@ from kongtx.store.sqlite.sql import (
     purge,
     transaction,
 )
+
+
+def _logged(
+    conn: sqlite3.Connection,
+    codec: Codec,
+    origin: str,
+    pk: Mapping[str, Any],
+    kind: ChangeType,
+    old: Row | None,
+    now: int,
+) -> Row:
+    """The row just written, read back, with its ``kind`` change event appended."""
+    stored = find_row(conn, codec, pk, now)
+    assert stored is not None
+    append_events(conn, origin, [(codec.table.name, kind, old, stored)], now)
+    return stored
 
 
 def insert_txn(
@@ -59,10 +75,7 @@ def insert_txn(
             )
         except sqlite3.IntegrityError as e:
             raise integrity_error(table, row, e) from e
-        stored = find_row(conn, codec, pk_filter(table, row), now)
-        assert stored is not None
-        append_events(conn, origin, [(table.name, "create", None, stored)], now)
-        return stored
+        return _logged(conn, codec, origin, pk_filter(table, row), "create", None, now)
 
     return transaction(conn, body)
 
@@ -103,10 +116,7 @@ def update_txn(
                 )
             except sqlite3.IntegrityError as e:
                 raise integrity_error(table, new, e) from e
-        stored = find_row(conn, codec, pk, now)
-        assert stored is not None
-        append_events(conn, origin, [(table.name, "update", old, stored)], now)
-        return stored
+        return _logged(conn, codec, origin, pk, "update", old, now)
 
     return transaction(conn, body)
 
