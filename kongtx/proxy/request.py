@@ -149,6 +149,7 @@ class ApiTarget:
         "api",
         "base",
         "chain_key",
+        "host_entry",
         "host_header",
         "origin",
         "preserve_host",
@@ -181,6 +182,8 @@ class ApiTarget:
         self.root_upstream: bool = own_path in ("", "/")
         self.preserve_host: bool = bool(api.get("preserve_host"))
         self.host_header: str = _host_header(origin)
+        #: its header entry, as HeaderList keeps them (made once, not per request)
+        self.host_entry: tuple[str, str, str] = ("host", "Host", self.host_header)
         #: where the client connects (each request's URL starts with it); None when
         #: upstream_url is no http(s) URL: the client then fails each request (502)
         self.origin: Origin | None = None
@@ -303,7 +306,7 @@ def build_upstream_request(
         upgrade = headers.get_lowered("upgrade")
         if upgrade is not None:
             items.append(("upgrade", "Upgrade", upgrade))
-    items.append(("host", "Host", host))
+    items.append(target.host_entry if host is target.host_header else ("host", "Host", host))
     if kind == "host-exact" and match.matched_host is not None:
         items.append(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
     if prefixed:
