@@ -70,6 +70,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.plugins.entries",
     "kongtx.plugins.chain",
     "kongtx.plugins.runtime",
+    "kongtx.turn_end",
     "kongtx.reactor",
 )
 

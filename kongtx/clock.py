@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from kongtx.log import logger
+from kongtx.turn_end import call_each
 
 T = TypeVar("T")
 
@@ -133,15 +133,6 @@ class Clock:
             + sum(1 for lp in self._loops if lp.running)
             + len(self._turn_end)
         )
-
-
-def call_each(calls: list[Callable[[], None]], log: Logger) -> None:
-    """Call each of ``calls`` in order; one that raises is logged, the others still run."""
-    for fn in calls:
-        try:
-            fn()
-        except Exception:
-            log.failure("a call at the end of the reactor turn ({fn!r}) failed", fn=fn)
 
 
 def wall_clock_millis() -> int:

@@ -52,6 +52,7 @@ from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
 from kongtx.log import logger
+from kongtx.turn_end import call_each
 
 if sys.platform == "linux":
     from twisted.internet.epollreactor import EPollReactor
@@ -135,12 +136,7 @@ class LeanReactor(EPollReactor):
 
     def _run_turn_end(self) -> None:
         calls, self._turn_end = self._turn_end, []
-        # (``kongtx.clock.call_each``'s loop, here compiled: no interpreted frame per turn)
-        for fn in calls:
-            try:
-                fn()
-            except Exception:
-                log.failure("a call at the end of the reactor turn ({fn!r}) failed", fn=fn)
+        call_each(calls, log)
 
     def doPoll(self, timeout: float | None) -> None:
         """Twisted's name for :meth:`doIteration` in its poll reactors."""

@@ -113,7 +113,7 @@ class Balancing:
         """
         if not pool:
             # what the client logs when it retries a stale pooled connection itself
-            _, host, port, _ = split_url(req.url)
+            _, host, port, _ = split_url(req.url, req.origin)
             client_log.debug(
                 "pooled connection to {host}:{port} was closed; retrying", host=host, port=port
             )
@@ -136,6 +136,7 @@ class Balancing:
                     stream=ctx._stream,
                     address=(pick.host, pick.port),
                     pool=pool,
+                    origin=req.origin,
                 )
             except UpstreamError as e:
                 self.attempt_failed(balancer, pick, e)

@@ -11,7 +11,7 @@ and read timeouts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 from twisted.internet.defer import Deferred
@@ -33,6 +33,10 @@ from kongtx.proxy.upstream_response import (
 if TYPE_CHECKING:
     from kongtx.proxy.connection import UpstreamConnection
     from kongtx.proxy.upstream import UpstreamClient
+
+#: the body chunks waiting for a sink when none are (shared, never appended to: most
+#: exchanges get their sink before any body, and they make no list)
+_NOTHING_PENDING: Final[list[bytes]] = []
 
 
 class Exchange:
@@ -72,7 +76,7 @@ class Exchange:
         self.announced = False
         self.response: UpstreamResponse | None = None
         self.sink: ResponseSink | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] = _NOTHING_PENDING
         self.got_bytes = False
         self.complete = False
         self.finished = False
@@ -174,7 +178,10 @@ class Exchange:
             if self.finished or self.abandoned or self.complete:
                 break  # (bytes after a HEAD response's headers: ignored)
             if self.sink is None:
-                self.pending.append(data)
+                if self.pending is _NOTHING_PENDING:
+                    self.pending = [data]
+                else:
+                    self.pending.append(data)
             else:
                 self.sink.write(data)
         if completed and not self.complete and not self.finished and not self.abandoned:
@@ -232,9 +239,11 @@ class Exchange:
 
     def attach(self, sink: ResponseSink) -> None:
         self.sink = sink
-        pending, self.pending = self.pending, []
-        for data in pending:
-            sink.write(data)
+        pending = self.pending
+        if pending:
+            self.pending = _NOTHING_PENDING
+            for data in pending:
+                sink.write(data)
         failure, self._body_failure = self._body_failure, None
         if failure is not None:
             sink.fail(failure)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 from twisted.internet.protocol import Protocol
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 MAX_QUEUED = 32
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: the body chunks of a request that has none yet (shared, never appended to: most
+#: requests have no body, and they make no list)
+_NO_CHUNKS: Final[list[bytes]] = []
 
 
 class _Refused(Exception):
@@ -75,7 +78,7 @@ class ParsedRequest(IncomingRequest):
         # body are filled in here; the rest of IncomingRequest when it is served
         super().__init__("", "", HeaderList(), "")
         self.url = b""
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes] = _NO_CHUNKS
         self.pipe: BodyPipe | None = None
         self.complete = False
         self.content_length: int | None = None
@@ -256,6 +259,8 @@ class RequestReader(Protocol):
         assert req is not None
         if req.pipe is not None:
             req.pipe.write(body)
+        elif req.chunks is _NO_CHUNKS:
+            req.chunks = [body]
         else:
             req.chunks.append(body)
 
@@ -269,7 +274,7 @@ class RequestReader(Protocol):
             return
         if req.chunks:
             data = req.chunks[0] if len(req.chunks) == 1 else b"".join(req.chunks)
-            req.chunks = []
+            req.chunks = _NO_CHUNKS
             req.body = BytesIO(data)
             req.content_length = len(data)
         self._enqueue(req)

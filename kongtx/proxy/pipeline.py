@@ -287,7 +287,7 @@ class ProxyPipeline:
             address = (pick.host, pick.port)
         try:
             exchange = self.client.pooled_exchange(
-                req.method, req.url, req.headers, body, length, express, address
+                req.method, req.url, req.headers, body, length, express, address, req.origin
             )
         except UpstreamError as e:
             if pick is not None:
@@ -349,16 +349,17 @@ class ProxyPipeline:
             body.seek(0)
         try:
             if balancer is None:
+                client, stream, origin = self.client, ctx._stream, req.origin
                 started = (
-                    self.client.start_pooled(req.method, req.url, req.headers, body, length)
-                    if ctx._stream is None
+                    client.start_pooled(req.method, req.url, req.headers, body, length, origin)
+                    if stream is None
                     else None
                 )
                 response = await (
                     started
                     if started is not None
-                    else self.client.request(
-                        req.method, req.url, req.headers, body, length, stream=ctx._stream
+                    else client.request(
+                        req.method, req.url, req.headers, body, length, stream=stream, origin=origin
                     )
                 )
             else:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
 
 from kongtx.invalidation import chain_key
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.query import encode_query
+from kongtx.proxy.upstream_request import Origin, origin_end
 from kongtx.store.interface import RowView
 
 if TYPE_CHECKING:
@@ -94,16 +94,6 @@ def _parse_ip(text: str) -> IPAddress | None:
 # ----------------------------------------------------------------------- URL and Host
 
 
-def _split_upstream(upstream_url: str) -> tuple[str, str, str]:
-    """``(scheme, netloc, path)`` of an upstream_url, as written.
-
-    Not remembered (nor is :func:`upstream_host_header`): both run once per API when
-    the router is built (:class:`ApiTarget`), and a cache of them would hold a second
-    copy of the strings of up to its size in APIs (~2 MB at 10,000 APIs)."""
-    parts = urlsplit(upstream_url)
-    return parts.scheme.lower(), parts.netloc, parts.path
-
-
 def upstream_path(api: RowView, match: Match, uri: str) -> tuple[str, bool]:
     """The full upstream URL without query, and whether the path was stripped.
 
@@ -124,8 +114,14 @@ def upstream_path(api: RowView, match: Match, uri: str) -> tuple[str, bool]:
 
 def upstream_host_header(upstream_url: str) -> str:
     """The Host sent upstream when preserve_host is off (with Kong's ``:443`` quirk)."""
-    scheme, netloc, _ = _split_upstream(upstream_url)
-    hostport = netloc.rsplit("@", 1)[-1]
+    cut = origin_end(upstream_url)
+    return _host_header(upstream_url[: len(upstream_url) if cut < 0 else cut])
+
+
+def _host_header(origin: str) -> str:
+    """:func:`upstream_host_header` of ``scheme://authority``."""
+    scheme, _, authority = origin.partition("://")
+    hostport = authority.rsplit("@", 1)[-1]
     if hostport.startswith("["):
         end = hostport.find("]")
         has_port = end >= 0 and hostport[end + 1 : end + 2] == ":"
@@ -133,7 +129,7 @@ def upstream_host_header(upstream_url: str) -> str:
         has_port = ":" in hostport
     if has_port:
         return hostport
-    if scheme == "https":
+    if scheme.lower() == "https":
         return hostport + ":443"
     return hostport
 
@@ -153,7 +149,9 @@ class ApiTarget:
         "api",
         "base",
         "chain_key",
+        "host_entry",
         "host_header",
+        "origin",
         "preserve_host",
         "request_path",
         "root_upstream",
@@ -174,11 +172,25 @@ class ApiTarget:
         self.request_path: str = request_path if isinstance(request_path, str) else ""
         #: strip_request_path with a request_path (path matches only strip)
         self.strip: bool = bool(api.get("strip_request_path")) and bool(self.request_path)
-        _, _, own_path = _split_upstream(upstream_url)
+        # upstream_url split once: its origin (scheme://authority) and its own path
+        cut = origin_end(upstream_url)
+        origin = upstream_url if cut < 0 else upstream_url[:cut]
+        own_path = "" if cut < 0 else upstream_url[cut:]
+        for sep in ("?", "#"):
+            own_path = own_path.partition(sep)[0]
         #: the upstream_url has no path of its own: a stripped rest gets a leading ``/``
         self.root_upstream: bool = own_path in ("", "/")
         self.preserve_host: bool = bool(api.get("preserve_host"))
-        self.host_header: str = upstream_host_header(upstream_url)
+        self.host_header: str = _host_header(origin)
+        #: its header entry, as HeaderList keeps them (made once, not per request)
+        self.host_entry: tuple[str, str, str] = ("host", "Host", self.host_header)
+        #: where the client connects (each request's URL starts with it); None when
+        #: upstream_url is no http(s) URL: the client then fails each request (502)
+        self.origin: Origin | None = None
+        try:
+            self.origin = Origin(origin)
+        except ValueError:
+            pass
         #: the host of upstream_url as the balancers name it (kongtx.proxy.balanced)
         self.upstream_name: str | None = None
         #: the cache key of the API's plugin chain (the pipeline's lookup per request)
@@ -197,13 +209,22 @@ _PROTO_HTTPS: Final = ("x-forwarded-proto", "X-Forwarded-Proto", "https")
 class UpstreamRequest:
     """What goes upstream: method, absolute URL and headers (framing added later)."""
 
-    __slots__ = ("headers", "method", "stripped", "url")
+    __slots__ = ("headers", "method", "origin", "stripped", "url")
 
-    def __init__(self, method: str, url: str, headers: HeaderList, stripped: bool) -> None:
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        stripped: bool,
+        origin: Origin | None = None,
+    ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
         self.stripped = stripped
+        #: the origin ``url`` starts with (the API's, split once), for the client
+        self.origin = origin
 
     def __repr__(self) -> str:
         return f"UpstreamRequest({self.method} {self.url})"
@@ -285,7 +306,7 @@ def build_upstream_request(
         upgrade = headers.get_lowered("upgrade")
         if upgrade is not None:
             items.append(("upgrade", "Upgrade", upgrade))
-    items.append(("host", "Host", host))
+    items.append(target.host_entry if host is target.host_header else ("host", "Host", host))
     if kind == "host-exact" and match.matched_host is not None:
         items.append(("x-forwarded-host", "X-Forwarded-Host", match.matched_host))
     if prefixed:
@@ -301,7 +322,7 @@ def build_upstream_request(
         items.append(_PROTO_HTTPS)
     else:
         items.append(("x-forwarded-proto", "X-Forwarded-Proto", scheme))
-    return UpstreamRequest(method, url, HeaderList.from_lowered(items), stripped)
+    return UpstreamRequest(method, url, HeaderList.from_lowered(items), stripped, target.origin)
 
 
 # ----------------------------------------------------------------------- hop-by-hop

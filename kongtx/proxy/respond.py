@@ -39,6 +39,36 @@ _OURS_ON_RESPONSES: Final = frozenset(
 )
 #: (``Final``: a C static for the compiled code, not a module dictionary lookup)
 _VIA: Final = SERVER_NAME
+#: the header entries a relayed response gets, as ``HeaderList`` keeps them (lower-case
+#: name, name, value): made once, not per response (a tuple is immutable: shared)
+_VIA_ENTRY: Final = ("via", "Via", _VIA)
+#: the latency headers' entries for the usual latencies (0 to 99 ms)
+_UPSTREAM_LATENCY: Final = [
+    ("x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ms)) for ms in range(100)
+]
+_PROXY_LATENCY: Final = [
+    ("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ms)) for ms in range(100)
+]
+#: Content-Length entries by length (bounded: cleared when full)
+_LENGTHS: Final[dict[int, tuple[str, str, str]]] = {}
+
+
+def _latency_entry(table: list[tuple[str, str, str]], ms: int) -> tuple[str, str, str]:
+    """The entry of a latency header for ``ms`` (0 to 99 ms: the one made once)."""
+    if 0 <= ms < 100:
+        return table[ms]
+    first = table[0]
+    return (first[0], first[1], str(ms))
+
+
+def _length_entry(length: int) -> tuple[str, str, str]:
+    """The ``Content-Length`` entry for ``length``, made once per length."""
+    entry = _LENGTHS.get(length)
+    if entry is None:
+        if len(_LENGTHS) >= 1024:
+            _LENGTHS.clear()
+        entry = _LENGTHS[length] = ("content-length", "Content-Length", str(length))
+    return entry
 
 
 async def _maybe_await(result: object) -> None:
@@ -110,6 +140,8 @@ class Responder:
         self.clock = clock
         self._date_second = -1
         self._date_text = ""
+        #: the ``Date`` header entry of :meth:`http_date`'s second
+        self._date_entry = ("date", "Date", "")
 
     def http_date(self) -> str:
         """An HTTP ``Date`` for now, computed at most once per second (hot path)."""
@@ -117,6 +149,7 @@ class Responder:
         if now != self._date_second:
             self._date_second = now
             self._date_text = formatdate(now, usegmt=True)
+            self._date_entry = ("date", "Date", self._date_text)
         return self._date_text
 
     # ----------------------------------------------------------------- made here
@@ -193,15 +226,16 @@ class Responder:
                 dated = True
         if ours:
             items = headers._items = [e for e in items if e[0] not in _OURS_ON_RESPONSES]
-        if response.length is not None:
+        length = response.length
+        if length is not None:
             # for HEAD too: the length the GET would have had (the body is never sent)
-            items.append(("content-length", "Content-Length", str(response.length)))
+            items.append(_length_entry(length))
         if not dated:
-            items.append(("date", "Date", self.http_date()))
-        items.append(("via", "Via", _VIA))
-        upstream_latency = str(ctx.upstream_latency or 0)
-        items.append(("x-kong-upstream-latency", "X-Kong-Upstream-Latency", upstream_latency))
-        items.append(("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ctx.proxy_latency or 0)))
+            self.http_date()
+            items.append(self._date_entry)
+        items.append(_VIA_ENTRY)
+        items.append(_latency_entry(_UPSTREAM_LATENCY, ctx.upstream_latency or 0))
+        items.append(_latency_entry(_PROXY_LATENCY, ctx.proxy_latency or 0))
         ctx.response_headers = headers
         if chain is not None:
             try:

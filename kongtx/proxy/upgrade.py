@@ -42,7 +42,7 @@ class UpgradeProxy:
         """Send the handshake, then splice raw bytes until either side is gone."""
         pick: Pick | None = None
         try:
-            scheme, host, port, target = split_url(req.url)
+            scheme, host, port, target = split_url(req.url, req.origin)
             head = build_head(req.method, target, req.headers, None)
             if balancer is not None:
                 pick = balancer.pick(ctx)

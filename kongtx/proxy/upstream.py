@@ -52,7 +52,7 @@ from kongtx.proxy.direct_write import turn_sender
 from kongtx.proxy.errors import UpstreamError, connect_error
 from kongtx.proxy.exchange import Exchange
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.upstream_request import FileBodyProducer, build_head, split_url
+from kongtx.proxy.upstream_request import FileBodyProducer, Origin, build_head, split_url
 from kongtx.proxy.upstream_response import ResponseListener, StaleConnection, UpstreamResponse
 from kongtx.proxy.upstream_tls import client_tls_context, upstream_endpoint
 
@@ -202,6 +202,7 @@ class UpstreamClient:
         stream: Any = None,
         address: tuple[str, int] | None = None,
         pool: bool = True,
+        origin: Origin | None = None,
     ) -> UpstreamResponse:
         """Send one request; returns once the response headers arrived.
 
@@ -213,6 +214,7 @@ class UpstreamClient:
         the URL, the ``Host`` header and TLS's SNI keep the upstream's name, and the
         keep-alive pool is keyed by the address (and that name, for TLS).
         ``pool=False``: on a new connection (a retry after a stale pooled one).
+        ``origin``: the one ``url`` starts with, split already (the API's).
 
         Raises:
             ConnectError: the connection could not be made (nothing was sent).
@@ -220,7 +222,7 @@ class UpstreamClient:
                 ``CancelledError`` (the client went away).
         """
         try:
-            scheme, host, port, target = split_url(url)
+            scheme, host, port, target = split_url(url, origin)
         except ValueError as exc:
             raise UpstreamError(502, str(exc)) from exc
         key: PoolKey
@@ -258,7 +260,13 @@ class UpstreamClient:
         raise UpstreamError(502, "upstream closed the connection")
 
     def start_pooled(
-        self, method: str, url: str, headers: HeaderList, body: IO[bytes] | None, length: int
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: IO[bytes] | None,
+        length: int,
+        origin: Origin | None = None,
     ) -> Deferred[UpstreamResponse] | None:
         """:meth:`request` on a pooled connection, without a coroutine (hot path).
 
@@ -267,7 +275,7 @@ class UpstreamClient:
         connection found stale is retried once on a new one, as :meth:`request`
         does.  Raises ``UpstreamError`` for a header that must not go upstream.
         """
-        exchange = self.pooled_exchange(method, url, headers, body, length)
+        exchange = self.pooled_exchange(method, url, headers, body, length, origin=origin)
         if exchange is None:
             return None
         result = exchange.start()
@@ -283,6 +291,7 @@ class UpstreamClient:
         length: int,
         listener: ResponseListener | None = None,
         address: tuple[str, int] | None = None,
+        origin: Origin | None = None,
     ) -> Exchange | None:
         """The exchange of a request on a pooled connection, not begun (hot path).
 
@@ -290,11 +299,11 @@ class UpstreamClient:
         With a ``listener`` (told of the response or the failure directly, no
         Deferred), a ``StaleConnection`` failure is the listener's to retry
         (:meth:`retry_on_new_connection`).  ``address``: a balanced peer's, pooled
-        as :meth:`request` pools it.  Raises ``UpstreamError`` for a header that
-        must not go upstream.
+        as :meth:`request` pools it; ``origin``: as :meth:`request`'s.  Raises
+        ``UpstreamError`` for a header that must not go upstream.
         """
         try:
-            scheme, host, port, target = split_url(url)
+            scheme, host, port, target = split_url(url, origin)
         except ValueError:
             return None
         has_body = body is not None and length > 0

@@ -9,7 +9,6 @@ unknown length framed chunk by chunk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import IO, Any, Final
 
 from twisted.internet.defer import Deferred
@@ -99,76 +98,84 @@ class ChunkedWriter:
 # ------------------------------------------------------------------------- URLs
 
 
-@lru_cache(maxsize=4096)
-def _split_origin(origin: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of ``scheme://host[:port]``."""
-    scheme, _, authority = origin.partition("://")
-    scheme = scheme.lower()
-    authority = authority.rsplit("@", 1)[-1]
-    default = 443 if scheme == "https" else 80
-    if authority.startswith("["):
-        end = authority.find("]")
-        host = authority[1:end]
-        rest = authority[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else default
-    elif ":" in authority:
-        host, _, raw_port = authority.partition(":")
-        port = int(raw_port) if raw_port else default
-    else:
-        host, port = authority, default
-    if scheme not in ("http", "https") or not host:
-        raise ValueError(f"not an upstream URL: {origin!r}")
-    return scheme, host.lower(), port
+class Origin:
+    """``scheme://authority`` of an upstream URL, split: where the client connects.
+
+    Split once per API (:class:`kongtx.proxy.request.ApiTarget`, when the router is
+    built); each request's URL starts with it, so the client only cuts the request
+    target off that URL (:func:`split_url`).
+    """
+
+    __slots__ = ("host", "length", "port", "scheme")
+
+    def __init__(self, origin: str) -> None:
+        """Raises ValueError: not an http(s) origin (no host, a port that is no number)."""
+        scheme, _, authority = origin.partition("://")
+        scheme = scheme.lower()
+        hostport = authority.rsplit("@", 1)[-1]
+        default = 443 if scheme == "https" else 80
+        if hostport.startswith("["):
+            end = hostport.find("]")
+            host = hostport[1:end]
+            rest = hostport[end + 1 :]
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:] else default
+        elif ":" in hostport:
+            host, _, raw_port = hostport.partition(":")
+            port = int(raw_port) if raw_port else default
+        else:
+            host, port = hostport, default
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(f"not an upstream URL: {origin!r}")
+        self.scheme: str = scheme
+        self.host: str = host.lower()
+        self.port: int = port
+        #: ``len(origin)``: where the request target starts in a URL of this origin
+        self.length: int = len(origin)
 
 
-class _Origin:
-    """The origin :func:`split_url` split last (one API's upstream, request after request)."""
-
-    __slots__ = ("host", "port", "prefix", "scheme")
-
-    def __init__(self, prefix: str, scheme: str, host: str, port: int) -> None:
-        self.prefix = prefix
-        self.scheme = scheme
-        self.host = host
-        self.port = port
-
-
-#: (``Final``, as the constants above: a C static for the compiled code)
-_LAST_ORIGIN: Final = _Origin("", "", "", 0)
-
-
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """``(scheme, host, port, request target)`` of an absolute http(s) URL."""
-    last = _LAST_ORIGIN
-    prefix = last.prefix
-    n = len(prefix)
-    if n and url.startswith(prefix):
-        # the same upstream as last time, if its authority ends there: no search at all
-        if n == len(url):
-            return last.scheme, last.host, last.port, "/"
-        after = url[n]
-        if after == "/":
-            return last.scheme, last.host, last.port, url[n:]
-        if after == "?":
-            return last.scheme, last.host, last.port, "/" + url[n:]
+def origin_end(url: str) -> int:
+    """Where ``scheme://authority`` of an absolute URL ends (its path, query or fragment
+    starts; ``len(url)`` when it has none), as ``urlsplit`` cuts the netloc; -1 when the
+    URL has no ``://``."""
     start = url.find("://")
     if start < 0:
+        return -1
+    end = len(url)
+    for sep in _AFTER_AUTHORITY:
+        at = url.find(sep, start + 3, end)
+        if at >= 0:
+            end = at
+    return end
+
+
+#: what ends a URL's authority
+_AFTER_AUTHORITY: Final = ("/", "?", "#")
+
+
+def split_url(url: str, origin: Origin | None = None) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, request target)`` of an absolute http(s) URL.
+
+    ``origin``: the URL's upstream, split already (the API's, :class:`Origin`): only the
+    request target is cut off here, as long as the authority ends where the origin
+    does.  Raises ValueError for a URL that is no http(s) URL.
+    """
+    if origin is not None:
+        n = origin.length
+        if n == len(url):
+            return origin.scheme, origin.host, origin.port, "/"
+        after = url[n]
+        if after == "/":
+            return origin.scheme, origin.host, origin.port, url[n:]
+        if after == "?" or after == "#":
+            return origin.scheme, origin.host, origin.port, "/" + url[n:]
+    cut = origin_end(url)
+    if cut < 0:
         raise ValueError(f"not an upstream URL: {url!r}")
-    cut = url.find("/", start + 3)
-    query = url.find("?", start + 3)
-    if cut < 0 or 0 <= query < cut:
-        cut = query if query >= 0 else len(url)
-    if cut == n and url.startswith(prefix):
-        # the same upstream as last time (no slice, no hashing, no cache call)
-        scheme, host, port = last.scheme, last.host, last.port
-    else:
-        origin = url[:cut]
-        scheme, host, port = _split_origin(origin)
-        last.prefix, last.scheme, last.host, last.port = origin, scheme, host, port
+    found = Origin(url[:cut])
     target = url[cut:]
     if not target.startswith("/"):
         target = "/" + target
-    return scheme, host, port, target
+    return found.scheme, found.host, found.port, target
 
 
 #: header name -> whether it is sent (``False``: framing the client sets itself), for

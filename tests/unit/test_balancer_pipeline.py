@@ -79,6 +79,7 @@ class ScriptedClient:
         stream: Any = None,
         address: tuple[str, int] | None = None,
         pool: bool = True,
+        origin: Any = None,
     ) -> Deferred[Any]:
         self.on_pooled.append(False)
         step = self._step(url, address, body, length)
@@ -102,6 +103,7 @@ class ScriptedClient:
         length: int,
         listener: Any,
         address: tuple[str, int] | None = None,
+        origin: Any = None,
     ) -> ScriptedExchange | None:
         if not self.pooled or (self.script and isinstance(self.script[0], ConnectError)):
             return None

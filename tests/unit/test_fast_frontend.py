@@ -197,6 +197,22 @@ def test_pipelined_responses_in_order() -> None:
     assert transport.value().count(b"HTTP/1.1 200") == 2
 
 
+def test_bodies_in_pieces_each_their_own() -> None:
+    """A body read in pieces is its request's alone (a request without a body shares an
+    empty chunk list that nothing appends to)."""
+    from kongtx.proxy import fast_parsing
+
+    proto, transport, rec, _ = connect()
+    proto.dataReceived(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
+    proto.dataReceived(b"c")
+    proto.dataReceived(b"de")
+    proto.dataReceived(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    proto.dataReceived(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nf")
+    proto.dataReceived(b"g")
+    assert rec.seen == [("POST", "/a", b"abcde"), ("GET", "/b", b""), ("POST", "/c", b"fg")]
+    assert fast_parsing._NO_CHUNKS == []
+
+
 def test_chunked_request_body_decoded() -> None:
     """A correct chunked body reaches the pipeline as a stream and is decoded."""
     proto, transport, rec, _ = connect()

@@ -89,6 +89,7 @@ class FakeClient:
         body: Any = None,
         length: int = 0,
         stream: Any = None,
+        origin: Any = None,
     ) -> Any:
         data = body.read(length) if body is not None else None
         self.streams.append(stream)
@@ -111,6 +112,7 @@ class FakeClient:
         length: int,
         listener: Any,
         address: tuple[str, int] | None = None,
+        origin: Any = None,
     ) -> FakeExchange | None:
         if not self.pooled:
             return None

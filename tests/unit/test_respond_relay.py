@@ -46,3 +46,21 @@ class RelayHeaderTests(PipelineBase):
             "X-Kong-Upstream-Latency",
             "X-Kong-Proxy-Latency",
         ]
+
+
+def test_header_entries_made_once_read_as_made_per_response() -> None:
+    """The latency, Content-Length and Date entries the relay appends, shared between
+    responses, carry the values a per-response string would."""
+    from kongtx.proxy import respond
+
+    for ms in (0, 7, 99, 100, 12345):
+        entry = respond._latency_entry(respond._UPSTREAM_LATENCY, ms)
+        assert entry == ("x-kong-upstream-latency", "X-Kong-Upstream-Latency", str(ms))
+        entry = respond._latency_entry(respond._PROXY_LATENCY, ms)
+        assert entry == ("x-kong-proxy-latency", "X-Kong-Proxy-Latency", str(ms))
+    for length in (0, 5, 1 << 40):
+        assert respond._length_entry(length) == ("content-length", "Content-Length", str(length))
+    assert respond._length_entry(5) is respond._length_entry(5)
+    for length in range(2000):  # bounded
+        respond._length_entry(length)
+    assert len(respond._LENGTHS) <= 1024

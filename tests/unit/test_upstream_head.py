@@ -6,7 +6,7 @@ import pytest
 
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.headers import HeaderList
-from kongtx.proxy.upstream_request import build_head, split_url
+from kongtx.proxy.upstream_request import Origin, build_head, origin_end, split_url
 
 
 def test_head_framed_by_the_client() -> None:
@@ -43,7 +43,7 @@ def test_bad_name_refused_every_time(name: str) -> None:
         assert err.value.status == 502
 
 
-def test_split_url_remembers_only_the_same_origin() -> None:
+def test_split_url_with_or_without_the_origin_split_already() -> None:
     urls = [
         ("http://a.com/x", ("http", "a.com", 80, "/x")),
         ("http://a.com/y?z", ("http", "a.com", 80, "/y?z")),
@@ -65,10 +65,49 @@ def test_split_url_remembers_only_the_same_origin() -> None:
         ("http://a.com.evil:808", ("http", "a.com.evil", 808, "/")),
         ("http://a.com.evil:8080/", ("http", "a.com.evil", 8080, "/")),
     ]
-    for _ in range(2):
-        for url, split in urls:
-            assert split_url(url) == split
+    for url, split in urls:
+        assert split_url(url) == split
+        # the API's origin, split once: the same answer
+        assert split_url(url, Origin(url[: origin_end(url)])) == split
     with pytest.raises(ValueError):
         split_url("a.com/x")
     with pytest.raises(ValueError):
         split_url("ftp://a.com/x")
+
+
+@pytest.mark.parametrize(
+    ("origin", "split"),
+    [
+        ("http://a.com", ("http", "a.com", 80)),
+        ("HTTPS://A.com", ("https", "a.com", 443)),
+        ("http://a.com:", ("http", "a.com", 80)),
+        ("http://u:p@a.com:81", ("http", "a.com", 81)),
+        ("http://[::1]", ("http", "::1", 80)),
+        ("https://[::1]:8443", ("https", "::1", 8443)),
+    ],
+)
+def test_origin_split_once(origin: str, split: tuple[str, str, int]) -> None:
+    found = Origin(origin)
+    assert (found.scheme, found.host, found.port, found.length) == (*split, len(origin))
+
+
+@pytest.mark.parametrize("origin", ["ftp://a.com", "http://", "http://a.com:x", "a.com"])
+def test_origin_of_no_upstream_url(origin: str) -> None:
+    with pytest.raises(ValueError):
+        Origin(origin)
+
+
+def test_an_origin_whose_authority_goes_on_is_split_again() -> None:
+    """A URL that does not end its authority where the origin does is split in full."""
+    origin = Origin("http://a.com")
+    assert split_url("http://a.com.evil/x", origin) == ("http", "a.com.evil", 80, "/x")
+    assert split_url("http://a.com?q", origin) == ("http", "a.com", 80, "/?q")
+    assert split_url("http://a.com", origin) == ("http", "a.com", 80, "/")
+
+
+@pytest.mark.parametrize(
+    ("url", "end"),
+    [("http://a/b", 8), ("http://a?b/c", 8), ("http://a#b/c", 8), ("http://a", 8), ("a/b", -1)],
+)
+def test_origin_end_cuts_as_urlsplit(url: str, end: int) -> None:
+    assert origin_end(url) == end

@@ -49,6 +49,20 @@ class ReaderTests(_Base):
         assert sink.data == b"ab" and sink.finished and third is first
         assert len(self.connections) == 1
 
+    def test_bodies_read_before_the_sink_are_each_exchanges_own(self) -> None:
+        """Chunks read before the sink is attached wait in the exchange's own list (one
+        without such chunks shares an empty list that nothing appends to)."""
+        from kongtx.proxy import exchange as exchange_module
+
+        client = MemoryClient(self)
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+        _, first = self.exchange(client, chunked + b"1\r\nb\r\n0\r\n\r\n")
+        _, empty = self.exchange(client, b"HTTP/1.1 204 No Content\r\n\r\n")
+        _, second = self.exchange(client, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\ncd")
+        assert (first.data, empty.data, second.data) == (b"ab", b"", b"cd")
+        assert first.finished and empty.finished and second.finished
+        assert exchange_module._NOTHING_PENDING == []
+
     def test_after_a_head_response_a_new_parser_reads_the_next(self) -> None:
         """llhttp still awaits the HEAD response's body: the next response needs a new parser."""
         client = MemoryClient(self)

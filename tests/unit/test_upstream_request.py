@@ -17,6 +17,7 @@ from kongtx.proxy.request import (
     upstream_host_header,
     upstream_path,
 )
+from kongtx.proxy.upstream_request import split_url
 from kongtx.router import Match
 
 
@@ -156,6 +157,11 @@ def test_query_appended_to_url() -> None:
         ("https://h.com", "h.com:443"),
         ("https://h.com:8443", "h.com:8443"),
         ("http://h.com:80", "h.com:80"),
+        ("http://u:p@h.com/x", "h.com"),
+        ("https://[::1]/x", "[::1]:443"),
+        ("http://[::1]:8080", "[::1]:8080"),
+        ("http://H.com?q=1", "H.com"),
+        ("http://h.com#f", "h.com"),
     ],
 )
 def test_host_header_without_preserve(upstream: str, host: str) -> None:
@@ -410,6 +416,38 @@ def test_api_target_read_once() -> None:
     assert ApiTarget(api(request_path="/p", strip_request_path=True)).root_upstream
     assert not ApiTarget(api(strip_request_path=True)).strip  # no request_path: nothing to strip
     assert Match(row, "path", None).target.base == "https://up.com/base"
+    origin = target.origin
+    assert origin is not None
+    assert (origin.scheme, origin.host, origin.port) == ("https", "up.com", 443)
+    assert origin.length == len("https://up.com")
+
+
+@pytest.mark.parametrize(
+    ("upstream_url", "root"),
+    [
+        ("http://h", True),
+        ("http://h/", True),
+        ("http://h?x=1", True),
+        ("http://h/?x=1", True),
+        ("http://h/p", False),
+        ("http://h/p/", False),
+        ("http://[::1]:81", True),
+    ],
+)
+def test_api_target_root_upstream(upstream_url: str, root: bool) -> None:
+    """Whether upstream_url has a path of its own (SPEC §3.2 strip_request_path)."""
+    assert ApiTarget(api(upstream_url=upstream_url)).root_upstream is root
+
+
+def test_upstream_request_carries_the_apis_origin() -> None:
+    """The client connects where the API's origin (split once) says; the URL starts with it."""
+    row = api(upstream_url="http://[::1]:8081/base", request_path="/p", strip_request_path=True)
+    match = path_match(row)
+    req = build(row, match, uri="/p/x", query="b=1")
+    assert req.url == "http://[::1]:8081/base/x?b=1"
+    assert req.origin is match.target.origin
+    assert split_url(req.url, req.origin) == ("http", "::1", 8081, "/base/x?b=1")
+    assert ApiTarget(api(upstream_url="ftp://h")).origin is None  # the client fails it: 502
 
 
 @pytest.mark.parametrize("raw", ["", "b=2&a=1", "x=%41+b&flag&e=", "a=1&a=0"])
