@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import json.encoder
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 __all__ = [
     "dumps",
@@ -142,7 +142,7 @@ class _Calls:
     """How many headers objects were encoded, and how many members all keys hold
     (native counters: a module global's writes would be dict operations)."""
 
-    __slots__ = ("count", "members", "parts", "repeated", "sizes")
+    __slots__ = ("count", "keys", "members", "parts", "repeated", "sizes")
 
     def __init__(self) -> None:
         self.count = 0
@@ -151,6 +151,7 @@ class _Calls:
         #: repeated in it (what :func:`headers_json_like` keeps)
         self.parts: list[str] = []
         self.sizes: list[int] = []
+        self.keys: list[_Key] = []
         self.repeated = False
 
 
@@ -196,6 +197,7 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
     if not items:
         calls.parts = ["{}"]
         calls.sizes = []
+        calls.keys = []
         return "{}", 0
     if (
         len(_KEYS) >= _KEYS_LIMIT
@@ -210,6 +212,7 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
     repeated = False
     parts: list[str] = ["{"]
     sizes: list[int] = []
+    found: list[_Key] = []
     for entry in items:
         name = entry[1]
         value = entry[2]
@@ -225,6 +228,7 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
         parts.append(member[0])
         entry_size = len(name) + member[1]
         sizes.append(entry_size)
+        found.append(key)
         size += entry_size
     if repeated:
         # a repeated header: its values become a list (rare)
@@ -234,6 +238,7 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
     parts.append("}")
     calls.parts = parts
     calls.sizes = sizes
+    calls.keys = found
     return "".join(parts), size
 
 
@@ -243,7 +248,7 @@ class LastHeaders:
     headers again and again, an upstream answers with the same ones bar a few values
     (Date, a counter), and comparing short strings costs less than looking them up."""
 
-    __slots__ = ("items", "parts", "size", "sizes", "text")
+    __slots__ = ("items", "keys", "parts", "size", "sizes", "text")
 
     def __init__(self) -> None:
         #: the triples last encoded (updated in place: each entry is an immutable tuple)
@@ -252,6 +257,8 @@ class LastHeaders:
         self.parts: list[str] = []
         #: each entry's bytes in a head (name and value), the total, and the JSON
         self.sizes: list[int] = []
+        #: each entry's name's key
+        self.keys: list[_Key] = []
         self.size = 0
         self.text = "{}"
 
@@ -260,15 +267,19 @@ def headers_json_like(items: list[tuple[str, str, str]], last: LastHeaders) -> t
     """:func:`headers_json` of ``items``, the members of ``last`` reused where an entry
     has the same name at the same place (the same names in the same order: a name
     repeated in one is repeated in the other), only changed values encoded."""
-    before = last.items
-    count = len(items)
+    # entries read as tuple objects: as tuple[str, str, str] compiled code would unbox
+    # each into a C struct, and box a new tuple to compare or store one
+    now = cast(list[tuple[str, ...]], items)
+    before = cast(list[tuple[str, ...]], last.items)
+    count = len(now)
     if count and count == len(before):
         parts = last.parts
         sizes = last.sizes
+        keys = last.keys
         size = last.size
         changed = False
         for i in range(count):
-            entry = items[i]
+            entry = now[i]
             old = before[i]
             if entry is old:
                 continue
@@ -278,14 +289,10 @@ def headers_json_like(items: list[tuple[str, str, str]], last: LastHeaders) -> t
             value = entry[2]
             if value == old[2]:
                 continue
-            key = _KEYS.get(name)
-            if key is None:
-                key = _key_of(name)
-            member = key.members.get(value)
-            if member is None:
-                member = key.member(value)
-            parts[i + 1] = member[0][1:] if i == 0 else member[0]
-            entry_size = len(name) + member[1]
+            # a changed value (a date, a counter): not kept in its key's members
+            text = keys[i].key + quote(value)
+            parts[i + 1] = text[1:] if i == 0 else text
+            entry_size = len(name) + (len(value) if value.isascii() else len(value.encode("utf-8")))
             size += entry_size - sizes[i]
             sizes[i] = entry_size
             before[i] = entry
@@ -302,6 +309,7 @@ def headers_json_like(items: list[tuple[str, str, str]], last: LastHeaders) -> t
     last.items = items.copy()
     last.parts = _CALLS.parts
     last.sizes = _CALLS.sizes
+    last.keys = _CALLS.keys
     last.size = size
     last.text = text
     return text, size
