@@ -4,8 +4,11 @@ serialization gives, whatever changed between two calls."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from kongtx.plugins.log_serializer import basic_json, basic_serialize, encode
 from kongtx.plugins.log_tables import (
     LastHeaders,
     LastQuery,
@@ -16,6 +19,7 @@ from kongtx.plugins.log_tables import (
     ngx_query,
     query_json_like,
 )
+from tests.unit.test_plugin_log_serializer import API_ROW, frozen_row, proxied_context
 
 Items = list[tuple[str, str, str]]
 
@@ -97,3 +101,55 @@ class LastQueryTests(SynchronousTestCase):
         query_json_like(args, last)
         args.append(("b", "2"))
         self.assertEqual(query_json_like([("apikey", "k")], last), '{"apikey":"k"}')
+
+
+class LastMessageTests(SynchronousTestCase):
+    def test_rows_uri_and_client_changing(self) -> None:
+        """basic_json's message stays encode(basic_serialize) while the API row, the
+        credential, the URI, the Host and the client address change between requests
+        (frozen rows and plain dicts alike)."""
+        api = frozen_row(API_ROW)
+        other_api = frozen_row({**API_ROW, "name": "other"})
+        credential = frozen_row({"id": "c1", "consumer_id": "u1"})
+        other_credential = frozen_row({"id": "c2", "consumer_id": "u2"})
+        steps: list[dict[str, Any]] = [
+            {"api": api, "credential": credential},
+            {"api": api, "credential": credential},
+            {"api": other_api, "credential": credential},
+            {"api": other_api, "credential": other_credential},
+            {"api": other_api, "credential": None},
+            {"api": dict(API_ROW), "credential": {"id": "d", "consumer_id": "x"}},
+            {"api": api, "credential": credential, "request_uri": "/other?q=1"},
+            {"api": api, "credential": credential, "client_ip": "10.0.0.10"},
+            {"api": api, "credential": credential, "client_ip": "10.0.0.10"},
+            {"api": api, "credential": credential, "server_port": 8443},
+        ]
+        for extra in steps:
+            ctx = proxied_context(**extra)
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
+
+    def test_proxy_context_origins(self) -> None:
+        """The proxy's context: the origin (scheme, $host or the server address, port)
+        follows each request's own, remembered or not."""
+        from kongtx.proxy.context import IncomingRequest, ProxyContext
+        from kongtx.proxy.headers import HeaderList
+        from kongtx.router import Match
+
+        api = frozen_row(API_ROW)
+        for host, scheme, addr, port in (
+            ("a.example", "http", "10.0.0.2", 8000),
+            ("a.example", "http", "10.0.0.2", 8000),
+            ("a.example", "https", "10.0.0.2", 8000),
+            ("a.example", "https", "10.0.0.2", 8443),
+            ("B.example:1", "https", "10.0.0.2", 8443),
+            (None, "https", "10.0.0.2", 8443),
+            (None, "https", "10.0.0.3", 8443),
+            ("", "https", "10.0.0.4", 8443),
+            ("a.example", "http", "10.0.0.2", 8000),
+        ):
+            headers = HeaderList([("Host", host)] if host is not None else [])
+            incoming = IncomingRequest(
+                "GET", "/p", headers, "10.0.0.1", scheme=scheme, server_addr=addr, server_port=port
+            )
+            ctx = ProxyContext(api, Match(api, "path", None), incoming, "10.0.0.9", "/p", "", 1.5)
+            self.assertEqual(basic_json(ctx), encode(basic_serialize(ctx)))
