@@ -141,7 +141,7 @@ class UdpTests(SynchronousTestCase):
         dest.send(b"two")
         self.assertEqual([receiver.recv(100), receiver.recv(100)], [b"one", b"two"])
         self.assertEqual(sender.sent, 2)
-        self.assertIs(sender.connected("127.0.0.1", port), dest._sock)
+        self.assertIs(sender.connected("127.0.0.1", port), dest.sock)
 
         closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         closed.bind(("127.0.0.1", 0))

@@ -155,35 +155,42 @@ class UdpDestination:
     A connected socket reports an earlier datagram's ICMP port unreachable as
     ``ECONNREFUSED`` on a later send: like any send error, a counted, logged drop."""
 
-    __slots__ = ("_is_name", "_sender", "_sock", "host", "port")
+    __slots__ = ("_is_name", "host", "port", "sender", "sock")
 
     def __init__(self, sender: UdpSender, host: str, port: int) -> None:
-        self._sender = sender
+        self.sender = sender
         self.host = host
         self.port = port
         #: a host name (resolved, its address cached for DNS_TTL), not an IP address
         self._is_name = not sender.resolver.is_literal(host)
-        self._sock: socket.socket | None = None
+        #: the socket connected to the address once a datagram went out (udp-log's
+        #: compiled handler sends on it itself: see :meth:`failed`)
+        self.sock: socket.socket | None = None
 
     def __repr__(self) -> str:
         return f"<UdpDestination {self.host}:{self.port}>"
 
     def send(self, data: bytes) -> None:
         """Send one datagram now (or once the host name is resolved); never raises."""
-        sock = self._sock
+        sock = self.sock
         if sock is None and self._is_name:
-            self._sender.send(self.host, self.port, data)
+            self.sender.send(self.host, self.port, data)
             return
         try:
             if sock is None:
-                sock = self._sock = self._sender.connected(self.host, self.port)
+                sock = self.sock = self.sender.connected(self.host, self.port)
             sock.send(data)
         except OSError as e:
-            if sock is not None and sock.fileno() < 0:
-                # the sender closed its sockets: the next datagram takes its new one
-                self._sock = None
-                self._sender.send(self.host, self.port, data)
-                return
-            self._sender._drop(f"udp {self.host}:{self.port}: {e}")
+            self.failed(sock, data, e)
             return
-        self._sender.sent += 1
+        self.sender.sent += 1
+
+    def failed(self, sock: socket.socket | None, data: bytes, error: OSError) -> None:
+        """``data`` could not be sent on ``sock``: a counted, logged drop, or, when the
+        sender closed its sockets, sent on the sender's socket (the next datagram
+        connects a new one)."""
+        if sock is not None and sock.fileno() < 0:
+            self.sock = None
+            self.sender.send(self.host, self.port, data)
+            return
+        self.sender._drop(f"udp {self.host}:{self.port}: {error}")
