@@ -28,7 +28,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gat
 
 from kongtx.log import logger
 from kongtx.plugins.base import RequestContext
-from kongtx.plugins.entries import Lineup, Plan, PluginEntry, Slot
+from kongtx.plugins.entries import Lineup, Plan, PluginEntry, Slot, may_filter_body
 from kongtx.store.interface import RowView
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Chain:
 
     _logger = logger()
 
-    __slots__ = ("_lineup", "_slots", "api", "cache_size", "idle")
+    __slots__ = ("_filters_body", "_lineup", "_slots", "api", "cache_size", "idle")
 
     def __init__(self, runtime: PluginRuntime, api: RowView, slots: Sequence[Slot]) -> None:
         self._lineup = lineup = Lineup(runtime, api["id"], slots)
@@ -80,6 +80,9 @@ class Chain:
         #: no plugin configured for the API or globally: no phase can ever do anything
         #: (nothing runs access, so no consumer is set, so no consumer's config applies)
         self.idle = not lineup.base_plan
+        #: some plugin of the chain may filter the body: else each chunk goes as it is,
+        #: without a look at the request's state
+        self._filters_body = any(may_filter_body(slot) for slot in self._slots)
         self.api = api
         #: weight for the cache's size bound (rows are shared with plugins:* entries)
         self.cache_size = 256 + 64 * len(self._slots)
@@ -210,6 +213,8 @@ class Chain:
 
     def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
         """Pass one response chunk through the plugins that ran access; what to send."""
+        if not self._filters_body:
+            return chunk
         state: _RequestState | None = ctx.shared.get(STATE_KEY)
         if state is None:
             return chunk

@@ -67,6 +67,18 @@ class PluginEntry:
         return f"<PluginEntry {self.spec.name} id={self.row.get('id')}>"
 
 
+def may_filter_body(slot: Slot) -> bool:
+    """Whether an entry of ``slot`` can have a body filter: its API-or-global entry's,
+    or, when consumers may have their own configuration, its handler class's (no
+    handler class known yet: assumed so)."""
+    if slot.base is not None and slot.base.has_body_filter:
+        return True
+    if not slot.by_consumer:
+        return False
+    handler = slot.spec.handler
+    return handler is None or getattr(handler, "body_filter", None) is not BasePlugin.body_filter
+
+
 class Slot:
     """A plugin's place in a chain: its API-or-global entry, and whether it may
     have consumer-specific configurations."""

@@ -25,18 +25,20 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from kongtx.plugins.log_tables import (
+    LastHeaders,
+    LastQuery,
     dumps,
     encode,
-    headers_json,
+    headers_json_like,
     headers_table,
     json_value,
     ngx_headers,
     ngx_query,
-    query_json,
+    query_json_like,
     query_table,
     quote,
 )
-from kongtx.plugins.row_json import RowJson
+from kongtx.plugins.row_json import RowJson, is_frozen
 
 __all__ = [
     "CONTEXT_JSON",
@@ -305,19 +307,85 @@ def message_json(
     """:func:`basic_json` of a request's fields: ``origin`` is ``scheme://host:port``
     (request_uri without the URI), the sizes the bodies', the latencies
     :func:`latencies`', the headers ``(lower-case name, name, value)`` triples."""
-    request_headers, request_head = headers_json(request_items)
-    response_headers, response_head = headers_json(response_items)
+    memo = _LAST
+    request_headers, request_head = headers_json_like(request_items, memo.request_headers)
+    response_headers, response_head = headers_json_like(response_items, memo.response_headers)
     # len(f"{method} {uri} HTTP/1.1") + its CRLF and the end's
     request_size = len(method) + len(uri) + 14 + request_head + request_body
     response_size = _status_line_size(status) + response_head + response_body
-    entity = "" if credential is None else f',"authenticated_entity":{ENTITY_JSON.json(credential)}'
+    if credential is None:
+        entity = ""
+    elif credential is memo.credential:
+        entity = memo.entity
+    else:
+        entity = f',"authenticated_entity":{ENTITY_JSON.json(credential)}'
+        if is_frozen(credential):  # immutable: its JSON holds while it is the same row
+            memo.credential = credential
+            memo.entity = entity
+    if api is memo.api:
+        api_json = memo.api_json
+    else:
+        api_json = API_JSON.json(api)
+        if is_frozen(api):
+            memo.api = api
+            memo.api_json = api_json
+    if uri != memo.uri or origin != memo.origin:
+        memo.uri = uri
+        memo.origin = origin
+        memo.start = f'{{"request":{{"uri":{quote(uri)},"request_uri":{quote(origin + uri)},'
+    if client_ip != memo.client_ip or type(client_ip) is not str:
+        memo.client_ip = client_ip if type(client_ip) is str else None
+        memo.client_ip_json = json_value(client_ip)
     text = (
-        f'{{"request":{{"uri":{quote(uri)},"request_uri":{quote(origin + uri)},'
-        f'"querystring":{query_json(query)},"method":{json_value(method)},'
+        f"{memo.start}"
+        f'"querystring":{query_json_like(query, memo.query)},"method":{json_value(method)},'
         f'"headers":{request_headers},"size":{request_size}}},'
         f'"response":{{"status":{status},"headers":{response_headers},"size":{response_size}}},'
         f'"latencies":{{"kong":{kong},"proxy":{waiting},"request":{request_ms}}},'
-        f'"api":{API_JSON.json(api)},"client_ip":{json_value(client_ip)},'
+        f'"api":{api_json},"client_ip":{memo.client_ip_json},'
         f'"started_at":{started_ms}{entity}}}'
     )
     return text.encode("utf-8")
+
+
+#: no row yet
+_NOTHING: Final = object()
+
+
+class _Last:
+    """What the last message had (a node's requests mostly repeat their client's):
+    its headers and query args (:mod:`~kongtx.plugins.log_tables`'s ``Last*``), URI and
+    origin (the message's start, escaped once), client address, and its immutable API
+    and credential rows' JSON (no table lookup while they stay the same rows)."""
+
+    __slots__ = (
+        "api",
+        "api_json",
+        "client_ip",
+        "client_ip_json",
+        "credential",
+        "entity",
+        "origin",
+        "query",
+        "request_headers",
+        "response_headers",
+        "start",
+        "uri",
+    )
+
+    def __init__(self) -> None:
+        self.request_headers = LastHeaders()
+        self.response_headers = LastHeaders()
+        self.query = LastQuery()
+        self.uri = ""
+        self.origin = ""
+        self.start = '{"request":{"uri":"","request_uri":"",'
+        self.client_ip: str | None = None
+        self.client_ip_json = ""
+        self.api: Any = _NOTHING
+        self.api_json = ""
+        self.credential: Any = _NOTHING
+        self.entity = ""
+
+
+_LAST: Final = _Last()

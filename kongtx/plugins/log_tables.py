@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import json.encoder
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 __all__ = [
     "dumps",
     "encode",
+    "LastHeaders",
+    "LastQuery",
     "headers_json",
+    "headers_json_like",
     "headers_table",
     "json_value",
     "ngx_headers",
@@ -139,11 +142,17 @@ class _Calls:
     """How many headers objects were encoded, and how many members all keys hold
     (native counters: a module global's writes would be dict operations)."""
 
-    __slots__ = ("count", "members")
+    __slots__ = ("count", "keys", "members", "parts", "repeated", "sizes")
 
     def __init__(self) -> None:
         self.count = 0
         self.members = 0
+        #: the last :func:`headers_json`'s parts, each entry's size, and whether a name
+        #: repeated in it (what :func:`headers_json_like` keeps)
+        self.parts: list[str] = []
+        self.sizes: list[int] = []
+        self.keys: list[_Key] = []
+        self.repeated = False
 
 
 #: a header name as received -> the :class:`_Key` of its lower-case name (every spelling
@@ -183,9 +192,13 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
     (:func:`_head_size` without the first line's): one pass, one join.  ``items`` are
     ``(lower-case name, name, value)`` triples as a HeaderList keeps them (the proxy's
     are passed as they are: no pair list made per request)."""
-    if not items:
-        return "{}", 0
     calls = _CALLS
+    calls.repeated = False
+    if not items:
+        calls.parts = ["{}"]
+        calls.sizes = []
+        calls.keys = []
+        return "{}", 0
     if (
         len(_KEYS) >= _KEYS_LIMIT
         or len(_LOWER_KEYS) >= _KEYS_LIMIT
@@ -198,6 +211,8 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
     size = 4 * len(items)
     repeated = False
     parts: list[str] = ["{"]
+    sizes: list[int] = []
+    found: list[_Key] = []
     for entry in items:
         name = entry[1]
         value = entry[2]
@@ -211,13 +226,113 @@ def headers_json(items: list[tuple[str, str, str]]) -> tuple[str, int]:
         if member is None:
             member = key.member(value)
         parts.append(member[0])
-        size += len(name) + member[1]
+        entry_size = len(name) + member[1]
+        sizes.append(entry_size)
+        found.append(key)
+        size += entry_size
     if repeated:
         # a repeated header: its values become a list (rare)
+        calls.repeated = True
         return dumps(ngx_headers([(entry[1], entry[2]) for entry in items])), size
     parts[1] = parts[1][1:]  # the first member has no comma before it
     parts.append("}")
+    calls.parts = parts
+    calls.sizes = sizes
+    calls.keys = found
     return "".join(parts), size
+
+
+class LastHeaders:
+    """The last headers encoded at one place of the message (the request's, the
+    response's) and their JSON, member by member: a keep-alive client sends the same
+    headers again and again, an upstream answers with the same ones bar a few values
+    (Date, a counter), and comparing short strings costs less than looking them up."""
+
+    __slots__ = ("items", "keys", "parts", "size", "sizes", "text")
+
+    def __init__(self) -> None:
+        #: the triples last encoded (updated in place: each entry is an immutable tuple)
+        self.items: list[tuple[str, str, str]] = []
+        #: ``["{", first member without its comma, other members..., "}"]``
+        self.parts: list[str] = []
+        #: each entry's bytes in a head (name and value), the total, and the JSON
+        self.sizes: list[int] = []
+        #: each entry's name's key
+        self.keys: list[_Key] = []
+        self.size = 0
+        self.text = "{}"
+
+
+def headers_json_like(items: list[tuple[str, str, str]], last: LastHeaders) -> tuple[str, int]:
+    """:func:`headers_json` of ``items``, the members of ``last`` reused where an entry
+    has the same name at the same place (the same names in the same order: a name
+    repeated in one is repeated in the other), only changed values encoded."""
+    # entries read as tuple objects: as tuple[str, str, str] compiled code would unbox
+    # each into a C struct, and box a new tuple to compare or store one
+    now = cast(list[tuple[str, ...]], items)
+    before = cast(list[tuple[str, ...]], last.items)
+    count = len(now)
+    if count and count == len(before):
+        parts = last.parts
+        sizes = last.sizes
+        keys = last.keys
+        size = last.size
+        changed = False
+        for i in range(count):
+            entry = now[i]
+            old = before[i]
+            if entry is old:
+                continue
+            name = entry[1]
+            if name != old[1]:
+                break
+            value = entry[2]
+            if value == old[2]:
+                continue
+            # a changed value (a date, a counter): not kept in its key's members
+            text = keys[i].key + quote(value)
+            parts[i + 1] = text[1:] if i == 0 else text
+            entry_size = len(name) + (len(value) if value.isascii() else len(value.encode("utf-8")))
+            size += entry_size - sizes[i]
+            sizes[i] = entry_size
+            before[i] = entry
+            changed = True
+        else:
+            if changed:
+                last.text = "".join(parts)
+                last.size = size
+            return last.text, size
+    text, size = headers_json(items)
+    if _CALLS.repeated:
+        last.items = []  # a list value: not member by member
+        return text, size
+    last.items = items.copy()
+    last.parts = _CALLS.parts
+    last.sizes = _CALLS.sizes
+    last.keys = _CALLS.keys
+    last.size = size
+    last.text = text
+    return text, size
+
+
+class LastQuery:
+    """The last query args encoded and their JSON (a client repeats its query)."""
+
+    __slots__ = ("args", "text")
+
+    def __init__(self) -> None:
+        self.args: list[tuple[str, str | None]] = []
+        self.text = "{}"
+
+
+def query_json_like(args: list[tuple[str, str | None]], last: LastQuery) -> str:
+    """:func:`query_json` of ``args``, ``last``'s when they are the same."""
+    if args == last.args:
+        return last.text
+    text = query_json(args)
+    last.args = args.copy()
+    last.text = text
+    return text
 
 
 def query_json(args: list[tuple[str, str | None]]) -> str:

@@ -21,12 +21,23 @@ __all__ = ["CountTable"]
 _LIFETIMES: Final[tuple[float, ...]] = LIFETIMES
 
 
+class _Count:
+    """One counter: its value and when it expires (epoch seconds); native attributes,
+    so that counting one in allocates nothing."""
+
+    __slots__ = ("expires", "value")
+
+    def __init__(self, value: int, expires: float) -> None:
+        self.value = value
+        self.expires = expires
+
+
 class CountTable:
-    """Counters by key, each ``[value, expires_at (epoch seconds)]``; expired ones read 0
-    and are swept at most once a second (memory stays bounded by traffic)."""
+    """Counters by key (:class:`_Count`); expired ones read 0 and are swept at most once
+    a second (memory stays bounded by traffic)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, list[float]] = {}
+        self.counts: dict[str, _Count] = {}
         self.next_sweep = 0.0
 
     def read(self, stored: list[str], now: float) -> list[int]:
@@ -35,7 +46,7 @@ class CountTable:
         out: list[int] = []
         for key in stored:
             entry = counts.get(key)
-            out.append(int(entry[0]) if entry is not None and entry[1] > now else 0)
+            out.append(entry.value if entry is not None and entry.expires > now else 0)
         return out
 
     def add(self, stored: list[str], amount: int, now: float) -> None:
@@ -48,10 +59,13 @@ class CountTable:
         for i in range(len(stored)):
             key = stored[i]
             entry = counts.get(key)
-            if entry is None or entry[1] <= now:
-                counts[key] = [float(amount), now + lifetimes[i]]
+            if entry is None:
+                counts[key] = _Count(amount, now + lifetimes[i])
+            elif entry.expires <= now:
+                entry.value = amount
+                entry.expires = now + lifetimes[i]
             else:
-                entry[0] += amount
+                entry.value += amount
 
     def read_add(
         self, stored: list[str], limits: Sequence[tuple[int, float]], amount: int, now: float
@@ -63,7 +77,7 @@ class CountTable:
         room = True
         for index, limit in limits:
             entry = counts.get(stored[index])
-            value = int(entry[0]) if entry is not None and entry[1] > now else 0
+            value = entry.value if entry is not None and entry.expires > now else 0
             values.append(value)
             if limit - value <= 0:
                 room = False
@@ -75,6 +89,6 @@ class CountTable:
         """Forget expired counters (next sweep in a second)."""
         self.next_sweep = now + 1.0
         counts = self.counts
-        expired = [k for k, entry in counts.items() if entry[1] <= now]
+        expired = [k for k, entry in counts.items() if entry.expires <= now]
         for key in expired:
             del counts[key]

@@ -226,10 +226,24 @@ def _basic_json(ctx: ProxyContext) -> bytes:
     headers = ctx._headers
     host = headers.get_lowered("host")
     uri = ctx.request_uri or (f"{ctx.path}?{ctx.raw_query}" if ctx.raw_query else ctx.path)
+    last = _ORIGIN
+    if (
+        host != last.host
+        or ctx.scheme != last.scheme
+        or ctx.server_port != last.port
+        or (not host and ctx.server_addr != last.addr)
+    ):
+        last.host = host
+        last.scheme = ctx.scheme
+        last.port = ctx.server_port
+        last.addr = ctx.server_addr
+        last.origin = (
+            f"{ctx.scheme}://{host_of(host) if host else ctx.server_addr}:{ctx.server_port}"
+        )
     return message_json(
         uri,
         ctx.method,
-        f"{ctx.scheme}://{host_of(host) if host else ctx.server_addr}:{ctx.server_port}",
+        last.origin,
         ctx.query,
         headers._items,
         ctx.request_size,
@@ -245,6 +259,22 @@ def _basic_json(ctx: ProxyContext) -> bytes:
         ctx.credential,
     )
 
+
+class _Origin:
+    """The last logged request's origin (``scheme://$host:port``) and what it was made
+    of: a client's requests repeat their Host header."""
+
+    __slots__ = ("addr", "host", "origin", "port", "scheme")
+
+    def __init__(self) -> None:
+        self.host: str | None = None
+        self.scheme = ""
+        self.port = -1
+        self.addr = ""
+        self.origin = ""
+
+
+_ORIGIN: Final = _Origin()
 
 CONTEXT_JSON[ProxyContext] = _basic_json
 

@@ -26,6 +26,8 @@ class RecordingSender:
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
+        #: as a UdpDestination before its first datagram (udp-log then calls send)
+        self.sock = None
 
     def send(self, *args: Any) -> Any:
         from twisted.internet.defer import succeed

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -38,6 +40,10 @@ class FakeSocket:
         self.sent.append((data, address))
         return len(data)
 
+    def send(self, data: bytes) -> int:
+        """A connected socket's send: recorded with the address ``None``."""
+        return self.sendto(data, None)
+
     def fileno(self) -> int:
         return -1 if self.closed else 5
 
@@ -70,36 +76,40 @@ class UdpTests(SynchronousTestCase):
         self.assertEqual((sender.sent, sender.dropped), (1, 1))
 
     def test_destination_of_an_ip_literal(self) -> None:
-        """A destination sends each datagram with one sendto; errors are counted drops."""
+        """A destination sends each datagram with one send on a socket connected to its
+        address (shared by the destinations of one address); errors are counted drops."""
         reactor = MemoryReactorClock()
         sender = UdpSender(_Resolver(reactor, Clock(reactor)))
         v4, v6 = FakeSocket(), FakeSocket()
-        sender._sockets.update({2: v4, 10: v6})  # type: ignore[dict-item]
+        sender._connected.update({("127.0.0.1", 9999): v4, ("::1", 514): v6})  # type: ignore[dict-item]
         four = sender.destination("127.0.0.1", 9999)
         six = sender.destination("::1", 514)
         four.send(b"a")
-        four.send(b"b")
+        sender.destination("127.0.0.1", 9999).send(b"b")
         six.send(b"c")
-        self.assertEqual(v4.sent, [(b"a", ("127.0.0.1", 9999)), (b"b", ("127.0.0.1", 9999))])
-        self.assertEqual(v6.sent, [(b"c", ("::1", 514))])
+        self.assertEqual(v4.sent, [(b"a", None), (b"b", None)])
+        self.assertEqual(v6.sent, [(b"c", None)])
         v4.error = BlockingIOError(11, "would block")
         four.send(b"d")
         self.assertEqual((sender.sent, sender.dropped), (3, 1))
 
-    def test_destination_after_close_takes_the_new_socket(self) -> None:
-        """Once the sender closed its sockets, a destination sends on the sender's next one."""
+    def test_destination_after_close_connects_again(self) -> None:
+        """Once the sender closed its sockets, a destination's next datagram goes out on
+        the sender's socket, and the one after on a new connected socket."""
         reactor = MemoryReactorClock()
         sender = UdpSender(_Resolver(reactor, Clock(reactor)))
-        old, new = FakeSocket(), FakeSocket()
-        sender._sockets[2] = old  # type: ignore[assignment]
+        old, plain, new = FakeSocket(), FakeSocket(), FakeSocket()
+        sender._connected[("127.0.0.1", 9999)] = old  # type: ignore[assignment]
         dest = sender.destination("127.0.0.1", 9999)
         dest.send(b"a")
         sender.close()
-        sender._sockets[2] = new  # type: ignore[assignment]
+        sender._sockets[2] = plain  # type: ignore[assignment]
         dest.send(b"b")
+        sender._connected[("127.0.0.1", 9999)] = new  # type: ignore[assignment]
         dest.send(b"c")
-        self.assertEqual(old.sent, [(b"a", ("127.0.0.1", 9999))])
-        self.assertEqual(new.sent, [(b"b", ("127.0.0.1", 9999)), (b"c", ("127.0.0.1", 9999))])
+        self.assertEqual(old.sent, [(b"a", None)])
+        self.assertEqual(plain.sent, [(b"b", ("127.0.0.1", 9999))])
+        self.assertEqual(new.sent, [(b"c", None)])
         self.assertEqual((sender.sent, sender.dropped), (3, 0))
 
     def test_destination_socket_failure_is_a_drop(self) -> None:
@@ -107,12 +117,45 @@ class UdpTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         sender = UdpSender(_Resolver(reactor, Clock(reactor)))
 
-        def no_socket(family: int) -> Any:
+        def no_socket(ip: str, port: int) -> Any:
             raise OSError(97, "Address family not supported by protocol")
 
-        sender._socket = no_socket  # type: ignore[method-assign]
+        sender.connected = no_socket  # type: ignore[method-assign]
         sender.destination("::1", 514).send(b"a")
         self.assertEqual((sender.sent, sender.dropped), (0, 1))
+
+    def test_connected_socket_real_datagrams_and_a_closed_port(self) -> None:
+        """Real sockets on 127.0.0.1: datagrams arrive; to a closed port, the ICMP port
+        unreachable comes back as ECONNREFUSED on a later send: a counted, logged drop,
+        never raised, and later datagrams still go out once the port listens again."""
+        reactor = MemoryReactorClock()
+        sender = UdpSender(_Resolver(reactor, Clock(reactor)))
+        self.addCleanup(sender.close)
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(2)
+        port = receiver.getsockname()[1]
+        dest = sender.destination("127.0.0.1", port)
+        dest.send(b"one")
+        dest.send(b"two")
+        self.assertEqual([receiver.recv(100), receiver.recv(100)], [b"one", b"two"])
+        self.assertEqual(sender.sent, 2)
+        self.assertIs(sender.connected("127.0.0.1", port), dest.sock)
+
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+        closed.close()
+        lost = sender.destination("127.0.0.1", closed_port)
+        for _ in range(20):  # bounded: the ICMP error arrives within a few sends
+            lost.send(b"x" * 10)
+            if sender.dropped:
+                break
+            time.sleep(0.01)
+        self.assertEqual(sender.dropped, 1)
+        dest.send(b"three")
+        self.assertEqual(receiver.recv(100), b"three")
 
     def test_destination_of_a_host_name_resolves(self) -> None:
         """A host name is resolved through the reactor (cached for DNS_TTL), never by the socket."""

@@ -200,8 +200,8 @@ class LocalPolicyTests(SynchronousTestCase):
             run_access(h, ctx)
             remaining.append(ctx.response_headers.get("X-RateLimit-Remaining-minute"))
         self.assertEqual(remaining, ["4", "3", "4", "2", "1", "3"])
-        self.assertIs(h._last_consumer, two)
-        self.assertIs(h._last_api, api)
+        self.assertIs(h._window.last_consumer, two)  # type: ignore[union-attr]
+        self.assertIs(h._window.last_api, api)  # type: ignore[union-attr]
         ctx = FakeContext(api=freeze({**API, "name": "renamed"}))  # a changed API row
         ctx.consumer = two
         run_access(h, ctx)

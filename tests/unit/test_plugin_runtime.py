@@ -15,7 +15,7 @@ from kongtx.clock import Clock
 from kongtx.invalidation import keys_for
 from kongtx.plugins import runtime as runtime_module
 from kongtx.plugins.base import BasePlugin, PhaseResult, RequestContext
-from kongtx.plugins.entries import PluginEntry
+from kongtx.plugins.entries import PluginEntry, Slot, may_filter_body
 from kongtx.plugins.runtime import Chain, PluginRuntime, chain_key
 from kongtx.plugins.spec import PluginSpec
 from kongtx.proxy.request import ApiTarget
@@ -510,6 +510,36 @@ class AccessTests(RuntimeTestCase):
         self.assertTrue(
             PluginEntry(spec("only-log", 1), plugin_row("only-log"), handler).has_body_filter
         )
+
+    def test_chains_without_body_filters_skip_the_phase(self) -> None:
+        """A chain none of whose plugins (nor their consumers' configurations) can
+        filter the body passes each chunk as it is; a slot whose consumers may have a
+        filtering configuration (or whose class is not known yet) keeps the phase."""
+
+        class NoFilter(BasePlugin):
+            def log(self, ctx: RequestContext) -> PhaseResult:
+                return None
+
+        class Filter(NoFilter):
+            def body_filter(self, ctx: RequestContext, chunk: bytes, last: bool) -> bytes:
+                return chunk.upper()
+
+        plain = PluginEntry(spec("plain", 1, handler=NoFilter), plugin_row("plain"), NoFilter({}))
+        self.assertFalse(may_filter_body(Slot(plain.spec, plain)))
+        self.assertFalse(may_filter_body(Slot(spec("c", 1, handler=NoFilter), None)))
+        self.assertTrue(may_filter_body(Slot(spec("c", 1, handler=Filter), None)))
+        self.assertFalse(may_filter_body(Slot(spec("c", 1, True, handler=Filter), None)))
+        self.assertTrue(may_filter_body(Slot(spec("c", 1, handler=None), None)))
+        self.assertTrue(
+            may_filter_body(Slot(plain.spec, PluginEntry(plain.spec, plain.row, Filter({}))))
+        )
+        self.specs[:] = [spec("plain", 1, handler=NoFilter)]
+        self.add("plain")
+        chain = self.chain()
+        ctx = FakeContext(API)
+        chain.access(ctx)
+        self.assertEqual(chain.body_filter(ctx, b"x", True), b"x")
+        self.assertFalse(chain._filters_body)
 
 
 class LogTests(RuntimeTestCase):

@@ -18,6 +18,9 @@ __all__ = ["DNS_TTL", "UdpDestination", "UdpSender"]
 DNS_TTL = 60.0
 #: IP literal hosts remembered (then forgotten all at once)
 MAX_LITERALS = 1024
+#: connected sockets kept (one per IP literal destination: a few log configurations);
+#: beyond it all are closed at once (their destinations connect again)
+MAX_CONNECTED = 256
 
 
 class _Resolver:
@@ -67,6 +70,8 @@ class UdpSender(Counted):
         super().__init__()
         self.resolver = resolver
         self._sockets: dict[int, socket.socket] = {}
+        #: (ip, port) -> a socket connected to it (what destinations send on)
+        self._connected: dict[tuple[str, int], socket.socket] = {}
 
     def __repr__(self) -> str:
         return "<UdpSender>"
@@ -100,9 +105,25 @@ class UdpSender(Counted):
         """Where a plugin configuration sends: its datagrams with fewer steps each."""
         return UdpDestination(self, host, int(port))
 
-    def _socket_for(self, ip: str) -> socket.socket:
-        """The socket of an IP address's family."""
-        return self._socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    def connected(self, ip: str, port: int) -> socket.socket:
+        """A non-blocking socket connected to ``(ip, port)`` (shared by the destinations
+        of that address): each datagram is one ``send``, without the kernel's route
+        lookup and address copy per datagram that ``sendto`` costs.  Connecting a UDP
+        socket to an IP address sends nothing and never blocks."""
+        sock = self._connected.get((ip, port))
+        if sock is not None and sock.fileno() >= 0:
+            return sock
+        if len(self._connected) >= MAX_CONNECTED:
+            self._close_connected()
+        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((ip, port))
+        except OSError:
+            sock.close()
+            raise
+        self._connected[(ip, port)] = sock
+        return sock
 
     def _send_to(self, ip: str, port: int, data: bytes) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -113,47 +134,63 @@ class UdpSender(Counted):
             return
         self.sent += 1
 
+    def _close_connected(self) -> None:
+        for sock in self._connected.values():
+            sock.close()
+        self._connected.clear()
+
     def close(self) -> None:
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
+        self._close_connected()
 
 
 class UdpDestination:
-    """One configuration's (host, port): for an IP literal, the socket and address are
-    found once and each datagram is one ``sendto``; a host name goes through
-    :meth:`UdpSender.send` every time (its address is cached for :data:`DNS_TTL`)."""
+    """One configuration's (host, port): for an IP literal, a socket connected to it is
+    found once and each datagram is one ``send`` (as Kong's udp-log: ``setpeername``
+    then ``send``); a host name goes through :meth:`UdpSender.send` every time (its
+    address is cached for :data:`DNS_TTL`).
 
-    __slots__ = ("_is_name", "_sender", "_sock", "_target", "host", "port")
+    A connected socket reports an earlier datagram's ICMP port unreachable as
+    ``ECONNREFUSED`` on a later send: like any send error, a counted, logged drop."""
+
+    __slots__ = ("_is_name", "host", "port", "sender", "sock")
 
     def __init__(self, sender: UdpSender, host: str, port: int) -> None:
-        self._sender = sender
+        self.sender = sender
         self.host = host
         self.port = port
         #: a host name (resolved, its address cached for DNS_TTL), not an IP address
         self._is_name = not sender.resolver.is_literal(host)
-        self._sock: socket.socket | None = None
-        self._target: tuple[str, int] = (host, port)
+        #: the socket connected to the address once a datagram went out (udp-log's
+        #: compiled handler sends on it itself: see :meth:`failed`)
+        self.sock: socket.socket | None = None
 
     def __repr__(self) -> str:
         return f"<UdpDestination {self.host}:{self.port}>"
 
     def send(self, data: bytes) -> None:
         """Send one datagram now (or once the host name is resolved); never raises."""
-        sock = self._sock
+        sock = self.sock
         if sock is None and self._is_name:
-            self._sender.send(self.host, self.port, data)
+            self.sender.send(self.host, self.port, data)
             return
         try:
             if sock is None:
-                sock = self._sock = self._sender._socket_for(self.host)
-            sock.sendto(data, self._target)
+                sock = self.sock = self.sender.connected(self.host, self.port)
+            sock.send(data)
         except OSError as e:
-            if sock is not None and sock.fileno() < 0:
-                # the sender closed its sockets: the next datagram takes its new one
-                self._sock = None
-                self._sender.send(self.host, self.port, data)
-                return
-            self._sender._drop(f"udp {self.host}:{self.port}: {e}")
+            self.failed(sock, data, e)
             return
-        self._sender.sent += 1
+        self.sender.sent += 1
+
+    def failed(self, sock: socket.socket | None, data: bytes, error: OSError) -> None:
+        """``data`` could not be sent on ``sock``: a counted, logged drop, or, when the
+        sender closed its sockets, sent on the sender's socket (the next datagram
+        connects a new one)."""
+        if sock is not None and sock.fileno() < 0:
+            self.sock = None
+            self.sender.send(self.host, self.port, data)
+            return
+        self.sender._drop(f"udp {self.host}:{self.port}: {error}")

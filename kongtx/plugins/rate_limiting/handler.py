@@ -24,7 +24,7 @@ Store or Redis errors: ``fault_tolerant`` proxies the request without headers
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import CancelledError
@@ -85,72 +85,29 @@ class Handler(CountingPlugin):
         self.table: CountTable | None = (
             counters.table if isinstance(counters, ProcessCounters) else None
         )
-        self.by_consumer = self.limit_by == "consumer"
-        #: the second the windows below are for, and the windows (period_starts')
-        self._second = -1
-        self._starts: Mapping[str, int] = {}
-        #: (api_id, identifier) -> the stored keys of its counters in this second's windows
-        self._rows: dict[tuple[str, str], list[Any]] = {}
-        #: the last request's API and consumer rows (immutable: a changed row is a new
-        #: one) and their counters' keys in this second's windows, when counted by
-        #: consumer: the next request of that consumer to that API needs no lookup
-        self._last_api: Any = None
-        self._last_consumer: Any = None
-        self._last_row: list[Any] = []
+        #: the local policy's per-request work (native attributes), else None
+        self._window: _Window | None = (
+            None
+            if self.local is None
+            else _Window(
+                self.local,
+                self.table,
+                self.clock.seconds,
+                self.limit_by,
+                self.limits,
+                self.checks,
+                self.header_texts,
+                self.whole,
+            )
+        )
 
     def access(self, ctx: RequestContext) -> PhaseResult:
-        local = self.local
-        if local is None:
+        window = self._window
+        if window is None:
             api_id, identifier, starts = self.counted(ctx)
             return self._access(ctx, api_id, identifier, starts)
-        # the local policy, all at once: read and count under one lock of the node's
-        # table (exact even across the node's worker processes), the counters' keys
-        # found once a second per client
-        consumer = ctx.consumer
-        api = ctx.api
-        now = self.clock.seconds()
-        second = int(now)
-        rows = self._rows
-        if second != self._second:
-            self._starts = period_starts(now)
-            self._second = second
-            rows.clear()
-            self._last_consumer = None
-        if consumer is not None and consumer is self._last_consumer and api is self._last_api:
-            row = self._last_row
-        else:
-            row = self._row_of(ctx, local, api, consumer)
-        table = self.table
-        if table is not None:
-            self._decide(ctx, table.read_add(row, self.checks, 1, now))
-        else:
-            self._decide(ctx, local.read_add_stored(row, self.checks, 1, now))
+        window.access(ctx)
         return None
-
-    def _row_of(
-        self, ctx: RequestContext, local: LocalCounters, api: Any, consumer: Any
-    ) -> list[Any]:
-        """The counters' keys of this request's client in this second's windows."""
-        identifier = ""
-        if self.by_consumer and consumer is not None:
-            identifier = str(consumer.get("id") or "")
-        if not identifier:
-            identifier = identifier_for(self.limit_by, ctx)
-        api_id = str(api["id"])
-        rows = self._rows
-        key = (api_id, identifier)
-        row = rows.get(key)
-        if row is None:
-            if len(rows) >= ROW_CACHE:
-                rows.clear()
-            row = rows[key] = local.row(api_id, identifier, self._starts)
-        if self.by_consumer and consumer is not None and identifier == consumer.get("id"):
-            # counted by this consumer row's id: remembered for its next request
-            if is_frozen(consumer) and is_frozen(api):
-                self._last_api = api
-                self._last_consumer = consumer
-                self._last_row = row
-        return row
 
     async def _access(
         self, ctx: RequestContext, api_id: str, identifier: str, starts: Mapping[str, int]
@@ -179,28 +136,7 @@ class Handler(CountingPlugin):
 
         ``usage``: the count of each configured period, in :attr:`limits` order.
         """
-        stop = -1
-        limits = self.limits
-        count = len(limits)
-        for i in range(count):
-            if limits[i][1] - usage[i] <= 0:
-                stop = i
-        headers: list[tuple[str, str]] = []
-        texts = self.header_texts
-        whole = self.whole
-        for i in range(count):
-            left = limits[i][1] - usage[i]
-            if stop < 0 or stop == i:
-                left -= 1
-            limit_name, remaining_name, limit_text = texts[i]
-            headers.append((limit_name, limit_text))
-            remaining = max(0, left)
-            headers.append((remaining_name, str(int(remaining)) if whole else lua_int(remaining)))
-        ctx.shared[HEADERS_KEY] = headers
-        if stop >= 0:
-            ctx.respond(429, EXCEEDED, dict(headers))
-            return False
-        return True
+        return decide(ctx, usage, self.limits, self.header_texts, self.whole)
 
     def header_filter(self, ctx: RequestContext) -> PhaseResult:
         headers: list[tuple[str, str]] | None = ctx.shared.get(HEADERS_KEY)
@@ -209,3 +145,117 @@ class Handler(CountingPlugin):
             for name, value in headers:
                 response.set(name, value)
         return None
+
+
+def decide(
+    ctx: RequestContext,
+    usage: list[int],
+    limits: list[tuple[str, float]],
+    texts: list[tuple[str, str, str]],
+    whole: bool,
+) -> bool:
+    """:meth:`Handler._decide` of a handler's limits, header texts and :attr:`whole`."""
+    stop = -1
+    count = len(limits)
+    for i in range(count):
+        if limits[i][1] - usage[i] <= 0:
+            stop = i
+    headers: list[tuple[str, str]] = []
+    for i in range(count):
+        left = limits[i][1] - usage[i]
+        if stop < 0 or stop == i:
+            left -= 1
+        limit_name, remaining_name, limit_text = texts[i]
+        headers.append((limit_name, limit_text))
+        remaining = max(0, left)
+        headers.append((remaining_name, str(int(remaining)) if whole else lua_int(remaining)))
+    ctx.shared[HEADERS_KEY] = headers
+    if stop >= 0:
+        ctx.respond(429, EXCEEDED, dict(headers))
+        return False
+    return True
+
+
+class _Window:
+    """The ``local`` policy's access phase of one handler, its state in native
+    attributes (a handler's own are dict entries): read and count under one lock of the
+    node's table (exact even across the node's worker processes), the counters' keys
+    found once a second per client."""
+
+    def __init__(
+        self,
+        local: LocalCounters,
+        table: CountTable | None,
+        seconds: Callable[[], float],
+        limit_by: str,
+        limits: list[tuple[str, float]],
+        checks: list[tuple[int, float]],
+        texts: list[tuple[str, str, str]],
+        whole: bool,
+    ) -> None:
+        self.local = local
+        #: this process's table when the local counters are one (compiled: counted in
+        #: with one native call), else None (the node's shared table: its own lock)
+        self.table = table
+        self.seconds = seconds
+        self.limit_by = limit_by
+        self.by_consumer = limit_by == "consumer"
+        self.limits = limits
+        self.checks = checks
+        self.texts = texts
+        self.whole = whole
+        #: the second the windows below are for, and the windows (period_starts')
+        self.second = -1
+        self.starts: Mapping[str, int] = {}
+        #: (api_id, identifier) -> the stored keys of its counters in this second's windows
+        self.rows: dict[tuple[str, str], list[Any]] = {}
+        #: the last request's API and consumer rows (immutable: a changed row is a new
+        #: one) and their counters' keys in this second's windows, when counted by
+        #: consumer: the next request of that consumer to that API needs no lookup
+        self.last_api: Any = None
+        self.last_consumer: Any = None
+        self.last_row: list[Any] = []
+
+    def access(self, ctx: RequestContext) -> None:
+        consumer = ctx.consumer
+        api = ctx.api
+        now = self.seconds()
+        second = int(now)
+        if second != self.second:
+            self.starts = period_starts(now)
+            self.second = second
+            self.rows.clear()
+            self.last_consumer = None
+        if consumer is not None and consumer is self.last_consumer and api is self.last_api:
+            row = self.last_row
+        else:
+            row = self.row_of(ctx, api, consumer)
+        table = self.table
+        if table is not None:
+            usage = table.read_add(row, self.checks, 1, now)
+        else:
+            usage = self.local.read_add_stored(row, self.checks, 1, now)
+        decide(ctx, usage, self.limits, self.texts, self.whole)
+
+    def row_of(self, ctx: RequestContext, api: Any, consumer: Any) -> list[Any]:
+        """The counters' keys of this request's client in this second's windows."""
+        identifier = ""
+        if self.by_consumer and consumer is not None:
+            identifier = str(consumer.get("id") or "")
+        if not identifier:
+            identifier = identifier_for(self.limit_by, ctx)
+        api_id = str(api["id"])
+        rows = self.rows
+        key = (api_id, identifier)
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= ROW_CACHE:
+                rows.clear()
+            row = rows[key] = self.local.row(api_id, identifier, self.starts)
+        if self.by_consumer and consumer is not None and identifier == consumer.get("id"):
+            # counted by this consumer row's id: remembered for its next request
+            if is_frozen(consumer) and is_frozen(api):
+                self.last_api = api
+                self.last_consumer = consumer
+                self.last_row = row
+        return row

@@ -9,6 +9,7 @@ from typing import Any
 from kongtx.plugins.base import BasePlugin, PhaseResult, PluginServices, RequestContext
 from kongtx.plugins.log_serializer import basic_json
 from kongtx.plugins.log_transports import senders
+from kongtx.plugins.log_transports.udp import UdpDestination
 
 __all__ = ["Handler"]
 
@@ -23,8 +24,20 @@ class Handler(BasePlugin):
         self.host = str(config["host"])
         self.port = int(config["port"])
         #: where every datagram of this configuration goes (socket and address found once)
-        self.destination = senders(services).udp.destination(self.host, self.port)
+        self.destination: UdpDestination = senders(services).udp.destination(self.host, self.port)
 
     def log(self, ctx: RequestContext) -> PhaseResult:
-        self.destination.send(basic_json(ctx))
+        data = basic_json(ctx)
+        destination = self.destination
+        sock = destination.sock
+        if sock is None:
+            destination.send(data)  # the first datagram, a host name's, or after a close
+            return None
+        # UdpDestination.send's usual case, compiled: one send on the connected socket
+        try:
+            sock.send(data)
+        except OSError as e:
+            destination.failed(sock, data, e)
+            return None
+        destination.sender.sent += 1
         return None
