@@ -64,6 +64,7 @@ HOT_PATH: tuple[str, ...] = (
     "kongtx.plugins.log_tables",
     "kongtx.plugins.log_serializer",
     "kongtx.plugins.ratelimit_table",
+    "kongtx.plugins.counter_slots",
     "kongtx.plugins.key_auth.handler",
     "kongtx.plugins.rate_limiting.handler",
     "kongtx.plugins.udp_log.handler",

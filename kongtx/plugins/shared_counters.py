@@ -35,7 +35,6 @@ nothing here calls the reactor.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
 import os
@@ -46,9 +45,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kongtx.clock import Clock
-from kongtx.log import logger
+from kongtx.plugins.counter_slots import SlotKey, SlotTable
 from kongtx.plugins.ratelimit_counters import LIFETIMES
-from kongtx.plugins.ratelimit_local import LocalCounters, within
+from kongtx.plugins.ratelimit_local import LocalCounters
 
 __all__ = [
     "DEFAULT_SLOTS",
@@ -58,8 +57,6 @@ __all__ = [
     "SharedCounters",
     "key_digest",
 ]
-
-log = logger("kongtx.plugins.shared_counters")
 
 #: slots of a new table (2 MiB of file)
 DEFAULT_SLOTS = 65536
@@ -74,11 +71,7 @@ HEADER_SIZE = 64
 #: key digest, expires at (epoch seconds), count
 SLOT = struct.Struct("<16sdq")
 SLOT_SIZE = SLOT.size
-EXPIRY = struct.Struct("<d")
-COUNT = struct.Struct("<q")
 DIGEST_SIZE = 16
-COUNT_AT = 24
-COUNT_MIN, COUNT_MAX = -(2**63), 2**63 - 1
 
 # open tables, given a lock of their own in a forked child (see CounterTable._after_fork)
 _OPEN: weakref.WeakSet[CounterTable] = weakref.WeakSet()
@@ -121,7 +114,8 @@ class CounterTable:
             os.close(fd)
             raise
         self._fd = fd
-        self._warned = False
+        #: the slots, read and written under the lock (compiled)
+        self.core = SlotTable(self._mm, fd, self.slots, self.window, path)
         _OPEN.add(self)
 
     @staticmethod
@@ -161,6 +155,7 @@ class CounterTable:
     def close(self) -> None:
         """Unmap and close the file (the table stays for the other processes)."""
         _OPEN.discard(self)
+        self.core.release()
         self._mm.close()
         os.close(self._fd)
 
@@ -169,45 +164,28 @@ class CounterTable:
         # shares with its parent: the two would not exclude each other.
         fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
         os.close(self._fd)
-        self._fd = fd
+        self._fd = self.core.fd = fd
 
     def read(self, digests: list[bytes], now: float) -> list[int]:
         """The live count of each digest (0 when none or expired)."""
-        mm, fd = self._mm, self._fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            return [self._find(mm, digest, now)[1] for digest in digests]
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        return self.core.read([self.slot_key(d) for d in digests], now)
 
     def add(
         self, digests: Sequence[bytes], lifetimes: Sequence[float], amount: int, now: float
     ) -> None:
         """Add ``amount`` to each digest's counter; a new one lives its ``lifetimes`` seconds."""
-        mm, fd = self._mm, self._fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            for digest, lifetime in zip(digests, lifetimes, strict=True):
-                off, count = self._find(mm, digest, now)
-                if off >= 0:
-                    total = count + amount
-                    if not COUNT_MIN <= total <= COUNT_MAX:
-                        total = COUNT_MIN if total < 0 else COUNT_MAX
-                    COUNT.pack_into(mm, off + COUNT_AT, total)
-                else:
-                    off = self._free_slot(mm, digest, now)
-                    total = min(max(amount, COUNT_MIN), COUNT_MAX)
-                    SLOT.pack_into(mm, off, digest, now + lifetime, total)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        keys = [self.slot_key(d) for d in digests]
+        if len(keys) != len(lifetimes):
+            raise ValueError("one lifetime a digest")
+        self.core.add(keys, tuple(lifetimes), amount, now)
 
-    def slot_key(self, digest: bytes) -> tuple[bytes, int]:
-        """``digest`` with the offset of its home slot: what :meth:`read_add` takes."""
-        return digest, HEADER_SIZE + int.from_bytes(digest[:8], "little") % self.slots * SLOT_SIZE
+    def slot_key(self, digest: bytes) -> SlotKey:
+        """``digest`` as :meth:`read_add` takes it (with its home slot in this table)."""
+        return SlotKey(digest, self.slots)
 
     def read_add(
         self,
-        keys: Sequence[tuple[bytes, int]],
+        keys: list[SlotKey],
         limits: Sequence[tuple[int, float]],
         lifetimes: Sequence[float],
         amount: int,
@@ -215,107 +193,14 @@ class CounterTable:
     ) -> list[int]:
         """The live count of the keys (:meth:`slot_key`) ``limits`` name (``(index,
         limit)``), in that order; when each is under its limit, ``amount`` is added to
-        every key's counter as :meth:`add` does, all under one lock.
-
-        The hot path of the ``local`` rate-limiting policy with workers: one lock, each
-        slot unpacked once (the lookup of :meth:`_find`, inlined, from the home slot).
-        """
-        mm, fd = self._mm, self._fd
-        unpack, window = SLOT.unpack_from, self.window
-        end = HEADER_SIZE + self.slots * SLOT_SIZE
-        offsets: list[int] = []
-        counts: list[int] = []
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            for digest, off in keys:
-                count = 0
-                for _ in range(window):
-                    found, expires, count = unpack(mm, off)
-                    if found == digest and expires > now:
-                        break
-                    if expires == 0.0:  # never used: no key was placed beyond it
-                        off = -1
-                        break
-                    off += SLOT_SIZE
-                    if off == end:
-                        off = HEADER_SIZE
-                else:
-                    off = -1
-                offsets.append(off)
-                counts.append(count if off >= 0 else 0)
-            values = [counts[i] for i, _ in limits]
-            if within(limits, values):
-                missing: list[int] = []
-                for i in range(len(keys)):
-                    off = offsets[i]
-                    if off >= 0:
-                        total = counts[i] + amount
-                        if not COUNT_MIN <= total <= COUNT_MAX:
-                            total = COUNT_MIN if total < 0 else COUNT_MAX
-                        COUNT.pack_into(mm, off + COUNT_AT, total)
-                    else:
-                        missing.append(i)
-                # new counters last: placing one may evict another's slot, found above
-                for i in missing:
-                    digest = keys[i][0]
-                    off = self._free_slot(mm, digest, now)
-                    SLOT.pack_into(
-                        mm, off, digest, now + lifetimes[i], min(max(amount, COUNT_MIN), COUNT_MAX)
-                    )
-            return values
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _find(self, mm: mmap.mmap, digest: bytes, now: float) -> tuple[int, int]:
-        """The offset and count of ``digest``'s live slot, or ``(-1, 0)``."""
-        slots, unpack = self.slots, SLOT.unpack_from
-        index = int.from_bytes(digest[:8], "little") % slots
-        for _ in range(self.window):
-            off = HEADER_SIZE + index * SLOT_SIZE
-            found, expires, count = unpack(mm, off)
-            if found == digest and expires > now:
-                return off, count
-            if expires == 0.0:  # never used: no key was placed beyond it
-                break
-            index += 1
-            if index == slots:
-                index = 0
-        return -1, 0
-
-    def _free_slot(self, mm: mmap.mmap, digest: bytes, now: float) -> int:
-        """The first free (expired or never used) slot of the window, else the one
-        expiring soonest (evicted)."""
-        slots = self.slots
-        index = int.from_bytes(digest[:8], "little") % slots
-        soonest, soonest_at = -1, 0.0
-        for _ in range(self.window):
-            off = HEADER_SIZE + index * SLOT_SIZE
-            (expires,) = EXPIRY.unpack_from(mm, off + DIGEST_SIZE)
-            if expires <= now:
-                return off
-            if soonest < 0 or expires < soonest_at:
-                soonest, soonest_at = off, expires
-            index += 1
-            if index == slots:
-                index = 0
-        if not self._warned:
-            self._warned = True
-            log.warn(
-                "local rate-limiting counters: the table of {path} ({slots} slots) is full "
-                "around a key; evicting the counters that expire soonest (limits undercount)",
-                path=self.path,
-                slots=slots,
-            )
-        return soonest
+        every key's counter as :meth:`add` does, all under one lock
+        (:meth:`kongtx.plugins.counter_slots.SlotTable.read_add`, compiled: the hot path
+        of the ``local`` rate-limiting policy with workers)."""
+        return self.core.read_add(keys, list(limits), tuple(lifetimes), amount, now)
 
     def live(self, now: float) -> int:
         """How many slots hold an unexpired counter (scans the whole table)."""
-        mm, fd = self._mm, self._fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            return sum(1 for _, expires, _ in SLOT.iter_unpack(mm[HEADER_SIZE:]) if expires > now)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        return self.core.live(now)
 
 
 def _reopen_after_fork() -> None:
@@ -335,20 +220,22 @@ class SharedCounters(LocalCounters):
     def __init__(self, clock: Clock, table: CounterTable) -> None:
         super().__init__(clock)
         self.table = table
+        #: the table's slots (compiled): what rate-limiting's access phase counts in
+        self.core = table.core
 
-    def stored(self, key: str) -> tuple[bytes, int]:
-        return self.table.slot_key(key_digest(key))
+    def stored(self, key: str) -> SlotKey:
+        return SlotKey(key_digest(key), self.table.slots)
 
     def read_stored(self, stored: list[Any], now: float) -> list[int]:
-        return self.table.read([digest for digest, _ in stored], now)
+        return self.core.read(stored, now)
 
     def add_stored(self, stored: list[Any], amount: int, now: float) -> None:
-        self.table.add([digest for digest, _ in stored], LIFETIMES, amount, now)
+        self.core.add(stored, LIFETIMES, amount, now)
 
     def read_add_stored(
         self, stored: list[Any], limits: Sequence[tuple[int, float]], amount: int, now: float
     ) -> list[int]:
-        return self.table.read_add(stored, limits, LIFETIMES, amount, now)
+        return self.core.read_add(stored, list(limits), LIFETIMES, amount, now)
 
     def __len__(self) -> int:
         """Unexpired counters in the table (all processes')."""

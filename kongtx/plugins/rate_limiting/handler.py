@@ -31,11 +31,13 @@ from twisted.internet.defer import CancelledError
 
 from kongtx.log import logger
 from kongtx.plugins.base import PhaseResult, PluginServices, RequestContext
-from kongtx.plugins.ratelimit_counters import PERIOD_INDEX, PERIODS, period_starts
+from kongtx.plugins.counter_slots import SlotTable
+from kongtx.plugins.ratelimit_counters import LIFETIMES, PERIOD_INDEX, PERIODS, period_starts
 from kongtx.plugins.ratelimit_local import ROW_CACHE, LocalCounters, ProcessCounters
 from kongtx.plugins.ratelimit_policies import CountingPlugin, identifier_for
 from kongtx.plugins.ratelimit_table import CountTable
 from kongtx.plugins.row_json import is_frozen
+from kongtx.plugins.shared_counters import SharedCounters
 
 __all__ = ["HEADERS_KEY", "Handler", "LIMIT_HEADER", "REMAINING_HEADER"]
 
@@ -85,6 +87,11 @@ class Handler(CountingPlugin):
         self.table: CountTable | None = (
             counters.table if isinstance(counters, ProcessCounters) else None
         )
+        #: the slots of the node's shared table when the local counters are in it
+        #: (compiled: counted in with one native call under its lock), else None
+        self.slots: SlotTable | None = (
+            counters.core if isinstance(counters, SharedCounters) else None
+        )
         #: the local policy's per-request work (native attributes), else None
         self._window: _Window | None = (
             None
@@ -92,6 +99,7 @@ class Handler(CountingPlugin):
             else _Window(
                 self.local,
                 self.table,
+                self.slots,
                 self.clock.seconds,
                 self.limit_by,
                 self.limits,
@@ -186,6 +194,7 @@ class _Window:
         self,
         local: LocalCounters,
         table: CountTable | None,
+        slots: SlotTable | None,
         seconds: Callable[[], float],
         limit_by: str,
         limits: list[tuple[str, float]],
@@ -197,6 +206,8 @@ class _Window:
         #: this process's table when the local counters are one (compiled: counted in
         #: with one native call), else None (the node's shared table: its own lock)
         self.table = table
+        #: the node's shared table's slots when the local counters are in it, else None
+        self.slots = slots
         self.seconds = seconds
         self.limit_by = limit_by
         self.by_consumer = limit_by == "consumer"
@@ -231,8 +242,11 @@ class _Window:
         else:
             row = self.row_of(ctx, api, consumer)
         table = self.table
+        slots = self.slots
         if table is not None:
             usage = table.read_add(row, self.checks, 1, now)
+        elif slots is not None:
+            usage = slots.read_add(row, self.checks, LIFETIMES, 1, now)
         else:
             usage = self.local.read_add_stored(row, self.checks, 1, now)
         decide(ctx, usage, self.limits, self.texts, self.whole)
