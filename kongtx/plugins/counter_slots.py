@@ -33,14 +33,20 @@ log = logger("kongtx.plugins.shared_counters")
 HEADER_WORDS: Final = 8
 #: a slot, in 64-bit words: digest (2), expiry (1, a double), count (1)
 SLOT_WORDS: Final = 4
+#: the header word counting placements (a slot given to a key): hints of an older one are stale
+GENERATION_WORD: Final = 3
 COUNT_MIN: Final = -(2**63)
 COUNT_MAX: Final = 2**63 - 1
+#: counts within this bound need no saturation check against the 64-bit bounds
+SMALL: Final = 2**60
 LOCK_EX: Final[int] = fcntl.LOCK_EX
 LOCK_UN: Final[int] = fcntl.LOCK_UN
 
 
 def _clamped(total: int) -> int:
     """A count as a signed 64-bit slot holds it (saturated)."""
+    if -SMALL < total < SMALL:
+        return total
     if total > COUNT_MAX:
         return COUNT_MAX
     if total < COUNT_MIN:
@@ -50,13 +56,23 @@ def _clamped(total: int) -> int:
 
 class SlotKey:
     """A counter's key as a table stores it: its 16-byte digest (:attr:`digest`, and as
-    two signed little-endian words) and the word where its probe window starts."""
+    two signed little-endian words) and the word where its probe window starts.
+
+    It also remembers the slot it was last found in (:attr:`slot`), and in which table
+    and at which of its generations: as long as no key was given a slot since (the
+    table's generation word is the same), the key is still there, live if the slot's
+    expiry is ahead, else nowhere (a key has at most one live slot).
+    """
 
     def __init__(self, digest: bytes, slots: int) -> None:
         self.digest = digest
         self.lo: int = int.from_bytes(digest[0:8], "little", signed=True)
         self.hi: int = int.from_bytes(digest[8:16], "little", signed=True)
         self.home: int = HEADER_WORDS + int.from_bytes(digest[0:8], "little") % slots * SLOT_WORDS
+        #: the word of the slot it was found in, the table and its generation then
+        self.slot = -1
+        self.table: SlotTable | None = None
+        self.generation = -1
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -138,9 +154,29 @@ class SlotTable:
         fd = self.fd
         fcntl.flock(fd, LOCK_EX)
         try:
+            generation = words[GENERATION_WORD]
+            if self.hinted(keys, generation, now):
+                # every key live in the slot it was found in: count there
+                room = True
+                for index, limit in limits:
+                    value = words[keys[index].slot + 3]
+                    values.append(value)
+                    if limit - value <= 0:
+                        room = False
+                if room:
+                    for key in keys:
+                        w = key.slot + 3
+                        words[w] = _clamped(words[w] + amount)
+                return values
             offsets: list[int] = []
             for i in range(count):
-                offsets.append(self.find(keys[i], now))
+                key = keys[i]
+                w = self.find(key, now)
+                offsets.append(w)
+                if w >= 0:  # a hint, made stale by any key placed below
+                    key.slot = w
+                    key.table = self
+                    key.generation = generation
             room = True
             for index, limit in limits:
                 w = offsets[index]
@@ -163,6 +199,14 @@ class SlotTable:
         finally:
             fcntl.flock(fd, LOCK_UN)
         return values
+
+    def hinted(self, keys: list[SlotKey], generation: int, now: float) -> bool:
+        """Whether every key is live in the slot it was last found in (the lock held)."""
+        floats = self.floats
+        for key in keys:
+            if key.generation != generation or key.table is not self or floats[key.slot + 2] <= now:
+                return False
+        return True
 
     def find(self, key: SlotKey, now: float) -> int:
         """The word of ``key``'s live slot, or -1 (the lock held)."""
@@ -187,6 +231,7 @@ class SlotTable:
         """Start ``key``'s counter at ``amount`` in a free slot of its window (the lock held)."""
         w = self.free_slot(key, now)
         words = self.words
+        words[GENERATION_WORD] = words[GENERATION_WORD] + 1
         words[w] = key.lo
         words[w + 1] = key.hi
         self.floats[w + 2] = expires

@@ -9,7 +9,9 @@ keeps the counters in a file that every process of the node maps with
 :func:`kongtx.plugins.ratelimit_local.share_local_counters`).
 
 The file (:class:`CounterTable`) is a 64-byte header (magic, version, slot
-count, probe window) and a fixed table of 32-byte slots: the 16-byte blake2b
+count, probe window; then, at byte 24, a 64-bit count of the slots ever given to a
+key, which lets a process trust the slot it last found a key in while no other
+key was placed) and a fixed table of 32-byte slots: the 16-byte blake2b
 digest of a key, its expiry time (epoch seconds, a double) and its count (a
 signed 64-bit integer).  A key lives in the first slot of its probe window (the
 ``window`` slots from its digest's home slot) that was free when it was added:
@@ -64,7 +66,8 @@ DEFAULT_SLOTS = 65536
 DEFAULT_WINDOW = 32
 
 MAGIC = b"kongtxLC"
-VERSION = 1
+#: 2: header word 3 counts the slots given to keys (kongtx.plugins.counter_slots)
+VERSION = 2
 #: magic, version, slots, window
 HEADER = struct.Struct("<8sIII")
 HEADER_SIZE = 64

@@ -33,6 +33,7 @@ from kongtx.plugins.shared_counters import (
     HEADER,
     HEADER_SIZE,
     MAGIC,
+    VERSION,
     BadCounterFile,
     CounterTable,
     SharedCounters,
@@ -354,7 +355,8 @@ def write_header(path: Path, magic: bytes, version: int, slots: int, window: int
     [
         (b"notours!", 1, 8, True, "not a kongtx counter table"),
         (MAGIC, 99, 8, True, "version 99"),
-        (MAGIC, 1, 8, False, "do not agree"),
+        (MAGIC, 1, 8, True, "version 1"),
+        (MAGIC, VERSION, 8, False, "do not agree"),
     ],
 )
 def test_bad_header_is_refused(
@@ -391,7 +393,7 @@ def test_create_starts_an_empty_table(table: CounterTable) -> None:
         assert fresh.read([digest], NOW) == [0]
         assert table.read([digest], NOW) == [3]
         with open(table.path, "rb") as f:
-            assert struct.unpack_from("<8sIII", f.read(HEADER.size)) == (MAGIC, 1, 8, 8)
+            assert struct.unpack_from("<8sIII", f.read(HEADER.size)) == (MAGIC, VERSION, 8, 8)
     finally:
         fresh.close()
 
@@ -572,3 +574,38 @@ def test_forked_children_lock_apart(tmp_path: Path) -> None:
         assert t.read(digests, NOW) == [8000] * 6
     finally:
         t.close()
+
+
+def test_remembered_slot_is_not_trusted_after_another_mapping_placed_a_key(
+    tmp_path: Path,
+) -> None:
+    """A key's remembered slot, evicted through another mapping (another process) for a
+    new key, is looked up again: the new key's count is not added to."""
+    path = str(tmp_path / "c")
+    a = CounterTable(path, create=True, slots=4, window=4)
+    b = CounterTable(path, create=False)
+    try:
+        keys = [key_digest(k) for k in colliding_keys(4, 0, 5)]
+        mine = [a.slot_key(keys[0])]
+        for _ in range(3):  # placed, then found (remembered), then counted in place
+            a.read_add(mine, [(0, 100.0)], [5.0], 1, NOW)
+        assert a.read([keys[0]], NOW) == [3]
+        for digest in keys[1:4]:
+            b.add([digest], [3600.0], 1, NOW)
+        b.add([keys[4]], [3600.0], 7, NOW)  # the window full: evicts keys[0] (5 s)
+        assert a.read_add(mine, [(0, 100.0)], [5.0], 1, NOW) == [0]
+        # not 8: keys[0] placed again, evicting keys[4] (its old slot, the first expiring soonest)
+        assert b.read(keys, NOW) == [1, 1, 1, 1, 0]
+    finally:
+        b.close()
+        a.close()
+
+
+def test_remembered_slot_expires(table: CounterTable) -> None:
+    """A key counted in its remembered slot starts again once that slot expired."""
+    key = [table.slot_key(key_digest("k"))]
+    for _ in range(3):
+        table.read_add(key, [(0, 100.0)], [1.0], 1, NOW)
+    assert table.read_add(key, [(0, 100.0)], [1.0], 1, NOW + 0.5) == [3]
+    assert table.read_add(key, [(0, 100.0)], [1.0], 1, NOW + 1) == [0]
+    assert table.read([key_digest("k")], NOW + 1) == [1]
