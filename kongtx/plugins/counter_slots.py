@@ -58,10 +58,10 @@ class SlotKey:
     """A counter's key as a table stores it: its 16-byte digest (:attr:`digest`, and as
     two signed little-endian words) and the word where its probe window starts.
 
-    It also remembers the slot it was last found in (:attr:`slot`), and in which table
-    and at which of its generations: as long as no key was given a slot since (the
-    table's generation word is the same), the key is still there, live if the slot's
-    expiry is ahead, else nowhere (a key has at most one live slot).
+    It also remembers the slot it was last found in (:attr:`slot`), in which table, at
+    which of its generations and the slot's expiry then: as long as no key was given a
+    slot since (the table's generation word is the same), the key is still there with
+    that expiry, live if it is ahead, else nowhere (a key has at most one live slot).
     """
 
     def __init__(self, digest: bytes, slots: int) -> None:
@@ -69,10 +69,12 @@ class SlotKey:
         self.lo: int = int.from_bytes(digest[0:8], "little", signed=True)
         self.hi: int = int.from_bytes(digest[8:16], "little", signed=True)
         self.home: int = HEADER_WORDS + int.from_bytes(digest[0:8], "little") % slots * SLOT_WORDS
-        #: the word of the slot it was found in, the table and its generation then
+        #: the word of the slot it was found in, the table and its generation then, and
+        #: the slot's expiry (written only when a key is given the slot: a new generation)
         self.slot = -1
         self.table: SlotTable | None = None
         self.generation = -1
+        self.expires = 0.0
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -177,6 +179,7 @@ class SlotTable:
                     key.slot = w
                     key.table = self
                     key.generation = generation
+                    key.expires = self.floats[w + 2]
             room = True
             for index, limit in limits:
                 w = offsets[index]
@@ -202,9 +205,8 @@ class SlotTable:
 
     def hinted(self, keys: list[SlotKey], generation: int, now: float) -> bool:
         """Whether every key is live in the slot it was last found in (the lock held)."""
-        floats = self.floats
         for key in keys:
-            if key.generation != generation or key.table is not self or floats[key.slot + 2] <= now:
+            if key.generation != generation or key.table is not self or key.expires <= now:
                 return False
         return True
 
