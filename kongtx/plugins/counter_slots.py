@@ -233,7 +233,8 @@ class SlotTable:
         """Start ``key``'s counter at ``amount`` in a free slot of its window (the lock held)."""
         w = self.free_slot(key, now)
         words = self.words
-        words[GENERATION_WORD] = words[GENERATION_WORD] + 1
+        generation = words[GENERATION_WORD]
+        words[GENERATION_WORD] = generation + 1 if generation < COUNT_MAX else COUNT_MIN
         words[w] = key.lo
         words[w + 1] = key.hi
         self.floats[w + 2] = expires

@@ -609,3 +609,11 @@ def test_remembered_slot_expires(table: CounterTable) -> None:
     assert table.read_add(key, [(0, 100.0)], [1.0], 1, NOW + 0.5) == [3]
     assert table.read_add(key, [(0, 100.0)], [1.0], 1, NOW + 1) == [0]
     assert table.read([key_digest("k")], NOW + 1) == [1]
+
+
+def test_placement_count_wraps(table: CounterTable) -> None:
+    """The header's placement count wraps at 64 bits instead of failing a placement."""
+    table.core.words[3] = 2**63 - 1
+    table.add([key_digest("k")], [60.0], 1, NOW)
+    assert table.core.words[3] == -(2**63)
+    assert table.read([key_digest("k")], NOW) == [1]
