@@ -156,7 +156,7 @@ class ExpressRequest:
         if isinstance(error, StaleConnection):
             req = self.request
             waiting = self.waiting = self._pipeline.client.retry_on_new_connection(
-                req.method, req.url, req.headers, self.body, self.length
+                req.method, req.url, req.headers, self.body, self.length, req.origin
             )
             waiting.addCallbacks(self._retried, self.failed)
             return

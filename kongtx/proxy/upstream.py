@@ -279,7 +279,7 @@ class UpstreamClient:
         if exchange is None:
             return None
         result = exchange.start()
-        result.addErrback(self._retry_stale, (method, url, headers, body, length))
+        result.addErrback(self._retry_stale, (method, url, headers, body, length, origin))
         return result
 
     def pooled_exchange(
@@ -335,14 +335,25 @@ class UpstreamClient:
         return exchange
 
     def retry_on_new_connection(
-        self, method: str, url: str, headers: HeaderList, body: IO[bytes] | None, length: int
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: IO[bytes] | None,
+        length: int,
+        origin: Origin | None = None,
     ) -> Deferred[UpstreamResponse]:
-        """:meth:`request` on a new connection (after a stale pooled one)."""
+        """:meth:`request` on a new connection (after a stale pooled one); ``origin``:
+        the API's, split already, as on the first attempt."""
         log.debug("pooled connection for {url} was closed; retrying", url=url)
-        return Deferred.fromCoroutine(self.request(method, url, headers, body, length, pool=False))
+        return Deferred.fromCoroutine(
+            self.request(method, url, headers, body, length, pool=False, origin=origin)
+        )
 
     def _retry_stale(
-        self, failure: Failure, request: tuple[str, str, HeaderList, IO[bytes] | None, int]
+        self,
+        failure: Failure,
+        request: tuple[str, str, HeaderList, IO[bytes] | None, int, Origin | None],
     ) -> Deferred[UpstreamResponse]:
         """After a stale pooled connection: ``request`` again, on a new connection."""
         failure.trap(StaleConnection)

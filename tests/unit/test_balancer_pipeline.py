@@ -111,7 +111,13 @@ class ScriptedClient:
         return ScriptedExchange(self._step(url, address, body, length), listener)
 
     def retry_on_new_connection(
-        self, method: str, url: str, headers: HeaderList, body: Any, length: int
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any,
+        length: int,
+        origin: Any = None,
     ) -> Deferred[Any]:
         return self.request(method, url, headers, body, length)
 

@@ -123,7 +123,13 @@ class FakeClient:
         return FakeExchange(pending)
 
     def retry_on_new_connection(
-        self, method: str, url: str, headers: HeaderList, body: Any, length: int
+        self,
+        method: str,
+        url: str,
+        headers: HeaderList,
+        body: Any,
+        length: int,
+        origin: Any = None,
     ) -> Deferred[Any]:
         self.requests.append((method, url, headers, body.read(length) if body else None))
         self.pending = Deferred()

@@ -18,6 +18,7 @@ from kongtx.clock import Clock
 from kongtx.proxy.errors import UpstreamError
 from kongtx.proxy.headers import HeaderList
 from kongtx.proxy.upstream import FileBodyProducer, UpstreamClient, UpstreamResponse
+from kongtx.proxy.upstream_request import Origin
 from kongtx.proxy.upstream_response import StaleConnection
 
 
@@ -340,7 +341,11 @@ class LeanClientTests(_Base):
         proto, _ = self.connections[0]
         proto.connectionLost(Failure(ConnectionRefusedError()))  # upstream closed it idle
         assert listener.got == [204, StaleConnection]
-        retried = client.retry_on_new_connection("GET", url, headers, None, 0)
+        # the retry takes the API's origin, split once, as the first attempt did
+        retried = client.retry_on_new_connection(
+            "GET", url, headers, None, 0, Origin("http://10.0.0.2")
+        )
+        assert self.connections[1][1].value().startswith(b"GET /path HTTP/1.1\r\n")
         self.respond(1, b"HTTP/1.1 204 No Content\r\n\r\n")
         self.successResultOf(retried).deliver(Sink())
         cancelled = client.pooled_exchange("GET", url, headers, None, 0, listener)
